@@ -1,0 +1,1 @@
+"""Recommendation policies: SB3 DQN/PPO, tabular value iteration and Q-learning, heuristics, evaluation."""

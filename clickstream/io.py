@@ -1,0 +1,145 @@
+"""Input discovery and atomic output: shared by every loader and the prepare stage."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from clickstream.errors import ClickstreamError
+
+PathSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+def resolve_inputs(spec: PathSpec, patterns: Sequence[str] = ("*",)) -> list[Path]:
+    """Expand a file, a folder, a glob, or a list of those into a sorted list of files.
+
+    Args:
+        spec: One path / glob or a sequence of them. A folder contributes the files in it
+            matching any of ``patterns`` (not recursive).
+        patterns: Filename globs used for folders, e.g. ``("*.parquet", "*.json")``.
+
+    Raises:
+        ClickstreamError: Nothing matches, or a named file is empty.
+    """
+    items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
+    if not items:
+        raise ClickstreamError("no input path given")
+    files: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = sorted({p for pat in patterns for p in path.glob(pat) if p.is_file()})
+            if not found:
+                raise ClickstreamError(
+                    f"folder holds no files matching {list(patterns)}", file=text
+                )
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        elif glob.has_magic(text):
+            found = sorted(
+                Path(p) for p in glob.glob(os.path.expanduser(text)) if Path(p).is_file()
+            )
+            if not found:
+                raise ClickstreamError("glob matches no files", file=text)
+            files.extend(found)
+        else:
+            raise ClickstreamError("no such file or folder", file=text)
+    for f in files:
+        if f.stat().st_size == 0:
+            raise ClickstreamError("file is empty", file=str(f))
+    return files
+
+
+def iter_text_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` (1-based) of a text file, failing clearly on bad bytes."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                yield number, raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise ClickstreamError(
+                    f"not valid {encoding} text (byte {exc.start}: {raw[exc.start : exc.start + 4]!r})",
+                    file=str(path),
+                    line=number,
+                ) from None
+
+
+def check_utf8(path: Path) -> None:
+    """Raise :class:`ClickstreamError` naming the first line of ``path`` that is not UTF-8."""
+    for _ in iter_text_lines(path):
+        pass
+
+
+class AtomicOutputDir:
+    """Write a set of output files so that they appear together or not at all.
+
+    Files are written into a hidden temporary folder beside ``out_dir``; :meth:`commit` moves
+    them into place (each by an atomic rename, ``meta.json`` last, so a folder with a
+    ``meta.json`` is complete). On an exception nothing in ``out_dir`` changes.
+
+    Example:
+        >>> with AtomicOutputDir("data/run") as out:   # doctest: +SKIP
+        ...     df.to_parquet(out.path("hits.parquet"))
+        ...     out.write_json("meta.json", meta)
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+        self.out_dir = Path(out_dir)
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> AtomicOutputDir:
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(
+            tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent)
+        )
+        return self
+
+    def path(self, name: str) -> Path:
+        """Temporary path to write output ``name`` to."""
+        assert self._tmp is not None, "use AtomicOutputDir as a context manager"
+        return self._tmp / name
+
+    def write_json(self, name: str, obj: object) -> None:
+        with open(self.path(name), "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, default=_json_default)
+            fh.write("\n")
+
+    def write_parquet(self, name: str, df: pd.DataFrame) -> None:
+        df.to_parquet(self.path(name), index=False)
+
+    def commit(self) -> None:
+        assert self._tmp is not None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        names = sorted(p.name for p in self._tmp.iterdir())
+        names.sort(key=lambda n: n == "meta.json")  # meta.json last marks completion
+        for name in names:
+            os.replace(self._tmp / name, self.out_dir / name)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.commit()
+        finally:
+            if self._tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    shutil.rmtree(self._tmp)
+
+
+def _json_default(obj: object) -> object:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, pd.Timestamp):
+        return obj.isoformat()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,251 @@
+"""The canonical tables every loader produces and every later stage reads.
+
+Two layers:
+
+* **Raw hits** (what a loader returns): one row per *page view*, in session order, with the page
+  as the export recorded it (``page_raw``). Columns are :data:`RAW_COLUMNS`.
+* **Canonical hits** (``hits.parquet``): raw hits plus the normalised ``page`` and its
+  ``page_group`` (see :mod:`clickstream.pages`), and the ``split`` a session belongs to.
+
+Column meanings (DESIGN.md):
+
+==================  ==========================  ================================================
+column              dtype                       meaning
+==================  ==========================  ================================================
+session_id          str                         unique per session across all input files
+visitor_id          str                         the visitor (GA ``fullVisitorId``, GA4
+                                                ``user_pseudo_id``); equals session_id if unknown
+session_start       datetime64[ns, UTC]         start of the session; drives the temporal split
+step                int64                       0-based index of the page view in its session
+page_raw            str                         page as exported (path or URL)
+page_title          str, nullable               page title where the export has one
+content_group       str, nullable               analytics content group where present
+hit_time            datetime64[ns, UTC], NaT    time of the page view where known
+time_on_page_s      float64, NaN                seconds until the next page view; NaN on the
+                                                last page of a session unless the export knows
+revenue             float64 >= 0                transaction revenue on this hit, else 0
+is_transaction      bool                        a transaction was recorded on this hit
+page                str                         normalised page identity (canonical only)
+page_group          str                         page group (canonical only)
+split               str                         ``train`` / ``valid`` / ``test`` (canonical only)
+==================  ==========================  ================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from clickstream.errors import ClickstreamError
+
+EXIT = "EXIT"
+"""Special next-page token: the session ends. A prediction target and a transition state."""
+
+ENTRY = "ENTRY"
+"""Special transition source state: the session starts (its row is the entry distribution)."""
+
+OTHER_GROUP = "other"
+"""Page group for pages below the traffic threshold or matched by no rule."""
+
+RAW_COLUMNS: dict[str, str] = {
+    "session_id": "str",
+    "visitor_id": "str",
+    "session_start": "datetime64[ns, UTC]",
+    "step": "int64",
+    "page_raw": "str",
+    "page_title": "str",
+    "content_group": "str",
+    "hit_time": "datetime64[ns, UTC]",
+    "time_on_page_s": "float64",
+    "revenue": "float64",
+    "is_transaction": "bool",
+}
+
+CANONICAL_COLUMNS: dict[str, str] = {
+    **RAW_COLUMNS,
+    "page": "str",
+    "page_group": "str",
+    "split": "str",
+}
+
+NULLABLE = {"page_title", "content_group", "hit_time", "time_on_page_s"}
+"""Columns that may hold missing values; every other column must be complete."""
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class LoadResult:
+    """What a loader returns.
+
+    Attributes:
+        hits: Raw hits, columns :data:`RAW_COLUMNS`, sorted by ``session_id``-order of
+            appearance and ``step``.
+        source: Loader name (``ga360``, ``ga4``, ``csv``, ``msnbc``, ``synthetic``).
+        files: The input files that were read, in order.
+        dropped: Counted, documented handling of bad or irrelevant records, e.g.
+            ``{"sessions_without_page_views": 12}``; reported in ``meta.json``.
+        info: Extra facts about the source worth recording (e.g. session-level revenue totals).
+    """
+
+    hits: pd.DataFrame
+    source: str
+    files: list[str]
+    dropped: dict[str, int] = field(default_factory=dict)
+    info: dict[str, object] = field(default_factory=dict)
+
+
+def empty_raw_hits() -> pd.DataFrame:
+    """A zero-row raw hits table with the right dtypes."""
+    return coerce_raw_hits(pd.DataFrame({c: [] for c in RAW_COLUMNS}))
+
+
+def coerce_raw_hits(df: pd.DataFrame) -> pd.DataFrame:
+    """Return ``df`` with exactly :data:`RAW_COLUMNS`, in order, cast to their dtypes.
+
+    Missing *nullable* columns are added empty; missing required columns raise.
+    """
+    missing = [c for c in RAW_COLUMNS if c not in df.columns and c not in NULLABLE]
+    if missing:
+        raise ClickstreamError(f"raw hits lack required column(s) {missing}", column=missing[0])
+    out = {}
+    n = len(df)
+    for col, dtype in RAW_COLUMNS.items():
+        if col not in df.columns:
+            if dtype.startswith("datetime"):
+                out[col] = pd.Series(pd.NaT, index=df.index, dtype=dtype)
+            elif dtype == "float64":
+                out[col] = pd.Series(np.nan, index=df.index, dtype=dtype)
+            else:
+                out[col] = pd.Series([None] * n, index=df.index, dtype="str")
+            continue
+        s = df[col]
+        if dtype.startswith("datetime"):
+            s = pd.to_datetime(s, utc=True).astype(dtype)
+        elif dtype == "str":
+            s = s.astype("str") if s.dtype != "category" else s
+        else:
+            s = s.astype(dtype)
+        out[col] = s
+    return pd.DataFrame(out).reset_index(drop=True)
+
+
+def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> None:
+    """Check a hits table against the schema; raise :class:`ClickstreamError` naming the problem.
+
+    Checks: every column present; required columns complete; ``revenue`` finite and >= 0;
+    ``time_on_page_s`` >= 0 where known; ``is_transaction`` where revenue > 0; within each
+    session, ``step`` runs 0, 1, 2, ... in row order and ``session_start`` is constant.
+
+    Args:
+        df: The table, raw (:data:`RAW_COLUMNS`) or canonical (:data:`CANONICAL_COLUMNS`).
+        source: Where the table came from (a file path or a description), used in messages.
+        canonical: Also require the canonical columns.
+    """
+    columns = CANONICAL_COLUMNS if canonical else RAW_COLUMNS
+    for col in columns:
+        if col not in df.columns:
+            raise ClickstreamError("missing required column", file=source, column=col)
+    if len(df) == 0:
+        raise ClickstreamError("no page views", file=source)
+    for col in columns:
+        if col in NULLABLE:
+            continue
+        bad = df[col].isna().to_numpy()
+        if bad.any():
+            raise ClickstreamError(
+                "missing value in a required column", file=source, row=_first(bad), column=col
+            )
+    revenue = df["revenue"].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(revenue) | (revenue < 0)
+    if bad.any():
+        i = _first(bad)
+        raise ClickstreamError(
+            f"revenue must be a finite number >= 0, got {revenue[i]!r}",
+            file=source,
+            row=i,
+            column="revenue",
+        )
+    top = df["time_on_page_s"].to_numpy(dtype=np.float64)
+    bad = top < 0  # NaN compares False: unknown is allowed
+    if bad.any():
+        i = _first(bad)
+        raise ClickstreamError(
+            f"time on page must be >= 0 seconds, got {top[i]!r}",
+            file=source,
+            row=i,
+            column="time_on_page_s",
+        )
+    bad = (revenue > 0) & ~df["is_transaction"].to_numpy(dtype=bool)
+    if bad.any():
+        raise ClickstreamError(
+            "revenue on a hit that is not a transaction",
+            file=source,
+            row=_first(bad),
+            column="is_transaction",
+        )
+    codes = session_codes(df)
+    new_session = np.r_[True, codes[1:] != codes[:-1]]
+    if len(np.unique(codes)) != int(new_session.sum()):
+        first_split = _first_repeat(codes, new_session)
+        raise ClickstreamError(
+            "the rows of a session must be contiguous (sorted by session, then step)",
+            file=source,
+            row=first_split,
+            column="session_id",
+        )
+    steps = df["step"].to_numpy(dtype=np.int64)
+    expected = _steps_from_starts(new_session)
+    bad = steps != expected
+    if bad.any():
+        i = _first(bad)
+        raise ClickstreamError(
+            f"step must run 0, 1, 2, ... within a session; expected {expected[i]}, got {steps[i]}",
+            file=source,
+            row=i,
+            column="step",
+        )
+    start = df["session_start"].to_numpy()
+    starts_at_row = start[np.flatnonzero(new_session)][np.cumsum(new_session) - 1]
+    bad = start != starts_at_row
+    if bad.any():
+        raise ClickstreamError(
+            "session_start differs within a session",
+            file=source,
+            row=_first(bad),
+            column="session_start",
+        )
+
+
+def session_codes(df: pd.DataFrame) -> np.ndarray:
+    """Dense int codes of ``session_id`` in order of first appearance, shape ``(N,)``."""
+    codes, _ = pd.factorize(df["session_id"], sort=False)
+    return codes.astype(np.int64)
+
+
+def session_boundaries(df: pd.DataFrame) -> np.ndarray:
+    """Boolean mask, shape ``(N,)``: True on the first row of each session (rows contiguous)."""
+    codes = session_codes(df)
+    return np.r_[True, codes[1:] != codes[:-1]] if len(codes) else np.zeros(0, dtype=bool)
+
+
+def _steps_from_starts(new_session: np.ndarray) -> np.ndarray:
+    idx = np.arange(len(new_session))
+    last_start = np.maximum.accumulate(np.where(new_session, idx, 0))
+    return idx - last_start
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _first_repeat(codes: np.ndarray, new_session: np.ndarray) -> int:
+    seen: set[int] = set()
+    for i in np.flatnonzero(new_session):
+        c = int(codes[i])
+        if c in seen:
+            return int(i)
+        seen.add(c)
+    return 0

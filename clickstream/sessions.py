@@ -1,0 +1,112 @@
+"""Session bookkeeping shared by the loaders: ordering, steps, time on page, sessionisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from clickstream.errors import ClickstreamError
+from clickstream.schema import coerce_raw_hits
+
+
+def order_sessions(df: pd.DataFrame, hit_order: str | None = None) -> pd.DataFrame:
+    """Sort page views by ``session_start``, ``session_id``, then their order within a session.
+
+    Args:
+        df: Page views with at least ``session_id`` and ``session_start``.
+        hit_order: Column giving the order of page views inside a session (e.g. GA
+            ``hitNumber`` or a timestamp). ``None`` keeps the input order (stable sort).
+    """
+    keys = ["session_start", "session_id"] + ([hit_order] if hit_order else [])
+    return df.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def number_steps(df: pd.DataFrame) -> np.ndarray:
+    """0-based position of each row within its (contiguous) session, shape ``(N,)``."""
+    sid = df["session_id"].to_numpy()
+    if len(sid) == 0:
+        return np.zeros(0, dtype=np.int64)
+    new = np.r_[True, sid[1:] != sid[:-1]]
+    idx = np.arange(len(sid))
+    return idx - np.maximum.accumulate(np.where(new, idx, 0))
+
+
+def time_to_next_page_view(df: pd.DataFrame) -> np.ndarray:
+    """Seconds from each page view to the next one in its session, shape ``(N,)``.
+
+    This is Google Analytics' *time on page*: the last page of a session has no next page view,
+    so its time is unknown (NaN), as are rows whose ``hit_time`` is missing.
+    """
+    t = df["hit_time"]
+    sid = df["session_id"].to_numpy()
+    if len(sid) == 0:
+        return np.zeros(0, dtype=np.float64)
+    secs = (t - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy(np.float64)
+    nxt = np.r_[secs[1:], np.nan]
+    same = np.r_[sid[1:] == sid[:-1], False]
+    out = np.where(same, nxt - secs, np.nan)
+    return out
+
+
+def finish_raw_hits(df: pd.DataFrame, hit_order: str | None = None) -> pd.DataFrame:
+    """Order sessions, number steps and fill unknown time on page from ``hit_time``.
+
+    ``df`` holds one row per page view with the raw columns (``step`` may be absent). Rows whose
+    ``time_on_page_s`` is already known keep it.
+    """
+    df = order_sessions(df, hit_order)
+    df["step"] = number_steps(df)
+    if "hit_time" in df.columns:
+        derived = time_to_next_page_view(
+            df.assign(hit_time=pd.to_datetime(df["hit_time"], utc=True))
+        )
+        if "time_on_page_s" in df.columns:
+            known = pd.to_numeric(df["time_on_page_s"], errors="coerce").to_numpy(np.float64)
+            df["time_on_page_s"] = np.where(np.isnan(known), derived, known)
+        else:
+            df["time_on_page_s"] = derived
+    return coerce_raw_hits(df)
+
+
+def sessionize(
+    df: pd.DataFrame,
+    *,
+    visitor_col: str = "visitor_id",
+    time_col: str = "hit_time",
+    timeout_s: float = 1800.0,
+) -> pd.Series:
+    """Split each visitor's page views into sessions at gaps longer than ``timeout_s``.
+
+    Google Analytics' default: a session ends after 30 minutes of inactivity. Rows need not be
+    sorted; the returned session ids align with ``df.index``.
+
+    Args:
+        df: Page views with a visitor column and a timestamp column (no missing times).
+        visitor_col: Column identifying the visitor.
+        time_col: Column with the page view time (datetime-like).
+        timeout_s: Inactivity gap, in seconds, that starts a new session. A gap exactly equal
+            to the timeout stays in the same session.
+
+    Returns:
+        Session ids ``"<visitor>#<k>"`` (k = 0, 1, ... per visitor in time order), shape ``(N,)``.
+    """
+    if timeout_s <= 0:
+        raise ClickstreamError(f"session timeout must be > 0 seconds, got {timeout_s}")
+    times = pd.to_datetime(df[time_col], utc=True)
+    if times.isna().any():
+        row = int(np.flatnonzero(times.isna().to_numpy())[0])
+        raise ClickstreamError("missing timestamp: cannot sessionise", row=row, column=time_col)
+    visitors = df[visitor_col].astype("str").to_numpy()
+    secs = (times - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy(np.float64)
+    order = np.lexsort((np.arange(len(df)), secs, visitors))
+    v, s = visitors[order], secs[order]
+    new_visitor = np.r_[True, v[1:] != v[:-1]] if len(v) else np.zeros(0, dtype=bool)
+    gap = np.r_[np.inf, np.diff(s)] if len(s) else np.zeros(0)
+    new_session = new_visitor | (gap > timeout_s)
+    # k-th session of each visitor: sessions started so far minus those before this visitor
+    started = np.cumsum(new_session)
+    first_of_visitor = np.maximum.accumulate(np.where(new_visitor, started, 0))
+    k = started - first_of_visitor
+    ids = np.empty(len(df), dtype=object)
+    ids[order] = [f"{vi}#{ki}" for vi, ki in zip(v, k, strict=True)]
+    return pd.Series(ids, index=df.index, name="session_id", dtype="str")

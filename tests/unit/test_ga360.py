@@ -1,0 +1,191 @@
+"""GA360 export loader on a small hand-made export, as NDJSON and as Parquet, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from clickstream import ga360
+from clickstream.errors import ClickstreamError
+
+
+def hit(
+    number: int, time_ms: int, path: str, *, kind: str = "PAGE", revenue: int | None = None
+) -> dict:
+    return {
+        "hitNumber": number,
+        "time": time_ms,
+        "type": kind,
+        "page": {"pagePath": path, "pageTitle": path.strip("/").title() or "Home"},
+        "transaction": {"transactionRevenue": revenue},
+        "contentGroup": {
+            "contentGroup1": "(not set)",
+            "contentGroup2": "Apparel" if "apparel" in path else "(not set)",
+            "contentGroup3": None,
+            "contentGroup4": None,
+            "contentGroup5": None,
+        },
+    }
+
+
+def session(visitor: str, visit_id: int, start: int, hits: list[dict], revenue: int | None) -> dict:
+    return {
+        "fullVisitorId": visitor,
+        "visitId": visit_id,
+        "visitStartTime": start,
+        "totals": {"transactions": 1 if revenue else None, "totalTransactionRevenue": revenue},
+        "hits": hits,
+    }
+
+
+SESSIONS = [
+    # v1: home -> apparel (event on apparel) -> basket -> ordercompleted with 25.50 USD
+    session(
+        "v1",
+        100,
+        1_500_000_000,
+        [
+            hit(1, 0, "/home"),
+            hit(2, 4_000, "/google+redesign/apparel"),
+            hit(3, 5_000, "/google+redesign/apparel", kind="EVENT"),
+            hit(4, 10_500, "/basket.html"),
+            hit(5, 70_500, "/ordercompleted.html", revenue=25_500_000),
+        ],
+        25_500_000,
+    ),
+    # v2: a bounce, starting earlier than v1
+    session("v2", 200, 1_499_999_000, [hit(1, 0, "/home")], None),
+    # v3: only an EVENT hit: a session without page views
+    session("v3", 300, 1_500_000_500, [hit(1, 0, "/home", kind="EVENT")], None),
+]
+
+
+def write_ndjson(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def ndjson_to_parquet(src: Path, dst: Path) -> Path:
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_json('{src}', format='newline_delimited')) TO '{dst}' (FORMAT parquet)"
+    )
+    return dst
+
+
+@pytest.fixture
+def export_json(tmp_path: Path) -> Path:
+    return write_ndjson(tmp_path / "ga_sessions_20240101.json", SESSIONS)
+
+
+def test_loads_page_views_only_with_times_and_revenue(export_json: Path) -> None:
+    result = ga360.load(export_json, show_progress=False)
+    hits = result.hits
+    assert hits["session_id"].tolist() == ["v2-200"] + ["v1-100"] * 4  # ordered by start
+    assert hits["step"].tolist() == [0, 0, 1, 2, 3]
+    assert hits["page_raw"].tolist()[1:] == [
+        "/home",
+        "/google+redesign/apparel",
+        "/basket.html",
+        "/ordercompleted.html",
+    ]
+    # time on page is the gap to the next *page view* (the EVENT hit does not cut it short)
+    np.testing.assert_allclose(hits["time_on_page_s"].to_numpy()[1:4], [4.0, 6.5, 60.0])
+    assert np.isnan(hits["time_on_page_s"].iloc[0]) and np.isnan(hits["time_on_page_s"].iloc[4])
+    assert hits["revenue"].tolist() == [0, 0, 0, 0, 25.5]
+    assert hits["is_transaction"].tolist() == [False, False, False, False, True]
+    assert hits["content_group"].iloc[2] == "Apparel" and pd.isna(hits["content_group"].iloc[1])
+    assert hits["session_start"].iloc[1] == pd.Timestamp(1_500_000_000, unit="s", tz="UTC")
+    assert result.dropped["sessions_without_page_views"] == 1
+    assert result.info["source_event_hits"] == 2
+    assert result.info["totals_transaction_revenue"] == pytest.approx(25.5)
+
+
+def test_parquet_and_ndjson_give_the_same_table(export_json: Path, tmp_path: Path) -> None:
+    parquet = ndjson_to_parquet(export_json, tmp_path / "ga_sessions_20240101.parquet")
+    from_json = ga360.load(export_json, show_progress=False).hits
+    from_parquet = ga360.load(parquet, show_progress=False).hits
+    pd.testing.assert_frame_equal(from_json, from_parquet)
+
+
+def test_glob_of_daily_files_keeps_midnight_split_sessions_apart(tmp_path: Path) -> None:
+    day1 = [SESSIONS[0]]
+    # GA360 writes the part of v1-100 after midnight to the next day's table, same visitId
+    day2 = [session("v1", 100, 1_500_000_000, [hit(1, 90_000, "/home")], None), SESSIONS[1]]
+    write_ndjson(tmp_path / "ga_sessions_20240101.json", day1)
+    write_ndjson(tmp_path / "ga_sessions_20240102.json", day2)
+    result = ga360.load(str(tmp_path / "ga_sessions_*.json"), show_progress=False)
+    assert len(result.files) == 2
+    assert result.hits["session_id"].nunique() == 3
+    assert result.info["sessions_split_across_files"] == 1
+    assert len(result.hits) == 6
+
+
+def test_flat_table_from_the_bigquery_sql_loads_directly(export_json: Path, tmp_path: Path) -> None:
+    flat = duckdb.sql(
+        ga360.flatten_sql(f"read_json('{export_json}', format='newline_delimited')")
+    ).df()
+    flat_path = tmp_path / "flat.parquet"
+    flat.to_parquet(flat_path)
+    direct = ga360.load(export_json, show_progress=False).hits
+    via_flat = ga360.load(flat_path, show_progress=False).hits
+    pd.testing.assert_frame_equal(direct, via_flat)
+
+
+def test_bigquery_sql_selects_the_same_columns() -> None:
+    from importlib import resources
+
+    text = resources.files("clickstream").joinpath("sql/ga360_flatten_bigquery.sql").read_text()
+    for column in ga360.FLAT_COLUMNS:
+        assert f"AS {column}" in text
+
+
+def test_malformed_json_line_is_named(export_json: Path) -> None:
+    lines = export_json.read_text().splitlines()
+    lines.insert(1, '{"fullVisitorId": "x", "hits": [')
+    export_json.write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        ClickstreamError, match=r"ga_sessions_20240101\.json, line 2: malformed JSON"
+    ):
+        ga360.load(export_json, show_progress=False)
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    records = [{k: v for k, v in s.items() if k != "visitStartTime"} for s in SESSIONS]
+    path = write_ndjson(tmp_path / "export.json", records)
+    with pytest.raises(ClickstreamError, match=r"export\.json, column 'visitStartTime'"):
+        ga360.load(path, show_progress=False)
+
+
+def test_empty_file_and_no_match(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(b"")
+    with pytest.raises(ClickstreamError, match=r"empty\.json: file is empty"):
+        ga360.load(empty, show_progress=False)
+    with pytest.raises(ClickstreamError, match="glob matches no files"):
+        ga360.load(str(tmp_path / "nothing_*.parquet"), show_progress=False)
+
+
+def test_non_utf8_text_is_named(export_json: Path) -> None:
+    export_json.write_bytes(export_json.read_bytes() + b'{"fullVisitorId": "caf\xe9"}\n')
+    with pytest.raises(ClickstreamError, match=r"line 4: not valid utf-8"):
+        ga360.load(export_json, show_progress=False)
+
+
+def test_negative_revenue_is_rejected(tmp_path: Path) -> None:
+    bad = [session("v9", 9, 1_500_000_000, [hit(1, 0, "/x", revenue=-5_000_000)], None)]
+    path = write_ndjson(tmp_path / "neg.json", bad)
+    with pytest.raises(
+        ClickstreamError, match=r"neg\.json, column 'hits\.transaction\.transactionRevenue'"
+    ):
+        ga360.load(path, show_progress=False)
+
+
+def test_export_without_page_views_is_an_error(tmp_path: Path) -> None:
+    path = write_ndjson(tmp_path / "events.json", [SESSIONS[2]])
+    with pytest.raises(ClickstreamError, match="no page views"):
+        ga360.load(path, show_progress=False)

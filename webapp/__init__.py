@@ -1,0 +1,1 @@
+"""Flask web app and JSON API over trained artefacts."""
