@@ -41,11 +41,20 @@ def time_to_next_page_view(df: pd.DataFrame) -> np.ndarray:
     sid = df["session_id"].to_numpy()
     if len(sid) == 0:
         return np.zeros(0, dtype=np.float64)
-    secs = (t - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy(np.float64)
-    nxt = np.r_[secs[1:], np.nan]
+    ns = _epoch_ns(t)
+    # differences in integer nanoseconds: float seconds since 1970 lose sub-microsecond detail
+    gap = np.r_[np.diff(ns), 0].astype(np.float64) / 1e9
+    known = np.r_[(ns[1:] != _NAT) & (ns[:-1] != _NAT), False]
     same = np.r_[sid[1:] == sid[:-1], False]
-    out = np.where(same, nxt - secs, np.nan)
-    return out
+    return np.where(same & known, gap, np.nan)
+
+
+_NAT = np.iinfo(np.int64).min
+
+
+def _epoch_ns(times: pd.Series) -> np.ndarray:
+    """Nanoseconds since 1970 as int64 (NaT becomes int64 min), shape ``(N,)``."""
+    return pd.to_datetime(times, utc=True).to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
 def finish_raw_hits(df: pd.DataFrame, hit_order: str | None = None) -> pd.DataFrame:
@@ -96,17 +105,19 @@ def sessionize(
     if times.isna().any():
         row = int(np.flatnonzero(times.isna().to_numpy())[0])
         raise ClickstreamError("missing timestamp: cannot sessionise", row=row, column=time_col)
-    visitors = df[visitor_col].astype("str").to_numpy()
-    secs = (times - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy(np.float64)
-    order = np.lexsort((np.arange(len(df)), secs, visitors))
-    v, s = visitors[order], secs[order]
+    visitor_codes, visitor_names = pd.factorize(df[visitor_col].astype("str"), sort=False)
+    ns = _epoch_ns(times)
+    order = np.lexsort((np.arange(len(df)), ns, visitor_codes))
+    v, t = visitor_codes[order], ns[order]
     new_visitor = np.r_[True, v[1:] != v[:-1]] if len(v) else np.zeros(0, dtype=bool)
-    gap = np.r_[np.inf, np.diff(s)] if len(s) else np.zeros(0)
-    new_session = new_visitor | (gap > timeout_s)
+    # integer nanoseconds, so a gap exactly equal to the timeout is never rounded above it
+    gap = np.r_[0, np.diff(t)] if len(t) else np.zeros(0, dtype=np.int64)
+    new_session = new_visitor | (gap > round(timeout_s * 1e9))
     # k-th session of each visitor: sessions started so far minus those before this visitor
     started = np.cumsum(new_session)
     first_of_visitor = np.maximum.accumulate(np.where(new_visitor, started, 0))
     k = started - first_of_visitor
-    ids = np.empty(len(df), dtype=object)
-    ids[order] = [f"{vi}#{ki}" for vi, ki in zip(v, k, strict=True)]
-    return pd.Series(ids, index=df.index, name="session_id", dtype="str")
+    ids = pd.Series(np.asarray(visitor_names, dtype=object)[v]) + "#" + pd.Series(k).astype("str")
+    out = np.empty(len(df), dtype=object)
+    out[order] = ids.to_numpy(dtype=object)
+    return pd.Series(out, index=df.index, name="session_id", dtype="str")
