@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from clickstream.errors import ClickstreamError
-from clickstream.schema import ENTRY, EXIT
+from clickstream.schema import ENTRY, EXIT, check_no_reserved_names
 
 CATALOG_COLUMNS = (
     "page_id",
@@ -41,8 +41,12 @@ CATALOG_COLUMNS = (
 )
 
 
-def _session_layout(hits: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _session_layout(
+    hits: pd.DataFrame, what: str = "transitions"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Session code per row, first-row mask and last-row mask, each shape ``(N,)``."""
+    if len(hits) == 0:
+        raise ClickstreamError(f"cannot count {what} in zero page views")
     codes, _ = pd.factorize(hits["session_id"], sort=False)
     first = np.r_[True, codes[1:] != codes[:-1]]
     last = np.r_[codes[1:] != codes[:-1], True]
@@ -61,9 +65,7 @@ def page_stats(hits: pd.DataFrame, key: str = "page") -> pd.DataFrame:
         ``page_group`` column repeats the key), ``page_id`` dense from 0 in order of descending
         page views (ties by name), so ids are stable for the same data.
     """
-    if len(hits) == 0:
-        raise ClickstreamError("cannot build a page catalog from zero page views")
-    codes, first, last = _session_layout(hits)
+    codes, first, last = _session_layout(hits, "a page catalog")
     keys, key_uniques = pd.factorize(hits[key], sort=False)
     n_keys = len(key_uniques)
     revenue = hits["revenue"].to_numpy(np.float64)
@@ -138,6 +140,7 @@ def transition_counts(hits: pd.DataFrame, key: str = "page") -> pd.DataFrame:
     """
     _, first, last = _session_layout(hits)
     names = hits[key].astype("str").to_numpy(dtype=object)
+    check_no_reserved_names(names, key)
     src = np.concatenate([np.full(int(first.sum()), ENTRY, dtype=object), names])
     nxt = np.r_[names[1:], np.array([EXIT], dtype=object)]
     dst = np.concatenate([names[first], np.where(last, EXIT, nxt)])
@@ -172,6 +175,7 @@ def transition_matrix(
         probabilities, shape ``(P, P + 1)`` with ``EXIT`` as the last column. Rows sum to 1.
     """
     vocab = pd.Index(list(pages))
+    check_no_reserved_names(vocab.to_numpy(), key)
     n = len(vocab)
     idx = vocab.get_indexer(hits[key].astype("str"))
     if (idx < 0).any():

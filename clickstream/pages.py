@@ -122,11 +122,10 @@ def normalise_path(raw: str, cfg: PageConfig) -> str:
     if not cfg.normalise:
         return text
     if "://" in text or _looks_like_host(text):
-        parts = urlsplit(text if "://" in text else "//" + text)
-        path, query = parts.path, parts.query
+        path, query = _url_path_and_query(text if "://" in text else "//" + text)
     else:  # a path: a leading "//" is a doubled slash, not a host
         path, _, query = text.split("#", 1)[0].partition("?")
-    path = path or "/"
+    path = path.strip() or "/"
     if cfg.lowercase:
         path = path.lower()
     path = re.sub(r"/{2,}", "/", path)
@@ -135,19 +134,35 @@ def normalise_path(raw: str, cfg: PageConfig) -> str:
     if cfg.collapse_ids:
         path = "/".join(":id" if ID_SEGMENT.match(seg) else seg for seg in path.split("/"))
     if len(path) > 1:
-        path = path.rstrip("/") or "/"
+        # whitespace may hide before a trailing slash ("/a /"): trim both until stable
+        path = path.rstrip("/ \t\r\n").rstrip() or "/"
     if cfg.keep_query_params and query:
         kept = [
-            (k, v)
+            (k.strip(), v.strip())
             for k, v in parse_qsl(query, keep_blank_values=True)
-            if k in cfg.keep_query_params
+            if k.strip() in cfg.keep_query_params
         ]
+        if cfg.lowercase:  # lowercase before sorting, so the order is that of the final text
+            kept = [(k.lower(), v.lower()) for k, v in kept]
         if kept:
-            query = urlencode(sorted(kept))
+            query = urlencode(sorted(kept))  # percent-escapes come out upper case
             path = f"{path}?{query.lower() if cfg.lowercase else query}"
     for rule in cfg.rewrite_rules:
         path = rule.compiled().sub(rule.replace or "", path)
     return path
+
+
+def _url_path_and_query(url: str) -> tuple[str, str]:
+    """Path and query of a URL; a malformed host (``http://[shop/x``) does not matter here."""
+    try:
+        parts = urlsplit(url)
+        return parts.path, parts.query
+    except ValueError:  # urlsplit validates hosts (IPv6 brackets, NFKC); we only need the path
+        rest = url.split("://", 1)[1] if "://" in url else url.removeprefix("//")
+        rest = rest.split("#", 1)[0]
+        cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        path, _, query = rest[cut:].partition("?")
+        return path, query
 
 
 def _looks_like_host(text: str) -> bool:
@@ -166,7 +181,7 @@ def group_of(page: str, content_group: str | None, cfg: PageConfig) -> str:
         m = rule.compiled().search(page)
         if m:
             return m.expand(rule.group or "")
-    if cfg.use_content_groups and content_group:
+    if cfg.use_content_groups and content_group is not None and str(content_group).strip():
         return str(content_group).strip().lower()
     segments = [s for s in page.split("?")[0].split("/") if s]
     if not segments:

@@ -129,7 +129,7 @@ def coerce_raw_hits(df: pd.DataFrame) -> pd.DataFrame:
         else:
             s = s.astype(dtype)
         out[col] = s
-    return pd.DataFrame(out).reset_index(drop=True)
+    return pd.DataFrame(out, copy=False).reset_index(drop=True)
 
 
 def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> None:
@@ -186,9 +186,13 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
             row=_first(bad),
             column="is_transaction",
         )
+    if canonical:
+        check_no_reserved_names(df["page"], "page")
+        check_no_reserved_names(df["page_group"], "page_group")
     codes = session_codes(df)
     new_session = np.r_[True, codes[1:] != codes[:-1]]
-    if len(np.unique(codes)) != int(new_session.sum()):
+    # codes number sessions in order of first appearance: contiguous iff each start is new
+    if not np.array_equal(codes[new_session], np.arange(int(new_session.sum()))):
         first_split = _first_repeat(codes, new_session)
         raise ClickstreamError(
             "the rows of a session must be contiguous (sorted by session, then step)",
@@ -207,7 +211,7 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
             row=i,
             column="step",
         )
-    start = df["session_start"].to_numpy()
+    start = df["session_start"].to_numpy(dtype="datetime64[ns]")  # not an object array
     starts_at_row = start[np.flatnonzero(new_session)][np.cumsum(new_session) - 1]
     bad = start != starts_at_row
     if bad.any():
@@ -217,6 +221,18 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
             row=_first(bad),
             column="session_start",
         )
+
+
+def check_no_reserved_names(names: np.ndarray | pd.Series, column: str = "page") -> None:
+    """Raise if a page is literally named ``ENTRY`` or ``EXIT`` (it would merge with the token)."""
+    present = set(pd.unique(np.asarray(names, dtype=object)))
+    for token in (ENTRY, EXIT):
+        if token in present:
+            raise ClickstreamError(
+                f"page name {token!r} is reserved for the {token} state; rename it with a "
+                "pages.rewrite_rules entry",
+                column=column,
+            )
 
 
 def session_codes(df: pd.DataFrame) -> np.ndarray:
