@@ -113,10 +113,9 @@ def page_stats(hits: pd.DataFrame, key: str = "page") -> pd.DataFrame:
                 "bounce_rate": np.where(entrances > 0, bounces / np.maximum(entrances, 1), np.nan),
             }
         )
-    if key == "page":
-        group_of = pd.Series(hits["page_group"].to_numpy(), index=hits["page"].to_numpy())
-        group_of = group_of[~group_of.index.duplicated()]
-        out.insert(1, "page_group", group_of.reindex(out["page"]).to_numpy())
+    if key == "page":  # a page has one group: read it from the page's first row
+        first_row = np.unique(keys, return_index=True)[1]
+        out.insert(1, "page_group", np.asarray(hits["page_group"].iloc[first_row], dtype=object))
     else:
         out.insert(1, "page_group", out["page"])
     out = out.sort_values(["pageviews", "page"], ascending=[False, True], kind="stable")
@@ -139,20 +138,25 @@ def transition_counts(hits: pd.DataFrame, key: str = "page") -> pd.DataFrame:
         pair, sorted by ``src`` then descending ``count``.
     """
     _, first, last = _session_layout(hits)
-    names = hits[key].astype("str").to_numpy(dtype=object)
+    codes, uniques = pd.factorize(hits[key], sort=False)  # ints: millions of rows stay fast
+    names = np.asarray(uniques, dtype=object).astype(str).astype(object)
     check_no_reserved_names(names, key)
-    src = np.concatenate([np.full(int(first.sum()), ENTRY, dtype=object), names])
-    nxt = np.r_[names[1:], np.array([EXIT], dtype=object)]
-    dst = np.concatenate([names[first], np.where(last, EXIT, nxt)])
-    pairs = (
-        pd.DataFrame({"src": src, "dst": dst}).value_counts(sort=False).reset_index(name="count")
-    )
-    pairs = pd.concat(
-        [pairs, pd.DataFrame({"src": [EXIT], "dst": [EXIT], "count": [0]})], ignore_index=True
+    k = len(names)
+    entry_code, exit_code = k, k + 1
+    src = np.concatenate([np.full(int(first.sum()), entry_code), codes])
+    nxt = np.r_[codes[1:], exit_code]
+    dst = np.concatenate([codes[first], np.where(last, exit_code, nxt)])
+    pair, count = np.unique(src * (k + 2) + dst, return_counts=True)
+    labels = np.r_[names, np.array([ENTRY, EXIT], dtype=object)]
+    pairs = pd.DataFrame(
+        {
+            "src": np.r_[labels[pair // (k + 2)], [EXIT]],
+            "dst": np.r_[labels[pair % (k + 2)], [EXIT]],
+            "count": np.r_[count, 0].astype(np.int64),  # EXIT -> EXIT: absorbing
+        }
     )
     totals = pairs.groupby("src")["count"].transform("sum").to_numpy(np.float64)
     pairs["prob"] = np.where(totals > 0, pairs["count"] / np.where(totals > 0, totals, 1), 1.0)
-    pairs["count"] = pairs["count"].astype(np.int64)
     pairs = pairs.sort_values(["src", "count", "dst"], ascending=[True, False, True], kind="stable")
     return pairs.reset_index(drop=True).astype({"src": "str", "dst": "str"})
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from clickstream.catalog import page_stats, transition_counts
 from clickstream.errors import ClickstreamError
@@ -124,7 +125,8 @@ def prepare(
     repeats: str = "keep",
     stats_split: str = "all",
     config: Mapping[str, Any] | None = None,
-    extra_outputs: Callable[[AtomicOutputDir, dict[str, Any]], None] | None = None,
+    extra_outputs: Callable[[AtomicOutputDir, dict[str, Any], pd.DataFrame], None] | None = None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Prepare a dataset and write it to ``out_dir`` (all files or none).
 
@@ -137,16 +139,22 @@ def prepare(
         stats_split: Sessions the catalog and transition tables describe: ``all`` or one split
             name (e.g. ``train``, so that nothing in them is learnt from the test split).
         config: The resolved run configuration, recorded in ``meta.json``.
-        extra_outputs: Called with the open output folder and the meta dict before commit, to
-            write source-specific files (e.g. the synthetic store's true model) atomically with
-            the rest; it may add keys to the meta dict.
+        extra_outputs: Called as ``extra_outputs(out, meta, hits)`` with the open output
+            folder, the meta dict and the canonical hits before commit, to write more files
+            atomically with the rest; it may add keys to the meta dict. The loader's own
+            ``raw.extra_outputs`` (e.g. the synthetic store's true model) runs first.
+        show_progress: Show a progress bar over the stages (pages, catalogs, writing).
 
     Returns:
         The meta dict written to ``meta.json`` (its ``summary`` holds the headline figures).
     """
     pages = pages or PageConfig()
     split = split or SplitConfig()
+    stages = tqdm(total=4, desc="prepare", unit="stage", disable=not show_progress, leave=False)
+    stages.set_postfix_str("pages and splits")
     hits, record = canonical_hits(raw, pages, split, repeats)
+    stages.update()
+    stages.set_postfix_str("catalogs")
     if stats_split == "all":
         described = hits
     elif stats_split in ("train", "valid", "test"):
@@ -171,6 +179,8 @@ def prepare(
         ignore_index=True,
     )[["level", "src", "dst", "count", "prob"]]
     summary = summarise(hits)
+    stages.update()
+    stages.set_postfix_str("writing")
     meta: dict[str, Any] = {
         "source": raw.source,
         "files": raw.files,
@@ -188,9 +198,14 @@ def prepare(
         out.write_parquet("pages.parquet", catalog)
         out.write_parquet("groups.parquet", groups)
         out.write_parquet("transitions.parquet", transitions)
-        if extra_outputs is not None:
-            extra_outputs(out, meta)
+        stages.update()
+        stages.set_postfix_str(f"{raw.source} extras")
+        for write_extra in (raw.extra_outputs, extra_outputs):
+            if write_extra is not None:
+                write_extra(out, meta, hits)
         out.write_json("meta.json", meta)
+    stages.update()
+    stages.close()
     return meta
 
 
@@ -198,7 +213,8 @@ def format_summary(meta: Mapping[str, Any]) -> str:
     """A short human-readable summary of a prepared dataset."""
     s = meta["summary"]
     lines = [
-        f"source            {meta['source']} ({len(meta['files'])} file(s))",
+        f"source            {meta['source']} "
+        + (f"({len(meta['files'])} file(s))" if meta["files"] else "(generated)"),
         f"sessions          {s['sessions']:,}",
         f"page views        {s['page_views']:,}  ({s['pages_per_session']:.2f} per session)",
         f"pages             {s['pages']:,}",

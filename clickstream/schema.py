@@ -33,7 +33,9 @@ split               str                         ``train`` / ``valid`` / ``test``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,7 +89,12 @@ class LoadResult:
         files: The input files that were read, in order.
         dropped: Counted, documented handling of bad or irrelevant records, e.g.
             ``{"sessions_without_page_views": 12}``; reported in ``meta.json``.
-        info: Extra facts about the source worth recording (e.g. session-level revenue totals).
+        info: Extra facts about the source worth recording (e.g. session-level revenue totals);
+            plain values go to ``meta.json``.
+        extra_outputs: Source-specific files to write with the prepared dataset, called by
+            :func:`clickstream.prepare.prepare` as ``extra_outputs(out, meta, hits)`` with the
+            open output folder, the meta dict (it may add keys) and the canonical hits (e.g.
+            the synthetic store writes its true model and Bayes-optimal test log-loss).
     """
 
     hits: pd.DataFrame
@@ -95,6 +102,7 @@ class LoadResult:
     files: list[str]
     dropped: dict[str, int] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)
+    extra_outputs: Callable[[Any, dict[str, Any], pd.DataFrame], None] | None = None
 
 
 def empty_raw_hits() -> pd.DataFrame:

@@ -48,29 +48,37 @@ def temporal_split(hits: pd.DataFrame, cfg: SplitConfig) -> tuple[pd.Series, dic
         The split name per row (aligned with ``hits.index``) and a record of the boundaries:
         sessions per split and the first and last session start of each.
     """
-    sessions = hits.drop_duplicates("session_id")[["session_id", "session_start"]]
-    sessions = sessions.sort_values(["session_start", "session_id"], kind="stable")
-    n = len(sessions)
+    if len(hits) == 0:
+        raise ClickstreamError("cannot split zero page views")
+    # integer codes throughout: string lookups on millions of rows cost seconds
+    codes, names = pd.factorize(hits["session_id"], sort=False)
+    first_row = np.unique(codes, return_index=True)[1]  # per session code
+    start_ns = hits["session_start"].to_numpy(dtype="datetime64[ns]")[first_row].view(np.int64)
+    n = len(first_row)
+    if len(np.unique(start_ns)) < n:  # ties in start time: break them by session id
+        name_rank = np.argsort(np.argsort(np.asarray(names, dtype=object), kind="stable"))
+        order = np.lexsort((name_rank, start_ns))
+    else:
+        order = np.argsort(start_ns, kind="stable")
     n_train = int(np.floor(cfg.train * n + 1e-9))
     n_valid = int(np.floor((cfg.train + cfg.valid) * n + 1e-9)) - n_train
-    labels = np.array(
-        ["train"] * n_train + ["valid"] * n_valid + ["test"] * (n - n_train - n_valid)
-    )
-    split_of = pd.Series(labels, index=sessions["session_id"].to_numpy())
+    split_code = np.empty(n, dtype=np.int64)  # per session code: 0 train, 1 valid, 2 test
+    split_code[order] = np.repeat([0, 1, 2], [n_train, n_valid, n - n_train - n_valid])
+    labels = np.asarray(SPLITS, dtype=object)[split_code[order]]  # in time order
     per_row = pd.Series(
-        split_of.reindex(hits["session_id"].to_numpy()).to_numpy(), index=hits.index
+        np.asarray(SPLITS, dtype=object)[split_code[codes]], index=hits.index, dtype="str"
     )
+    starts = start_ns[order].view("datetime64[ns]")
     record: dict[str, object] = {"fractions": {s: getattr(cfg, s) for s in SPLITS}}
-    starts = sessions["session_start"].to_numpy()
     for name in SPLITS:
         mask = labels == name
         record[name] = {
             "sessions": int(mask.sum()),
-            "first_session_start": pd.Timestamp(starts[mask][0]).isoformat()
+            "first_session_start": pd.Timestamp(starts[mask][0], tz="UTC").isoformat()
             if mask.any()
             else None,
-            "last_session_start": pd.Timestamp(starts[mask][-1]).isoformat()
+            "last_session_start": pd.Timestamp(starts[mask][-1], tz="UTC").isoformat()
             if mask.any()
             else None,
         }
-    return per_row.astype("str"), record
+    return per_row, record

@@ -30,8 +30,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     data = resolved["data"]
-    raw = instantiate(cfg.data.loader, path=data.get("path"))
-    extra = getattr(raw, "write_extra_outputs", None)
+    # build the loader as a partial and call it here, so that its errors are not wrapped
+    load = instantiate(cfg.data.loader, _partial_=True)
+    raw = load(path=data.get("path"))
     meta = prepare(
         raw,
         resolved["out_dir"],
@@ -40,7 +41,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         repeats=resolved.get("repeats", "keep"),
         stats_split=resolved.get("stats_split", "all"),
         config=resolved,
-        extra_outputs=extra,
+        show_progress=bool(resolved.get("show_progress", True)),
     )
     return meta
 

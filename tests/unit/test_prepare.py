@@ -196,12 +196,20 @@ def test_stats_split_train_describes_only_train_sessions(tmp_path: Path) -> None
 
 
 def test_extra_outputs_written_with_the_rest(tmp_path: Path) -> None:
-    def extra(out, meta) -> None:
+    def extra(out, meta, hits) -> None:
         out.write_json("truth.json", {"x": 1})
         meta["extra"] = "yes"
+        meta["hits_seen"] = len(hits)
 
-    meta = prepare(raw_result(), tmp_path / "run", extra_outputs=extra)
+    def loader_extra(out, meta, hits) -> None:
+        meta["loader_extra_first"] = "extra" not in meta
+
+    raw = raw_result()
+    raw.extra_outputs = loader_extra
+    meta = prepare(raw, tmp_path / "run", extra_outputs=extra)
     assert meta["extra"] == "yes"
+    assert meta["loader_extra_first"] is True
+    assert meta["hits_seen"] == meta["summary"]["page_views"]
     assert json.loads((tmp_path / "run" / "truth.json").read_text()) == {"x": 1}
     assert json.loads((tmp_path / "run" / "meta.json").read_text())["extra"] == "yes"
 
@@ -220,7 +228,7 @@ def previous_run(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
 def test_failure_in_extra_outputs_leaves_old_outputs(previous_run) -> None:
     out_dir, before = previous_run
 
-    def boom(out, meta) -> None:
+    def boom(out, meta, hits) -> None:
         out.write_json("half_written.json", {})
         raise RuntimeError("boom")
 

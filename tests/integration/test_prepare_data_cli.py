@@ -1,0 +1,152 @@
+"""The prepare_data command on every data config, and the synthetic store's extra outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from clickstream.synthetic import SyntheticStore
+from scripts.prepare_data import run
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+
+
+def prepared(overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("prepare_data", overrides=overrides)
+    return run(cfg)
+
+
+@pytest.mark.parametrize("mode", ["intent", "markov"])
+def test_synthetic_writes_true_model_and_bayes_loss(mode: str, tmp_path: Path) -> None:
+    out = tmp_path / mode
+    meta = prepared(
+        [
+            "data=synthetic",
+            f"data.mode={mode}",
+            "data.n_sessions=3000",
+            "data.n_pages=120",
+            f"out_dir={out}",
+        ]
+    )
+    files = sorted(p.name for p in out.iterdir())
+    assert files == [
+        "groups.parquet",
+        "hits.parquet",
+        "meta.json",
+        "pages.parquet",
+        "session_intents.parquet",
+        "transitions.parquet",
+        "true_model.json",
+        "true_model.npz",
+    ]
+    assert meta["summary"]["sessions"] == 3000
+    assert meta["summary"]["pages"] <= 120
+    assert meta["split"]["test"]["sessions"] == 300
+
+    # the recorded Bayes test log-loss is the store's own loss on the test split
+    store = SyntheticStore.load(out / "true_model")
+    assert store.mode == mode and store.n_pages == 120
+    hits = pd.read_parquet(out / "hits.parquet")
+    test = hits[hits["split"] == "test"]
+    recorded = json.loads((out / "meta.json").read_text())["true_model"]
+    assert recorded["bayes_log_loss"]["test"] == pytest.approx(store.predictive_log_loss(test))
+    assert recorded["predicted_steps"]["test"] == len(test)  # one step after each page view
+    assert 1.0 < recorded["bayes_log_loss"]["test"] < 4.0
+
+    # the latent intents cover every session once
+    intents = pd.read_parquet(out / "session_intents.parquet")
+    assert len(intents) == 3000
+    assert set(intents["session_id"]) == set(hits["session_id"])
+    expected = {"intent": {"browse", "research", "buy"}, "markov": {"markov"}}[mode]
+    assert set(intents["intent"].astype(str)) <= expected
+
+
+def test_synthetic_same_seed_same_bytes(tmp_path: Path) -> None:
+    args = ["data=synthetic", "data.n_sessions=500", "data.n_pages=60"]
+    prepared([*args, f"out_dir={tmp_path / 'a'}"])
+    prepared([*args, f"out_dir={tmp_path / 'b'}"])
+    for name in ("hits.parquet", "true_model.npz", "transitions.parquet", "pages.parquet"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_ga4_config_on_the_sample(ga4_sample_path: Path, tmp_path: Path) -> None:
+    meta = prepared(["data=ga4", f"data.path={ga4_sample_path}", f"out_dir={tmp_path / 'ga4'}"])
+    assert meta["summary"]["page_views"] == 7_498
+    assert meta["summary"]["revenue"] == pytest.approx(7_510.0)
+    assert meta["dropped"]["purchases_without_page_view"] == 526
+
+
+def test_csv_config_with_a_column_mapping(tmp_path: Path) -> None:
+    src = tmp_path / "clicks.csv"
+    src.write_text(
+        "visitor,url,ts,amount\n"
+        "v1,/home,2020-01-01T10:00:00Z,0\n"
+        "v1,/shop/item?id=7,2020-01-01T10:00:30Z,0\n"
+        "v1,/basket.html,2020-01-01T10:01:00Z,25.5\n"
+        "v1,/home,2020-01-01T12:00:00Z,0\n"  # two hours later: a new session
+        "v2,/home/,2020-01-01T10:05:00Z,0\n",
+        encoding="utf-8",
+    )
+    meta = prepared(
+        [
+            "data=csv",
+            f"data.path={src}",
+            "+data.loader.columns={visitor_id: visitor, page: url, timestamp: ts, revenue: amount}",
+            f"out_dir={tmp_path / 'out'}",
+        ]
+    )
+    s = meta["summary"]
+    assert (s["sessions"], s["page_views"], s["pages"], s["transactions"]) == (3, 5, 3, 1)
+    assert s["revenue"] == pytest.approx(25.5)
+    hits = pd.read_parquet(tmp_path / "out" / "hits.parquet")
+    assert sorted(hits["session_id"].unique()) == ["v1#0", "v1#1", "v2#0"]
+
+
+def test_msnbc_config_keeps_category_names(tmp_path: Path) -> None:
+    seq = tmp_path / "tiny.seq"
+    seq.write_text(
+        "% Different categories found in input file:\n\n"
+        "frontpage news tech\n\n"
+        "% Sequences:\n\n"
+        "1 1 2\n3\n2 3 1 1\n",
+        encoding="utf-8",
+    )
+    meta = prepared(["data=msnbc", f"data.path={seq}", f"out_dir={tmp_path / 'out'}"])
+    pages = pd.read_parquet(tmp_path / "out" / "pages.parquet")
+    assert sorted(pages["page"]) == ["frontpage", "news", "tech"]
+    assert meta["summary"]["page_views"] == 8
+    probs = pd.read_parquet(tmp_path / "out" / "transitions.parquet")
+    sums = probs.groupby(["level", "src"])["prob"].sum().to_numpy()
+    np.testing.assert_allclose(sums, 1.0)
+
+
+def test_command_line_reports_a_bad_input_and_writes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("session_id,page\ns1,/a\ns1\n", encoding="utf-8")  # ragged row on line 3
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "prepare_data.py"),
+            "data=csv",
+            f"data.path={bad}",
+            f"out_dir={out}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "bad.csv" in proc.stderr and "line 3" in proc.stderr
+    assert not out.exists()
