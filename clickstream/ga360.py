@@ -32,7 +32,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from clickstream.errors import ClickstreamError
-from clickstream.io import PathSpec, check_utf8, resolve_inputs
+from clickstream.io import (
+    PathSpec,
+    check_json_lines,
+    check_utf8,
+    duckdb_df,
+    first_line,
+    resolve_inputs,
+)
 from clickstream.schema import LoadResult, validate_hits
 from clickstream.sessions import finish_raw_hits
 
@@ -157,7 +164,7 @@ def _relation(con: duckdb.DuckDBPyConnection, file: Path) -> str:
         return f"read_csv({quoted}, header=true)"
     if not name.endswith(".gz"):
         check_utf8(file)
-    _check_json_lines(file)
+    check_json_lines(file, "session")
     return f"read_json({quoted}, format='newline_delimited', sample_size=-1)"
 
 
@@ -165,19 +172,12 @@ def _columns(con: duckdb.DuckDBPyConnection, relation: str, file: Path) -> set[s
     try:
         return {row[0] for row in con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
     except duckdb.Error as exc:
-        raise ClickstreamError(f"cannot read: {_first_line(exc)}", file=str(file)) from None
+        raise ClickstreamError(f"cannot read: {first_line(exc)}", file=str(file)) from None
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str, file: Path) -> pd.DataFrame:
-    try:
-        return con.sql(sql).df()
-    except duckdb.BinderException as exc:
-        # A nested field that no record has (e.g. no hits.page.pagePath) fails to bind.
-        raise ClickstreamError(
-            f"missing required field of a GA360 export: {_first_line(exc)}", file=str(file)
-        ) from None
-    except duckdb.Error as exc:
-        raise ClickstreamError(f"cannot read: {_first_line(exc)}", file=str(file)) from None
+    # a nested field that no record has (e.g. no hits.page.pagePath) fails to bind
+    return duckdb_df(con, sql, file, "missing required field of a GA360 export")
 
 
 def _add_source_counts(
@@ -244,29 +244,3 @@ def _separate_split_sessions(flat: pd.DataFrame, info: dict) -> pd.DataFrame:
             flat.loc[mask, "session_id"] + "@" + flat.loc[mask, "file_index"].astype(str)
         )
     return flat
-
-
-def _check_json_lines(file: Path) -> None:
-    """Name the first line of an NDJSON file that is not a JSON object (DuckDB's errors don't)."""
-    import gzip
-    import json
-
-    opener = gzip.open if file.name.lower().endswith(".gz") else open
-    with opener(file, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ClickstreamError(
-                    f"malformed JSON: {exc}", file=str(file), line=number
-                ) from None
-            if not isinstance(obj, dict):
-                raise ClickstreamError(
-                    "a line must hold one JSON object (one session)", file=str(file), line=number
-                )
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]

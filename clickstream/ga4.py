@@ -46,9 +46,6 @@ revenues equal the source revenue.
 
 from __future__ import annotations
 
-import gzip
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -57,7 +54,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from clickstream.errors import ClickstreamError
-from clickstream.io import PathSpec, check_utf8, iter_text_lines, resolve_inputs
+from clickstream.io import (
+    PathSpec,
+    check_json_lines,
+    check_utf8,
+    duckdb_df,
+    first_line,
+    iter_text_lines,
+    resolve_inputs,
+)
 from clickstream.schema import LoadResult, validate_hits
 from clickstream.sessions import finish_raw_hits
 
@@ -447,7 +452,7 @@ def _relation(file: Path) -> tuple[str, bool]:
         check_utf8(file)
         # all text: user_pseudo_id looks like a decimal number and must keep every digit
         return f"read_csv({quoted}, header=true, all_varchar=true)", True
-    _check_json_lines(file)
+    check_json_lines(file, "event")
     return f"read_json({quoted}, format='newline_delimited', sample_size=-1)", True
 
 
@@ -458,7 +463,7 @@ def _describe(
         rel = con.sql(f"SELECT * FROM {relation}")
         return dict(zip(rel.columns, rel.types, strict=True))
     except duckdb.Error as exc:
-        raise ClickstreamError(f"cannot read: {_first_line(exc)}", file=str(file)) from None
+        raise ClickstreamError(f"cannot read: {first_line(exc)}", file=str(file)) from None
 
 
 def _struct_fields(dtype: duckdb.DuckDBPyType) -> dict[str, duckdb.DuckDBPyType] | None:
@@ -504,21 +509,14 @@ def _execute(con: duckdb.DuckDBPyConnection, sql: str, file: Path) -> None:
         con.execute(sql)
     except duckdb.BinderException as exc:
         raise ClickstreamError(
-            f"unexpected GA4 export schema: {_first_line(exc)}", file=str(file)
+            f"unexpected GA4 export schema: {first_line(exc)}", file=str(file)
         ) from None
     except duckdb.Error as exc:
-        raise ClickstreamError(f"cannot read: {_first_line(exc)}", file=str(file)) from None
+        raise ClickstreamError(f"cannot read: {first_line(exc)}", file=str(file)) from None
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str, file: Path) -> pd.DataFrame:
-    try:
-        return con.sql(sql).df()
-    except duckdb.BinderException as exc:
-        raise ClickstreamError(
-            f"unexpected GA4 table schema: {_first_line(exc)}", file=str(file)
-        ) from None
-    except duckdb.Error as exc:
-        raise ClickstreamError(f"cannot read: {_first_line(exc)}", file=str(file)) from None
+    return duckdb_df(con, sql, file, "unexpected GA4 table schema")
 
 
 def _where(file: Path, record: int, is_text: bool) -> dict[str, object]:
@@ -530,57 +528,12 @@ def _where(file: Path, record: int, is_text: bool) -> dict[str, object]:
     return {"file": str(file), "line": _line_of_record(file, record)}
 
 
-def _iter_lines(file: Path) -> Iterator[tuple[int, str]]:
-    """``(line_number, text)`` of a plain or gzipped text file; bad UTF-8 names its line."""
-    if not file.name.lower().endswith(".gz"):
-        yield from iter_text_lines(file)
-        return
-    with gzip.open(file, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ClickstreamError(
-                    f"not valid utf-8 text (byte {exc.start}: {raw[exc.start : exc.start + 4]!r})",
-                    file=str(file),
-                    line=number,
-                ) from None
-
-
-def _check_json_lines(file: Path) -> None:
-    """Name the first line of an NDJSON file that is not one JSON object.
-
-    DuckDB's own errors give wrong line numbers, and a line holding a bare value silently
-    turns the whole file into a single JSON column, so every line is checked first.
-    """
-    try:
-        for number, text in _iter_lines(file):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ClickstreamError(
-                    f"malformed JSON: {exc}", file=str(file), line=number
-                ) from None
-            if not isinstance(obj, dict):
-                raise ClickstreamError(
-                    "a line must hold one JSON object (one event)", file=str(file), line=number
-                )
-    except (OSError, EOFError) as exc:  # e.g. a truncated or not-really-gzip file
-        raise ClickstreamError(f"cannot read: {exc}", file=str(file)) from None
-
-
 def _line_of_record(file: Path, record: int) -> int:
     """1-based line of the ``record``-th (0-based) JSON object; blank lines hold none."""
     seen = -1
-    for number, text in _iter_lines(file):
+    for number, text in iter_text_lines(file):
         if text.strip():
             seen += 1
             if seen == record:
                 return number
     return seen + 1
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import gzip
 import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -61,23 +64,79 @@ def resolve_inputs(spec: PathSpec, patterns: Sequence[str] = ("*",)) -> list[Pat
 
 
 def iter_text_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` (1-based) of a text file, failing clearly on bad bytes."""
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                yield number, raw.decode(encoding)
-            except UnicodeDecodeError as exc:
-                raise ClickstreamError(
-                    f"not valid {encoding} text (byte {exc.start}: {raw[exc.start : exc.start + 4]!r})",
-                    file=str(path),
-                    line=number,
-                ) from None
+    """Yield ``(line_number, text)`` (1-based) of a plain or gzipped (``.gz``) text file.
+
+    Raises:
+        ClickstreamError: Bytes that are not valid in ``encoding`` (naming the line), or a
+            file that cannot be read (e.g. a truncated or not-really-gzip file).
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    yield number, raw.decode(encoding)
+                except UnicodeDecodeError as exc:
+                    bad = raw[exc.start : exc.start + 4]
+                    raise ClickstreamError(
+                        f"not valid {encoding} text (byte {exc.start}: {bad!r})",
+                        file=str(path),
+                        line=number,
+                    ) from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ClickstreamError(f"cannot read: {exc}", file=str(path)) from None
 
 
 def check_utf8(path: Path) -> None:
     """Raise :class:`ClickstreamError` naming the first line of ``path`` that is not UTF-8."""
     for _ in iter_text_lines(path):
         pass
+
+
+def check_json_lines(path: Path, record: str = "record") -> None:
+    """Name the first line of a (gzipped) NDJSON file that is not one JSON object.
+
+    DuckDB's own errors give wrong line numbers, and a line holding a bare value silently
+    turns a whole file into a single JSON column, so every line is checked before DuckDB
+    reads it. ``record`` names what a line holds in messages (``session``, ``event``).
+    """
+    for number, text in iter_text_lines(path):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ClickstreamError(f"malformed JSON: {exc}", file=str(path), line=number) from None
+        if not isinstance(obj, dict):
+            raise ClickstreamError(
+                f"a line must hold one JSON object (one {record})", file=str(path), line=number
+            )
+
+
+def duckdb_df(con: Any, sql: str, file: Path, binder_problem: str) -> pd.DataFrame:
+    """Run a DuckDB query over one input file; its errors become :class:`ClickstreamError`.
+
+    Args:
+        con: A ``duckdb`` connection.
+        sql: The query.
+        file: The file the query reads (named in errors).
+        binder_problem: What a binder error means for this source (a field the query needs
+            is missing), e.g. ``"missing required field of a GA360 export"``.
+    """
+    import duckdb
+
+    try:
+        return con.execute(sql).df()
+    except duckdb.BinderException as exc:
+        raise ClickstreamError(f"{binder_problem}: {first_line(exc)}", file=str(file)) from None
+    except duckdb.Error as exc:
+        raise ClickstreamError(f"cannot read: {first_line(exc)}", file=str(file)) from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (DuckDB's run on with hints)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class AtomicOutputDir:
