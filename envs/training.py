@@ -1,0 +1,281 @@
+"""Training the GRU visitor model: AdamW, padded length-bucketed batches, early stopping.
+
+Batches group training windows of similar length and cap padded positions per batch
+(``max_tokens``), so a batch of two-page sessions holds thousands of them and the GRU runs a
+few wide matrix products instead of many narrow ones: on a CPU this is what sets the speed.
+Sessions longer than ``max_len`` are cut into windows of ``max_len`` page views for training
+(later windows start from an empty state; evaluation always reads whole sessions).
+
+Early stopping watches the validation log-loss; the best epoch's weights are kept. A checkpoint
+``last.pt`` after every epoch (weights, optimiser, random states, history) lets a run resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from clickstream.errors import ClickstreamError
+from clickstream.io import atomic_file
+from envs.sequences import SessionSequences
+from envs.visitor_model import VisitorModel, make_batches, pad_batch
+
+IGNORE = -100  # target of padded positions (F.cross_entropy's ignore_index)
+
+
+@dataclass
+class TrainerConfig:
+    """How the GRU is trained (``configs/simulator/*.yaml``: ``trainer``).
+
+    Attributes:
+        epochs: At most this many passes over the training windows.
+        batch_sessions: At most this many windows per batch.
+        max_tokens: At most this many padded positions per batch.
+        max_len: Training window length (page views).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        grad_clip: Gradient norm clip (0: none).
+        patience: Stop after this many epochs without a validation improvement.
+        lr_decay: Multiply the learning rate by this after an epoch without improvement
+            (1: constant); a noisy plateau at a high rate is what it fixes.
+        min_delta: Smallest validation log-loss decrease that counts as one.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available).
+        amp: Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU.
+        num_threads: Torch CPU threads (``None``: torch's default).
+        seed: Seed of the initial weights and the batch order.
+        eval_batch_sessions: Sessions per batch when scoring validation / test sessions.
+        show_progress: Progress bar over batches.
+    """
+
+    epochs: int = 30
+    batch_sessions: int = 4096
+    max_tokens: int = 8192
+    max_len: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 5.0
+    patience: int = 3
+    lr_decay: float = 0.5
+    min_delta: float = 1e-4
+    device: str = "cpu"
+    amp: bool = True
+    num_threads: int | None = None
+    seed: int = 0
+    eval_batch_sessions: int = 2048
+    show_progress: bool = True
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any] | None) -> TrainerConfig:
+        cfg = dict(cfg or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ClickstreamError(f"unknown trainer option(s) {unknown}; known: {sorted(known)}")
+        return cls(**cfg)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a CUDA device without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ClickstreamError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def training_windows(
+    seqs: SessionSequences, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut sessions into windows of at most ``max_len`` page views.
+
+    Returns:
+        ``(starts, lengths, session)``: start and length of each window in the flat arrays
+        and the session it comes from, each shape ``(W,)``.
+    """
+    lengths = seqs.lengths
+    n_windows = -(-lengths // max_len)
+    session = np.repeat(np.arange(len(lengths)), n_windows)
+    k = np.arange(len(session)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    starts = seqs.offsets[:-1][session] + k * max_len
+    win_len = np.minimum(max_len, lengths[session] - k * max_len)
+    return starts.astype(np.int64), win_len.astype(np.int64), session.astype(np.int64)
+
+
+@torch.no_grad()
+def mean_log_loss(model: VisitorModel, seqs: SessionSequences, batch_sessions: int = 2048) -> float:
+    """Mean ``-ln p(next)`` over every step of ``seqs`` (``EXIT`` included), whole sessions."""
+    total, steps = 0.0, 0
+    targets = seqs.targets()
+    for rows, logp in model.iter_log_probs(seqs, batch_sessions):
+        total -= float(logp[np.arange(len(rows)), targets[rows]].astype(np.float64).sum())
+        steps += len(rows)
+    return total / steps
+
+
+def train(
+    model: VisitorModel,
+    train_seqs: SessionSequences,
+    valid_seqs: SessionSequences,
+    cfg: TrainerConfig,
+    *,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    writer: Any | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in place; at the end it holds the weights of the best validation epoch.
+
+    Args:
+        model: A fresh model (or the one a checkpoint is resumed into).
+        train_seqs: Training sessions.
+        valid_seqs: Validation sessions (early stopping).
+        cfg: Trainer settings.
+        checkpoint: Where to write ``last.pt``-style state after every epoch.
+        resume: Continue from ``checkpoint`` if it exists.
+        writer: A TensorBoard ``SummaryWriter`` (``train/loss``, ``valid/log_loss``,
+            ``time/events_per_sec``), or ``None``.
+
+    Returns:
+        The history: per-epoch records, best epoch, best validation log-loss and training
+        events per second (page views predicted per second of training, evaluation excluded).
+    """
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    device = model.device
+    use_amp = cfg.amp and device.type == "cuda"
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    optimiser = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    starts, lengths, window_session = training_windows(train_seqs, cfg.max_len)
+    folds = model.cfg.prior_folds if model.net.use_prior else 0
+    window_fold = window_session % folds if folds >= 2 else None
+    targets = train_seqs.targets()
+    p = model.vocab.n_pages
+
+    history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_valid_log_loss": math.inf}
+    first_epoch = 1
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.net.load_state_dict(state["state_dict"])
+        optimiser.load_state_dict(state["optimiser"])
+        best_state = state["best_state"]
+        history = state["history"]
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        first_epoch = len(history["epochs"]) + 1
+        model.fit_prior(train_seqs)  # counts are not in the checkpoint's optimiser state
+        model.net.load_state_dict(state["state_dict"])
+    else:
+        model.fit_prior(train_seqs)
+        best_state = copy.deepcopy(model.net.state_dict())
+    bad_epochs = _epochs_without_improvement(history, cfg.min_delta)
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if bad_epochs >= cfg.patience:
+            break
+        model.net.train()
+        batches = make_batches(lengths, cfg.batch_sessions, cfg.max_tokens, rng)
+        loss_sum, events, t0 = 0.0, 0, time.perf_counter()
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not cfg.show_progress)
+        for idx in bar:
+            _, mask, (pages, times, tgt) = pad_batch(
+                starts[idx],
+                lengths[idx],
+                train_seqs.pages,
+                train_seqs.time_bucket,
+                targets,
+                pad=(p, 0, IGNORE),
+            )
+            pages_t = torch.from_numpy(pages).to(device, non_blocking=True)
+            times_t = torch.from_numpy(times).to(device, non_blocking=True)
+            tgt_t = torch.from_numpy(tgt).to(device, non_blocking=True)
+            fold_t = (
+                torch.from_numpy(window_fold[idx]).to(device) if window_fold is not None else None
+            )
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits, _ = model.net(pages_t, times_t, prior_fold=fold_t)
+            loss = F.cross_entropy(
+                logits.float().reshape(-1, p + 1), tgt_t.reshape(-1), ignore_index=IGNORE
+            )
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.grad_clip)
+            optimiser.step()
+            n = int(mask.sum())
+            loss_sum += float(loss.detach()) * n
+            events += n
+            bar.set_postfix(loss=f"{loss_sum / events:.4f}", refresh=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        valid_loss = mean_log_loss(model, valid_seqs, cfg.eval_batch_sessions)
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(events, 1),
+            "valid_log_loss": valid_loss,
+            "train_seconds": seconds,
+            "events": events,
+            "events_per_sec": events / seconds if seconds > 0 else float("nan"),
+        }
+        history["epochs"].append(record)
+        if valid_loss < history["best_valid_log_loss"] - cfg.min_delta:
+            history["best_valid_log_loss"], history["best_epoch"] = valid_loss, epoch
+            best_state = copy.deepcopy(model.net.state_dict())
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+            for group in optimiser.param_groups:
+                group["lr"] *= cfg.lr_decay
+        record["lr"] = optimiser.param_groups[0]["lr"]
+        if writer is not None:
+            writer.add_scalar("train/loss", record["train_loss"], epoch)
+            writer.add_scalar("valid/log_loss", valid_loss, epoch)
+            writer.add_scalar("time/events_per_sec", record["events_per_sec"], epoch)
+            writer.add_scalar("train/lr", record["lr"], epoch)
+            writer.flush()
+        if cfg.show_progress:
+            tqdm.write(
+                f"epoch {epoch}: train loss {record['train_loss']:.4f}, valid log-loss "
+                f"{valid_loss:.4f}, {record['events_per_sec']:,.0f} events/s"
+            )
+        if ckpt_path is not None:
+            state = {
+                "state_dict": model.net.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "best_state": best_state,
+                "history": history,
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+            }
+            with atomic_file(ckpt_path) as tmp:
+                torch.save(state, tmp)
+
+    model.net.load_state_dict(best_state)
+    done = [e for e in history["epochs"]]
+    total_events = sum(e["events"] for e in done)
+    total_seconds = sum(e["train_seconds"] for e in done)
+    history["train_events_per_sec"] = total_events / total_seconds if total_seconds else None
+    history["device"] = str(device)
+    history["torch_threads"] = torch.get_num_threads()
+    model.train_state = {"history": history, "trainer_config": dataclasses.asdict(cfg)}
+    return history
+
+
+def _epochs_without_improvement(history: Mapping[str, Any], min_delta: float) -> int:
+    """Epochs since the best one (0 for a fresh history), for resuming early stopping."""
+    best = history.get("best_epoch")
+    if best is None:
+        return 0
+    return len(history["epochs"]) - int(best)

@@ -1,0 +1,145 @@
+"""Train the GRU visitor model and compare it with the next-page baselines (and the truth).
+
+    python scripts/train_simulator.py data_dir=<prepared dir> out_dir=<dir> [simulator=gru_msnbc]
+
+Writes ``out_dir/model.pt`` (weights, vocabulary, config, metrics), ``out_dir/metrics.json``
+(every metric of the GRU and each baseline on the test split, with and without ``EXIT``, plus
+the true model's on synthetic data), ``out_dir/metrics.md`` (the tables), TensorBoard curves in
+``out_dir/tensorboard`` and prints the comparison. See ``configs/train_simulator.yaml``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from clickstream.errors import ClickstreamError
+from clickstream.io import AtomicOutputDir
+from clickstream.prepare import git_commit
+from clickstream.synthetic import SyntheticStore
+from envs.baselines import FirstOrderMarkov, Popularity, SecondOrderMarkov, TrueModel
+from envs.metrics import evaluate, format_table
+from envs.sequences import load_prepared
+from envs.training import TrainerConfig, resolve_device, train
+from envs.visitor_model import ModelConfig, VisitorModel
+
+VARIANTS = ("with_exit", "without_exit")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train, evaluate and write the outputs; returns the metrics record."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    sim = resolved["simulator"]
+    report = sim.get("report", "with_exit")
+    if report not in VARIANTS:
+        raise ClickstreamError(f"simulator.report must be one of {VARIANTS}, got {report!r}")
+    out_dir = Path(resolved["out_dir"])
+    data = load_prepared(resolved["data_dir"])
+    k = int(sim.get("min_session_length", 1))
+    splits = {name: seqs.min_length(k) for name, seqs in data.splits.items()}
+
+    trainer_cfg = TrainerConfig.from_dict(sim["trainer"])
+    model = VisitorModel(
+        data.vocab, ModelConfig.from_dict(sim["model"]), device=resolve_device(trainer_cfg.device)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = _tensorboard(out_dir / "tensorboard")
+    history = train(
+        model,
+        splits["train"],
+        splits["valid"],
+        trainer_cfg,
+        checkpoint=out_dir / "last.pt",
+        resume=bool(resolved.get("resume", False)),
+        writer=writer,
+    )
+
+    predictors: list[Any] = [model]
+    baselines = dict(sim.get("baselines") or {})
+    tune = bool(baselines.pop("tune_on_valid", True))
+    predictors.append(Popularity(**dict(baselines.get("popularity") or {})).fit(splits["train"]))
+    for cls, key in ((FirstOrderMarkov, "markov1"), (SecondOrderMarkov, "markov2")):
+        predictors.append(
+            cls(**dict(baselines.get(key) or {})).fit(
+                splits["train"], valid=splits["valid"] if tune else None
+            )
+        )
+    if data.true_model_path is not None:
+        store = SyntheticStore.load(data.true_model_path)
+        predictors.append(TrueModel(store, data.vocab.pages))
+
+    test = splits["test"]
+    models = {
+        p.name: evaluate(p, test, batch_sessions=trainer_cfg.eval_batch_sessions)
+        for p in predictors
+    }
+    record: dict[str, Any] = {
+        "data_dir": str(resolved["data_dir"]),
+        "dataset": data.meta.get("summary"),
+        "repeats": data.meta.get("repeats"),
+        "min_session_length": k,
+        "steps": {name: s.n_steps for name, s in splits.items()},
+        "sessions": {name: len(s) for name, s in splits.items()},
+        "models": models,
+        "baseline_smoothing": {
+            p.name: getattr(p, "tuning", None) for p in predictors if hasattr(p, "tuning")
+        },
+        "gru": {
+            "history": history,
+            "train_events_per_sec": history["train_events_per_sec"],
+            "best_epoch": history["best_epoch"],
+            "parameters": sum(p.numel() for p in model.net.parameters()),
+        },
+        "report": report,
+        "seed": resolved.get("seed"),
+        "git_commit": git_commit(),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "config": resolved,
+    }
+    if writer is not None:
+        for name, variants in models.items():
+            for metric, value in variants[report].items():
+                writer.add_scalar(f"test/{name}/{metric}", value, 0)
+        writer.close()
+    tables = "\n\n".join(
+        f"### {variant}\n\n```\n{format_table(models, variant)}\n```"
+        for variant in (report, *[v for v in VARIANTS if v != report])
+    )
+    model.metrics = {"test": models, "report": report}
+    with AtomicOutputDir(out_dir) as out:
+        model.save(out.path("model.pt"), extra={"data_dir": str(resolved["data_dir"])})
+        out.write_json("metrics.json", record)
+        (out.path("metrics.md")).write_text(tables + "\n", encoding="utf-8")
+    record["table"] = format_table(models, report)
+    return record
+
+
+def _tensorboard(log_dir: Path) -> Any | None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed: curves are skipped, nothing else
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train_simulator")
+def main(cfg: DictConfig) -> None:
+    try:
+        record = run(cfg)
+    except ClickstreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"test split, {record['report']}:")
+    print(record["table"])
+    print(f"GRU training: {record['gru']['train_events_per_sec']:,.0f} events/s")
+    print(f"written to {cfg.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
