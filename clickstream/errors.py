@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
 
 class ClickstreamError(ValueError):
     """Bad input data or configuration, with its location.
@@ -42,3 +48,17 @@ class ClickstreamError(ValueError):
             where.append(f"column '{self.column}'")
         prefix = ", ".join(where)
         return f"{prefix}: {self.message}" if prefix else self.message
+
+
+def from_options(cls: type[T], options: Mapping[str, Any] | None, what: str) -> T:
+    """Build the dataclass ``cls`` from a plain mapping (e.g. a resolved Hydra node).
+
+    A key that is not a field is a typo, not something to ignore: it raises, naming the
+    unknown keys and the known ones. ``what`` names the options in the message (``"pages"``).
+    """
+    options = dict(options or {})
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ClickstreamError(f"unknown {what} option(s) {unknown}; known: {sorted(known)}")
+    return cls(**options)

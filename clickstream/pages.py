@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, from_options
 from clickstream.schema import OTHER_GROUP
 
 ID_SEGMENT = re.compile(
@@ -99,13 +99,8 @@ class PageConfig:
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> PageConfig:
-        """Build from a plain mapping (e.g. a resolved Hydra ``pages`` node)."""
-        cfg = dict(cfg or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ClickstreamError(f"unknown pages option(s) {unknown}; known: {sorted(known)}")
-        return cls(**cfg)
+        """Build from a plain mapping (a resolved Hydra node); unknown keys raise."""
+        return from_options(cls, cfg, "pages")
 
 
 def _rule(r: Rule | Mapping[str, Any], kind: str) -> Rule:

@@ -89,7 +89,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, from_options
 from clickstream.io import atomic_file
 from clickstream.schema import EXIT, LoadResult, coerce_raw_hits, session_boundaries
 
@@ -401,15 +401,8 @@ class SyntheticConfig:
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> SyntheticConfig:
-        """Build from a plain mapping (e.g. a resolved Hydra ``data`` node), rejecting typos."""
-        cfg = dict(cfg or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ClickstreamError(
-                f"unknown synthetic store option(s) {unknown}; known: {sorted(known)}"
-            )
-        return cls(**cfg)
+        """Build from a plain mapping (a resolved Hydra node); unknown keys raise."""
+        return from_options(cls, cfg, "synthetic store")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready mapping of the fields."""

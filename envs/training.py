@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, from_options
 from clickstream.io import atomic_file
 from envs.sequences import SessionSequences
 from envs.visitor_model import VisitorModel, make_batches, pad_batch
@@ -77,12 +77,8 @@ class TrainerConfig:
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> TrainerConfig:
-        cfg = dict(cfg or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ClickstreamError(f"unknown trainer option(s) {unknown}; known: {sorted(known)}")
-        return cls(**cfg)
+        """Build from a plain mapping (a resolved Hydra node); unknown keys raise."""
+        return from_options(cls, cfg, "trainer")
 
 
 def resolve_device(name: str) -> torch.device:

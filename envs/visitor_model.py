@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, from_options
 from clickstream.io import atomic_file
 from envs.sequences import N_TIME_BUCKETS, SessionSequences, Vocabulary
 
@@ -98,12 +98,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> ModelConfig:
-        cfg = dict(cfg or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ClickstreamError(f"unknown model option(s) {unknown}; known: {sorted(known)}")
-        return cls(**cfg)
+        """Build from a plain mapping (a resolved Hydra node); unknown keys raise."""
+        return from_options(cls, cfg, "model")
 
 
 class GRUNet(nn.Module):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from clickstream.errors import ClickstreamError
@@ -45,6 +46,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     splits = {name: seqs.min_length(k) for name, seqs in data.splits.items()}
 
     trainer_cfg = TrainerConfig.from_dict(sim["trainer"])
+    torch.manual_seed(trainer_cfg.seed)  # the initial weights: same seed, same model
     model = VisitorModel(
         data.vocab, ModelConfig.from_dict(sim["model"]), device=resolve_device(trainer_cfg.device)
     )

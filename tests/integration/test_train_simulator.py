@@ -1,0 +1,120 @@
+"""train_simulator end to end on a small synthetic store, and the GPU path where CUDA exists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from envs.metrics import METRIC_KEYS
+from envs.sequences import load_prepared
+from envs.visitor_model import VisitorModel
+from scripts.prepare_data import run as prepare_run
+from scripts.train_simulator import run as train_run
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def compose_cfg(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "syn"
+    prepare_run(
+        compose_cfg(
+            "prepare_data",
+            ["data=synthetic", "data.n_sessions=4000", "data.n_pages=80", f"out_dir={out}"],
+        )
+    )
+    return out
+
+
+def test_train_simulator_writes_model_and_metrics(synthetic_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    record = train_run(
+        compose_cfg(
+            "train_simulator",
+            [
+                f"data_dir={synthetic_dir}",
+                f"out_dir={out}",
+                "simulator.trainer.epochs=3",
+                "show_progress=false",
+            ],
+        )
+    )
+    assert {"model.pt", "metrics.json", "metrics.md", "last.pt", "tensorboard"} <= {
+        p.name for p in out.iterdir()
+    }
+    metrics = json.loads((out / "metrics.json").read_text())
+    models = metrics["models"]
+    assert set(models) == {"gru", "popularity", "markov1", "markov2", "true_model"}
+    for variants in models.values():
+        for variant in ("with_exit", "without_exit"):
+            assert list(variants[variant]) == list(METRIC_KEYS)
+    steps = models["gru"]["with_exit"]["steps"]
+    assert steps == metrics["steps"]["test"]
+    assert all(v["with_exit"]["steps"] == steps for v in models.values())
+    loss = {name: v["with_exit"]["log_loss"] for name, v in models.items()}
+    # the truth is the floor; every learned model beats guessing by popularity
+    assert loss["true_model"] == min(loss.values())
+    assert loss["gru"] < loss["popularity"] and loss["markov1"] < loss["popularity"]
+    assert metrics["gru"]["train_events_per_sec"] > 0
+    assert len(metrics["gru"]["history"]["epochs"]) == 3
+    assert metrics["seed"] == 0 and "git_commit" in metrics and "config" in metrics
+    assert record["table"].splitlines()[0].startswith("next-page metrics")
+
+    # the checkpoint scores the test split exactly as recorded
+    model = VisitorModel.load(out / "model.pt")
+    test = load_prepared(synthetic_dir).splits["test"]
+    total = 0.0
+    targets = test.targets()
+    for rows, lp in model.iter_log_probs(test):
+        total -= lp[np.arange(len(rows)), targets[rows]].astype(np.float64).sum()
+    assert total / test.n_steps == pytest.approx(loss["gru"], rel=1e-6)
+    assert model.metrics["test"]["gru"]["with_exit"]["log_loss"] == loss["gru"]
+
+
+def test_same_seed_same_metrics(synthetic_dir: Path, tmp_path: Path) -> None:
+    def once(name: str) -> dict:
+        train_run(
+            compose_cfg(
+                "train_simulator",
+                [
+                    f"data_dir={synthetic_dir}",
+                    f"out_dir={tmp_path / name}",
+                    "simulator.trainer.epochs=2",
+                    "show_progress=false",
+                ],
+            )
+        )
+        return json.loads((tmp_path / name / "metrics.json").read_text())["models"]
+
+    assert once("a") == once("b")
+
+
+@pytest.mark.gpu
+def test_training_and_stepping_on_cuda(synthetic_dir: Path) -> None:
+    from envs.training import TrainerConfig, train
+
+    data = load_prepared(synthetic_dir)
+    model = VisitorModel(data.vocab, device="cuda")
+    train(
+        model,
+        data.splits["train"],
+        data.splits["valid"],
+        TrainerConfig(epochs=1, device="cuda", show_progress=False),
+    )
+    page = torch.zeros(8, dtype=torch.long, device="cuda")
+    logits, hidden = model.step(page, model.initial_hidden(8))
+    assert logits.shape == (8, data.vocab.n_pages + 1) and logits.is_cuda
+    assert hidden.shape == (8, model.hidden_dim) and hidden.is_cuda
+    torch.testing.assert_close(
+        torch.softmax(logits.float(), -1).sum(-1), torch.ones(8, device="cuda")
+    )
