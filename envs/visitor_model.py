@@ -49,6 +49,9 @@ class ModelConfig:
             current page is only known once the visitor leaves it, and "unknown" would give
             away the exit).
         time_dim: Size of the time-bucket embedding.
+        group_head: Add a score per *destination group* to the logits, shared by the pages of
+            the group: what history says about "a product next" or "leaving" is learnt once
+            for the group, not once per page.
         markov_prior: Add the log of a smoothed first-order transition table, counted on the
             training split, to the logits (``true``, ``false``, or ``auto``: when the site has
             at most ``max_prior_pages`` pages). The GRU then learns how history moves a
@@ -65,13 +68,14 @@ class ModelConfig:
     """
 
     embedding_dim: int = 64
-    hidden_size: int = 100
+    hidden_size: int = 128
     num_layers: int = 1
-    dropout: float = 0.0
-    use_groups: bool = False
+    dropout: float = 0.3
+    use_groups: bool = True
     group_dim: int = 16
     use_time: bool = False
     time_dim: int = 8
+    group_head: bool = True
     markov_prior: bool | str = "auto"
     prior_smoothing: float = 10.0
     prior_folds: int = 2
@@ -132,6 +136,12 @@ class GRUNet(nn.Module):
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
         )
         self.head = nn.Linear(cfg.hidden_size, n_pages + 1)
+        if cfg.group_head:
+            # a score per destination group, shared by its pages (EXIT is a group of its own)
+            self.group_head = nn.Linear(cfg.hidden_size, n_groups + 1)
+            self.register_buffer(
+                "outcome_group", torch.as_tensor(np.r_[page_group, n_groups], dtype=torch.long)
+            )
         self.use_prior = cfg.uses_prior(n_pages)
         if self.use_prior:  # filled by VisitorModel.fit_prior; the padding row stays 0
             self.register_buffer("log_prior", torch.zeros(n_pages + 1, n_pages + 1))
@@ -170,7 +180,10 @@ class GRUNet(nn.Module):
             ``(logits (B, T, P + 1), hidden (L, B, H))``.
         """
         out, hidden = self.gru(self.embed(pages, time_bucket), hidden)
-        logits = self.head(self.dropout(out))
+        out = self.dropout(out)
+        logits = self.head(out)
+        if self.cfg.group_head:
+            logits = logits + self.group_head(out)[..., self.outcome_group]
         if self.use_prior:
             if prior_fold is not None and self.fold_log_prior.numel():
                 logits = logits + self.fold_log_prior[prior_fold[:, None], pages]

@@ -134,7 +134,8 @@ def test_same_seed_same_weights_and_resume_continues_exactly(
     vocab: Vocabulary, tmp_path: Path
 ) -> None:
     seqs = toy_sessions(40)
-    cfg = quick_trainer(epochs=4, batch_sessions=16)
+    # with a moving average of the weights, whose state must survive the resume as well
+    cfg = quick_trainer(epochs=4, batch_sessions=16, ema_decay=0.9)
 
     def weights(model: VisitorModel) -> list[torch.Tensor]:
         return [p.detach().clone() for p in model.net.parameters()]
@@ -151,7 +152,7 @@ def test_same_seed_same_weights_and_resume_continues_exactly(
     ckpt = tmp_path / "last.pt"
     torch.manual_seed(0)
     c = VisitorModel(vocab, ModelConfig(hidden_size=8, embedding_dim=4))
-    train(c, seqs, seqs, quick_trainer(epochs=2, batch_sessions=16), checkpoint=ckpt)
+    train(c, seqs, seqs, quick_trainer(epochs=2, batch_sessions=16, ema_decay=0.9), checkpoint=ckpt)
     d = VisitorModel(vocab, ModelConfig(hidden_size=8, embedding_dim=4))
     history = train(d, seqs, seqs, cfg, checkpoint=ckpt, resume=True)
     assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3, 4]
