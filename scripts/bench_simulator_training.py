@@ -97,11 +97,16 @@ def main() -> None:
         f"train: {len(train_seqs):,} sessions, {train_seqs.n_steps:,} events; "
         f"valid: {valid.n_steps:,} events"
     )
-    cfg = ModelConfig(embedding_dim=64, hidden_size=100)
+    # GRU4Rec's size (one layer of 100), no extras, as in the MSNBC comparison
+    cfg = ModelConfig(
+        embedding_dim=64, hidden_size=100, dropout=0.0, use_groups=False, group_head=False
+    )
 
     torch.manual_seed(0)
     padded = VisitorModel(data.vocab, cfg, device=device)
-    trainer = TrainerConfig(epochs=1, patience=10, show_progress=False, device=str(device))
+    trainer = TrainerConfig(
+        epochs=1, patience=10, max_tokens=8192, show_progress=False, device=str(device)
+    )
     history = train(padded, train_seqs, valid, trainer)
     rec = history["epochs"][0]
     pad_rate = rec["events_per_sec"]
