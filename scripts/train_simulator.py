@@ -84,6 +84,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     record: dict[str, Any] = {
         "data_dir": str(resolved["data_dir"]),
         "dataset": data.meta.get("summary"),
+        "dataset_created_utc": data.meta.get("created_utc"),
         "repeats": data.meta.get("repeats"),
         "min_session_length": k,
         "steps": {name: s.n_steps for name, s in splits.items()},

@@ -15,6 +15,8 @@ from hydra import compose, initialize_config_dir
 from clickstream.synthetic import SyntheticStore
 from scripts.prepare_data import run
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 

@@ -16,6 +16,8 @@ from envs.visitor_model import VisitorModel
 from scripts.prepare_data import run as prepare_run
 from scripts.train_simulator import run as train_run
 
+pytestmark = pytest.mark.integration
+
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
