@@ -1,0 +1,126 @@
+"""Click models: how a shown recommendation changes a visitor's next-page distribution.
+
+Both are assumptions, not facts learnt from data (analytics exports record where visitors went,
+not what they were shown), so their parameters live in ``configs/env/`` and are meant to be
+swept:
+
+* :class:`MultinomialBoost` (default): ``p'(j) ∝ p(j) · exp(β · [j = a])``. The recommended
+  page ``a`` becomes ``e^β`` times as attractive; pages the visitor would never reach
+  (``p(a) = 0``) stay unreachable, so a recommendation cannot teleport anyone. ``β = 0`` is the
+  organic distribution. The synthetic store's true response has this form.
+* :class:`RelevanceFollow`: the visitor follows the recommendation with probability
+  ``σ(α + γ · log p(a))`` (relevant pages are followed more often) and otherwise moves
+  organically: ``p' = f · onehot(a) + (1 - f) · p``. Here an unreachable page *can* be reached
+  by following; ``γ`` sets how much relevance matters.
+
+A recommendation of ``-1`` means "show nothing" (organic). ``EXIT`` (index ``P``) cannot be
+recommended. All inputs and outputs are torch tensors of next-page probabilities
+``(B, P + 1)``, ``EXIT`` last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from clickstream.errors import ClickstreamError, from_options
+
+NO_RECOMMENDATION = -1
+
+
+def _check(probs: torch.Tensor, action: torch.Tensor) -> None:
+    if probs.dim() != 2 or action.shape != probs.shape[:1]:
+        raise ClickstreamError(
+            f"click model needs probs (B, P + 1) and actions (B,), got {tuple(probs.shape)} "
+            f"and {tuple(action.shape)}"
+        )
+    n_pages = probs.shape[1] - 1
+    bad = (action < NO_RECOMMENDATION) | (action >= n_pages)
+    if bool(bad.any()):
+        value = int(action[bad][0])
+        raise ClickstreamError(
+            f"recommendation {value} is not a page id in [0, {n_pages}) or -1 (show nothing)"
+        )
+
+
+@dataclass(frozen=True)
+class MultinomialBoost:
+    """``p'(j) ∝ p(j) · exp(β · [j = a])``.
+
+    Attributes:
+        beta: Strength of the response; 0 gives the organic distribution.
+    """
+
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.beta) or abs(self.beta) > 50:
+            raise ClickstreamError(
+                f"click model beta must be finite and |beta| <= 50, got {self.beta}"
+            )
+
+    def follow_probability(self, probs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """P(next page = the recommended one), ``(B,)`` (0: none shown); it includes visitors
+        who would have gone there anyway (unlike :meth:`RelevanceFollow.follow_probability`)."""
+        return self.apply(probs, action).gather(1, action.clamp(min=0)[:, None])[:, 0] * (
+            action >= 0
+        )
+
+    def apply(self, probs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Next-page probabilities under the recommendation, ``(B, P + 1)``; rows sum to 1."""
+        _check(probs, action)
+        shown = action >= 0
+        index = action.clamp(min=0)[:, None]
+        p_a = probs.gather(1, index)[:, 0]
+        boost = (math.exp(self.beta) - 1.0) * p_a * shown
+        out = probs.clone()
+        out.scatter_add_(1, index, boost[:, None])
+        return out / (1.0 + boost)[:, None]
+
+
+@dataclass(frozen=True)
+class RelevanceFollow:
+    """Follow with probability ``σ(α + γ · log p(a))``, else move organically.
+
+    Attributes:
+        alpha: Log-odds of following a recommendation of organic probability 1.
+        gamma: How much the organic probability of the page raises the follow probability.
+        min_prob: Floor on ``p(a)`` inside the log (pages the visitor would never choose).
+    """
+
+    alpha: float = -1.0
+    gamma: float = 0.5
+    min_prob: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.alpha) and math.isfinite(self.gamma)) or not self.min_prob > 0:
+            raise ClickstreamError(
+                "click model alpha and gamma must be finite and min_prob > 0, got "
+                f"{self.alpha}, {self.gamma}, {self.min_prob}"
+            )
+
+    def follow_probability(self, probs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``σ(α + γ · log p(a))`` per visitor, shape ``(B,)`` (0 where nothing is shown)."""
+        _check(probs, action)
+        p_a = probs.gather(1, action.clamp(min=0)[:, None])[:, 0].clamp(min=self.min_prob)
+        return torch.sigmoid(self.alpha + self.gamma * torch.log(p_a)) * (action >= 0)
+
+    def apply(self, probs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``f · onehot(a) + (1 - f) · p``, ``(B, P + 1)``; rows sum to 1."""
+        follow = self.follow_probability(probs, action)
+        out = probs * (1.0 - follow)[:, None]
+        out.scatter_add_(1, action.clamp(min=0)[:, None], follow[:, None])
+        return out
+
+
+ClickModel = MultinomialBoost | RelevanceFollow
+
+
+def build_click_model(kind: str = "boost", **params: float) -> ClickModel:
+    """A click model by name (``boost`` or ``follow``) and parameters (from ``configs/env/``)."""
+    models = {"boost": MultinomialBoost, "follow": RelevanceFollow}
+    if kind not in models:
+        raise ClickstreamError(f"click model must be one of {sorted(models)}, got {kind!r}")
+    return from_options(models[kind], params, f"click model {kind!r}")

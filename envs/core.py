@@ -1,0 +1,193 @@
+"""The batched simulator core: B visitors of one website, advanced together in torch.
+
+One step for every visitor: the agent recommends a page (or nothing), the click model turns the
+visitor's organic next-page distribution into the distribution under that recommendation, the
+next page is drawn, the reward of the page landed on is paid, and visitors who left (``EXIT``)
+or reached ``max_steps`` are replaced in place by new arrivals. All randomness comes from one
+``torch.Generator`` seeded by :meth:`SiteCore.reset`, so a seed fixes every draw.
+
+**Observation** of a visitor: the ids of the last ``history_len`` pages viewed, oldest first,
+shape ``(history_len,)`` int64; positions before the session's first page hold ``P`` (no
+page). The visitor's current page is the last entry. In a *terminal* observation the visitor
+has left, shown by a last entry of ``P`` (``EXIT``) after the pages seen.
+
+**Action**: an index into ``action_pages`` (the recommendable page ids); with
+``allow_no_recommendation`` one more action, the last, shows nothing.
+
+The single Gymnasium env, the Gymnasium vector env and the SB3 VecEnv are thin front ends over
+this class; a B=1 core replays the single env exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from clickstream.errors import ClickstreamError
+from envs.click_model import NO_RECOMMENDATION, ClickModel
+from envs.dynamics import Dynamics, sample_categorical
+
+
+@dataclass
+class StepResult:
+    """What :meth:`SiteCore.step` returns, one entry per visitor (all torch, on the device).
+
+    Attributes:
+        obs: Observations after the step, ``(B, K)``; for visitors whose session ended, the
+            first observation of the visitor who replaced them.
+        reward: Reward of the page landed on, ``(B,)`` (0 for ``EXIT``).
+        terminated: The visitor left (``EXIT``), ``(B,)``.
+        truncated: The visitor reached ``max_steps`` without leaving, ``(B,)``.
+        final_obs: Observations at the end of the finished sessions, ``(B, K)`` (rows of
+            visitors still in session repeat ``obs``).
+        landed: Page landed on (``P`` = ``EXIT``), ``(B,)``.
+        followed: The visitor landed on the recommended page, ``(B,)``.
+    """
+
+    obs: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_obs: torch.Tensor
+    landed: torch.Tensor
+    followed: torch.Tensor
+
+
+class SiteCore:
+    """B simulated visitors of one site.
+
+    Args:
+        dynamics: Organic visitor behaviour (GRU, Markov or the true model).
+        click_model: How a recommendation changes the next page.
+        reward_per_page: Reward of landing on each page, shape ``(P + 1,)`` (``EXIT`` last, 0).
+        n_visitors: B.
+        action_pages: Recommendable page ids, shape ``(A,)`` (default: every page).
+        allow_no_recommendation: Add a last action that shows nothing.
+        max_steps: Steps after which a session is truncated.
+        history_len: K, pages in an observation.
+        device: Torch device of every tensor.
+    """
+
+    def __init__(
+        self,
+        dynamics: Dynamics,
+        click_model: ClickModel,
+        reward_per_page: torch.Tensor | np.ndarray,
+        n_visitors: int = 1,
+        *,
+        action_pages: np.ndarray | None = None,
+        allow_no_recommendation: bool = True,
+        max_steps: int = 50,
+        history_len: int = 4,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.dynamics = dynamics.to(self.device)
+        self.click_model = click_model
+        p = dynamics.n_pages
+        reward = torch.as_tensor(reward_per_page, dtype=torch.float32, device=self.device)
+        if reward.shape != (p + 1,):
+            raise ClickstreamError(
+                f"reward_per_page must have shape ({p + 1},), got {tuple(reward.shape)}"
+            )
+        if int(n_visitors) < 1 or int(max_steps) < 1 or int(history_len) < 1:
+            raise ClickstreamError("n_visitors, max_steps and history_len must be >= 1")
+        pages = np.arange(p) if action_pages is None else np.asarray(action_pages, dtype=np.int64)
+        if len(pages) == 0 or pages.min() < 0 or pages.max() >= p:
+            raise ClickstreamError(f"action_pages must be page ids in [0, {p})")
+        if allow_no_recommendation:
+            pages = np.r_[pages, NO_RECOMMENDATION]
+        self.reward_per_page = reward.clone()
+        self.reward_per_page[p] = 0.0  # leaving never pays
+        self.action_pages = torch.as_tensor(pages, dtype=torch.long, device=self.device)
+        self.n_pages, self.n_visitors = p, int(n_visitors)
+        self.max_steps, self.history_len = int(max_steps), int(history_len)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(0)
+        self._started = False
+
+    @property
+    def n_actions(self) -> int:
+        return len(self.action_pages)
+
+    # ---- state -------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Reseed (when ``seed`` is given) and start B new visitors; returns obs ``(B, K)``."""
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
+        b = self.n_visitors
+        self.page = torch.empty(b, dtype=torch.long, device=self.device)
+        self.history = torch.full(
+            (b, self.history_len), self.n_pages, dtype=torch.long, device=self.device
+        )
+        self.steps = torch.zeros(b, dtype=torch.long, device=self.device)
+        self.state = torch.zeros(b, self.dynamics.state_dim, device=self.device)
+        self._arrive(torch.ones(b, dtype=torch.bool, device=self.device))
+        self._started = True
+        return self.history.clone()
+
+    def _arrive(self, mask: torch.Tensor) -> None:
+        """Replace the visitors in ``mask`` ``(B,)`` by new arrivals."""
+        n = int(mask.sum())
+        if n == 0:
+            return
+        pages, state = self.dynamics.start(n, self.generator)
+        idx = mask.nonzero()[:, 0]
+        self.page[idx] = pages
+        self.state[idx] = state.to(self.state.dtype)
+        self.steps[idx] = 0
+        self.history[idx] = self.n_pages
+        self.history[idx, -1] = pages
+
+    # ---- dynamics ----------------------------------------------------------------------
+
+    def next_page_probs(self, actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-page distributions ``(B, P + 1)`` of the current visitors under ``actions``."""
+        organic = self.dynamics.next_probs(self.page, self.state)
+        if actions is None:
+            return organic
+        return self.click_model.apply(organic, self.action_pages[self._actions(actions)])
+
+    def _actions(self, actions: torch.Tensor | np.ndarray | int) -> torch.Tensor:
+        a = torch.as_tensor(actions, dtype=torch.long, device=self.device).reshape(-1)
+        if a.shape[0] != self.n_visitors:
+            raise ClickstreamError(f"expected {self.n_visitors} actions, got {a.shape[0]}")
+        if bool(((a < 0) | (a >= self.n_actions)).any()):
+            raise ClickstreamError(f"actions must lie in [0, {self.n_actions})")
+        return a
+
+    def step(self, actions: torch.Tensor | np.ndarray | int) -> StepResult:
+        """Advance every visitor by one page view under the recommendations ``actions`` ``(B,)``."""
+        if not self._started:
+            raise ClickstreamError("call reset() before step()")
+        a = self._actions(actions)
+        recommended = self.action_pages[a]
+        probs = self.click_model.apply(self.dynamics.next_probs(self.page, self.state), recommended)
+        landed = sample_categorical(probs, self.generator)
+        reward = self.reward_per_page[landed]
+        terminated = landed == self.n_pages
+        self.steps += 1
+        truncated = ~terminated & (self.steps >= self.max_steps)
+
+        # everyone's history moves on (EXIT shows as P at the end of a terminal observation)
+        self.history = torch.cat([self.history[:, 1:], landed[:, None]], dim=1)
+        final_obs = self.history.clone()
+        going_on = ~terminated
+        if bool(going_on.any()):
+            idx = going_on.nonzero()[:, 0]
+            pages = landed[idx]
+            self.state[idx] = self.dynamics.advance(pages, self.state[idx])
+            self.page[idx] = pages
+        self._arrive(terminated | truncated)
+        return StepResult(
+            obs=self.history.clone(),
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            final_obs=final_obs,
+            landed=landed,
+            followed=(landed == recommended) & (recommended >= 0),
+        )

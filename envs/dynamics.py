@@ -1,0 +1,216 @@
+"""Visitor dynamics for the simulator: where a batch of visitors goes next if left alone.
+
+Three interchangeable models behind one batched torch interface (:class:`Dynamics`):
+
+* :class:`GRUDynamics`: the learned GRU visitor model (``envs/visitor_model.py``); its state
+  is the GRU hidden state plus the logits it gave after the current page.
+* :class:`MarkovDynamics`: a tabular first-order model counted on the training split.
+* :class:`TrueDynamics`: the synthetic store's true model (ground truth): each visitor draws a
+  latent intent when they arrive, which stays hidden from the agent.
+
+A visitor's *state* is a float tensor row of fixed width (``state_dim``), so the core keeps one
+``(B, S)`` tensor for all visitors whatever the model. Page ids follow the vocabulary the
+dynamics was built on; ``EXIT`` is id ``P``, last in every distribution.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from clickstream.errors import ClickstreamError
+from envs.sequences import SessionSequences
+from envs.visitor_model import VisitorModel
+
+
+class Dynamics(Protocol):
+    """What the simulator core needs from a visitor model."""
+
+    n_pages: int
+    state_dim: int
+    pages: tuple[str, ...]
+
+    def start(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``n`` arriving visitors: entry pages ``(n,)`` and states ``(n, S)`` after them."""
+        ...
+
+    def next_probs(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Organic next-page distributions ``(B, P + 1)`` of visitors on ``pages`` ``(B,)``."""
+        ...
+
+    def advance(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """States ``(B, S)`` after the visitors view ``pages`` ``(B,)`` (never ``EXIT``)."""
+        ...
+
+    def to(self, device: torch.device | str) -> Dynamics: ...
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One draw per row of ``probs`` ``(B, K)`` (rows sum to 1), shape ``(B,)``.
+
+    Inverse-CDF sampling: one uniform per row located in the row's cumulative sums (several
+    times faster than ``torch.multinomial`` on CPU for the row sizes of a site). The uniform is
+    scaled by the row total, so rounding can never pick an outcome of probability 0.
+    """
+    cdf = probs.cumsum(dim=1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True)[:, 0].clamp_(max=probs.shape[1] - 1)
+
+
+def entry_distribution(seqs: SessionSequences, alpha: float = 0.5) -> np.ndarray:
+    """Smoothed frequency of each page as a session's first page, shape ``(P,)``."""
+    counts = np.bincount(seqs.pages[seqs.offsets[:-1]], minlength=seqs.exit_id)
+    smoothed = counts + alpha
+    return smoothed / smoothed.sum()
+
+
+class MarkovDynamics:
+    """First-order transitions and entry distribution as dense tables.
+
+    Args:
+        entry: Entry distribution, shape ``(P,)``.
+        transitions: Next-page distributions, shape ``(P, P + 1)``; rows sum to 1.
+        pages: Page names, length P.
+    """
+
+    state_dim = 0
+
+    def __init__(self, entry: np.ndarray, transitions: np.ndarray, pages: tuple[str, ...]):
+        entry = np.asarray(entry, dtype=np.float64)
+        transitions = np.asarray(transitions, dtype=np.float64)
+        p = len(entry)
+        if transitions.shape != (p, p + 1) or len(pages) != p:
+            raise ClickstreamError(
+                f"Markov dynamics needs entry (P,), transitions (P, P + 1) and P page names; "
+                f"got {entry.shape}, {transitions.shape}, {len(pages)}"
+            )
+        if not np.allclose(transitions.sum(1), 1.0) or not np.isclose(entry.sum(), 1.0):
+            raise ClickstreamError("Markov dynamics: every row must sum to 1")
+        self.n_pages, self.pages = p, tuple(pages)
+        self.entry = torch.as_tensor(entry, dtype=torch.float32)
+        self.transitions = torch.as_tensor(transitions, dtype=torch.float32)
+
+    @classmethod
+    def fit(
+        cls, train: SessionSequences, pages: tuple[str, ...], k: float = 20.0
+    ) -> MarkovDynamics:
+        """Count on training sessions, smoothed toward the popularity of each outcome.
+
+        ``p(j | i) = (c(i, j) + k · pop(j)) / (c(i) + k)`` (rows never seen: popularity).
+        """
+        p = train.exit_id
+        src, dst = train.pages, train.targets()
+        counts = np.bincount(src * (p + 1) + dst, minlength=p * (p + 1)).reshape(p, p + 1)
+        pop = (np.bincount(dst, minlength=p + 1) + 0.5) / (len(dst) + 0.5 * (p + 1))
+        table = (counts + k * pop) / (counts.sum(1, keepdims=True) + k)
+        return cls(entry_distribution(train), table, pages)
+
+    def to(self, device: torch.device | str) -> MarkovDynamics:
+        self.entry, self.transitions = self.entry.to(device), self.transitions.to(device)
+        return self
+
+    def start(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pages = sample_categorical(self.entry.expand(n, -1), generator)
+        return pages, torch.zeros(n, 0, device=self.entry.device)
+
+    def next_probs(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.transitions[pages]
+
+    def advance(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return state
+
+
+class GRUDynamics:
+    """The learned GRU visitor model as simulator dynamics.
+
+    Args:
+        model: A trained :class:`~envs.visitor_model.VisitorModel`.
+        entry: Entry distribution over its pages, shape ``(P,)`` (the GRU does not model
+            where sessions start; :func:`entry_distribution` of the training split).
+    """
+
+    def __init__(self, model: VisitorModel, entry: np.ndarray):
+        self.model = model
+        self.n_pages = model.vocab.n_pages
+        self.pages = model.vocab.pages
+        self.hidden_dim = model.hidden_dim
+        self.state_dim = self.hidden_dim + self.n_pages + 1  # hidden | logits after it
+        if len(entry) != self.n_pages:
+            raise ClickstreamError(
+                f"entry distribution has {len(entry)} pages, model {self.n_pages}"
+            )
+        self.entry = torch.as_tensor(entry, dtype=torch.float32, device=model.device)
+
+    def to(self, device: torch.device | str) -> GRUDynamics:
+        self.model.device = torch.device(device)
+        self.model.net.to(device)
+        self.entry = self.entry.to(device)
+        return self
+
+    def start(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pages = sample_categorical(self.entry.expand(n, -1), generator)
+        empty = torch.zeros(n, self.state_dim, device=self.entry.device)
+        return pages, self.advance(pages, empty)
+
+    def next_probs(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(state[:, self.hidden_dim :].float(), dim=-1)
+
+    @torch.no_grad()
+    def advance(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        logits, hidden = self.model.step(pages, state[:, : self.hidden_dim].contiguous())
+        return torch.cat([hidden, logits.float()], dim=1)
+
+
+class TrueDynamics:
+    """The synthetic store's true visitor model: a latent intent per visitor.
+
+    Args:
+        store: A :class:`clickstream.synthetic.SyntheticStore`.
+        pages: Page order of the simulator (default: the store's own order). Every page must
+            be a store page; ``EXIT`` stays last.
+    """
+
+    max_dense_cells = 60_000_000  # (Z, P, P + 1) float32: 240 MB
+
+    def __init__(self, store, pages: tuple[str, ...] | None = None):
+        self.store = store
+        self.pages = tuple(store.pages) if pages is None else tuple(pages)
+        self.n_pages = len(self.pages)
+        idx = np.array([store.page_index(p) for p in self.pages], dtype=np.int64)
+        z, p = store.n_intents, store.n_pages
+        if z * p * (p + 1) > self.max_dense_cells:
+            raise ClickstreamError(
+                f"true dynamics of {p} pages and {z} intents is too large to hold densely"
+            )
+        cols = np.r_[idx, p]  # reorder destinations (EXIT last)
+        dense = store.transitions[:, idx][:, :, cols]
+        entry = store.entry[:, idx]
+        if len(idx) < p:  # a vocabulary without some store pages: renormalise over it
+            dense = dense / dense.sum(-1, keepdims=True)
+            entry = entry / entry.sum(-1, keepdims=True)
+        self.state_dim = 1  # the intent index, stored as a float
+        self.prior = torch.as_tensor(store.prior, dtype=torch.float32)
+        self.entry = torch.as_tensor(entry, dtype=torch.float32)
+        self.transitions = torch.as_tensor(dense, dtype=torch.float32)
+
+    def to(self, device: torch.device | str) -> TrueDynamics:
+        self.prior = self.prior.to(device)
+        self.entry, self.transitions = self.entry.to(device), self.transitions.to(device)
+        return self
+
+    def start(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        intent = sample_categorical(self.prior.expand(n, -1), generator)
+        pages = sample_categorical(self.entry[intent], generator)
+        return pages, intent[:, None].float()
+
+    def intent(self, state: torch.Tensor) -> torch.Tensor:
+        """Latent intent index per visitor, ``(B,)`` (what an intent oracle may read)."""
+        return state[:, 0].long()
+
+    def next_probs(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.transitions[self.intent(state), pages]
+
+    def advance(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return state

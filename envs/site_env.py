@@ -1,0 +1,168 @@
+"""Gymnasium front end of the simulator: ``gym.make("NextPage/Site-v0")``.
+
+With no arguments the env simulates the default synthetic store (200 pages, ``intent`` mode)
+under its *true* visitor model, pays the page value of every page landed on and lets the agent
+recommend any page or nothing: a complete website to try in one line. Keyword arguments point
+it at a prepared dataset and a trained visitor model instead::
+
+    gym.make("NextPage/Site-v0", data_dir="data/synthetic_intent", dynamics="gru")
+
+See :func:`build_core` for every option and :mod:`envs.core` for the observation and action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import torch
+from gymnasium import spaces
+
+from clickstream.errors import ClickstreamError
+from clickstream.synthetic import SyntheticStore, build_store
+from envs.click_model import build_click_model
+from envs.core import SiteCore
+from envs.dynamics import GRUDynamics, MarkovDynamics, TrueDynamics, entry_distribution
+from envs.rewards import reward_from_catalog, reward_from_store
+from envs.sequences import load_prepared
+from envs.visitor_model import VisitorModel
+
+DYNAMICS = ("true", "markov", "gru")
+
+
+def build_core(
+    n_visitors: int = 1,
+    *,
+    data_dir: str | Path | None = None,
+    dynamics: str = "true",
+    model_path: str | Path | None = None,
+    store: SyntheticStore | None = None,
+    reward: str = "page_value",
+    click_model: str = "boost",
+    click_params: Mapping[str, float] | None = None,
+    max_steps: int = 50,
+    history_len: int = 4,
+    allow_no_recommendation: bool = True,
+    device: str = "cpu",
+) -> SiteCore:
+    """Build the simulator core from a dataset (or the default synthetic store).
+
+    Args:
+        n_visitors: B, visitors simulated together.
+        data_dir: A prepared dataset (``scripts/prepare_data.py``); ``None``: the default
+            synthetic store, built in memory.
+        dynamics: ``true`` (the synthetic store's own model: ground truth), ``markov``
+            (first-order, counted on the train split) or ``gru`` (the trained visitor model).
+        model_path: The GRU checkpoint (default ``<data_dir>/simulator/model.pt``).
+        store: A synthetic store to use instead of the default one (no ``data_dir``).
+        reward: ``page_value``, ``revenue`` or ``engagement`` (``envs/rewards.py``); from the
+            dataset's page catalog, or from the store's true model without a dataset.
+        click_model: ``boost`` (default) or ``follow`` (``envs/click_model.py``).
+        click_params: The click model's parameters (default for ``boost`` without a dataset:
+            the store's true ``beta``).
+        max_steps: Steps after which a session is truncated.
+        history_len: Pages in an observation.
+        allow_no_recommendation: Add the "show nothing" action (the last one).
+        device: ``cpu`` or ``cuda``.
+    """
+    if dynamics not in DYNAMICS:
+        raise ClickstreamError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
+    params = dict(click_params or {})
+    if data_dir is None:
+        if dynamics != "true":
+            raise ClickstreamError(f"dynamics={dynamics!r} needs a prepared data_dir")
+        store = store if store is not None else build_store()
+        dyn = TrueDynamics(store)
+        rewards = reward_from_store(reward, store)
+        if click_model == "boost":
+            params.setdefault("beta", store.beta)
+    else:
+        data = load_prepared(data_dir, splits=("train",))
+        pages = data.vocab.pages
+        catalog = pd.read_parquet(Path(data_dir) / "pages.parquet")
+        rewards = reward_from_catalog(reward, catalog, pages)
+        if dynamics == "true":
+            if data.true_model_path is None:
+                raise ClickstreamError(
+                    "dynamics='true' needs a synthetic dataset (true_model.npz)", file=str(data_dir)
+                )
+            dyn = TrueDynamics(SyntheticStore.load(data.true_model_path), pages)
+        elif dynamics == "markov":
+            dyn = MarkovDynamics.fit(data.splits["train"], pages)
+        else:
+            path = Path(model_path) if model_path else Path(data_dir) / "simulator" / "model.pt"
+            model = VisitorModel.load(path, device=device)
+            if model.vocab.pages != pages:
+                raise ClickstreamError(
+                    "the visitor model was trained on another page vocabulary", file=str(path)
+                )
+            dyn = GRUDynamics(model, entry_distribution(data.splits["train"]))
+    return SiteCore(
+        dyn,
+        build_click_model(click_model, **params),
+        rewards.per_page,
+        n_visitors,
+        allow_no_recommendation=allow_no_recommendation,
+        max_steps=max_steps,
+        history_len=history_len,
+        device=device,
+    )
+
+
+class SiteEnv(gym.Env):
+    """One simulated visitor at a time (a B=1 :class:`~envs.core.SiteCore`).
+
+    Observation: ``MultiDiscrete([P + 1] * history_len)``, the last pages viewed (``P`` = none
+    / ``EXIT``). Action: ``Discrete(n_actions)``, a recommendable page, or (last) nothing.
+    Reward: the value of the page landed on. ``terminated`` when the visitor leaves,
+    ``truncated`` at ``max_steps``. Keyword arguments: :func:`build_core`.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.core = build_core(1, **kwargs)
+        self.observation_space = spaces.MultiDiscrete(
+            np.full(self.core.history_len, self.core.n_pages + 1, dtype=np.int64)
+        )
+        self.action_space = spaces.Discrete(self.core.n_actions)
+        self.page_names = (*self.core.dynamics.pages, "EXIT")
+        self._pending: np.ndarray | None = None  # the next visitor, already arrived
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None or self._pending is None or (options or {}).get("restart"):
+            obs = self.core.reset(seed)[0].cpu().numpy()
+        else:  # the core replaced the visitor who left at the end of the last step
+            obs = self._pending
+        self._pending = None
+        return obs, {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if not self.action_space.contains(action):
+            raise ClickstreamError(f"action {action!r} is not in {self.action_space}")
+        r = self.core.step(torch.tensor([int(action)]))
+        terminated, truncated = bool(r.terminated[0]), bool(r.truncated[0])
+        landed = int(r.landed[0])
+        info = {"page": self.page_names[landed], "followed": bool(r.followed[0])}
+        if terminated or truncated:
+            self._pending = r.obs[0].cpu().numpy()
+            obs = r.final_obs[0].cpu().numpy()
+        else:
+            obs = r.obs[0].cpu().numpy()
+        return obs, float(r.reward[0]), terminated, truncated, info
+
+    def describe(self) -> dict[str, int]:
+        """The env's sizes, for logs."""
+        return {
+            "pages": self.core.n_pages,
+            "actions": self.core.n_actions,
+            "history_len": self.core.history_len,
+            "max_steps": self.core.max_steps,
+        }

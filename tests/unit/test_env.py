@@ -1,0 +1,175 @@
+"""The simulator: click model inside the core, seeding, and the Gymnasium / SB3 front ends."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from gymnasium.utils.env_match import check_environments_match
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs  # noqa: F401  (registers NextPage/Site-v0)
+from clickstream.errors import ClickstreamError
+from clickstream.synthetic import build_store
+from envs.click_model import MultinomialBoost
+from envs.core import SiteCore
+from envs.dynamics import MarkovDynamics, TrueDynamics
+from envs.site_env import SiteEnv
+from envs.vector_env import SiteSB3VecEnv, SiteVectorEnv
+
+ENV_ID = "NextPage/Site-v0"
+
+# a toy site: 3 pages; from page 0: 0.5 -> page 1, 0.3 -> page 2, 0.2 -> EXIT
+TOY = np.array(
+    [
+        [0.0, 0.5, 0.3, 0.2],
+        [0.2, 0.0, 0.4, 0.4],
+        [0.1, 0.1, 0.0, 0.8],
+    ]
+)
+
+
+def toy_core(n: int, beta: float = 1.0, **kw) -> SiteCore:
+    dyn = MarkovDynamics(np.array([1.0, 0.0, 0.0]), TOY, ("/a", "/b", "/c"))
+    return SiteCore(dyn, MultinomialBoost(beta), np.array([0.0, 1.0, 10.0, 0.0]), n, **kw)
+
+
+def test_gymnasium_and_sb3_checkers_pass_without_warnings() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = gym.make(ENV_ID)
+        gym_check_env(env.unwrapped)
+        sb3_check_env(SiteEnv(), warn=True)
+    assert [str(w.message) for w in caught] == []
+    assert env.observation_space.shape == (4,)
+    assert env.action_space.n == 201  # 200 pages and "show nothing"
+
+
+def test_two_envs_with_the_same_seed_match() -> None:
+    check_environments_match(SiteEnv(), SiteEnv(), num_steps=300, seed=7, skip_render=True)
+
+
+def test_one_step_distribution_matches_the_click_model_formula() -> None:
+    core = toy_core(1, beta=np.log(3.0))
+    core.reset(seed=0)
+    # visitor on page 0, recommendation = page 2: p'(j) ∝ p(j)·3^[j=2]
+    expected = np.array([0.0, 0.5, 0.9, 0.2]) / 1.6
+    got = core.next_page_probs(torch.tensor([2])).numpy()[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # and the sampler follows it: 40,000 visitors, one step each
+    many = toy_core(40_000, beta=np.log(3.0), allow_no_recommendation=False)
+    many.reset(seed=1)
+    r = many.step(torch.full((40_000,), 2))
+    freq = np.bincount(r.landed.numpy(), minlength=4) / 40_000
+    np.testing.assert_allclose(freq, expected, atol=0.01)
+    assert freq[0] == 0  # an outcome of probability 0 is never drawn
+    # rewards are paid for the page landed on, EXIT pays 0
+    assert torch.equal(r.reward, torch.tensor([0.0, 1.0, 10.0, 0.0])[r.landed])
+
+
+def test_beta_zero_and_no_recommendation_are_organic() -> None:
+    core = toy_core(1, beta=0.0)
+    core.reset(seed=0)
+    organic = core.next_page_probs().numpy()[0]
+    np.testing.assert_allclose(organic, TOY[0])
+    for action in range(core.n_actions):
+        np.testing.assert_allclose(core.next_page_probs(torch.tensor([action])).numpy()[0], TOY[0])
+    shown_nothing = toy_core(1, beta=2.0)
+    shown_nothing.reset(seed=0)
+    last = shown_nothing.n_actions - 1  # the "show nothing" action
+    np.testing.assert_allclose(
+        shown_nothing.next_page_probs(torch.tensor([last])).numpy()[0], TOY[0]
+    )
+
+
+def test_batched_core_slice_replays_the_single_env() -> None:
+    env = SiteEnv()
+    core = SiteCore(
+        TrueDynamics(build_store()),
+        MultinomialBoost(build_store().beta),
+        env.core.reward_per_page,
+        1,
+    )
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=3)
+    core_obs = core.reset(seed=3)[0].numpy()
+    np.testing.assert_array_equal(obs, core_obs)
+    for _ in range(500):
+        a = int(rng.integers(env.action_space.n))
+        obs, reward, terminated, truncated, _ = env.step(a)
+        r = core.step(torch.tensor([a]))
+        expected_obs = r.final_obs[0] if (terminated or truncated) else r.obs[0]
+        np.testing.assert_array_equal(obs, expected_obs.numpy())
+        assert reward == pytest.approx(float(r.reward[0]))
+        assert (terminated, truncated) == (bool(r.terminated[0]), bool(r.truncated[0]))
+        if terminated or truncated:
+            obs, _ = env.reset()
+            np.testing.assert_array_equal(obs, r.obs[0].numpy())
+
+
+def test_same_seed_same_trajectories_on_the_batched_core() -> None:
+    def run() -> list[np.ndarray]:
+        core = toy_core(64)
+        core.reset(seed=11)
+        out = []
+        for t in range(30):
+            out.append(core.step(torch.full((64,), t % core.n_actions)).landed.numpy())
+        return out
+
+    for a, b in zip(run(), run(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sessions_end_and_restart_in_place() -> None:
+    core = toy_core(2000, max_steps=3)
+    obs = core.reset(seed=0)
+    assert (obs[:, -1] == 0).all() and (obs[:, :-1] == 3).all()  # entry page 0, then "none"
+    for _ in range(3):
+        r = core.step(torch.zeros(2000, dtype=torch.long))
+    # after 3 steps every visitor still in session is truncated and replaced
+    assert bool((r.terminated | r.truncated).all()) or bool(r.truncated.any())
+    done = r.terminated | r.truncated
+    assert (r.obs[done, -1] == 0).all()  # new arrivals on the entry page
+    assert (r.final_obs[r.terminated, -1] == 3).all()  # left: EXIT shown as P
+    assert (core.steps[done] == 0).all()
+
+
+def test_vector_envs() -> None:
+    vec = gym.make_vec(ENV_ID, num_envs=32, vectorization_mode="vector_entry_point")
+    assert isinstance(vec.unwrapped, SiteVectorEnv)
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (32, 4)
+    saw_final = False
+    for _ in range(60):
+        obs, reward, terminated, truncated, infos = vec.step(vec.action_space.sample())
+        assert reward.shape == (32,)
+        if (terminated | truncated).any():
+            saw_final = True
+            assert infos["_final_obs"].tolist() == (terminated | truncated).tolist()
+            assert (infos["final_obs"][terminated][:, -1] == 200).all()
+    assert saw_final
+
+    sb3 = SiteSB3VecEnv(num_envs=16, seed=0)
+    obs = sb3.reset()
+    assert obs.shape == (16, 4)
+    for _ in range(60):
+        obs, reward, done, infos = sb3.step(np.zeros(16, dtype=np.int64))
+        for i in np.flatnonzero(done):
+            assert "terminal_observation" in infos[i]
+
+
+def test_bad_actions_and_options_are_refused() -> None:
+    core = toy_core(2)
+    with pytest.raises(ClickstreamError, match="reset"):
+        core.step(torch.zeros(2, dtype=torch.long))
+    core.reset(seed=0)
+    with pytest.raises(ClickstreamError, match=r"actions must lie in \[0, 4\)"):
+        core.step(torch.tensor([0, 4]))
+    with pytest.raises(ClickstreamError, match="expected 2 actions"):
+        core.step(torch.tensor([0]))
+    with pytest.raises(ClickstreamError, match="needs a prepared data_dir"):
+        SiteEnv(dynamics="gru")
