@@ -62,8 +62,9 @@ def build_core(
         reward: ``page_value``, ``revenue`` or ``engagement`` (``envs/rewards.py``); from the
             dataset's page catalog, or from the store's true model without a dataset.
         click_model: ``boost`` (default) or ``follow`` (``envs/click_model.py``).
-        click_params: The click model's parameters (default for ``boost`` without a dataset:
-            the store's true ``beta``).
+        click_params: The click model's parameters, or a mapping from click model name to
+            its parameters (``configs/env/site.yaml``); default for ``boost`` without a
+            dataset: the store's true ``beta``.
         max_steps: Steps after which a session is truncated.
         history_len: Pages in an observation.
         allow_no_recommendation: Add the "show nothing" action (the last one).
@@ -72,6 +73,8 @@ def build_core(
     if dynamics not in DYNAMICS:
         raise ClickstreamError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
     params = dict(click_params or {})
+    if any(isinstance(v, Mapping) for v in params.values()):  # per-model groups (configs/env)
+        params = dict(params.get(click_model) or {})
     if data_dir is None:
         if dynamics != "true":
             raise ClickstreamError(f"dynamics={dynamics!r} needs a prepared data_dir")

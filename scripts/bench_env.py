@@ -61,14 +61,20 @@ def main() -> None:
     kwargs = {"dynamics": args.dynamics, "device": args.device}
     if args.data_dir:
         kwargs["data_dir"] = args.data_dir
-    print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, dynamics {args.dynamics}, device {args.device}")
-    dummy = rate_dummy(256, max(args.steps // 4, 20), {k: v for k, v in kwargs.items() if k != "device"})
+    print(
+        f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, dynamics {args.dynamics}, device {args.device}"
+    )
+    dummy = rate_dummy(
+        256, max(args.steps // 4, 20), {k: v for k, v in kwargs.items() if k != "device"}
+    )
     print(f"SB3 DummyVecEnv, 256 single envs   {dummy:>14,.0f} visitor-steps/s")
     for b in (256, 4096):
         rate = rate_core(b, args.steps, kwargs)
-        print(f"batched core, B={b:<5}              {rate:>14,.0f} visitor-steps/s  "
-              f"{rate / dummy:6.1f}x the DummyVecEnv")
+        print(
+            f"batched core, B={b:<5}              {rate:>14,.0f} visitor-steps/s  "
+            f"{rate / dummy:6.1f}x the DummyVecEnv"
+        )
 
 
 if __name__ == "__main__":

@@ -173,3 +173,49 @@ def test_bad_actions_and_options_are_refused() -> None:
         core.step(torch.tensor([0]))
     with pytest.raises(ClickstreamError, match="needs a prepared data_dir"):
         SiteEnv(dynamics="gru")
+
+
+def test_env_configs_build_cores(tmp_path) -> None:
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from clickstream.prepare import prepare
+    from envs.site_env import build_core
+
+    store = build_store(n_pages=60, seed=0)
+    prepare(store.sample_sessions(600, seed=1), tmp_path / "syn")
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for name, dynamics in (("follow", "markov"), ("ground_truth", "true")):
+        with initialize_config_dir(config_dir=str(configs / "env"), version_base="1.3"):
+            cfg = OmegaConf.to_container(compose(name), resolve=True)
+        cfg["dynamics"] = dynamics if name != "ground_truth" else cfg["dynamics"]
+        core = build_core(8, data_dir=tmp_path / "syn", **cfg)
+        core.reset(seed=0)
+        probs = core.next_page_probs(torch.zeros(8, dtype=torch.long))
+        torch.testing.assert_close(probs.sum(1), torch.ones(8))
+        assert core.n_actions == core.n_pages + 1
+
+
+def test_gru_dynamics_drive_the_core(tmp_path) -> None:
+    from clickstream.prepare import prepare
+    from envs.sequences import load_prepared
+    from envs.site_env import build_core
+    from envs.visitor_model import ModelConfig, VisitorModel
+
+    store = build_store(n_pages=60, seed=0)
+    prepare(store.sample_sessions(600, seed=1), tmp_path / "syn")
+    data = load_prepared(tmp_path / "syn")
+    model = VisitorModel(data.vocab, ModelConfig(hidden_size=16, embedding_dim=8))
+    model.fit_prior(data.splits["train"])
+    model.save(tmp_path / "syn" / "simulator" / "model.pt")
+    core = build_core(16, data_dir=tmp_path / "syn", dynamics="gru")
+    core.reset(seed=0)
+    # the core's organic distribution is the model's own after the entry page
+    logp = model.log_prob_next(core.page[:, None])[:, 0]
+    torch.testing.assert_close(core.next_page_probs(), logp.exp(), atol=1e-5, rtol=1e-4)
+    for _ in range(20):
+        r = core.step(torch.full((16,), core.n_actions - 1))
+        torch.testing.assert_close(core.next_page_probs().sum(1), torch.ones(16))
+    assert r.obs.shape == (16, 4)
