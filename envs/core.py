@@ -67,6 +67,10 @@ class SiteCore:
         allow_no_recommendation: Add a last action that shows nothing.
         max_steps: Steps after which a session is truncated.
         history_len: K, pages in an observation.
+        candidates: Large sites: the pages each page can lead to, ``(P, k)`` page ids padded
+            with -1 (e.g. :func:`envs.dynamics.top_successors`). Each step then scores only
+            those ``k`` pages, ``EXIT`` and the recommended page, renormalised among them,
+            instead of all ``P + 1`` outcomes: the mass of the other pages is dropped.
         device: Torch device of every tensor.
     """
 
@@ -81,6 +85,7 @@ class SiteCore:
         allow_no_recommendation: bool = True,
         max_steps: int = 50,
         history_len: int = 4,
+        candidates: np.ndarray | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         self.device = torch.device(device)
@@ -104,6 +109,12 @@ class SiteCore:
         self.action_pages = torch.as_tensor(pages, dtype=torch.long, device=self.device)
         self.n_pages, self.n_visitors = p, int(n_visitors)
         self.max_steps, self.history_len = int(max_steps), int(history_len)
+        self.candidates = None
+        if candidates is not None:
+            cand = np.asarray(candidates, dtype=np.int64)
+            if cand.ndim != 2 or cand.shape[0] != p or cand.min() < -1 or cand.max() >= p:
+                raise ClickstreamError(f"candidates must be page ids (or -1), shape ({p}, k)")
+            self.candidates = torch.as_tensor(cand, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
         self._started = False
@@ -146,10 +157,34 @@ class SiteCore:
 
     def next_page_probs(self, actions: torch.Tensor | None = None) -> torch.Tensor:
         """Next-page distributions ``(B, P + 1)`` of the current visitors under ``actions``."""
-        organic = self.dynamics.next_probs(self.page, self.state)
         if actions is None:
-            return organic
-        return self.click_model.apply(organic, self.action_pages[self._actions(actions)])
+            recommended = torch.full_like(self.page, NO_RECOMMENDATION)
+        else:
+            recommended = self.action_pages[self._actions(actions)]
+        ids, probs = self._outcome_probs(recommended)
+        if ids is None:
+            return probs
+        dense = torch.zeros(len(ids), self.n_pages + 1, device=self.device, dtype=probs.dtype)
+        return dense.scatter_add_(1, ids.clamp(min=0), probs * (ids >= 0))
+
+    def _outcome_probs(self, recommended: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Outcome ids ``(B, M)`` (``None``: all pages) and their probabilities ``(B, M)``."""
+        if self.candidates is None:
+            organic = self.dynamics.next_probs(self.page, self.state)
+            return None, self.click_model.apply(organic, recommended)
+        # candidate mode: the page's k successors, the recommended page, EXIT (last)
+        cand = self.candidates[self.page]
+        k = cand.shape[1]
+        shown = recommended >= 0
+        in_cand = (cand == recommended[:, None]) & shown[:, None]
+        listed = in_cand.any(1)
+        rec_col = torch.where(shown & ~listed, recommended, -1)
+        exit_col = torch.full_like(recommended, self.n_pages)
+        ids = torch.cat([cand, rec_col[:, None], exit_col[:, None]], dim=1)
+        rec_pos = torch.where(listed, in_cand.long().argmax(1), torch.where(shown, k, -1))
+        logits = self.dynamics.log_scores(self.page, self.state, ids.clamp(min=0))
+        organic = torch.softmax(logits.masked_fill(ids < 0, float("-inf")), dim=1)
+        return ids, self.click_model.apply(organic, rec_pos)
 
     def _actions(self, actions: torch.Tensor | np.ndarray | int) -> torch.Tensor:
         a = torch.as_tensor(actions, dtype=torch.long, device=self.device).reshape(-1)
@@ -165,8 +200,10 @@ class SiteCore:
             raise ClickstreamError("call reset() before step()")
         a = self._actions(actions)
         recommended = self.action_pages[a]
-        probs = self.click_model.apply(self.dynamics.next_probs(self.page, self.state), recommended)
+        ids, probs = self._outcome_probs(recommended)
         landed = sample_categorical(probs, self.generator)
+        if ids is not None:
+            landed = ids.gather(1, landed[:, None])[:, 0]
         reward = self.reward_per_page[landed]
         terminated = landed == self.n_pages
         self.steps += 1

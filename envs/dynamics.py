@@ -44,6 +44,12 @@ class Dynamics(Protocol):
         """States ``(B, S)`` after the visitors view ``pages`` ``(B,)`` (never ``EXIT``)."""
         ...
 
+    def log_scores(
+        self, pages: torch.Tensor, state: torch.Tensor, outcomes: torch.Tensor
+    ) -> torch.Tensor:
+        """Unnormalised log-probabilities of the outcome ids ``(B, M)`` (valid ids only)."""
+        ...
+
     def to(self, device: torch.device | str) -> Dynamics: ...
 
 
@@ -57,6 +63,26 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator) -> torch
     cdf = probs.cumsum(dim=1)
     u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
     return torch.searchsorted(cdf, u * cdf[:, -1:], right=True)[:, 0].clamp_(max=probs.shape[1] - 1)
+
+
+def top_successors(train: SessionSequences, k: int) -> np.ndarray:
+    """The ``k`` most frequent next pages of each page in training, ``(P, k)``, -1 padded.
+
+    ``EXIT`` is not among them (the simulator always keeps it as an outcome). Ties are broken
+    by page id, so the table is deterministic.
+    """
+    p = train.exit_id
+    src, dst = train.pages, train.targets()
+    keep = dst < p
+    pair, count = np.unique(src[keep] * p + dst[keep], return_counts=True)
+    s, d = pair // p, pair % p
+    order = np.lexsort((d, -count, s))  # by source, then most frequent, then id
+    s, d = s[order], d[order]
+    rank = np.arange(len(s)) - np.searchsorted(s, s)  # position within the source's run
+    table = np.full((p, k), -1, dtype=np.int64)
+    sel = rank < k
+    table[s[sel], rank[sel]] = d[sel]
+    return table
 
 
 def entry_distribution(seqs: SessionSequences, alpha: float = 0.5) -> np.ndarray:
@@ -118,6 +144,11 @@ class MarkovDynamics:
     def next_probs(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return self.transitions[pages]
 
+    def log_scores(
+        self, pages: torch.Tensor, state: torch.Tensor, outcomes: torch.Tensor
+    ) -> torch.Tensor:
+        return torch.log(self.transitions[pages[:, None], outcomes])
+
     def advance(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return state
 
@@ -131,12 +162,16 @@ class GRUDynamics:
             where sessions start; :func:`entry_distribution` of the training split).
     """
 
-    def __init__(self, model: VisitorModel, entry: np.ndarray):
+    def __init__(self, model: VisitorModel, entry: np.ndarray, *, full_logits: bool = True):
         self.model = model
         self.n_pages = model.vocab.n_pages
         self.pages = model.vocab.pages
         self.hidden_dim = model.hidden_dim
-        self.state_dim = self.hidden_dim + self.n_pages + 1  # hidden | logits after it
+        # state: hidden | what scores the next page: all P + 1 logits, or (candidate mode,
+        # large sites) the top-layer output, from which only the candidates are scored
+        self.full_logits = full_logits
+        width = self.n_pages + 1 if full_logits else model.cfg.hidden_size
+        self.state_dim = self.hidden_dim + width
         if len(entry) != self.n_pages:
             raise ClickstreamError(
                 f"entry distribution has {len(entry)} pages, model {self.n_pages}"
@@ -155,12 +190,26 @@ class GRUDynamics:
         return pages, self.advance(pages, empty)
 
     def next_probs(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        if not self.full_logits:
+            every = torch.arange(self.n_pages + 1, device=pages.device).expand(len(pages), -1)
+            return torch.softmax(self.log_scores(pages, state, every), dim=-1)
         return torch.softmax(state[:, self.hidden_dim :].float(), dim=-1)
+
+    def log_scores(
+        self, pages: torch.Tensor, state: torch.Tensor, outcomes: torch.Tensor
+    ) -> torch.Tensor:
+        if self.full_logits:
+            return state[:, self.hidden_dim :].gather(1, outcomes)
+        return self.model.score_outcomes(state[:, self.hidden_dim :], pages, outcomes)
 
     @torch.no_grad()
     def advance(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        logits, hidden = self.model.step(pages, state[:, : self.hidden_dim].contiguous())
-        return torch.cat([hidden, logits.float()], dim=1)
+        hidden = state[:, : self.hidden_dim].contiguous()
+        if self.full_logits:
+            scores, hidden = self.model.step(pages, hidden)
+        else:
+            scores, hidden = self.model.step_hidden(pages, hidden)
+        return torch.cat([hidden, scores.float()], dim=1)
 
 
 class TrueDynamics:
@@ -211,6 +260,11 @@ class TrueDynamics:
 
     def next_probs(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return self.transitions[self.intent(state), pages]
+
+    def log_scores(
+        self, pages: torch.Tensor, state: torch.Tensor, outcomes: torch.Tensor
+    ) -> torch.Tensor:
+        return torch.log(self.transitions[self.intent(state)[:, None], pages[:, None], outcomes])
 
     def advance(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return state

@@ -26,7 +26,13 @@ from clickstream.errors import ClickstreamError
 from clickstream.synthetic import SyntheticStore, build_store
 from envs.click_model import build_click_model
 from envs.core import SiteCore
-from envs.dynamics import GRUDynamics, MarkovDynamics, TrueDynamics, entry_distribution
+from envs.dynamics import (
+    GRUDynamics,
+    MarkovDynamics,
+    TrueDynamics,
+    entry_distribution,
+    top_successors,
+)
 from envs.rewards import reward_from_catalog, reward_from_store
 from envs.sequences import load_prepared
 from envs.visitor_model import VisitorModel
@@ -47,6 +53,7 @@ def build_core(
     max_steps: int = 50,
     history_len: int = 4,
     allow_no_recommendation: bool = True,
+    top_k: int | None = None,
     device: str = "cpu",
 ) -> SiteCore:
     """Build the simulator core from a dataset (or the default synthetic store).
@@ -68,10 +75,15 @@ def build_core(
         max_steps: Steps after which a session is truncated.
         history_len: Pages in an observation.
         allow_no_recommendation: Add the "show nothing" action (the last one).
+        top_k: Large sites: each page leads only to its ``top_k`` most frequent successors
+            in the training split (plus ``EXIT`` and the recommended page), so a step scores
+            ``top_k + 2`` outcomes instead of ``P + 1``. Needs ``data_dir``.
         device: ``cpu`` or ``cuda``.
     """
     if dynamics not in DYNAMICS:
         raise ClickstreamError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
+    if top_k is not None and data_dir is None:
+        raise ClickstreamError("top_k needs a prepared data_dir (successors are counted there)")
     params = dict(click_params or {})
     if any(isinstance(v, Mapping) for v in params.values()):  # per-model groups (configs/env)
         params = dict(params.get(click_model) or {})
@@ -103,7 +115,9 @@ def build_core(
                 raise ClickstreamError(
                     "the visitor model was trained on another page vocabulary", file=str(path)
                 )
-            dyn = GRUDynamics(model, entry_distribution(data.splits["train"]))
+            dyn = GRUDynamics(
+                model, entry_distribution(data.splits["train"]), full_logits=top_k is None
+            )
     return SiteCore(
         dyn,
         build_click_model(click_model, **params),
@@ -112,6 +126,7 @@ def build_core(
         allow_no_recommendation=allow_no_recommendation,
         max_steps=max_steps,
         history_len=history_len,
+        candidates=None if top_k is None else top_successors(data.splits["train"], int(top_k)),
         device=device,
     )
 

@@ -1,6 +1,6 @@
 """Benchmark: simulator speed, SB3 DummyVecEnv over single envs vs the batched core.
 
-    python scripts/bench_env.py [--data-dir DIR --dynamics gru] [--device cpu] [--steps 200]
+    python scripts/bench_env.py [--data-dir DIR --dynamics gru] [--top-k 50] [--device cpu] [--steps 200]
 
 Measured in one run on the same visitor model (default: the default synthetic store's true
 model): visitor-steps per second of Stable-Baselines3's ``DummyVecEnv`` over 256 single
@@ -57,8 +57,9 @@ def main() -> None:
     parser.add_argument("--dynamics", default="true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--top-k", type=int, default=None, help="candidate successors per page")
     args = parser.parse_args()
-    kwargs = {"dynamics": args.dynamics, "device": args.device}
+    kwargs = {"dynamics": args.dynamics, "device": args.device, "top_k": args.top_k}
     if args.data_dir:
         kwargs["data_dir"] = args.data_dir
     print(

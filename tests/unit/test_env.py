@@ -219,3 +219,59 @@ def test_gru_dynamics_drive_the_core(tmp_path) -> None:
         r = core.step(torch.full((16,), core.n_actions - 1))
         torch.testing.assert_close(core.next_page_probs().sum(1), torch.ones(16))
     assert r.obs.shape == (16, 4)
+
+
+def test_top_successors_table() -> None:
+    from envs.dynamics import top_successors
+    from envs.sequences import SessionSequences
+
+    seqs = SessionSequences.from_lists([[0, 1, 2], [0, 1], [0, 2], [1, 2], [2]], exit_id=3)
+    # successors: 0 -> 1 (twice), 2 (once); 1 -> 2 (twice); 2 -> none (only EXIT)
+    np.testing.assert_array_equal(top_successors(seqs, 2), np.array([[1, 2], [2, -1], [-1, -1]]))
+    np.testing.assert_array_equal(top_successors(seqs, 1), np.array([[1], [2], [-1]]))
+
+
+@pytest.mark.parametrize("kind", ["boost", "follow"])
+def test_candidate_mode_matches_the_full_model_when_it_covers_every_link(kind: str) -> None:
+    from envs.click_model import build_click_model
+
+    dyn = MarkovDynamics(np.array([0.5, 0.5, 0.0]), TOY, ("/a", "/b", "/c"))
+    click = build_click_model(kind)
+    links = np.array([[1, 2], [0, 2], [0, 1]])  # every page's successors in TOY
+    full = SiteCore(dyn, click, np.zeros(4), 6)
+    cand = SiteCore(dyn, click, np.zeros(4), 6, candidates=links)
+    full.reset(seed=0)
+    cand.reset(seed=0)
+    for action in range(full.n_actions):
+        a = torch.full((6,), action)
+        torch.testing.assert_close(cand.next_page_probs(a), full.next_page_probs(a))
+    # with fewer candidates the dropped pages get nothing and the rest is renormalised
+    narrow = SiteCore(dyn, build_click_model(kind), np.zeros(4), 1, candidates=links[:, :1])
+    narrow.reset(seed=0)
+    page = int(narrow.page[0])
+    kept = [int(links[page, 0]), 3]
+    expected = np.zeros(4)
+    expected[kept] = TOY[page, kept] / TOY[page, kept].sum()
+    np.testing.assert_allclose(narrow.next_page_probs().numpy()[0], expected, rtol=1e-6)
+    r = narrow.step(torch.tensor([narrow.n_actions - 1]))
+    assert int(r.landed[0]) in kept
+
+
+def test_gru_candidate_scoring_equals_the_full_head() -> None:
+    from envs.sequences import Vocabulary
+    from envs.visitor_model import ModelConfig, VisitorModel
+
+    vocab = Vocabulary(
+        pages=tuple(f"/p{i}" for i in range(7)),
+        groups=("a", "b"),
+        page_group=np.array([0, 0, 1, 1, 0, 1, 0]),
+    )
+    torch.manual_seed(0)
+    model = VisitorModel(vocab, ModelConfig(hidden_size=8, embedding_dim=4, markov_prior=False))
+    page = torch.tensor([0, 3, 5])
+    hidden = torch.randn(3, 8)
+    logits, new_hidden = model.step(page, hidden)
+    out, same_hidden = model.step_hidden(page, hidden)
+    torch.testing.assert_close(same_hidden, new_hidden)
+    ids = torch.tensor([[1, 2, 7], [0, 6, 7], [4, 4, 7]])
+    torch.testing.assert_close(model.score_outcomes(out, page, ids), logits.gather(1, ids))
