@@ -79,6 +79,15 @@ class MultinomialBoost:
         out.scatter_add_(1, index, boost[:, None])
         return out / (1.0 + boost)[:, None]
 
+    def apply_set(self, probs: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+        """Several pages recommended at once (e.g. a page group): ``shown`` ``(B, P + 1)`` bool.
+
+        ``p'(j) ∝ p(j) · exp(β · [j ∈ S])``; a row with no page shown stays organic.
+        """
+        weight = 1.0 + (math.exp(self.beta) - 1.0) * shown.to(probs.dtype)
+        out = probs * weight
+        return out / out.sum(dim=1, keepdim=True)
+
 
 @dataclass(frozen=True)
 class RelevanceFollow:
@@ -113,6 +122,20 @@ class RelevanceFollow:
         out = probs * (1.0 - follow)[:, None]
         out.scatter_add_(1, action.clamp(min=0)[:, None], follow[:, None])
         return out
+
+    def apply_set(self, probs: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+        """Several pages recommended at once: ``shown`` ``(B, P + 1)`` bool.
+
+        The visitor follows with ``f = σ(α + γ · log p(S))`` and then lands on a page of the
+        set in proportion to its organic probability (uniformly if ``p(S) = 0``).
+        """
+        mask = shown.to(probs.dtype)
+        p_set = (probs * mask).sum(dim=1)
+        follow = torch.sigmoid(self.alpha + self.gamma * torch.log(p_set.clamp(min=self.min_prob)))
+        follow = follow * (mask.sum(dim=1) > 0)
+        inside = torch.where((p_set > 0)[:, None], probs * mask, mask)
+        inside = inside / inside.sum(dim=1, keepdim=True).clamp(min=1e-30)
+        return probs * (1.0 - follow)[:, None] + inside * follow[:, None]
 
 
 ClickModel = MultinomialBoost | RelevanceFollow

@@ -11,8 +11,10 @@ shape ``(history_len,)`` int64; positions before the session's first page hold `
 page). The visitor's current page is the last entry. In a *terminal* observation the visitor
 has left, shown by a last entry of ``P`` (``EXIT``) after the pages seen.
 
-**Action**: an index into ``action_pages`` (the recommendable page ids); with
-``allow_no_recommendation`` one more action, the last, shows nothing.
+**Action**: an index into ``action_pages`` (the recommendable page ids), or with
+``page_groups`` a page group (every page of the group is recommended at once: the click
+model's ``apply_set``); with ``allow_no_recommendation`` one more action, the last, shows
+nothing.
 
 The single Gymnasium env, the Gymnasium vector env and the SB3 VecEnv are thin front ends over
 this class; a B=1 core replays the single env exactly.
@@ -67,6 +69,8 @@ class SiteCore:
         allow_no_recommendation: Add a last action that shows nothing.
         max_steps: Steps after which a session is truncated.
         history_len: K, pages in an observation.
+        page_groups: Recommend page groups instead of pages: the group id of every page,
+            shape ``(P,)``; the actions are the groups ``0..G-1`` (``action_pages`` unused).
         candidates: Large sites: the pages each page can lead to, ``(P, k)`` page ids padded
             with -1 (e.g. :func:`envs.dynamics.top_successors`). Each step then scores only
             those ``k`` pages, ``EXIT`` and the recommended page, renormalised among them,
@@ -85,6 +89,7 @@ class SiteCore:
         allow_no_recommendation: bool = True,
         max_steps: int = 50,
         history_len: int = 4,
+        page_groups: np.ndarray | None = None,
         candidates: np.ndarray | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -99,9 +104,22 @@ class SiteCore:
             )
         if int(n_visitors) < 1 or int(max_steps) < 1 or int(history_len) < 1:
             raise ClickstreamError("n_visitors, max_steps and history_len must be >= 1")
-        pages = np.arange(p) if action_pages is None else np.asarray(action_pages, dtype=np.int64)
-        if len(pages) == 0 or pages.min() < 0 or pages.max() >= p:
-            raise ClickstreamError(f"action_pages must be page ids in [0, {p})")
+        self.page_groups = None
+        if page_groups is not None:
+            groups = np.asarray(page_groups, dtype=np.int64)
+            if groups.shape != (p,) or groups.min() < 0:
+                raise ClickstreamError(
+                    f"page_groups must be a group id >= 0 per page, shape ({p},)"
+                )
+            # EXIT belongs to no group
+            self.page_groups = torch.as_tensor(np.r_[groups, -2], device=self.device)
+            pages = np.arange(int(groups.max()) + 1)
+        else:
+            pages = (
+                np.arange(p) if action_pages is None else np.asarray(action_pages, dtype=np.int64)
+            )
+            if len(pages) == 0 or pages.min() < 0 or pages.max() >= p:
+                raise ClickstreamError(f"action_pages must be page ids in [0, {p})")
         if allow_no_recommendation:
             pages = np.r_[pages, NO_RECOMMENDATION]
         self.reward_per_page = reward.clone()
@@ -155,6 +173,12 @@ class SiteCore:
 
     # ---- dynamics ----------------------------------------------------------------------
 
+    def _followed(self, landed: torch.Tensor, recommended: torch.Tensor) -> torch.Tensor:
+        """The visitor landed on the recommended page (or a page of the recommended group)."""
+        if self.page_groups is not None:
+            return (self.page_groups[landed] == recommended) & (recommended >= 0)
+        return (landed == recommended) & (recommended >= 0)
+
     def next_page_probs(self, actions: torch.Tensor | None = None) -> torch.Tensor:
         """Next-page distributions ``(B, P + 1)`` of the current visitors under ``actions``."""
         if actions is None:
@@ -169,6 +193,8 @@ class SiteCore:
 
     def _outcome_probs(self, recommended: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Outcome ids ``(B, M)`` (``None``: all pages) and their probabilities ``(B, M)``."""
+        if self.page_groups is not None:
+            return self._group_outcome_probs(recommended)
         if self.candidates is None:
             organic = self.dynamics.next_probs(self.page, self.state)
             return None, self.click_model.apply(organic, recommended)
@@ -185,6 +211,21 @@ class SiteCore:
         logits = self.dynamics.log_scores(self.page, self.state, ids.clamp(min=0))
         organic = torch.softmax(logits.masked_fill(ids < 0, float("-inf")), dim=1)
         return ids, self.click_model.apply(organic, rec_pos)
+
+    def _group_outcome_probs(self, group: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Like :meth:`_outcome_probs` when a whole page group is recommended."""
+        if self.candidates is None:
+            ids = None
+            organic = self.dynamics.next_probs(self.page, self.state)
+            shown = self.page_groups[None, :] == group[:, None]
+        else:  # the page's successors and EXIT; group pages beyond them stay out of reach
+            cand = self.candidates[self.page]
+            ids = torch.cat([cand, torch.full_like(cand[:, :1], self.n_pages)], dim=1)
+            logits = self.dynamics.log_scores(self.page, self.state, ids.clamp(min=0))
+            organic = torch.softmax(logits.masked_fill(ids < 0, float("-inf")), dim=1)
+            shown = (self.page_groups[ids.clamp(min=0)] == group[:, None]) & (ids >= 0)
+        shown = shown & (group >= 0)[:, None]
+        return ids, self.click_model.apply_set(organic, shown)
 
     def _actions(self, actions: torch.Tensor | np.ndarray | int) -> torch.Tensor:
         a = torch.as_tensor(actions, dtype=torch.long, device=self.device).reshape(-1)
@@ -226,5 +267,5 @@ class SiteCore:
             truncated=truncated,
             final_obs=final_obs,
             landed=landed,
-            followed=(landed == recommended) & (recommended >= 0),
+            followed=self._followed(landed, recommended),
         )

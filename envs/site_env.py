@@ -54,6 +54,7 @@ def build_core(
     history_len: int = 4,
     allow_no_recommendation: bool = True,
     top_k: int | None = None,
+    action_level: str = "page",
     device: str = "cpu",
 ) -> SiteCore:
     """Build the simulator core from a dataset (or the default synthetic store).
@@ -78,10 +79,14 @@ def build_core(
         top_k: Large sites: each page leads only to its ``top_k`` most frequent successors
             in the training split (plus ``EXIT`` and the recommended page), so a step scores
             ``top_k + 2`` outcomes instead of ``P + 1``. Needs ``data_dir``.
+        action_level: ``page`` (recommend a page) or ``group`` (recommend a page group: all
+            its pages at once).
         device: ``cpu`` or ``cuda``.
     """
     if dynamics not in DYNAMICS:
         raise ClickstreamError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
+    if action_level not in ("page", "group"):
+        raise ClickstreamError(f"action_level must be 'page' or 'group', got {action_level!r}")
     if top_k is not None and data_dir is None:
         raise ClickstreamError("top_k needs a prepared data_dir (successors are counted there)")
     params = dict(click_params or {})
@@ -93,6 +98,7 @@ def build_core(
         store = store if store is not None else build_store()
         dyn = TrueDynamics(store)
         rewards = reward_from_store(reward, store)
+        group_ids = pd.factorize(pd.Series(store.page_groups), sort=True)[0]
         if click_model == "boost":
             params.setdefault("beta", store.beta)
     else:
@@ -100,6 +106,7 @@ def build_core(
         pages = data.vocab.pages
         catalog = pd.read_parquet(Path(data_dir) / "pages.parquet")
         rewards = reward_from_catalog(reward, catalog, pages)
+        group_ids = data.vocab.page_group
         if dynamics == "true":
             if data.true_model_path is None:
                 raise ClickstreamError(
@@ -127,6 +134,7 @@ def build_core(
         max_steps=max_steps,
         history_len=history_len,
         candidates=None if top_k is None else top_successors(data.splits["train"], int(top_k)),
+        page_groups=group_ids if action_level == "group" else None,
         device=device,
     )
 

@@ -275,3 +275,35 @@ def test_gru_candidate_scoring_equals_the_full_head() -> None:
     torch.testing.assert_close(same_hidden, new_hidden)
     ids = torch.tensor([[1, 2, 7], [0, 6, 7], [4, 4, 7]])
     torch.testing.assert_close(model.score_outcomes(out, page, ids), logits.gather(1, ids))
+
+
+@pytest.mark.parametrize("kind", ["boost", "follow"])
+def test_recommending_a_page_group(kind: str) -> None:
+    from envs.click_model import build_click_model
+
+    dyn = MarkovDynamics(np.array([1.0, 0.0, 0.0]), TOY, ("/a", "/b", "/c"))
+    click = build_click_model(kind)
+    groups = np.array([0, 1, 1])  # /b and /c form group 1
+    core = SiteCore(dyn, click, np.zeros(4), 1, page_groups=groups)
+    core.reset(seed=0)  # on page 0: p = [0, 0.5, 0.3, 0.2]
+    assert core.n_actions == 3  # two groups and "show nothing"
+    got = core.next_page_probs(torch.tensor([1])).numpy()[0]
+    p = TOY[0]
+    if kind == "boost":  # p'(j) ∝ p(j)·e^β on the group's pages, β = 1
+        w = np.array([1.0, np.e, np.e, 1.0])
+        expected = p * w / (p * w).sum()
+    else:  # f = σ(-1 + 0.5·log 0.8), landing inside the group ∝ p
+        f = 1 / (1 + np.exp(-(-1 + 0.5 * np.log(0.8))))
+        expected = (1 - f) * p + f * np.array([0.0, 0.5, 0.3, 0.0]) / 0.8
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    np.testing.assert_allclose(core.next_page_probs(torch.tensor([2])).numpy()[0], p)  # nothing
+    links = np.array([[1, 2], [0, 2], [0, 1]])  # candidate mode covering every link agrees
+    cand = SiteCore(dyn, click, np.zeros(4), 1, page_groups=groups, candidates=links)
+    cand.reset(seed=0)
+    np.testing.assert_allclose(
+        cand.next_page_probs(torch.tensor([1])).numpy()[0], expected, rtol=1e-6
+    )
+    r = core.step(torch.tensor([1]))
+    assert bool(r.followed[0]) == (int(r.landed[0]) in (1, 2))
+    env = SiteEnv(action_level="group")
+    assert env.action_space.n == len(set(build_store().page_groups)) + 1
