@@ -44,7 +44,7 @@ def build_core(
     n_visitors: int = 1,
     *,
     data_dir: str | Path | None = None,
-    dynamics: str = "true",
+    dynamics: str | bool = "true",
     model_path: str | Path | None = None,
     store: SyntheticStore | None = None,
     reward: str = "page_value",
@@ -83,6 +83,8 @@ def build_core(
             its pages at once).
         device: ``cpu`` or ``cuda``.
     """
+    if dynamics is True:  # YAML and Hydra read an unquoted `true` as the boolean
+        dynamics = "true"
     if dynamics not in DYNAMICS:
         raise ClickstreamError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
     if action_level not in ("page", "group"):

@@ -1,0 +1,119 @@
+"""Simulator fidelity report: organic simulated sessions against the held-out test split.
+
+    python scripts/check_simulator.py data_dir=<prepared dir> [dynamics=gru|markov|true] [n_sessions=20000] [seed=0] [out_dir=<dir>]
+
+Simulates ``n_sessions`` sessions with no recommendation shown (``envs.fidelity``), compares
+pages per session, bounce rate, conversion rate, exit rate by page group and the total
+variation distances of page views, page groups and session lengths with the test split, prints
+the table and writes ``out_dir/fidelity.json`` and ``out_dir/fidelity.md`` together. See
+``configs/check_simulator.yaml``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from clickstream.errors import ClickstreamError
+from clickstream.io import AtomicOutputDir
+from clickstream.prepare import git_commit
+from envs.fidelity import (
+    fidelity_report,
+    format_fidelity_markdown,
+    format_fidelity_table,
+    simulate_organic_sessions,
+)
+from envs.sequences import load_prepared
+from envs.site_env import build_core
+from envs.training import resolve_device
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Simulate, compare with the test split and write the report; returns the record."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    data_dir = Path(resolved["data_dir"])
+    out_dir = Path(resolved["out_dir"])
+    seed = int(resolved.get("seed", 0))
+    dynamics = resolved.get("dynamics", "gru")
+    if isinstance(dynamics, bool):  # the command line's `dynamics=true` parses as a boolean
+        dynamics = str(dynamics).lower()
+    data = load_prepared(data_dir, splits=("test",))
+    catalog = pd.read_parquet(data_dir / "pages.parquet")
+    core = build_core(
+        int(resolved.get("n_visitors", 4096)),
+        data_dir=data_dir,
+        dynamics=dynamics,
+        model_path=resolved.get("model_path"),
+        reward=str(resolved.get("reward", "page_value")),
+        max_steps=int(resolved.get("max_steps", 200)),
+        history_len=int(resolved.get("history_len", 4)),
+        top_k=resolved.get("top_k"),
+        device=str(resolve_device(str(resolved.get("device", "cpu")))),
+    )
+    start = time.perf_counter()
+    sim = simulate_organic_sessions(
+        core,
+        int(resolved.get("n_sessions", 20_000)),
+        seed=seed,
+        progress=bool(resolved.get("show_progress", True)),
+    )
+    seconds = time.perf_counter() - start
+    report = fidelity_report(
+        sim,
+        data.splits["test"],
+        data.vocab,
+        catalog,
+        n_boot=int(resolved.get("n_boot", 200)),
+        seed=seed,
+    )
+    record: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "dataset": data.meta.get("summary"),
+        "dynamics": dynamics,
+        "max_steps": core.max_steps,
+        **report,
+        "simulation_seconds": seconds,
+        "seed": seed,
+        "git_commit": git_commit(),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "config": resolved,
+    }
+    title = f"Simulator fidelity: {dynamics} dynamics vs the test split of {data_dir.name}"
+    with AtomicOutputDir(out_dir) as out:
+        out.write_json("fidelity.json", record)
+        out.path("fidelity.md").write_text(
+            format_fidelity_markdown(report, title)
+            + f"\nSeed {seed}, max_steps {core.max_steps}, git commit {record['git_commit']}.\n",
+            encoding="utf-8",
+        )
+    record["table"] = format_fidelity_table(report)
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="check_simulator")
+def main(cfg: DictConfig) -> None:
+    try:
+        record = run(cfg)
+    except ClickstreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sizes = record["sizes"]
+    print(
+        f"{record['dynamics']} dynamics: {sizes['simulator_sessions']:,} simulated sessions "
+        f"({sizes['simulator_truncated']:,} cut at max_steps={record['max_steps']}) in "
+        f"{record['simulation_seconds']:.1f} s; test split: {sizes['test_sessions']:,} sessions"
+    )
+    print(record["table"])
+    print(f"written to {cfg.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
