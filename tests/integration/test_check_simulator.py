@@ -6,20 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from clickstream.errors import ClickstreamError
 from scripts.check_simulator import run as check_run
 from scripts.prepare_data import run as prepare_run
+from tests.hydra_configs import compose_cfg
 
 pytestmark = pytest.mark.integration
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def compose_cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(name, overrides=overrides)
 
 
 @pytest.fixture(scope="module")

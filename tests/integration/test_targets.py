@@ -8,19 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from scripts.prepare_data import run as prepare_run
 from scripts.train_simulator import run as train_run
+from tests.hydra_configs import compose_cfg
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def compose_cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(name, overrides=overrides)
 
 
 def test_gru_within_two_percent_of_the_truth_on_the_default_store(tmp_path: Path) -> None:

@@ -8,22 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from envs.metrics import METRIC_KEYS
 from envs.sequences import load_prepared
 from envs.visitor_model import VisitorModel
 from scripts.prepare_data import run as prepare_run
 from scripts.train_simulator import run as train_run
+from tests.hydra_configs import compose_cfg
 
 pytestmark = pytest.mark.integration
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def compose_cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(name, overrides=overrides)
 
 
 @pytest.fixture(scope="module")
