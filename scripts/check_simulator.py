@@ -12,7 +12,6 @@ the table and writes ``out_dir/fidelity.json`` and ``out_dir/fidelity.md`` toget
 from __future__ import annotations
 
 import datetime as _dt
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from clickstream.errors import ClickstreamError
 from clickstream.io import AtomicOutputDir
 from clickstream.prepare import git_commit
 from envs.fidelity import (
@@ -33,6 +31,7 @@ from envs.fidelity import (
 from envs.sequences import load_prepared
 from envs.site_env import build_core
 from envs.training import resolve_device
+from scripts import run_or_exit
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -100,11 +99,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="check_simulator")
 def main(cfg: DictConfig) -> None:
-    try:
-        record = run(cfg)
-    except ClickstreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    record = run_or_exit(run, cfg)
     sizes = record["sizes"]
     print(
         f"{record['dynamics']} dynamics: {sizes['simulator_sessions']:,} simulated sessions "

@@ -13,16 +13,14 @@ every stage after it runs too. See ``configs/pipeline.yaml``.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from clickstream.errors import ClickstreamError
 from clickstream.prepare import format_summary
-from scripts import prepare_data, train_simulator
+from scripts import prepare_data, run_or_exit, train_simulator
 
 PREPARE_KEYS = ("data", "split", "repeats", "stats_split", "seed")
 """Settings that change the prepared data (``show_progress`` and paths do not)."""
@@ -103,11 +101,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pipeline")
 def main(cfg: DictConfig) -> None:
-    try:
-        report = run(cfg)
-    except ClickstreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    report = run_or_exit(run, cfg)
     stages = report["stages"]
     print(f"prepare_data ({stages['prepare_data']}): {cfg.data_dir}")
     print(format_summary(report["prepare_data"]))

@@ -8,17 +8,16 @@ Writes ``hits.parquet``, ``pages.parquet``, ``groups.parquet``, ``transitions.pa
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from clickstream.errors import ClickstreamError
 from clickstream.pages import PageConfig
 from clickstream.prepare import format_summary, prepare
 from clickstream.splits import SplitConfig
+from scripts import run_or_exit
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -48,11 +47,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="prepare_data")
 def main(cfg: DictConfig) -> None:
-    try:
-        meta = run(cfg)
-    except ClickstreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    meta = run_or_exit(run, cfg)
     print(format_summary(meta))
     print(f"written to {cfg.out_dir}")
 

@@ -11,7 +11,6 @@ the true model's on synthetic data), ``out_dir/metrics.md`` (the tables), Tensor
 from __future__ import annotations
 
 import datetime as _dt
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from envs.metrics import evaluate, format_table
 from envs.sequences import load_prepared
 from envs.training import TrainerConfig, resolve_device, train
 from envs.visitor_model import ModelConfig, VisitorModel
+from scripts import run_or_exit
 
 VARIANTS = ("with_exit", "without_exit")
 
@@ -133,11 +133,7 @@ def _tensorboard(log_dir: Path) -> Any | None:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train_simulator")
 def main(cfg: DictConfig) -> None:
-    try:
-        record = run(cfg)
-    except ClickstreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    record = run_or_exit(run, cfg)
     print(f"test split, {record['report']}:")
     print(record["table"])
     print(f"GRU training: {record['gru']['train_events_per_sec']:,.0f} events/s")
