@@ -41,8 +41,16 @@ class TrainerConfig:
 
     Attributes:
         epochs: At most this many passes over the training windows.
-        batch_sessions: At most this many windows per batch.
-        max_tokens: At most this many padded positions per batch.
+        batching: ``random``: every batch a uniform sample of ``batch_sessions`` windows
+            (padded to the longest, so keep ``max_len`` short); ``bucketed``: windows of
+            similar length together under a ``max_tokens`` budget (least padding, fastest).
+            Bucketed batches are not samples of the data: a batch of one-page sessions holds
+            nothing but exits, and on a small site the model ends up miscalibrated (GA day:
+            mean P(EXIT | entry page) 0.71-0.82 on the training split against a bounce rate
+            of 0.48; random batches: 0.41-0.43). Use ``bucketed`` for big data, where it was
+            measured to be as good (MSNBC) and is several times faster.
+        batch_sessions: Windows per batch (at most, when bucketed).
+        max_tokens: Bucketed batching: at most this many padded positions per batch.
         max_len: Training window length (page views).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -63,9 +71,10 @@ class TrainerConfig:
     """
 
     epochs: int = 30
-    batch_sessions: int = 2048
+    batching: str = "random"
+    batch_sessions: int = 256
     max_tokens: int = 4096
-    max_len: int = 64
+    max_len: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-2
     grad_clip: float = 5.0
@@ -151,6 +160,8 @@ def train(
         The history: per-epoch records, best epoch, best validation log-loss and training
         events per second (page views predicted per second of training, evaluation excluded).
     """
+    if cfg.batching not in ("random", "bucketed"):
+        raise ClickstreamError(f"trainer.batching must be random or bucketed, got {cfg.batching!r}")
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     device = model.device
@@ -190,7 +201,13 @@ def train(
         if bad_epochs >= cfg.patience:
             break
         model.net.train()
-        batches = make_batches(lengths, cfg.batch_sessions, cfg.max_tokens, rng)
+        if cfg.batching == "random":
+            order = rng.permutation(len(lengths))
+            batches = [
+                order[i : i + cfg.batch_sessions] for i in range(0, len(order), cfg.batch_sessions)
+            ]
+        else:
+            batches = make_batches(lengths, cfg.batch_sessions, cfg.max_tokens, rng)
         loss_sum, events, t0 = 0.0, 0, time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not cfg.show_progress)
         for idx in bar:

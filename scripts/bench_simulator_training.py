@@ -105,7 +105,13 @@ def main() -> None:
     torch.manual_seed(0)
     padded = VisitorModel(data.vocab, cfg, device=device)
     trainer = TrainerConfig(
-        epochs=1, patience=10, max_tokens=8192, show_progress=False, device=str(device)
+        epochs=1,
+        patience=10,
+        batching="bucketed",
+        max_tokens=8192,
+        max_len=64,
+        show_progress=False,
+        device=str(device),
     )
     history = train(padded, train_seqs, valid, trainer)
     rec = history["epochs"][0]
