@@ -180,3 +180,16 @@ def test_batches_respect_the_token_budget_and_cover_everything() -> None:
     assert rows.tolist() == [[0, 1, 2], [10, -1, -1]]
     assert pages.tolist() == [[0, 1, 2], [10, -7, -7]]
     assert mask.sum() == 4
+
+
+def test_random_batches_keep_exit_calibrated(vocab: Vocabulary) -> None:
+    """Half the sessions bounce on page 0, half go on: P(EXIT | entry on 0) must be about 0.5."""
+    rng = np.random.default_rng(0)
+    sessions = [[0] if rng.random() < 0.5 else [0, 1, 2] for _ in range(600)]
+    seqs = SessionSequences.from_lists(sessions, exit_id=P)
+    bounce = np.mean([len(s) == 1 for s in sessions])
+    torch.manual_seed(0)
+    model = VisitorModel(vocab, ModelConfig(hidden_size=8, embedding_dim=4))
+    train(model, seqs, seqs, quick_trainer(epochs=15, batching="random", batch_sessions=32))
+    p_exit = float(model.log_prob_next(torch.tensor([[0]]))[0, 0, P].exp())
+    assert abs(p_exit - bounce) < 0.05
