@@ -126,11 +126,12 @@ def normalise_path(raw: str, cfg: PageConfig) -> str:
     path = re.sub(r"/{2,}", "/", path)
     if not path.startswith("/"):
         path = "/" + path
+    if len(path) > 1:
+        # whitespace may hide before a trailing slash ("/a /"): trim both until stable, and
+        # before ids are collapsed, so "/123 /" and "/123" name the same page
+        path = path.rstrip("/ \t\r\n").rstrip() or "/"
     if cfg.collapse_ids:
         path = "/".join(":id" if ID_SEGMENT.match(seg) else seg for seg in path.split("/"))
-    if len(path) > 1:
-        # whitespace may hide before a trailing slash ("/a /"): trim both until stable
-        path = path.rstrip("/ \t\r\n").rstrip() or "/"
     if cfg.keep_query_params and query:
         kept = [
             (k.strip(), v.strip())

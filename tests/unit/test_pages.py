@@ -504,3 +504,8 @@ def test_merchandise_store_account_modes_stay_distinct() -> None:
     ]
     assert set(out.page_group) == {"account"}
     assert out.report["pages"] == 3
+
+
+def test_trailing_whitespace_is_trimmed_before_ids_collapse() -> None:
+    # found by hypothesis: "123 /" gave "/123", which normalised again to "/:id"
+    assert norm("123 /") == norm("/123") == "/:id"
