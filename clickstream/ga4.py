@@ -59,6 +59,7 @@ from clickstream.io import (
     check_json_lines,
     check_utf8,
     duckdb_df,
+    duckdb_errors,
     first_line,
     iter_text_lines,
     resolve_inputs,
@@ -505,14 +506,8 @@ def _param(value_fields: set[str], key: str, *, as_int: bool) -> str:
 
 
 def _execute(con: duckdb.DuckDBPyConnection, sql: str, file: Path) -> None:
-    try:
+    with duckdb_errors(file, "unexpected GA4 export schema"):
         con.execute(sql)
-    except duckdb.BinderException as exc:
-        raise ClickstreamError(
-            f"unexpected GA4 export schema: {first_line(exc)}", file=str(file)
-        ) from None
-    except duckdb.Error as exc:
-        raise ClickstreamError(f"cannot read: {first_line(exc)}", file=str(file)) from None
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str, file: Path) -> pd.DataFrame:

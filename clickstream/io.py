@@ -113,24 +113,29 @@ def check_json_lines(path: Path, record: str = "record") -> None:
             )
 
 
-def duckdb_df(con: Any, sql: str, file: Path, binder_problem: str) -> pd.DataFrame:
-    """Run a DuckDB query over one input file; its errors become :class:`ClickstreamError`.
+@contextlib.contextmanager
+def duckdb_errors(file: Path, binder_problem: str) -> Iterator[None]:
+    """Turn DuckDB errors raised inside the block into :class:`ClickstreamError` naming ``file``.
 
     Args:
-        con: A ``duckdb`` connection.
-        sql: The query.
-        file: The file the query reads (named in errors).
+        file: The file the statements read (named in errors).
         binder_problem: What a binder error means for this source (a field the query needs
             is missing), e.g. ``"missing required field of a GA360 export"``.
     """
     import duckdb
 
     try:
-        return con.execute(sql).df()
+        yield
     except duckdb.BinderException as exc:
         raise ClickstreamError(f"{binder_problem}: {first_line(exc)}", file=str(file)) from None
     except duckdb.Error as exc:
         raise ClickstreamError(f"cannot read: {first_line(exc)}", file=str(file)) from None
+
+
+def duckdb_df(con: Any, sql: str, file: Path, binder_problem: str) -> pd.DataFrame:
+    """Run a DuckDB query over one input file as a DataFrame (errors: :func:`duckdb_errors`)."""
+    with duckdb_errors(file, binder_problem):
+        return con.execute(sql).df()
 
 
 def first_line(exc: BaseException) -> str:
