@@ -9,32 +9,22 @@ import pytest
 
 from clickstream.errors import ClickstreamError
 from scripts.check_simulator import run as check_run
-from scripts.prepare_data import run as prepare_run
-from tests.hydra_configs import compose_cfg
+from tests.hydra_configs import compose_cfg, prepare_synthetic
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "syn"
     # a large test split (1,200 sessions): the report compares against it
-    prepare_run(
-        compose_cfg(
-            "prepare_data",
-            [
-                "data=synthetic",
-                "data.n_sessions=3000",
-                "data.n_pages=80",
-                "split.train=0.5",
-                "split.valid=0.1",
-                "split.test=0.4",
-                f"out_dir={out}",
-                "show_progress=false",
-            ],
-        )
+    return prepare_synthetic(
+        tmp_path_factory.mktemp("data") / "syn",
+        "data.n_sessions=3000",
+        "data.n_pages=80",
+        "split.train=0.5",
+        "split.valid=0.1",
+        "split.test=0.4",
     )
-    return out
 
 
 def check(data_dir: Path, out_dir: Path, dynamics: str, *extra: str) -> dict:

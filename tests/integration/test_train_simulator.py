@@ -12,23 +12,17 @@ import torch
 from envs.metrics import METRIC_KEYS
 from envs.sequences import load_prepared
 from envs.visitor_model import VisitorModel
-from scripts.prepare_data import run as prepare_run
 from scripts.train_simulator import run as train_run
-from tests.hydra_configs import compose_cfg
+from tests.hydra_configs import compose_cfg, prepare_synthetic
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "syn"
-    prepare_run(
-        compose_cfg(
-            "prepare_data",
-            ["data=synthetic", "data.n_sessions=4000", "data.n_pages=80", f"out_dir={out}"],
-        )
+    return prepare_synthetic(
+        tmp_path_factory.mktemp("data") / "syn", "data.n_sessions=4000", "data.n_pages=80"
     )
-    return out
 
 
 def test_train_simulator_writes_model_and_metrics(synthetic_dir: Path, tmp_path: Path) -> None:

@@ -128,14 +128,18 @@ def test_sessions_end_and_restart_in_place() -> None:
     core = toy_core(2000, max_steps=3)
     obs = core.reset(seed=0)
     assert (obs[:, -1] == 0).all() and (obs[:, :-1] == 3).all()  # entry page 0, then "none"
-    for _ in range(3):
+    in_session = torch.zeros(2000, dtype=torch.long)  # steps taken by each current visitor
+    for _ in range(10):
         r = core.step(torch.zeros(2000, dtype=torch.long))
-    # after 3 steps every visitor still in session is truncated and replaced
-    assert bool((r.terminated | r.truncated).all()) or bool(r.truncated.any())
-    done = r.terminated | r.truncated
-    assert (r.obs[done, -1] == 0).all()  # new arrivals on the entry page
-    assert (r.final_obs[r.terminated, -1] == 3).all()  # left: EXIT shown as P
-    assert (core.steps[done] == 0).all()
+        in_session += 1
+        # truncated exactly when a visitor still in session takes its third step
+        assert torch.equal(r.truncated, ~r.terminated & (in_session == 3))
+        done = r.terminated | r.truncated
+        in_session[done] = 0
+        assert (r.obs[done, -1] == 0).all()  # new arrivals on the entry page
+        assert (r.final_obs[r.terminated, -1] == 3).all()  # left: EXIT shown as P
+        assert torch.equal(core.steps, in_session)
+    assert int(r.truncated.sum()) > 0
 
 
 def test_vector_envs() -> None:
