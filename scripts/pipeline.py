@@ -1,13 +1,16 @@
-"""Run every stage built so far on one dataset, reusing stage outputs that are up to date.
+"""Run every stage on one dataset into one run folder, reusing stages that are up to date.
 
-    python scripts/pipeline.py                                  # the embedded synthetic store
-    python scripts/pipeline.py data=msnbc simulator=gru_msnbc   # any data config
-    python scripts/pipeline.py force=true                       # rerun every stage
+    python scripts/pipeline.py                                   # the embedded synthetic store
+    python scripts/pipeline.py experiment=synthetic_markov       # a study experiment
+    python scripts/pipeline.py experiment=msnbc out_dir=runs/x   # anywhere
+    python scripts/pipeline.py force=true                        # rerun every stage
 
-Stages: ``prepare_data`` (→ ``<data_dir>``), ``train_simulator`` (→ ``<data_dir>/simulator``).
-A stage is skipped when its outputs exist and were made from the same configuration and the
-same inputs (its record in ``meta.json`` / ``metrics.json`` says so); otherwise it runs, and
-every stage after it runs too. See ``configs/pipeline.yaml``.
+Stages: ``prepare_data`` (-> ``<out_dir>/data``), ``train_simulator`` (-> ``data/simulator``),
+the held-out visitor model (-> ``data/simulator_held_out``, seed + 1), one ``train`` per agent
+and seed (-> ``agents/<name>/seed_<S>``) and ``evaluate`` (-> ``eval``: ``results.json``,
+``results.md``, charts). A stage is skipped when its outputs exist and were made from the same
+configuration and the same inputs (its record says so); otherwise it runs, and every stage that
+reads its outputs runs too. See ``configs/pipeline.yaml``.
 """
 
 from __future__ import annotations
@@ -20,16 +23,17 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from clickstream.prepare import format_summary
-from scripts import prepare_data, run_or_exit, train_simulator
+from scripts import evaluate, prepare_data, run_or_exit, train, train_simulator
 
 PREPARE_KEYS = ("data", "split", "repeats", "stats_split", "seed")
 """Settings that change the prepared data (``show_progress`` and paths do not)."""
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the stages; returns what each did (``ran`` or ``reused``) and their records."""
     data_dir = Path(cfg.data_dir)
-    sim_dir = Path(cfg.simulator_dir)
     report: dict[str, Any] = {"stages": {}}
 
     prepare_cfg = OmegaConf.create(
@@ -54,6 +58,59 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         report["stages"]["prepare_data"] = "ran"
     report["prepare_data"] = meta
 
+    simulators = [("train_simulator", Path(cfg.simulator_dir), int(cfg.seed))]
+    if cfg.held_out:
+        simulators.append(("held_out_simulator", Path(cfg.held_out_dir), int(cfg.seed) + 1))
+    for stage, sim_dir, seed in simulators:
+        fresh_sim, metrics = _simulator_stage(cfg, meta, data_dir, sim_dir, seed, fresh)
+        report["stages"][stage] = "reused" if fresh_sim else "ran"
+        report[stage] = metrics
+        if stage == "train_simulator":
+            fresh = fresh_sim
+            simulator_made = metrics.get("created_utc")
+
+    agents_ran = False
+    report["agents"] = {}
+    for name in [*cfg.agents, *cfg.references]:
+        seeds = list(cfg.seeds) if name in cfg.learning_agents else [int(cfg.seed)]
+        for seed in seeds:
+            train_cfg = _agent_cfg(cfg, name, seed)
+            record = _read_json(Path(train_cfg.agent_dir) / "run.json")
+            up_to_date = (
+                fresh
+                and not cfg.force
+                and record is not None
+                and record.get("simulator_created_utc") == simulator_made
+                and _same(record.get("config", {}), train_cfg, ("agent", "env", "seed"))
+            )
+            key = f"{name}/seed_{seed}"
+            if up_to_date:
+                report["agents"][key] = "reused"
+                continue
+            record = train.run(train_cfg)
+            _stamp(Path(train_cfg.agent_dir) / "run.json", simulator_made)
+            report["agents"][key] = "ran"
+            agents_ran = True
+    report["stages"]["train_agents"] = "ran" if agents_ran else "reused"
+
+    eval_cfg = _eval_cfg(cfg)
+    results = _read_json(Path(cfg.eval_dir) / "results.json")
+    if not agents_ran and not cfg.force and results is not None and _same(
+        results.get("config", {}), eval_cfg, EVAL_KEYS
+    ):
+        report["stages"]["evaluate"] = "reused"
+        report["evaluate"] = results
+    else:
+        report["evaluate"] = evaluate.run(eval_cfg)
+        report["stages"]["evaluate"] = "ran"
+    return report
+
+
+EVAL_KEYS = ("env", "n_sessions", "world_sessions", "seeds", "n_visitors")
+
+
+def _simulator_stage(cfg: DictConfig, meta: dict, data_dir: Path, sim_dir: Path, seed: int,
+                     fresh: bool) -> tuple[bool, dict[str, Any]]:
     train_cfg = OmegaConf.create(
         {
             "simulator": cfg.simulator,
@@ -62,7 +119,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "out_dir": str(sim_dir),
             "resume": False,
             "device": cfg.device,
-            "seed": cfg.seed,
+            "seed": seed,
             "show_progress": cfg.show_progress,
         }
     )
@@ -73,16 +130,74 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         and (sim_dir / "model.pt").is_file()
         and metrics.get("config", {}).get("simulator")
         == _plain(train_cfg, ("simulator",))["simulator"]
-        and metrics.get("seed") == cfg.seed
+        and metrics.get("seed") == seed
         and metrics.get("dataset_created_utc") == meta.get("created_utc")
     )
-    if fresh:
-        report["stages"]["train_simulator"] = "reused"
-    else:
+    if not fresh:
         metrics = train_simulator.run(train_cfg)
-        report["stages"]["train_simulator"] = "ran"
-    report["train_simulator"] = metrics
-    return report
+    return fresh, metrics
+
+
+def _agent_cfg(cfg: DictConfig, name: str, seed: int) -> DictConfig:
+    """``configs/train.yaml`` for one agent and seed, from the pipeline's settings."""
+    path = CONFIGS / "agent" / f"{name}.yaml"
+    if not path.is_file():
+        from clickstream.errors import ClickstreamError
+
+        raise ClickstreamError(f"no agent config named {name!r}", file=str(path))
+    agent = OmegaConf.load(path)
+    overrides = (cfg.get("agent_overrides") or {}).get(name)
+    if overrides:
+        agent = OmegaConf.merge(agent, overrides)
+    out = OmegaConf.create(
+        {
+            "paths": cfg.paths,
+            "env": cfg.env,
+            "agent": agent,
+            "experiment_name": cfg.experiment_name,
+            "out_dir": cfg.out_dir,
+            "data_dir": cfg.data_dir,
+            "held_out_dir": cfg.held_out_dir if cfg.held_out else None,
+            "agent_dir": f"{cfg.out_dir}/agents/{agent.name}/seed_{seed}",
+            "seed": seed,
+            "device": cfg.device,
+            "show_progress": cfg.show_progress,
+        }
+    )
+    return out
+
+
+def _eval_cfg(cfg: DictConfig) -> DictConfig:
+    return OmegaConf.create(
+        {
+            "paths": cfg.paths,
+            "env": cfg.env,
+            "experiment_name": cfg.experiment_name,
+            "out_dir": cfg.out_dir,
+            "data_dir": cfg.data_dir,
+            "held_out_dir": cfg.held_out_dir if cfg.held_out else None,
+            "eval_dir": cfg.eval_dir,
+            "policies": None,
+            "worlds": None,
+            "n_sessions": cfg.n_sessions,
+            "world_sessions": cfg.world_sessions,
+            "seeds": cfg.eval_seeds,
+            "n_visitors": cfg.n_visitors,
+            "seed": cfg.seed,
+            "device": cfg.device,
+            "show_progress": cfg.show_progress,
+        }
+    )
+
+
+def _stamp(path: Path, simulator_made: str | None) -> None:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["simulator_created_utc"] = simulator_made
+    path.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+
+
+def _same(recorded: dict, cfg: DictConfig, keys: tuple[str, ...]) -> bool:
+    return _plain(recorded, keys) == _plain(cfg, keys)
 
 
 def _plain(cfg: DictConfig | dict, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -113,6 +228,10 @@ def main(cfg: DictConfig) -> None:
         from envs.metrics import format_table
 
         print(format_table(metrics["models"], metrics["report"]))
+    done = ", ".join(f"{k} ({v})" for k, v in report["agents"].items())
+    print(f"\nagents: {done}")
+    print(f"\nevaluate ({stages['evaluate']}): {cfg.eval_dir}/results.md\n")
+    print(Path(cfg.eval_dir, "results.md").read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,273 @@
+"""The evaluation protocol: policies over many simulated sessions, several seeds, three worlds.
+
+For every (policy, world) pair the batched simulator plays complete sessions with the policy's
+greedy action and records, per session: the **return** (sum of rewards: page value by
+default), **revenue** (expected transaction revenue of the pages viewed), whether it
+**converted** (viewed a page that carries revenue), **pages** viewed (the entry page included),
+**bounce** (one page only) and **time on site** (the expected time on each page viewed). A
+record (:data:`RECORD_FIELDS`) gives the means with 95 % confidence half-widths over the pooled
+sessions of all seeds; ``uplift_pct`` compares the return with ``organic`` in the same world.
+Policies that are tables over pages also get ``exact_return`` in worlds with table dynamics
+(first-order or the synthetic truth): their value by exact policy evaluation
+(:func:`agents.tabular.policy_value`), which the simulated mean must agree with.
+
+Sessions are counted without bias: each of the ``B`` visitor slots plays a fixed quota of
+sessions from its start, so long sessions are not cut off when the count is reached.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.base import Policy
+from agents.site import Site
+from envs.core import SiteCore
+
+Z95 = 1.959963984540054
+"""Two-sided 95 % quantile of the normal distribution (sessions number thousands)."""
+
+RECORD_FIELDS = (
+    "policy", "world", "mean_return", "ci95", "revenue_per_session", "revenue_ci95",
+    "conversion_rate", "conversion_ci95", "pages_per_session", "bounce_rate", "bounce_ci95",
+    "time_on_site_s", "time_on_page_s", "uplift_pct", "uplift_ci95", "exact_return",
+    "n_sessions", "seeds", "seed_means",
+)
+"""Fields of every ``results.json`` record."""
+
+
+def mean_ci(x: np.ndarray | Sequence[float]) -> tuple[float, float]:
+    """Mean and 95 % confidence half-width ``z · s / √n`` (sample sd ``s``, ddof 1)."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) == 0:
+        return math.nan, math.nan
+    if len(x) == 1:
+        return float(x[0]), math.inf
+    return float(x.mean()), float(Z95 * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def ratio_ci(mean_a: float, ci_a: float, mean_b: float, ci_b: float) -> tuple[float, float]:
+    """``100 · (a / b - 1)`` and its 95 % half-width by the delta method (independent a, b)."""
+    if mean_b == 0:
+        return math.nan, math.nan
+    ratio = mean_a / mean_b
+    rel = math.hypot(ci_a / mean_a if mean_a else 0.0, ci_b / mean_b)
+    return 100.0 * (ratio - 1.0), 100.0 * abs(ratio) * rel
+
+
+@dataclass
+class Sessions:
+    """Per-session outcomes, arrays of shape ``(n,)``."""
+
+    returns: np.ndarray
+    revenue: np.ndarray
+    converted: np.ndarray
+    pages: np.ndarray
+    time_on_site: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Sequence[Sessions]) -> Sessions:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__annotations__))
+
+
+def _act(policy: Policy, obs: torch.Tensor, core: SiteCore) -> torch.Tensor:
+    if getattr(policy, "needs_latent_state", False):
+        return policy.predict_latent(obs, core)
+    actions, _ = policy.predict(obs.cpu().numpy(), deterministic=True)
+    return torch.as_tensor(np.asarray(actions).reshape(-1), dtype=torch.long)
+
+
+@torch.no_grad()
+def simulate(
+    policy: Policy,
+    core: SiteCore,
+    n_sessions: int,
+    seed: int,
+    tables: Mapping[str, torch.Tensor],
+    *,
+    progress: bool = False,
+) -> Sessions:
+    """Play ``n_sessions`` complete sessions (rounded up to a multiple of the core's B).
+
+    Args:
+        policy: The policy (greedy actions).
+        core: The world; its B visitor slots each play ``ceil(n_sessions / B)`` sessions.
+        n_sessions: Sessions wanted.
+        seed: Seed of the core (every draw).
+        tables: ``revenue`` and ``time_on_page_s`` per state, ``(P + 1,)``.
+    """
+    b = core.n_visitors
+    quota = -(-int(n_sessions) // b)
+    obs = core.reset(seed)
+    dev = core.device
+    revenue_of = tables["revenue"].to(dev)
+    time_of = tables["time_on_page_s"].to(dev)
+    payable = revenue_of > 0
+    done = torch.zeros(b, dtype=torch.long, device=dev)
+    acc = {k: torch.zeros(b, dtype=torch.float64, device=dev) for k in
+           ("returns", "revenue", "converted", "pages", "time_on_site")}
+
+    def start(mask: torch.Tensor) -> None:
+        entry = core.page[mask]
+        for k in acc:
+            acc[k][mask] = 0.0
+        acc["pages"][mask] = 1.0
+        acc["revenue"][mask] = revenue_of[entry].double()
+        acc["converted"][mask] = payable[entry].double()
+        acc["time_on_site"][mask] = time_of[entry].double()
+
+    start(torch.ones(b, dtype=torch.bool, device=dev))
+    out: dict[str, list[np.ndarray]] = {k: [] for k in acc}
+    bar = tqdm(total=quota * b, desc=f"{policy.name}", disable=not progress, leave=False)
+    while bool((done < quota).any()):
+        actions = _act(policy, obs, core).to(dev)
+        r = core.step(actions)
+        landed, stays = r.landed, ~r.terminated
+        acc["returns"] += r.reward.double()
+        acc["revenue"] += revenue_of[landed].double()
+        acc["converted"] = torch.maximum(acc["converted"], payable[landed].double())
+        acc["pages"] += stays.double()
+        acc["time_on_site"] += (time_of[landed] * stays).double()
+        ended = r.terminated | r.truncated
+        record = ended & (done < quota)
+        if bool(record.any()):
+            for k in acc:
+                out[k].append(acc[k][record].cpu().numpy())
+            bar.update(int(record.sum()))
+        done += ended.long()
+        if bool(ended.any()):
+            start(ended)
+        obs = r.obs
+    bar.close()
+    return Sessions(**{k: np.concatenate(v) for k, v in out.items()})
+
+
+def summarize(per_seed: Mapping[int, Sessions]) -> dict[str, Any]:
+    """Means and CIs over the pooled sessions of every seed (:data:`RECORD_FIELDS`)."""
+    pooled = Sessions.concat(list(per_seed.values()))
+    ret, ret_ci = mean_ci(pooled.returns)
+    rev, rev_ci = mean_ci(pooled.revenue)
+    conv, conv_ci = mean_ci(pooled.converted)
+    bounced = (pooled.pages <= 1).astype(np.float64)
+    bounce, bounce_ci = mean_ci(bounced)
+    pages = float(pooled.pages.mean())
+    tos = float(pooled.time_on_site.mean())
+    return {
+        "mean_return": ret, "ci95": ret_ci,
+        "revenue_per_session": rev, "revenue_ci95": rev_ci,
+        "conversion_rate": conv, "conversion_ci95": conv_ci,
+        "pages_per_session": pages, "bounce_rate": bounce, "bounce_ci95": bounce_ci,
+        "time_on_site_s": tos, "time_on_page_s": tos / pages if pages else math.nan,
+        "n_sessions": len(pooled.returns),
+        "seeds": sorted(per_seed),
+        "seed_means": [float(per_seed[s].returns.mean()) for s in sorted(per_seed)],
+    }
+
+
+def exact_return(policy: Policy, core: SiteCore) -> float | None:
+    """The policy's exact mean return in ``core``'s world, when both are tables; else None."""
+    probs = policy.table_probs()
+    if probs is None or not hasattr(core.dynamics, "transitions") or core.candidates is not None:
+        return None
+    from agents.tabular import SiteMDP, policy_value
+
+    mdp = SiteMDP.from_core(core)
+    if probs.ndim == 3 and probs.shape[0] != mdp.n_intents:
+        return None
+    return policy_value(mdp, probs)["mean_return"]
+
+
+def evaluate(
+    policies: Mapping[str, Mapping[int, Policy]],
+    site: Site,
+    *,
+    worlds: Sequence[str] | None = None,
+    n_sessions: int = 100_000,
+    seeds: Sequence[int] = (0, 1, 2),
+    n_visitors: int = 8192,
+    world_sessions: Mapping[str, int] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """One record per (policy, world).
+
+    Args:
+        policies: Per policy name, its trained instances by training seed. A policy trained
+            with seeds ``s`` is evaluated with each instance on simulation seed ``1000 + s``;
+            a policy with one instance (nothing learnt) on each of ``seeds``.
+        site: The site and its worlds.
+        worlds: Worlds to evaluate in (default: all the site has).
+        n_sessions: Sessions per seed.
+        n_visitors: Visitors simulated together.
+        world_sessions: Per-world override of ``n_sessions`` (e.g. fewer in slow GRU worlds).
+    """
+    worlds = list(worlds or site.worlds())
+    records = []
+    for world in worlds:
+        core = site.core(n_visitors, world)
+        tables = site.side_tables(world)
+        n = int((world_sessions or {}).get(world, n_sessions))
+        for name, instances in policies.items():
+            runs: dict[int, Sessions] = {}
+            if len(instances) == 1:
+                only = next(iter(instances.values()))
+                for s in seeds:
+                    runs[int(s)] = simulate(only, core, n, int(s), tables, progress=progress)
+            else:
+                for s, policy in sorted(instances.items()):
+                    runs[int(s)] = simulate(policy, core, n, 1000 + int(s), tables,
+                                            progress=progress)
+            record = {"policy": name, "world": world, **summarize(runs)}
+            exact = [exact_return(p, core) for p in instances.values()]
+            record["exact_return"] = (
+                None if any(e is None for e in exact) else float(np.mean(exact))
+            )
+            records.append(record)
+    _add_uplift(records)
+    return [{k: r.get(k) for k in RECORD_FIELDS} for r in records]
+
+
+def _add_uplift(records: list[dict[str, Any]]) -> None:
+    organic = {r["world"]: r for r in records if r["policy"] == "organic"}
+    for r in records:
+        base = organic.get(r["world"])
+        if base is None:
+            r["uplift_pct"], r["uplift_ci95"] = None, None
+        else:
+            r["uplift_pct"], r["uplift_ci95"] = ratio_ci(
+                r["mean_return"], r["ci95"], base["mean_return"], base["ci95"]
+            )
+
+
+def quick_eval(policy: Policy, site: Site, n_sessions: int = 4096,
+               world: str = "learned", seed: int = 12345) -> dict[str, float]:
+    """A short evaluation for training curves: ``eval/*`` scalars in one world."""
+    core = site.core(min(2048, n_sessions), world)
+    s = summarize({seed: simulate(policy, core, n_sessions, seed, site.side_tables(world))})
+    return {
+        "eval/mean_return": s["mean_return"],
+        "eval/revenue_per_session": s["revenue_per_session"],
+        "eval/conversion_rate": s["conversion_rate"],
+        "eval/pages_per_session": s["pages_per_session"],
+        "eval/bounce_rate": s["bounce_rate"],
+    }
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b between two scorings of the same items (ties counted as neither)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    n = len(a)
+    if n < 2 or len(b) != n:
+        return math.nan
+    i, j = np.triu_indices(n, 1)
+    da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+    concordant_minus_discordant = float((da * db).sum())
+    pairs_a, pairs_b = float((da != 0).sum()), float((db != 0).sum())
+    if pairs_a == 0 or pairs_b == 0:
+        return math.nan
+    return concordant_minus_discordant / math.sqrt(pairs_a * pairs_b)

@@ -1,0 +1,167 @@
+"""The evaluation report: ``results.json``, ``results.md`` and PNG bar charts with error bars.
+
+The Markdown report has one table per world (policies sorted by return, with 95 % confidence
+half-widths, uplift over organic, and the exact value of table policies), the share of the
+reference optimum each policy reaches where one exists (``true_optimum``, ``intent_oracle``),
+and Kendall's tau between the ranking of policies in the learned simulator and in the other
+worlds: how far the learned simulator can be trusted to pick the best policy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.evaluate import kendall_tau
+from clickstream.io import atomic_file
+
+REFERENCES = ("true_optimum", "intent_oracle")
+"""Reference policies (not deployable) whose return others are measured against."""
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def by_world(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        out.setdefault(r["world"], []).append(r)
+    return out
+
+
+def rank_agreement(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Kendall's tau of the policies' mean returns: learned simulator against every other
+    world (deployable policies present in both; references left out)."""
+    worlds = by_world(records)
+    learned = {r["policy"]: r["mean_return"] for r in worlds.get("learned", [])
+               if r["policy"] not in REFERENCES}
+    out = {}
+    for world, rows in worlds.items():
+        if world == "learned":
+            continue
+        other = {r["policy"]: r["mean_return"] for r in rows}
+        names = sorted(set(learned) & set(other))
+        out[world] = kendall_tau([learned[n] for n in names], [other[n] for n in names])
+    return out
+
+
+def reference_shares(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each policy's return as a share of each reference in the same world."""
+    out = []
+    for world, rows in by_world(records).items():
+        refs = {r["policy"]: r for r in rows if r["policy"] in REFERENCES}
+        for ref_name, ref in refs.items():
+            for r in rows:
+                if r["policy"] == ref_name:
+                    continue
+                out.append({"world": world, "policy": r["policy"], "reference": ref_name,
+                            "share": r["mean_return"] / ref["mean_return"]
+                            if ref["mean_return"] else math.nan})
+    return out
+
+
+def markdown(records: Sequence[Mapping[str, Any]], title: str = "Results",
+             context: Mapping[str, Any] | None = None) -> str:
+    """The report as Markdown."""
+    lines = [f"# {title}", ""]
+    for key, value in (context or {}).items():
+        lines.append(f"- {key}: {value}")
+    if context:
+        lines.append("")
+    header = ("| policy | mean return ± 95% CI | exact | uplift vs organic % | revenue/session | "
+              "conversion % | pages/session | bounce % | time on site s | sessions |")
+    rule = "|" + "---|" * (header.count("|") - 1)
+    for world, rows in by_world(records).items():
+        lines += [f"## World: {world}", "", header, rule]
+        for r in sorted(rows, key=lambda r: -r["mean_return"]):
+            uplift = ("–" if r.get("uplift_pct") is None
+                      else f"{r['uplift_pct']:+.1f} ± {r['uplift_ci95']:.1f}")
+            lines.append(
+                f"| {r['policy']} | {_fmt(r['mean_return'])} ± {_fmt(r['ci95'])} | "
+                f"{_fmt(r.get('exact_return'))} | {uplift} | "
+                f"{_fmt(r['revenue_per_session'], 2)} | {100 * r['conversion_rate']:.2f} | "
+                f"{_fmt(r['pages_per_session'], 2)} | {100 * r['bounce_rate']:.1f} | "
+                f"{_fmt(r['time_on_site_s'], 0)} | {r['n_sessions']:,} |"
+            )
+        lines.append("")
+    shares = reference_shares(records)
+    if shares:
+        lines += ["## Share of the reference", "", "| world | policy | reference | share |",
+                  "|---|---|---|---|"]
+        for s in sorted(shares, key=lambda s: (s["world"], s["reference"], -s["share"])):
+            lines.append(f"| {s['world']} | {s['policy']} | {s['reference']} | "
+                         f"{_fmt(s['share'], 3)} |")
+        lines.append("")
+    taus = rank_agreement(records)
+    if taus:
+        lines += ["## Does the learned simulator rank policies right?", "",
+                  "Kendall's tau between the policies' mean returns in the learned simulator "
+                  "and in each other world (1: same order):", ""]
+        lines += [f"- {world}: tau = {_fmt(tau)}" for world, tau in taus.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def bar_charts(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
+    """One PNG per metric (return, revenue, conversion, bounce): bars per policy and world,
+    95 % error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [("mean_return", "ci95", "mean return per session"),
+               ("revenue_per_session", "revenue_ci95", "revenue per session"),
+               ("conversion_rate", "conversion_ci95", "conversion rate"),
+               ("bounce_rate", "bounce_ci95", "bounce rate")]
+    worlds = by_world(records)
+    policies = sorted({r["policy"] for r in records},
+                      key=lambda p: -max(r["mean_return"] for r in records if r["policy"] == p))
+    paths = []
+    for key, err, label in metrics:
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(policies) * len(worlds)), 4.0))
+        width = 0.8 / max(1, len(worlds))
+        for w, (world, rows) in enumerate(worlds.items()):
+            val = {r["policy"]: r for r in rows}
+            xs = [i + w * width for i, p in enumerate(policies) if p in val]
+            ys = [val[p][key] for p in policies if p in val]
+            es = [val[p][err] for p in policies if p in val]
+            ax.bar(xs, ys, width, yerr=es, capsize=2, label=world)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(policies))])
+        ax.set_xticklabels(policies, rotation=30, ha="right")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} (95% CI)")
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{key}.png"
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(records: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
+                 title: str = "Results", context: Mapping[str, Any] | None = None,
+                 charts: bool = True, extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``results.json`` (``extra`` added to it), ``results.md`` and the charts into
+    ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"context": dict(context or {}), "records": list(records),
+               "rank_agreement": rank_agreement(records), **dict(extra or {})}
+    with atomic_file(out / "results.json") as tmp:
+        Path(tmp).write_text(json.dumps(payload, indent=2, default=float), encoding="utf-8")
+    with atomic_file(out / "results.md") as tmp:
+        Path(tmp).write_text(markdown(records, title, context), encoding="utf-8")
+    paths = {"results.json": out / "results.json", "results.md": out / "results.md"}
+    if charts:
+        for p in bar_charts(records, out):
+            paths[p.name] = p
+    return paths

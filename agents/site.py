@@ -1,0 +1,213 @@
+"""The website an agent learns in and is judged in: simulator worlds, data, logging.
+
+A :class:`Site` ties one prepared dataset to the simulator settings of ``configs/env/`` and
+names the **worlds** a policy can run in (DESIGN.md, issue "Agents and experiments"):
+
+* ``learned``: the trained visitor model (``dynamics`` of the env config, usually ``gru``):
+  where agents train;
+* ``held_out``: another visitor model (another seed or other data), so that a policy that
+  exploits one model's errors is not taken for skill;
+* ``ground_truth``: the synthetic store's own visitor model (synthetic datasets only).
+
+Every world pays the same reward table (the env config's, from the dataset's page catalog) and
+applies the same click model: worlds differ only in how visitors move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clickstream.errors import ClickstreamError
+from envs.core import SiteCore
+from envs.dynamics import MarkovDynamics
+from envs.rewards import reward_from_catalog, reward_from_store
+from envs.sequences import PreparedData, load_prepared
+from envs.site_env import build_core
+
+WORLDS = ("learned", "held_out", "ground_truth")
+
+
+@dataclass
+class Site:
+    """One dataset and its simulator settings.
+
+    Args:
+        data_dir: A prepared dataset (``scripts/prepare_data.py``).
+        env: :func:`envs.site_env.build_core` options (``configs/env/site.yaml``) of the
+            ``learned`` world, without ``n_visitors`` and ``data_dir``.
+        held_out_model: The ``held_out`` world's visitor model checkpoint (``None``: no such
+            world).
+        seed: Seed of training.
+        device: Torch device of the simulator and of the networks.
+        log_dir: Where TensorBoard events and run records go (``None``: nowhere).
+    """
+
+    data_dir: Path
+    env: dict[str, Any] = field(default_factory=dict)
+    held_out_model: Path | None = None
+    seed: int = 0
+    device: str = "cpu"
+    log_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.env = dict(self.env)
+        for key in ("n_visitors", "data_dir", "store"):
+            self.env.pop(key, None)
+        if self.env.get("dynamics") is True:  # YAML's unquoted `true`
+            self.env["dynamics"] = "true"
+        self.env.setdefault("dynamics", "gru")
+        self.env["device"] = self.device
+        if self.held_out_model is not None:
+            self.held_out_model = Path(self.held_out_model)
+        self._writer = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], log_dir: str | Path | None = None) -> Site:
+        """From a run config (``configs/train.yaml``): ``data_dir``, ``env``,
+        ``held_out_dir``, ``seed``, ``device``."""
+        held_out = cfg.get("held_out_dir")
+        return cls(
+            data_dir=Path(cfg["data_dir"]),
+            env=_plain(cfg.get("env") or {}),
+            held_out_model=Path(held_out) / "model.pt" if held_out else None,
+            seed=int(cfg.get("seed", 0)),
+            device=str(cfg.get("device", "cpu")),
+            log_dir=Path(log_dir) if log_dir is not None else None,
+        )
+
+    # ---- worlds --------------------------------------------------------------------------
+
+    @property
+    def is_synthetic(self) -> bool:
+        return (self.data_dir / "true_model.npz").is_file()
+
+    def worlds(self) -> list[str]:
+        """The worlds this site can simulate, in :data:`WORLDS` order."""
+        out = ["learned"]
+        if self.held_out_model is not None and self.held_out_model.is_file():
+            out.append("held_out")
+        if self.is_synthetic:
+            out.append("ground_truth")
+        return out
+
+    def world_options(self, world: str) -> dict[str, Any]:
+        """:func:`envs.site_env.build_core` options of a world."""
+        opts = dict(self.env)
+        if world == "learned":
+            return opts
+        if world == "held_out":
+            if self.held_out_model is None:
+                raise ClickstreamError("this site has no held-out visitor model")
+            return {**opts, "dynamics": "gru", "model_path": str(self.held_out_model)}
+        if world == "ground_truth":
+            if not self.is_synthetic:
+                raise ClickstreamError(
+                    "the ground truth is known for synthetic datasets only", file=str(self.data_dir)
+                )
+            return {**opts, "dynamics": "true", "model_path": None}
+        raise ClickstreamError(f"world must be one of {WORLDS}, got {world!r}")
+
+    def core(self, n_visitors: int, world: str = "learned", **overrides: Any) -> SiteCore:
+        """A simulator core of ``n_visitors`` visitors in ``world``."""
+        return build_core(
+            n_visitors, data_dir=self.data_dir, **{**self.world_options(world), **overrides}
+        )
+
+    # ---- data and models -----------------------------------------------------------------
+
+    @cached_property
+    def data(self) -> PreparedData:
+        return load_prepared(self.data_dir, splits=("train",))
+
+    @cached_property
+    def catalog(self) -> pd.DataFrame:
+        return pd.read_parquet(self.data_dir / "pages.parquet")
+
+    @cached_property
+    def template(self) -> SiteCore:
+        """A one-visitor core of the learned world, for its actions, rewards and click model
+        (built with first-order dynamics, so no network is loaded)."""
+        return self.core(1, dynamics="markov", top_k=None, device="cpu")
+
+    @cached_property
+    def markov(self) -> MarkovDynamics:
+        """The first-order model counted on the train split (smoothed)."""
+        return MarkovDynamics.fit(self.data.splits["train"], self.data.vocab.pages)
+
+    def markov_mdp(self):
+        """The first-order MDP estimated from the train split, with the env's click model,
+        rewards and actions: what value iteration solves."""
+        from agents.tabular import SiteMDP
+
+        return SiteMDP.from_core(self.template, self.markov.transitions, self.markov.entry)
+
+    def true_mdp(self):
+        """The synthetic store's true MDP (one per latent intent)."""
+        from agents.tabular import SiteMDP
+
+        return SiteMDP.from_core(self.core(1, "ground_truth", top_k=None, device="cpu"))
+
+    def page_traffic(self) -> np.ndarray:
+        """Views of each page in the train split, ``(P,)``."""
+        train = self.data.splits["train"]
+        return np.bincount(train.pages, minlength=self.data.vocab.n_pages).astype(np.float64)
+
+    def side_tables(self, world: str) -> dict[str, torch.Tensor]:
+        """Per-state tables the evaluation reads besides the reward, ``(P + 1,)`` each:
+        ``revenue`` (expected transaction revenue of a view) and ``time_on_page_s``; the
+        store's true values in the ground truth, the catalog's estimates elsewhere."""
+        pages = self.data.vocab.pages
+        if world == "ground_truth":
+            from clickstream.synthetic import SyntheticStore
+
+            store = SyntheticStore.load(self.data_dir / "true_model")
+            revenue = reward_from_store("revenue", store, pages)
+            time = reward_from_store("engagement", store, pages)
+        else:
+            revenue = reward_from_catalog("revenue", self.catalog, pages)
+            time = reward_from_catalog("engagement", self.catalog, pages)
+        return {
+            "revenue": revenue.per_page.double().cpu(),
+            "time_on_page_s": time.per_page.double().cpu(),
+        }
+
+    # ---- logging -------------------------------------------------------------------------
+
+    @property
+    def writer(self):
+        """A TensorBoard ``SummaryWriter`` in ``log_dir`` (``None`` without one)."""
+        if self._writer is None and self.log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.log_dir))
+        return self._writer
+
+    def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
+        """Write ``scalars`` (names like ``eval/mean_return``) at ``step`` to TensorBoard."""
+        if self.writer is None:
+            return
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, float(value), int(step))
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)

@@ -1,0 +1,93 @@
+"""Evaluate every saved policy of a run folder in every world; write the report.
+
+    python scripts/evaluate.py experiment=synthetic_markov
+    python scripts/evaluate.py experiment=synthetic_markov n_sessions=20000 policies=[ppo,organic]
+
+Reads ``<out_dir>/agents/<policy>/seed_<S>/`` (``scripts/train.py``), writes
+``<eval_dir>/results.json`` (one record per policy and world: ``agents.evaluate.RECORD_FIELDS``),
+``results.md`` and PNG bar charts with 95 % error bars, and prints the Markdown tables.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from agents.base import Policy, load_policy
+from agents.evaluate import evaluate
+from agents.report import write_report
+from agents.site import Site
+from clickstream.errors import ClickstreamError
+from clickstream.prepare import git_commit
+from scripts import run_or_exit
+
+
+def saved_policies(agents_dir: Path, names: list[str] | None = None) -> dict[str, dict[int, Policy]]:
+    """Policies under ``agents_dir`` by name and training seed."""
+    if not agents_dir.is_dir():
+        raise ClickstreamError(
+            "no trained policies (train some with `python scripts/pipeline.py` or "
+            "`python scripts/train.py`)", file=str(agents_dir)
+        )
+    out: dict[str, dict[int, Policy]] = {}
+    for folder in sorted(agents_dir.glob("*/seed_*")):
+        if not (folder / "policy.json").is_file():
+            continue
+        name = folder.parent.name
+        if names and name not in names:
+            continue
+        out.setdefault(name, {})[int(folder.name.removeprefix("seed_"))] = load_policy(folder)
+    missing = sorted(set(names or []) - set(out))
+    if missing:
+        raise ClickstreamError(f"no saved policy named {missing}", file=str(agents_dir))
+    if not out:
+        raise ClickstreamError("no saved policies", file=str(agents_dir))
+    return out
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate and write the report; returns ``{"records": [...], "paths": {...}}``."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    site = Site.from_config(resolved)
+    policies = saved_policies(Path(resolved["out_dir"]) / "agents", resolved.get("policies"))
+    worlds = resolved.get("worlds") or site.worlds()
+    oracle = {n for n, p in policies.items()
+              if getattr(next(iter(p.values())), "needs_latent_state", False)}
+    records = []
+    for world in worlds:  # the intent oracle only exists where intents do
+        chosen = {n: p for n, p in policies.items() if world == "ground_truth" or n not in oracle}
+        records += evaluate(
+            chosen, site, worlds=[world], n_sessions=int(resolved["n_sessions"]),
+            seeds=resolved["seeds"], n_visitors=int(resolved["n_visitors"]),
+            world_sessions=resolved.get("world_sessions") or {},
+            progress=bool(resolved.get("show_progress", True)),
+        )
+    context = {
+        "experiment": resolved.get("experiment_name"),
+        "data": str(resolved["data_dir"]),
+        "reward": site.env.get("reward", "page_value"),
+        "click model": f"{site.env.get('click_model', 'boost')} {site.env.get('click_params')}",
+        "worlds": ", ".join(worlds),
+        "sessions per seed": resolved["n_sessions"],
+        "git commit": git_commit(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    paths = write_report(records, resolved["eval_dir"],
+                         title=f"Results: {resolved.get('experiment_name')}", context=context,
+                         extra={"config": resolved})
+    return {"records": records, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    result = run_or_exit(run, cfg)
+    print(Path(result["paths"]["results.md"]).read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()
