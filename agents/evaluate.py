@@ -34,10 +34,25 @@ Z95 = 1.959963984540054
 """Two-sided 95 % quantile of the normal distribution (sessions number thousands)."""
 
 RECORD_FIELDS = (
-    "policy", "world", "mean_return", "ci95", "revenue_per_session", "revenue_ci95",
-    "conversion_rate", "conversion_ci95", "pages_per_session", "bounce_rate", "bounce_ci95",
-    "time_on_site_s", "time_on_page_s", "uplift_pct", "uplift_ci95", "exact_return",
-    "n_sessions", "seeds", "seed_means",
+    "policy",
+    "world",
+    "mean_return",
+    "ci95",
+    "revenue_per_session",
+    "revenue_ci95",
+    "conversion_rate",
+    "conversion_ci95",
+    "pages_per_session",
+    "bounce_rate",
+    "bounce_ci95",
+    "time_on_site_s",
+    "time_on_page_s",
+    "uplift_pct",
+    "uplift_ci95",
+    "exact_return",
+    "n_sessions",
+    "seeds",
+    "seed_means",
 )
 """Fields of every ``results.json`` record."""
 
@@ -110,8 +125,10 @@ def simulate(
     time_of = tables["time_on_page_s"].to(dev)
     payable = revenue_of > 0
     done = torch.zeros(b, dtype=torch.long, device=dev)
-    acc = {k: torch.zeros(b, dtype=torch.float64, device=dev) for k in
-           ("returns", "revenue", "converted", "pages", "time_on_site")}
+    acc = {
+        k: torch.zeros(b, dtype=torch.float64, device=dev)
+        for k in ("returns", "revenue", "converted", "pages", "time_on_site")
+    }
 
     def start(mask: torch.Tensor) -> None:
         entry = core.page[mask]
@@ -159,11 +176,17 @@ def summarize(per_seed: Mapping[int, Sessions]) -> dict[str, Any]:
     pages = float(pooled.pages.mean())
     tos = float(pooled.time_on_site.mean())
     return {
-        "mean_return": ret, "ci95": ret_ci,
-        "revenue_per_session": rev, "revenue_ci95": rev_ci,
-        "conversion_rate": conv, "conversion_ci95": conv_ci,
-        "pages_per_session": pages, "bounce_rate": bounce, "bounce_ci95": bounce_ci,
-        "time_on_site_s": tos, "time_on_page_s": tos / pages if pages else math.nan,
+        "mean_return": ret,
+        "ci95": ret_ci,
+        "revenue_per_session": rev,
+        "revenue_ci95": rev_ci,
+        "conversion_rate": conv,
+        "conversion_ci95": conv_ci,
+        "pages_per_session": pages,
+        "bounce_rate": bounce,
+        "bounce_ci95": bounce_ci,
+        "time_on_site_s": tos,
+        "time_on_page_s": tos / pages if pages else math.nan,
         "n_sessions": len(pooled.returns),
         "seeds": sorted(per_seed),
         "seed_means": [float(per_seed[s].returns.mean()) for s in sorted(per_seed)],
@@ -220,8 +243,9 @@ def evaluate(
                     runs[int(s)] = simulate(only, core, n, int(s), tables, progress=progress)
             else:
                 for s, policy in sorted(instances.items()):
-                    runs[int(s)] = simulate(policy, core, n, 1000 + int(s), tables,
-                                            progress=progress)
+                    runs[int(s)] = simulate(
+                        policy, core, n, 1000 + int(s), tables, progress=progress
+                    )
             record = {"policy": name, "world": world, **summarize(runs)}
             exact = [exact_return(p, core) for p in instances.values()]
             record["exact_return"] = (
@@ -244,8 +268,9 @@ def _add_uplift(records: list[dict[str, Any]]) -> None:
             )
 
 
-def quick_eval(policy: Policy, site: Site, n_sessions: int = 4096,
-               world: str = "learned", seed: int = 12345) -> dict[str, float]:
+def quick_eval(
+    policy: Policy, site: Site, n_sessions: int = 4096, world: str = "learned", seed: int = 12345
+) -> dict[str, float]:
     """A short evaluation for training curves: ``eval/*`` scalars in one world."""
     core = site.core(min(2048, n_sessions), world)
     s = summarize({seed: simulate(policy, core, n_sessions, seed, site.side_tables(world))})

@@ -174,15 +174,20 @@ class RandomPolicy(Policy):
         return (actions[0] if obs.ndim == 1 else actions), None
 
     def table_probs(self) -> torch.Tensor:
-        probs = torch.full((self.n_pages, self.n_actions), 1.0 / self._choices(),
-                           dtype=torch.float64)
+        probs = torch.full(
+            (self.n_pages, self.n_actions), 1.0 / self._choices(), dtype=torch.float64
+        )
         if self.none is not None:
             probs[:, self.none] = 0.0
         return probs
 
     def _save_state(self, out: Path) -> dict[str, Any]:
-        return {"n_actions": self.n_actions, "n_pages": self.n_pages, "none": self.none,
-                "seed": self.seed}
+        return {
+            "n_actions": self.n_actions,
+            "n_pages": self.n_pages,
+            "none": self.none,
+            "seed": self.seed,
+        }
 
     @classmethod
     def _load(cls, path: Path, manifest: dict[str, Any]) -> Policy:

@@ -39,8 +39,11 @@ def rank_agreement(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Kendall's tau of the policies' mean returns: learned simulator against every other
     world (deployable policies present in both; references left out)."""
     worlds = by_world(records)
-    learned = {r["policy"]: r["mean_return"] for r in worlds.get("learned", [])
-               if r["policy"] not in REFERENCES}
+    learned = {
+        r["policy"]: r["mean_return"]
+        for r in worlds.get("learned", [])
+        if r["policy"] not in REFERENCES
+    }
     out = {}
     for world, rows in worlds.items():
         if world == "learned":
@@ -60,28 +63,43 @@ def reference_shares(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
             for r in rows:
                 if r["policy"] == ref_name:
                     continue
-                out.append({"world": world, "policy": r["policy"], "reference": ref_name,
-                            "share": r["mean_return"] / ref["mean_return"]
-                            if ref["mean_return"] else math.nan})
+                out.append(
+                    {
+                        "world": world,
+                        "policy": r["policy"],
+                        "reference": ref_name,
+                        "share": r["mean_return"] / ref["mean_return"]
+                        if ref["mean_return"]
+                        else math.nan,
+                    }
+                )
     return out
 
 
-def markdown(records: Sequence[Mapping[str, Any]], title: str = "Results",
-             context: Mapping[str, Any] | None = None) -> str:
+def markdown(
+    records: Sequence[Mapping[str, Any]],
+    title: str = "Results",
+    context: Mapping[str, Any] | None = None,
+) -> str:
     """The report as Markdown."""
     lines = [f"# {title}", ""]
     for key, value in (context or {}).items():
         lines.append(f"- {key}: {value}")
     if context:
         lines.append("")
-    header = ("| policy | mean return ± 95% CI | exact | uplift vs organic % | revenue/session | "
-              "conversion % | pages/session | bounce % | time on site s | sessions |")
+    header = (
+        "| policy | mean return ± 95% CI | exact | uplift vs organic % | revenue/session | "
+        "conversion % | pages/session | bounce % | time on site s | sessions |"
+    )
     rule = "|" + "---|" * (header.count("|") - 1)
     for world, rows in by_world(records).items():
         lines += [f"## World: {world}", "", header, rule]
         for r in sorted(rows, key=lambda r: -r["mean_return"]):
-            uplift = ("–" if r.get("uplift_pct") is None
-                      else f"{r['uplift_pct']:+.1f} ± {r['uplift_ci95']:.1f}")
+            uplift = (
+                "–"
+                if r.get("uplift_pct") is None
+                else f"{r['uplift_pct']:+.1f} ± {r['uplift_ci95']:.1f}"
+            )
             lines.append(
                 f"| {r['policy']} | {_fmt(r['mean_return'])} ± {_fmt(r['ci95'])} | "
                 f"{_fmt(r.get('exact_return'))} | {uplift} | "
@@ -92,17 +110,26 @@ def markdown(records: Sequence[Mapping[str, Any]], title: str = "Results",
         lines.append("")
     shares = reference_shares(records)
     if shares:
-        lines += ["## Share of the reference", "", "| world | policy | reference | share |",
-                  "|---|---|---|---|"]
+        lines += [
+            "## Share of the reference",
+            "",
+            "| world | policy | reference | share |",
+            "|---|---|---|---|",
+        ]
         for s in sorted(shares, key=lambda s: (s["world"], s["reference"], -s["share"])):
-            lines.append(f"| {s['world']} | {s['policy']} | {s['reference']} | "
-                         f"{_fmt(s['share'], 3)} |")
+            lines.append(
+                f"| {s['world']} | {s['policy']} | {s['reference']} | {_fmt(s['share'], 3)} |"
+            )
         lines.append("")
     taus = rank_agreement(records)
     if taus:
-        lines += ["## Does the learned simulator rank policies right?", "",
-                  "Kendall's tau between the policies' mean returns in the learned simulator "
-                  "and in each other world (1: same order):", ""]
+        lines += [
+            "## Does the learned simulator rank policies right?",
+            "",
+            "Kendall's tau between the policies' mean returns in the learned simulator "
+            "and in each other world (1: same order):",
+            "",
+        ]
         lines += [f"- {world}: tau = {_fmt(tau)}" for world, tau in taus.items()]
         lines.append("")
     return "\n".join(lines)
@@ -116,13 +143,17 @@ def bar_charts(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [("mean_return", "ci95", "mean return per session"),
-               ("revenue_per_session", "revenue_ci95", "revenue per session"),
-               ("conversion_rate", "conversion_ci95", "conversion rate"),
-               ("bounce_rate", "bounce_ci95", "bounce rate")]
+    metrics = [
+        ("mean_return", "ci95", "mean return per session"),
+        ("revenue_per_session", "revenue_ci95", "revenue per session"),
+        ("conversion_rate", "conversion_ci95", "conversion rate"),
+        ("bounce_rate", "bounce_ci95", "bounce rate"),
+    ]
     worlds = by_world(records)
-    policies = sorted({r["policy"] for r in records},
-                      key=lambda p: -max(r["mean_return"] for r in records if r["policy"] == p))
+    policies = sorted(
+        {r["policy"] for r in records},
+        key=lambda p: -max(r["mean_return"] for r in records if r["policy"] == p),
+    )
     paths = []
     for key, err, label in metrics:
         fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(policies) * len(worlds)), 4.0))
@@ -147,15 +178,25 @@ def bar_charts(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path
     return paths
 
 
-def write_report(records: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
-                 title: str = "Results", context: Mapping[str, Any] | None = None,
-                 charts: bool = True, extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
+def write_report(
+    records: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    *,
+    title: str = "Results",
+    context: Mapping[str, Any] | None = None,
+    charts: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write ``results.json`` (``extra`` added to it), ``results.md`` and the charts into
     ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"context": dict(context or {}), "records": list(records),
-               "rank_agreement": rank_agreement(records), **dict(extra or {})}
+    payload = {
+        "context": dict(context or {}),
+        "records": list(records),
+        "rank_agreement": rank_agreement(records),
+        **dict(extra or {}),
+    }
     with atomic_file(out / "results.json") as tmp:
         Path(tmp).write_text(json.dumps(payload, indent=2, default=float), encoding="utf-8")
     with atomic_file(out / "results.md") as tmp:

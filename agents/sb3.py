@@ -12,6 +12,8 @@ own ``time/fps``, ``train/*`` and ``rollout/*``. Training stops at ``total_times
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ class _Progress(BaseCallback):
         self.agent, self.site, self.start = agent, site, start
         self.next_eval = agent.eval_every
         self.history: list[dict[str, float]] = []
+        self.best, self.best_params = -math.inf, None
 
     def _on_step(self) -> bool:
         steps = self.num_timesteps
@@ -72,9 +75,15 @@ class _Progress(BaseCallback):
             self.logger.record(name, value)
         self.logger.dump(self.num_timesteps)
         self.history.append({"steps": self.num_timesteps, **scores})
+        if self.agent.keep_best and scores["eval/mean_return"] > self.best:
+            self.best = scores["eval/mean_return"]
+            self.best_params = copy.deepcopy(self.model.policy.state_dict())
         if self.agent.verbose:
-            print(f"[{self.agent.name}] {self.num_timesteps:>9,} steps  "
-                  f"eval/mean_return {scores['eval/mean_return']:.3f}", flush=True)
+            print(
+                f"[{self.agent.name}] {self.num_timesteps:>9,} steps  "
+                f"eval/mean_return {scores['eval/mean_return']:.3f}",
+                flush=True,
+            )
 
 
 class SB3Agent(Policy):
@@ -90,6 +99,11 @@ class SB3Agent(Policy):
         eval_every: Steps between evaluations during training (0: none).
         eval_sessions: Sessions per evaluation during training.
         policy: SB3 policy class name.
+        keep_best: End with the weights of the best periodic evaluation (in the learned
+            simulator, on its own evaluation seed) rather than the last ones: value-based
+            agents oscillate around the optimum.
+        lr_decay: Fraction the learning rate falls to, linearly over ``total_timesteps``
+            (1: constant).
         policy_kwargs: SB3 ``policy_kwargs`` (e.g. ``net_arch``).
         hyperparams: Any other SB3 constructor argument (``learning_rate``, ``gamma``, ...).
         device: Torch device of the networks (CPU is faster for these small MLPs).
@@ -107,6 +121,8 @@ class SB3Agent(Policy):
         eval_every: int = 100_000,
         eval_sessions: int = 4096,
         policy: str = "MlpPolicy",
+        keep_best: bool = True,
+        lr_decay: float = 1.0,
         policy_kwargs: dict[str, Any] | None = None,
         hyperparams: dict[str, Any] | None = None,
         device: str = "cpu",
@@ -119,6 +135,7 @@ class SB3Agent(Policy):
         self.n_envs, self.reward_scale = int(n_envs), float(reward_scale)
         self.eval_every, self.eval_sessions = int(eval_every), int(eval_sessions)
         self.policy = policy
+        self.keep_best, self.lr_decay = bool(keep_best), float(lr_decay)
         self.policy_kwargs = _plain(policy_kwargs or {})
         self.hyperparams = _plain(hyperparams or {})
         self.device, self.verbose = device, bool(verbose)
@@ -126,12 +143,22 @@ class SB3Agent(Policy):
 
     def fit(self, site: Site) -> dict[str, Any]:
         torch.manual_seed(site.seed)
-        env = SiteSB3VecEnv(self.n_envs, seed=site.seed, data_dir=site.data_dir,
-                            **site.world_options("learned"))
+        hyper = dict(self.hyperparams)
+        if self.lr_decay != 1.0:
+            lr0, end = float(hyper.get("learning_rate", 3e-4)), self.lr_decay
+            hyper["learning_rate"] = lambda left: lr0 * (end + (1.0 - end) * left)
+        env = SiteSB3VecEnv(
+            self.n_envs, seed=site.seed, data_dir=site.data_dir, **site.world_options("learned")
+        )
         venv = ScaleReward(VecMonitor(env), self.reward_scale)
         self.model = ALGORITHMS[self.algo](
-            self.policy, venv, seed=site.seed, device=self.device,
-            policy_kwargs=self.policy_kwargs, verbose=0, **self.hyperparams,
+            self.policy,
+            venv,
+            seed=site.seed,
+            device=self.device,
+            policy_kwargs=self.policy_kwargs,
+            verbose=0,
+            **hyper,
         )
         formats = ["tensorboard", "csv"] if site.log_dir is not None else []
         self.model.set_logger(configure(str(site.log_dir) if formats else None, formats))
@@ -141,11 +168,14 @@ class SB3Agent(Policy):
         seconds = time.perf_counter() - start
         if not progress.history or progress.history[-1]["steps"] != self.model.num_timesteps:
             progress.evaluate()
+        if progress.best_params is not None:
+            self.model.policy.load_state_dict(progress.best_params)
         return {
             "steps": int(self.model.num_timesteps),
             "seconds": seconds,
             "fps": self.model.num_timesteps / max(seconds, 1e-9),
             "curve": progress.history,
+            "kept_eval_return": progress.best if progress.best_params is not None else None,
         }
 
     def _model(self) -> DQN | PPO:

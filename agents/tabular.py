@@ -87,8 +87,12 @@ class SiteMDP:
         return len(self.action_pages)
 
     @classmethod
-    def from_core(cls, core: SiteCore, transitions: np.ndarray | torch.Tensor | None = None,
-                  entry: np.ndarray | torch.Tensor | None = None) -> SiteMDP:
+    def from_core(
+        cls,
+        core: SiteCore,
+        transitions: np.ndarray | torch.Tensor | None = None,
+        entry: np.ndarray | torch.Tensor | None = None,
+    ) -> SiteMDP:
         """The MDP of a core whose dynamics are tables (Markov or the synthetic truth).
 
         Args:
@@ -129,14 +133,24 @@ class SiteMDP:
         often each visits each page (exact when ``Z = 1``)."""
         if self.n_intents == 1:
             return self
-        visits = torch.stack([_visits(self.transitions[z], self.entry[z], self.max_steps)
-                              for z in range(self.n_intents)])  # (Z, P)
+        visits = torch.stack(
+            [
+                _visits(self.transitions[z], self.entry[z], self.max_steps)
+                for z in range(self.n_intents)
+            ]
+        )  # (Z, P)
         weight = self.prior[:, None] * visits
         rows = (weight[:, :, None] * self.transitions).sum(0)
         rows = rows / rows.sum(1, keepdim=True).clamp(min=1e-300)
         return SiteMDP(
-            rows[None], (self.prior[:, None] * self.entry).sum(0)[None], torch.ones(1),
-            self.reward, self.click_model, self.action_pages, self.page_groups, self.max_steps,
+            rows[None],
+            (self.prior[:, None] * self.entry).sum(0)[None],
+            torch.ones(1),
+            self.reward,
+            self.click_model,
+            self.action_pages,
+            self.page_groups,
+            self.max_steps,
         )
 
     def action_rows(self, z: int, actions: torch.Tensor) -> torch.Tensor:
@@ -155,7 +169,9 @@ class SiteMDP:
         if self.page_groups is None:
             out = self.click_model.apply(organic, recommended)
         else:
-            shown = (self.page_groups[None, :] == recommended[:, None]) & (recommended >= 0)[:, None]
+            shown = (self.page_groups[None, :] == recommended[:, None]) & (recommended >= 0)[
+                :, None
+            ]
             out = self.click_model.apply_set(organic, shown)
         return out.reshape(p, n, p + 1)
 
@@ -329,10 +345,17 @@ class ValueIterationPolicy(TablePolicy):
         tol: Stop when the value changes by less than this (max over pages).
     """
 
-    def __init__(self, name: str = "value_iteration", model: str = "markov",
-                 gamma: float = 1.0, tol: float = 1e-9) -> None:
+    def __init__(
+        self,
+        name: str = "value_iteration",
+        model: str = "markov",
+        gamma: float = 1.0,
+        tol: float = 1e-9,
+    ) -> None:
         if model not in ("markov", "true"):
-            raise ClickstreamError(f"value iteration model must be 'markov' or 'true', got {model!r}")
+            raise ClickstreamError(
+                f"value iteration model must be 'markov' or 'true', got {model!r}"
+            )
         super().__init__(None, name)
         self.model, self.gamma, self.tol = model, float(gamma), float(tol)
 
@@ -341,8 +364,7 @@ class ValueIterationPolicy(TablePolicy):
         result = value_iteration(mdp, gamma=self.gamma, tol=self.tol)
         self.set_scores(result.q)
         value = float(mdp.entry[0] @ result.v)
-        return {"iterations": result.iterations, "residual": result.residual,
-                "model_value": value}
+        return {"iterations": result.iterations, "residual": result.residual, "model_value": value}
 
 
 class IntentOracle(Policy):
@@ -357,8 +379,12 @@ class IntentOracle(Policy):
 
     def fit(self, site: Site) -> dict[str, Any]:
         mdp = site.true_mdp()
-        self.q = torch.stack([value_iteration(mdp, z, gamma=self.gamma, tol=self.tol).q
-                              for z in range(mdp.n_intents)])
+        self.q = torch.stack(
+            [
+                value_iteration(mdp, z, gamma=self.gamma, tol=self.tol).q
+                for z in range(mdp.n_intents)
+            ]
+        )
         return {"intents": mdp.n_intents}
 
     def _q(self) -> torch.Tensor:

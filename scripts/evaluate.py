@@ -26,12 +26,15 @@ from clickstream.prepare import git_commit
 from scripts import run_or_exit
 
 
-def saved_policies(agents_dir: Path, names: list[str] | None = None) -> dict[str, dict[int, Policy]]:
+def saved_policies(
+    agents_dir: Path, names: list[str] | None = None
+) -> dict[str, dict[int, Policy]]:
     """Policies under ``agents_dir`` by name and training seed."""
     if not agents_dir.is_dir():
         raise ClickstreamError(
             "no trained policies (train some with `python scripts/pipeline.py` or "
-            "`python scripts/train.py`)", file=str(agents_dir)
+            "`python scripts/train.py`)",
+            file=str(agents_dir),
         )
     out: dict[str, dict[int, Policy]] = {}
     for folder in sorted(agents_dir.glob("*/seed_*")):
@@ -56,14 +59,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     site = Site.from_config(resolved)
     policies = saved_policies(Path(resolved["out_dir"]) / "agents", resolved.get("policies"))
     worlds = resolved.get("worlds") or site.worlds()
-    oracle = {n for n, p in policies.items()
-              if getattr(next(iter(p.values())), "needs_latent_state", False)}
+    oracle = {
+        n
+        for n, p in policies.items()
+        if getattr(next(iter(p.values())), "needs_latent_state", False)
+    }
     records = []
     for world in worlds:  # the intent oracle only exists where intents do
         chosen = {n: p for n, p in policies.items() if world == "ground_truth" or n not in oracle}
         records += evaluate(
-            chosen, site, worlds=[world], n_sessions=int(resolved["n_sessions"]),
-            seeds=resolved["seeds"], n_visitors=int(resolved["n_visitors"]),
+            chosen,
+            site,
+            worlds=[world],
+            n_sessions=int(resolved["n_sessions"]),
+            seeds=resolved["seeds"],
+            n_visitors=int(resolved["n_visitors"]),
             world_sessions=resolved.get("world_sessions") or {},
             progress=bool(resolved.get("show_progress", True)),
         )
@@ -77,9 +87,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "git commit": git_commit(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    paths = write_report(records, resolved["eval_dir"],
-                         title=f"Results: {resolved.get('experiment_name')}", context=context,
-                         extra={"config": resolved})
+    paths = write_report(
+        records,
+        resolved["eval_dir"],
+        title=f"Results: {resolved.get('experiment_name')}",
+        context=context,
+        extra={"config": resolved},
+    )
     return {"records": records, "paths": {k: str(v) for k, v in paths.items()}}
 
 

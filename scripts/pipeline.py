@@ -95,8 +95,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     eval_cfg = _eval_cfg(cfg)
     results = _read_json(Path(cfg.eval_dir) / "results.json")
-    if not agents_ran and not cfg.force and results is not None and _same(
-        results.get("config", {}), eval_cfg, EVAL_KEYS
+    if (
+        not agents_ran
+        and not cfg.force
+        and results is not None
+        and _same(results.get("config", {}), eval_cfg, EVAL_KEYS)
     ):
         report["stages"]["evaluate"] = "reused"
         report["evaluate"] = results
@@ -109,8 +112,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 EVAL_KEYS = ("env", "n_sessions", "world_sessions", "seeds", "n_visitors")
 
 
-def _simulator_stage(cfg: DictConfig, meta: dict, data_dir: Path, sim_dir: Path, seed: int,
-                     fresh: bool) -> tuple[bool, dict[str, Any]]:
+def _simulator_stage(
+    cfg: DictConfig, meta: dict, data_dir: Path, sim_dir: Path, seed: int, fresh: bool
+) -> tuple[bool, dict[str, Any]]:
     train_cfg = OmegaConf.create(
         {
             "simulator": cfg.simulator,
@@ -161,6 +165,8 @@ def _agent_cfg(cfg: DictConfig, name: str, seed: int) -> DictConfig:
             "agent_dir": f"{cfg.out_dir}/agents/{agent.name}/seed_{seed}",
             "seed": seed,
             "device": cfg.device,
+            "eval_sessions": cfg.agent_eval_sessions,
+            "num_threads": None,
             "show_progress": cfg.show_progress,
         }
     )

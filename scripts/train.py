@@ -41,13 +41,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     staging.mkdir(parents=True)
     seed = int(resolved["seed"])
     torch.manual_seed(seed)
+    if resolved.get("num_threads"):  # small networks: parallel runs beat parallel kernels
+        torch.set_num_threads(int(resolved["num_threads"]))
     site = Site.from_config(resolved, log_dir=staging)
     try:
         agent = instantiate(cfg.agent, _convert_="partial")
         start = time.perf_counter()
         fit = agent.fit(site)
         seconds = time.perf_counter() - start
-        scores = {} if getattr(agent, "needs_latent_state", False) else quick_eval(agent, site)
+        latent = getattr(agent, "needs_latent_state", False)  # the oracle: ground truth only
+        n_eval = int(resolved.get("eval_sessions", 4096))
+        scores = {} if latent or n_eval <= 0 else quick_eval(agent, site, n_eval)
         site.log_scalars(scores, int(fit.get("steps", 0)))
         agent.save(staging)
     finally:

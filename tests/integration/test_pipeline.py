@@ -2,47 +2,80 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from scripts.pipeline import run
+from tests.hydra_configs import compose_cfg
 
 pytestmark = pytest.mark.integration
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+ALL_RAN = {
+    "prepare_data": "ran",
+    "train_simulator": "ran",
+    "held_out_simulator": "ran",
+    "train_agents": "ran",
+    "evaluate": "ran",
+}
 
 
 def pipeline(tmp_path: Path, *extra: str) -> dict:
     overrides = [
-        f"paths.data_dir={tmp_path}",
-        "data.n_sessions=1500",
+        f"out_dir={tmp_path}",
+        "data.n_sessions=1200",
         "data.n_pages=60",
         "simulator.trainer.epochs=2",
         "show_progress=false",
+        "agents=[organic,greedy,value_iteration,q_learning]",
+        "learning_agents=[q_learning]",
+        "seeds=[0,1]",
+        "references=[true_optimum]",
+        "agent_overrides.q_learning.total_steps=50000",
+        "n_sessions=500",
+        "n_visitors=500",
+        "agent_eval_sessions=200",
         *extra,
     ]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return run(compose("pipeline", overrides=overrides))
+    return run(compose_cfg("pipeline", overrides))
 
 
 def test_stages_run_once_then_are_reused(tmp_path: Path) -> None:
     first = pipeline(tmp_path)
-    assert first["stages"] == {"prepare_data": "ran", "train_simulator": "ran"}
-    out = tmp_path / "synthetic_intent"
-    assert (out / "hits.parquet").is_file() and (out / "simulator" / "model.pt").is_file()
-    assert first["prepare_data"]["summary"]["sessions"] == 1500
+    assert first["stages"] == ALL_RAN
+    assert (tmp_path / "data" / "hits.parquet").is_file()
+    assert (tmp_path / "data" / "simulator" / "model.pt").is_file()
+    assert (tmp_path / "data" / "simulator_held_out" / "model.pt").is_file()
+    assert first["prepare_data"]["summary"]["sessions"] == 1200
+    assert sorted(first["agents"]) == [
+        "greedy/seed_0",
+        "organic/seed_0",
+        "q_learning/seed_0",
+        "q_learning/seed_1",
+        "true_optimum/seed_0",
+        "value_iteration/seed_0",
+    ]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    worlds = {(r["policy"], r["world"]) for r in results["records"]}
+    assert len(worlds) == 5 * 3  # five policies in the learned, held-out and true worlds
+    q = next(r for r in results["records"] if r["policy"] == "q_learning")
+    assert q["seeds"] == [0, 1]  # both trained seeds, pooled
 
     again = pipeline(tmp_path)
-    assert again["stages"] == {"prepare_data": "reused", "train_simulator": "reused"}
+    assert set(again["stages"].values()) == {"reused"}
     assert again["train_simulator"]["models"] == first["train_simulator"]["models"]
 
-    # a simulator setting retrains; the data stay
-    changed = pipeline(tmp_path, "simulator.trainer.epochs=1")
-    assert changed["stages"] == {"prepare_data": "reused", "train_simulator": "ran"}
-    # a data setting redoes both
-    more = pipeline(tmp_path, "simulator.trainer.epochs=1", "data.n_sessions=1600")
-    assert more["stages"] == {"prepare_data": "ran", "train_simulator": "ran"}
-    forced = pipeline(tmp_path, "simulator.trainer.epochs=1", "data.n_sessions=1600", "force=true")
-    assert forced["stages"] == {"prepare_data": "ran", "train_simulator": "ran"}
+    # an agent setting retrains that agent only, then re-evaluates
+    changed = pipeline(tmp_path, "agent_overrides.q_learning.total_steps=40000")
+    assert changed["stages"]["train_simulator"] == "reused"
+    assert changed["stages"]["evaluate"] == "ran"
+    assert {k for k, v in changed["agents"].items() if v == "ran"} == {
+        "q_learning/seed_0",
+        "q_learning/seed_1",
+    }
+    # a simulator setting retrains the simulator and everything after it; the data stay
+    sim = pipeline(
+        tmp_path, "agent_overrides.q_learning.total_steps=40000", "simulator.trainer.epochs=1"
+    )
+    assert sim["stages"] == {**ALL_RAN, "prepare_data": "reused"}

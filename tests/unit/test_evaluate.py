@@ -1,0 +1,136 @@
+"""The evaluation's statistics against known cases, and the heuristics on a hand-made site."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from agents.evaluate import Z95, kendall_tau, mean_ci, ratio_ci
+from agents.heuristics import Greedy, HighestValue, MostLikely, Organic, Popular, RandomPolicy
+from agents.report import markdown, rank_agreement
+from agents.tabular import SiteMDP
+from tests.unit.test_tabular import NOTHING, A, B, C, core
+
+
+def test_mean_ci_of_a_known_sample() -> None:
+    mean, half = mean_ci([1, 2, 3, 4, 5])
+    assert mean == 3.0
+    # sd (ddof 1) = sqrt(2.5); half-width = 1.96 * sqrt(2.5) / sqrt(5)
+    assert half == pytest.approx(1.959964 * math.sqrt(2.5) / math.sqrt(5), rel=1e-6)
+    assert math.isinf(mean_ci([7.0])[1]) and math.isnan(mean_ci([])[0])
+
+
+def test_mean_ci_covers_a_bernoulli_mean_95_percent_of_the_time() -> None:
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(2000):
+        mean, half = mean_ci(rng.random(400) < 0.3)
+        covered += abs(mean - 0.3) <= half
+    assert 0.93 < covered / 2000 < 0.97
+
+
+def test_ratio_ci_by_the_delta_method() -> None:
+    pct, half = ratio_ci(110.0, 2.2, 100.0, 1.0)
+    assert pct == pytest.approx(10.0)
+    assert half == pytest.approx(100 * 1.1 * math.hypot(0.02, 0.01))
+
+
+def test_kendall_tau_known_cases() -> None:
+    assert kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert math.isnan(kendall_tau([1.0], [2.0]))
+
+
+def test_z95() -> None:
+    assert pytest.approx(1.96, abs=1e-3) == Z95
+
+
+def fake_site() -> SimpleNamespace:
+    """What the heuristics read from a Site, for the hand-made 3-page site."""
+    template = core()
+    return SimpleNamespace(
+        template=template,
+        markov=template.dynamics,
+        page_traffic=lambda: np.array([5.0, 9.0, 1.0]),
+        markov_mdp=lambda: SiteMDP.from_core(template),
+        seed=0,
+    )
+
+
+def fitted(policy):
+    policy.fit(fake_site())
+    return policy
+
+
+def test_heuristics_on_the_hand_made_site() -> None:
+    pages = np.array([[3, A], [3, B], [3, C]])  # histories ending on A, B, C
+    assert list(fitted(Organic()).predict(pages)[0]) == [NOTHING] * 3
+    # most viewed page other than the current one: B, then A from B
+    assert list(fitted(Popular()).predict(pages)[0][:2]) == [B, A]
+    # organic most likely next page: from A a tie B/C (first wins), from B: A
+    assert list(fitted(MostLikely()).predict(pages)[0][:2]) == [B, A]
+    # the paying page C, except on C itself
+    assert list(fitted(HighestValue()).predict(pages)[0][:2]) == [C, C]
+    # one step ahead: from A recommending C pays 0.4 * 10 = 4 (B: 2, nothing: 2.5)
+    greedy = fitted(Greedy())
+    scores = greedy.action_scores(pages)
+    assert scores[0, C] == pytest.approx(4.0) and scores[0, NOTHING] == pytest.approx(2.5)
+    assert greedy.predict(pages)[0][0] == C
+
+
+def test_random_policy_is_uniform_and_seeded() -> None:
+    one, two = fitted(RandomPolicy(seed=3)), fitted(RandomPolicy(seed=3))
+    obs = np.full((3000, 2), A)
+    a, b = one.predict(obs)[0], two.predict(obs)[0]
+    assert np.array_equal(a, b)
+    counts = np.bincount(a, minlength=4)
+    assert counts[NOTHING] == 0 and counts[:3].min() > 900
+    np.testing.assert_allclose(one.table_probs().sum(1).numpy(), 1.0)
+
+
+def test_table_policies_save_and_load(tmp_path) -> None:
+    from agents.base import load_policy
+
+    greedy = fitted(Greedy())
+    greedy.save(tmp_path / "g")
+    again = load_policy(tmp_path / "g")
+    obs = np.array([[3, A], [A, B]])
+    np.testing.assert_array_equal(again.action_scores(obs), greedy.action_scores(obs))
+    assert again.name == "greedy"
+
+
+def test_report_tables_and_rank_agreement() -> None:
+    def rec(policy, world, ret):
+        return {
+            "policy": policy,
+            "world": world,
+            "mean_return": ret,
+            "ci95": 1.0,
+            "revenue_per_session": 1.0,
+            "conversion_rate": 0.1,
+            "pages_per_session": 3.0,
+            "bounce_rate": 0.3,
+            "time_on_site_s": 100.0,
+            "n_sessions": 10,
+            "uplift_pct": 0.0,
+            "uplift_ci95": 1.0,
+            "exact_return": None,
+        }
+
+    records = [
+        rec("a", "learned", 3),
+        rec("b", "learned", 2),
+        rec("c", "learned", 1),
+        rec("a", "ground_truth", 1),
+        rec("b", "ground_truth", 2),
+        rec("c", "ground_truth", 3),
+        rec("true_optimum", "ground_truth", 4),
+    ]
+    assert rank_agreement(records) == {"ground_truth": pytest.approx(-1.0)}
+    text = markdown(records)
+    assert "## World: learned" in text and "| a | 3.000 ± 1.000 |" in text
+    assert "| ground_truth | c | true_optimum | 0.750 |" in text
