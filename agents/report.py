@@ -21,6 +21,37 @@ from clickstream.io import atomic_file
 REFERENCES = ("true_optimum", "intent_oracle")
 """Reference policies (not deployable) whose return others are measured against."""
 
+LEARNING = ("ppo", "dqn", "q_learning", "value_iteration")
+"""Policies learnt from data, each expected to beat ``organic`` and ``random``."""
+
+
+def beats_baselines(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Does each learning policy beat ``organic`` and ``random`` in each world? A win needs the
+    difference of mean returns to exceed its 95 % half-width (independent samples)."""
+    out = []
+    for world, rows in by_world(records).items():
+        found = {r["policy"]: r for r in rows}
+        for name in LEARNING:
+            if name not in found:
+                continue
+            for base in ("organic", "random"):
+                if base not in found:
+                    continue
+                a, b = found[name], found[base]
+                diff = a["mean_return"] - b["mean_return"]
+                half = math.hypot(a["ci95"], b["ci95"])
+                out.append(
+                    {
+                        "world": world,
+                        "policy": name,
+                        "baseline": base,
+                        "difference": diff,
+                        "ci95": half,
+                        "beats": diff > half,
+                    }
+                )
+    return out
+
 
 def _fmt(x: Any, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -121,6 +152,28 @@ def markdown(
                 f"| {s['world']} | {s['policy']} | {s['reference']} | {_fmt(s['share'], 3)} |"
             )
         lines.append("")
+    wins = beats_baselines(records)
+    if wins:
+        lost = [w for w in wins if not w["beats"]]
+        lines += [
+            "## Do the learning agents beat organic and random?",
+            "",
+            "| world | policy | baseline | difference ± 95% CI | beats |",
+            "|---|---|---|---|---|",
+        ]
+        for w in wins:
+            lines.append(
+                f"| {w['world']} | {w['policy']} | {w['baseline']} | "
+                f"{w['difference']:+,.3f} ± {w['ci95']:,.3f} | "
+                f"{'yes' if w['beats'] else '**no**'} |"
+            )
+        lines += [
+            "",
+            "Every learning agent beats both in every world."
+            if not lost
+            else f"Not resolved as a win: {', '.join(sorted({w['policy'] + ' vs ' + w['baseline'] + ' (' + w['world'] + ')' for w in lost}))}.",
+            "",
+        ]
     taus = rank_agreement(records)
     if taus:
         lines += [

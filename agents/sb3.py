@@ -186,6 +186,19 @@ class SB3Agent(Policy):
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
         return self._model().predict(np.asarray(observation), deterministic=deterministic)
 
+    def table_probs(self) -> torch.Tensor | None:
+        """With a one-page observation (``history_len=1``) the network is a table over pages:
+        its greedy action per page, one-hot ``(P, A)``, for exact policy evaluation."""
+        model = self._model()
+        nvec = getattr(model.observation_space, "nvec", None)
+        if nvec is None or len(nvec) != 1:
+            return None
+        pages = np.arange(int(nvec[0]) - 1)[:, None]
+        actions = np.asarray(model.predict(pages, deterministic=True)[0])
+        probs = torch.zeros(len(pages), int(model.action_space.n), dtype=torch.float64)
+        probs[torch.arange(len(pages)), torch.as_tensor(actions)] = 1.0
+        return probs
+
     @torch.no_grad()
     def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
         """DQN: Q-values; PPO: action log-probabilities; ``(B, A)``."""

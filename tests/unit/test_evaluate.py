@@ -134,3 +134,27 @@ def test_report_tables_and_rank_agreement() -> None:
     text = markdown(records)
     assert "## World: learned" in text and "| a | 3.000 ± 1.000 |" in text
     assert "| ground_truth | c | true_optimum | 0.750 |" in text
+
+
+def test_beats_baselines_needs_the_difference_beyond_its_interval() -> None:
+    from agents.report import beats_baselines
+
+    def rec(policy, ret, ci):
+        return {"policy": policy, "world": "learned", "mean_return": ret, "ci95": ci}
+
+    wins = beats_baselines(
+        [
+            rec("ppo", 10.0, 0.3),
+            rec("dqn", 9.3, 0.3),
+            rec("organic", 9.0, 0.4),
+            rec("random", 8.0, 0.4),
+        ]
+    )
+    result = {(w["policy"], w["baseline"]): w["beats"] for w in wins}
+    # ppo - organic = 1.0 > hypot(0.3, 0.4) = 0.5; dqn - organic = 0.3 < 0.5
+    assert result == {
+        ("ppo", "organic"): True,
+        ("ppo", "random"): True,
+        ("dqn", "organic"): False,
+        ("dqn", "random"): True,
+    }
