@@ -88,7 +88,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 report["agents"][key] = "reused"
                 continue
             record = train.run(train_cfg)
-            _stamp(Path(train_cfg.agent_dir) / "run.json", simulator_made)
             report["agents"][key] = "ran"
             agents_ran = True
     report["stages"]["train_agents"] = "ran" if agents_ran else "reused"
@@ -161,6 +160,7 @@ def _agent_cfg(cfg: DictConfig, name: str, seed: int) -> DictConfig:
             "experiment_name": cfg.experiment_name,
             "out_dir": cfg.out_dir,
             "data_dir": cfg.data_dir,
+            "simulator_dir": cfg.simulator_dir,
             "held_out_dir": cfg.held_out_dir if cfg.held_out else None,
             "agent_dir": f"{cfg.out_dir}/agents/{agent.name}/seed_{seed}",
             "seed": seed,
@@ -194,12 +194,6 @@ def _eval_cfg(cfg: DictConfig) -> DictConfig:
             "show_progress": cfg.show_progress,
         }
     )
-
-
-def _stamp(path: Path, simulator_made: str | None) -> None:
-    record = json.loads(path.read_text(encoding="utf-8"))
-    record["simulator_created_utc"] = simulator_made
-    path.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
 
 
 def _same(recorded: dict, cfg: DictConfig, keys: tuple[str, ...]) -> bool:

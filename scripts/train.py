@@ -58,6 +58,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         site.close()
     record = {
         "policy": agent.name,
+        # which visitor model it learnt in: the pipeline retrains agents when that changes
+        "simulator_created_utc": _created(Path(resolved.get("simulator_dir") or "")),
         "agent": resolved["agent"],
         "seed": seed,
         "fit": fit,
@@ -72,6 +74,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     shutil.rmtree(agent_dir, ignore_errors=True)
     staging.replace(agent_dir)
     return record
+
+
+def _created(simulator_dir: Path) -> str | None:
+    try:
+        metrics = json.loads((simulator_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metrics.get("created_utc")
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
