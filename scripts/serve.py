@@ -1,7 +1,7 @@
 """Serve the web app over a pipeline run folder with waitress (a production WSGI server).
 
     python scripts/serve.py run_dir=runs/default host=127.0.0.1 port=8000
-    python scripts/serve.py run_dir=runs/default 'more_runs=[runs/msnbc]' threads=8
+    python scripts/serve.py run_dir=runs/default 'more_runs=[runs/msnbc]' workers=2 threads=2
     python scripts/serve.py run_dir=runs/default dry_run=true        # load, check, exit
 
 Loads every artefact once (:func:`webapp.create_app`), then serves ``/``, ``/impact`` and the
@@ -18,7 +18,6 @@ import torch
 from flask import Flask
 from omegaconf import DictConfig, OmegaConf
 
-from clickstream.errors import ClickstreamError
 from scripts import run_or_exit
 from webapp import create_app
 from webapp.app import state
@@ -36,6 +35,7 @@ def build_app(cfg: DictConfig | dict[str, Any]) -> Flask:
         max_history=int(cfg["max_history"]),
         max_path_steps=int(cfg["max_path_steps"]),
         max_body_bytes=int(cfg["max_body_bytes"]),
+        cache=bool(cfg.get("cache", True)),
     )
 
 
@@ -66,30 +66,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     info["url"] = f"http://{host}:{port}/"
     if resolved.get("dry_run"):
         return info
-    from waitress import create_server
+    from webapp.server import serve
 
-    try:
-        server = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=int(resolved["threads"]),
-            connection_limit=int(resolved["connection_limit"]),
+    def ready(url: str) -> None:
+        info["url"] = url
+        print(
+            f"serving {', '.join(info['runs'])} on {url} (waitress, {resolved['workers']} "
+            f"process(es) x {resolved['threads']} threads); Ctrl+C stops",
+            flush=True,
         )
-    except OSError as exc:
-        raise ClickstreamError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    info["url"] = f"http://{host}:{server.effective_port}/"
-    print(
-        f"serving {', '.join(info['runs'])} on {info['url']} (waitress, "
-        f"{resolved['threads']} threads); Ctrl+C stops",
-        flush=True,
+
+    serve(
+        app,
+        host=host,
+        port=port,
+        threads=int(resolved["threads"]),
+        workers=int(resolved["workers"]),
+        connection_limit=int(resolved["connection_limit"]),
+        ready=ready,
     )
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
     return info
 
 

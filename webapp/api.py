@@ -91,7 +91,7 @@ def policies() -> Any:
     run = rec.run
     return jsonify(
         run=run.name,
-        default=run.default_policy(),
+        default=run.default_policy,
         actions={
             "level": "group" if rec.group_level else "page",
             "count": len(rec.action_pages),
@@ -264,7 +264,7 @@ def _integer(body: dict[str, Any], name: str, default: int, lo: int, hi: int) ->
 
 def _policy(rec: Recommender, body: dict[str, Any]) -> str:
     run = rec.run
-    name = body.get("policy", run.default_policy())
+    name = body.get("policy", run.default_policy)
     if not isinstance(name, str):
         raise ApiError(400, f"policy must be a policy name (a string), got {name!r}")
     if name not in run.policies:

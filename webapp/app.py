@@ -73,6 +73,7 @@ def create_app(
     max_history: int = 100,
     max_path_steps: int = 10,
     max_body_bytes: int = 16 * 1024,
+    cache: bool = True,
 ) -> Flask:
     """Build the app over one or more run folders.
 
@@ -86,6 +87,8 @@ def create_app(
             ``max_steps`` of the env at most: the simulator's longest session).
         max_path_steps: Most steps of ``POST /api/path``.
         max_body_bytes: Largest request body (``MAX_CONTENT_LENGTH``); bigger ones get 413.
+        cache: Cache the visitor model's distributions and the network policies' scores per
+            history (:class:`~webapp.recommend.Recommender`).
 
     Raises:
         ClickstreamError: A run folder has nothing trained yet (the message names the
@@ -108,7 +111,7 @@ def create_app(
             raise ClickstreamError(
                 f"two runs are named {run.name!r} (folder names must differ)", file=str(run.run_dir)
             )
-        recommenders[run.name] = Recommender(run)
+        recommenders[run.name] = Recommender(run, cache=cache)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(max_body_bytes)

@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,7 @@ class RunArtefacts:
     def vocab(self) -> Vocabulary:
         return self.site.data.vocab
 
-    @property
+    @cached_property
     def worlds(self) -> list[str]:
         """Worlds with results, in the order the app prefers them (most trustworthy first)."""
         if not self.results:
@@ -224,6 +225,7 @@ class RunArtefacts:
         have = {r.get("world") for r in self.results.get("records", [])}
         return [w for w in ("ground_truth", "held_out", "learned") if w in have]
 
+    @cached_property
     def default_policy(self) -> str:
         """The policy the app shows first: the best mean return in the most trustworthy world
         of the results (organic and random aside), else the first name."""

@@ -262,10 +262,14 @@ class Recommender:
         run: The loaded run.
         max_history: Pages of a history the visitor model reads, the most recent (default:
             the env's ``max_steps``, the longest session the simulator plays).
+        cache: Keep the visitor model's distributions per history and the network policies'
+            scores per observation (bounded LRU caches): a repeated history costs no network
+            forward. ``False`` computes every request afresh (the load test's worst case).
     """
 
     run: RunArtefacts
     max_history: int | None = None
+    cache: bool = True
     resolver: PageResolver = field(init=False)
 
     def __post_init__(self) -> None:
@@ -282,16 +286,6 @@ class Recommender:
         self.group_level = core.page_groups is not None
         nothing = np.flatnonzero(self.action_pages < 0)
         self.nothing: int | None = int(nothing[0]) if len(nothing) else None
-        # what each action shows, (A, P + 1) bool: a page, a group's pages, or nothing
-        shown = np.zeros((len(self.action_pages), self.n_pages + 1), dtype=bool)
-        for a, target in enumerate(self.action_pages):
-            if target < 0:
-                continue
-            if self.group_level:
-                shown[a, : self.n_pages] = self.page_group == target
-            else:
-                shown[a, target] = True
-        self.shown = torch.from_numpy(shown)
         self.resolver = PageResolver(run.vocab, run.network.top_page, run.page_config)
         model = (
             GRUNextPage(run.visitor_model)
@@ -300,8 +294,12 @@ class Recommender:
         )
         self.next_page_model = model
         rows = max(1024, PROBS_CACHE_BYTES // (8 * (self.n_pages + 1)))
-        self._organic = lru_cache(maxsize=rows)(self._organic_uncached)
-        self._scorers = {name: self._scorer(sp.policy) for name, sp in run.policies.items()}
+        self._organic = (
+            lru_cache(maxsize=rows)(self._organic_uncached) if self.cache else self._organic_uncached
+        )
+        self._scorers = {
+            name: self._scorer(sp.policy, self.cache) for name, sp in run.policies.items()
+        }
         # the JSON of every page and group, built once: answers only reference them
         vocab, value = run.vocab, run.catalog["page_value"].to_numpy(np.float64)
         self._page_info = [
@@ -374,7 +372,7 @@ class Recommender:
         return self._scorers[policy](obs)
 
     @staticmethod
-    def _scorer(policy: Policy) -> Callable[[tuple[int, ...]], np.ndarray]:
+    def _scorer(policy: Policy, cache: bool) -> Callable[[tuple[int, ...]], np.ndarray]:
         def score(obs: tuple[int, ...]) -> np.ndarray:
             s = np.asarray(
                 policy.action_scores(np.asarray(obs, dtype=np.int64)[None, :]), dtype=np.float64
@@ -386,15 +384,32 @@ class Recommender:
 
         # a network forward per request is the dearest part of a request: cache it per
         # observation; tables are a lookup already, and random draws must not repeat
-        return lru_cache(maxsize=65_536)(score) if isinstance(policy, SB3Agent) else score
+        if cache and isinstance(policy, SB3Agent):
+            return lru_cache(maxsize=65_536)(score)
+        return score
+
+    def shown_mask(self, actions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """What each action shows, ``(n, P + 1)`` bool: its page, its group's pages, or
+        nothing ("show nothing")."""
+        targets = self.action_pages[np.asarray(actions, dtype=np.int64)]
+        out = np.zeros((len(targets), self.n_pages + 1), dtype=bool)
+        for row, target in enumerate(targets):
+            if target < 0:
+                continue
+            if self.group_level:
+                out[row, : self.n_pages] = self.page_group == target
+            else:
+                out[row, target] = True
+        return out
 
     def next_dists(self, organic: np.ndarray, actions: Sequence[int]) -> np.ndarray:
         """Next-page distributions under each action, ``(n, P + 1)`` float64 (click model)."""
         n = len(actions)
-        probs = torch.from_numpy(np.array(organic, dtype=np.float64)).repeat(n, 1)
+        probs = torch.from_numpy(np.repeat(organic[None, :], n, axis=0))  # a writable copy
         idx = torch.as_tensor(np.asarray(actions, dtype=np.int64))
         if self.group_level:
-            return self.click_model.apply_set(probs, self.shown[idx]).numpy()
+            shown = torch.from_numpy(self.shown_mask(idx.numpy()))
+            return self.click_model.apply_set(probs, shown).numpy()
         recommended = torch.as_tensor(self.action_pages[idx.numpy()], dtype=torch.long)
         return self.click_model.apply(probs, recommended).numpy()
 
@@ -414,7 +429,7 @@ class Recommender:
         recs: list[Recommendation] = []
         if len(top):
             dists = self.next_dists(organic, top)
-            shown = self.shown[torch.as_tensor(top)].numpy()
+            shown = self.shown_mask(top)
             follow = (dists * shown).sum(axis=1)
             before = (organic[None, :] * shown).sum(axis=1)
             value = dists @ self.reward
@@ -452,7 +467,7 @@ class Recommender:
             organic = self.organic(ids)
             target = int(self.action_pages[action])
             dist = organic if target < 0 else self.next_dists(organic, [action])[0]
-            follow = float(dist[self.shown[action].numpy()].sum()) if target >= 0 else 0.0
+            follow = float(dist[self.shown_mask([action])[0]].sum()) if target >= 0 else 0.0
             nxt = int(np.argmax(dist[: self.n_pages]))
             loop = nxt in on_path
             out.append(

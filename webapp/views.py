@@ -36,7 +36,7 @@ def network_page() -> str:
         "network.html",
         runs=list(st.recommenders),
         run=run,
-        default_policy=run.default_policy(),
+        default_policy=run.default_policy,
         page="network",
     )
 
