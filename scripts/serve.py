@@ -36,6 +36,7 @@ def build_app(cfg: DictConfig | dict[str, Any]) -> Flask:
         max_path_steps=int(cfg["max_path_steps"]),
         max_body_bytes=int(cfg["max_body_bytes"]),
         cache=bool(cfg.get("cache", True)),
+        visitor_model=str(cfg.get("visitor_model", "auto")),
     )
 
 

@@ -74,6 +74,7 @@ def create_app(
     max_path_steps: int = 10,
     max_body_bytes: int = 16 * 1024,
     cache: bool = True,
+    visitor_model: str = "auto",
 ) -> Flask:
     """Build the app over one or more run folders.
 
@@ -89,6 +90,8 @@ def create_app(
         max_body_bytes: Largest request body (``MAX_CONTENT_LENGTH``); bigger ones get 413.
         cache: Cache the visitor model's distributions and the network policies' scores per
             history (:class:`~webapp.recommend.Recommender`).
+        visitor_model: ``auto``, ``gru`` or ``markov``: the next-page model behind follow
+            probabilities and expected values (:func:`~webapp.artefacts.load_run`).
 
     Raises:
         ClickstreamError: A run folder has nothing trained yet (the message names the
@@ -102,7 +105,9 @@ def create_app(
             "k_max, max_history and max_path_steps must be >= 1 and max_body_bytes >= 64"
         )
     loaded = [
-        r if isinstance(r, RunArtefacts) else load_run(r, policies=policies, seed=seed)
+        r
+        if isinstance(r, RunArtefacts)
+        else load_run(r, policies=policies, seed=seed, visitor_model=visitor_model)
         for r in items
     ]
     recommenders: dict[str, Recommender] = {}

@@ -248,12 +248,16 @@ class RunArtefacts:
         return names[0]
 
 
+VISITOR_MODELS = ("auto", "gru", "markov")
+
+
 def load_run(
     run_dir: str | Path,
     *,
     policies: Sequence[str] | None = None,
     seed: int | None = None,
     name: str | None = None,
+    visitor_model: str = "auto",
 ) -> RunArtefacts:
     """Load a run folder for the app.
 
@@ -262,12 +266,21 @@ def load_run(
         policies: Names to serve (default: every policy saved).
         seed: Training seed of the instance served per name (default: the lowest saved).
         name: The run's name in the app (default: the folder's name).
+        visitor_model: What gives the organic next-page distribution behind follow
+            probabilities and expected values: ``gru`` (the trained visitor model, over the
+            whole history), ``markov`` (first-order rows counted on the train split: the
+            tables the heuristics and value iteration use) or ``auto`` (the learned world's:
+            ``gru`` when the run's env simulates with the GRU, else ``markov``).
 
     Raises:
         ClickstreamError: The folder has nothing trained yet (no prepared data, no visitor
             model, no saved policy), naming the command that makes it; or a policy asked for
             is not there.
     """
+    if visitor_model not in VISITOR_MODELS:
+        raise ClickstreamError(
+            f"visitor_model must be one of {list(VISITOR_MODELS)}, got {visitor_model!r}"
+        )
     run_dir = Path(run_dir).expanduser().resolve()
     hint = pipeline_hint(run_dir)
     if not run_dir.is_dir():
@@ -290,7 +303,9 @@ def load_run(
     results = _read_json(run_dir / "eval" / "results.json")
     env = _run_env(results, saved)
     env.pop("model_path", None)  # recorded paths point where the run was made; this is here
-    dynamics = "gru" if env.get("dynamics", "gru") == "gru" else "markov"
+    dynamics = visitor_model
+    if dynamics == "auto":
+        dynamics = "gru" if env.get("dynamics", "gru") == "gru" else "markov"
     model_path = data_dir / "simulator" / "model.pt"
     if dynamics == "gru" and not model_path.is_file():
         raise ClickstreamError(

@@ -140,3 +140,49 @@ def serve(
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
         sys.stdout.flush()
+
+
+class BackgroundServer:
+    """Waitress serving ``app`` from a daemon thread of this process (tests, notebooks).
+
+        with BackgroundServer(app) as server:
+            urllib.request.urlopen(server.url + "api/health")
+
+    Args:
+        app: A WSGI application.
+        host: Address (loopback by default).
+        port: Port (0: a free one).
+        threads: Waitress worker threads.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, threads: int = 4):
+        self.app, self.host, self.port, self.threads = app, host, port, threads
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/`` of the running server."""
+        if self._server is None:
+            raise ClickstreamError("the server is not running")
+        return f"http://{self.host}:{self._server.effective_port}/"
+
+    def __enter__(self) -> BackgroundServer:
+        from waitress import create_server
+
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        self._server = create_server(self.app, host=self.host, port=self.port, threads=self.threads)
+        self._thread = threading.Thread(target=self._server.run, name="waitress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from waitress import wasyncore
+
+        server = self._server
+        server.close()  # the listening socket: the loop ends once open connections are gone
+        server.task_dispatcher.shutdown()
+        wasyncore.close_all(server._map)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
