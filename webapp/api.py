@@ -2,7 +2,8 @@
 
 =========================  =====================================================================
 ``GET /api/health``        status, the runs served, their policies and sizes
-``GET /api/policies``      the run's policies (``?run=``), the default one, those not served
+``GET /api/policies``      the run's policies (``?run=``) with their page value per session in
+                           the most trustworthy world evaluated, the default, those not served
 ``GET /api/pages``         the run's pages (``?run=``, ``?group=``) and page groups
 ``GET /api/network``       the page-group network (``?run=``): nodes and edges
 ``POST /api/recommend``    ``{"history": [...], "k": 3, "policy": "ppo"}``: the top-k next pages
@@ -89,9 +90,16 @@ def health() -> Any:
 def policies() -> Any:
     rec = _state().recommender(request.args.get("run"))
     run = rec.run
+    world = run.worlds[0] if run.worlds else None
+    value = {
+        r.get("policy"): _num(r["mean_return"])
+        for r in (run.results or {}).get("records", [])
+        if r.get("world") == world and r.get("mean_return") is not None
+    }
     return jsonify(
         run=run.name,
         default=run.default_policy,
+        world=world,
         actions={
             "level": "group" if rec.group_level else "page",
             "count": len(rec.action_pages),
@@ -105,6 +113,7 @@ def policies() -> Any:
                 "seed": p.seed,
                 "seeds": list(p.seeds),
                 "baseline": p.name == "organic",
+                "mean_return": value.get(p.name),
             }
             for p in run.policies.values()
         ],

@@ -38,7 +38,8 @@ class Metric:
         scale = 100.0 if self.unit == "%" else 1.0
         digits = 1 if self.unit in ("%", "s") else 2
         sign = "+" if signed else ""
-        text = f"{value * scale:{sign}.{digits}f}"
+        shown = round(value * scale, digits) + 0.0  # + 0.0: no "-0.0"
+        text = f"{shown:{sign}.{digits}f}"
         if ci is not None and math.isfinite(ci):
             text += f" ± {ci * scale:.{digits}f}"
         return text + {"%": " %", "s": " s", "": ""}[self.unit]

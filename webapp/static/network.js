@@ -43,6 +43,8 @@
     }
     return e;
   }
+  // long paths: the end says most ("…/bags/backpacks"); the full path is the tooltip
+  const short = function (page) { return page.length > 44 ? "…" + page.slice(-43) : page; };
   const pct = function (x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %"; };
   const num = function (x) { return x === null || x === undefined ? "–" : x.toFixed(2); };
 
@@ -215,8 +217,9 @@
     const pick = h("select", { id: "page-select" });
     panel.appendChild(h("label", {}, "Visitor on ", pick));
     panel.appendChild(h("div", { id: "organic", class: "muted small" }));
-    panel.appendChild(h("div", { id: "recs" }, h("p", { class: "muted", text: "Loading…" })));
+    // the chosen policy's path first (it is short), then every policy's top 3
     panel.appendChild(h("div", { id: "path" }));
+    panel.appendChild(h("div", { id: "recs" }, h("p", { class: "muted", text: "Loading…" })));
     api("/api/pages?run=" + q(run) + "&group=" + q(node.name)).then(function (res) {
       const pages = res.pages.slice().sort(function (a, b) { return b.pageviews - a.pageviews || a.page_id - b.page_id; });
       pages.slice(0, 50).forEach(function (p) {
@@ -247,7 +250,7 @@
       const first = answers[0];
       document.getElementById("organic").textContent = "Without a recommendation the next page view is worth " +
         num(first.organic.expected_value) + " on average; " + pct(first.organic.exit_probability) + " leave.";
-      box.appendChild(h("p", { class: "muted small", text: "Top 3 per policy: chance the next page is the recommended one (organic chance in brackets) and the expected page value of the next page view." }));
+      box.appendChild(h("p", { class: "muted small", text: "Top 3 per policy (best evaluated first): the chance the next page is the recommended one (organic chance in brackets) and the expected page value of the next page view." }));
       answers.forEach(function (a) { box.appendChild(recTable(a)); });
     }).catch(fail("recs"));
     showPath();
@@ -266,7 +269,7 @@
     a.recommendations.forEach(function (r) {
       table.appendChild(h("tr", { class: "recommendation", "data-page": r.page || r.page_group },
         h("td", { text: String(r.rank) }),
-        h("td", { class: "page", text: r.page || ("group " + r.page_group) }),
+        h("td", { class: "page", title: r.page || r.page_group, text: r.page ? short(r.page) : "group " + r.page_group }),
         h("td", { class: "num", text: pct(r.follow_probability) + " (" + pct(r.organic_probability) + ")" }),
         h("td", { class: "num", text: num(r.expected_value) })));
     });
@@ -281,13 +284,14 @@
     api("/api/path", { run: run, policy: policy, history: [page], steps: 5 }).then(function (res) {
       if (state.page !== page || state.pathPolicy !== policy) return;
       box.textContent = "";
-      box.appendChild(h("h3", { text: "Most likely path under " + policy }));
+      box.appendChild(h("h3", { text: "Most valuable path under " + policy }));
+      box.appendChild(h("p", { class: "muted small", text: "The most likely next page at each step, with the policy's own choice shown (its best action, or nothing)." }));
       const ol = h("ol", { class: "path" });
-      ol.appendChild(h("li", { class: "path-start", text: res.start.page + " (start)" }));
+      ol.appendChild(h("li", { class: "path-start", title: res.start.page, text: short(res.start.page) + " (start)" }));
       res.steps.forEach(function (s) {
-        const rec = s.recommended ? (s.recommended.page || "group " + s.recommended.page_group) : null;
+        const rec = s.recommended ? (s.recommended.page ? short(s.recommended.page) : "group " + s.recommended.page_group) : null;
         const li = h("li", { class: "path-step" },
-          h("span", { class: "page", text: s.next_page.page }),
+          h("span", { class: "page", title: s.next_page.page, text: short(s.next_page.page) }),
           " — " + pct(s.probability) + ", value " + num(s.reward) + (s.loop ? " (back on the path: stop)" : ""),
           h("br"),
           h("span", { class: "muted small", text: rec ? "shown: " + rec + " (followed " + pct(s.follow_probability) + "), leave " + pct(s.exit_probability) : "nothing shown, leave " + pct(s.exit_probability) }));
@@ -303,7 +307,12 @@
   document.getElementById("threshold").addEventListener("input", applyThreshold);
   Promise.all([api("/api/network?run=" + q(run)), api("/api/policies?run=" + q(run))]).then(function (r) {
     state.net = r[0];
-    state.policies = r[1].policies;
+    // best first by the evaluation (page value per session), organic (the baseline) last
+    state.policies = r[1].policies.slice().sort(function (a, b) {
+      const va = a.baseline ? -Infinity : (a.mean_return === null ? -1e300 : a.mean_return);
+      const vb = b.baseline ? -Infinity : (b.mean_return === null ? -1e300 : b.mean_return);
+      return vb - va || (a.name < b.name ? -1 : 1);
+    });
     const sel = document.getElementById("policy-select");
     state.policies.forEach(function (p) {
       const o = h("option", { value: p.name, text: p.name });
