@@ -61,8 +61,12 @@ UnknownMode = Literal["map", "drop", "error"]
 UNKNOWN_MODES: tuple[str, ...] = ("map", "drop", "error")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-PROBS_CACHE_BYTES = 64 * 2**20
-"""Memory for cached next-page distributions (one ``(P + 1,)`` float64 row per history)."""
+CACHE_BYTES = 64 * 2**20
+"""Memory for what is cached per history (its next-page distribution, and with few enough
+actions every action's probabilities and value)."""
+
+EVERY_ACTION_CELLS = 2**20
+"""Largest ``A × (P + 1)`` table evaluated at once per history (8 MB of float64)."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,18 @@ class MarkovNextPage:
 
 
 @dataclass(frozen=True)
+class _HistoryStats:
+    """What one history costs a model forward for: its organic distribution ``(P + 1,)`` and,
+    when every action was evaluated, their organic and follow probabilities and expected
+    values ``(A,)`` (NaN for "show nothing")."""
+
+    organic: np.ndarray
+    before: np.ndarray | None = None
+    follow: np.ndarray | None = None
+    value: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class Recommendation:
     """One recommended action (see the module docstring for the probabilities)."""
 
@@ -293,9 +309,15 @@ class Recommender:
             else MarkovNextPage(run.site.markov.transitions.cpu().numpy())
         )
         self.next_page_model = model
-        rows = max(1024, PROBS_CACHE_BYTES // (8 * (self.n_pages + 1)))
-        self._organic = (
-            lru_cache(maxsize=rows)(self._organic_uncached) if self.cache else self._organic_uncached
+        n_actions = len(self.action_pages)
+        # with caches on, a history's first request evaluates every action at once (the
+        # click model over an (A, P + 1) table), so later requests for it, whatever the
+        # policy or k, only index; too big a table (large sites) and each request does its k
+        self._every_action = self.cache and n_actions * (self.n_pages + 1) <= EVERY_ACTION_CELLS
+        entry = self.n_pages + 1 + (3 * n_actions if self._every_action else 0)
+        rows = max(1024, CACHE_BYTES // (8 * entry))
+        self._stats = (
+            lru_cache(maxsize=rows)(self._stats_uncached) if self.cache else self._stats_uncached
         )
         self._scorers = {
             name: self._scorer(sp.policy, self.cache) for name, sp in run.policies.items()
@@ -360,12 +382,33 @@ class Recommender:
 
     def organic(self, ids: tuple[int, ...]) -> np.ndarray:
         """Organic next-page distribution after ``ids``, ``(P + 1,)`` (read-only, cached)."""
-        return self._organic(ids)
+        return self._stats(ids).organic
 
-    def _organic_uncached(self, ids: tuple[int, ...]) -> np.ndarray:
-        p = self.next_page_model.probs(ids)
-        p.setflags(write=False)
-        return p
+    def _stats_uncached(self, ids: tuple[int, ...]) -> _HistoryStats:
+        organic = self.next_page_model.probs(ids)
+        organic.setflags(write=False)
+        if not self._every_action:
+            return _HistoryStats(organic)
+        shown = np.flatnonzero(self.action_pages >= 0)
+        before, follow, value = (np.full(len(self.action_pages), np.nan) for _ in range(3))
+        before[shown], follow[shown], value[shown] = self.evaluate(organic, shown)
+        for a in (before, follow, value):
+            a.setflags(write=False)
+        return _HistoryStats(organic, before, follow, value)
+
+    def evaluate(
+        self, organic: np.ndarray, actions: Sequence[int] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Organic probability, follow probability and expected value of each action (never
+        "show nothing") at a history with organic distribution ``organic``: ``(n,)`` each."""
+        dists = self.next_dists(organic, actions)
+        shown = self.shown_mask(actions)
+        # sums along rows, not matrix products: the same bits whether one action or all
+        # are evaluated (BLAS may order a product's sums by the matrix's size)
+        follow = np.where(shown, dists, 0.0).sum(axis=1)
+        before = np.where(shown, organic[None, :], 0.0).sum(axis=1)
+        value = (dists * self.reward[None, :]).sum(axis=1)
+        return before, follow, value
 
     def scores(self, policy: str, obs: tuple[int, ...]) -> np.ndarray:
         """The policy's action scores at an observation, ``(A,)`` float64 (read-only)."""
@@ -380,10 +423,19 @@ class Recommender:
             s.setflags(write=False)
             return s
 
+        from agents.base import TablePolicy
         from agents.sb3 import SB3Agent
 
+        if isinstance(policy, TablePolicy):
+            # a table over the current page (TablePolicy.action_scores, without its torch
+            # round trip per request): rows read-only, row P for "no page"
+            table = policy.scores.double().numpy().copy() if policy.scores is not None else None
+            if table is not None:
+                table.setflags(write=False)
+                last = len(table) - 1
+                return lambda obs: table[min(obs[-1], last)]
         # a network forward per request is the dearest part of a request: cache it per
-        # observation; tables are a lookup already, and random draws must not repeat
+        # observation; random draws must not repeat
         if cache and isinstance(policy, SB3Agent):
             return lru_cache(maxsize=65_536)(score)
         return score
@@ -425,14 +477,14 @@ class Recommender:
             valid &= self.action_pages != current
         candidates = np.flatnonzero(valid)
         top = candidates[np.argsort(-scores[candidates], kind="stable")[:k]]
-        organic = self.organic(ids)
+        stats = self._stats(ids)
+        organic = stats.organic
         recs: list[Recommendation] = []
         if len(top):
-            dists = self.next_dists(organic, top)
-            shown = self.shown_mask(top)
-            follow = (dists * shown).sum(axis=1)
-            before = (organic[None, :] * shown).sum(axis=1)
-            value = dists @ self.reward
+            if stats.follow is not None:
+                before, follow, value = stats.before[top], stats.follow[top], stats.value[top]
+            else:
+                before, follow, value = self.evaluate(organic, top)
             for rank, a in enumerate(top):
                 target = int(self.action_pages[a])
                 recs.append(
@@ -451,7 +503,7 @@ class Recommender:
         return Outcome(
             recommendations=recs,
             prefers_nothing=self.nothing is not None and best == self.nothing,
-            organic_expected_value=float(organic @ self.reward),
+            organic_expected_value=float((organic * self.reward).sum()),
             exit_probability=float(organic[self.n_pages]),
             observation=obs,
         )
@@ -480,7 +532,7 @@ class Recommender:
                     next_page_id=nxt,
                     probability=float(dist[nxt]),
                     exit_probability=float(dist[self.n_pages]),
-                    expected_value=float(dist @ self.reward),
+                    expected_value=float((dist * self.reward).sum()),
                     page_value=float(self.reward[nxt]),
                     loop=loop,
                 )
