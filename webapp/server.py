@@ -13,6 +13,7 @@ throughput.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -93,6 +94,11 @@ def serve(
     # at saturation waitress warns once per queued request: the load test's normal state,
     # and thousands of log lines a second cost the CPU the requests need
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # everything loaded so far (torch, pandas, SB3, the artefacts: hundreds of thousands of
+    # objects) lives as long as the server: out of the collector's sight, its full passes
+    # stop walking them mid-request, and forked workers stop copying the pages they sit on
+    gc.collect()
+    gc.freeze()
     sockets = listen(host, port, workers)
     name = sockets[0].getsockname()
     url = f"http://{name[0] if ':' not in name[0] else f'[{name[0]}]'}:{name[1]}/"
