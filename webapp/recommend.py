@@ -39,6 +39,7 @@ probability each step reports) for a few steps, stopping early at a page already
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -416,10 +417,16 @@ class Recommender:
 
     @staticmethod
     def _scorer(policy: Policy, cache: bool) -> Callable[[tuple[int, ...]], np.ndarray]:
+        # one call at a time per policy: policies do not promise to be thread-safe, and
+        # SB3's are not (get_distribution stores the logits in the policy's one shared
+        # distribution object, so concurrent calls can read each other's; the load test
+        # caught 4 such answers in 3,000 without this lock)
+        lock = threading.Lock()
+
         def score(obs: tuple[int, ...]) -> np.ndarray:
-            s = np.asarray(
-                policy.action_scores(np.asarray(obs, dtype=np.int64)[None, :]), dtype=np.float64
-            )[0]
+            with lock:
+                raw = policy.action_scores(np.asarray(obs, dtype=np.int64)[None, :])
+            s = np.asarray(raw, dtype=np.float64)[0]
             s.setflags(write=False)
             return s
 

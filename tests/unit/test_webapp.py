@@ -735,3 +735,34 @@ def test_serve_exits_2_naming_the_command_when_nothing_is_trained(tmp_path: Path
         f"nothing trained yet: data/meta.json is missing; train one with "
         f"`python scripts/pipeline.py out_dir={empty}`" in done.stderr
     )
+
+
+def test_a_policy_is_called_by_one_thread_at_a_time():
+    # SB3 policies keep each call's logits in one shared distribution object: two threads in
+    # action_scores at once can read each other's
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agents.base import Policy
+    from webapp.recommend import Recommender
+
+    class Slow(Policy):
+        inside, most = 0, 0
+        guard = threading.Lock()
+
+        def action_scores(self, obs):
+            with self.guard:
+                Slow.inside += 1
+                Slow.most = max(Slow.most, Slow.inside)
+            time.sleep(0.01)
+            with self.guard:
+                Slow.inside -= 1
+            return np.asarray(obs, dtype=np.float64)
+
+    for cache in (False, True):
+        score = Recommender._scorer(Slow(), cache)
+        with ThreadPoolExecutor(8) as pool:
+            out = list(pool.map(score, [(i, 1, 2, 3) for i in range(32)]))
+        assert [o[0] for o in out] == list(range(32))
+    assert Slow.most == 1
