@@ -14,7 +14,8 @@ The requests are real visitors' histories: prefixes (1 to 6 pages) of the test s
 sessions, spread over every served policy but ``random`` (its answers are draws), ``k = 3``.
 Every answer is checked: status 200, and the same JSON (to 1e-9 relative) as the app gives in
 this process for the same request; recommendations sorted by score, probabilities in [0, 1].
-Before timing, every request of the pool is sent once (warm-up), so with the server's caches
+Before timing, every request of the pool is sent once (warm-up, by as many clients as the
+largest level, so the server has met that many connections), so with the server's caches
 on (the default) the timed requests find their history cached, as repeated histories do in
 production; ``--no-cache`` serves every request afresh (GRU and policy network each time).
 
@@ -275,7 +276,7 @@ def main() -> None:
         server = start_server(run_dir, port, args.threads, args.workers, not args.no_cache, log)
         try:
             warm, _, _ = asyncio.run(
-                run_clients(port, payloads, list(range(len(payloads))), 4, 300.0)
+                run_clients(port, payloads, list(range(len(payloads))), max(args.clients), 300.0)
             )
             wrong = check(warm, expected)
             rows = []
