@@ -279,9 +279,11 @@ class Recommender:
         run: The loaded run.
         max_history: Pages of a history the visitor model reads, the most recent (default:
             the env's ``max_steps``, the longest session the simulator plays).
-        cache: Keep the visitor model's distributions per history and the network policies'
-            scores per observation (bounded LRU caches): a repeated history costs no network
-            forward. ``False`` computes every request afresh (the load test's worst case).
+        cache: Keep, per history, the visitor model's distribution and (sites of up to
+            :data:`EVERY_ACTION_CELLS` action × outcome cells) every action's probabilities
+            and value, and the network policies' scores per observation (bounded LRU
+            caches): a repeated history costs no network forward and no click model.
+            ``False`` computes every request afresh (the load test's worst case).
     """
 
     run: RunArtefacts
