@@ -34,6 +34,15 @@ def ga4_sample_path() -> Path:
     return shared_file("ga4_events_sampled.parquet")
 
 
+@pytest.fixture(scope="session")
+def webapp_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny but complete pipeline run folder for the web app's tests, built once per session
+    (``tests/hydra_configs.py``: ``tiny_run``)."""
+    from tests.hydra_configs import tiny_run
+
+    return tiny_run(tmp_path_factory.mktemp("webapp") / "run")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         import torch

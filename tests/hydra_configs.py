@@ -26,3 +26,48 @@ def prepare_synthetic(out: Path, *overrides: str) -> Path:
         )
     )
     return out
+
+
+TINY_RUN = (
+    # the smallest run folder that has every artefact the web app reads: the synthetic store
+    # (50 pages), a small GRU trained one epoch, tables (organic, greedy, value iteration) and a
+    # PPO trained one rollout (an SB3 policy), evaluated on a few hundred sessions
+    "data.n_sessions=2000",
+    "data.n_pages=50",
+    "simulator.model.hidden_size=16",
+    "simulator.model.embedding_dim=8",
+    "simulator.trainer.epochs=1",
+    "simulator.baselines.tune_on_valid=false",
+    "agents=[organic,greedy,value_iteration,ppo]",
+    "learning_agents=[ppo]",
+    "+agent_overrides.ppo.total_timesteps=512",
+    "+agent_overrides.ppo.n_envs=8",
+    "+agent_overrides.ppo.eval_every=0",
+    "+agent_overrides.ppo.eval_sessions=256",
+    "+agent_overrides.ppo.verbose=false",
+    "+agent_overrides.ppo.hyperparams.batch_size=256",
+    "held_out=false",
+    "n_sessions=300",
+    "n_visitors=256",
+    "eval_seeds=[0]",
+    "show_progress=false",
+)
+
+
+def tiny_run(out: Path, *overrides: str) -> Path:
+    """A complete pipeline run folder in ``out`` (``scripts/pipeline.py``), as small as it gets
+    (:data:`TINY_RUN`; seconds); ``overrides`` appended."""
+    import torch
+
+    from scripts.pipeline import run
+
+    threads = torch.get_num_threads()
+    # one intra-op thread: on a busy 2-core machine torch's thread pool spins against the
+    # other jobs, and these tensors are tiny (measured: evaluation 40 s with 2 threads, 2 s
+    # with one, load average 5)
+    torch.set_num_threads(1)
+    try:
+        run(compose_cfg("pipeline", [f"out_dir={out}", *TINY_RUN, *overrides]))
+    finally:
+        torch.set_num_threads(threads)
+    return out

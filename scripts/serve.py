@@ -1,0 +1,104 @@
+"""Serve the web app over a pipeline run folder with waitress (a production WSGI server).
+
+    python scripts/serve.py run_dir=runs/default host=127.0.0.1 port=8000
+    python scripts/serve.py run_dir=runs/default 'more_runs=[runs/msnbc]' workers=2 threads=2
+    python scripts/serve.py run_dir=runs/default dry_run=true        # load, check, exit
+
+Loads every artefact once (:func:`webapp.create_app`), then serves ``/``, ``/impact`` and the
+JSON API until interrupted. A run folder with nothing trained yet ends the process with status
+2 and a message naming the command that trains it. See ``configs/serve.yaml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+import torch
+from flask import Flask
+from omegaconf import DictConfig, OmegaConf
+
+from scripts import run_or_exit
+from webapp import create_app
+from webapp.app import state
+
+
+def build_app(cfg: DictConfig | dict[str, Any]) -> Flask:
+    """The app of ``configs/serve.yaml`` settings (every run folder loaded)."""
+    torch.set_num_threads(int(cfg["torch_threads"]))
+    policies = cfg.get("policies")
+    return create_app(
+        [cfg["run_dir"], *(cfg.get("more_runs") or [])],
+        policies=list(policies) if policies else None,
+        seed=cfg.get("seed"),
+        k_max=int(cfg["k_max"]),
+        max_history=int(cfg["max_history"]),
+        max_path_steps=int(cfg["max_path_steps"]),
+        max_body_bytes=int(cfg["max_body_bytes"]),
+        cache=bool(cfg.get("cache", True)),
+        visitor_model=str(cfg.get("visitor_model", "auto")),
+    )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Load the runs and serve them until interrupted (``dry_run``: load only).
+
+    Returns:
+        ``url`` (the address served, or that would be), and per run its folder, policies
+        and the policies not served with the reason.
+
+    Raises:
+        ClickstreamError: A run folder has nothing trained yet, or the address is taken.
+    """
+    resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    assert isinstance(resolved, dict)
+    app = build_app(resolved)
+    info: dict[str, Any] = {
+        "runs": {
+            name: {
+                "run_dir": str(rec.run.run_dir),
+                "policies": list(rec.run.policies),
+                "skipped": rec.run.skipped,
+            }
+            for name, rec in state(app).recommenders.items()
+        },
+    }
+    host, port = str(resolved["host"]), int(resolved["port"])
+    info["url"] = f"http://{host}:{port}/"
+    if resolved.get("dry_run"):
+        return info
+    from webapp.server import serve
+
+    def ready(url: str) -> None:
+        info["url"] = url
+        print(
+            f"serving {', '.join(info['runs'])} on {url} (waitress, {resolved['workers']} "
+            f"process(es) x {resolved['threads']} threads); Ctrl+C stops",
+            flush=True,
+        )
+
+    serve(
+        app,
+        host=host,
+        port=port,
+        threads=int(resolved["threads"]),
+        workers=int(resolved["workers"]),
+        connection_limit=int(resolved["connection_limit"]),
+        ready=ready,
+    )
+    return info
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="serve")
+def main(cfg: DictConfig) -> None:
+    info = run_or_exit(run, cfg)
+    if cfg.dry_run:
+        for name, r in info["runs"].items():
+            print(f"{name}: {r['run_dir']}: serves {', '.join(r['policies'])}")
+            for policy, why in r["skipped"].items():
+                print(f"  not served: {policy}: {why}")
+        print(f"would serve on {info['url']}")
+
+
+if __name__ == "__main__":
+    main()

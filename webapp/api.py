@@ -1,0 +1,340 @@
+"""The JSON API.
+
+=========================  =====================================================================
+``GET /api/health``        status, the runs served, their policies and sizes
+``GET /api/policies``      the run's policies (``?run=``) with their page value per session in
+                           the most trustworthy world evaluated, the default, those not served
+``GET /api/pages``         the run's pages (``?run=``, ``?group=``) and page groups
+``GET /api/network``       the page-group network (``?run=``): nodes and edges
+``POST /api/recommend``    ``{"history": [...], "k": 3, "policy": "ppo"}``: the top-k next pages
+``POST /api/path``         ``{"history": [...], "policy": "ppo", "steps": 5}``: a likely path
+=========================  =====================================================================
+
+Optional request fields: ``run`` (default: the first run), ``unknown`` (``map``, ``drop`` or
+``error``: what to do with pages the run does not know, see :mod:`webapp.recommend`). Every
+bad request gets a 4xx answer ``{"error": "..."}`` that says what is wrong: 400 for a field
+(unknown policy or run, ``k`` or ``steps`` out of range, malformed or unknown pages, unknown
+fields, invalid JSON), 413 for a body over ``MAX_CONTENT_LENGTH``, 415 for a content type
+other than ``application/json``, 404 and 405 for wrong URLs and methods.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from clickstream.errors import ClickstreamError
+from webapp.app import AppState, state
+from webapp.recommend import UNKNOWN_MODES, Recommender, ResolvedPage
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+
+class ApiError(Exception):
+    """A bad request: its HTTP status and what is wrong."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@api.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> Any:
+    return jsonify(error=exc.message), exc.status
+
+
+@api.errorhandler(ClickstreamError)
+def _bad_input(exc: ClickstreamError) -> Any:
+    return jsonify(error=str(exc)), 400
+
+
+def _state() -> AppState:
+    return state(current_app)
+
+
+# ---- GET -----------------------------------------------------------------------------------------
+
+
+@api.get("/health")
+def health() -> Any:
+    st = _state()
+    runs = []
+    for name, rec in st.recommenders.items():
+        run = rec.run
+        runs.append(
+            {
+                "name": name,
+                "run_dir": str(run.run_dir),
+                "pages": run.vocab.n_pages,
+                "page_groups": run.vocab.n_groups,
+                "actions": len(rec.action_pages),
+                "policies": list(run.policies),
+                "skipped": run.skipped,
+                "visitor_model": run.dynamics,
+                "evaluated": run.results is not None,
+            }
+        )
+    return jsonify(
+        status="ok",
+        default_run=st.default_run,
+        runs=runs,
+        uptime_s=round(time.time() - st.started, 1),
+    )
+
+
+@api.get("/policies")
+def policies() -> Any:
+    rec = _state().recommender(request.args.get("run"))
+    run = rec.run
+    world = run.worlds[0] if run.worlds else None
+    value = {
+        r.get("policy"): _num(r["mean_return"])
+        for r in (run.results or {}).get("records", [])
+        if r.get("world") == world and r.get("mean_return") is not None
+    }
+    return jsonify(
+        run=run.name,
+        default=run.default_policy,
+        world=world,
+        actions={
+            "level": "group" if rec.group_level else "page",
+            "count": len(rec.action_pages),
+            "show_nothing": rec.nothing is not None,
+            "history_len": rec.history_len,
+        },
+        policies=[
+            {
+                "name": p.name,
+                "class": p.cls,
+                "seed": p.seed,
+                "seeds": list(p.seeds),
+                "baseline": p.name == "organic",
+                "mean_return": value.get(p.name),
+            }
+            for p in run.policies.values()
+        ],
+        skipped=run.skipped,
+    )
+
+
+@api.get("/pages")
+def pages() -> Any:
+    rec = _state().recommender(request.args.get("run"))
+    run = rec.run
+    vocab = run.vocab
+    group = request.args.get("group")
+    rows = range(vocab.n_pages)
+    if group is not None:
+        if group not in vocab.groups:
+            raise ApiError(400, f"unknown page group {group!r}; groups: {list(vocab.groups)}")
+        gid = vocab.groups.index(group)
+        rows = [i for i in rows if vocab.page_group[i] == gid]
+    views = run.catalog["pageviews"].to_numpy()
+    return jsonify(
+        run=run.name,
+        n_pages=vocab.n_pages,
+        groups=list(vocab.groups),
+        pages=[{**_page(rec, i), "pageviews": int(views[i])} for i in rows],
+    )
+
+
+@api.get("/network")
+def network() -> Any:
+    rec = _state().recommender(request.args.get("run"))
+    return jsonify(run=rec.run.name, **rec.run.network.to_json(rec.run.vocab))
+
+
+# ---- POST ----------------------------------------------------------------------------------------
+
+RECOMMEND_FIELDS = ("history", "k", "policy", "run", "unknown")
+PATH_FIELDS = ("history", "policy", "steps", "run", "unknown")
+
+
+@api.post("/recommend")
+def recommend() -> Any:
+    st = _state()
+    body = _json_body(RECOMMEND_FIELDS)
+    rec = st.recommender(body.get("run"))
+    policy = _policy(rec, body)
+    n_recommendable = int((rec.action_pages >= 0).sum())
+    k_max = min(st.k_max, n_recommendable)
+    k = _integer(body, "k", 3, 1, k_max)
+    resolved, ids = _history(st, rec, body)
+    outcome = rec.recommend(policy, ids, k)
+    warnings = _warnings(rec, resolved)
+    if len(outcome.recommendations) < k:
+        warnings.append(
+            f"only {len(outcome.recommendations)} action(s) can be recommended here "
+            f"by {policy!r} (k={k})"
+        )
+    return jsonify(
+        run=rec.run.name,
+        policy=policy,
+        k=k,
+        history=[_resolved(rec, r) for r in resolved],
+        current_page=_page(rec, ids[-1]),
+        observation=list(outcome.observation),
+        warnings=warnings,
+        prefers_nothing=outcome.prefers_nothing,
+        organic={
+            "expected_value": outcome.organic_expected_value,
+            "exit_probability": outcome.exit_probability,
+        },
+        recommendations=[
+            {
+                "rank": r.rank,
+                "action": r.action,
+                **(_page(rec, r.page_id) if r.page_id is not None else _group(rec, r.group_id)),
+                "score": _num(r.score),
+                "organic_probability": r.organic_probability,
+                "follow_probability": r.follow_probability,
+                "expected_value": r.expected_value,
+            }
+            for r in outcome.recommendations
+        ],
+    )
+
+
+@api.post("/path")
+def path() -> Any:
+    st = _state()
+    body = _json_body(PATH_FIELDS)
+    rec = st.recommender(body.get("run"))
+    policy = _policy(rec, body)
+    steps = _integer(body, "steps", 5, 1, st.max_path_steps)
+    resolved, ids = _history(st, rec, body)
+    walk = rec.path(policy, ids, steps)
+    probability = math.prod(s.probability for s in walk)
+    return jsonify(
+        run=rec.run.name,
+        policy=policy,
+        start=_page(rec, ids[-1]),
+        warnings=_warnings(rec, resolved),
+        steps=[
+            {
+                "page": _page(rec, s.page_id),
+                "recommended": (
+                    _page(rec, s.recommended_page)
+                    if s.recommended_page is not None
+                    else _group(rec, s.recommended_group)
+                    if s.recommended_group is not None
+                    else None
+                ),
+                "follow_probability": s.follow_probability,
+                "next_page": _page(rec, s.next_page_id),
+                "probability": s.probability,
+                "exit_probability": s.exit_probability,
+                "expected_value": s.expected_value,
+                "reward": s.page_value,
+                "loop": s.loop,
+            }
+            for s in walk
+        ],
+        probability=probability,
+        value=sum(s.page_value for s in walk),
+    )
+
+
+# ---- request reading -----------------------------------------------------------------------------
+
+
+def _json_body(fields: tuple[str, ...]) -> dict[str, Any]:
+    """The request's JSON object, its fields checked against ``fields``."""
+    if request.mimetype != "application/json":
+        got = request.content_type or "none"
+        raise ApiError(415, f"Content-Type must be application/json, got {got!r}")
+    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before reading it
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8/16/32
+        raise ApiError(400, f"invalid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the body must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {unknown}; known: {list(fields)}")
+    return body
+
+
+def _integer(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    value = body.get(name, default)
+    if type(value) is not int:  # bool is an int subclass, and 3.0 is not a count
+        raise ApiError(400, f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _policy(rec: Recommender, body: dict[str, Any]) -> str:
+    run = rec.run
+    name = body.get("policy", run.default_policy)
+    if not isinstance(name, str):
+        raise ApiError(400, f"policy must be a policy name (a string), got {name!r}")
+    if name not in run.policies:
+        if name in run.skipped:
+            raise ApiError(400, f"policy {name!r} is not served: {run.skipped[name]}")
+        raise ApiError(
+            400, f"unknown policy {name!r}; run {run.name!r} serves: {list(run.policies)}"
+        )
+    return name
+
+
+def _history(
+    st: AppState, rec: Recommender, body: dict[str, Any]
+) -> tuple[list[ResolvedPage], tuple[int, ...]]:
+    if "history" not in body:
+        raise ApiError(400, "missing field 'history': the pages viewed, oldest first")
+    history = body["history"]
+    if not isinstance(history, list):
+        raise ApiError(400, f"history must be a list of page paths, got {history!r:.80}")
+    if not 1 <= len(history) <= st.max_history:
+        raise ApiError(400, f"history must hold 1 to {st.max_history} pages, got {len(history)}")
+    unknown = body.get("unknown", "map")
+    if unknown not in UNKNOWN_MODES:
+        raise ApiError(400, f"unknown must be one of {list(UNKNOWN_MODES)}, got {unknown!r}")
+    return rec.resolve(history, unknown)
+
+
+def _warnings(rec: Recommender, resolved: list[ResolvedPage]) -> list[str]:
+    out = []
+    pages = rec.run.vocab.pages
+    for i, r in enumerate(resolved):
+        if r.how == "dropped":
+            why = f"its group {r.group!r} is not in this run" if r.group else "no rule maps it"
+            out.append(f"history[{i}]: unknown page {r.input!r} dropped ({why})")
+        elif r.how in ("folded", "group", "other"):
+            target = pages[r.page_id]  # type: ignore[index]
+            via = {
+                "folded": f"the folded page of its group {r.group!r}",
+                "group": f"the most viewed page of its group {r.group!r}",
+                "other": f"the 'other' group (its group {r.group!r} is not in this run)",
+            }
+            out.append(f"history[{i}]: unknown page {r.input!r} read as {target!r} ({via[r.how]})")
+    return out
+
+
+# ---- answer pieces -------------------------------------------------------------------------------
+
+
+def _page(rec: Recommender, page_id: int) -> dict[str, Any]:
+    return rec.page_info(page_id)
+
+
+def _group(rec: Recommender, group_id: int) -> dict[str, Any]:
+    return rec.group_info(group_id)
+
+
+def _resolved(rec: Recommender, r: ResolvedPage) -> dict[str, Any]:
+    page = rec.run.vocab.pages[r.page_id] if r.page_id is not None else None
+    return {"input": r.input, "page": page, "page_id": r.page_id, "how": r.how}
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None

@@ -1,0 +1,461 @@
+"""Read a pipeline run folder once: the page catalog, the page-group network, the policies and
+the evaluation results.
+
+A run folder is what ``python scripts/pipeline.py out_dir=<dir>`` writes::
+
+    <run_dir>/data/                      prepared dataset (pages.parquet, groups.parquet, ...)
+    <run_dir>/data/simulator/model.pt    the learned visitor model (GRU)
+    <run_dir>/agents/<name>/seed_<S>/    one saved policy per name and training seed
+    <run_dir>/eval/results.json          the evaluation (optional: /impact says when missing)
+
+The web app reads these artefacts only; it never trains or evaluates. Everything a request needs
+is built here, at startup, so that no request reloads a model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from agents.base import Policy, load_policy
+from agents.site import Site
+from clickstream.errors import ClickstreamError
+from clickstream.pages import PageConfig
+from clickstream.schema import EXIT
+from envs.sequences import Vocabulary
+
+log = logging.getLogger(__name__)
+
+ACTION_KEYS = ("action_level", "allow_no_recommendation", "history_len")
+"""Env options that change what a policy's actions or observations mean: a policy trained with
+other values than the run's is not served (it would be read against the wrong action table)."""
+
+
+def pipeline_hint(run_dir: Path) -> str:
+    """The command that makes (or completes) a run folder."""
+    return f"train one with `python scripts/pipeline.py out_dir={run_dir}`"
+
+
+@dataclass(frozen=True)
+class ServedPolicy:
+    """One policy instance the app serves.
+
+    Attributes:
+        name: Policy name (the ``agents/<name>`` folder).
+        seed: Training seed of the instance served (the lowest one saved).
+        seeds: Every training seed saved for the name.
+        cls: The policy's class (``module.Class``).
+        policy: The loaded policy.
+        trained_env: The env options it was trained with (``run.json``), or ``{}``.
+    """
+
+    name: str
+    seed: int
+    seeds: tuple[int, ...]
+    cls: str
+    policy: Policy
+    trained_env: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroupNetwork:
+    """Page groups as a network, counted on the train split.
+
+    Attributes:
+        groups: Group names, length G (the vocabulary's order).
+        views: Page views of each group in the train split, ``(G,)``.
+        page_value: GA page value of each group (``groups.parquet``; else the views-weighted
+            mean of its pages' values), ``(G,)``.
+        n_pages: Pages in each group, ``(G,)``.
+        top_page: Page id of each group's most viewed page (train split, then catalog order),
+            ``(G,)``.
+        counts: Transitions from each group to each group, ``EXIT`` last, ``(G, G + 1)``.
+        probs: ``counts`` row-normalised, ``(G, G + 1)``; a row sums to 1, except the rows of
+            groups never viewed in the train split (all 0).
+    """
+
+    groups: tuple[str, ...]
+    views: np.ndarray
+    page_value: np.ndarray
+    n_pages: np.ndarray
+    top_page: np.ndarray
+    counts: np.ndarray
+    probs: np.ndarray
+
+    @classmethod
+    def from_train(
+        cls,
+        vocab: Vocabulary,
+        pages: np.ndarray,
+        offsets: np.ndarray,
+        catalog: pd.DataFrame,
+        groups_table: pd.DataFrame | None,
+    ) -> GroupNetwork:
+        """Count the network from the train split's flat page ids ``(N,)`` and session
+        offsets ``(S + 1,)`` (:class:`~envs.sequences.SessionSequences`)."""
+        g = vocab.n_groups
+        page_group = vocab.page_group
+        src = page_group[pages]
+        dst = np.empty_like(src)
+        dst[:-1] = src[1:]
+        dst[offsets[1:] - 1] = g  # the last page view of a session leads to EXIT
+        counts = np.bincount(src * (g + 1) + dst, minlength=g * (g + 1)).reshape(g, g + 1)
+        totals = counts.sum(axis=1, keepdims=True)
+        probs = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+        page_views = np.bincount(pages, minlength=vocab.n_pages).astype(np.int64)
+        views = np.bincount(page_group, weights=page_views, minlength=g).astype(np.int64)
+        n_pages = np.bincount(page_group, minlength=g).astype(np.int64)
+        # most viewed page per group; ties (and groups unseen in training) by page id, which
+        # the catalog sorts by traffic
+        order = np.lexsort((np.arange(vocab.n_pages), -page_views, page_group))
+        first = np.searchsorted(page_group[order], np.arange(g))
+        top_page = order[first]
+        value = _group_values(vocab, catalog, groups_table)
+        return cls(vocab.groups, views, value, n_pages, top_page, counts, probs)
+
+    def to_json(self, vocab: Vocabulary) -> dict[str, Any]:
+        """Nodes and edges (group to another group, probability > 0) for the drawing."""
+        g = len(self.groups)
+        nodes = [
+            {
+                "id": i,
+                "name": self.groups[i],
+                "views": int(self.views[i]),
+                "page_value": _num(self.page_value[i]),
+                "n_pages": int(self.n_pages[i]),
+                "top_page": vocab.pages[int(self.top_page[i])],
+                "stay_probability": _num(self.probs[i, i]),
+                "exit_probability": _num(self.probs[i, g]),
+            }
+            for i in range(g)
+        ]
+        src, dst = np.nonzero(self.counts[:, :g])
+        edges = [
+            {
+                "source": int(s),
+                "target": int(t),
+                "probability": _num(self.probs[s, t]),
+                "count": int(self.counts[s, t]),
+            }
+            for s, t in zip(src, dst, strict=True)
+            if s != t  # staying in a group is a node property, not an edge
+        ]
+        return {"nodes": nodes, "edges": edges, "exit": EXIT}
+
+
+def _group_values(
+    vocab: Vocabulary, catalog: pd.DataFrame, groups_table: pd.DataFrame | None
+) -> np.ndarray:
+    """GA page value per group, in the vocabulary's group order, ``(G,)``."""
+    if groups_table is not None and {"page_group", "page_value"} <= set(groups_table.columns):
+        by_name = dict(
+            zip(
+                groups_table["page_group"].astype(str),
+                groups_table["page_value"].astype(float),
+                strict=True,
+            )
+        )
+        if all(name in by_name for name in vocab.groups):
+            return np.array([by_name[name] for name in vocab.groups], dtype=np.float64)
+    # older datasets without groups.parquet: the views-weighted mean of the pages' values
+    # (not GA's group value, which counts a session once per group; close enough to colour by)
+    views = catalog["pageviews"].to_numpy(np.float64)
+    value = catalog["page_value"].fillna(0.0).to_numpy(np.float64)
+    num = np.bincount(vocab.page_group, weights=views * value, minlength=vocab.n_groups)
+    den = np.bincount(vocab.page_group, weights=views, minlength=vocab.n_groups)
+    return np.divide(num, den, out=np.zeros(vocab.n_groups), where=den > 0)
+
+
+def _num(x: float) -> float | None:
+    """A float for JSON (NaN and infinities have no JSON form: ``None``)."""
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+@dataclass
+class RunArtefacts:
+    """Everything the app serves from one run folder (see :func:`load_run`).
+
+    Attributes:
+        name: The run's name in the app (the folder's name).
+        run_dir: The run folder.
+        site: The dataset and the run's env options (``Site.template`` gives the actions,
+            rewards and click model the policies were trained with).
+        catalog: ``pages.parquet`` sorted by ``page_id``.
+        network: The page-group network.
+        policies: Served policies by name, sorted by name.
+        skipped: Policies found but not served, with the reason.
+        results: ``eval/results.json``, or ``None`` when the run was not evaluated.
+        page_config: How the dataset normalised and grouped pages (``meta.json``), for
+            mapping unknown pages; ``None`` when not recorded.
+        dynamics: ``gru`` or ``markov``: the visitor model behind follow probabilities and
+            expected values (the learned world's).
+        visitor_model: The GRU, when ``dynamics == "gru"``.
+    """
+
+    name: str
+    run_dir: Path
+    site: Site
+    catalog: pd.DataFrame
+    network: GroupNetwork
+    policies: dict[str, ServedPolicy]
+    skipped: dict[str, str]
+    results: dict[str, Any] | None
+    page_config: PageConfig | None
+    dynamics: str
+    visitor_model: Any = None
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.site.data.vocab
+
+    @cached_property
+    def worlds(self) -> list[str]:
+        """Worlds with results, in the order the app prefers them (most trustworthy first)."""
+        if not self.results:
+            return []
+        have = {r.get("world") for r in self.results.get("records", [])}
+        return [w for w in ("ground_truth", "held_out", "learned") if w in have]
+
+    @cached_property
+    def default_policy(self) -> str:
+        """The policy the app shows first: the best mean return in the most trustworthy world
+        of the results (organic and random aside), else the first name."""
+        names = list(self.policies)
+        worlds = self.worlds
+        if worlds:
+            best = [
+                (r["mean_return"], r["policy"])
+                for r in self.results["records"]  # type: ignore[index]
+                if r.get("world") == worlds[0]
+                and r.get("policy") in self.policies
+                and r.get("policy") not in ("organic", "random")
+                and r.get("mean_return") is not None
+            ]
+            if best:
+                return max(best)[1]
+        for name in names:
+            if name not in ("organic", "random"):
+                return name
+        return names[0]
+
+
+VISITOR_MODELS = ("auto", "gru", "markov")
+
+
+def load_run(
+    run_dir: str | Path,
+    *,
+    policies: Sequence[str] | None = None,
+    seed: int | None = None,
+    name: str | None = None,
+    visitor_model: str = "auto",
+) -> RunArtefacts:
+    """Load a run folder for the app.
+
+    Args:
+        run_dir: The folder ``python scripts/pipeline.py out_dir=<dir>`` wrote.
+        policies: Names to serve (default: every policy saved).
+        seed: Training seed of the instance served per name (default: the lowest saved).
+        name: The run's name in the app (default: the folder's name).
+        visitor_model: What gives the organic next-page distribution behind follow
+            probabilities and expected values: ``gru`` (the trained visitor model, over the
+            whole history), ``markov`` (first-order rows counted on the train split: the
+            tables the heuristics and value iteration use) or ``auto`` (the learned world's:
+            ``gru`` when the run's env simulates with the GRU, else ``markov``).
+
+    Raises:
+        ClickstreamError: The folder has nothing trained yet (no prepared data, no visitor
+            model, no saved policy), naming the command that makes it; or a policy asked for
+            is not there.
+    """
+    if visitor_model not in VISITOR_MODELS:
+        raise ClickstreamError(
+            f"visitor_model must be one of {list(VISITOR_MODELS)}, got {visitor_model!r}"
+        )
+    run_dir = Path(run_dir).expanduser().resolve()
+    hint = pipeline_hint(run_dir)
+    if not run_dir.is_dir():
+        raise ClickstreamError(f"run folder not found; {hint}", file=str(run_dir))
+    data_dir = run_dir / "data"
+    for required in ("meta.json", "pages.parquet", "hits.parquet"):
+        if not (data_dir / required).is_file():
+            raise ClickstreamError(
+                f"nothing trained yet: data/{required} is missing; {hint}", file=str(run_dir)
+            )
+    saved = _saved_policies(run_dir / "agents", hint)
+    if policies:
+        missing = sorted(set(policies) - set(saved))
+        if missing:
+            raise ClickstreamError(
+                f"no saved policy named {missing}; saved: {sorted(saved)}",
+                file=str(run_dir / "agents"),
+            )
+        saved = {k: v for k, v in saved.items() if k in policies}
+    results = _read_json(run_dir / "eval" / "results.json")
+    env = _run_env(results, saved)
+    env.pop("model_path", None)  # recorded paths point where the run was made; this is here
+    dynamics = visitor_model
+    if dynamics == "auto":
+        dynamics = "gru" if env.get("dynamics", "gru") == "gru" else "markov"
+    model_path = data_dir / "simulator" / "model.pt"
+    if dynamics == "gru" and not model_path.is_file():
+        raise ClickstreamError(
+            f"nothing trained yet: the visitor model data/simulator/model.pt is missing; {hint}",
+            file=str(run_dir),
+        )
+    site = Site(data_dir=data_dir, env=env, device="cpu")
+    template = site.template
+    vocab = site.data.vocab
+    catalog = site.catalog.sort_values("page_id").reset_index(drop=True)
+    if tuple(catalog["page"].astype(str)) != vocab.pages:
+        raise ClickstreamError(
+            "pages.parquet does not match the dataset's vocabulary",
+            file=str(data_dir / "pages.parquet"),
+        )
+    groups_path = data_dir / "groups.parquet"
+    groups_table = pd.read_parquet(groups_path) if groups_path.is_file() else None
+    train = site.data.splits["train"]
+    network = GroupNetwork.from_train(vocab, train.pages, train.offsets, catalog, groups_table)
+
+    served: dict[str, ServedPolicy] = {}
+    skipped: dict[str, str] = {}
+    probe = np.full((1, template.history_len), vocab.n_pages, dtype=np.int64)
+    probe[0, -1] = 0
+    for policy_name, folders in sorted(saved.items()):
+        seeds = tuple(sorted(folders))
+        chosen = seed if seed is not None else seeds[0]
+        if chosen not in folders:
+            skipped[policy_name] = f"no training seed {chosen} (saved: {list(seeds)})"
+            continue
+        folder = folders[chosen]
+        record = _read_json(folder / "run.json") or {}
+        trained_env = dict((record.get("config") or {}).get("env") or {})
+        reason = _env_mismatch(env, trained_env)
+        if reason is None:
+            policy = load_policy(folder)
+            reason = _unservable(policy, probe, template.n_actions)
+        if reason is not None:
+            skipped[policy_name] = reason
+            log.warning("not serving policy %r: %s", policy_name, reason)
+            continue
+        manifest = _read_json(folder / "policy.json") or {}
+        served[policy_name] = ServedPolicy(
+            policy_name,
+            chosen,
+            seeds,
+            str(manifest.get("class", type(policy).__name__)),
+            policy,
+            trained_env,
+        )
+    if not served:
+        raise ClickstreamError(
+            f"no policy can be served ({'; '.join(f'{k}: {v}' for k, v in skipped.items())}); "
+            f"{hint}",
+            file=str(run_dir / "agents"),
+        )
+    visitor_model = None
+    if dynamics == "gru":
+        from envs.visitor_model import VisitorModel
+
+        visitor_model = VisitorModel.load(model_path, device="cpu")
+        if visitor_model.vocab.pages != vocab.pages:
+            raise ClickstreamError(
+                "the visitor model was trained on another page vocabulary", file=str(model_path)
+            )
+    return RunArtefacts(
+        name=name or run_dir.name,
+        run_dir=run_dir,
+        site=site,
+        catalog=catalog,
+        network=network,
+        policies=served,
+        skipped=skipped,
+        results=results,
+        page_config=_page_config(data_dir),
+        dynamics=dynamics,
+        visitor_model=visitor_model,
+    )
+
+
+def _saved_policies(agents_dir: Path, hint: str) -> dict[str, dict[int, Path]]:
+    """Policy folders under ``agents/`` by name and training seed."""
+    out: dict[str, dict[int, Path]] = {}
+    if agents_dir.is_dir():
+        for folder in sorted(agents_dir.glob("*/seed_*")):
+            seed_text = folder.name.removeprefix("seed_")
+            if (folder / "policy.json").is_file() and seed_text.isdigit():
+                out.setdefault(folder.parent.name, {})[int(seed_text)] = folder
+    if not out:
+        raise ClickstreamError(
+            f"nothing trained yet: no saved policy in agents/; {hint}", file=str(agents_dir.parent)
+        )
+    return out
+
+
+def _run_env(results: dict[str, Any] | None, saved: dict[str, dict[int, Path]]) -> dict[str, Any]:
+    """The run's env options: the evaluation's (what the results were measured in), else
+    those the first policy was trained with."""
+    env = ((results or {}).get("config") or {}).get("env")
+    if env:
+        return dict(env)
+    for folders in saved.values():
+        for folder in folders.values():
+            record = _read_json(folder / "run.json") or {}
+            env = (record.get("config") or {}).get("env")
+            if env:
+                return dict(env)
+    return {}
+
+
+def _env_mismatch(env: dict[str, Any], trained: dict[str, Any]) -> str | None:
+    if not trained:
+        return None  # no record: the probe of the action count still guards the shape
+    diff = [k for k in ACTION_KEYS if k in env and k in trained and env[k] != trained[k]]
+    if diff:
+        return "trained with other env options than the run's: " + ", ".join(
+            f"{k}={trained[k]!r} (run: {env[k]!r})" for k in diff
+        )
+    return None
+
+
+def _unservable(policy: Policy, probe: np.ndarray, n_actions: int) -> str | None:
+    if getattr(policy, "needs_latent_state", False):
+        return "needs the visitor's latent intent (known in the ground-truth simulator only)"
+    try:
+        shape = np.shape(policy.action_scores(probe))
+    except (ClickstreamError, ValueError, RuntimeError) as exc:
+        return f"cannot score an observation ({exc})"
+    if shape != (1, n_actions):
+        return f"scores {shape[-1] if shape else 0} actions, the run's env has {n_actions}"
+    return None
+
+
+def _page_config(data_dir: Path) -> PageConfig | None:
+    meta = _read_json(data_dir / "meta.json") or {}
+    options = ((meta.get("config") or {}).get("data") or {}).get("pages")
+    if not options:
+        return None
+    try:
+        return PageConfig.from_dict(options)
+    except (ClickstreamError, TypeError) as exc:
+        log.warning(
+            "page rules in meta.json not usable (%s): unknown pages match exactly only", exc
+        )
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

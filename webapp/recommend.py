@@ -1,0 +1,553 @@
+"""Recommendations for one visitor: a history of page paths in, the policy's top-k next pages out,
+each with its follow probability and expected value under the learned visitor model.
+
+**Pages.** A history is a list of page paths, oldest first. Each is matched (:class:`PageResolver`):
+
+1. exactly, as a page of the run's vocabulary;
+2. after the dataset's own normalisation (``meta.json``: lowercase, query and host stripped,
+   ids collapsed, rewrite rules), so ``https://shop/Home/?utm=x`` finds ``/home``;
+3. with ``unknown="map"`` (the default), by the dataset's page-group rules: to the group's
+   folded page ``other:<group>`` when the dataset folded rare pages, else to the group's most
+   viewed page; a page whose group is not in the run goes to the ``other`` group when the
+   dataset has one;
+4. otherwise it is dropped, and the answer says so in ``warnings``. With ``unknown="drop"``
+   step 3 is skipped; with ``unknown="error"`` any page not found in 1-2 is a bad request.
+
+A history entry that is not a non-empty string of printable characters (at most
+:data:`MAX_PAGE_CHARS`) is malformed: a bad request, whatever ``unknown`` says.
+
+**Recommendations.** The observation is the last ``history_len`` page ids (the env's, padded
+with ``P``), as in the simulator. The policy scores every action (``action_scores``, higher is
+better); "show nothing" and the current page are never recommended, nor are actions the policy
+scores ``-inf``. Ties keep the lower action index, as the policy's own ``argmax`` does.
+
+For each recommended page ``a`` (or page group), under the learned world's visitor model (the
+GRU over the whole history; first-order rows when the run's dynamics are not a GRU):
+
+* ``organic_probability``: ``p(a)``, the chance the visitor opens ``a`` next unprompted;
+* ``follow_probability``: ``p'(a)``, the chance the next page is ``a`` once it is shown, where
+  ``p'`` is the click model applied to ``p`` (the simulator's; a group: the sum over its pages);
+  visitors who would have gone there anyway count, as in the simulator's ``followed`` flag;
+* ``expected_value``: ``Σ_j p'(j) · r_j``, the expected reward (page value by default) of the
+  next page view once ``a`` is shown; ``EXIT`` pays 0.
+
+**Path.** :meth:`Recommender.path` plays the policy as the simulator does (its best action,
+"show nothing" included) and follows the most likely next page (``EXIT`` aside, whose
+probability each step reports) for a few steps, stopping early at a page already on the path.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from agents.base import Policy
+from clickstream.errors import ClickstreamError
+from clickstream.pages import PageConfig, group_of, normalise_path
+from clickstream.schema import OTHER_GROUP
+from envs.sequences import Vocabulary
+from webapp.artefacts import RunArtefacts
+
+MAX_PAGE_CHARS = 2048
+"""Longest page path accepted in a history (URLs included)."""
+
+UnknownMode = Literal["map", "drop", "error"]
+UNKNOWN_MODES: tuple[str, ...] = ("map", "drop", "error")
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CACHE_BYTES = 64 * 2**20
+"""Memory for what is cached per history (its next-page distribution, and with few enough
+actions every action's probabilities and value)."""
+
+EVERY_ACTION_CELLS = 2**20
+"""Largest ``A × (P + 1)`` table evaluated at once per history (8 MB of float64)."""
+
+
+@dataclass(frozen=True)
+class ResolvedPage:
+    """How one history entry was read.
+
+    Attributes:
+        input: The entry as sent.
+        page_id: The page it stands for, or ``None`` (dropped).
+        how: ``exact``, ``normalised``, ``folded`` (to ``other:<group>``), ``group`` (to the
+            group's most viewed page), ``other`` (to the ``other`` group) or ``dropped``.
+        group: The page group the rules gave an unknown page (``None`` for known pages).
+    """
+
+    input: str
+    page_id: int | None
+    how: str
+    group: str | None = None
+
+
+class PageResolver:
+    """Maps page paths to the run's page ids (see the module docstring).
+
+    Args:
+        vocab: The run's pages and groups.
+        top_page: Most viewed page id of each group, ``(G,)``.
+        config: The dataset's page rules, or ``None`` (exact matches only).
+    """
+
+    def __init__(self, vocab: Vocabulary, top_page: np.ndarray, config: PageConfig | None):
+        self.vocab = vocab
+        self.index = {p: i for i, p in enumerate(vocab.pages)}
+        self.group_index = {g: i for i, g in enumerate(vocab.groups)}
+        self.top_page = np.asarray(top_page, dtype=np.int64)
+        # titles are not paths: normalising or grouping them by path rules would be nonsense
+        self.config = config if config is not None and config.identity == "path" else None
+        self._cached = lru_cache(maxsize=65_536)(self._resolve)
+
+    def resolve(self, entry: Any, position: int, unknown: UnknownMode = "map") -> ResolvedPage:
+        """Read one history entry.
+
+        Raises:
+            ClickstreamError: The entry is malformed, or unknown with ``unknown="error"``.
+        """
+        if not isinstance(entry, str):
+            raise ClickstreamError(
+                f"history[{position}] must be a page path (a string), got {_json_type(entry)}"
+            )
+        if not entry.strip():
+            raise ClickstreamError(f"history[{position}] is an empty page path")
+        if len(entry) > MAX_PAGE_CHARS:
+            raise ClickstreamError(
+                f"history[{position}] is {len(entry)} characters long; at most {MAX_PAGE_CHARS}"
+            )
+        if _CONTROL.search(entry):
+            raise ClickstreamError(f"history[{position}] holds control characters: {entry!r}")
+        resolved = self._cached(entry, unknown)
+        if resolved.page_id is None and unknown == "error":
+            raise ClickstreamError(
+                f"history[{position}]: unknown page {entry!r} (unknown='error'; GET /api/pages "
+                "lists the pages)"
+            )
+        return resolved
+
+    def _resolve(self, entry: str, unknown: str) -> ResolvedPage:
+        for text in (entry, entry.strip()):
+            if text in self.index:
+                return ResolvedPage(entry, self.index[text], "exact")
+        if self.config is None:
+            return ResolvedPage(entry, None, "dropped")
+        page = normalise_path(entry, self.config)
+        if page in self.index:
+            return ResolvedPage(entry, self.index[page], "normalised")
+        group = group_of(page, None, self.config)
+        if unknown != "map":
+            return ResolvedPage(entry, None, "dropped", group)
+        folded = f"other:{group}"
+        if folded in self.index:
+            return ResolvedPage(entry, self.index[folded], "folded", group)
+        if group in self.group_index:
+            return ResolvedPage(entry, int(self.top_page[self.group_index[group]]), "group", group)
+        if f"other:{OTHER_GROUP}" in self.index:
+            return ResolvedPage(entry, self.index[f"other:{OTHER_GROUP}"], "other", group)
+        if OTHER_GROUP in self.group_index:
+            top = int(self.top_page[self.group_index[OTHER_GROUP]])
+            return ResolvedPage(entry, top, "other", group)
+        return ResolvedPage(entry, None, "dropped", group)
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _json_type(value: Any) -> str:
+    names = {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+# ---- next-page models --------------------------------------------------------------------------
+
+
+class GRUNextPage:
+    """Organic next-page distributions from the learned GRU, given the whole history."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def probs(self, history: tuple[int, ...]) -> np.ndarray:
+        """``(P + 1,)`` float64 distribution after ``history`` (page ids, oldest first)."""
+        logp = self.model.log_prob_next(np.asarray(history, dtype=np.int64)[None, :])[0, -1]
+        p = logp.double().exp().numpy()
+        return p / p.sum()  # float32 softmax: renormalise in float64
+
+
+class MarkovNextPage:
+    """Organic next-page rows of a first-order table ``(P, P + 1)``: the current page only."""
+
+    def __init__(self, transitions: np.ndarray | torch.Tensor) -> None:
+        self.table = np.asarray(transitions, dtype=np.float64)
+
+    def probs(self, history: tuple[int, ...]) -> np.ndarray:
+        return self.table[history[-1]].copy()
+
+
+# ---- recommendations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _HistoryStats:
+    """What one history costs a model forward for: its organic distribution ``(P + 1,)`` and,
+    when every action was evaluated, their organic and follow probabilities and expected
+    values ``(A,)`` (NaN for "show nothing")."""
+
+    organic: np.ndarray
+    before: np.ndarray | None = None
+    follow: np.ndarray | None = None
+    value: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended action (see the module docstring for the probabilities)."""
+
+    rank: int
+    action: int
+    page_id: int | None
+    group_id: int
+    score: float
+    organic_probability: float
+    follow_probability: float
+    expected_value: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The policy's top-k at one history, and the organic baseline there."""
+
+    recommendations: list[Recommendation]
+    prefers_nothing: bool
+    organic_expected_value: float
+    exit_probability: float
+    observation: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PathStep:
+    """One step of :meth:`Recommender.path`.
+
+    Attributes:
+        page_id: The page the visitor is on.
+        action: The policy's action there (its best; "show nothing" included).
+        recommended_page: The recommended page id (page actions), else ``None``.
+        recommended_group: The recommended group id (group actions), else ``None``.
+        follow_probability: ``p'`` of the recommendation (0 when nothing is shown).
+        next_page_id: The most likely next page (``EXIT`` aside).
+        probability: ``p'(next page)``.
+        exit_probability: ``p'(EXIT)``.
+        expected_value: ``Σ_j p'(j) · r_j``.
+        page_value: Reward of the next page.
+        loop: The next page is already on the path (the path stops).
+    """
+
+    page_id: int
+    action: int
+    recommended_page: int | None
+    recommended_group: int | None
+    follow_probability: float
+    next_page_id: int
+    probability: float
+    exit_probability: float
+    expected_value: float
+    page_value: float
+    loop: bool = False
+
+
+@dataclass
+class Recommender:
+    """Recommendations and paths for one run (everything a request needs, built once).
+
+    Args:
+        run: The loaded run.
+        max_history: Pages of a history the visitor model reads, the most recent (default:
+            the env's ``max_steps``, the longest session the simulator plays).
+        cache: Keep, per history, the visitor model's distribution and (sites of up to
+            :data:`EVERY_ACTION_CELLS` action × outcome cells) every action's probabilities
+            and value, and the network policies' scores per observation (bounded LRU
+            caches): a repeated history costs no network forward and no click model.
+            ``False`` computes every request afresh (the load test's worst case).
+    """
+
+    run: RunArtefacts
+    max_history: int | None = None
+    cache: bool = True
+    resolver: PageResolver = field(init=False)
+
+    def __post_init__(self) -> None:
+        run = self.run
+        core = run.site.template
+        if self.max_history is None:
+            self.max_history = core.max_steps
+        self.n_pages = core.n_pages
+        self.history_len = core.history_len
+        self.action_pages = core.action_pages.cpu().numpy()
+        self.click_model = core.click_model
+        self.reward = core.reward_per_page.double().cpu().numpy()  # (P + 1,), EXIT 0
+        self.page_group = run.vocab.page_group
+        self.group_level = core.page_groups is not None
+        nothing = np.flatnonzero(self.action_pages < 0)
+        self.nothing: int | None = int(nothing[0]) if len(nothing) else None
+        self.resolver = PageResolver(run.vocab, run.network.top_page, run.page_config)
+        model = (
+            GRUNextPage(run.visitor_model)
+            if run.dynamics == "gru"
+            else MarkovNextPage(run.site.markov.transitions.cpu().numpy())
+        )
+        self.next_page_model = model
+        n_actions = len(self.action_pages)
+        # with caches on, a history's first request evaluates every action at once (the
+        # click model over an (A, P + 1) table), so later requests for it, whatever the
+        # policy or k, only index; too big a table (large sites) and each request does its k
+        self._every_action = self.cache and n_actions * (self.n_pages + 1) <= EVERY_ACTION_CELLS
+        entry = self.n_pages + 1 + (3 * n_actions if self._every_action else 0)
+        rows = max(1024, CACHE_BYTES // (8 * entry))
+        self._stats = (
+            lru_cache(maxsize=rows)(self._stats_uncached) if self.cache else self._stats_uncached
+        )
+        self._scorers = {
+            name: self._scorer(sp.policy, self.cache) for name, sp in run.policies.items()
+        }
+        # the JSON of every page and group, built once: answers only reference them
+        vocab, value = run.vocab, run.catalog["page_value"].to_numpy(np.float64)
+        self._page_info = [
+            {
+                "page": vocab.pages[i],
+                "page_id": i,
+                "page_group": vocab.groups[int(self.page_group[i])],
+                "page_value": _finite(value[i]),
+                "reward": float(self.reward[i]),
+            }
+            for i in range(self.n_pages)
+        ]
+        self._group_info = [
+            {
+                "page": None,
+                "page_id": None,
+                "page_group": name,
+                "page_value": _finite(run.network.page_value[g]),
+                "reward": None,
+            }
+            for g, name in enumerate(vocab.groups)
+        ]
+
+    def page_info(self, page_id: int) -> dict[str, Any]:
+        """A page as the API shows it: name, id, group, GA page value, reward (shared: do
+        not modify)."""
+        return self._page_info[page_id]
+
+    def group_info(self, group_id: int) -> dict[str, Any]:
+        """A page group as the API shows it (shared: do not modify)."""
+        return self._group_info[group_id]
+
+    # ---- pieces ------------------------------------------------------------------------------
+
+    def resolve(
+        self, history: Sequence[Any], unknown: UnknownMode = "map"
+    ) -> tuple[list[ResolvedPage], tuple[int, ...]]:
+        """Each entry's reading, and the known page ids in order (the last ``max_history``).
+
+        Raises:
+            ClickstreamError: A malformed entry, an unknown one with ``unknown="error"``, or
+                no known page at all.
+        """
+        resolved = [self.resolver.resolve(entry, i, unknown) for i, entry in enumerate(history)]
+        ids = tuple(r.page_id for r in resolved if r.page_id is not None)
+        if not ids:
+            unknown_pages = [r.input for r in resolved][:5]
+            raise ClickstreamError(
+                f"no page of the history is known to run {self.run.name!r} (unknown: "
+                f"{unknown_pages}); GET /api/pages lists the pages"
+            )
+        return resolved, ids[-int(self.max_history) :]
+
+    def observation(self, ids: tuple[int, ...]) -> tuple[int, ...]:
+        """The env's observation: the last ``history_len`` ids, left-padded with ``P``."""
+        window = ids[-self.history_len :]
+        return (self.n_pages,) * (self.history_len - len(window)) + tuple(window)
+
+    def organic(self, ids: tuple[int, ...]) -> np.ndarray:
+        """Organic next-page distribution after ``ids``, ``(P + 1,)`` (read-only, cached)."""
+        return self._stats(ids).organic
+
+    def _stats_uncached(self, ids: tuple[int, ...]) -> _HistoryStats:
+        organic = self.next_page_model.probs(ids)
+        organic.setflags(write=False)
+        if not self._every_action:
+            return _HistoryStats(organic)
+        shown = np.flatnonzero(self.action_pages >= 0)
+        before, follow, value = (np.full(len(self.action_pages), np.nan) for _ in range(3))
+        before[shown], follow[shown], value[shown] = self.evaluate(organic, shown)
+        for a in (before, follow, value):
+            a.setflags(write=False)
+        return _HistoryStats(organic, before, follow, value)
+
+    def evaluate(
+        self, organic: np.ndarray, actions: Sequence[int] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Organic probability, follow probability and expected value of each action (never
+        "show nothing") at a history with organic distribution ``organic``: ``(n,)`` each."""
+        dists = self.next_dists(organic, actions)
+        shown = self.shown_mask(actions)
+        # sums along rows, not matrix products: the same bits whether one action or all
+        # are evaluated (BLAS may order a product's sums by the matrix's size)
+        follow = np.where(shown, dists, 0.0).sum(axis=1)
+        before = np.where(shown, organic[None, :], 0.0).sum(axis=1)
+        value = (dists * self.reward[None, :]).sum(axis=1)
+        return before, follow, value
+
+    def scores(self, policy: str, obs: tuple[int, ...]) -> np.ndarray:
+        """The policy's action scores at an observation, ``(A,)`` float64 (read-only)."""
+        return self._scorers[policy](obs)
+
+    @staticmethod
+    def _scorer(policy: Policy, cache: bool) -> Callable[[tuple[int, ...]], np.ndarray]:
+        # one call at a time per policy: policies do not promise to be thread-safe, and
+        # SB3's are not (get_distribution stores the logits in the policy's one shared
+        # distribution object, so concurrent calls can read each other's; the load test
+        # caught 4 such answers in 3,000 without this lock)
+        lock = threading.Lock()
+
+        def score(obs: tuple[int, ...]) -> np.ndarray:
+            with lock:
+                raw = policy.action_scores(np.asarray(obs, dtype=np.int64)[None, :])
+            s = np.asarray(raw, dtype=np.float64)[0]
+            s.setflags(write=False)
+            return s
+
+        from agents.base import TablePolicy
+        from agents.sb3 import SB3Agent
+
+        if isinstance(policy, TablePolicy):
+            # a table over the current page (TablePolicy.action_scores, without its torch
+            # round trip per request): rows read-only, row P for "no page"
+            table = policy.scores.double().numpy().copy() if policy.scores is not None else None
+            if table is not None:
+                table.setflags(write=False)
+                last = len(table) - 1
+                return lambda obs: table[min(obs[-1], last)]
+        # a network forward per request is the dearest part of a request: cache it per
+        # observation; random draws must not repeat
+        if cache and isinstance(policy, SB3Agent):
+            return lru_cache(maxsize=65_536)(score)
+        return score
+
+    def shown_mask(self, actions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """What each action shows, ``(n, P + 1)`` bool: its page, its group's pages, or
+        nothing ("show nothing")."""
+        targets = self.action_pages[np.asarray(actions, dtype=np.int64)]
+        out = np.zeros((len(targets), self.n_pages + 1), dtype=bool)
+        for row, target in enumerate(targets):
+            if target < 0:
+                continue
+            if self.group_level:
+                out[row, : self.n_pages] = self.page_group == target
+            else:
+                out[row, target] = True
+        return out
+
+    def next_dists(self, organic: np.ndarray, actions: Sequence[int]) -> np.ndarray:
+        """Next-page distributions under each action, ``(n, P + 1)`` float64 (click model)."""
+        n = len(actions)
+        probs = torch.from_numpy(np.repeat(organic[None, :], n, axis=0))  # a writable copy
+        idx = torch.as_tensor(np.asarray(actions, dtype=np.int64))
+        if self.group_level:
+            shown = torch.from_numpy(self.shown_mask(idx.numpy()))
+            return self.click_model.apply_set(probs, shown).numpy()
+        recommended = torch.as_tensor(self.action_pages[idx.numpy()], dtype=torch.long)
+        return self.click_model.apply(probs, recommended).numpy()
+
+    # ---- answers -----------------------------------------------------------------------------
+
+    def recommend(self, policy: str, ids: tuple[int, ...], k: int) -> Outcome:
+        """The policy's top ``k`` at the history ``ids`` (known page ids, oldest first)."""
+        obs = self.observation(ids)
+        scores = self.scores(policy, obs)
+        current = ids[-1]
+        valid = np.isfinite(scores) & (self.action_pages >= 0)
+        if not self.group_level:
+            valid &= self.action_pages != current
+        candidates = np.flatnonzero(valid)
+        top = candidates[np.argsort(-scores[candidates], kind="stable")[:k]]
+        stats = self._stats(ids)
+        organic = stats.organic
+        recs: list[Recommendation] = []
+        if len(top):
+            if stats.follow is not None:
+                before, follow, value = stats.before[top], stats.follow[top], stats.value[top]
+            else:
+                before, follow, value = self.evaluate(organic, top)
+            for rank, a in enumerate(top):
+                target = int(self.action_pages[a])
+                recs.append(
+                    Recommendation(
+                        rank=rank + 1,
+                        action=int(a),
+                        page_id=None if self.group_level else target,
+                        group_id=target if self.group_level else int(self.page_group[target]),
+                        score=float(scores[a]),
+                        organic_probability=float(before[rank]),
+                        follow_probability=float(follow[rank]),
+                        expected_value=float(value[rank]),
+                    )
+                )
+        best = int(np.argmax(scores))
+        return Outcome(
+            recommendations=recs,
+            prefers_nothing=self.nothing is not None and best == self.nothing,
+            organic_expected_value=float((organic * self.reward).sum()),
+            exit_probability=float(organic[self.n_pages]),
+            observation=obs,
+        )
+
+    def path(self, policy: str, ids: tuple[int, ...], steps: int) -> list[PathStep]:
+        """Follow the most likely next page under the policy for up to ``steps`` steps."""
+        ids = tuple(ids)
+        on_path = {ids[-1]}
+        out: list[PathStep] = []
+        for _ in range(steps):
+            scores = self.scores(policy, self.observation(ids))
+            action = int(np.argmax(scores))  # what the policy plays (Policy.predict)
+            organic = self.organic(ids)
+            target = int(self.action_pages[action])
+            dist = organic if target < 0 else self.next_dists(organic, [action])[0]
+            follow = float(dist[self.shown_mask([action])[0]].sum()) if target >= 0 else 0.0
+            nxt = int(np.argmax(dist[: self.n_pages]))
+            loop = nxt in on_path
+            out.append(
+                PathStep(
+                    page_id=ids[-1],
+                    action=action,
+                    recommended_page=target if target >= 0 and not self.group_level else None,
+                    recommended_group=target if target >= 0 and self.group_level else None,
+                    follow_probability=follow,
+                    next_page_id=nxt,
+                    probability=float(dist[nxt]),
+                    exit_probability=float(dist[self.n_pages]),
+                    expected_value=float((dist * self.reward).sum()),
+                    page_value=float(self.reward[nxt]),
+                    loop=loop,
+                )
+            )
+            if loop:
+                break
+            on_path.add(nxt)
+            ids = (*ids, nxt)[-int(self.max_history) :]
+        return out
