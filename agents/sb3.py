@@ -26,7 +26,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor
 
 from agents.base import Policy
-from agents.site import Site
+from agents.site import Site, plain
 from clickstream.errors import ClickstreamError
 from envs.vector_env import SiteSB3VecEnv
 
@@ -136,8 +136,8 @@ class SB3Agent(Policy):
         self.eval_every, self.eval_sessions = int(eval_every), int(eval_sessions)
         self.policy = policy
         self.keep_best, self.lr_decay = bool(keep_best), float(lr_decay)
-        self.policy_kwargs = _plain(policy_kwargs or {})
-        self.hyperparams = _plain(hyperparams or {})
+        self.policy_kwargs = plain(policy_kwargs or {})
+        self.hyperparams = plain(hyperparams or {})
         self.device, self.verbose = device, bool(verbose)
         self.model: DQN | PPO | None = None
 
@@ -218,15 +218,3 @@ class SB3Agent(Policy):
         agent = cls(manifest["algo"], manifest.get("name"))
         agent.model = ALGORITHMS[agent.algo].load(path / manifest["model"], device="cpu")
         return agent
-
-
-def _plain(d: Any) -> Any:
-    """Hydra's DictConfig / ListConfig as plain dicts and lists (SB3 checks list types)."""
-    try:
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(d):
-            return OmegaConf.to_container(d, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    return dict(d) if isinstance(d, dict) else d

@@ -77,7 +77,7 @@ class Site:
         held_out = cfg.get("held_out_dir")
         return cls(
             data_dir=Path(cfg["data_dir"]),
-            env=_plain(cfg.get("env") or {}),
+            env=plain(cfg.get("env") or {}),
             held_out_model=Path(held_out) / "model.pt" if held_out else None,
             seed=int(cfg.get("seed", 0)),
             device=str(cfg.get("device", "cpu")),
@@ -205,9 +205,10 @@ class Site:
             self._writer = None
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
+def plain(cfg: Any) -> Any:
+    """Hydra's DictConfig / ListConfig as plain dicts and lists (SB3 checks list types)."""
     from omegaconf import OmegaConf
 
     if OmegaConf.is_config(cfg):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg) if isinstance(cfg, dict) else cfg
