@@ -269,18 +269,33 @@ def _add_uplift(records: list[dict[str, Any]]) -> None:
 
 
 def quick_eval(
-    policy: Policy, site: Site, n_sessions: int = 4096, world: str = "learned", seed: int = 12345
+    policy: Policy,
+    site: Site,
+    n_sessions: int = 4096,
+    world: str = "learned",
+    seed: int = 12345,
+    truth: bool = False,
 ) -> dict[str, float]:
-    """A short evaluation for training curves: ``eval/*`` scalars in one world."""
+    """A short evaluation for training curves: ``eval/*`` scalars in one world.
+
+    With ``truth`` on a synthetic site, also ``truth/exact_return``: the policy's exact value in
+    the ground truth when it is a table over pages (a diagnostic for studies of training; an
+    agent must not select on it, the ground truth is unknown on real data).
+    """
     core = site.core(min(2048, n_sessions), world)
     s = summarize({seed: simulate(policy, core, n_sessions, seed, site.side_tables(world))})
-    return {
+    out = {
         "eval/mean_return": s["mean_return"],
         "eval/revenue_per_session": s["revenue_per_session"],
         "eval/conversion_rate": s["conversion_rate"],
         "eval/pages_per_session": s["pages_per_session"],
         "eval/bounce_rate": s["bounce_rate"],
     }
+    if truth and site.is_synthetic:
+        exact = exact_return(policy, site.core(1, "ground_truth", top_k=None, device="cpu"))
+        if exact is not None:
+            out["truth/exact_return"] = exact
+    return out
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:

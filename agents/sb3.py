@@ -35,7 +35,6 @@ from clickstream.errors import ClickstreamError
 from envs.vector_env import SiteSB3VecEnv
 
 
-
 def double_q_target(
     online_next: torch.Tensor,
     target_next: torch.Tensor,
@@ -125,7 +124,9 @@ class _Progress(BaseCallback):
     def evaluate(self) -> None:
         from agents.evaluate import quick_eval
 
-        scores = quick_eval(self.agent, self.site, self.agent.eval_sessions)
+        scores = quick_eval(
+            self.agent, self.site, self.agent.eval_sessions, truth=self.agent.log_truth
+        )
         scores["time/fps"] = self.num_timesteps / max(time.perf_counter() - self.start, 1e-9)
         for name, value in scores.items():
             self.logger.record(name, value)
@@ -135,9 +136,11 @@ class _Progress(BaseCallback):
             self.best = scores["eval/mean_return"]
             self.best_params = copy.deepcopy(self.model.policy.state_dict())
         if self.agent.verbose:
+            exact = scores.get("truth/exact_return")
             print(
                 f"[{self.agent.name}] {self.num_timesteps:>9,} steps  "
-                f"eval/mean_return {scores['eval/mean_return']:.3f}",
+                f"eval/mean_return {scores['eval/mean_return']:.3f}"
+                + ("" if exact is None else f"  truth/exact_return {exact:.3f}"),
                 flush=True,
             )
 
@@ -161,6 +164,9 @@ class SB3Agent(Policy):
         lr_decay: Fraction the learning rate falls to, linearly over ``total_timesteps``
             (1: constant).
         double_q: DQN only: the Double DQN target (:class:`DoubleDQN`).
+        log_truth: On a synthetic site, also log the exact ground-truth value of each periodic
+            evaluation's policy (``truth/exact_return``; needs ``history_len: 1``). A
+            diagnostic: the kept weights are still chosen in the learned simulator.
         policy_kwargs: SB3 ``policy_kwargs`` (e.g. ``net_arch``).
         hyperparams: Any other SB3 constructor argument (``learning_rate``, ``gamma``, ...).
         device: Torch device of the networks (CPU is faster for these small MLPs).
@@ -181,6 +187,7 @@ class SB3Agent(Policy):
         keep_best: bool = True,
         lr_decay: float = 1.0,
         double_q: bool = False,
+        log_truth: bool = False,
         policy_kwargs: dict[str, Any] | None = None,
         hyperparams: dict[str, Any] | None = None,
         device: str = "cpu",
@@ -196,7 +203,7 @@ class SB3Agent(Policy):
         self.keep_best, self.lr_decay = bool(keep_best), float(lr_decay)
         if double_q and algo != "dqn":
             raise ClickstreamError(f"double_q is a DQN option, got it for algo {algo!r}")
-        self.double_q = bool(double_q)
+        self.double_q, self.log_truth = bool(double_q), bool(log_truth)
         self.policy_kwargs = plain(policy_kwargs or {})
         self.hyperparams = plain(hyperparams or {})
         self.device, self.verbose = device, bool(verbose)

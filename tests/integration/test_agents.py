@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from agents.base import Policy, load_policy
@@ -119,6 +120,29 @@ def test_a_tiny_train_runs_for_each_agent(run_dir: Path, trained: dict, agent: s
 def test_sb3_training_replays_under_a_seed(run_dir: Path, trained: dict) -> None:
     again = train(run_dir, "ppo", "agent_dir=" + str(run_dir / "replay"))
     assert again["eval_learned"] == trained["ppo"]["eval_learned"]
+
+
+def test_sb3_training_can_log_its_exact_value_in_the_ground_truth(run_dir: Path) -> None:
+    from agents.evaluate import exact_return
+    from agents.site import Site
+    from agents.tabular import policy_value, value_iteration
+
+    folder = run_dir / "dqn_truth"
+    record = train(
+        run_dir, "dqn", "env.history_len=1", "+agent.log_truth=true", f"agent_dir={folder}"
+    )
+    exact = [c["truth/exact_return"] for c in record["fit"]["curve"]]
+    assert len(exact) == 2  # at 1,024 and 2,048 steps
+    site = Site.from_config(record["config"])
+    truth = site.core(1, "ground_truth", top_k=None, device="cpu")
+    mdp = site.true_mdp()
+    best = value_iteration(mdp).q.argmax(1)
+    optimum = policy_value(mdp, torch.nn.functional.one_hot(best, mdp.n_actions).double())
+    optimum = optimum["mean_return"]
+    assert all(0.0 < v <= optimum + 1e-9 for v in exact)
+    # the kept weights are those of one of the evaluated checkpoints
+    kept = exact_return(load_policy(folder), truth)
+    assert min(abs(kept - v) for v in exact) < 1e-9
 
 
 def test_evaluate_writes_a_record_per_policy_and_world(run_dir: Path, trained: dict) -> None:

@@ -32,7 +32,9 @@ def test_double_dqn_training_step_regresses_on_the_double_q_target() -> None:
         online_pick = int(model.q_net(torch.as_tensor(next_obs)).argmax())
         model.q_net_target.q_net[-1].bias[1 - online_pick] += 5.0
     for _ in range(8):  # one transition, stored 8 times: every sample is that transition
-        model.replay_buffer.add(obs, next_obs, np.array([1]), np.array([2.0]), np.array([0.0]), [{}])
+        model.replay_buffer.add(
+            obs, next_obs, np.array([1]), np.array([2.0]), np.array([0.0]), [{}]
+        )
     for group in model.policy.optimizer.param_groups:
         group["lr"] = 0.0
     model.lr_schedule = lambda _: 0.0  # the step must not move the weights we compare with
@@ -40,8 +42,14 @@ def test_double_dqn_training_step_regresses_on_the_double_q_target() -> None:
         o, n = torch.as_tensor(obs), torch.as_tensor(next_obs)
         q = model.q_net(o)[:, 1:2]
         expected = F.smooth_l1_loss(
-            q, double_q_target(model.q_net(n), model.q_net_target(n), torch.tensor([[2.0]]),
-                               torch.tensor([[0.0]]), model.gamma)
+            q,
+            double_q_target(
+                model.q_net(n),
+                model.q_net_target(n),
+                torch.tensor([[2.0]]),
+                torch.tensor([[0.0]]),
+                model.gamma,
+            ),
         )
         plain = F.smooth_l1_loss(q, 2.0 + model.gamma * model.q_net_target(n).max(1, True).values)
     model.train(gradient_steps=1, batch_size=8)
