@@ -131,8 +131,7 @@ def _simulator_stage(
         fresh
         and metrics is not None
         and (sim_dir / "model.pt").is_file()
-        and metrics.get("config", {}).get("simulator")
-        == _plain(train_cfg, ("simulator",))["simulator"]
+        and _plain(metrics.get("config", {}), ("simulator",)) == _plain(train_cfg, ("simulator",))
         and metrics.get("seed") == seed
         and metrics.get("dataset_created_utc") == meta.get("created_utc")
     )
@@ -200,11 +199,24 @@ def _same(recorded: dict, cfg: DictConfig, keys: tuple[str, ...]) -> bool:
     return _plain(recorded, keys) == _plain(cfg, keys)
 
 
+COSMETIC_KEYS = frozenset({"show_progress", "verbose"})
+"""Settings that change what a stage prints, not what it makes: ignored when comparing."""
+
+
 def _plain(cfg: DictConfig | dict, keys: tuple[str, ...]) -> dict[str, Any]:
-    """The resolved values of ``keys`` as plain data, for comparing configurations."""
+    """The resolved values of ``keys`` as plain data, for comparing configurations
+    (:data:`COSMETIC_KEYS` left out at every depth)."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    return json.loads(json.dumps({k: cfg.get(k) for k in keys}, default=str))
+    return _drop_cosmetic(json.loads(json.dumps({k: cfg.get(k) for k in keys}, default=str)))
+
+
+def _drop_cosmetic(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_cosmetic(v) for k, v in value.items() if k not in COSMETIC_KEYS}
+    if isinstance(value, list):
+        return [_drop_cosmetic(v) for v in value]
+    return value
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -65,6 +65,9 @@ def test_stages_run_once_then_are_reused(tmp_path: Path) -> None:
     again = pipeline(tmp_path)
     assert set(again["stages"].values()) == {"reused"}
     assert again["train_simulator"]["models"] == first["train_simulator"]["models"]
+    # progress bars change what is printed, not what is made
+    shown = pipeline(tmp_path, "show_progress=true")
+    assert set(shown["stages"].values()) == {"reused"}
 
     # an agent setting retrains that agent only, then re-evaluates
     changed = pipeline(tmp_path, "agent_overrides.q_learning.total_steps=40000")
