@@ -11,6 +11,7 @@ Reads ``<out_dir>/agents/<policy>/seed_<S>/`` (``scripts/train.py``), writes
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,27 @@ def saved_policies(
     return out
 
 
+def policy_stamps(agents_dir: Path, names: list[str] | None = None) -> dict[str, str | None]:
+    """When each saved policy under ``agents_dir`` was trained (``run.json``'s
+    ``created_utc``), by ``<name>/seed_<S>``: a report is stale once any of them changes."""
+    out: dict[str, str | None] = {}
+    for folder in sorted(agents_dir.glob("*/seed_*")):
+        if (folder / "policy.json").is_file() and (not names or folder.parent.name in names):
+            try:
+                record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                record = {}
+            out[f"{folder.parent.name}/{folder.name}"] = record.get("created_utc")
+    return out
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate and write the report; returns ``{"records": [...], "paths": {...}}``."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     site = Site.from_config(resolved)
-    policies = saved_policies(Path(resolved["out_dir"]) / "agents", resolved.get("policies"))
+    agents_dir = Path(resolved["out_dir"]) / "agents"
+    policies = saved_policies(agents_dir, resolved.get("policies"))
     worlds = resolved.get("worlds") or site.worlds()
     oracle = {
         n
@@ -92,7 +108,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         resolved["eval_dir"],
         title=f"Results: {resolved.get('experiment_name')}",
         context=context,
-        extra={"config": resolved},
+        extra={"config": resolved, "policies": policy_stamps(agents_dir, resolved.get("policies"))},
     )
     return {"records": records, "paths": {k: str(v) for k, v in paths.items()}}
 

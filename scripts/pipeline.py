@@ -99,6 +99,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         and not cfg.force
         and results is not None
         and _same(results.get("config", {}), eval_cfg, EVAL_KEYS)
+        # policies trained outside the pipeline (scripts/train.py) count too
+        and results.get("policies")
+        == evaluate.policy_stamps(Path(cfg.out_dir) / "agents", eval_cfg.get("policies"))
     ):
         report["stages"]["evaluate"] = "reused"
         report["evaluate"] = results

@@ -68,6 +68,14 @@ def test_stages_run_once_then_are_reused(tmp_path: Path) -> None:
     # progress bars change what is printed, not what is made
     shown = pipeline(tmp_path, "show_progress=true")
     assert set(shown["stages"].values()) == {"reused"}
+    # a policy retrained outside the pipeline (scripts/train.py) makes the report stale
+    record_path = tmp_path / "agents" / "greedy" / "seed_0" / "run.json"
+    record = json.loads(record_path.read_text())
+    record["created_utc"] = "2100-01-01T00:00:00+00:00"
+    record_path.write_text(json.dumps(record))
+    retrained = pipeline(tmp_path)
+    assert retrained["stages"]["train_agents"] == "reused"
+    assert retrained["stages"]["evaluate"] == "ran"
 
     # an agent setting retrains that agent only, then re-evaluates
     changed = pipeline(tmp_path, "agent_overrides.q_learning.total_steps=40000")
