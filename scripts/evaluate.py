@@ -38,12 +38,8 @@ def saved_policies(
             file=str(agents_dir),
         )
     out: dict[str, dict[int, Policy]] = {}
-    for folder in sorted(agents_dir.glob("*/seed_*")):
-        if not (folder / "policy.json").is_file():
-            continue
+    for folder in _policy_folders(agents_dir, names):
         name = folder.parent.name
-        if names and name not in names:
-            continue
         out.setdefault(name, {})[int(folder.name.removeprefix("seed_"))] = load_policy(folder)
     missing = sorted(set(names or []) - set(out))
     if missing:
@@ -57,14 +53,22 @@ def policy_stamps(agents_dir: Path, names: list[str] | None = None) -> dict[str,
     """When each saved policy under ``agents_dir`` was trained (``run.json``'s
     ``created_utc``), by ``<name>/seed_<S>``: a report is stale once any of them changes."""
     out: dict[str, str | None] = {}
-    for folder in sorted(agents_dir.glob("*/seed_*")):
-        if (folder / "policy.json").is_file() and (not names or folder.parent.name in names):
-            try:
-                record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                record = {}
-            out[f"{folder.parent.name}/{folder.name}"] = record.get("created_utc")
+    for folder in _policy_folders(agents_dir, names):
+        try:
+            record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        out[f"{folder.parent.name}/{folder.name}"] = record.get("created_utc")
     return out
+
+
+def _policy_folders(agents_dir: Path, names: list[str] | None) -> list[Path]:
+    """``<name>/seed_<S>`` folders holding a saved policy (of ``names`` only, when given)."""
+    return [
+        folder
+        for folder in sorted(agents_dir.glob("*/seed_*"))
+        if (folder / "policy.json").is_file() and (not names or folder.parent.name in names)
+    ]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -73,6 +77,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(resolved, dict)
     site = Site.from_config(resolved)
     agents_dir = Path(resolved["out_dir"]) / "agents"
+    # read before loading: a policy retrained meanwhile then makes this report stale
+    stamps = policy_stamps(agents_dir, resolved.get("policies"))
     policies = saved_policies(agents_dir, resolved.get("policies"))
     worlds = resolved.get("worlds") or site.worlds()
     oracle = {
@@ -108,7 +114,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         resolved["eval_dir"],
         title=f"Results: {resolved.get('experiment_name')}",
         context=context,
-        extra={"config": resolved, "policies": policy_stamps(agents_dir, resolved.get("policies"))},
+        extra={"config": resolved, "policies": stamps},
     )
     return {"records": records, "paths": {k: str(v) for k, v in paths.items()}}
 
