@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,21 @@ def load_policy(path: str | Path) -> Policy:
     policy = cls._load(path, manifest)
     policy.name = manifest.get("name", policy.name)
     return policy
+
+
+def policy_folders(
+    agents_dir: str | Path, names: Sequence[str] | None = None
+) -> dict[str, dict[int, Path]]:
+    """Saved policies under a run's ``agents/`` by name and training seed: the
+    ``<name>/seed_<S>`` folders holding a ``policy.json`` (of ``names`` only, when given).
+    Staging folders (``seed_<S>.partial``) and anything else are skipped."""
+    out: dict[str, dict[int, Path]] = {}
+    for folder in sorted(Path(agents_dir).glob("*/seed_*")):
+        seed = folder.name.removeprefix("seed_")
+        wanted = not names or folder.parent.name in names
+        if wanted and seed.isdigit() and (folder / MANIFEST).is_file():
+            out.setdefault(folder.parent.name, {})[int(seed)] = folder
+    return out
 
 
 def current_pages(obs: np.ndarray | torch.Tensor) -> torch.Tensor:

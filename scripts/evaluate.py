@@ -18,7 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from agents.base import Policy, load_policy
+from agents.base import Policy, load_policy, policy_folders
 from agents.evaluate import evaluate
 from agents.report import write_report
 from agents.site import Site
@@ -37,10 +37,10 @@ def saved_policies(
             "`python scripts/train.py`)",
             file=str(agents_dir),
         )
-    out: dict[str, dict[int, Policy]] = {}
-    for folder in _policy_folders(agents_dir, names):
-        name = folder.parent.name
-        out.setdefault(name, {})[int(folder.name.removeprefix("seed_"))] = load_policy(folder)
+    out = {
+        name: {seed: load_policy(folder) for seed, folder in seeds.items()}
+        for name, seeds in policy_folders(agents_dir, names).items()
+    }
     missing = sorted(set(names or []) - set(out))
     if missing:
         raise ClickstreamError(f"no saved policy named {missing}", file=str(agents_dir))
@@ -53,22 +53,14 @@ def policy_stamps(agents_dir: Path, names: list[str] | None = None) -> dict[str,
     """When each saved policy under ``agents_dir`` was trained (``run.json``'s
     ``created_utc``), by ``<name>/seed_<S>``: a report is stale once any of them changes."""
     out: dict[str, str | None] = {}
-    for folder in _policy_folders(agents_dir, names):
-        try:
-            record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = {}
-        out[f"{folder.parent.name}/{folder.name}"] = record.get("created_utc")
+    for name, seeds in policy_folders(agents_dir, names).items():
+        for seed, folder in seeds.items():
+            try:
+                record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                record = {}
+            out[f"{name}/seed_{seed}"] = record.get("created_utc")
     return out
-
-
-def _policy_folders(agents_dir: Path, names: list[str] | None) -> list[Path]:
-    """``<name>/seed_<S>`` folders holding a saved policy (of ``names`` only, when given)."""
-    return [
-        folder
-        for folder in sorted(agents_dir.glob("*/seed_*"))
-        if (folder / "policy.json").is_file() and (not names or folder.parent.name in names)
-    ]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

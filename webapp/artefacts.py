@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agents.base import Policy, load_policy
+from agents.base import Policy, load_policy, policy_folders
 from agents.site import Site
 from clickstream.errors import ClickstreamError
 from clickstream.pages import PageConfig
@@ -388,12 +388,7 @@ def load_run(
 
 def _saved_policies(agents_dir: Path, hint: str) -> dict[str, dict[int, Path]]:
     """Policy folders under ``agents/`` by name and training seed."""
-    out: dict[str, dict[int, Path]] = {}
-    if agents_dir.is_dir():
-        for folder in sorted(agents_dir.glob("*/seed_*")):
-            seed_text = folder.name.removeprefix("seed_")
-            if (folder / "policy.json").is_file() and seed_text.isdigit():
-                out.setdefault(folder.parent.name, {})[int(seed_text)] = folder
+    out = policy_folders(agents_dir)
     if not out:
         raise ClickstreamError(
             f"nothing trained yet: no saved policy in agents/; {hint}", file=str(agents_dir.parent)

@@ -158,3 +158,19 @@ def test_beats_baselines_needs_the_difference_beyond_its_interval() -> None:
         ("dqn", "organic"): False,
         ("dqn", "random"): True,
     }
+
+
+def test_policy_folders_list_saved_policies_only(tmp_path) -> None:
+    from agents.base import MANIFEST, policy_folders
+
+    for folder in ("dqn/seed_0", "dqn/seed_2", "dqn/seed_1.partial", "ppo/seed_0", "ppo/seed_1"):
+        (tmp_path / folder).mkdir(parents=True)
+    for folder in ("dqn/seed_0", "dqn/seed_2", "dqn/seed_1.partial", "ppo/seed_1"):
+        (tmp_path / folder / MANIFEST).write_text("{}")
+    # a staging folder (crashed run) and a folder without a manifest are not policies
+    assert policy_folders(tmp_path) == {
+        "dqn": {0: tmp_path / "dqn/seed_0", 2: tmp_path / "dqn/seed_2"},
+        "ppo": {1: tmp_path / "ppo/seed_1"},
+    }
+    assert list(policy_folders(tmp_path, ["ppo"])) == ["ppo"]
+    assert policy_folders(tmp_path / "missing") == {}
