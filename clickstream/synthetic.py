@@ -47,6 +47,13 @@ On the default store (200 pages) the Bayes-optimal log-loss of intent-mode sessi
 2.47 nats per step; a first-order model fitted on 200,000 of them scores about 2.55 on the same
 test sessions (``tests/unit/test_synthetic.py`` asserts a margin of at least 0.05).
 
+**Other visitors.** ``kind_weights`` and ``entry_weights`` (:class:`SyntheticConfig`) replace
+rows of the two tables, so a study can shape how an intent behaves without new code. The
+``synthetic_intent`` experiment makes researchers read the store policies before they buy
+(policy → basket, then the funnel like buyers): the best recommendation on a product page then
+depends on the intent (policies for a researcher, the basket for a buyer), and first-order
+value iteration reaches about 84 % of the intent oracle instead of 98 % on the default store.
+
 **Recommendations** change the next-page distribution by the multinomial boost of DESIGN.md,
 ``p'(j) ∝ p(j) · exp(β · [j = a])`` with the true ``β = cfg.beta``; a recommended page that the
 current page does not link to (``p(a) = 0``) changes nothing.
@@ -338,6 +345,12 @@ class SyntheticConfig:
         order_value_median: Median order value (USD) of a transaction.
         order_value_sigma: Log-sd of the order value.
         sample_seed: Seed of the sessions :func:`load` samples (default: ``seed + 1``).
+        kind_weights: Visitor behaviour overrides, ``{intent: {page type: {kind: weight}}}``:
+            each row given replaces that row of :data:`KIND_WEIGHTS` (kinds left out weigh 0;
+            ``exit`` must stay > 0). The ``synthetic_intent`` experiment uses it for
+            researchers who read the store policies before they buy.
+        entry_weights: Landing overrides, ``{intent: {landing kind: weight}}``: each row given
+            replaces that intent's row of :data:`ENTRY_WEIGHTS` (kinds of :data:`ENTRY_KINDS`).
     """
 
     n_pages: int = 200
@@ -355,9 +368,13 @@ class SyntheticConfig:
     order_value_median: float = 55.0
     order_value_sigma: float = 1.6
     sample_seed: int | None = None
+    kind_weights: dict[str, dict[str, dict[str, float]]] | None = None
+    entry_weights: dict[str, dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         self.intent_prior = tuple(float(p) for p in self.intent_prior)
+        self.kind_weights = _checked_kind_weights(self.kind_weights)
+        self.entry_weights = _checked_entry_weights(self.entry_weights)
         checks = [
             (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
             (
@@ -409,6 +426,90 @@ class SyntheticConfig:
         out = dataclasses.asdict(self)
         out["intent_prior"] = list(self.intent_prior)
         return out
+
+    def kind_table(self, intent: str) -> dict[str, dict[str, float]]:
+        """Kind weights of ``intent`` per page type: :data:`KIND_WEIGHTS` with ``kind_weights``
+        applied."""
+        return {**KIND_WEIGHTS[intent], **(self.kind_weights or {}).get(intent, {})}
+
+    def entry_table(self, intent: str) -> dict[str, float]:
+        """Landing weights of ``intent``: :data:`ENTRY_WEIGHTS` with ``entry_weights`` applied."""
+        return (self.entry_weights or {}).get(intent, ENTRY_WEIGHTS[intent])
+
+
+def _weight_row(row: Any, known: Sequence[str], where: str) -> dict[str, float]:
+    """One row of weights as ``{name: float}``; unknown names and bad weights raise."""
+    if not isinstance(row, Mapping):
+        raise ClickstreamError(f"synthetic store: {where} must be a mapping, got {row!r}")
+    out: dict[str, float] = {}
+    for name, weight in row.items():
+        if name not in known:
+            raise ClickstreamError(
+                f"synthetic store: {where}: unknown {name!r}; known: {list(known)}"
+            )
+        try:
+            w = float(weight)
+        except (TypeError, ValueError):
+            w = float("nan")
+        if not (np.isfinite(w) and w >= 0):
+            raise ClickstreamError(
+                f"synthetic store: {where}[{name}] must be a finite weight >= 0, got {weight!r}"
+            )
+        out[str(name)] = w
+    if sum(out.values()) <= 0:
+        raise ClickstreamError(f"synthetic store: {where} has no positive weight")
+    return out
+
+
+def _checked_kind_weights(value: Any) -> dict[str, dict[str, dict[str, float]]] | None:
+    if value is None:
+        return None
+    table = _weight_table(value, "kind_weights")
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for intent, rows in table.items():
+        where = f"kind_weights[{intent}]"
+        if not isinstance(rows, Mapping):
+            raise ClickstreamError(f"synthetic store: {where} must be a mapping, got {rows!r}")
+        out[intent] = {}
+        for ptype, row in rows.items():
+            if ptype not in PAGE_TYPES:
+                raise ClickstreamError(
+                    f"synthetic store: {where}: unknown page type {ptype!r}; "
+                    f"known: {list(PAGE_TYPES)}"
+                )
+            out[intent][ptype] = _weight_row(row, KINDS, f"{where}[{ptype}]")
+            if out[intent][ptype].get("exit", 0.0) <= 0:
+                raise ClickstreamError(
+                    f"synthetic store: {where}[{ptype}]: 'exit' must be > 0 "
+                    "(visitors must be able to leave every page)"
+                )
+    return out
+
+
+def _checked_entry_weights(value: Any) -> dict[str, dict[str, float]] | None:
+    if value is None:
+        return None
+    table = _weight_table(value, "entry_weights")
+    return {
+        intent: _weight_row(row, ENTRY_KINDS, f"entry_weights[{intent}]")
+        for intent, row in table.items()
+    }
+
+
+def _weight_table(value: Any, what: str) -> dict[str, Any]:
+    """A mapping keyed by intent (a Hydra node becomes plain data); unknown intents raise."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if not isinstance(value, Mapping):
+        raise ClickstreamError(f"synthetic store: {what} must be a mapping, got {value!r}")
+    unknown = sorted(set(map(str, value)) - set(INTENTS))
+    if unknown:
+        raise ClickstreamError(
+            f"synthetic store: {what}: unknown intent(s) {unknown}; known: {list(INTENTS)}"
+        )
+    return {str(k): v for k, v in value.items()}
 
 
 @dataclass
@@ -1309,7 +1410,8 @@ class _Site:
         """Transition matrix of one intent as CSR ``(indptr (P+1,), indices, probs)``."""
         p = len(self.pages)
         type_id = np.array([PAGE_TYPES.index(t) for t in self.types])
-        table = np.array([[KIND_WEIGHTS[intent][t].get(k, 0.0) for k in KINDS] for t in PAGE_TYPES])
+        weights = self.cfg.kind_table(intent)
+        table = np.array([[weights[t].get(k, 0.0) for k in KINDS] for t in PAGE_TYPES])
         avail = np.zeros((p, len(KINDS)), dtype=bool)
         for k, kind in enumerate(KINDS):
             avail[np.unique(coo[kind][0]), k] = True
@@ -1333,7 +1435,7 @@ class _Site:
     def entry(self, intent: str) -> np.ndarray:
         """Entry distribution of one intent, shape ``(P,)``."""
         p = len(self.pages)
-        w = ENTRY_WEIGHTS[intent]
+        w = self.cfg.entry_table(intent)
         first = {t: self.types.index(t) for t in ("home", "search", "basket")}
         parts = {
             "home": (np.array([first["home"]]), np.ones(1)),

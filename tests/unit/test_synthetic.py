@@ -106,6 +106,62 @@ def test_bad_config_is_refused() -> None:
         SyntheticConfig.from_dict({"n_page": 100})
 
 
+def test_behaviour_overrides_replace_only_their_rows(intent_store: SyntheticStore) -> None:
+    # researchers on policy pages: half leave, half go to the basket (every policy page links it)
+    cfg = SyntheticConfig(
+        kind_weights={"research": {"policy": {"exit": 1.0, "basket": 1.0}}},
+        entry_weights={"buy": {"basket": 2.0}},
+    )
+    store = build_store(cfg)
+    research, buy = INTENTS.index("research"), INTENTS.index("buy")
+    basket = store.page_index("/basket.html")
+    policy = np.flatnonzero(np.array(store.page_types) == "policy")
+    rows = store.transitions[research][policy]
+    np.testing.assert_allclose(rows[:, store.exit_index], 0.5)
+    np.testing.assert_allclose(rows[:, basket], 0.5)
+    np.testing.assert_allclose(rows.sum(1), 1.0)
+    # every other row and entry as in the default store
+    changed = np.zeros_like(store.transitions, dtype=bool)
+    changed[research, policy] = True
+    np.testing.assert_array_equal(store.transitions[~changed], intent_store.transitions[~changed])
+    assert store.entry[buy, basket] == 1.0 and store.entry[buy].sum() == 1.0
+    np.testing.assert_array_equal(store.entry[:buy], intent_store.entry[:buy])
+    assert store.config.kind_table("research")["policy"] == {"exit": 1.0, "basket": 1.0}
+    assert store.config.kind_table("browse") == intent_store.config.kind_table("browse")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("kind_weights", {"shopper": {}}, r"unknown intent\(s\) \['shopper'\]"),
+        ("kind_weights", {"buy": {"checkout": {"exit": 1}}}, "unknown page type 'checkout'"),
+        ("kind_weights", {"buy": {"product": {"exit": 1, "cart": 1}}}, "unknown 'cart'"),
+        ("kind_weights", {"buy": {"product": {"basket": 1}}}, r"'exit' must be > 0"),
+        ("kind_weights", {"buy": {"product": {"exit": -0.1}}}, r"\[exit\] must be a finite"),
+        ("kind_weights", {"buy": {"product": {"exit": "x"}}}, r"\[exit\] must be a finite"),
+        ("kind_weights", {"buy": ["exit"]}, r"kind_weights\[buy\] must be a mapping"),
+        ("entry_weights", {"buy": {"checkout": 1}}, r"entry_weights\[buy\]: unknown 'checkout'"),
+        ("entry_weights", {"buy": {"home": 0}}, r"entry_weights\[buy\] has no positive weight"),
+        ("entry_weights", [1, 2], "entry_weights must be a mapping"),
+    ],
+)
+def test_bad_behaviour_overrides_are_refused(field: str, value: object, message: str) -> None:
+    with pytest.raises(ClickstreamError, match=message):
+        SyntheticConfig(**{field: value})
+
+
+def test_behaviour_overrides_survive_save_load_and_hydra(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create({"research": {"policy": {"exit": 1, "basket": 3}}})
+    store = build_store(SyntheticConfig(kind_weights=node))  # a Hydra node becomes plain data
+    assert store.config.kind_weights == {"research": {"policy": {"exit": 1.0, "basket": 3.0}}}
+    store.save(tmp_path / "true_model")
+    back = SyntheticStore.load(tmp_path / "true_model")
+    assert back.config == store.config
+    np.testing.assert_array_equal(back.transitions, store.transitions)
+
+
 def test_page_groups_match_the_merchandise_store_page_config(
     intent_store: SyntheticStore,
 ) -> None:
