@@ -202,13 +202,16 @@ def _same(recorded: dict, cfg: DictConfig, keys: tuple[str, ...]) -> bool:
     return _plain(recorded, keys) == _plain(cfg, keys)
 
 
-COSMETIC_KEYS = frozenset({"show_progress", "verbose"})
-"""Settings that change what a stage prints, not what it makes: ignored when comparing."""
+COSMETIC_KEYS = frozenset({"show_progress", "verbose", "log_truth"})
+"""Settings that change what a stage prints or logs, not what it makes: ignored when comparing
+(``log_truth`` adds ground-truth curves to TensorBoard; the kept weights are the same).
+Options set to null are ignored too: null means "the default", as if the option were not
+there, so adding an option (null by default) does not make earlier outputs stale."""
 
 
 def _plain(cfg: DictConfig | dict, keys: tuple[str, ...]) -> dict[str, Any]:
     """The resolved values of ``keys`` as plain data, for comparing configurations
-    (:data:`COSMETIC_KEYS` left out at every depth)."""
+    (:data:`COSMETIC_KEYS` and null options left out at every depth)."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     return _drop_cosmetic(json.loads(json.dumps({k: cfg.get(k) for k in keys}, default=str)))
@@ -216,7 +219,11 @@ def _plain(cfg: DictConfig | dict, keys: tuple[str, ...]) -> dict[str, Any]:
 
 def _drop_cosmetic(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _drop_cosmetic(v) for k, v in value.items() if k not in COSMETIC_KEYS}
+        return {
+            k: _drop_cosmetic(v)
+            for k, v in value.items()
+            if k not in COSMETIC_KEYS and v is not None
+        }
     if isinstance(value, list):
         return [_drop_cosmetic(v) for v in value]
     return value

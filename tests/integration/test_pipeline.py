@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.pipeline import run
+from scripts.pipeline import _same, run
 from tests.hydra_configs import compose_cfg
 
 pytestmark = pytest.mark.integration
@@ -90,3 +90,16 @@ def test_stages_run_once_then_are_reused(tmp_path: Path) -> None:
         tmp_path, "agent_overrides.q_learning.total_steps=40000", "simulator.trainer.epochs=1"
     )
     assert sim["stages"] == {**ALL_RAN, "prepare_data": "reused"}
+
+
+def test_options_at_null_compare_as_absent() -> None:
+    # an option added later with a null default (e.g. data.kind_weights) leaves earlier
+    # outputs up to date; any value, or a changed one, makes them stale
+    recorded = {"data": {"mode": "intent", "n_pages": 200}}
+    cfg = compose_cfg("pipeline", ["data.n_pages=200"])
+    assert cfg.data.kind_weights is None
+    assert _same(
+        {"data": {**recorded["data"]}}, {"data": {**recorded["data"], "x": None}}, ("data",)
+    )
+    assert not _same(recorded, {"data": {**recorded["data"], "x": 0}}, ("data",))
+    assert not _same(recorded, {"data": {"mode": "intent", "n_pages": None}}, ("data",))
