@@ -7,7 +7,8 @@ names the **worlds** a policy can run in (DESIGN.md, issue "Agents and experimen
   where agents train;
 * ``held_out``: another visitor model (another seed or other data), so that a policy that
   exploits one model's errors is not taken for skill;
-* ``ground_truth``: the synthetic store's own visitor model (synthetic datasets only).
+* ``ground_truth``: the synthetic store's own visitor model (synthetic datasets only; the env's
+  ``top_k``, an approximation of the learned worlds, does not apply).
 
 Every world pays the same reward table (the env config's, from the dataset's page catalog) and
 applies the same click model: worlds differ only in how visitors move.
@@ -113,7 +114,8 @@ class Site:
                 raise ClickstreamError(
                     "the ground truth is known for synthetic datasets only", file=str(self.data_dir)
                 )
-            return {**opts, "dynamics": "true", "model_path": None}
+            # the store's own links, not the successors the learned world is limited to
+            return {**opts, "dynamics": "true", "model_path": None, "top_k": None}
         raise ClickstreamError(f"world must be one of {WORLDS}, got {world!r}")
 
     def core(self, n_visitors: int, world: str = "learned", **overrides: Any) -> SiteCore:

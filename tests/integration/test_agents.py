@@ -122,6 +122,20 @@ def test_sb3_training_replays_under_a_seed(run_dir: Path, trained: dict) -> None
     assert again["eval_learned"] == trained["ppo"]["eval_learned"]
 
 
+def test_top_k_limits_the_learned_world_not_the_ground_truth(run_dir: Path) -> None:
+    from agents.site import Site
+
+    site = Site(data_dir=run_dir / "data", env={"dynamics": "markov", "top_k": 3})
+    learned = site.core(4, "learned")
+    truth = site.core(4, "ground_truth")
+    assert learned.candidates is not None and learned.candidates.shape[1] == 3
+    assert truth.candidates is None  # the store's own links: every true successor reachable
+    truth.reset(seed=0)
+    rows = truth.next_page_probs()
+    assert torch.allclose(rows.sum(1), torch.ones(4, dtype=rows.dtype))
+    assert int((rows > 0).sum(1).max()) > 3 + 1  # more outcomes than 3 successors and EXIT
+
+
 def test_sb3_training_can_log_its_exact_value_in_the_ground_truth(run_dir: Path) -> None:
     from agents.evaluate import exact_return
     from agents.site import Site
