@@ -214,18 +214,16 @@ def _plain(cfg: DictConfig | dict, keys: tuple[str, ...]) -> dict[str, Any]:
     (:data:`COSMETIC_KEYS` and null options left out at every depth)."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    return _drop_cosmetic(json.loads(json.dumps({k: cfg.get(k) for k in keys}, default=str)))
+    return _comparable(json.loads(json.dumps({k: cfg.get(k) for k in keys}, default=str)))
 
 
-def _drop_cosmetic(value: Any) -> Any:
+def _comparable(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            k: _drop_cosmetic(v)
-            for k, v in value.items()
-            if k not in COSMETIC_KEYS and v is not None
+            k: _comparable(v) for k, v in value.items() if k not in COSMETIC_KEYS and v is not None
         }
     if isinstance(value, list):
-        return [_drop_cosmetic(v) for v in value]
+        return [_comparable(v) for v in value]
     return value
 
 
