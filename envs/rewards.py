@@ -12,6 +12,8 @@ landing on ``EXIT`` pays 0. A reward is a table over the state vocabulary, ``(P 
 * ``revenue``: only completed transactions pay, each once: the expected transaction revenue of
   one view of the landed page (non-zero only where transactions are recorded).
 * ``engagement``: time on site: the expected time on the landed page, in seconds.
+* ``pageviews``: 1 for every page viewed, so a return is the pages of a session after the
+  first: the depth objective of sites that record neither revenue nor time (MSNBC).
 
 Two sources:
 
@@ -43,7 +45,7 @@ from clickstream.schema import check_no_reserved_names
 if TYPE_CHECKING:
     from clickstream.synthetic import SyntheticStore
 
-REWARD_KINDS = ("page_value", "revenue", "engagement")
+REWARD_KINDS = ("page_value", "revenue", "engagement", "pageviews")
 """Names of the rewards an env config can choose."""
 
 PAGE_VALUE_METHODS = ("auto", "exact", "sampled")
@@ -159,7 +161,8 @@ def reward_from_catalog(kind: str, pages: pd.DataFrame, vocab_pages: Sequence[st
           for a page with no views);
         * ``engagement``: ``avg_time_on_page_s``; a page with no known time (GA knows none for
           pages only ever viewed last) gets the mean over the vocabulary pages that have one,
-          or 0 if none does.
+          or 0 if none does;
+        * ``pageviews``: 1 for every page.
 
     Raises:
         ClickstreamError: Unknown kind; a vocabulary page missing from the catalog (or named
@@ -170,6 +173,7 @@ def reward_from_catalog(kind: str, pages: pd.DataFrame, vocab_pages: Sequence[st
         "page_value": ["page_value"],
         "revenue": ["revenue", "pageviews"],
         "engagement": ["avg_time_on_page_s"],
+        "pageviews": [],
     }[kind]
     absent = [c for c in ["page", *needed] if c not in pages.columns]
     if absent:
@@ -180,7 +184,9 @@ def reward_from_catalog(kind: str, pages: pd.DataFrame, vocab_pages: Sequence[st
     def column(name: str) -> np.ndarray:
         return pd.to_numeric(pages[name]).to_numpy(np.float64)[rows]
 
-    if kind == "engagement":
+    if kind == "pageviews":
+        values = np.ones(len(vocab))
+    elif kind == "engagement":
         values = column("avg_time_on_page_s")
         known = np.isfinite(values)
         values = np.where(known, values, values[known].mean() if known.any() else 0.0)
@@ -194,6 +200,12 @@ def reward_from_catalog(kind: str, pages: pd.DataFrame, vocab_pages: Sequence[st
         if len(bad):
             raise ClickstreamError(
                 f"page {vocab[bad[0]]!r} has no finite {needed[0]} in the catalog",
+                column=needed[0],
+            )
+        if not values.any():  # every policy would score 0: nothing to learn or compare
+            raise ClickstreamError(
+                f"reward {kind!r} is 0 on every page (the data record no transactions); "
+                "choose env.reward=engagement or pageviews",
                 column=needed[0],
             )
     return _table(kind, values)
@@ -226,6 +238,7 @@ def reward_from_store(
           ``/ordercompleted.html``, 0 elsewhere (the sampled hits round it to cents and floor
           it at 0.99 USD: a negligible difference);
         * ``engagement``: the log-normal mean ``exp(μ + σ² / 2)`` of time on the page, seconds;
+        * ``pageviews``: 1 for every page;
         * ``page_value``: :func:`true_page_value`.
 
     Raises:
@@ -241,6 +254,8 @@ def reward_from_store(
         values = np.asarray(store.expected_revenue, dtype=np.float64)
     elif kind == "engagement":
         values = np.exp(store.time_mu + store.time_sigma**2 / 2.0)
+    elif kind == "pageviews":
+        values = np.ones(store.n_pages)
     else:
         values = true_page_value(store, page_value_method, n_sessions=n_sessions, seed=seed)
     return _table(kind, values[rows])

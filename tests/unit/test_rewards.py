@@ -82,8 +82,14 @@ def test_catalog_rewards_follow_the_vocabulary_order(catalog: pd.DataFrame) -> N
 def test_catalog_edge_values(catalog: pd.DataFrame) -> None:
     no_times = catalog.assign(avg_time_on_page_s=np.nan)
     assert _values(reward_from_catalog("engagement", no_times, ["/a", "/b"])) == [0, 0, 0]
-    no_views = catalog.assign(pageviews=[10, 4, 0, 2, 1])
-    assert _values(reward_from_catalog("revenue", no_views, ["/c"])) == [0, 0]
+    no_views = catalog.assign(pageviews=[10, 4, 0, 2, 1], revenue=[20.0, 0, 150, 0, 0])
+    assert _values(reward_from_catalog("revenue", no_views, ["/a", "/c"])) == [2, 0, 0]
+    # a reward that is 0 on every page leaves nothing to learn: refused, naming the way out
+    with pytest.raises(ClickstreamError, match=r"'revenue' is 0 on every page.*pageviews"):
+        reward_from_catalog("revenue", catalog, ["/a", "/b"])
+    with pytest.raises(ClickstreamError, match="'page_value' is 0 on every page"):
+        reward_from_catalog("page_value", catalog, ["/c", "/d"])
+    assert _values(reward_from_catalog("pageviews", catalog[["page"]], ["/d", "/a"])) == [1, 1, 0]
     bad_value = catalog.assign(page_value=[12.5, np.nan, 0, 0, 0])
     with pytest.raises(ClickstreamError, match="'/b' has no finite page_value"):
         reward_from_catalog("page_value", bad_value, ["/a", "/b"])
@@ -95,7 +101,9 @@ def test_catalog_errors(catalog: pd.DataFrame) -> None:
         reward_from_catalog("page_value", catalog, ["/a", "/x", "/y"])
     with pytest.raises(ClickstreamError, match=r"and 1 more"):
         reward_from_catalog("page_value", catalog, ["/a", "/x", "/y"])
-    with pytest.raises(ClickstreamError, match=r"\['page_value', 'revenue', 'engagement'\]"):
+    with pytest.raises(
+        ClickstreamError, match=r"\['page_value', 'revenue', 'engagement', 'pageviews'\]"
+    ):
         reward_from_catalog("clicks", catalog, ["/a"])
     with pytest.raises(ClickstreamError, match="lacks column"):
         reward_from_catalog("revenue", catalog.drop(columns="pageviews"), ["/a"])
@@ -150,6 +158,8 @@ def test_store_revenue_and_engagement(store: SyntheticStore) -> None:
 
     engagement = reward_from_store("engagement", store)
     assert bool((engagement.per_page[:-1] > 0).all()) and float(engagement.per_page[-1]) == 0
+    views = reward_from_store("pageviews", store)
+    assert views.per_page.tolist() == [1.0] * store.n_pages + [0.0]
     home = store.page_index("/home")  # median 10 s, log-sd 1.1: 10 · e^0.605 ≈ 18.3 s
     assert float(engagement.per_page[home]) == pytest.approx(10 * math.exp(1.1**2 / 2), rel=1e-6)
 
