@@ -70,6 +70,12 @@ def test_pipeline_and_evaluate_configs_compose(experiment) -> None:
         assert cfg.experiment_name == experiment and cfg.data.name
 
 
+def test_msnbc_experiment_rewards_session_depth() -> None:
+    # MSNBC has no transactions and no times: page value (all 0) would be refused
+    assert compose_cfg("pipeline", ["experiment=msnbc"]).env.reward == "pageviews"
+    assert compose_cfg("pipeline", ["experiment=ga_sample"]).env.reward == "page_value"
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
