@@ -202,13 +202,18 @@ def reward_from_catalog(kind: str, pages: pd.DataFrame, vocab_pages: Sequence[st
                 f"page {vocab[bad[0]]!r} has no finite {needed[0]} in the catalog",
                 column=needed[0],
             )
-        if not values.any():  # every policy would score 0: nothing to learn or compare
-            raise ClickstreamError(
-                f"reward {kind!r} is 0 on every page (the data record no transactions); "
-                "choose env.reward=engagement or pageviews",
-                column=needed[0],
-            )
     return _table(kind, values)
+
+
+def check_learnable(table: RewardTable, source: str) -> RewardTable:
+    """``table`` unchanged, or an error if it pays 0 on every page (every policy would score 0:
+    nothing to learn or compare), naming the rewards that do not need transactions."""
+    if not bool(table.per_page.any()):
+        raise ClickstreamError(
+            f"reward {table.name!r} is 0 on every page of {source} (no transactions recorded?); "
+            "choose env.reward=engagement or pageviews"
+        )
+    return table
 
 
 def reward_from_store(

@@ -33,7 +33,7 @@ from envs.dynamics import (
     entry_distribution,
     top_successors,
 )
-from envs.rewards import reward_from_catalog, reward_from_store
+from envs.rewards import check_learnable, reward_from_catalog, reward_from_store
 from envs.sequences import load_prepared
 from envs.visitor_model import VisitorModel
 
@@ -107,7 +107,7 @@ def build_core(
         data = load_prepared(data_dir, splits=("train",))
         pages = data.vocab.pages
         catalog = pd.read_parquet(Path(data_dir) / "pages.parquet")
-        rewards = reward_from_catalog(reward, catalog, pages)
+        rewards = check_learnable(reward_from_catalog(reward, catalog, pages), str(data_dir))
         group_ids = data.vocab.page_group
         if dynamics == "true":
             if data.true_model_path is None:

@@ -128,6 +128,22 @@ def test_sb3_training_replays_under_a_seed(run_dir: Path, trained: dict) -> None
     assert again["eval_learned"] == trained["ppo"]["eval_learned"]
 
 
+def test_an_env_refuses_a_reward_that_is_zero_everywhere(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import pandas as pd
+
+    from clickstream.errors import ClickstreamError
+    from envs.site_env import build_core
+
+    data = shutil.copytree(run_dir / "data", tmp_path / "data")
+    pages = pd.read_parquet(data / "pages.parquet")
+    pages.assign(page_value=0.0).to_parquet(data / "pages.parquet")
+    with pytest.raises(ClickstreamError, match=r"'page_value' is 0 on every page of .*pageviews"):
+        build_core(1, data_dir=data, dynamics="markov")
+    assert build_core(1, data_dir=data, dynamics="markov", reward="pageviews").n_pages > 0
+
+
 def test_top_k_limits_the_learned_world_not_the_ground_truth(run_dir: Path) -> None:
     from agents.site import Site
 

@@ -16,6 +16,7 @@ from clickstream.synthetic import SyntheticConfig, SyntheticStore, build_store
 from envs.rewards import (
     REWARD_KINDS,
     RewardTable,
+    check_learnable,
     reward_from_catalog,
     reward_from_store,
     true_page_value,
@@ -84,11 +85,14 @@ def test_catalog_edge_values(catalog: pd.DataFrame) -> None:
     assert _values(reward_from_catalog("engagement", no_times, ["/a", "/b"])) == [0, 0, 0]
     no_views = catalog.assign(pageviews=[10, 4, 0, 2, 1], revenue=[20.0, 0, 150, 0, 0])
     assert _values(reward_from_catalog("revenue", no_views, ["/a", "/c"])) == [2, 0, 0]
-    # a reward that is 0 on every page leaves nothing to learn: refused, naming the way out
-    with pytest.raises(ClickstreamError, match=r"'revenue' is 0 on every page.*pageviews"):
-        reward_from_catalog("revenue", catalog, ["/a", "/b"])
-    with pytest.raises(ClickstreamError, match="'page_value' is 0 on every page"):
-        reward_from_catalog("page_value", catalog, ["/c", "/d"])
+    # a reward that is 0 on every page is a valid table (the evaluation's revenue of a site
+    # without transactions) but leaves an env nothing to learn: check_learnable refuses it
+    no_revenue = reward_from_catalog("revenue", catalog, ["/a", "/b"])
+    assert _values(no_revenue) == [0, 0, 0]
+    with pytest.raises(ClickstreamError, match=r"'revenue' is 0 on every page of x.*pageviews"):
+        check_learnable(no_revenue, "x")
+    paying = reward_from_catalog("page_value", catalog, ["/a"])
+    assert check_learnable(paying, "x") is paying
     assert _values(reward_from_catalog("pageviews", catalog[["page"]], ["/d", "/a"])) == [1, 1, 0]
     bad_value = catalog.assign(page_value=[12.5, np.nan, 0, 0, 0])
     with pytest.raises(ClickstreamError, match="'/b' has no finite page_value"):
