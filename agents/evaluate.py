@@ -292,7 +292,7 @@ def quick_eval(
         "eval/bounce_rate": s["bounce_rate"],
     }
     if truth and site.is_synthetic:
-        exact = exact_return(policy, site.core(1, "ground_truth", top_k=None, device="cpu"))
+        exact = exact_return(policy, site.core(1, "ground_truth", device="cpu"))
         if exact is not None:
             out["truth/exact_return"] = exact
     return out

@@ -156,7 +156,7 @@ class Site:
         """The synthetic store's true MDP (one per latent intent)."""
         from agents.tabular import SiteMDP
 
-        return SiteMDP.from_core(self.core(1, "ground_truth", top_k=None, device="cpu"))
+        return SiteMDP.from_core(self.core(1, "ground_truth", device="cpu"))
 
     def page_traffic(self) -> np.ndarray:
         """Views of each page in the train split, ``(P,)``."""

@@ -170,7 +170,7 @@ def test_sb3_training_can_log_its_exact_value_in_the_ground_truth(run_dir: Path)
     exact = [c["truth/exact_return"] for c in record["fit"]["curve"]]
     assert len(exact) == 2  # at 1,024 and 2,048 steps
     site = Site.from_config(record["config"])
-    truth = site.core(1, "ground_truth", top_k=None, device="cpu")
+    truth = site.core(1, "ground_truth", device="cpu")
     mdp = site.true_mdp()
     best = value_iteration(mdp).q.argmax(1)
     optimum = policy_value(mdp, torch.nn.functional.one_hot(best, mdp.n_actions).double())
