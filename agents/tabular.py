@@ -232,6 +232,25 @@ def value_iteration(
     )
 
 
+def intent_weighted_q(mdp: SiteMDP, *, tol: float = 1e-9) -> torch.Tensor:
+    """A table over pages that knows the intents' values but not the visitor's intent:
+    ``Q(s, a) = sum_z p(z | s) Q*_z(s, a)``, ``p(z | s)`` proportional to ``prior_z`` times the
+    organic views of ``s`` under intent z, ``(P, A)``.
+
+    A reference for studies of history (it needs the true intents, like the intent oracle):
+    it shows what a policy that sees only the current page can gain over value iteration on
+    the first-order model, which re-mixes the intents at every step. With one intent it is
+    value iteration's ``Q``.
+    """
+    views = torch.stack(
+        [_visits(mdp.transitions[z], mdp.entry[z], mdp.max_steps) for z in range(mdp.n_intents)]
+    )  # (Z, P)
+    weight = mdp.prior[:, None] * views
+    weight = weight / weight.sum(0, keepdim=True).clamp(min=1e-300)
+    q = torch.stack([value_iteration(mdp, z, tol=tol).q for z in range(mdp.n_intents)])
+    return torch.einsum("zp,zpa->pa", weight, q)
+
+
 def policy_value(mdp: SiteMDP, probs: torch.Tensor, horizon: int | None = None) -> dict:
     """Exact mean return per session of a policy that is a table over pages.
 

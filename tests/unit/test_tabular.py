@@ -9,6 +9,7 @@ V(A) = 60/13, V(B) = 40/13, V(C) = 0, and with entry (1/2, 1/2, 0) a session is 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,7 +17,14 @@ import pytest
 import torch
 
 from agents.evaluate import simulate, summarize
-from agents.tabular import SiteMDP, TablePolicy, policy_value, q_learning, value_iteration
+from agents.tabular import (
+    SiteMDP,
+    TablePolicy,
+    intent_weighted_q,
+    policy_value,
+    q_learning,
+    value_iteration,
+)
 from envs.click_model import MultinomialBoost
 from envs.core import SiteCore
 from envs.dynamics import MarkovDynamics
@@ -93,3 +101,22 @@ def test_q_learning_replays_under_a_seed() -> None:
 def test_first_order_mixture_of_one_intent_is_itself() -> None:
     mdp = SiteMDP.from_core(core())
     assert mdp.first_order() is mdp
+
+
+def test_intent_weighted_q_by_hand() -> None:
+    one = SiteMDP.from_core(core())
+    np.testing.assert_allclose(intent_weighted_q(one), value_iteration(one).q, atol=1e-9)
+    # a second intent, half the visitors, lands on A and always leaves: it is worth 0 and is
+    # never on B. Organic views of the first intent from (1/2, 1/2): a = 1/2 + b/2,
+    # b = 1/2 + a/4, so a = 6/7; on A the first intent's weight is (6/7) / (6/7 + 1) = 6/13.
+    leaves = torch.zeros(3, 4, dtype=torch.float64)
+    leaves[:, 3] = 1.0
+    two = dataclasses.replace(
+        one,
+        transitions=torch.stack([one.transitions[0], leaves]),
+        entry=torch.stack([one.entry[0], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)]),
+        prior=torch.tensor([0.5, 0.5], dtype=torch.float64),
+    )
+    q = intent_weighted_q(two)
+    assert float(q[A, C]) == pytest.approx(6 / 13 * 60 / 13, abs=1e-6)  # V*(A) = 60/13
+    assert float(q[B, A]) == pytest.approx(40 / 13, abs=1e-6)  # only the first intent on B

@@ -1,0 +1,64 @@
+"""Study: what a page table that knows the intents' values gains, and how each world ranks it.
+
+    python scripts/intent_tables.py [--run-dir runs/synthetic_intent] [--sessions 32768] [--seed 0]
+
+On a synthetic intent store (a run folder whose ``agents/value_iteration/seed_0`` gives the
+env settings), three tables over pages, each by exact policy evaluation in the ground truth
+and simulated in every world of the run: value iteration on the true first-order marginal,
+the intent-weighted table (:func:`agents.tabular.intent_weighted_q`) and, for the ground truth
+only, the intent oracle's bound. A learned world that ranks the first two the other way round
+than the truth steers agents trained in it away from what the truth rewards
+(docs/results.md, the intent experiment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from agents.base import TablePolicy
+from agents.evaluate import simulate
+from agents.site import Site
+from agents.tabular import intent_weighted_q, policy_value, value_iteration
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", default="runs/synthetic_intent")
+    parser.add_argument("--sessions", type=int, default=32_768)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    record = Path(args.run_dir) / "agents" / "value_iteration" / "seed_0" / "run.json"
+    site = Site.from_config(json.loads(record.read_text(encoding="utf-8"))["config"])
+    truth = site.true_mdp()
+
+    def greedy(q: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(q.argmax(-1), q.shape[-1]).double()
+
+    tables = {
+        "value_iteration (true first-order marginal)": value_iteration(truth.first_order()).q,
+        "intent_weighted": intent_weighted_q(truth),
+    }
+    oracle = torch.stack([value_iteration(truth, z).q for z in range(truth.n_intents)])
+    print(
+        f"intent oracle, exact in the ground truth: {policy_value(truth, greedy(oracle))['mean_return']:.3f}"
+    )
+    for name, q in tables.items():
+        exact = policy_value(truth, greedy(q))["mean_return"]
+        line = [f"{name}: exact {exact:.3f}"]
+        for world in site.worlds():
+            core = site.core(4096, world)
+            sessions = simulate(
+                TablePolicy(q, name), core, args.sessions, args.seed, site.side_tables(world)
+            )
+            r = sessions.returns
+            line.append(f"{world} {r.mean():.1f} ± {1.96 * r.std() / len(r) ** 0.5:.1f}")
+        print(";  ".join(line))
+
+
+if __name__ == "__main__":
+    main()
