@@ -1,12 +1,15 @@
 """Visitor dynamics for the simulator: where a batch of visitors goes next if left alone.
 
-Three interchangeable models behind one batched torch interface (:class:`Dynamics`):
+Interchangeable models behind one batched torch interface (:class:`Dynamics`):
 
 * :class:`GRUDynamics`: the learned GRU visitor model (``envs/visitor_model.py``); its state
   is the GRU hidden state plus the logits it gave after the current page.
 * :class:`MarkovDynamics`: a tabular first-order model counted on the training split.
-* :class:`TrueDynamics`: the synthetic store's true model (ground truth): each visitor draws a
-  latent intent when they arrive, which stays hidden from the agent.
+* :class:`MixtureDynamics`: visitors of latent types, each type a first-order chain; a visitor
+  draws her type when she arrives, keeps it, and the agent never sees it. The latent-class
+  model fitted on data (:mod:`envs.latent_class`) runs as one.
+* :class:`TrueDynamics`: the synthetic store's true model (ground truth), a mixture over the
+  store's latent intents.
 
 A visitor's *state* is a float tensor row of fixed width (``state_dim``), so the core keeps one
 ``(B, S)`` tensor for all visitors whatever the model. Page ids follow the vocabulary the
@@ -217,39 +220,38 @@ class GRUDynamics:
         return torch.cat([hidden, scores.float()], dim=1)
 
 
-class TrueDynamics:
-    """The synthetic store's true visitor model: a latent intent per visitor.
+class MixtureDynamics:
+    """Visitors of ``Z`` latent types, each a first-order chain; a visitor keeps her type.
+
+    A type is drawn from ``prior`` when the visitor arrives and stays hidden from the agent
+    (it is the visitor's state). A recommendation acts on the row of the visitor's own type,
+    so what the click model does to a visitor depends on who she is, not on the mix of
+    visitors seen on her page. Used for the synthetic store's truth (:class:`TrueDynamics`)
+    and for the latent-class visitor model fitted on data (:mod:`envs.latent_class`).
 
     Args:
-        store: A :class:`clickstream.synthetic.SyntheticStore`.
-        pages: Page order of the simulator (default: the store's own order). Every page must
-            be a store page; ``EXIT`` stays last.
+        prior: Type probabilities, ``(Z,)``.
+        entry: Entry distribution of each type, ``(Z, P)``.
+        transitions: Next-page rows of each type, ``(Z, P, P + 1)``; rows sum to 1.
+        pages: Page names, length P.
     """
 
-    max_dense_cells = 60_000_000  # (Z, P, P + 1) float32: 240 MB
-
-    def __init__(self, store, pages: tuple[str, ...] | None = None):
-        self.store = store
-        self.pages = tuple(store.pages) if pages is None else tuple(pages)
-        self.n_pages = len(self.pages)
-        idx = np.array([store.page_index(p) for p in self.pages], dtype=np.int64)
-        z, p = store.n_intents, store.n_pages
-        if z * p * (p + 1) > self.max_dense_cells:
+    def __init__(self, prior, entry, transitions, pages: tuple[str, ...]) -> None:
+        prior = torch.as_tensor(np.asarray(prior), dtype=torch.float32)
+        entry = torch.as_tensor(np.asarray(entry), dtype=torch.float32)
+        transitions = torch.as_tensor(np.asarray(transitions), dtype=torch.float32)
+        z, p = entry.shape if entry.ndim == 2 else (0, 0)
+        if prior.shape != (z,) or transitions.shape != (z, p, p + 1) or len(pages) != p:
             raise ClickstreamError(
-                f"true dynamics of {p} pages and {z} intents is too large to hold densely"
+                "mixture dynamics needs prior (Z,), entry (Z, P), transitions (Z, P, P + 1) and "
+                f"P page names; got {tuple(prior.shape)}, {tuple(entry.shape)}, "
+                f"{tuple(transitions.shape)}, {len(pages)}"
             )
-        cols = np.r_[idx, p]  # reorder destinations (EXIT last)
-        dense = store.transitions[:, idx][:, :, cols]
-        entry = store.entry[:, idx]
-        if len(idx) < p:  # a vocabulary without some store pages: renormalise over it
-            dense = dense / dense.sum(-1, keepdims=True)
-            entry = entry / entry.sum(-1, keepdims=True)
-        self.state_dim = 1  # the intent index, stored as a float
-        self.prior = torch.as_tensor(store.prior, dtype=torch.float32)
-        self.entry = torch.as_tensor(entry, dtype=torch.float32)
-        self.transitions = torch.as_tensor(dense, dtype=torch.float32)
+        self.pages, self.n_pages = tuple(pages), p
+        self.state_dim = 1  # the type index, stored as a float
+        self.prior, self.entry, self.transitions = prior, entry, transitions
 
-    def to(self, device: torch.device | str) -> TrueDynamics:
+    def to(self, device: torch.device | str) -> MixtureDynamics:
         self.prior = self.prior.to(device)
         self.entry, self.transitions = self.entry.to(device), self.transitions.to(device)
         return self
@@ -260,7 +262,7 @@ class TrueDynamics:
         return pages, intent[:, None].float()
 
     def intent(self, state: torch.Tensor) -> torch.Tensor:
-        """Latent intent index per visitor, ``(B,)`` (what an intent oracle may read)."""
+        """Latent type index per visitor, ``(B,)`` (what an intent oracle may read)."""
         return state[:, 0].long()
 
     def next_probs(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -273,3 +275,32 @@ class TrueDynamics:
 
     def advance(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return state
+
+
+class TrueDynamics(MixtureDynamics):
+    """The synthetic store's true visitor model: a latent intent per visitor.
+
+    Args:
+        store: A :class:`clickstream.synthetic.SyntheticStore`.
+        pages: Page order of the simulator (default: the store's own order). Every page must
+            be a store page; ``EXIT`` stays last.
+    """
+
+    max_dense_cells = 60_000_000  # (Z, P, P + 1) float32: 240 MB
+
+    def __init__(self, store, pages: tuple[str, ...] | None = None):
+        self.store = store
+        pages = tuple(store.pages) if pages is None else tuple(pages)
+        idx = np.array([store.page_index(p) for p in pages], dtype=np.int64)
+        z, p = store.n_intents, store.n_pages
+        if z * p * (p + 1) > self.max_dense_cells:
+            raise ClickstreamError(
+                f"true dynamics of {p} pages and {z} intents is too large to hold densely"
+            )
+        cols = np.r_[idx, p]  # reorder destinations (EXIT last)
+        dense = store.transitions[:, idx][:, :, cols]
+        entry = store.entry[:, idx]
+        if len(idx) < p:  # a vocabulary without some store pages: renormalise over it
+            dense = dense / dense.sum(-1, keepdims=True)
+            entry = entry / entry.sum(-1, keepdims=True)
+        super().__init__(store.prior, entry, dense, pages)
