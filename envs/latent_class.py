@@ -1,0 +1,357 @@
+"""A latent-class visitor model: a few visitor types, each a first-order chain.
+
+Why: the simulator applies a recommendation to a visitor's next-page distribution (the click
+model). A model of ``p(next | history)`` such as the GRU gives the *mix* of visitors seen after
+that history, and boosting a mix is not the mix of the boosted visitors: the boost is concave in
+``p``, so it moves more visitors than it would move one by one, and a visitor pushed to a page
+is then treated like the visitors who went there on their own. When visitors differ in what
+they want (browsers, researchers, buyers), a simulator must know *who* is pushed. Here each
+visitor draws a type when she arrives and keeps it (:class:`envs.dynamics.MixtureDynamics`),
+so a recommendation acts on her own type's row.
+
+The model (RecSim's user model with a latent user type, fitted on organic sessions)::
+
+    p(type z)                 = softmax(a)_z
+    p(entry page i | z)      ∝ e(i) · exp(c[z, g(i)])
+    p(next j | page i, z)    ∝ m(i, j) · exp(v[z, g(i), g(j)])
+
+``m`` and ``e`` are the smoothed first-order table and entry distribution counted on the train
+split, shared by every type; ``g`` maps a page to its page group (``EXIT`` is a group of its
+own). A type only re-weights which *group* a visitor moves to from each group: few parameters
+(``Z × G × (G + 1)``), so types are identified from short sessions, where a mixture of free
+first-order chains (``Z × P × (P + 1)``) is not. ``a``, ``c`` and ``v`` maximise the marginal
+likelihood ``Σ_sessions log Σ_z p(z) p(session | z)`` by full-batch Adam from several random
+starts; the number of types is set or picked by validation log-loss.
+
+:class:`LatentClassModel` is also a next-page predictor (exact forward filtering over the
+types), so ``scripts/train_simulator.py`` scores it next to the GRU and the baselines.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clickstream.errors import ClickstreamError, from_options
+from envs.baselines import _Predictor, _session_starts, mean_log_loss
+from envs.dynamics import MixtureDynamics, entry_distribution
+from envs.sequences import SessionSequences
+
+MAX_DENSE_CELLS = 40_000_000
+"""Largest ``Z × P × (P + 1)`` table fitted and held densely (float64 while fitting: 320 MB)."""
+
+
+@dataclass(frozen=True)
+class LatentClassConfig:
+    """How the latent-class model is fitted (``simulator.latent_class`` in the configs).
+
+    Attributes:
+        classes: Number of visitor types, or ``"auto"``: each of ``1..max_classes`` is fitted
+            and the one of least validation log-loss kept.
+        max_classes: Largest number of types tried by ``auto``.
+        restarts: Random starts per number of types; the best training likelihood wins.
+        iters: Adam steps per start (full batch).
+        lr: Adam's learning rate.
+        smoothing: Prior strength ``k`` of the shared first-order table
+            (``(c(i, j) + k · pop(j)) / (c(i) + k)``).
+        init_scale: Standard deviation of the random initial group preferences.
+        seed: Seed of the random starts.
+    """
+
+    classes: int | str = "auto"
+    max_classes: int = 5
+    restarts: int = 3
+    iters: int = 400
+    lr: float = 0.05
+    smoothing: float = 20.0
+    init_scale: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.classes != "auto" and not (isinstance(self.classes, int) and self.classes >= 1):
+            raise ClickstreamError(
+                f"latent_class.classes must be an integer >= 1 or 'auto', got {self.classes!r}"
+            )
+        for name in ("max_classes", "restarts", "iters"):
+            if int(getattr(self, name)) < 1:
+                raise ClickstreamError(f"latent_class.{name} must be >= 1")
+        if not (self.lr > 0 and self.smoothing > 0 and self.init_scale >= 0):
+            raise ClickstreamError("latent_class.lr and smoothing must be > 0, init_scale >= 0")
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any] | None) -> LatentClassConfig:
+        return from_options(cls, dict(options or {}), "simulator.latent_class")
+
+    def candidates(self) -> list[int]:
+        """The numbers of types to fit."""
+        return list(range(1, self.max_classes + 1)) if self.classes == "auto" else [self.classes]
+
+
+class LatentClassModel(_Predictor):
+    """Visitor types with their own first-order chains (see the module docstring).
+
+    Args:
+        prior: Type probabilities, ``(Z,)``.
+        entry: Entry distribution per type, ``(Z, P)``.
+        transitions: Next-page rows per type, ``(Z, P, P + 1)`` (``EXIT`` last).
+        pages: Page names in vocabulary order, length P.
+        info: How it was fitted (scores per number of types, log-likelihood, seconds).
+    """
+
+    name = "latent_class"
+
+    def __init__(
+        self,
+        prior: np.ndarray,
+        entry: np.ndarray,
+        transitions: np.ndarray,
+        pages: tuple[str, ...],
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.prior = np.asarray(prior, dtype=np.float64)
+        self.entry = np.asarray(entry, dtype=np.float64)
+        self.transitions = np.asarray(transitions, dtype=np.float64)
+        z, p = self.entry.shape
+        if self.prior.shape != (z,) or self.transitions.shape != (z, p, p + 1) or len(pages) != p:
+            raise ClickstreamError(
+                "latent-class model needs prior (Z,), entry (Z, P), transitions (Z, P, P + 1) and "
+                f"P page names; got {self.prior.shape}, {self.entry.shape}, "
+                f"{self.transitions.shape}, {len(pages)}"
+            )
+        for what, table in (("prior", self.prior), ("entry", self.entry), ("transitions", self.transitions)):
+            if not (np.all(table >= 0) and np.allclose(table.sum(-1), 1.0)):
+                raise ClickstreamError(f"latent-class model: every {what} row must sum to 1")
+        self.pages = tuple(pages)
+        self._n_pages = p
+        self.info = dict(info or {})
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.prior)
+
+    # ---- fitting -------------------------------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        train: SessionSequences,
+        page_groups: np.ndarray,
+        pages: tuple[str, ...],
+        config: LatentClassConfig | None = None,
+        valid: SessionSequences | None = None,
+    ) -> LatentClassModel:
+        """Fit on ``train``; with ``classes='auto'`` pick the number of types on ``valid``.
+
+        Args:
+            train: Training sessions.
+            page_groups: Group id of each page, ``(P,)`` (``Vocabulary.page_group``).
+            pages: Page names, length P.
+            config: Fitting options (default :class:`LatentClassConfig`).
+            valid: Validation sessions (needed for ``classes='auto'``).
+
+        Raises:
+            ClickstreamError: Bad groups, no sessions, a site too large for dense tables, or
+                ``auto`` without validation sessions.
+        """
+        cfg = config or LatentClassConfig()
+        p = train.exit_id
+        groups = np.asarray(page_groups, dtype=np.int64)
+        if groups.shape != (p,) or len(pages) != p or (len(groups) and groups.min() < 0):
+            raise ClickstreamError(
+                f"latent-class model needs a group id >= 0 for each of the {p} pages and "
+                f"{p} page names, got {groups.shape} groups and {len(pages)} names"
+            )
+        if len(train) == 0:
+            raise ClickstreamError("latent-class model: the training split has no sessions")
+        if cfg.classes == "auto" and (valid is None or len(valid) == 0):
+            raise ClickstreamError(
+                "latent_class.classes='auto' picks the number of types on the validation "
+                "split, which is empty: set latent_class.classes to a number"
+            )
+        worst = max(cfg.candidates()) * p * (p + 1)
+        if worst > MAX_DENSE_CELLS:
+            raise ClickstreamError(
+                f"latent-class model of {max(cfg.candidates())} types over {p} pages needs "
+                f"{worst:,} dense cells (at most {MAX_DENSE_CELLS:,}): group pages "
+                "(pages config) or use fewer types"
+            )
+        start = time.perf_counter()
+        problem = _Problem(train, groups, cfg.smoothing)
+        fits, scores = {}, {}
+        for k in cfg.candidates():
+            fits[k] = max(
+                (problem.fit(k, cfg, cfg.seed * 1000 + 17 * k + r) for r in range(cfg.restarts)),
+                key=lambda f: f["log_likelihood"],
+            )
+            if valid is not None and len(valid):
+                model = cls(fits[k]["prior"], fits[k]["entry"], fits[k]["transitions"], pages)
+                scores[k] = mean_log_loss(model, valid)
+        best = min(scores, key=scores.__getitem__) if cfg.classes == "auto" else cfg.classes
+        chosen = fits[best]
+        info = {
+            "config": asdict(cfg),
+            "classes": best,
+            "log_likelihood": chosen["log_likelihood"],
+            "train_steps": int(train.n_steps),
+            "parameters": best * (problem.n_groups * (problem.n_groups + 2) + 1) - 1,
+            "valid_log_loss": {str(k): v for k, v in scores.items()},
+            "fit_seconds": round(time.perf_counter() - start, 2),
+        }
+        return cls(chosen["prior"], chosen["entry"], chosen["transitions"], pages, info)
+
+    # ---- the predictor interface -----------------------------------------------------------
+
+    def _probs(self, pages: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """``p(next | h) = Σ_z p(z | h) T[z, h_last]`` by forward filtering (segmented sums)."""
+        n, z = len(pages), self.n_classes
+        first = _session_starts(offsets, n)
+        rest = np.flatnonzero(~first)
+        with np.errstate(divide="ignore"):
+            inc = np.empty((n, z))
+            inc[first] = np.log(self.prior)[None, :] + np.log(self.entry[:, pages[first]]).T
+            inc[rest] = np.log(self.transitions[:, pages[rest - 1], pages[rest]]).T
+        # steps impossible for a type (probability 0) are counted apart: prefix sums of -inf
+        # would give -inf - -inf = NaN
+        impossible = np.isneginf(inc)
+        finite = np.cumsum(np.where(impossible, 0.0, inc), axis=0)
+        count = np.cumsum(impossible, axis=0)
+        start = np.repeat(offsets[:-1], np.diff(offsets))
+        log_b = finite - np.vstack([np.zeros((1, z)), finite])[start]
+        dead = count - np.vstack([np.zeros((1, z), dtype=count.dtype), count])[start] > 0
+        log_b = np.where(dead, -np.inf, log_b)
+        top = log_b.max(axis=1, keepdims=True)
+        if not np.isfinite(top).all():
+            i = int(np.flatnonzero(~np.isfinite(top[:, 0]))[0])
+            raise ClickstreamError(
+                f"a session is impossible under the latent-class model at page {self.pages[pages[i]]!r}"
+            )
+        w = np.exp(log_b - top)
+        w /= w.sum(axis=1, keepdims=True)
+        return np.einsum("nz,znj->nj", w, self.transitions[:, pages])
+
+    def session_type_posterior(self, pages: np.ndarray) -> np.ndarray:
+        """``p(type | the whole session)`` of one session's page ids, ``(Z,)``."""
+        pages = np.asarray(pages, dtype=np.int64)
+        if len(pages) == 0:
+            raise ClickstreamError("a session needs at least one page")
+        with np.errstate(divide="ignore"):
+            log_b = np.log(self.prior) + np.log(self.entry[:, pages[0]])
+            log_b = log_b + np.log(self.transitions[:, pages[:-1], pages[1:]]).sum(axis=1)
+        if not np.isfinite(log_b.max()):
+            raise ClickstreamError("the session is impossible under the latent-class model")
+        w = np.exp(log_b - log_b.max())
+        return w / w.sum()
+
+    # ---- simulator and files ---------------------------------------------------------------
+
+    def dynamics(self) -> MixtureDynamics:
+        """The model as simulator dynamics: each visitor draws and keeps a type."""
+        return MixtureDynamics(self.prior, self.entry, self.transitions, self.pages)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the tables and the fitting record to an ``.npz`` file."""
+        import json
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                prior=self.prior,
+                entry=self.entry,
+                transitions=self.transitions,
+                pages=np.array(self.pages, dtype=object).astype(str),
+                info=np.array(json.dumps(self.info)),
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatentClassModel:
+        """Read a model written by :meth:`save`."""
+        import json
+
+        path = Path(path)
+        if not path.is_file():
+            raise ClickstreamError(
+                "no latent-class visitor model here: train the simulator with "
+                "simulator.latent_class set (configs/simulator/)",
+                file=str(path),
+            )
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(
+                    z["prior"],
+                    z["entry"],
+                    z["transitions"],
+                    tuple(str(p) for p in z["pages"]),
+                    json.loads(str(z["info"])),
+                )
+        except (KeyError, ValueError, OSError) as err:
+            raise ClickstreamError(f"not a latent-class model file ({err})", file=str(path)) from None
+
+
+class _Problem:
+    """The marginal likelihood of the training sessions as a torch function of the parameters."""
+
+    def __init__(self, train: SessionSequences, groups: np.ndarray, smoothing: float) -> None:
+        p = train.exit_id
+        src, dst = train.pages, train.targets()
+        counts = np.bincount(src * (p + 1) + dst, minlength=p * (p + 1)).reshape(p, p + 1)
+        pop = (np.bincount(dst, minlength=p + 1) + 0.5) / (len(dst) + 0.5 * (p + 1))
+        table = (counts + smoothing * pop) / (counts.sum(1, keepdims=True) + smoothing)
+        self.n_groups = int(groups.max()) + 1 if len(groups) else 1
+        self.base = torch.as_tensor(np.log(table))  # (P, P + 1), shared by every type
+        self.entry_base = torch.as_tensor(np.log(entry_distribution(train)))
+        self.src_group = torch.as_tensor(groups)
+        self.dst_group = torch.as_tensor(np.r_[groups, self.n_groups])  # EXIT: a group of its own
+        self.src = torch.as_tensor(src)
+        self.dst = torch.as_tensor(dst)
+        self.session = torch.as_tensor(np.repeat(np.arange(len(train)), train.lengths))
+        self.first = torch.as_tensor(train.pages[train.offsets[:-1]])
+        self.n_sessions = len(train)
+
+    def tables(
+        self, v: torch.Tensor, c: torch.Tensor, a: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log prior ``(Z,)``, log entry ``(Z, P)`` and log transitions ``(Z, P, P + 1)``."""
+        log_t = torch.log_softmax(
+            self.base[None] + v[:, self.src_group][:, :, self.dst_group], dim=-1
+        )
+        log_e = torch.log_softmax(self.entry_base[None] + c[:, self.src_group], dim=-1)
+        return torch.log_softmax(a, dim=0), log_e, log_t
+
+    def log_likelihood(self, v: torch.Tensor, c: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        log_prior, log_e, log_t = self.tables(v, c, a)
+        per_type = log_prior[None] + log_e[:, self.first].T  # (S, Z)
+        per_type = per_type.index_add(0, self.session, log_t[:, self.src, self.dst].T)
+        return torch.logsumexp(per_type, dim=1).sum()
+
+    def fit(self, k: int, cfg: LatentClassConfig, seed: int) -> dict[str, Any]:
+        gen = torch.Generator().manual_seed(seed)
+        g = self.n_groups
+        v = (cfg.init_scale * torch.randn(k, g, g + 1, generator=gen, dtype=torch.float64))
+        c = (cfg.init_scale * torch.randn(k, g, generator=gen, dtype=torch.float64))
+        a = torch.zeros(k, dtype=torch.float64)
+        params = [t.requires_grad_() for t in (v, c, a)]
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        n = float(len(self.src) + self.n_sessions)
+        for _ in range(cfg.iters):
+            opt.zero_grad()
+            loss = -self.log_likelihood(v, c, a) / n
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            ll = float(self.log_likelihood(v, c, a))
+            log_prior, log_e, log_t = self.tables(v, c, a)
+        order = torch.argsort(log_prior, descending=True)  # types by size: a stable labelling
+        return {
+            "log_likelihood": ll,
+            "prior": log_prior[order].exp().numpy(),
+            "entry": log_e[order].exp().numpy(),
+            "transitions": log_t[order].exp().numpy(),
+        }
