@@ -3,10 +3,10 @@
 A :class:`Site` ties one prepared dataset to the simulator settings of ``configs/env/`` and
 names the **worlds** a policy can run in (DESIGN.md, issue "Agents and experiments"):
 
-* ``learned``: the trained visitor model (``dynamics`` of the env config, usually ``gru``):
-  where agents train;
-* ``held_out``: another visitor model (another seed or other data), so that a policy that
-  exploits one model's errors is not taken for skill;
+* ``learned``: the trained visitor model (``dynamics`` of the env config: ``gru``, or
+  ``latent_class``, visitor types fitted on the data): where agents train;
+* ``held_out``: another visitor model of the same kind (another seed or other data), so that a
+  policy that exploits one model's errors is not taken for skill;
 * ``ground_truth``: the synthetic store's own visitor model (synthetic datasets only; the env's
   ``top_k``, an approximation of the learned worlds, does not apply).
 
@@ -31,7 +31,7 @@ from envs.core import SiteCore
 from envs.dynamics import MarkovDynamics
 from envs.rewards import reward_from_catalog, reward_from_store
 from envs.sequences import PreparedData, load_prepared
-from envs.site_env import build_core
+from envs.site_env import MODEL_FILES, build_core
 
 WORLDS = ("learned", "held_out", "ground_truth")
 
@@ -94,7 +94,7 @@ class Site:
     def worlds(self) -> list[str]:
         """The worlds this site can simulate, in :data:`WORLDS` order."""
         out = ["learned"]
-        if self.held_out_model is not None and self.held_out_model.is_file():
+        if self.held_out_model is not None and self._held_out_file().is_file():
             out.append("held_out")
         if self.is_synthetic:
             out.append("ground_truth")
@@ -108,7 +108,8 @@ class Site:
         if world == "held_out":
             if self.held_out_model is None:
                 raise ClickstreamError("this site has no held-out visitor model")
-            return {**opts, "dynamics": "gru", "model_path": str(self.held_out_model)}
+            kind = opts["dynamics"] if opts["dynamics"] in MODEL_FILES else "gru"
+            return {**opts, "dynamics": kind, "model_path": str(self._held_out_file())}
         if world == "ground_truth":
             if not self.is_synthetic:
                 raise ClickstreamError(
@@ -117,6 +118,13 @@ class Site:
             # the store's own links, not the successors the learned world is limited to
             return {**opts, "dynamics": "true", "model_path": None, "top_k": None}
         raise ClickstreamError(f"world must be one of {WORLDS}, got {world!r}")
+
+    def _held_out_file(self) -> Path:
+        """The held-out model of the same kind as the learned world's (the GRU checkpoint
+        ``held_out_model`` names the folder; a Markov learned world is checked against a GRU)."""
+        assert self.held_out_model is not None
+        kind = self.env["dynamics"] if self.env["dynamics"] in MODEL_FILES else "gru"
+        return self.held_out_model.parent / MODEL_FILES[kind]
 
     def core(self, n_visitors: int, world: str = "learned", **overrides: Any) -> SiteCore:
         """A simulator core of ``n_visitors`` visitors in ``world``."""

@@ -33,11 +33,15 @@ from envs.dynamics import (
     entry_distribution,
     top_successors,
 )
+from envs.latent_class import LatentClassModel
 from envs.rewards import check_learnable, reward_from_catalog, reward_from_store
 from envs.sequences import load_prepared
 from envs.visitor_model import VisitorModel
 
-DYNAMICS = ("true", "markov", "gru")
+DYNAMICS = ("true", "markov", "gru", "latent_class")
+
+MODEL_FILES = {"gru": "model.pt", "latent_class": "latent_class.npz"}
+"""File of each learned visitor model in a simulator folder (``scripts/train_simulator.py``)."""
 
 
 def build_core(
@@ -64,8 +68,10 @@ def build_core(
         data_dir: A prepared dataset (``scripts/prepare_data.py``); ``None``: the default
             synthetic store, built in memory.
         dynamics: ``true`` (the synthetic store's own model: ground truth), ``markov``
-            (first-order, counted on the train split) or ``gru`` (the trained visitor model).
-        model_path: The GRU checkpoint (default ``<data_dir>/simulator/model.pt``).
+            (first-order, counted on the train split), ``gru`` (the trained GRU visitor model)
+            or ``latent_class`` (visitor types that keep their type: ``envs/latent_class.py``).
+        model_path: The learned model's file (default ``<data_dir>/simulator/`` and
+            :data:`MODEL_FILES`).
         store: A synthetic store to use instead of the default one (no ``data_dir``).
         reward: ``page_value``, ``revenue`` or ``engagement`` (``envs/rewards.py``); from the
             dataset's page catalog, or from the store's true model without a dataset.
@@ -117,8 +123,16 @@ def build_core(
             dyn = TrueDynamics(SyntheticStore.load(data.true_model_path), pages)
         elif dynamics == "markov":
             dyn = MarkovDynamics.fit(data.splits["train"], pages)
+        elif dynamics == "latent_class":
+            path = Path(model_path or Path(data_dir) / "simulator" / MODEL_FILES[dynamics])
+            latent = LatentClassModel.load(path)
+            if latent.pages != pages:
+                raise ClickstreamError(
+                    "the latent-class model was fitted on another page vocabulary", file=str(path)
+                )
+            dyn = latent.dynamics()
         else:
-            path = Path(model_path) if model_path else Path(data_dir) / "simulator" / "model.pt"
+            path = Path(model_path or Path(data_dir) / "simulator" / MODEL_FILES[dynamics])
             model = VisitorModel.load(path, device=device)
             if model.vocab.pages != pages:
                 raise ClickstreamError(

@@ -1,5 +1,9 @@
 """Train the GRU visitor model and compare it with the next-page baselines (and the truth).
 
+With ``simulator.latent_class`` set it also fits the latent-class visitor model
+(``envs/latent_class.py``, written to ``out_dir/latent_class.npz`` and scored with the rest),
+which ``env.dynamics=latent_class`` simulates.
+
     python scripts/train_simulator.py data_dir=<prepared dir> out_dir=<dir> [simulator=gru_msnbc]
 
 Writes ``out_dir/model.pt`` (weights, vocabulary, config, metrics), ``out_dir/metrics.json``
@@ -23,8 +27,10 @@ from clickstream.io import AtomicOutputDir
 from clickstream.prepare import git_commit
 from clickstream.synthetic import SyntheticStore
 from envs.baselines import FirstOrderMarkov, Popularity, SecondOrderMarkov, TrueModel
+from envs.latent_class import LatentClassConfig, LatentClassModel
 from envs.metrics import evaluate, format_table
 from envs.sequences import load_prepared
+from envs.site_env import MODEL_FILES
 from envs.training import TrainerConfig, resolve_device, train
 from envs.visitor_model import ModelConfig, VisitorModel
 from scripts import run_or_exit
@@ -72,6 +78,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 splits["train"], valid=splits["valid"] if tune else None
             )
         )
+    latent = None
+    if sim.get("latent_class") is not None:  # visitor types for the latent_class simulator
+        latent = LatentClassModel.fit(
+            splits["train"],
+            data.vocab.page_group,
+            data.vocab.pages,
+            LatentClassConfig.from_dict({"seed": trainer_cfg.seed, **sim["latent_class"]}),
+            valid=splits["valid"],
+        )
+        predictors.append(latent)
     if data.true_model_path is not None:
         store = SyntheticStore.load(data.true_model_path)
         predictors.append(TrueModel(store, data.vocab.pages))
@@ -99,6 +115,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "best_epoch": history["best_epoch"],
             "parameters": sum(p.numel() for p in model.net.parameters()),
         },
+        "latent_class": None if latent is None else latent.info,
         "report": report,
         "seed": resolved.get("seed"),
         "git_commit": git_commit(),
@@ -117,6 +134,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model.metrics = {"test": models, "report": report}
     with AtomicOutputDir(out_dir) as out:
         model.save(out.path("model.pt"), extra={"data_dir": str(resolved["data_dir"])})
+        if latent is not None:
+            latent.save(out.path(MODEL_FILES["latent_class"]))
         out.write_json("metrics.json", record)
         (out.path("metrics.md")).write_text(tables + "\n", encoding="utf-8")
     record["table"] = format_table(models, report)
