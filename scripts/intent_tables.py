@@ -5,8 +5,9 @@
 On a synthetic intent store (a run folder whose ``agents/value_iteration/seed_0`` gives the
 env settings), three tables over pages, each by exact policy evaluation in the ground truth
 and simulated in every world of the run: value iteration on the true first-order marginal,
-the intent-weighted table (:func:`agents.tabular.intent_weighted_q`) and, for the ground truth
-only, the intent oracle's bound. A learned world that ranks the first two the other way round
+the intent-weighted table (:func:`agents.tabular.intent_weighted_q`), the same table built
+from the learned world's own visitor types when that world is a latent-class model (what a
+deployable policy can build), and, for the ground truth only, the intent oracle's bound. A learned world that ranks the first two the other way round
 than the truth steers agents trained in it away from what the truth rewards
 (docs/results.md, the intent experiment).
 """
@@ -22,7 +23,7 @@ import torch
 from agents.base import TablePolicy
 from agents.evaluate import simulate
 from agents.site import Site
-from agents.tabular import intent_weighted_q, policy_value, value_iteration
+from agents.tabular import SiteMDP, intent_weighted_q, policy_value, value_iteration
 
 
 def main() -> None:
@@ -43,6 +44,13 @@ def main() -> None:
         "value_iteration (true first-order marginal)": value_iteration(truth.first_order()).q,
         "intent_weighted": intent_weighted_q(truth),
     }
+    learned = site.core(1, "learned", device="cpu")
+    learned_mdp = None
+    if getattr(learned.dynamics, "prior", None) is not None and len(learned.dynamics.prior) > 1:
+        # a learned world of visitor types (latent_class): the same table from its own types,
+        # what a deployable policy can build without the truth
+        learned_mdp = SiteMDP.from_core(learned)
+        tables["type_weighted (the learned world's types)"] = intent_weighted_q(learned_mdp)
     oracle = torch.stack([value_iteration(truth, z).q for z in range(truth.n_intents)])
     print(
         f"intent oracle, exact in the ground truth: {policy_value(truth, greedy(oracle))['mean_return']:.3f}"
@@ -50,6 +58,8 @@ def main() -> None:
     for name, q in tables.items():
         exact = policy_value(truth, greedy(q))["mean_return"]
         line = [f"{name}: exact {exact:.3f}"]
+        if learned_mdp is not None:
+            line.append(f"exact in learned {policy_value(learned_mdp, greedy(q))['mean_return']:.3f}")
         for world in site.worlds():
             core = site.core(4096, world)
             sessions = simulate(

@@ -70,6 +70,26 @@ def test_pipeline_and_evaluate_configs_compose(experiment) -> None:
         assert cfg.experiment_name == experiment and cfg.data.name
 
 
+def test_intent_experiment_learns_in_the_latent_class_world() -> None:
+    cfg = compose_cfg("pipeline", ["experiment=synthetic_intent"])
+    assert cfg.env.dynamics == "latent_class" and cfg.simulator.latent_class.classes == "auto"
+    # its agents are the study's (configs/agent/), only DQN trains longer
+    from omegaconf import OmegaConf
+
+    from scripts.pipeline import _agent_cfg
+
+    for name in ("dqn", "ppo", "q_learning"):
+        agent = OmegaConf.to_container(_agent_cfg(cfg, name, 0).agent)
+        study = OmegaConf.to_container(compose_cfg("train", [f"agent={name}"]).agent)
+        if name == "dqn":
+            assert (study["total_timesteps"], agent["total_timesteps"]) == (2_000_000, 3_000_000)
+            study["total_timesteps"] = agent["total_timesteps"]
+        assert agent == study
+    # the other experiments keep the GRU world and fit no visitor types
+    other = compose_cfg("pipeline", ["experiment=synthetic_markov"])
+    assert other.env.dynamics == "gru" and other.simulator.latent_class is None
+
+
 def test_msnbc_experiment_rewards_session_depth() -> None:
     # MSNBC has no transactions and no times: page value (all 0) would be refused
     assert compose_cfg("pipeline", ["experiment=msnbc"]).env.reward == "pageviews"
