@@ -90,7 +90,7 @@ def create_app(
         max_body_bytes: Largest request body (``MAX_CONTENT_LENGTH``); bigger ones get 413.
         cache: Cache the visitor model's distributions and the network policies' scores per
             history (:class:`~webapp.recommend.Recommender`).
-        visitor_model: ``auto``, ``gru`` or ``markov``: the next-page model behind follow
+        visitor_model: ``auto``, ``gru``, ``latent_class`` or ``markov``: the next-page model behind follow
             probabilities and expected values (:func:`~webapp.artefacts.load_run`).
 
     Raises:

@@ -31,6 +31,7 @@ from clickstream.errors import ClickstreamError
 from clickstream.pages import PageConfig
 from clickstream.schema import EXIT
 from envs.sequences import Vocabulary
+from envs.site_env import MODEL_FILES
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +197,10 @@ class RunArtefacts:
         results: ``eval/results.json``, or ``None`` when the run was not evaluated.
         page_config: How the dataset normalised and grouped pages (``meta.json``), for
             mapping unknown pages; ``None`` when not recorded.
-        dynamics: ``gru`` or ``markov``: the visitor model behind follow probabilities and
-            expected values (the learned world's).
-        visitor_model: The GRU, when ``dynamics == "gru"``.
+        dynamics: ``gru``, ``latent_class`` or ``markov``: the visitor model behind follow
+            probabilities and expected values (the learned world's).
+        visitor_model: The GRU or the :class:`~envs.latent_class.LatentClassModel`, when
+            ``dynamics`` names one.
     """
 
     name: str
@@ -248,7 +250,7 @@ class RunArtefacts:
         return names[0]
 
 
-VISITOR_MODELS = ("auto", "gru", "markov")
+VISITOR_MODELS = ("auto", "gru", "latent_class", "markov")
 
 
 def load_run(
@@ -268,9 +270,11 @@ def load_run(
         name: The run's name in the app (default: the folder's name).
         visitor_model: What gives the organic next-page distribution behind follow
             probabilities and expected values: ``gru`` (the trained visitor model, over the
-            whole history), ``markov`` (first-order rows counted on the train split: the
-            tables the heuristics and value iteration use) or ``auto`` (the learned world's:
-            ``gru`` when the run's env simulates with the GRU, else ``markov``).
+            whole history), ``latent_class`` (the visitor types, their posterior given the
+            history; a recommendation acts on each type's row), ``markov`` (first-order rows
+            counted on the train split: the tables the heuristics and value iteration use) or
+            ``auto`` (the learned world's: ``gru`` or ``latent_class`` when the run's env
+            simulates with it, else ``markov``).
 
     Raises:
         ClickstreamError: The folder has nothing trained yet (no prepared data, no visitor
@@ -305,11 +309,13 @@ def load_run(
     env.pop("model_path", None)  # recorded paths point where the run was made; this is here
     dynamics = visitor_model
     if dynamics == "auto":
-        dynamics = "gru" if env.get("dynamics", "gru") == "gru" else "markov"
-    model_path = data_dir / "simulator" / "model.pt"
-    if dynamics == "gru" and not model_path.is_file():
+        learned = env.get("dynamics", "gru")
+        dynamics = learned if learned in MODEL_FILES else "markov"
+    model_path = data_dir / "simulator" / MODEL_FILES.get(dynamics, "")
+    if dynamics in MODEL_FILES and not model_path.is_file():
         raise ClickstreamError(
-            f"nothing trained yet: the visitor model data/simulator/model.pt is missing; {hint}",
+            f"nothing trained yet: the visitor model data/simulator/{model_path.name} is "
+            f"missing; {hint}",
             file=str(run_dir),
         )
     site = Site(data_dir=data_dir, env=env, device="cpu")
@@ -363,11 +369,17 @@ def load_run(
             file=str(run_dir / "agents"),
         )
     visitor_model = None
-    if dynamics == "gru":
+    if dynamics in MODEL_FILES:
+        from envs.latent_class import LatentClassModel
         from envs.visitor_model import VisitorModel
 
-        visitor_model = VisitorModel.load(model_path, device="cpu")
-        if visitor_model.vocab.pages != vocab.pages:
+        if dynamics == "gru":
+            visitor_model = VisitorModel.load(model_path, device="cpu")
+            pages = visitor_model.vocab.pages
+        else:
+            visitor_model = LatentClassModel.load(model_path)
+            pages = visitor_model.pages
+        if pages != vocab.pages:
             raise ClickstreamError(
                 "the visitor model was trained on another page vocabulary", file=str(model_path)
             )

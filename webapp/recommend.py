@@ -22,7 +22,8 @@ better); "show nothing" and the current page are never recommended, nor are acti
 scores ``-inf``. Ties keep the lower action index, as the policy's own ``argmax`` does.
 
 For each recommended page ``a`` (or page group), under the learned world's visitor model (the
-GRU over the whole history; first-order rows when the run's dynamics are not a GRU):
+GRU over the whole history; the visitor types' posterior given the history, each type's row
+boosted apart, for a latent-class world; first-order rows otherwise):
 
 * ``organic_probability``: ``p(a)``, the chance the visitor opens ``a`` next unprompted;
 * ``follow_probability``: ``p'(a)``, the chance the next page is ``a`` once it is shown, where
@@ -190,6 +191,24 @@ class GRUNextPage:
         return p / p.sum()  # float32 softmax: renormalise in float64
 
 
+class LatentClassNextPage:
+    """Visitor types (:class:`envs.latent_class.LatentClassModel`): the posterior over the types
+    given the whole history, and each type's first-order row; a recommendation acts on each
+    type's row (as in the simulator), so :meth:`types` is what the click model needs."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def types(self, history: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``p(type | history)`` ``(Z,)`` and the types' next-page rows ``(Z, P + 1)``."""
+        weights = self.model.session_type_posterior(np.asarray(history, dtype=np.int64))
+        return weights, self.model.transitions[:, history[-1]]
+
+    def probs(self, history: tuple[int, ...]) -> np.ndarray:
+        weights, rows = self.types(history)
+        return weights @ rows
+
+
 class MarkovNextPage:
     """Organic next-page rows of a first-order table ``(P, P + 1)``: the current page only."""
 
@@ -210,6 +229,7 @@ class _HistoryStats:
     values ``(A,)`` (NaN for "show nothing")."""
 
     organic: np.ndarray
+    types: tuple[np.ndarray, np.ndarray] | None = None  # visitor types: weights, rows
     before: np.ndarray | None = None
     follow: np.ndarray | None = None
     value: np.ndarray | None = None
@@ -306,9 +326,10 @@ class Recommender:
         nothing = np.flatnonzero(self.action_pages < 0)
         self.nothing: int | None = int(nothing[0]) if len(nothing) else None
         self.resolver = PageResolver(run.vocab, run.network.top_page, run.page_config)
+        models = {"gru": GRUNextPage, "latent_class": LatentClassNextPage}
         model = (
-            GRUNextPage(run.visitor_model)
-            if run.dynamics == "gru"
+            models[run.dynamics](run.visitor_model)
+            if run.dynamics in models
             else MarkovNextPage(run.site.markov.transitions.cpu().numpy())
         )
         self.next_page_model = model
@@ -388,23 +409,32 @@ class Recommender:
         return self._stats(ids).organic
 
     def _stats_uncached(self, ids: tuple[int, ...]) -> _HistoryStats:
-        organic = self.next_page_model.probs(ids)
+        types = None
+        if hasattr(self.next_page_model, "types"):
+            types = self.next_page_model.types(ids)
+            organic = types[0] @ types[1]
+        else:
+            organic = self.next_page_model.probs(ids)
         organic.setflags(write=False)
         if not self._every_action:
-            return _HistoryStats(organic)
+            return _HistoryStats(organic, types)
         shown = np.flatnonzero(self.action_pages >= 0)
         before, follow, value = (np.full(len(self.action_pages), np.nan) for _ in range(3))
-        before[shown], follow[shown], value[shown] = self.evaluate(organic, shown)
+        before[shown], follow[shown], value[shown] = self.evaluate(organic, shown, types)
         for a in (before, follow, value):
             a.setflags(write=False)
-        return _HistoryStats(organic, before, follow, value)
+        return _HistoryStats(organic, types, before, follow, value)
 
     def evaluate(
-        self, organic: np.ndarray, actions: Sequence[int] | np.ndarray
+        self,
+        organic: np.ndarray,
+        actions: Sequence[int] | np.ndarray,
+        types: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Organic probability, follow probability and expected value of each action (never
-        "show nothing") at a history with organic distribution ``organic``: ``(n,)`` each."""
-        dists = self.next_dists(organic, actions)
+        "show nothing") at a history with organic distribution ``organic`` (and, with visitor
+        types, their weights and rows): ``(n,)`` each."""
+        dists = self.next_dists(organic, actions, types)
         shown = self.shown_mask(actions)
         # sums along rows, not matrix products: the same bits whether one action or all
         # are evaluated (BLAS may order a product's sums by the matrix's size)
@@ -463,8 +493,20 @@ class Recommender:
                 out[row, target] = True
         return out
 
-    def next_dists(self, organic: np.ndarray, actions: Sequence[int]) -> np.ndarray:
-        """Next-page distributions under each action, ``(n, P + 1)`` float64 (click model)."""
+    def next_dists(
+        self,
+        organic: np.ndarray,
+        actions: Sequence[int],
+        types: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Next-page distributions under each action, ``(n, P + 1)`` float64 (click model).
+
+        With visitor types (``weights (Z,)``, ``rows (Z, P + 1)``) the click model acts on
+        each type's row and the results are mixed by the weights, as in the simulator.
+        """
+        if types is not None:
+            weights, rows = types
+            return sum(w * self.next_dists(row, actions) for w, row in zip(weights, rows, strict=True))
         n = len(actions)
         probs = torch.from_numpy(np.repeat(organic[None, :], n, axis=0))  # a writable copy
         idx = torch.as_tensor(np.asarray(actions, dtype=np.int64))
@@ -493,7 +535,7 @@ class Recommender:
             if stats.follow is not None:
                 before, follow, value = stats.before[top], stats.follow[top], stats.value[top]
             else:
-                before, follow, value = self.evaluate(organic, top)
+                before, follow, value = self.evaluate(organic, top, stats.types)
             for rank, a in enumerate(top):
                 target = int(self.action_pages[a])
                 recs.append(
@@ -525,9 +567,13 @@ class Recommender:
         for _ in range(steps):
             scores = self.scores(policy, self.observation(ids))
             action = int(np.argmax(scores))  # what the policy plays (Policy.predict)
-            organic = self.organic(ids)
+            stats = self._stats(ids)
             target = int(self.action_pages[action])
-            dist = organic if target < 0 else self.next_dists(organic, [action])[0]
+            dist = (
+                stats.organic
+                if target < 0
+                else self.next_dists(stats.organic, [action], stats.types)[0]
+            )
             follow = float(dist[self.shown_mask([action])[0]].sum()) if target >= 0 else 0.0
             nxt = int(np.argmax(dist[: self.n_pages]))
             loop = nxt in on_path

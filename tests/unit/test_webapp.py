@@ -186,6 +186,49 @@ def test_expected_values_by_hand_from_the_first_order_tables(markov: FlaskClient
             )
 
 
+def test_latent_class_runs_boost_each_visitor_type_apart(webapp_run_dir, run, tables, tmp_path):
+    import shutil
+
+    from envs.latent_class import LatentClassConfig, LatentClassModel
+
+    copy = tmp_path / "run"
+    shutil.copytree(webapp_run_dir, copy)
+    vocab = run.vocab
+    model = LatentClassModel.fit(
+        run.site.data.splits["train"],
+        vocab.page_group,
+        vocab.pages,
+        LatentClassConfig(classes=2, restarts=1, iters=60),
+    )
+    model.save(copy / "data" / "simulator" / "latent_class.npz")
+    client = create_app(copy, visitor_model="latent_class").test_client()
+    assert client.get("/api/health").get_json()["runs"][0]["visitor_model"] == "latent_class"
+    r, e = tables["r"], tables["boost"]
+    apart_differs = False
+    for history in ([0], [3, 0], [5, 23, 1]):
+        body = post(
+            client,
+            "/api/recommend",
+            {"history": [vocab.pages[i] for i in history], "k": 3, "policy": "value_iteration"},
+        )
+        w = model.session_type_posterior(np.array(history))
+        rows = model.transitions[:, history[-1]]
+        mix = w @ rows
+        assert body["organic"]["exit_probability"] == pytest.approx(mix[-1], rel=1e-12)
+        assert body["organic"]["expected_value"] == pytest.approx(mix @ r, rel=1e-6)
+        for rec in body["recommendations"]:
+            a = rec["page_id"]
+            norm = 1.0 + (e - 1.0) * rows[:, a]  # one per type
+            assert rec["organic_probability"] == pytest.approx(mix[a], rel=1e-12)
+            assert rec["follow_probability"] == pytest.approx(w @ (rows[:, a] * e / norm), rel=1e-12)
+            assert rec["expected_value"] == pytest.approx(
+                w @ ((rows @ r + (e - 1.0) * rows[:, a] * r[a]) / norm), rel=1e-6
+            )
+            boosted_mix = mix[a] * e / (1.0 + (e - 1.0) * mix[a])
+            apart_differs |= abs(rec["follow_probability"] - boosted_mix) > 1e-6
+    assert apart_differs  # not the boost of the mixed row
+
+
 def test_greedy_scores_are_the_first_order_expected_values(markov: FlaskClient, run):
     # greedy ranks by the expected reward of the next step on the same tables
     for page in run.vocab.pages[:20]:
