@@ -123,7 +123,11 @@ class LatentClassModel(_Predictor):
                 f"P page names; got {self.prior.shape}, {self.entry.shape}, "
                 f"{self.transitions.shape}, {len(pages)}"
             )
-        for what, table in (("prior", self.prior), ("entry", self.entry), ("transitions", self.transitions)):
+        for what, table in (
+            ("prior", self.prior),
+            ("entry", self.entry),
+            ("transitions", self.transitions),
+        ):
             if not (np.all(table >= 0) and np.allclose(table.sum(-1), 1.0)):
                 raise ClickstreamError(f"latent-class model: every {what} row must sum to 1")
         self.pages = tuple(pages)
@@ -292,7 +296,9 @@ class LatentClassModel(_Predictor):
                     json.loads(str(z["info"])),
                 )
         except (KeyError, ValueError, OSError) as err:
-            raise ClickstreamError(f"not a latent-class model file ({err})", file=str(path)) from None
+            raise ClickstreamError(
+                f"not a latent-class model file ({err})", file=str(path)
+            ) from None
 
 
 class _Problem:
@@ -334,8 +340,8 @@ class _Problem:
     def fit(self, k: int, cfg: LatentClassConfig, seed: int) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(seed)
         g = self.n_groups
-        v = (cfg.init_scale * torch.randn(k, g, g + 1, generator=gen, dtype=torch.float64))
-        c = (cfg.init_scale * torch.randn(k, g, generator=gen, dtype=torch.float64))
+        v = cfg.init_scale * torch.randn(k, g, g + 1, generator=gen, dtype=torch.float64)
+        c = cfg.init_scale * torch.randn(k, g, generator=gen, dtype=torch.float64)
         a = torch.zeros(k, dtype=torch.float64)
         params = [t.requires_grad_() for t in (v, c, a)]
         opt = torch.optim.Adam(params, lr=cfg.lr)

@@ -59,7 +59,9 @@ def main() -> None:
         exact = policy_value(truth, greedy(q))["mean_return"]
         line = [f"{name}: exact {exact:.3f}"]
         if learned_mdp is not None:
-            line.append(f"exact in learned {policy_value(learned_mdp, greedy(q))['mean_return']:.3f}")
+            line.append(
+                f"exact in learned {policy_value(learned_mdp, greedy(q))['mean_return']:.3f}"
+            )
         for world in site.worlds():
             core = site.core(4096, world)
             sessions = simulate(

@@ -506,7 +506,9 @@ class Recommender:
         """
         if types is not None:
             weights, rows = types
-            return sum(w * self.next_dists(row, actions) for w, row in zip(weights, rows, strict=True))
+            return sum(
+                w * self.next_dists(row, actions) for w, row in zip(weights, rows, strict=True)
+            )
         n = len(actions)
         probs = torch.from_numpy(np.repeat(organic[None, :], n, axis=0))  # a writable copy
         idx = torch.as_tensor(np.asarray(actions, dtype=np.int64))

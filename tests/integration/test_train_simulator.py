@@ -132,10 +132,14 @@ def test_train_simulator_fits_the_latent_class_world(synthetic_dir: Path, tmp_pa
     loss = {name: v["with_exit"]["log_loss"] for name, v in record["models"].items()}
     # visitor types predict the intent store better than one chain; the truth stays the floor
     assert loss["true_model"] < loss["latent_class"] < loss["markov1"]
-    core = build_core(64, data_dir=synthetic_dir, dynamics="latent_class", model_path=out / "latent_class.npz")
+    core = build_core(
+        64, data_dir=synthetic_dir, dynamics="latent_class", model_path=out / "latent_class.npz"
+    )
     core.reset(seed=0)
     assert core.dynamics.transitions.shape == (2, core.n_pages, core.n_pages + 1)
     # the held-out world is a visitor model of the same kind, from the held-out folder
-    site = Site(data_dir=synthetic_dir, env={"dynamics": "latent_class"}, held_out_model=out / "model.pt")
+    site = Site(
+        data_dir=synthetic_dir, env={"dynamics": "latent_class"}, held_out_model=out / "model.pt"
+    )
     assert site.world_options("held_out")["model_path"] == str(out / "latent_class.npz")
     assert site.worlds()[:2] == ["learned", "held_out"]

@@ -28,7 +28,10 @@ def two_types() -> LatentClassModel:
             [0.1, 0.2, 0.3, 0.1, 0.3],
         ]
     )
-    weight = {0: np.array([[3.0, 0.2, 1.0], [3.0, 0.2, 1.0]]), 1: np.array([[0.2, 4.0, 1.0], [0.2, 4.0, 1.0]])}
+    weight = {
+        0: np.array([[3.0, 0.2, 1.0], [3.0, 0.2, 1.0]]),
+        1: np.array([[0.2, 4.0, 1.0], [0.2, 4.0, 1.0]]),
+    }
     dest = np.r_[GROUPS, 2]
     rows = []
     for z in (0, 1):
@@ -118,8 +121,10 @@ def test_bad_input_is_named() -> None:
     m = two_types()
     with pytest.raises(ClickstreamError, match="must sum to 1"):
         LatentClassModel(m.prior * 2, m.entry, m.transitions, PAGES)
-    no_b2 = LatentClassModel(m.prior, np.array([[0.6, 0.4, 0, 0], [0.5, 0.3, 0.2, 0]]), m.transitions, PAGES)
-    with pytest.raises(ClickstreamError, match="impossible .* '/b2'"):
+    no_b2 = LatentClassModel(
+        m.prior, np.array([[0.6, 0.4, 0, 0], [0.5, 0.3, 0.2, 0]]), m.transitions, PAGES
+    )
+    with pytest.raises(ClickstreamError, match=r"impossible .* '/b2'"):
         no_b2.log_prob_next(np.array([[3, 0]]))
     # a page one type never enters from is fine: the other type explains it
     assert np.isfinite(no_b2.log_prob_next(np.array([[2, 0]]))[0, 0]).all()

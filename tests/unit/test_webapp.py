@@ -220,7 +220,9 @@ def test_latent_class_runs_boost_each_visitor_type_apart(webapp_run_dir, run, ta
             a = rec["page_id"]
             norm = 1.0 + (e - 1.0) * rows[:, a]  # one per type
             assert rec["organic_probability"] == pytest.approx(mix[a], rel=1e-12)
-            assert rec["follow_probability"] == pytest.approx(w @ (rows[:, a] * e / norm), rel=1e-12)
+            assert rec["follow_probability"] == pytest.approx(
+                w @ (rows[:, a] * e / norm), rel=1e-12
+            )
             assert rec["expected_value"] == pytest.approx(
                 w @ ((rows @ r + (e - 1.0) * rows[:, a] * r[a]) / norm), rel=1e-6
             )
