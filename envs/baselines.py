@@ -66,6 +66,24 @@ def _session_starts(offsets: np.ndarray, n: int) -> np.ndarray:
     return first
 
 
+def _session_log_sums(inc: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-session running sums of ``inc`` ``(n, Z)`` (log-terms of every view), restarting at
+    each session's first view: ``log p(z, h_0..h_i)`` when ``inc`` holds the log prior plus
+    entry at first views and the log transition probabilities elsewhere.
+
+    Terms of ``-inf`` (a view impossible for ``z``) are counted apart, since subtracting prefix
+    sums would turn ``-inf - -inf`` into NaN; such a ``z`` stays ``-inf`` for the session's rest.
+    """
+    impossible = np.isneginf(inc)
+    fin = np.cumsum(np.where(impossible, 0.0, inc), axis=0)
+    imp = np.cumsum(impossible, axis=0)
+    start = np.repeat(offsets[:-1], np.diff(offsets))  # first view of each view's session
+    # prefix sums just before each session's first view (a zero row for the first session)
+    prefix_fin = np.vstack([np.zeros((1, inc.shape[1])), fin])[start]
+    prefix_imp = np.vstack([np.zeros((1, inc.shape[1]), dtype=imp.dtype), imp])[start]
+    return np.where(imp - prefix_imp > 0, -np.inf, fin - prefix_fin)
+
+
 def _ragged_rows(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Entries of CSR rows ``rows`` (m,), without a Python loop.
 
@@ -522,17 +540,7 @@ class TrueModel(_Predictor):
         rest = np.flatnonzero(~first)
         with np.errstate(divide="ignore"):
             inc[rest] = np.log(store.transition_prob(sp[rest - 1], sp[rest]))
-        # Segmented cumsum: -inf terms (a step impossible under one intent) are counted apart,
-        # since subtracting prefix sums would turn -inf - -inf into NaN.
-        impossible = np.isneginf(inc)
-        fin = np.cumsum(np.where(impossible, 0.0, inc), axis=0)
-        imp = np.cumsum(impossible, axis=0)
-        start = np.repeat(offsets[:-1], np.diff(offsets))  # first view of each view's session
-        # prefix sums just before each session's first view (a zero row for the first session)
-        prefix_fin = np.vstack([np.zeros((1, inc.shape[1])), fin])[start]
-        prefix_imp = np.vstack([np.zeros((1, inc.shape[1]), dtype=imp.dtype), imp])[start]
-        log_b = fin - prefix_fin
-        return np.where(imp - prefix_imp > 0, -np.inf, log_b)
+        return _session_log_sums(inc, offsets)
 
     def _probs(self, pages: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         store = self.store

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from clickstream.errors import ClickstreamError, from_options
-from envs.baselines import _Predictor, _session_starts, mean_log_loss
+from envs.baselines import _Predictor, _session_log_sums, _session_starts, mean_log_loss
 from envs.dynamics import MixtureDynamics, entry_distribution
 from envs.sequences import SessionSequences
 
@@ -219,15 +219,7 @@ class LatentClassModel(_Predictor):
             inc = np.empty((n, z))
             inc[first] = np.log(self.prior)[None, :] + np.log(self.entry[:, pages[first]]).T
             inc[rest] = np.log(self.transitions[:, pages[rest - 1], pages[rest]]).T
-        # steps impossible for a type (probability 0) are counted apart: prefix sums of -inf
-        # would give -inf - -inf = NaN
-        impossible = np.isneginf(inc)
-        finite = np.cumsum(np.where(impossible, 0.0, inc), axis=0)
-        count = np.cumsum(impossible, axis=0)
-        start = np.repeat(offsets[:-1], np.diff(offsets))
-        log_b = finite - np.vstack([np.zeros((1, z)), finite])[start]
-        dead = count - np.vstack([np.zeros((1, z), dtype=count.dtype), count])[start] > 0
-        log_b = np.where(dead, -np.inf, log_b)
+        log_b = _session_log_sums(inc, offsets)
         top = log_b.max(axis=1, keepdims=True)
         if not np.isfinite(top).all():
             i = int(np.flatnonzero(~np.isfinite(top[:, 0]))[0])
