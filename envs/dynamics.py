@@ -100,6 +100,19 @@ def entry_distribution(seqs: SessionSequences, alpha: float = 0.01) -> np.ndarra
     return smoothed / smoothed.sum()
 
 
+def first_order_table(seqs: SessionSequences, k: float = 20.0) -> np.ndarray:
+    """Dense first-order rows counted on ``seqs``, ``(P, P + 1)`` float64, ``EXIT`` last.
+
+    ``p(j | i) = (c(i, j) + k · pop(j)) / (c(i) + k)``, ``pop`` the add-½ frequency of each
+    outcome as a target (rows never seen: popularity), so every outcome stays possible.
+    """
+    p = seqs.exit_id
+    src, dst = seqs.pages, seqs.targets()
+    counts = np.bincount(src * (p + 1) + dst, minlength=p * (p + 1)).reshape(p, p + 1)
+    pop = (np.bincount(dst, minlength=p + 1) + 0.5) / (len(dst) + 0.5 * (p + 1))
+    return (counts + k * pop) / (counts.sum(1, keepdims=True) + k)
+
+
 class MarkovDynamics:
     """First-order transitions and entry distribution as dense tables.
 
@@ -130,16 +143,9 @@ class MarkovDynamics:
     def fit(
         cls, train: SessionSequences, pages: tuple[str, ...], k: float = 20.0
     ) -> MarkovDynamics:
-        """Count on training sessions, smoothed toward the popularity of each outcome.
-
-        ``p(j | i) = (c(i, j) + k · pop(j)) / (c(i) + k)`` (rows never seen: popularity).
-        """
-        p = train.exit_id
-        src, dst = train.pages, train.targets()
-        counts = np.bincount(src * (p + 1) + dst, minlength=p * (p + 1)).reshape(p, p + 1)
-        pop = (np.bincount(dst, minlength=p + 1) + 0.5) / (len(dst) + 0.5 * (p + 1))
-        table = (counts + k * pop) / (counts.sum(1, keepdims=True) + k)
-        return cls(entry_distribution(train), table, pages)
+        """Count on training sessions, smoothed toward the popularity of each outcome
+        (:func:`first_order_table`)."""
+        return cls(entry_distribution(train), first_order_table(train, k), pages)
 
     def to(self, device: torch.device | str) -> MarkovDynamics:
         self.entry, self.transitions = self.entry.to(device), self.transitions.to(device)

@@ -39,7 +39,7 @@ import torch
 
 from clickstream.errors import ClickstreamError, from_options
 from envs.baselines import _Predictor, _session_log_sums, _session_starts, mean_log_loss
-from envs.dynamics import MixtureDynamics, entry_distribution
+from envs.dynamics import MixtureDynamics, entry_distribution, first_order_table
 from envs.sequences import SessionSequences
 
 MAX_DENSE_CELLS = 40_000_000
@@ -297,11 +297,8 @@ class _Problem:
     """The marginal likelihood of the training sessions as a torch function of the parameters."""
 
     def __init__(self, train: SessionSequences, groups: np.ndarray, smoothing: float) -> None:
-        p = train.exit_id
         src, dst = train.pages, train.targets()
-        counts = np.bincount(src * (p + 1) + dst, minlength=p * (p + 1)).reshape(p, p + 1)
-        pop = (np.bincount(dst, minlength=p + 1) + 0.5) / (len(dst) + 0.5 * (p + 1))
-        table = (counts + smoothing * pop) / (counts.sum(1, keepdims=True) + smoothing)
+        table = first_order_table(train, smoothing)
         self.n_groups = int(groups.max()) + 1 if len(groups) else 1
         self.base = torch.as_tensor(np.log(table))  # (P, P + 1), shared by every type
         self.entry_base = torch.as_tensor(np.log(entry_distribution(train)))
