@@ -29,6 +29,7 @@ types), so ``scripts/train_simulator.py`` scores it next to the GRU and the base
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -210,8 +211,12 @@ class LatentClassModel(_Predictor):
 
     # ---- the predictor interface -----------------------------------------------------------
 
-    def _probs(self, pages: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """``p(next | h) = Σ_z p(z | h) T[z, h_last]`` by forward filtering (segmented sums)."""
+    def _log_belief(self, pages: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """``log p(z, h_0..h_i)`` after every view ``i`` of whole sessions, ``(n, Z)``.
+
+        Raises:
+            ClickstreamError: A session no type can produce (naming the page).
+        """
         n, z = len(pages), self.n_classes
         first = _session_starts(offsets, n)
         rest = np.flatnonzero(~first)
@@ -220,14 +225,22 @@ class LatentClassModel(_Predictor):
             inc[first] = np.log(self.prior)[None, :] + np.log(self.entry[:, pages[first]]).T
             inc[rest] = np.log(self.transitions[:, pages[rest - 1], pages[rest]]).T
         log_b = _session_log_sums(inc, offsets)
-        top = log_b.max(axis=1, keepdims=True)
-        if not np.isfinite(top).all():
-            i = int(np.flatnonzero(~np.isfinite(top[:, 0]))[0])
+        dead = ~np.isfinite(log_b.max(axis=1))
+        if dead.any():
+            page = self.pages[pages[int(np.flatnonzero(dead)[0])]]
             raise ClickstreamError(
-                f"a session is impossible under the latent-class model at page {self.pages[pages[i]]!r}"
+                f"a session is impossible under the latent-class model at page {page!r}"
             )
-        w = np.exp(log_b - top)
-        w /= w.sum(axis=1, keepdims=True)
+        return log_b
+
+    @staticmethod
+    def _normalise(log_b: np.ndarray) -> np.ndarray:
+        w = np.exp(log_b - log_b.max(axis=-1, keepdims=True))
+        return w / w.sum(axis=-1, keepdims=True)
+
+    def _probs(self, pages: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """``p(next | h) = Σ_z p(z | h) T[z, h_last]`` by forward filtering (segmented sums)."""
+        w = self._normalise(self._log_belief(pages, offsets))
         return np.einsum("nz,znj->nj", w, self.transitions[:, pages])
 
     def session_type_posterior(self, pages: np.ndarray) -> np.ndarray:
@@ -235,13 +248,7 @@ class LatentClassModel(_Predictor):
         pages = np.asarray(pages, dtype=np.int64)
         if len(pages) == 0:
             raise ClickstreamError("a session needs at least one page")
-        with np.errstate(divide="ignore"):
-            log_b = np.log(self.prior) + np.log(self.entry[:, pages[0]])
-            log_b = log_b + np.log(self.transitions[:, pages[:-1], pages[1:]]).sum(axis=1)
-        if not np.isfinite(log_b.max()):
-            raise ClickstreamError("the session is impossible under the latent-class model")
-        w = np.exp(log_b - log_b.max())
-        return w / w.sum()
+        return self._normalise(self._log_belief(pages, np.array([0, len(pages)]))[-1])
 
     # ---- simulator and files ---------------------------------------------------------------
 
@@ -251,8 +258,6 @@ class LatentClassModel(_Predictor):
 
     def save(self, path: str | Path) -> Path:
         """Write the tables and the fitting record to an ``.npz`` file."""
-        import json
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
@@ -261,7 +266,7 @@ class LatentClassModel(_Predictor):
                 prior=self.prior,
                 entry=self.entry,
                 transitions=self.transitions,
-                pages=np.array(self.pages, dtype=object).astype(str),
+                pages=np.array(self.pages, dtype=str),
                 info=np.array(json.dumps(self.info)),
             )
         return path
@@ -269,8 +274,6 @@ class LatentClassModel(_Predictor):
     @classmethod
     def load(cls, path: str | Path) -> LatentClassModel:
         """Read a model written by :meth:`save`."""
-        import json
-
         path = Path(path)
         if not path.is_file():
             raise ClickstreamError(
