@@ -108,8 +108,11 @@ class Site:
         if world == "held_out":
             if self.held_out_model is None:
                 raise ClickstreamError("this site has no held-out visitor model")
-            kind = opts["dynamics"] if opts["dynamics"] in MODEL_FILES else "gru"
-            return {**opts, "dynamics": kind, "model_path": str(self._held_out_file())}
+            return {
+                **opts,
+                "dynamics": self._held_out_kind,
+                "model_path": str(self._held_out_file()),
+            }
         if world == "ground_truth":
             if not self.is_synthetic:
                 raise ClickstreamError(
@@ -119,12 +122,16 @@ class Site:
             return {**opts, "dynamics": "true", "model_path": None, "top_k": None}
         raise ClickstreamError(f"world must be one of {WORLDS}, got {world!r}")
 
+    @property
+    def _held_out_kind(self) -> str:
+        """The held-out world's visitor model: the learned world's kind (a Markov learned
+        world is checked against a GRU)."""
+        return self.env["dynamics"] if self.env["dynamics"] in MODEL_FILES else "gru"
+
     def _held_out_file(self) -> Path:
-        """The held-out model of the same kind as the learned world's (the GRU checkpoint
-        ``held_out_model`` names the folder; a Markov learned world is checked against a GRU)."""
+        """That model's file in the held-out folder (``held_out_model`` names the GRU's)."""
         assert self.held_out_model is not None
-        kind = self.env["dynamics"] if self.env["dynamics"] in MODEL_FILES else "gru"
-        return self.held_out_model.parent / MODEL_FILES[kind]
+        return self.held_out_model.parent / MODEL_FILES[self._held_out_kind]
 
     def core(self, n_visitors: int, world: str = "learned", **overrides: Any) -> SiteCore:
         """A simulator core of ``n_visitors`` visitors in ``world``."""

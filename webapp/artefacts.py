@@ -311,8 +311,8 @@ def load_run(
     if dynamics == "auto":
         learned = env.get("dynamics", "gru")
         dynamics = learned if learned in MODEL_FILES else "markov"
-    model_path = data_dir / "simulator" / MODEL_FILES.get(dynamics, "")
-    if dynamics in MODEL_FILES and not model_path.is_file():
+    model_path = data_dir / "simulator" / MODEL_FILES[dynamics] if dynamics in MODEL_FILES else None
+    if model_path is not None and not model_path.is_file():
         raise ClickstreamError(
             f"nothing trained yet: the visitor model data/simulator/{model_path.name} is "
             f"missing; {hint}",
@@ -369,7 +369,7 @@ def load_run(
             file=str(run_dir / "agents"),
         )
     visitor_model = None
-    if dynamics in MODEL_FILES:
+    if model_path is not None:
         from envs.latent_class import LatentClassModel
         from envs.visitor_model import VisitorModel
 

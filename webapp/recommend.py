@@ -193,8 +193,9 @@ class GRUNextPage:
 
 class LatentClassNextPage:
     """Visitor types (:class:`envs.latent_class.LatentClassModel`): the posterior over the types
-    given the whole history, and each type's first-order row; a recommendation acts on each
-    type's row (as in the simulator), so :meth:`types` is what the click model needs."""
+    given the whole history, and each type's first-order row. A recommendation acts on each
+    type's row (as in the simulator), so the recommender asks for :meth:`types`, not a single
+    organic row."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -203,10 +204,6 @@ class LatentClassNextPage:
         """``p(type | history)`` ``(Z,)`` and the types' next-page rows ``(Z, P + 1)``."""
         weights = self.model.session_type_posterior(np.asarray(history, dtype=np.int64))
         return weights, self.model.transitions[:, history[-1]]
-
-    def probs(self, history: tuple[int, ...]) -> np.ndarray:
-        weights, rows = self.types(history)
-        return weights @ rows
 
 
 class MarkovNextPage:
