@@ -11,6 +11,7 @@ JSON API until interrupted. A run folder with nothing trained yet ends the proce
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import hydra
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from scripts import run_or_exit
 from webapp import create_app
 from webapp.app import state
+from webapp.server import Limits, serve
 
 
 def build_app(cfg: DictConfig | dict[str, Any]) -> Flask:
@@ -35,9 +37,19 @@ def build_app(cfg: DictConfig | dict[str, Any]) -> Flask:
         max_history=int(cfg["max_history"]),
         max_path_steps=int(cfg["max_path_steps"]),
         max_body_bytes=int(cfg["max_body_bytes"]),
+        max_json_depth=int(cfg["max_json_depth"]),
         cache=bool(cfg.get("cache", True)),
         visitor_model=str(cfg.get("visitor_model", "auto")),
     )
+
+
+def server_limits(cfg: DictConfig | dict[str, Any]) -> Limits:
+    """The server's limits of ``configs/serve.yaml`` settings.
+
+    Raises:
+        ClickstreamError: A limit that is not a positive integer (the message names its key).
+    """
+    return Limits(**{f.name: cfg[f.name] for f in dataclasses.fields(Limits)})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -52,6 +64,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     assert isinstance(resolved, dict)
+    limits = server_limits(resolved)  # bad limits fail before minutes of loading
     app = build_app(resolved)
     info: dict[str, Any] = {
         "runs": {
@@ -67,7 +80,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     info["url"] = f"http://{host}:{port}/"
     if resolved.get("dry_run"):
         return info
-    from webapp.server import serve
 
     def ready(url: str) -> None:
         info["url"] = url
@@ -83,7 +95,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         port=port,
         threads=int(resolved["threads"]),
         workers=int(resolved["workers"]),
-        connection_limit=int(resolved["connection_limit"]),
+        limits=limits,
         ready=ready,
     )
     return info
