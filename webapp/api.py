@@ -14,14 +14,17 @@ Optional request fields: ``run`` (default: the first run), ``unknown`` (``map``,
 ``error``: what to do with pages the run does not know, see :mod:`webapp.recommend`). Every
 bad request gets a 4xx answer ``{"error": "..."}`` that says what is wrong: 400 for a field
 (unknown policy or run, ``k`` or ``steps`` out of range, malformed or unknown pages, unknown
-fields, invalid JSON), 413 for a body over ``MAX_CONTENT_LENGTH``, 415 for a content type
-other than ``application/json``, 404 and 405 for wrong URLs and methods.
+fields, invalid JSON, arrays and objects nested deeper than ``max_json_depth``), 413 for a
+body over ``MAX_CONTENT_LENGTH`` (from the server, :mod:`webapp.server`, before the body is
+read), 415 for a content type other than ``application/json``, 404 and 405 for wrong URLs and
+methods. No answer names a path of the server's machine: runs go by their folder's name.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from typing import Any
 
@@ -67,8 +70,7 @@ def health() -> Any:
         run = rec.run
         runs.append(
             {
-                "name": name,
-                "run_dir": str(run.run_dir),
+                "name": name,  # the folder's name: no path of this machine leaves it
                 "pages": run.vocab.n_pages,
                 "page_groups": run.vocab.n_groups,
                 "actions": len(rec.action_pages),
@@ -251,8 +253,15 @@ def _json_body(fields: tuple[str, ...]) -> dict[str, Any]:
     if not raw.strip():
         raise ApiError(400, "the request body is empty; send a JSON object")
     try:
-        body = json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8/16/32
+        text = raw.decode(json.detect_encoding(raw))  # what json.loads does with bytes
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise ApiError(400, f"invalid JSON: {exc}") from None
+    limit = _state().max_json_depth
+    if json_depth(text, limit) > limit:
+        raise ApiError(400, f"invalid JSON: arrays and objects nested deeper than {limit} levels")
+    try:
+        body = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError
         raise ApiError(400, f"invalid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the body must be a JSON object, got {type(body).__name__}")
@@ -260,6 +269,31 @@ def _json_body(fields: tuple[str, ...]) -> dict[str, Any]:
     if unknown:
         raise ApiError(400, f"unknown field(s) {unknown}; known: {list(fields)}")
     return body
+
+
+# a JSON string (escapes included), and one bracket
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str, stop: int | None = None) -> int:
+    """How deep arrays and objects nest in the JSON ``text`` (0: a scalar), counted without
+    parsing it, in linear time and constant stack.
+
+    Brackets inside strings do not count; brackets that do not balance are counted as they
+    come (the parser refuses such text anyway). Stops counting past ``stop``.
+    """
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if stop is not None and deepest > stop:
+                    break
+        else:
+            depth -= 1
+    return deepest
 
 
 def _integer(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from clickstream.errors import ClickstreamError
@@ -25,6 +25,20 @@ from webapp.artefacts import RunArtefacts, load_run
 from webapp.recommend import Recommender
 
 EXTENSION = "nextpage"
+# on every answer of the app (pages, static files, JSON). The pages load their scripts and
+# stylesheets from /static only, draw with inline SVG (markup, not style attributes) and
+# fetch from the same origin: no 'unsafe-inline', no other origin. The favicon is an empty
+# data: URL (no request for /favicon.ico).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",  # a JSON or text answer is never run as a script
+    "Referrer-Policy": "no-referrer",  # the visitor's page paths stay here
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP level 2
+}
 
 
 @dataclass
@@ -36,6 +50,7 @@ class AppState:
         k_max: Largest ``k`` a recommendation request may ask for.
         max_history: Most history entries a request may send.
         max_path_steps: Most steps of a path.
+        max_json_depth: Deepest nesting of a request's JSON body.
         started: ``time.time()`` at start.
     """
 
@@ -43,6 +58,7 @@ class AppState:
     k_max: int
     max_history: int
     max_path_steps: int
+    max_json_depth: int
     started: float
 
     @property
@@ -73,6 +89,7 @@ def create_app(
     max_history: int = 100,
     max_path_steps: int = 10,
     max_body_bytes: int = 16 * 1024,
+    max_json_depth: int = 16,
     cache: bool = True,
     visitor_model: str = "auto",
 ) -> Flask:
@@ -88,6 +105,10 @@ def create_app(
             ``max_steps`` of the env at most: the simulator's longest session).
         max_path_steps: Most steps of ``POST /api/path``.
         max_body_bytes: Largest request body (``MAX_CONTENT_LENGTH``); bigger ones get 413.
+            The server (:func:`webapp.server.serve`) refuses them before reading them.
+        max_json_depth: Deepest nesting of arrays and objects in a request body; deeper ones
+            get 400 before they are parsed (the parser recurses: 10,000 levels would raise
+            ``RecursionError``). The API's bodies are 2 deep.
         cache: Cache the visitor model's distributions and the network policies' scores per
             history (:class:`~webapp.recommend.Recommender`).
         visitor_model: ``auto``, ``gru``, ``latent_class`` or ``markov``: the next-page model behind follow
@@ -104,6 +125,8 @@ def create_app(
         raise ClickstreamError(
             "k_max, max_history and max_path_steps must be >= 1 and max_body_bytes >= 64"
         )
+    if not 2 <= max_json_depth <= 100:
+        raise ClickstreamError(f"max_json_depth must be in [2, 100], got {max_json_depth}")
     loaded = [
         r
         if isinstance(r, RunArtefacts)
@@ -123,7 +146,12 @@ def create_app(
     app.config["JSON_SORT_KEYS"] = False
     app.json.sort_keys = False  # keep the documented field order in answers
     app.extensions[EXTENSION] = AppState(
-        recommenders, int(k_max), int(max_history), int(max_path_steps), time.time()
+        recommenders,
+        int(k_max),
+        int(max_history),
+        int(max_path_steps),
+        int(max_json_depth),
+        time.time(),
     )
 
     from webapp.api import api
@@ -147,6 +175,12 @@ def create_app(
         }.get(exc.code or 500, exc.description)
         response = jsonify(error=message)
         response.status_code = exc.code or 500
+        return response
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
 
     return app
