@@ -95,8 +95,16 @@ def free_port() -> int:
 
 
 def start_server(
-    run_dir: Path, port: int, threads: int, workers: int, cache: bool, log: Path
+    run_dir: Path,
+    port: int,
+    threads: int,
+    workers: int,
+    cache: bool,
+    log: Path,
+    overrides: tuple[str, ...] = (),
 ) -> subprocess.Popen:
+    """``scripts/serve.py`` on ``HOST:port`` in a child process, once it answers
+    ``/api/health``; ``overrides``: more ``key=value`` settings of ``configs/serve.yaml``."""
     cmd = [
         sys.executable,
         str(ROOT / "scripts" / "serve.py"),
@@ -108,6 +116,7 @@ def start_server(
         f"cache={str(cache).lower()}",
         f"hydra.run.dir={log.parent}",
         "hydra.output_subdir=null",
+        *overrides,
     ]
     env = {
         **os.environ,

@@ -6,7 +6,8 @@
 
 Loads every artefact once (:func:`webapp.create_app`), then serves ``/``, ``/impact`` and the
 JSON API until interrupted. A run folder with nothing trained yet ends the process with status
-2 and a message naming the command that trains it. See ``configs/serve.yaml``.
+2 and a message naming the command that trains it. See ``configs/serve.yaml``; the server's
+limits (connections, timeouts, body size, JSON depth) and headers are in docs/security.md.
 """
 
 from __future__ import annotations

@@ -43,6 +43,12 @@ FLAGS = (
     "--window-size=1400,1300",
 )
 WAIT_S = 30
+CSP_RECORDER = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", function (e) {
+  window.__csp.push(e.violatedDirective + " " + (e.blockedURI || "inline"));
+});
+"""
 
 
 @pytest.fixture
@@ -64,6 +70,9 @@ def browser() -> Iterator[Any]:
     options.binary_location = CHROMIUM
     # both paths given: Selenium Manager (which would download a browser) never runs
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    # every page records what its Content-Security-Policy refused (scripts added this way
+    # are the browser's own, outside the page's CSP)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_RECORDER})
     try:
         yield driver
     finally:
@@ -155,6 +164,7 @@ def test_network_click_recommendations_and_impact(browser, run_dir: Path, tmp_pa
                 follow = row.find_elements(By.TAG_NAME, "td")[2].text
                 assert follow.startswith(f"{100 * rec['follow_probability']:.1f} %")
         browser.save_screenshot(str(shots / "webapp.png"))
+        assert browser.execute_script("return window.__csp") == []  # the CSP holds the page
 
         browser.get(server.url + "impact")
         table = wait.until(lambda d: d.find_element(By.ID, "impact-table"))
@@ -165,6 +175,11 @@ def test_network_click_recommendations_and_impact(browser, run_dir: Path, tmp_pa
             assert {r.get_attribute("data-policy") for r in rows} == policies
             assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")) == 4
         browser.save_screenshot(str(shots / "webapp_impact.png"))
+        assert browser.execute_script("return window.__csp") == []
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+        # the policy is in force and the recorder sees it: an inline style is refused
+        browser.execute_script("document.body.setAttribute('style', 'color: red')")
+        wait.until(lambda d: d.execute_script("return window.__csp.length") > 0)
+        assert browser.execute_script("return window.__csp") == ["style-src-attr inline"]
     assert (shots / "webapp.png").stat().st_size > 10_000

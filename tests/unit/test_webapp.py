@@ -8,6 +8,7 @@ import json
 import math
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -22,11 +23,12 @@ from flask.testing import FlaskClient
 from clickstream.errors import ClickstreamError
 from tests.hydra_configs import compose_cfg
 from webapp import create_app
-from webapp.app import state
+from webapp.api import json_depth
+from webapp.app import CONTENT_SECURITY_POLICY, SECURITY_HEADERS, state
 from webapp.artefacts import RunArtefacts, load_run
 from webapp.impact import METRICS, Metric, _ticks, bar_chart, impact_rows, records_for
 from webapp.recommend import PageResolver
-from webapp.server import BackgroundServer, listen
+from webapp.server import BackgroundServer, Limits, listen
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = ["greedy", "organic", "ppo", "value_iteration"]
@@ -78,6 +80,8 @@ def test_health_names_the_run_its_policies_and_sizes(client: FlaskClient, webapp
     assert body["status"] == "ok" and body["default_run"] == webapp_run_dir.name
     (run,) = body["runs"]
     assert run["policies"] == POLICIES and run["skipped"] == {}
+    assert "run_dir" not in run  # the run's name, never a path of this machine
+    assert str(webapp_run_dir.parent) not in json.dumps(body)
     assert (run["pages"], run["page_groups"], run["actions"]) == (50, 15, 51)  # 50 + nothing
     assert run["visitor_model"] == "gru" and run["evaluated"] is True
 
@@ -437,12 +441,44 @@ def test_bad_recommend_requests_say_what_is_wrong(client: FlaskClient, body, mes
             413,
             "request body too large: at most 16384 bytes",
         ),
+        (
+            b'{"history": ' + b"[" * 10_000,
+            "application/json",
+            400,
+            "invalid JSON: arrays and objects nested deeper than 16 levels",
+        ),
+        (
+            b'{"history": [["/home"]], "k": {"a": {"b": [[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]}}}',
+            "application/json",
+            400,
+            "invalid JSON: arrays and objects nested deeper than 16 levels",
+        ),
+        (b'{"history": ["/home"]', "application/json", 400, "invalid JSON: Expecting"),
+        (b'\xff\xfe{"\x00', "application/json", 400, "invalid JSON:"),
     ],
 )
 def test_bad_bodies_get_4xx_json(client: FlaskClient, data, content_type, status, message):
     answer = client.post("/api/recommend", data=data, content_type=content_type)
     assert answer.status_code == status and answer.is_json
     assert message in answer.get_json()["error"]
+
+
+def test_json_depth_counts_brackets_outside_strings():
+    assert json_depth("1") == 0 and json_depth('"[{"') == 0 and json_depth("[]") == 1
+    assert json_depth('{"a": [1, {"b": "]]]["}], "c": []}') == 3
+    assert json_depth(r'["\\", ["a\"[", [[]]]]') == 4  # escaped quotes and backslashes
+    assert json_depth("[" * 100_000) == 100_000
+    assert json_depth("[" * 100_000, stop=16) == 17  # stops counting past the limit
+
+
+def test_bodies_as_deep_as_the_limit_are_read(webapp_run_dir: Path):
+    client = create_app(webapp_run_dir, max_json_depth=2).test_client()
+    assert client.post("/api/recommend", json={"history": ["/home"]}).status_code == 200
+    answer = client.post("/api/recommend", json={"history": [["/home"]]})
+    assert answer.status_code == 400
+    assert answer.get_json()["error"].endswith("nested deeper than 2 levels")
+    with pytest.raises(ClickstreamError, match="max_json_depth must be in"):
+        create_app(webapp_run_dir, max_json_depth=1)
 
 
 def test_json_with_a_charset_is_json(client: FlaskClient):
@@ -552,6 +588,40 @@ def test_network_page_uses_local_assets_only(client: FlaskClient, webapp_run_dir
         static.close()
 
 
+def test_every_answer_carries_the_security_headers(client: FlaskClient):
+    answers = [
+        client.get("/"),
+        client.get("/impact"),
+        client.get("/?run=nope"),
+        client.get("/static/network.js"),
+        client.get("/api/health"),
+        client.get("/api/nothing"),
+        client.post("/api/recommend", json={}),
+    ]
+    for answer in answers:
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers[name] == value, (answer.request.path, name)
+        answer.close()
+    csp = dict(d.strip().split(" ", 1) for d in CONTENT_SECURITY_POLICY.split(";"))
+    assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
+    assert csp["script-src"] == csp["style-src"] == csp["connect-src"] == "'self'"
+
+
+def test_pages_satisfy_the_csp_without_inline_code(client: FlaskClient):
+    # script-src/style-src 'self' without 'unsafe-inline': no inline <script>, <style>,
+    # style="" or on...="" handlers, no javascript: URLs in the pages; the scripts never set
+    # a style attribute (the CSSOM is allowed)
+    for answer in (client.get("/"), client.get("/impact")):
+        html = answer.get_data(as_text=True)
+        assert answer.status_code == 200
+        scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", html, re.S)
+        assert scripts and all('src="/static/' in a and not body.strip() for a, body in scripts)
+        assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=|javascript:", html, re.I), html
+    for asset in ("network.js", "common.js"):
+        js = (REPO / "webapp" / "static" / asset).read_text()
+        assert not re.search(r"setAttribute\(\s*[\"']style|\bstyle:\s|innerHTML|eval\(", js)
+
+
 def _row(html: str, policy: str) -> str:
     match = re.search(rf'<tr data-policy="{policy}".*?</tr>', html, re.S)
     assert match, policy
@@ -606,7 +676,9 @@ def test_impact_without_results_names_the_command(webapp_run_dir: Path, tmp_path
     copy = tmp_path / "unevaluated"
     shutil.copytree(webapp_run_dir, copy, ignore=shutil.ignore_patterns("eval"))
     html = create_app(copy).test_client().get("/impact").get_data(as_text=True)
-    assert 'id="no-results"' in html and f"python scripts/pipeline.py out_dir={copy}" in html
+    assert 'id="no-results"' in html
+    assert "python scripts/pipeline.py out_dir=&lt;the run folder&gt;" in html
+    assert "<code>unevaluated</code>" in html and str(tmp_path) not in html  # no path
 
 
 def test_impact_rows_and_chart_geometry():
@@ -741,6 +813,54 @@ def test_waitress_serves_the_api_over_http(app: Flask):
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert len(json.load(answer)["recommendations"]) == 2
+
+
+def test_waitress_refuses_a_large_body_before_the_app_as_json(app: Flask):
+    with BackgroundServer(app, limits=Limits(max_body_bytes=1024)) as server:
+        port = int(server.url.rsplit(":", 1)[1].strip("/"))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /api/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nContent-Length: 1025\r\n\r\n"
+            )
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, body = answer.decode().split("\r\n\r\n", 1)
+        assert head.startswith("HTTP/1.1 413 Request Entity Too Large\r\n")
+        assert json.loads(body) == {"error": "request body too large: at most 1024 bytes"}
+        for name, value in (("X-Content-Type-Options", "nosniff"), ("Connection", "close")):
+            assert f"\r\n{name}: {value}" in head
+        # exactly the limit is read, and the app answers
+        request = urllib.request.Request(
+            server.url + "api/recommend",
+            data=b'{"history": ["/home"]}'.ljust(1024),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as ok:
+            assert ok.status == 200
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("connection_limit", 0, "connection_limit must be an integer >= 1, got 0"),
+        ("connection_limit", 4, "connection_limit must be >= 8"),
+        ("channel_timeout", 2.5, "channel_timeout must be an integer >= 1, got 2.5"),
+        ("request_timeout", "10", "request_timeout must be an integer >= 1, got '10'"),
+        ("max_body_bytes", -1, "max_body_bytes must be an integer >= 1"),
+    ],
+)
+def test_bad_limits_name_their_key(key: str, value, message: str):
+    with pytest.raises(ClickstreamError, match=re.escape(message)):
+        Limits(**{key: value})
+
+
+def test_serve_yaml_limits_are_the_defaults():
+    from scripts.serve import server_limits
+
+    assert server_limits(compose_cfg("serve", [])) == Limits()
+    assert server_limits(compose_cfg("serve", ["request_timeout=3"])).request_timeout == 3
 
 
 def test_listen_shares_a_port_between_workers_and_refuses_a_taken_one():
