@@ -225,11 +225,18 @@ def train(
             fold_t = (
                 torch.from_numpy(window_fold[idx]).to(device) if window_fold is not None else None
             )
+            valid = torch.from_numpy(mask).to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits, _ = model.net(pages_t, times_t, prior_fold=fold_t)
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, p + 1), tgt_t.reshape(-1), ignore_index=IGNORE
-            )
+                # the output layer (P + 1 scores each) only where there is a next page to
+                # predict; on the CPU the padded steps are skipped in the GRU too
+                out, _ = model.net.encode(
+                    pages_t,
+                    times_t,
+                    lengths=torch.from_numpy(lengths[idx]) if device.type == "cpu" else None,
+                )
+                fold = None if fold_t is None else fold_t[:, None].expand_as(pages_t)[valid]
+                logits = model.net.scores(out[valid], pages_t[valid], fold)
+            loss = F.cross_entropy(logits.float(), tgt_t[valid])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

@@ -179,17 +179,53 @@ class GRUNet(nn.Module):
         Returns:
             ``(logits (B, T, P + 1), hidden (L, B, H))``.
         """
-        out, hidden = self.gru(self.embed(pages, time_bucket), hidden)
-        out = self.dropout(out)
+        out, hidden = self.encode(pages, time_bucket, hidden)
+        fold = None if prior_fold is None else prior_fold[:, None].expand_as(pages)
+        return self.scores(out, pages, fold), hidden
+
+    def encode(
+        self,
+        pages: torch.Tensor,
+        time_bucket: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The GRU's top-layer outputs ``(B, T, H)`` (after dropout) and final state.
+
+        With ``lengths`` ``(B,)`` (CPU, int64) the padded positions are skipped (a packed
+        sequence): on a batch of short sessions padded to the longest, most of the work.
+        Their outputs are then zeros, and the returned state is meaningless.
+        """
+        x = self.embed(pages, time_bucket)
+        if lengths is None:
+            out, hidden = self.gru(x, hidden)
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths, batch_first=True, enforce_sorted=False
+            )
+            out, hidden = self.gru(packed, hidden)
+            out, _ = nn.utils.rnn.pad_packed_sequence(
+                out, batch_first=True, total_length=pages.shape[1]
+            )
+        return self.dropout(out), hidden
+
+    def scores(
+        self, out: torch.Tensor, pages: torch.Tensor, prior_fold: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits over the ``P + 1`` outcomes from outputs ``(..., H)`` at pages ``(...)``.
+
+        Training can score the valid positions only (flattened, ``(N, H)`` and ``(N,)``);
+        ``prior_fold`` has the shape of ``pages`` (the fold of each position's session).
+        """
         logits = self.head(out)
         if self.cfg.group_head:
             logits = logits + self.group_head(out)[..., self.outcome_group]
         if self.use_prior:
             if prior_fold is not None and self.fold_log_prior.numel():
-                logits = logits + self.fold_log_prior[prior_fold[:, None], pages]
+                logits = logits + self.fold_log_prior[prior_fold, pages]
             else:
                 logits = logits + self.log_prior[pages]
-        return logits, hidden
+        return logits
 
 
 class VisitorModel:
