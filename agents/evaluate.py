@@ -107,6 +107,7 @@ def simulate(
     tables: Mapping[str, torch.Tensor],
     *,
     progress: bool = False,
+    desc: str | None = None,
 ) -> Sessions:
     """Play ``n_sessions`` complete sessions (rounded up to a multiple of the core's B).
 
@@ -116,10 +117,14 @@ def simulate(
         n_sessions: Sessions wanted.
         seed: Seed of the core (every draw).
         tables: ``revenue`` and ``time_on_page_s`` per state, ``(P + 1,)``.
+        progress: Show a progress bar (labelled ``desc``, default the policy's name).
+
+    Slots that have played their quota leave the core (:meth:`SiteCore.keep`), which
+    therefore ends smaller than it started: build a fresh core (or ``reset``) per call.
     """
+    obs = core.reset(seed)
     b = core.n_visitors
     quota = -(-int(n_sessions) // b)
-    obs = core.reset(seed)
     dev = core.device
     revenue_of = tables["revenue"].to(dev)
     time_of = tables["time_on_page_s"].to(dev)
@@ -141,8 +146,8 @@ def simulate(
 
     start(torch.ones(b, dtype=torch.bool, device=dev))
     out: dict[str, list[np.ndarray]] = {k: [] for k in acc}
-    bar = tqdm(total=quota * b, desc=f"{policy.name}", disable=not progress, leave=False)
-    while bool((done < quota).any()):
+    bar = tqdm(total=quota * b, desc=desc or policy.name, disable=not progress, leave=False)
+    while True:
         actions = _act(policy, obs, core).to(dev)
         r = core.step(actions)
         landed, stays = r.landed, ~r.terminated
@@ -152,15 +157,23 @@ def simulate(
         acc["pages"] += stays.double()
         acc["time_on_site"] += (time_of[landed] * stays).double()
         ended = r.terminated | r.truncated
-        record = ended & (done < quota)
-        if bool(record.any()):
+        if bool(ended.any()):
+            record = ended & (done < quota)  # slots past their quota await removal
             for k in acc:
                 out[k].append(acc[k][record].cpu().numpy())
             bar.update(int(record.sum()))
-        done += ended.long()
-        if bool(ended.any()):
+            done += ended.long()
             start(ended)
         obs = r.obs
+        active = done < quota
+        if not bool(active.any()):
+            break
+        # slots that played their quota leave the batch (once they are a quarter of it, so
+        # the gathers stay rare): no idle visitors stepped while long sessions finish
+        if int(active.sum()) <= 3 * len(active) // 4:
+            core.keep(active)
+            obs, done = obs[active], done[active]
+            acc = {k: v[active] for k, v in acc.items()}
     bar.close()
     return Sessions(**{k: np.concatenate(v) for k, v in out.items()})
 

@@ -126,6 +126,7 @@ class SiteCore:
         self.reward_per_page[p] = 0.0  # leaving never pays
         self.action_pages = torch.as_tensor(pages, dtype=torch.long, device=self.device)
         self.n_pages, self.n_visitors = p, int(n_visitors)
+        self.capacity = self.n_visitors  # what reset() restores after keep()
         self.max_steps, self.history_len = int(max_steps), int(history_len)
         self.candidates = None
         if candidates is not None:
@@ -147,7 +148,7 @@ class SiteCore:
         """Reseed (when ``seed`` is given) and start B new visitors; returns obs ``(B, K)``."""
         if seed is not None:
             self.generator.manual_seed(int(seed))
-        b = self.n_visitors
+        b = self.n_visitors = self.capacity
         self.page = torch.empty(b, dtype=torch.long, device=self.device)
         self.history = torch.full(
             (b, self.history_len), self.n_pages, dtype=torch.long, device=self.device
@@ -157,6 +158,19 @@ class SiteCore:
         self._arrive(torch.ones(b, dtype=torch.bool, device=self.device))
         self._started = True
         return self.history.clone()
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Drop the visitors not in ``mask`` ``(B,)``: B shrinks to ``mask.sum()`` (at least
+        one is kept). Lets an evaluation stop simulating visitor slots that have played their
+        share of sessions instead of stepping them idle until the last slot is done."""
+        if not self._started:
+            raise ClickstreamError("call reset() before keep()")
+        idx = mask.nonzero()[:, 0]
+        if len(idx) == 0:
+            raise ClickstreamError("keep() needs at least one visitor")
+        self.page, self.history = self.page[idx], self.history[idx]
+        self.steps, self.state = self.steps[idx], self.state[idx]
+        self.n_visitors = len(idx)
 
     def _arrive(self, mask: torch.Tensor) -> None:
         """Replace the visitors in ``mask`` ``(B,)`` by new arrivals."""
@@ -253,12 +267,10 @@ class SiteCore:
         # everyone's history moves on (EXIT shows as P at the end of a terminal observation)
         self.history = torch.cat([self.history[:, 1:], landed[:, None]], dim=1)
         final_obs = self.history.clone()
-        going_on = ~terminated
-        if bool(going_on.any()):
-            idx = going_on.nonzero()[:, 0]
-            pages = landed[idx]
-            self.state[idx] = self.dynamics.advance(pages, self.state[idx])
-            self.page[idx] = pages
+        # everyone advances, without gathering the rows still in session: a visitor who
+        # left stays on her page for this (wasted, harmless) update and is replaced below
+        self.page = torch.where(terminated, self.page, landed)
+        self.state = self.dynamics.advance(self.page, self.state)
         self._arrive(terminated | truncated)
         return StepResult(
             obs=self.history.clone(),

@@ -316,12 +316,11 @@ class VisitorModel:
             ``(logits (B, P + 1), hidden (B, L·H))``: unnormalised next-page scores (softmax
             gives the distribution) and the new states.
         """
-        self.net.eval()
-        b = page.shape[0]
-        h0 = hidden.view(b, self.cfg.num_layers, self.cfg.hidden_size).transpose(0, 1)
-        tb = None if time_bucket is None else time_bucket.view(b, 1)
-        logits, h = self.net(page.view(b, 1), tb, h0.contiguous())
-        return logits[:, 0], h.transpose(0, 1).reshape(b, self.hidden_dim)
+        top, hidden = self.step_hidden(page, hidden, time_bucket)
+        weight, base = self._output_tables()
+        # = net.scores(top, page): one product with the group scores folded into the head
+        rows = base.index_select(0, page) if base.shape[0] > 1 else base
+        return torch.addmm(rows, top, weight.t()), hidden
 
     @torch.no_grad()
     def step_hidden(
@@ -331,13 +330,85 @@ class VisitorModel:
 
         With :meth:`score_outcomes` it lets a simulator score only a few candidate pages
         instead of all ``P + 1`` (large sites).
+
+        One GRU step written out (PyTorch's gate equations, same weights): the first layer's
+        input projection depends on the page (and time bucket) only, so it is a table lookup
+        (:meth:`_input_gates`) instead of an embedding and a matrix product per visitor, and
+        a simulator step costs one ``(B, H) × (H, 3H)`` product per layer.
         """
         self.net.eval()
-        b = page.shape[0]
-        h0 = hidden.view(b, self.cfg.num_layers, self.cfg.hidden_size).transpose(0, 1)
-        tb = None if time_bucket is None else time_bucket.view(b, 1)
-        out, h = self.net.gru(self.net.embed(page.view(b, 1), tb), h0.contiguous())
-        return out[:, 0], h.transpose(0, 1).reshape(b, self.hidden_dim)
+        gru, size = self.net.gru, self.cfg.hidden_size
+        h = hidden.view(page.shape[0], self.cfg.num_layers, size)
+        page_gates, time_gates = self._input_gates()
+        x_gates = page_gates[page]
+        if time_gates is not None:
+            x_gates = x_gates + time_gates[0 if time_bucket is None else time_bucket]
+        layers = []
+        for layer in range(self.cfg.num_layers):
+            if layer > 0:
+                x_gates = torch.addmm(
+                    getattr(gru, f"bias_ih_l{layer}"),
+                    layers[-1],
+                    getattr(gru, f"weight_ih_l{layer}").t(),
+                )
+            prev = h[:, layer]
+            h_gates = torch.addmm(
+                getattr(gru, f"bias_hh_l{layer}"), prev, getattr(gru, f"weight_hh_l{layer}").t()
+            )
+            xr, xz, xn = x_gates.chunk(3, dim=1)
+            hr, hz, hn = h_gates.chunk(3, dim=1)
+            r = torch.sigmoid(xr + hr)
+            z = torch.sigmoid(xz + hz)
+            n = torch.tanh(xn + r * hn)
+            layers.append(n + z * (prev - n))  # (1 - z) * n + z * h
+        return layers[-1], torch.cat(layers, dim=1)
+
+    def _output_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output layer for inference: ``(weight (P + 1, H), base)``, where the group
+        head is folded into the page head (a destination's score is ``w_page + w_group`` times
+        the output) and ``base`` holds the biases plus the first-order prior, one row per
+        current page, ``(P + 1, P + 1)`` (or ``(1, P + 1)`` without a prior)."""
+        return self._cached("output", self._build_output_tables)
+
+    def _build_output_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.net
+        weight, bias = net.head.weight, net.head.bias
+        if self.cfg.group_head:
+            weight = weight + net.group_head.weight[net.outcome_group]
+            bias = bias + net.group_head.bias[net.outcome_group]
+        base = net.log_prior + bias if net.use_prior else bias[None, :]
+        return weight.detach().contiguous(), base.detach().contiguous()
+
+    def _cached(self, name: str, build: Any) -> Any:
+        """``build()``, cached until a weight or buffer changes (keyed on the tensors'
+        storage and version counters, which every in-place update bumps)."""
+        tensors = [*self.net.parameters(), *self.net.buffers()]
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        cache = self.__dict__.setdefault("_inference_cache", {})
+        if name not in cache or cache[name][0] != key:
+            cache[name] = (key, build())
+        return cache[name][1]
+
+    def _input_gates(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The first GRU layer's input projection ``W_ih x + b_ih`` of every page, ``(P + 1,
+        3H)``, and of every time bucket (its share of ``x``), ``(N_TIME_BUCKETS, 3H)`` or
+        ``None``. Cached until a weight changes."""
+        return self._cached("input", self._build_input_gates)
+
+    def _build_input_gates(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        net = self.net
+        pages = torch.arange(self.vocab.n_pages + 1, device=self.device)
+        parts = [net.page_embedding(pages)]
+        if self.cfg.use_groups:
+            parts.append(net.group_embedding(net.page_group[pages]))
+        x = torch.cat(parts, dim=1)
+        weight = net.gru.weight_ih_l0
+        width = x.shape[1]
+        page_gates = torch.addmm(net.gru.bias_ih_l0, x, weight[:, :width].t())
+        time_gates = None
+        if self.cfg.use_time:
+            time_gates = net.time_embedding.weight @ weight[:, width:].t()
+        return page_gates.detach(), None if time_gates is None else time_gates.detach()
 
     @torch.no_grad()
     def score_outcomes(
