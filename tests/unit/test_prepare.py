@@ -103,7 +103,21 @@ def test_prepare_writes_outputs_with_hand_computed_summary(tmp_path: Path) -> No
     assert meta["stats_split"] == "all"
     assert meta["config"] == {"seed": 3}
     assert "git_commit" in meta and "created_utc" in meta
-    assert meta["pages"] == {"raw_pages": 7, "pages": 6, "pages_after_folding": 6, "page_groups": 6}
+    assert meta["pages"] == {
+        "raw_pages": 7,
+        "pages": 6,
+        "grouping": "rules",
+        "pages_after_folding": 6,
+        "page_groups": 6,
+    }
+    assert meta["dataset"] == "memory"
+    assert meta["page_value"] == {"source": "revenue"}
+    assert meta["rewards"] == {
+        "supported": ["page_value", "revenue", "engagement", "pageviews"],
+        "missing": {},
+        "default": "page_value",
+    }
+    assert meta["notices"] == []
     assert {k: meta["split"][k]["sessions"] for k in ("train", "valid", "test")} == {
         "train": 8,
         "valid": 1,
@@ -404,6 +418,30 @@ def swap_rows(df: pd.DataFrame, i: int, j: int) -> None:
             "time_on_page_s",
             0,
             ">= 0",
+        ),
+        # absurd numbers (issue 17): a revenue of 1e308 would sum to inf in meta.json
+        (
+            lambda h: (
+                h.__setitem__("revenue", h["revenue"].where(h.index != 2, 1e308)),
+                h.__setitem__("is_transaction", h["is_transaction"] | (h.index == 2)),
+            ),
+            "revenue",
+            2,
+            "at most 1e+12",
+        ),
+        (
+            lambda h: h.__setitem__("value", h["value"].where(h.index != 4, np.inf)),
+            "value",
+            4,
+            "finite",
+        ),
+        (
+            lambda h: h.__setitem__(
+                "time_on_page_s", h["time_on_page_s"].where(h.index != 1, 4e9)
+            ),
+            "time_on_page_s",
+            1,
+            "at most 1e+09 seconds",
         ),
         (
             lambda h: h.__setitem__(
