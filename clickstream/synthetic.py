@@ -1015,6 +1015,7 @@ class SyntheticStore:
         hits = coerce_raw_hits(hits)
         counts = np.bincount(sim.intents, minlength=self.n_intents)
         info: dict[str, object] = {
+            "dataset_name": f"synthetic_{self.mode}_{self.n_pages}p",
             "mode": self.mode,
             "n_pages": self.n_pages,
             "seed": cfg.seed,

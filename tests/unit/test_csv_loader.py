@@ -274,10 +274,18 @@ def test_missing_mapped_column_names_field_column_and_file_columns(tmp_path: Pat
     msg = error_of(path, columns={"session_id": "sid", "page": "URL"})
     assert "hits.csv" in msg and "line 1" in msg
     assert "'URL'" in msg and "field 'page'" in msg and "['sid', 'url']" in msg
-    msg = error_of(path, columns={"session_id": "sid"})  # page by default
-    assert "missing column 'page' for field 'page'" in msg and "['sid', 'url']" in msg
     msg = error_of(path, columns={"page": "url", "revenue": "rev"})
     assert "missing column 'rev' for field 'revenue'" in msg
+    # an unmapped page column is looked for under its usual names, and said so
+    res = csv_loader.load(path, columns={"session_id": "sid"})
+    assert res.hits["page_raw"].tolist() == ["/x"]
+    assert res.notices == [
+        "csv: field 'page' read from column 'url' (hits.csv): not mapped, found under its usual "
+        "name; map another with data.columns=page=<column>, or none with page=null"
+    ]
+    msg = error_of(write(tmp_path, "sid,address\na,/x\n"), columns={"session_id": "sid"})
+    assert "no page column: map one with data.columns=page=<column>" in msg
+    assert "['sid', 'address']" in msg
 
 
 def test_no_way_to_form_sessions(tmp_path: Path) -> None:
@@ -461,7 +469,7 @@ def test_files_must_form_sessions_the_same_way(tmp_path: Path) -> None:
     ("options", "expected"),
     [
         ({"columns": {"sesion_id": "x"}}, "unknown field"),
-        ({"columns": {"page": None}}, "cannot be None"),
+        ({"columns": {"page": None}}, "page cannot be null"),
         ({"timestamp_unit": "h"}, "timestamp_unit"),
         ({"timestamp_unit": "s", "timestamp_format": "%Y"}, "not both"),
         ({"session_timeout_s": 0}, "session_timeout_s"),
