@@ -135,11 +135,11 @@ def json_layout(path: Path) -> str:
     return "array" if text[:1] == b"[" else "lines"
 
 
-def check_json_array(path: Path, record: str = "record") -> int:
+def check_json_array(path: Path, record: str = "record") -> set[str]:
     """Check a JSON array document (``[{...}, ...]``): valid JSON, a list of objects.
 
     Returns:
-        The number of records.
+        The top-level keys found in any record.
 
     Raises:
         ClickstreamError: Malformed JSON (naming the line) or an element that is not an object.
@@ -161,14 +161,38 @@ def check_json_array(path: Path, record: str = "record") -> int:
         ) from None
     if not isinstance(doc, list):
         raise ClickstreamError(f"expected a JSON array of {record}s", file=str(path))
+    keys: set[str] = set()
     for i, item in enumerate(doc):
         if not isinstance(item, dict):
             raise ClickstreamError(
                 f"element {i} of the JSON array is not an object (one {record})", file=str(path)
             )
+        keys.update(item)
     if not doc:
         raise ClickstreamError(f"the JSON array holds no {record}s", file=str(path))
-    return len(doc)
+    return keys
+
+
+def check_json(path: Path, record: str = "record") -> tuple[str, set[str]]:
+    """Check a JSON export, NDJSON or one array document (:func:`json_layout`).
+
+    Returns:
+        The layout (``lines`` or ``array``) and the top-level keys of its records.
+    """
+    layout = json_layout(path)
+    if layout == "array":
+        return layout, check_json_array(path, record)
+    return layout, check_json_lines(path, record)
+
+
+def unwrap_json(column: str) -> str:
+    """DuckDB SQL: a JSON value, or the JSON a string value holds when it holds an object or
+    an array (warehouse exports such as Snowflake's write nested fields as JSON text)."""
+    text = f"ltrim({column} ->> '$')"
+    return (
+        f"(CASE WHEN json_type({column}) = 'VARCHAR' AND left({text}, 1) IN ('[', '{{') "
+        f"THEN ({column} ->> '$')::JSON ELSE {column} END)"
+    )
 
 
 def iter_text_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
@@ -201,13 +225,17 @@ def check_utf8(path: Path) -> None:
         pass
 
 
-def check_json_lines(path: Path, record: str = "record") -> None:
+def check_json_lines(path: Path, record: str = "record") -> set[str]:
     """Name the first line of a (gzipped) NDJSON file that is not one JSON object.
 
     DuckDB's own errors give wrong line numbers, and a line holding a bare value silently
     turns a whole file into a single JSON column, so every line is checked before DuckDB
     reads it. ``record`` names what a line holds in messages (``session``, ``event``).
+
+    Returns:
+        The top-level keys found in any record (the file's schema, unioned over records).
     """
+    keys: set[str] = set()
     for number, text in iter_text_lines(path):
         if not text.strip():
             continue
@@ -219,6 +247,8 @@ def check_json_lines(path: Path, record: str = "record") -> None:
             raise ClickstreamError(
                 f"a line must hold one JSON object (one {record})", file=str(path), line=number
             )
+        keys.update(obj)
+    return keys
 
 
 @contextlib.contextmanager
