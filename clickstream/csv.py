@@ -66,8 +66,8 @@ formats) and name (``.xlsx``, ``.xls``, ``.tsv``). The CSV delimiter is sniffed 
 lines by default (``delimiter="auto"``: comma, tab, semicolon or pipe, said in a notice when it
 is not a comma); name it with ``delimiter`` as ``comma``, ``tab``, ``semicolon``, ``pipe``, a
 single character, or ``\\t``. A spreadsheet is read from its first sheet (``sheet`` chooses
-another; a notice names the sheet when there are several); ``.xlsx`` needs ``openpyxl`` and
-``.xls`` needs ``xlrd`` (both dependencies of the project).
+another; a notice names the sheet when there are several); ``.xlsx`` is read with ``openpyxl`` and
+``.xls`` with ``python-calamine`` (both dependencies of the project).
 
 Nothing is dropped silently: every bad record raises :class:`ClickstreamError` naming the file,
 the line (CSV: 1-based physical line where the record starts, the header being line 1, so with
@@ -583,13 +583,15 @@ def _read_excel(
     guessed: dict,
     notices: list[str],
 ) -> _Source:
-    engine = "xlrd" if magic == _XLS_MAGIC or file.name.lower().endswith(".xls") else "openpyxl"
+    # .xlsx: openpyxl; the old binary .xls: calamine (pandas' reader for it since xlrd's end)
+    xls = magic == _XLS_MAGIC or file.name.lower().endswith(".xls")
+    engine, package = ("calamine", "python-calamine") if xls else ("openpyxl", "openpyxl")
     try:
-        __import__(engine)
+        __import__("python_calamine" if xls else "openpyxl")
     except ImportError:
         raise ClickstreamError(
-            f"reading {file.suffix} spreadsheets needs the {engine} package: pip install {engine} "
-            "(or save the sheet as CSV)",
+            f"reading {file.suffix} spreadsheets needs the {package} package: pip install "
+            f"{package} (or save the sheet as CSV)",
             file=str(file),
         ) from None
     try:
@@ -605,10 +607,10 @@ def _read_excel(
             raise ClickstreamError(
                 f"data.sheet={chosen!r}: no such sheet; the workbook has {sheets}", file=str(file)
             )
-        frame = book.parse(chosen, dtype=object, header=0)
+        frame = pd.read_excel(book, sheet_name=chosen, dtype=object, header=0)
     except ClickstreamError:
         raise
-    except Exception as exc:  # openpyxl / xlrd raise their own types on corrupt files
+    except Exception as exc:  # openpyxl / calamine raise their own types on corrupt files
         raise ClickstreamError(f"cannot read as a spreadsheet: {exc}", file=str(file)) from None
     if len(sheets) > 1:
         name = chosen if isinstance(chosen, str) else sheets[chosen]
@@ -960,6 +962,7 @@ def _order_rank(sources: list[_Source], order: list[str]) -> np.ndarray:
                 raise src.error(
                     f"empty data.order_by key {col!r}: every page view needs its order",
                     int(np.flatnonzero(missing)[0]),
+                    col,
                 ) from None
             parts.append(pd.Series(arr.to_pandas()))
         values = pd.concat(parts, ignore_index=True)

@@ -17,7 +17,7 @@ precomposed letter are one page.
   ``/12345``: an item log's item id; collapsing it would merge every page); then the extra
   ordered regex rules of the config.
 * **Never silently collapse.** When the identity rules leave fewer distinct pages than
-  ``min_page_ratio`` (5 %) of the distinct raw values, or a single page from several, the data
+  ``min_page_ratio`` (5 %) of the distinct raw values, or a single page from 10 or more, the data
   would train as a different, smaller site: :func:`assign_pages` refuses, naming the column,
   showing examples and the keys that keep the values (``data.pages.identity=raw``,
   ``data.pages.collapse_ids=false``, a rewrite rule); ``min_page_ratio=0`` accepts the merge.
@@ -57,6 +57,10 @@ from clickstream.schema import OTHER_GROUP
 
 IDENTITIES = ("path", "title", "raw")
 GROUPINGS = ("auto", "rules", "cooccurrence", "traffic")
+
+MIN_VALUES_FOR_ONE_PAGE = 10
+"""A single page made of this many distinct raw values is refused whatever the ratio (a few
+spellings of one page, ``/a`` and ``/a/``, are a site of one page)."""
 
 MIN_LINKED_SHARE = 0.5
 """``grouping=auto`` clusters by co-occurrence only when at least this share of the pages to
@@ -365,7 +369,8 @@ def _check_not_collapsed(
     table = pd.DataFrame({"raw": source, "page": page}).drop_duplicates()
     n_raw = int(table["raw"].nunique())
     n_pages = int(table["page"].nunique())
-    if n_raw < 2 or (n_pages > 1 and n_pages >= cfg.min_page_ratio * n_raw):
+    single = n_pages == 1 and n_raw >= MIN_VALUES_FOR_ONE_PAGE
+    if not single and n_pages >= cfg.min_page_ratio * n_raw:
         return
     # examples from the pages that absorbed the most raw values
     merged = table.groupby("page", sort=False)["raw"].agg(["count", "first"])

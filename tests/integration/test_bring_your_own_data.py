@@ -200,3 +200,31 @@ def test_pipeline_runs_to_the_end_on_a_site_without_revenue(no_revenue_run, caps
     # the report is titled by the data actually loaded, not by the experiment name
     assert text.startswith("# Results: shop\n")
     assert "- reward: engagement" in text
+
+
+def test_synthetic_item_store_prepares_with_one_command(tmp_path: Path) -> None:
+    from clickstream.synthetic import SyntheticStore
+    from scripts.prepare_data import run
+
+    out = tmp_path / "items"
+    meta = run(
+        compose_cfg(
+            "prepare_data",
+            [
+                "data=synthetic",
+                "data.mode=items",
+                "data.n_pages=2000",
+                "data.n_sessions=5000",
+                f"out_dir={out}",
+                "show_progress=false",
+            ],
+        )
+    )
+    hits = pd.read_parquet(out / "hits.parquet")
+    assert meta["dataset"] == "synthetic_items_2000p"
+    assert meta["summary"]["pages"] == hits["page_raw"].nunique()  # every item viewed is a page
+    assert meta["summary"]["page_groups"] == 8  # the store's categories (its content groups)
+    assert meta["rewards"]["default"] == "engagement"
+    assert meta["true_model"]["bayes_log_loss"]["test"] > 0
+    store = SyntheticStore.load(out / "true_model")
+    assert store.mode == "items" and store.n_pages == 2000
