@@ -436,9 +436,7 @@ def swap_rows(df: pd.DataFrame, i: int, j: int) -> None:
             "finite",
         ),
         (
-            lambda h: h.__setitem__(
-                "time_on_page_s", h["time_on_page_s"].where(h.index != 1, 4e9)
-            ),
+            lambda h: h.__setitem__("time_on_page_s", h["time_on_page_s"].where(h.index != 1, 4e9)),
             "time_on_page_s",
             1,
             "at most 1e+09 seconds",
