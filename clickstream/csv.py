@@ -438,11 +438,11 @@ def _check_options(
         raise ClickstreamError("data.columns: page cannot be null: every page view needs a page")
     if timestamp_unit is not None and timestamp_unit not in TIMESTAMP_UNITS:
         raise ClickstreamError(
-            f"timestamp_unit must be one of {TIMESTAMP_UNITS}, got {timestamp_unit!r}"
+            f"data.timestamp_unit must be one of {TIMESTAMP_UNITS}, got {timestamp_unit!r}"
         )
     if timestamp_unit is not None and timestamp_format is not None:
         raise ClickstreamError(
-            "give timestamp_unit (numeric timestamps) or timestamp_format (text), not both"
+            "give data.timestamp_unit (numeric timestamps) or data.timestamp_format (text), not both"
         )
     try:
         timeout = float(session_timeout_s)
@@ -450,12 +450,12 @@ def _check_options(
         timeout = math.nan
     if isinstance(session_timeout_s, bool) or not 0 < timeout < math.inf:
         raise ClickstreamError(
-            f"session_timeout_s must be a finite number of seconds > 0, got {session_timeout_s!r}"
+            f"data.session_timeout_s must be a finite number of seconds > 0, got {session_timeout_s!r}"
         )
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise ClickstreamError(f"unknown text encoding {encoding!r}") from None
+        raise ClickstreamError(f"unknown text encoding {encoding!r} (data.encoding)") from None
 
 
 def _named_delimiter(delimiter: str | None) -> str | None:
@@ -467,7 +467,7 @@ def _named_delimiter(delimiter: str | None) -> str | None:
         if len(named) == 1 and named not in '"\r\n':
             return named
     raise ClickstreamError(
-        f"delimiter must be auto, comma, tab, semicolon, pipe, '\\t' or one character other "
+        f"data.delimiter must be auto, comma, tab, semicolon, pipe, '\\t' or one character other "
         f"than a quote or newline, got {delimiter!r}"
     )
 
@@ -1133,7 +1133,7 @@ def _times(src: _Source, unit: str | None, fmt: str | None) -> pd.Series:
     elif pa.types.is_integer(t) or pa.types.is_floating(t):
         if unit is None:
             raise src.error(
-                "timestamps are numbers: pass timestamp_unit ('s', 'ms', 'us' or 'ns' since "
+                "timestamps are numbers: set data.timestamp_unit ('s', 'ms', 'us' or 'ns' since "
                 "the Unix epoch)",
                 0,
                 "timestamp",
@@ -1153,7 +1153,9 @@ def _times(src: _Source, unit: str | None, fmt: str | None) -> pd.Series:
             try:
                 times = pd.to_datetime(text, utc=True, format=fmt or "ISO8601", errors="coerce")
             except ValueError as exc:  # a bad directive in the format, whatever the data
-                raise src.error(f"bad timestamp_format {fmt!r}: {exc}", None, "timestamp") from None
+                raise src.error(
+                    f"bad data.timestamp_format {fmt!r}: {exc}", None, "timestamp"
+                ) from None
     else:
         raise src.error(f"expected timestamps, the column holds {t}", None, "timestamp")
     bad = (times.isna() | (times < _NS_MIN) | (times > _NS_MAX)).to_numpy()
@@ -1182,10 +1184,10 @@ def _time_message(value: object, unit: str | None, fmt: str | None) -> str:
     hint = ""
     try:
         float(str(value))
-        hint = "; it looks like a number: pass timestamp_unit ('s', 'ms', 'us' or 'ns')"
+        hint = "; it looks like a number: set data.timestamp_unit ('s', 'ms', 'us' or 'ns')"
     except ValueError:
         if not fmt:
-            hint = "; pass timestamp_format (e.g. '%d/%m/%Y %H:%M') for other formats"
+            hint = "; set data.timestamp_format (e.g. '%d/%m/%Y %H:%M') for other formats"
     return f"cannot parse timestamp {value!r}: expected {expected}, years 1677-2262{hint}"
 
 

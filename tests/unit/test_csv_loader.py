@@ -341,7 +341,7 @@ def test_bad_timestamp(tmp_path: Path) -> None:
     assert "line 3" in error_of(write(tmp_path, text), timestamp_unit="s")
     text = "session_id,timestamp,page\na,2020-01-01,/x\n"
     msg = error_of(write(tmp_path, text), timestamp_format="%Q")
-    assert "column 'timestamp'" in msg and "bad timestamp_format '%Q'" in msg
+    assert "column 'timestamp'" in msg and "bad data.timestamp_format '%Q'" in msg
     text = "session_id,timestamp,page\na,9999-01-01,/x\n"  # beyond nanosecond timestamps
     assert "line 2, column 'timestamp'" in error_of(write(tmp_path, text))
 
