@@ -10,6 +10,9 @@ Definitions (Google Analytics):
   its session *before* the transaction hit (the page the transaction is recorded on is credited
   only if it was also viewed earlier); the credits are summed and divided by the page's unique
   pageviews.
+* ``value``: mean of the export's ``value`` column (a product's price, a score) over the views
+  where it is known (NaN where never known); on a site without revenue it can be the page value
+  (:func:`clickstream.prepare.prepare`, ``page_value="value"``).
 * ``avg_time_on_page_s``: mean time on page over the views where it is known (GA: total time on
   page / (pageviews - exits)); ``exit_rate``: exits / pageviews; ``bounce_rate``: single-page
   sessions entering on the page / sessions entering on it (NaN for pages nobody entered on).
@@ -35,6 +38,7 @@ CATALOG_COLUMNS = (
     "transactions",
     "revenue",
     "page_value",
+    "value",
     "avg_time_on_page_s",
     "exit_rate",
     "bounce_rate",
@@ -93,6 +97,13 @@ def page_stats(hits: pd.DataFrame, key: str = "page") -> pd.DataFrame:
     time_n = np.bincount(keys[known], minlength=n_keys)
     tx = np.bincount(keys, weights=hits["is_transaction"].to_numpy(np.float64), minlength=n_keys)
     rev = np.bincount(keys, weights=revenue, minlength=n_keys)
+    if "value" in hits.columns:  # tables written before the column existed lack it
+        value = hits["value"].to_numpy(np.float64)
+    else:
+        value = np.full(len(hits), np.nan)
+    has_value = ~np.isnan(value)
+    value_sum = np.bincount(keys[has_value], weights=value[has_value], minlength=n_keys)
+    value_n = np.bincount(keys[has_value], minlength=n_keys)
 
     with np.errstate(invalid="ignore", divide="ignore"):
         out = pd.DataFrame(
@@ -106,6 +117,7 @@ def page_stats(hits: pd.DataFrame, key: str = "page") -> pd.DataFrame:
                 "transactions": tx.astype(np.int64),
                 "revenue": rev,
                 "page_value": credited / unique_pageviews,
+                "value": np.where(value_n > 0, value_sum / np.maximum(value_n, 1), np.nan),
                 "avg_time_on_page_s": np.where(
                     time_n > 0, time_sum / np.maximum(time_n, 1), np.nan
                 ),

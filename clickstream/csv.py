@@ -1,24 +1,40 @@
-"""Generic clickstream loader: a table of page views in CSV (optionally gzipped) or Parquet.
+"""Generic clickstream loader: a table of page views as CSV / TSV (plain, gzip or zstd),
+Parquet or a spreadsheet (``.xlsx``, ``.xls``).
 
-One row per page view. The columns are named by the user (``columns`` maps the canonical
-*fields* below to the file's column names; by default each field is read from the column of the
-same name):
+One row per page view. The columns are named by the user: ``columns`` maps the canonical
+*fields* below to the file's column names, as a mapping, as one string
+``"session=sid,page=item,time=ts"`` (field aliases allowed: ``session``, ``visitor``/``user``,
+``time``/``ts``, ``item``, ``category``, ``title``, ``price``) or as the path of a small YAML
+file holding the mapping:
 
 ==================  ========  ====================================================================
 field               needed    meaning
 ==================  ========  ====================================================================
-page                yes       the page viewed (path or URL, normalised later); empty is an error
+page                yes       the page viewed (path, URL or item id, normalised later); empty is
+                              an error
 session_id          see below session the page view belongs to
 visitor_id          see below the visitor; without it the visitor is the session
-timestamp           see below time of the page view (ISO 8601 text, a Parquet timestamp, or epoch
-                              numbers with ``timestamp_unit``); zone-less times are UTC
+timestamp           see below time of the page view (ISO 8601 text, a Parquet or spreadsheet
+                              timestamp, or epoch numbers with ``timestamp_unit``); zone-less
+                              times are UTC
 revenue             no        transaction revenue on this page view; empty means 0
+value               no        a value of the page view (a product's price, a score), any finite
+                              number; empty means unknown. On a site without revenue it defines
+                              page value (:mod:`clickstream.prepare`)
 time_on_page_s      no        seconds on the page; empty means unknown (then from timestamps)
 page_title          no        page title; empty means unknown
-content_group       no        analytics content group; empty means unknown
+content_group       no        the page's category (an analytics content group, a product
+                              category): page groups follow it; empty means unknown
 is_transaction      no        ``true``/``false`` (``1``/``0``, ``yes``/``no``); empty or absent
                               means ``revenue > 0``
 ==================  ========  ====================================================================
+
+**Nothing is read without saying so.** A field the mapping does not name is looked for under
+its usual names (:data:`GUESSES`: ``page``, ``url``, ``item_id``, ``itemId``, ...; case, spaces,
+``_`` and ``-`` ignored); each column found that way is reported in a notice (printed, and kept
+in ``LoadResult.notices`` and ``meta.json``) naming the field, the column, why, and how to map
+another (``data.columns=<field>=<column>``) or none (``<field>=null``). A mapped column that the
+file lacks is an error.
 
 Sessions come from ``session_id`` if the file has it; otherwise from ``visitor_id`` and
 ``timestamp`` by Google Analytics' inactivity rule (:func:`clickstream.sessions.sessionize`: a
@@ -28,12 +44,16 @@ session id column, map it away: ``columns={"session_id": None}``.
 
 What the hits table takes from the file:
 
-* page views are ordered by timestamp within their session (ties keep file order); without
-  timestamps they keep file order. A session id is global: rows of one session may be spread
-  over the file, or over several files (e.g. daily exports), and are gathered;
+* page views are ordered within their session by ``order_by`` when given (a list of the file's
+  columns, e.g. ``[eventdate, timeframe]``: a date plus an integer "time frame" or "order within
+  session", as e-commerce research logs have them; each column is compared as numbers, else as
+  ISO dates, else as text), else by timestamp; ties, and files without either, keep file order.
+  A session id is global: rows of one session may be spread over the file, or over several
+  files (e.g. daily exports), and are gathered;
 * ``session_start`` is the session's first timestamp. Without any timestamps it is synthetic:
-  ``1970-01-01T00:00:00Z`` plus ``i`` seconds for the ``i``-th session in order of first
-  appearance (files in sorted order, then rows), so that a temporal split is a file-order split;
+  ``1970-01-01T00:00:00Z`` plus ``i`` seconds for the ``i``-th session, sessions in order of
+  their first ``order_by`` key where given, else of first appearance (files in sorted order,
+  then rows), so that a temporal split follows the data's order;
 * ``time_on_page_s`` is the column's value where given, else the time to the next page view of
   the session (unknown on the last one, and everywhere without timestamps);
 * ``visitor_id`` is the session id where the file has no visitor column; a session whose rows
@@ -41,16 +61,27 @@ What the hits table takes from the file:
 * ``is_transaction`` is the column's value where given and ``revenue > 0`` elsewhere; revenue on
   a row marked as not a transaction is an error.
 
+**Formats.** The format is recognised by content (Parquet, gzip, zstd, the spreadsheet
+formats) and name (``.xlsx``, ``.xls``, ``.tsv``). The CSV delimiter is sniffed from the first
+lines by default (``delimiter="auto"``: comma, tab, semicolon or pipe, said in a notice when it
+is not a comma); name it with ``delimiter`` as ``comma``, ``tab``, ``semicolon``, ``pipe``, a
+single character, or ``\\t``. A spreadsheet is read from its first sheet (``sheet`` chooses
+another; a notice names the sheet when there are several); ``.xlsx`` is read with ``openpyxl`` and
+``.xls`` with ``python-calamine`` (both dependencies of the project).
+
 Nothing is dropped silently: every bad record raises :class:`ClickstreamError` naming the file,
 the line (CSV: 1-based physical line where the record starts, the header being line 1, so with
-one line per record data row ``i`` is line ``i + 2``) or the 0-based row (Parquet), and the
-file's column. Errors: a missing mapped column (the message names the field, the expected column
-and lists the file's columns), an empty file, a header without rows, text that is not valid in
-``encoding``, a ragged CSV row (a different number of fields than the header), an empty
-``page``, ``session_id`` or ``visitor_id`` (a page view must name its page: rows without one are
-not dropped, since a session of empty pages would silently vanish), a missing or unparseable
-timestamp, revenue that is not a number >= 0 (negative, NaN, infinite or text), a negative or
-non-numeric time on page, an ``is_transaction`` value that is not a boolean.
+one line per record data row ``i`` is line ``i + 2``), the 0-based row (Parquet; spreadsheets
+also give the sheet's row number) and the file's column. Errors: a missing mapped column (the
+message names the field, the expected column and lists the file's columns), an empty file, a
+header without rows, a **header repeated inside the file** (files concatenated with their
+headers), text that is not valid in ``encoding``, a ragged CSV row (a different number of
+fields than the header), an empty ``page``, ``session_id`` or ``visitor_id`` (a page view must
+name its page: rows without one are not dropped, since a session of empty pages would silently
+vanish), a missing or unparseable timestamp, revenue that is not a number in ``[0, 1e12]``
+(negative, NaN, infinite, absurd such as ``1e308``, or text), a value that is not a finite
+number of size at most ``1e12``, a negative, absurd or non-numeric time on page, an
+``is_transaction`` value that is not a boolean, an ``order_by`` column that is missing or empty.
 
 All files of one load must form sessions the same way (all with a session id column or none,
 all with timestamps or none); optional columns may differ between files.
@@ -60,13 +91,14 @@ from __future__ import annotations
 
 import codecs
 import csv as stdlib_csv  # absolute import: the standard library's module, not this one
-import gzip
 import io
 import math
-import zlib
-from collections.abc import Mapping
+import os
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -76,12 +108,22 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from clickstream.errors import ClickstreamError
-from clickstream.io import PathSpec, resolve_inputs
-from clickstream.schema import LoadResult, validate_hits
+from clickstream.io import PathSpec, notice, read_bytes, resolve_inputs
+from clickstream.schema import MAX_AMOUNT, MAX_TIME_ON_PAGE_S, LoadResult, validate_hits
 from clickstream.sessions import finish_raw_hits, sessionize
 
-PATTERNS = ("*.csv", "*.csv.gz", "*.parquet")
-"""Files a folder contributes."""
+PATTERNS = (
+    "*.csv",
+    "*.csv.gz",
+    "*.csv.zst",
+    "*.tsv",
+    "*.tsv.gz",
+    "*.tsv.zst",
+    "*.parquet",
+    "*.xlsx",
+    "*.xls",
+)
+"""Files a folder contributes (a file named on its own is read whatever its name)."""
 
 FIELDS = (
     "session_id",
@@ -89,12 +131,83 @@ FIELDS = (
     "timestamp",
     "page",
     "revenue",
+    "value",
     "time_on_page_s",
     "page_title",
     "content_group",
     "is_transaction",
 )
-"""Canonical fields ``columns`` may map; each defaults to the column of the same name."""
+"""Canonical fields ``columns`` may map."""
+
+ALIASES = {
+    "session": "session_id",
+    "visitor": "visitor_id",
+    "user": "visitor_id",
+    "user_id": "visitor_id",
+    "time": "timestamp",
+    "ts": "timestamp",
+    "item": "page",
+    "item_id": "page",
+    "url": "page",
+    "category": "content_group",
+    "title": "page_title",
+    "price": "value",
+    "time_on_page": "time_on_page_s",
+    "transaction": "is_transaction",
+}
+"""Other names of the fields in a column map (``"session=sid,item=item_id"``)."""
+
+GUESSES: dict[str, tuple[str, ...]] = {
+    "session_id": ("session_id", "session", "sid", "visit_id", "session_key"),
+    "visitor_id": (
+        "visitor_id",
+        "visitor",
+        "user_id",
+        "user",
+        "client_id",
+        "full_visitor_id",
+        "user_pseudo_id",
+        "customer_id",
+    ),
+    "timestamp": (
+        "timestamp",
+        "time",
+        "ts",
+        "datetime",
+        "date_time",
+        "event_time",
+        "event_timestamp",
+        "hit_time",
+        "time_stamp",
+    ),
+    "page": (
+        "page",
+        "page_path",
+        "page_url",
+        "url",
+        "path",
+        "page_location",
+        "item_id",
+        "item",
+        "product_id",
+        "product",
+        "sku",
+    ),
+    "revenue": ("revenue", "transaction_revenue", "purchase_revenue"),
+    "value": ("value", "price", "score"),
+    "time_on_page_s": ("time_on_page_s", "time_on_page", "dwell_time", "dwell_time_s"),
+    "page_title": ("page_title", "title"),
+    "content_group": ("content_group", "category", "category_id", "product_category"),
+    "is_transaction": ("is_transaction", "is_purchase"),
+}
+"""Column names each unmapped field is looked for under, in order of preference (compared
+without case, spaces, ``_`` or ``-``). A column found this way is reported in a notice."""
+
+DELIMITERS = {"comma": ",", "tab": "\t", "semicolon": ";", "pipe": "|", "\\t": "\t"}
+"""Named delimiters (the command line cannot pass a tab or, to Hydra, a bare ``;``)."""
+
+SNIFFED = ",\t;|"
+"""Delimiters ``delimiter="auto"`` chooses from."""
 
 TIMESTAMP_UNITS = ("s", "ms", "us", "ns")
 
@@ -104,60 +217,88 @@ SYNTHETIC_START = pd.Timestamp("1970-01-01", tz="UTC")
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 _PARQUET_MAGIC = b"PAR1"
-_GZIP_MAGIC = b"\x1f\x8b"
+_XLSX_MAGIC = b"PK\x03\x04"
+_XLS_MAGIC = b"\xd0\xcf\x11\xe0"
 _NS_MIN, _NS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 
 
 def load(
     path: PathSpec,
     *,
-    columns: Mapping[str, str | None] | None = None,
+    columns: Mapping[str, str | None] | str | None = None,
     timestamp_unit: str | None = None,
     timestamp_format: str | None = None,
     session_timeout_s: float = 1800.0,
-    delimiter: str = ",",
+    delimiter: str = "auto",
     encoding: str = "utf-8",
+    order_by: Sequence[str] | str | None = None,
+    sheet: str | int | None = None,
 ) -> LoadResult:
-    """Load page views from CSV / Parquet files into raw hits.
+    """Load page views from CSV / Parquet / spreadsheet files into raw hits.
 
     Args:
-        path: A file (``.csv``, ``.csv.gz`` or ``.parquet``; the format is recognised by its
-            content), a folder (its ``*.csv``, ``*.csv.gz`` and ``*.parquet`` files), a glob,
-            or a list of those. Files are read in sorted order.
-        columns: Canonical field -> the file's column name, for the fields in :data:`FIELDS`;
-            fields not given are read from the column of their own name where the file has
-            one. A field given here must exist in every file; ``None`` ignores the field.
+        path: A file (the format is recognised by its content and name), a folder (its files
+            matching :data:`PATTERNS`), a glob, or a list of those. Files are read in sorted
+            order.
+        columns: Canonical field -> the file's column name, for the fields in :data:`FIELDS`
+            (or their :data:`ALIASES`): a mapping, a string ``"field=column,field=column"``
+            (``null`` or an empty column ignores the field), or the path of a YAML file
+            holding the mapping. Fields not given are looked for under their usual names
+            (:data:`GUESSES`), with a notice. A field given here must exist in every file;
+            ``None`` ignores the field.
         timestamp_unit: The timestamps are numbers since the Unix epoch in this unit
             (``s``, ``ms``, ``us`` or ``ns``). Required for numeric timestamps.
         timestamp_format: ``strftime`` format of text timestamps (e.g. ``"%d/%m/%Y %H:%M"``);
             default ISO 8601 (``2017-08-01T10:00:00Z``, ``2017-08-01 10:00:00+02:00``, ...).
         session_timeout_s: Inactivity gap, in seconds, that starts a new session when sessions
             are formed from visitors and timestamps (a gap exactly this long does not).
-        delimiter: CSV field separator (one character).
+        delimiter: CSV field separator: ``auto`` (sniffed), ``comma``, ``tab``, ``semicolon``,
+            ``pipe``, ``\\t`` or one character.
         encoding: Text encoding of CSV files (a UTF-8 byte order mark is ignored).
+        order_by: The file's columns that order page views within a session, most
+            significant first (a list, or one string ``"date,timeframe"``).
+        sheet: Spreadsheets: the sheet to read, by name or 0-based position (default the
+            first).
 
     Returns:
         Raw hits ``(N, len(RAW_COLUMNS))``, N = page views, ordered by session start, session
         and step. ``info`` holds ``sessions``, ``page_views``, ``transactions``, ``revenue``,
         ``sessionised`` (sessions formed by the inactivity rule), ``session_timeout_s`` (when
         sessionised), ``timestamps`` (whether the files have them), ``session_start`` (how it
-        was set) and ``columns`` (field -> column read, per file). ``dropped`` is empty:
-        nothing is dropped.
+        was set), ``columns`` (field -> column read, per file), ``page_column`` and
+        ``value_column`` (the columns read for those fields), ``delimiters`` (per CSV file)
+        and ``order_by``. ``notices`` says what was guessed. ``dropped`` is empty: nothing is
+        dropped.
 
     Raises:
         ClickstreamError: Bad options or bad input (see the module docstring); the message
-            names the file, the line (CSV) or row (Parquet) and the column.
+            names the file, the line (CSV) or row (Parquet, spreadsheets) and the column.
     """
-    mapping, explicit = _check_options(
-        columns, timestamp_unit, timestamp_format, session_timeout_s, delimiter, encoding
-    )
+    given = parse_columns(columns)
+    _check_options(given, timestamp_unit, timestamp_format, session_timeout_s, encoding)
+    sep = _named_delimiter(delimiter)
+    order = _order_columns(order_by)
     files = resolve_inputs(path, PATTERNS)
-    sources = [_read(f, mapping, explicit, delimiter, encoding) for f in files]
+    notices: list[str] = []
+    guessed: dict[tuple[str, str], list[str]] = {}
+    sources = [_read(f, given, order, sep, encoding, sheet, guessed, notices) for f in files]
+    for (fld, col), where in guessed.items():
+        shown = where[0] if len(where) == 1 else f"{len(where)} files"
+        notice(
+            f"csv: field {fld!r} read from column {col!r} ({shown}): not mapped, found under "
+            f"its usual name; map another with data.columns={fld}=<column>, or none with "
+            f"{fld}=null",
+            notices,
+        )
     has_session = _same_structure(sources, "session_id")
     has_time = _same_structure(sources, "timestamp")
     frames = [_parse(src, k, timestamp_unit, timestamp_format) for k, src in enumerate(sources)]
     df = pd.concat(frames, ignore_index=True)
     del frames
+    hit_order = "hit_time" if has_time else None
+    if order:
+        df["_order"] = _order_rank(sources, order)
+        hit_order = "_order"
 
     if not has_session:
         # Visitors and timestamps are present here (_resolve_columns made sure).
@@ -173,11 +314,16 @@ def load(
 
     if has_time:
         df["session_start"] = df.groupby("session_id", sort=False)["hit_time"].transform("min")
+    elif order:
+        # sessions in order of their first key: the temporal split follows the data's order
+        first = df.groupby("session_id", sort=False)["_order"].transform("min")
+        rank = pd.factorize(first.rank(method="dense").astype(np.int64), sort=True)[0]
+        df["session_start"] = SYNTHETIC_START + pd.to_timedelta(rank, unit="s")
     else:
         codes, _ = pd.factorize(df["session_id"], sort=False)
         df["session_start"] = SYNTHETIC_START + pd.to_timedelta(codes, unit="s")
 
-    hits = finish_raw_hits(df, hit_order="hit_time" if has_time else None)
+    hits = finish_raw_hits(df, hit_order=hit_order)
     validate_hits(hits, source=", ".join(str(f) for f in files))
 
     info: dict[str, object] = {
@@ -190,45 +336,113 @@ def load(
         "session_start": (
             "first timestamp of the session"
             if has_time
-            else f"{SYNTHETIC_START.isoformat()} + i seconds for the i-th session in file order"
+            else f"{SYNTHETIC_START.isoformat()} + i seconds for the i-th session in "
+            + ("order of its first order_by key" if order else "file order")
         ),
         "columns": {str(src.file): dict(src.columns) for src in sources},
+        "page_column": _column_names(sources, "page"),
+        "delimiters": {str(s.file): s.delimiter for s in sources if s.kind == "csv"},
     }
+    if any("value" in src.columns for src in sources):
+        info["value_column"] = _column_names(sources, "value")
+    if order:
+        info["order_by"] = list(order)
     if not has_session:
         info["session_timeout_s"] = float(session_timeout_s)
-    return LoadResult(hits=hits, source="csv", files=[str(f) for f in files], info=info)
+    return LoadResult(
+        hits=hits, source="csv", files=[str(f) for f in files], info=info, notices=notices
+    )
 
 
 # --------------------------------------------------------------------------- options
 
 
+def parse_columns(columns: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:
+    """A column map as given (mapping, ``"field=column,..."`` string or YAML file path) as a
+    plain ``{field: column or None}`` with aliases resolved.
+
+    Raises:
+        ClickstreamError: Unreadable text or file, an unknown field, a field given twice.
+    """
+    if columns is None:
+        return {}
+    if isinstance(columns, os.PathLike) or (
+        isinstance(columns, str) and re.search(r"\.ya?ml$", columns.strip(), re.IGNORECASE)
+    ):
+        path = Path(columns).expanduser()
+        try:
+            import yaml
+
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ClickstreamError(
+                f"cannot read the column map: {exc.strerror}", file=str(path)
+            ) from None
+        except yaml.YAMLError as exc:
+            raise ClickstreamError(
+                f"the column map is not valid YAML: {exc}", file=str(path)
+            ) from None
+        if not isinstance(loaded, Mapping):
+            raise ClickstreamError(
+                "the column map must be a YAML mapping {field: column}", file=str(path)
+            )
+        return parse_columns(dict(loaded))
+    if isinstance(columns, str):
+        pairs: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in re.split(r"[,;\s]+", columns))):
+            name, sep, col = part.partition("=") if "=" in part else part.partition(":")
+            if not sep or not name.strip():
+                raise ClickstreamError(
+                    f"data.columns: cannot read {part!r}: expected field=column, e.g. "
+                    "data.columns=session=sid,page=item,time=ts"
+                )
+            value = col.strip()
+            pairs[name.strip()] = None if value.lower() in ("", "null", "none", "~") else value
+        columns = pairs
+    if not isinstance(columns, Mapping):
+        raise ClickstreamError(
+            f"data.columns must map fields to columns, got {type(columns).__name__}"
+        )
+    out: dict[str, Any] = {}
+    for name, col in columns.items():
+        key = str(name).strip()
+        fld = ALIASES.get(key.lower(), key)
+        if fld not in FIELDS:
+            raise ClickstreamError(
+                f"data.columns maps unknown field(s) [{key!r}]; the fields are {list(FIELDS)} "
+                f"(also: {sorted(ALIASES)})"
+            )
+        if fld in out:
+            raise ClickstreamError(f"data.columns names the field {fld!r} twice")
+        out[fld] = col
+    return out
+
+
 def _check_options(
-    columns: Mapping[str, str | None] | None,
+    given: dict[str, Any],
     timestamp_unit: str | None,
     timestamp_format: str | None,
     session_timeout_s: float,
-    delimiter: str,
     encoding: str,
-) -> tuple[dict[str, str | None], set[str]]:
-    """Validate the options; return the full field -> column mapping and the explicit fields."""
-    given = dict(columns or {})
-    unknown = sorted(set(given) - set(FIELDS))
-    if unknown:
-        raise ClickstreamError(
-            f"columns maps unknown field(s) {unknown}; the fields are {list(FIELDS)}"
-        )
+) -> None:
     for name, col in given.items():
-        if col is not None and (not isinstance(col, str) or not col):
-            raise ClickstreamError(f"columns[{name!r}] must be a column name or None, got {col!r}")
-    if given.get("page", "page") is None:
-        raise ClickstreamError("columns['page'] cannot be None: every page view needs a page")
+        if col is not None and (
+            not isinstance(col, str | int) or isinstance(col, bool) or col == ""
+        ):
+            raise ClickstreamError(
+                f"data.columns[{name!r}] must be a column name or null, got {col!r}"
+            )
+        if isinstance(col, int):
+            given[name] = str(col)  # a YAML map may hold numeric column names
+    if "page" in given and given["page"] is None:
+        raise ClickstreamError("data.columns: page cannot be null: every page view needs a page")
     if timestamp_unit is not None and timestamp_unit not in TIMESTAMP_UNITS:
         raise ClickstreamError(
-            f"timestamp_unit must be one of {TIMESTAMP_UNITS}, got {timestamp_unit!r}"
+            f"data.timestamp_unit must be one of {TIMESTAMP_UNITS}, got {timestamp_unit!r}"
         )
     if timestamp_unit is not None and timestamp_format is not None:
         raise ClickstreamError(
-            "give timestamp_unit (numeric timestamps) or timestamp_format (text), not both"
+            "give data.timestamp_unit (numeric timestamps) or data.timestamp_format (text), not both"
         )
     try:
         timeout = float(session_timeout_s)
@@ -236,20 +450,41 @@ def _check_options(
         timeout = math.nan
     if isinstance(session_timeout_s, bool) or not 0 < timeout < math.inf:
         raise ClickstreamError(
-            f"session_timeout_s must be a finite number of seconds > 0, got {session_timeout_s!r}"
-        )
-    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
-        raise ClickstreamError(
-            f"delimiter must be one character other than a quote or newline, got {delimiter!r}"
+            f"data.session_timeout_s must be a finite number of seconds > 0, got {session_timeout_s!r}"
         )
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise ClickstreamError(f"unknown text encoding {encoding!r}") from None
-    mapping: dict[str, str | None] = {f: f for f in FIELDS}
-    mapping.update(given)
-    explicit = {f for f, c in given.items() if c is not None}
-    return mapping, explicit
+        raise ClickstreamError(f"unknown text encoding {encoding!r} (data.encoding)") from None
+
+
+def _named_delimiter(delimiter: str | None) -> str | None:
+    """The delimiter character, or ``None`` to sniff it."""
+    if delimiter is None or (isinstance(delimiter, str) and delimiter.lower() == "auto"):
+        return None
+    if isinstance(delimiter, str):
+        named = DELIMITERS.get(delimiter.lower(), DELIMITERS.get(delimiter, delimiter))
+        if len(named) == 1 and named not in '"\r\n':
+            return named
+    raise ClickstreamError(
+        f"data.delimiter must be auto, comma, tab, semicolon, pipe, '\\t' or one character other "
+        f"than a quote or newline, got {delimiter!r}"
+    )
+
+
+def _order_columns(order_by: Sequence[str] | str | None) -> list[str]:
+    if order_by is None:
+        return []
+    if isinstance(order_by, str):
+        order_by = [c for c in re.split(r"[,\s]+", order_by) if c]
+    cols = [str(c) for c in order_by]
+    if any(not c for c in cols) or len(set(cols)) != len(cols):
+        raise ClickstreamError(f"data.order_by must name distinct columns, got {list(order_by)}")
+    return cols
+
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[\s_\-.]+", "", str(name)).lower()
 
 
 # --------------------------------------------------------------------------- reading
@@ -260,20 +495,33 @@ class _Source:
     """One input file, read: its table (columns renamed to fields) and how to point into it."""
 
     file: Path
-    is_csv: bool
+    kind: str  # csv, parquet or excel
     columns: dict[str, str]  # field -> the file's column it was read from
     table: pa.Table
     encoding: str = "utf-8"
     delimiter: str = ","
+    order: pa.Table | None = None  # the order_by columns, as read
+    guessed: frozenset[str] = frozenset()  # fields read from a column found by its name
     _lines: list[int] | None = field(default=None, repr=False)
+
+    @property
+    def is_csv(self) -> bool:
+        return self.kind == "csv"
 
     def error(
         self, message: str, record: int | None = None, fld: str | None = None
     ) -> ClickstreamError:
         """A :class:`ClickstreamError` at data record ``record`` (0-based) of field ``fld``."""
-        column = self.columns.get(fld) if fld else None
+        column = self.columns.get(fld, fld) if fld else None
+        if fld in self.guessed:
+            message = (
+                f"{message} (the column was not mapped, only found under its usual name: "
+                f"map another with data.columns={fld}=<column>, or none with {fld}=null)"
+            )
         if record is None:
             return ClickstreamError(message, file=str(self.file), column=column)
+        if self.kind == "excel":
+            message = f"{message} (spreadsheet row {record + 2})"
         if not self.is_csv:
             return ClickstreamError(message, file=str(self.file), row=record, column=column)
         return ClickstreamError(
@@ -283,7 +531,7 @@ class _Source:
     def line_of(self, record: int) -> int:
         """1-based line where data record ``record`` starts (only computed on an error)."""
         if self._lines is None:
-            text = _decode(_read_bytes(self.file), self.encoding, self.file)
+            text = _decode(read_bytes(self.file), self.encoding, self.file)
             lines, _ = _record_lines(text, self.delimiter)
             # A quoting quirk read differently by the two parsers: assume one line a record.
             self._lines = lines if len(lines) == self.table.num_rows + 1 else []
@@ -292,45 +540,138 @@ class _Source:
 
 def _read(
     file: Path,
-    mapping: dict[str, str | None],
-    explicit: set[str],
-    delimiter: str,
+    given: dict[str, Any],
+    order: list[str],
+    delimiter: str | None,
     encoding: str,
+    sheet: str | int | None,
+    guessed: dict[tuple[str, str], list[str]],
+    notices: list[str],
 ) -> _Source:
     with open(file, "rb") as fh:
         magic = fh.read(4)
+    name = file.name.lower()
     if magic == _PARQUET_MAGIC:
-        return _read_parquet(file, mapping, explicit)
-    return _read_csv(file, mapping, explicit, delimiter, encoding)
+        src = _read_parquet(file, given, order, guessed)
+    elif name.endswith((".xlsx", ".xls")) or magic in (_XLSX_MAGIC, _XLS_MAGIC):
+        src = _read_excel(file, given, order, sheet, magic, guessed, notices)
+    else:
+        src = _read_csv(file, given, order, delimiter, encoding, guessed, notices)
+    src.guessed = frozenset(f for f in src.columns if f not in given)
+    _check_repeated_header(src)
+    return src
 
 
-def _read_parquet(file: Path, mapping: dict[str, str | None], explicit: set[str]) -> _Source:
+def _read_parquet(file: Path, given: dict[str, Any], order: list[str], guessed: dict) -> _Source:
     try:
         names = pq.read_schema(file).names
-        used = _resolve_columns(names, mapping, explicit, file, header_line=None)
-        table = pq.read_table(file, columns=sorted(set(used.values())))
+        used = _resolve_columns(names, given, order, file, None, guessed)
+        table = pq.read_table(file, columns=sorted(set(used.values()) | set(order)))
     except (pa.ArrowException, OSError) as exc:
         raise ClickstreamError(f"cannot read as Parquet: {exc}", file=str(file)) from None
     if table.num_rows == 0:
         raise ClickstreamError("no rows (the file holds only a schema)", file=str(file))
-    return _Source(file, False, used, _rename(table, used))
+    return _Source(file, "parquet", used, _rename(table, used), order=_order_table(table, order))
+
+
+def _read_excel(
+    file: Path,
+    given: dict[str, Any],
+    order: list[str],
+    sheet: str | int | None,
+    magic: bytes,
+    guessed: dict,
+    notices: list[str],
+) -> _Source:
+    # .xlsx: openpyxl; the old binary .xls: calamine (pandas' reader for it since xlrd's end)
+    xls = magic == _XLS_MAGIC or file.name.lower().endswith(".xls")
+    engine, package = ("calamine", "python-calamine") if xls else ("openpyxl", "openpyxl")
+    try:
+        __import__("python_calamine" if xls else "openpyxl")
+    except ImportError:
+        raise ClickstreamError(
+            f"reading {file.suffix} spreadsheets needs the {package} package: pip install "
+            f"{package} (or save the sheet as CSV)",
+            file=str(file),
+        ) from None
+    try:
+        book = pd.ExcelFile(file, engine=engine)
+        sheets = list(book.sheet_names)
+        chosen = sheets[0] if sheet is None else sheet
+        if isinstance(chosen, int) and not 0 <= chosen < len(sheets):
+            raise ClickstreamError(
+                f"data.sheet={chosen}: the workbook has {len(sheets)} sheet(s) {sheets}",
+                file=str(file),
+            )
+        if isinstance(chosen, str) and chosen not in sheets:
+            raise ClickstreamError(
+                f"data.sheet={chosen!r}: no such sheet; the workbook has {sheets}", file=str(file)
+            )
+        frame = pd.read_excel(book, sheet_name=chosen, dtype=object, header=0)
+    except ClickstreamError:
+        raise
+    except Exception as exc:  # openpyxl / calamine raise their own types on corrupt files
+        raise ClickstreamError(f"cannot read as a spreadsheet: {exc}", file=str(file)) from None
+    if len(sheets) > 1:
+        name = chosen if isinstance(chosen, str) else sheets[chosen]
+        notice(
+            f"csv: {file.name}: read sheet {name!r} of {len(sheets)} {sheets}; choose another "
+            "with data.sheet=<name or position>",
+            notices,
+        )
+    names = [str(c) for c in frame.columns]
+    frame.columns = names
+    if frame.dropna(how="all").empty:
+        raise ClickstreamError("header only: no data rows after the header", file=str(file))
+    used = _resolve_columns(names, given, order, file, None, guessed)
+    table = pa.table({c: _cells_as_text(frame[c]) for c in sorted(set(used.values()) | set(order))})
+    return _Source(file, "excel", used, _rename(table, used), order=_order_table(table, order))
+
+
+def _cells_as_text(cells: pd.Series) -> pa.Array:
+    """Spreadsheet cells as text, as a CSV export of the sheet would write them: whole numbers
+    without ``.0`` (ids), dates in ISO 8601, empty cells null."""
+
+    def text(v: object) -> str | None:
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT:
+            return None
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+            return str(int(v))
+        if isinstance(v, pd.Timestamp | np.datetime64) or hasattr(v, "isoformat"):
+            return pd.Timestamp(v).isoformat()  # type: ignore[arg-type]
+        return str(v)
+
+    return pa.array([text(v) for v in cells.tolist()], type=pa.string())
 
 
 def _read_csv(
     file: Path,
-    mapping: dict[str, str | None],
-    explicit: set[str],
-    delimiter: str,
+    given: dict[str, Any],
+    order: list[str],
+    delimiter: str | None,
     encoding: str,
+    guessed: dict,
+    notices: list[str],
 ) -> _Source:
-    text = _decode(_read_bytes(file), encoding, file)
+    text = _decode(read_bytes(file), encoding, file)
     if not text.strip():
         raise ClickstreamError(
             "file is empty: expected a header line naming the columns", file=str(file)
         )
+    if delimiter is None:
+        delimiter = _sniff(text, file)
+        if delimiter != ",":
+            named = {v: k for k, v in DELIMITERS.items() if k != "\\t"}[delimiter]
+            notice(
+                f"csv: {file.name}: delimiter {named} ({delimiter!r}), sniffed from the first "
+                "lines; set data.delimiter=comma|tab|semicolon|pipe to choose",
+                notices,
+            )
     header, header_line = _header(text, delimiter, file)
-    used = _resolve_columns(header, mapping, explicit, file, header_line=header_line)
-    needed = sorted(set(used.values()))
+    used = _resolve_columns(header, given, order, file, header_line, guessed)
+    needed = sorted(set(used.values()) | set(order))
     try:
         table = pa_csv.read_csv(
             io.BytesIO(text.encode("utf-8")),
@@ -361,17 +702,31 @@ def _read_csv(
             file=str(file),
             line=header_line,
         )
-    return _Source(file, True, used, _rename(table, used), encoding, delimiter)
+    return _Source(
+        file,
+        "csv",
+        used,
+        _rename(table, used),
+        encoding,
+        delimiter,
+        order=_order_table(table, order),
+    )
 
 
-def _read_bytes(file: Path) -> bytes:
-    data = file.read_bytes()
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ClickstreamError(f"not a valid gzip file: {exc}", file=str(file)) from None
-    return data
+def _sniff(text: str, file: Path) -> str:
+    """The delimiter of a CSV text: ``.tsv`` files use tabs; else the candidate of
+    :data:`SNIFFED` that splits the first lines into the same number (> 1) of fields."""
+    if ".tsv" in file.name.lower():
+        return "\t"
+    sample = "\n".join([line for line in text[:65536].splitlines() if line.strip()][:50])
+    try:
+        return stdlib_csv.Sniffer().sniff(sample, delimiters=SNIFFED).delimiter
+    except stdlib_csv.Error:
+        pass
+    first = sample.splitlines()[0] if sample else ""
+    counts = {d: first.count(d) for d in SNIFFED}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
 
 
 def _decode(data: bytes, encoding: str, file: Path) -> str:
@@ -447,41 +802,70 @@ def _record_lines(
 
 def _resolve_columns(
     names: list[str],
-    mapping: dict[str, str | None],
-    explicit: set[str],
+    given: dict[str, Any],
+    order: list[str],
     file: Path,
     header_line: int | None,
+    guessed: dict[tuple[str, str], list[str]],
 ) -> dict[str, str]:
-    """The fields this file provides, field -> column; raise if a needed column is missing."""
+    """The fields this file provides, field -> column; raise if a needed column is missing.
+
+    Mapped fields must exist; the others are looked for under :data:`GUESSES` (recorded in
+    ``guessed`` for the notice).
+    """
     used: dict[str, str] = {}
-    for fld, col in mapping.items():
-        if col is None:
-            continue
-        if col in names:
+    by_norm: dict[str, str] = {}
+    for n in names:
+        by_norm.setdefault(_norm_name(n), n)
+    for fld in FIELDS:
+        if fld in given:
+            col = given[fld]
+            if col is None:
+                continue
+            if col not in names:
+                raise ClickstreamError(
+                    f"missing column {col!r} for field {fld!r} (data.columns={fld}={col}); "
+                    f"the file has columns {names}",
+                    file=str(file),
+                    line=header_line,
+                    column=col,
+                )
             used[fld] = col
-        elif fld in explicit or fld == "page":
-            how = (
-                f"columns={{{fld!r}: {col!r}}}"
-                if fld in explicit
-                else f"the default; map yours with columns={{{fld!r}: '<column>'}}"
-            )
-            raise ClickstreamError(
-                f"missing column {col!r} for field {fld!r} ({how}); the file has columns {names}",
-                file=str(file),
-                line=header_line,
-                column=col,
-            )
+            continue
+        taken = set(used.values()) | set(given.values())
+        for candidate in GUESSES[fld]:
+            col = by_norm.get(_norm_name(candidate))
+            if col is not None and col not in taken:
+                used[fld] = col
+                guessed.setdefault((fld, col), []).append(file.name)
+                break
+    if "page" not in used:
+        raise ClickstreamError(
+            f"no page column: map one with data.columns=page=<column> (looked for "
+            f"{list(GUESSES['page'])}); the file has columns {names}",
+            file=str(file),
+            line=header_line,
+        )
     if "session_id" not in used and not ("visitor_id" in used and "timestamp" in used):
-        expected = {f: mapping[f] for f in ("session_id", "visitor_id", "timestamp")}
+        found = {f: c for f, c in used.items() if f in ("session_id", "visitor_id", "timestamp")}
         raise ClickstreamError(
             "cannot form sessions: need a session id column, or a visitor column and a "
-            f"timestamp column (expected columns, by field: {expected}; found: "
-            f"{ {f: c for f, c in used.items() if f in expected} }); "
+            f"timestamp column (map them with data.columns=session=<column> or "
+            f"data.columns=visitor=<column>,time=<column>; found: {found}); "
             f"the file has columns {names}",
             file=str(file),
             line=header_line,
         )
-    for col in set(used.values()):
+    for col in order:
+        if col not in names:
+            raise ClickstreamError(
+                f"data.order_by names column {col!r}, which the file lacks; the file has "
+                f"columns {names}",
+                file=str(file),
+                line=header_line,
+                column=col,
+            )
+    for col in set(used.values()) | set(order):
         if names.count(col) > 1:
             raise ClickstreamError(
                 f"column {col!r} appears {names.count(col)} times in the header",
@@ -501,10 +885,46 @@ def _rename(table: pa.Table, used: dict[str, str]) -> pa.Table:
     return pa.table({fld: _plain_text(table.column(col)) for fld, col in used.items()})
 
 
+def _order_table(table: pa.Table, order: list[str]) -> pa.Table | None:
+    if not order:
+        return None
+    return pa.table({c: _plain_text(table.column(c)) for c in order})
+
+
 def _plain_text(arr: pa.ChunkedArray) -> pa.ChunkedArray:
     t = arr.type.value_type if pa.types.is_dictionary(arr.type) else arr.type
     is_text = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
     return arr.cast(pa.string()) if is_text and arr.type != pa.string() else arr
+
+
+def _check_repeated_header(src: _Source) -> None:
+    """Refuse records that repeat the header (files concatenated with their headers): every
+    text column read holds its own column name."""
+    checks = [
+        pc.equal(pc.utf8_trim_whitespace(src.table.column(fld)), col)
+        for fld, col in src.columns.items()
+        if pa.types.is_string(src.table.column(fld).type)
+    ]
+    if len(checks) < min(2, len(src.columns)) or not checks:
+        return
+    same = checks[0]
+    for c in checks[1:]:
+        same = pc.and_(same, c)
+    mask = same.to_numpy(zero_copy_only=False)
+    mask = np.asarray(pd.Series(mask).fillna(False), dtype=bool)
+    if mask.any():
+        i = int(np.flatnonzero(mask)[0])
+        raise src.error(
+            f"this record repeats the header ({', '.join(src.columns.values())}): files "
+            f"joined with their header lines? Delete the repeated header lines (keep the "
+            f"first), {int(mask.sum())} in this file",
+            i,
+        )
+
+
+def _column_names(sources: list[_Source], fld: str) -> str:
+    names = sorted({src.columns[fld] for src in sources if fld in src.columns})
+    return " / ".join(names)
 
 
 def _same_structure(sources: list[_Source], fld: str) -> bool:
@@ -519,6 +939,56 @@ def _same_structure(sources: list[_Source], fld: str) -> bool:
             file=str(without),
         )
     return bool(has[0])
+
+
+def _order_rank(sources: list[_Source], order: list[str]) -> np.ndarray:
+    """Global rank of every row by the ``order_by`` keys (then file, then row), shape ``(N,)``.
+
+    Each key column is compared as numbers when every value is one, else as ISO timestamps
+    when every value is one, else as text; an empty key is an error.
+    """
+    keys = []
+    for col in order:
+        parts = []
+        for src in sources:
+            assert src.order is not None
+            arr = src.order.column(col)
+            missing = (
+                _missing(arr)
+                if pa.types.is_string(arr.type)
+                else pc.is_null(arr).to_numpy(zero_copy_only=False).astype(bool)
+            )
+            if missing.any():
+                raise src.error(
+                    f"empty data.order_by key {col!r}: every page view needs its order",
+                    int(np.flatnonzero(missing)[0]),
+                    col,
+                ) from None
+            parts.append(pd.Series(arr.to_pandas()))
+        values = pd.concat(parts, ignore_index=True)
+        keys.append(_comparable(values))
+    n = len(keys[0])
+    keys.append(np.arange(n))  # file order breaks ties: files are concatenated in order
+    order_idx = np.lexsort(tuple(reversed(keys)))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order_idx] = np.arange(n)
+    return rank
+
+
+def _comparable(values: pd.Series) -> np.ndarray:
+    """Sort keys for one ``order_by`` column: numbers, else timestamps, else text codes."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.to_numpy(np.float64)
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return pd.to_datetime(values, utc=True).to_numpy("datetime64[ns]").view(np.int64)
+    text = values.astype("str").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce")
+    if numbers.notna().all():
+        return numbers.to_numpy(np.float64)
+    times = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    if times.notna().all():
+        return times.to_numpy("datetime64[ns]").view(np.int64)
+    return pd.factorize(text, sort=True)[0]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -544,13 +1014,20 @@ def _parse(
         out["hit_time"] = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
     revenue = np.zeros(n)
     if "revenue" in src.columns:
-        rule = "revenue must be a number >= 0 (empty for none)"
-        revenue = np.nan_to_num(_non_negative(src, "revenue", rule), nan=0.0)  # NaN = empty
+        rule = f"revenue must be a number in [0, {MAX_AMOUNT:.0e}] (empty for none)"
+        revenue = np.nan_to_num(_numbers(src, "revenue", rule, 0.0, MAX_AMOUNT), nan=0.0)
     out["revenue"] = revenue
+    out["value"] = np.full(n, np.nan)
+    if "value" in src.columns:
+        rule = f"value must be a finite number of size at most {MAX_AMOUNT:.0e} (empty: unknown)"
+        out["value"] = _numbers(src, "value", rule, -MAX_AMOUNT, MAX_AMOUNT)
     out["time_on_page_s"] = np.full(n, np.nan)
     if "time_on_page_s" in src.columns:
-        rule = "time on page must be a number of seconds >= 0 (empty when unknown)"
-        out["time_on_page_s"] = _non_negative(src, "time_on_page_s", rule)
+        rule = (
+            f"time on page must be a number of seconds in [0, {MAX_TIME_ON_PAGE_S:.0e}] (empty "
+            "when unknown)"
+        )
+        out["time_on_page_s"] = _numbers(src, "time_on_page_s", rule, 0.0, MAX_TIME_ON_PAGE_S)
     paid = revenue > 0
     out["is_transaction"] = paid
     if "is_transaction" in src.columns:
@@ -592,8 +1069,9 @@ def _missing(arr: pa.ChunkedArray) -> np.ndarray:
     return blank.to_numpy(zero_copy_only=False).astype(bool)
 
 
-def _non_negative(src: _Source, fld: str, rule: str) -> np.ndarray:
-    """Field ``fld`` as float64, NaN where empty; any other value must be finite and >= 0."""
+def _numbers(src: _Source, fld: str, rule: str, low: float, high: float) -> np.ndarray:
+    """Field ``fld`` as float64, NaN where empty; any other value must be finite and in
+    ``[low, high]`` (absurd values such as 1e308 are refused: their sums overflow)."""
     arr = src.table.column(fld)
     if (
         pa.types.is_integer(arr.type)
@@ -611,10 +1089,11 @@ def _non_negative(src: _Source, fld: str, rule: str) -> np.ndarray:
     else:
         raise src.error(f"expected numbers, the column holds {arr.type}", None, fld)
     with np.errstate(invalid="ignore"):
-        bad = ~missing & ~(np.isfinite(values) & (values >= 0))
+        bad = ~missing & ~(np.isfinite(values) & (values >= low) & (values <= high))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise src.error(f"{rule}, got {shown[i]!r}", i, fld)
+        value = shown[i].item() if isinstance(shown[i], np.generic) else shown[i]
+        raise src.error(f"{rule}, got {value!r}", i, fld)
     return np.where(missing, np.nan, values)
 
 
@@ -654,7 +1133,7 @@ def _times(src: _Source, unit: str | None, fmt: str | None) -> pd.Series:
     elif pa.types.is_integer(t) or pa.types.is_floating(t):
         if unit is None:
             raise src.error(
-                "timestamps are numbers: pass timestamp_unit ('s', 'ms', 'us' or 'ns' since "
+                "timestamps are numbers: set data.timestamp_unit ('s', 'ms', 'us' or 'ns' since "
                 "the Unix epoch)",
                 0,
                 "timestamp",
@@ -674,7 +1153,9 @@ def _times(src: _Source, unit: str | None, fmt: str | None) -> pd.Series:
             try:
                 times = pd.to_datetime(text, utc=True, format=fmt or "ISO8601", errors="coerce")
             except ValueError as exc:  # a bad directive in the format, whatever the data
-                raise src.error(f"bad timestamp_format {fmt!r}: {exc}", None, "timestamp") from None
+                raise src.error(
+                    f"bad data.timestamp_format {fmt!r}: {exc}", None, "timestamp"
+                ) from None
     else:
         raise src.error(f"expected timestamps, the column holds {t}", None, "timestamp")
     bad = (times.isna() | (times < _NS_MIN) | (times > _NS_MAX)).to_numpy()
@@ -703,10 +1184,10 @@ def _time_message(value: object, unit: str | None, fmt: str | None) -> str:
     hint = ""
     try:
         float(str(value))
-        hint = "; it looks like a number: pass timestamp_unit ('s', 'ms', 'us' or 'ns')"
+        hint = "; it looks like a number: set data.timestamp_unit ('s', 'ms', 'us' or 'ns')"
     except ValueError:
         if not fmt:
-            hint = "; pass timestamp_format (e.g. '%d/%m/%Y %H:%M') for other formats"
+            hint = "; set data.timestamp_format (e.g. '%d/%m/%Y %H:%M') for other formats"
     return f"cannot parse timestamp {value!r}: expected {expected}, years 1677-2262{hint}"
 
 

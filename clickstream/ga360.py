@@ -1,8 +1,18 @@
 """Google Analytics 360 BigQuery export (``ga_sessions_*``) loader.
 
-Reads the export as BigQuery writes it (Parquet, or newline-delimited JSON, optionally gzipped),
-one file, a folder, a glob or a list, and flattens the nested ``hits`` with DuckDB SQL
-(``clickstream/sql/ga360_flatten_duckdb.sql``). The same flattening in BigQuery's dialect
+Reads the export as it really comes: Parquet, newline-delimited JSON or one JSON document
+holding an array of sessions (plain, gzip or zstd), one file, a folder of daily files, a glob or
+a list, and flattens the nested ``hits`` with DuckDB SQL
+(``clickstream/sql/ga360_flatten_duckdb.sql``).
+
+**Every file is read with the GA360 schema** (:data:`SESSION_FIELDS`), not with the schema
+DuckDB would infer from that file alone: a day without transactions has no
+``hits.transaction.transactionRevenue`` key at all (329 of 366 days of a real year), another
+lacks ``totals`` or ``contentGroup``; a field that a file lacks is null (no transaction, no
+content group), a required one that no record has is an error naming the column. Nested
+fields stored as JSON text (``"hits": "[{...}]"``, as Snowflake and other warehouse exports
+write them), numbers stored as text (BigQuery's JSON export writes INT64 as strings) and
+Parquet files whose nested columns differ from day to day are all read the same way. The same flattening in BigQuery's dialect
 (``clickstream/sql/ga360_flatten_bigquery.sql``) lets a user with the full dataset (the study used
 ~1M sessions) run the heavy part where the data lives; its flat output (Parquet or CSV) is
 recognised by its columns and loaded directly.
@@ -34,16 +44,29 @@ from tqdm.auto import tqdm
 from clickstream.errors import ClickstreamError
 from clickstream.io import (
     PathSpec,
-    check_json_lines,
+    check_json,
     check_utf8,
     duckdb_df,
     first_line,
     resolve_inputs,
+    unwrap_json,
 )
-from clickstream.schema import LoadResult, validate_hits
+from clickstream.schema import MAX_AMOUNT, LoadResult, validate_hits
 from clickstream.sessions import finish_raw_hits
 
-PATTERNS = ("*.parquet", "*.json", "*.jsonl", "*.ndjson", "*.json.gz", "*.jsonl.gz", "*.csv")
+PATTERNS = (
+    "*.parquet",
+    "*.json",
+    "*.jsonl",
+    "*.ndjson",
+    "*.json.gz",
+    "*.jsonl.gz",
+    "*.ndjson.gz",
+    "*.json.zst",
+    "*.jsonl.zst",
+    "*.ndjson.zst",
+    "*.csv",
+)
 
 FLAT_COLUMNS = (
     "session_id",
@@ -60,6 +83,38 @@ FLAT_COLUMNS = (
 """Columns of the flat table (output of the shipped SQL, DuckDB or BigQuery)."""
 
 NESTED_REQUIRED = ("fullVisitorId", "visitId", "visitStartTime", "hits")
+
+_CONTENT_GROUPS = ", ".join(f"contentGroup{i} VARCHAR" for i in range(1, 6))
+SESSION_FIELDS: dict[str, str] = {
+    "fullVisitorId": "VARCHAR",
+    "visitId": "VARCHAR",
+    "visitStartTime": "BIGINT",
+    "totals": "STRUCT(transactions BIGINT, totalTransactionRevenue VARCHAR)",
+    "hits": (
+        'STRUCT(hitNumber BIGINT, "time" BIGINT, "type" VARCHAR, '
+        "page STRUCT(pagePath VARCHAR, pageTitle VARCHAR), "
+        '"transaction" STRUCT(transactionRevenue VARCHAR), '
+        f"contentGroup STRUCT({_CONTENT_GROUPS}))[]"
+    ),
+}
+"""The part of the GA360 export schema the loader reads, as DuckDB types: every file is read
+with it (absent fields are null). Revenue is read as text so that a value that is not a
+number is refused, not nulled."""
+
+_JSON_STRUCTURE: dict[str, str] = {
+    "fullVisitorId": '"VARCHAR"',
+    "visitId": '"VARCHAR"',
+    "visitStartTime": '"BIGINT"',
+    "totals": '{"transactions": "BIGINT", "totalTransactionRevenue": "VARCHAR"}',
+    "hits": (
+        '[{"hitNumber": "BIGINT", "time": "BIGINT", "type": "VARCHAR", '
+        '"page": {"pagePath": "VARCHAR", "pageTitle": "VARCHAR"}, '
+        '"transaction": {"transactionRevenue": "VARCHAR"}, "contentGroup": {'
+        + ", ".join(f'"contentGroup{i}": "VARCHAR"' for i in range(1, 6))
+        + "}}]"
+    ),
+}
+""":data:`SESSION_FIELDS` as ``from_json`` structures (JSON files and JSON text columns)."""
 
 
 def flatten_sql(source: str) -> str:
@@ -99,16 +154,16 @@ def load(path: PathSpec, *, show_progress: bool = True) -> LoadResult:
     for file_index, file in enumerate(
         tqdm(files, desc="ga360", unit="file", disable=not show_progress)
     ):
-        relation = _relation(con, file)
-        columns = _columns(con, relation, file)
+        relation, columns = _relation(con, file)
         if "hits" in columns:
             for col in NESTED_REQUIRED:
                 if col not in columns:
                     raise ClickstreamError(
                         "missing required column of a GA360 export", file=str(file), column=col
                     )
+            relation = _with_schema(con, relation, columns, file)
             flat = _query(con, flatten_sql(relation), file)
-            _add_source_counts(con, relation, columns, info, file)
+            _add_source_counts(con, relation, info, file)
         else:
             missing = [c for c in FLAT_COLUMNS if c not in columns]
             if missing:
@@ -148,31 +203,77 @@ def load(path: PathSpec, *, show_progress: bool = True) -> LoadResult:
     )
     validate_hits(hits, source=", ".join(str(f) for f in files))
     info["raw_page_paths"] = int(hits["page_raw"].nunique())
+    info["page_column"] = "hits.page.pagePath"
     info["hit_transaction_revenue"] = float(hits["revenue"].sum())
     return LoadResult(
         hits=hits, source="ga360", files=[str(f) for f in files], dropped=dropped, info=info
     )
 
 
-def _relation(con: duckdb.DuckDBPyConnection, file: Path) -> str:
+def _relation(con: duckdb.DuckDBPyConnection, file: Path) -> tuple[str, dict[str, str]]:
+    """A DuckDB relation reading ``file`` and its top-level columns (name -> DuckDB type;
+    ``JSON`` for the nested fields of a JSON file, whose records are parsed once here)."""
     name = file.name.lower()
     quoted = "'" + str(file).replace("'", "''") + "'"
     if name.endswith(".parquet"):
-        return f"read_parquet({quoted})"
+        relation = f"read_parquet({quoted})"
+        return relation, _columns(con, relation, file)
     if name.endswith(".csv"):
         check_utf8(file)
-        return f"read_csv({quoted}, header=true)"
-    if not name.endswith(".gz"):
-        check_utf8(file)
-    check_json_lines(file, "session")
-    return f"read_json({quoted}, format='newline_delimited', sample_size=-1)"
+        relation = f"read_csv({quoted}, header=true)"
+        return relation, _columns(con, relation, file)
+    layout, keys = check_json(file, "session")
+    fmt = "array" if layout == "array" else "newline_delimited"
+    if "hits" in keys:
+        # every field as raw JSON: _with_schema types it, whatever this file's records hold
+        wanted = ", ".join(f"{k}: 'JSON'" for k in SESSION_FIELDS)
+        relation = f"read_json({quoted}, format='{fmt}', columns={{{wanted}}})"
+        return relation, {k: "JSON" for k in SESSION_FIELDS if k in keys}
+    relation = f"read_json({quoted}, format='{fmt}', sample_size=-1)"
+    return relation, _columns(con, relation, file)
 
 
-def _columns(con: duckdb.DuckDBPyConnection, relation: str, file: Path) -> set[str]:
+def _columns(con: duckdb.DuckDBPyConnection, relation: str, file: Path) -> dict[str, str]:
     try:
-        return {row[0] for row in con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+        rel = con.sql(f"SELECT * FROM {relation}")
+        return {c: str(t) for c, t in zip(rel.columns, rel.types, strict=True)}
     except duckdb.Error as exc:
         raise ClickstreamError(f"cannot read: {first_line(exc)}", file=str(file)) from None
+
+
+def _with_schema(
+    con: duckdb.DuckDBPyConnection, relation: str, columns: dict[str, str], file: Path
+) -> str:
+    """``relation`` read with the GA360 schema: the :data:`SESSION_FIELDS` columns, typed.
+
+    JSON (a JSON file's fields, or JSON text in a Parquet or CSV column) is parsed with
+    ``from_json`` and the GA360 structure; a native Parquet struct is cast to it by field
+    name (fields it lacks become null), or, where this DuckDB cannot cast, converted through
+    JSON.
+    """
+
+    def typed(native: str) -> str:
+        exprs = []
+        for col, dtype in SESSION_FIELDS.items():
+            ident, have = f'"{col}"', columns.get(col)
+            if have is None:
+                expr = f"CAST(NULL AS {dtype})"
+            elif have == "JSON":
+                expr = f"from_json({unwrap_json(ident)}, '{_JSON_STRUCTURE[col]}')"
+            elif have.upper() == "VARCHAR" and col in ("totals", "hits"):
+                expr = f"from_json({ident}::JSON, '{_JSON_STRUCTURE[col]}')"
+            elif native == "cast":
+                expr = f"CAST({ident} AS {dtype})"
+            else:
+                expr = f"from_json(to_json({ident}), '{_JSON_STRUCTURE[col]}')"
+            exprs.append(f"{expr} AS {ident}")
+        return f"(SELECT {', '.join(exprs)} FROM {relation})"
+
+    try:
+        con.sql(f"DESCRIBE SELECT * FROM {typed('cast')}")
+        return typed("cast")
+    except duckdb.Error:  # a DuckDB that cannot cast structs by name: through JSON
+        return typed("json")
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str, file: Path) -> pd.DataFrame:
@@ -181,13 +282,11 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, file: Path) -> pd.DataFrame
 
 
 def _add_source_counts(
-    con: duckdb.DuckDBPyConnection, relation: str, columns: set[str], info: dict, file: Path
+    con: duckdb.DuckDBPyConnection, relation: str, info: dict, file: Path
 ) -> None:
     totals = (
-        "coalesce(sum(CAST(s.totals.transactions AS BIGINT)), 0), "
-        "coalesce(sum(CAST(s.totals.totalTransactionRevenue AS DOUBLE)), 0) / 1e6"
-        if "totals" in columns
-        else "0, 0.0"
+        "coalesce(sum(s.totals.transactions), 0), "
+        "coalesce(sum(TRY_CAST(s.totals.totalTransactionRevenue AS DOUBLE)), 0) / 1e6"
     )
     sessions, events, tx, revenue = _query(
         con,
@@ -213,15 +312,22 @@ def _check_flat(flat: pd.DataFrame, file: Path, dropped: dict[str, int]) -> pd.D
                 column=col,
             )
     revenue = pd.to_numeric(flat["revenue"], errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(revenue) | (revenue < 0)
+    is_tx = flat["is_transaction"].fillna(False).to_numpy(bool)
+    revenue = np.where(np.isnan(revenue) & ~is_tx, 0.0, revenue)  # no transaction: 0
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(revenue) | (revenue < 0) | (revenue > MAX_AMOUNT)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        got = flat["revenue"].iloc[i]
+        shown = "a value that is not a number" if pd.isna(got) else repr(float(got))
         raise ClickstreamError(
-            f"transaction revenue must be a finite number >= 0, got {flat['revenue'].iloc[i]!r} "
-            f"(session {flat['session_id'].iloc[i]!r}, hit {flat['hit_number'].iloc[i]})",
+            f"transaction revenue (in units: micros / 10^6) must be a number in "
+            f"[0, {MAX_AMOUNT:.0e}], got {shown} (session {flat['session_id'].iloc[i]!r}, hit "
+            f"{flat['hit_number'].iloc[i]})",
             file=str(file),
             column="hits.transaction.transactionRevenue",
         )
+    flat["revenue"] = revenue
     no_path = flat["page_path"].isna().to_numpy()
     if no_path.any():
         dropped["page_views_without_path"] += int(no_path.sum())

@@ -1,7 +1,13 @@
 """Google Analytics 4 BigQuery export (``events_*``) loader.
 
-Reads the export as BigQuery writes it (Parquet, or newline-delimited JSON, optionally gzipped):
-one file, a folder, a glob or a list. GA4 stores one row per *event*, with the page and the
+Reads the export as it really comes (Parquet, newline-delimited JSON or one JSON document
+holding an array of events; plain, gzip or zstd): one file, a folder of daily files, a glob or a
+list. Each file is read with its own schema (a day without purchases has no ``ecommerce``
+revenue field, a parameter no event of the day has is absent: both read as null); JSON files
+are read with the GA4 fields typed explicitly (:data:`JSON_STRUCTURE`), so that numbers written
+as text (BigQuery's INT64) and nested fields written as JSON text (``"event_params":
+"[{...}]"``, as Snowflake and other warehouse exports write them) read the same as native ones;
+JSON text in a Parquet column is parsed the same way. GA4 stores one row per *event*, with the page and the
 session in the repeated ``event_params`` key/value records; DuckDB SQL picks them out
 (:data:`FLATTEN_SQL`). The same flattening in BigQuery's dialect
 (``clickstream/sql/ga4_bigquery.sql``) lets a user with the full dataset run the heavy part where
@@ -56,13 +62,15 @@ from tqdm.auto import tqdm
 from clickstream.errors import ClickstreamError
 from clickstream.io import (
     PathSpec,
-    check_json_lines,
+    check_json,
     check_utf8,
     duckdb_df,
     duckdb_errors,
     first_line,
     iter_text_lines,
+    json_layout,
     resolve_inputs,
+    unwrap_json,
 )
 from clickstream.schema import LoadResult, validate_hits
 from clickstream.sessions import finish_raw_hits
@@ -75,6 +83,9 @@ PATTERNS = (
     "*.json.gz",
     "*.jsonl.gz",
     "*.ndjson.gz",
+    "*.json.zst",
+    "*.jsonl.zst",
+    "*.ndjson.zst",
     "*.csv",
 )
 """Files a folder contributes: the export formats, plus CSV for the flat table."""
@@ -104,6 +115,19 @@ than ``page_location``, the page column is named after it.
 """
 
 REVENUE_FIELD = "ecommerce.purchase_revenue_in_usd"
+
+JSON_STRUCTURE: dict[str, str] = {
+    "event_name": '"VARCHAR"',
+    "event_timestamp": '"VARCHAR"',
+    "user_pseudo_id": '"VARCHAR"',
+    "event_params": (
+        '[{"key": "VARCHAR", "value": {"string_value": "VARCHAR", "int_value": "VARCHAR", '
+        '"float_value": "DOUBLE", "double_value": "DOUBLE"}}]'
+    ),
+    "ecommerce": '{"purchase_revenue_in_usd": "VARCHAR"}',
+}
+"""The GA4 fields the loader reads, as ``from_json`` structures: JSON files are read with them
+(absent fields null; revenue as text so that a value that is not a number is refused)."""
 
 FLATTEN_SQL = """
 CREATE OR REPLACE TEMP TABLE ga4_events AS
@@ -196,6 +220,7 @@ def load(
     validate_hits(hits, source=", ".join(str(f) for f in files))
     info["sessions"] = int(hits["session_id"].nunique())
     info["raw_page_paths"] = int(hits["page_raw"].nunique())
+    info["page_column"] = page_field  # type: ignore[assignment]
     return LoadResult(
         hits=hits, source="ga4", files=[str(f) for f in files], dropped=dropped, info=info
     )
@@ -215,7 +240,7 @@ def flatten(path: PathSpec, *, page_field: str = "page_location") -> pd.DataFram
     con = duckdb.connect()
     frames = []
     for file in files:
-        relation, _ = _relation(file)
+        relation, _ = _relation(file, con)
         columns = _describe(con, relation, file)
         if "session_id" in columns:
             raise ClickstreamError("already a flat table", file=str(file))
@@ -231,7 +256,7 @@ def _read_file(
     con: duckdb.DuckDBPyConnection, file: Path, page_field: str, info: dict
 ) -> pd.DataFrame:
     """Page view and purchase rows of one file, flat, with ``record`` (0-based row) kept."""
-    relation, is_text = _relation(file)
+    relation, is_text = _relation(file, con)
     columns = _describe(con, relation, file)
     if "session_id" in columns:
         flat = _read_flat(con, relation, columns, file, page_field)
@@ -443,18 +468,47 @@ def _place_purchases(
     return hits.reset_index(drop=True), dropped
 
 
-def _relation(file: Path) -> tuple[str, bool]:
+def _relation(file: Path, con: duckdb.DuckDBPyConnection | None = None) -> tuple[str, bool]:
     """DuckDB relation reading ``file``, and whether the file is text (errors give lines)."""
     name = file.name.lower()
     quoted = "'" + str(file).replace("'", "''") + "'"
     if name.endswith(".parquet"):
-        return f"read_parquet({quoted})", False
+        relation = f"read_parquet({quoted})"
+        return _parse_json_text_columns(con, relation, file), False
     if name.endswith(".csv"):
         check_utf8(file)
         # all text: user_pseudo_id looks like a decimal number and must keep every digit
         return f"read_csv({quoted}, header=true, all_varchar=true)", True
-    check_json_lines(file, "event")
-    return f"read_json({quoted}, format='newline_delimited', sample_size=-1)", True
+    layout, keys = check_json(file, "event")
+    fmt = "array" if layout == "array" else "newline_delimited"
+    if "session_id" in keys or not any(k in keys for k in NESTED_REQUIRED):
+        return f"read_json({quoted}, format='{fmt}', sample_size=-1)", True
+    wanted = ", ".join(f"{k}: 'JSON'" for k in JSON_STRUCTURE if k in keys)
+    raw = f"read_json({quoted}, format='{fmt}', columns={{{wanted}}})"
+    exprs = ", ".join(
+        f"from_json({unwrap_json(k)}, '{JSON_STRUCTURE[k]}') AS {k}"
+        for k in JSON_STRUCTURE
+        if k in keys
+    )
+    return f"(SELECT {exprs} FROM {raw})", True
+
+
+def _parse_json_text_columns(
+    con: duckdb.DuckDBPyConnection | None, relation: str, file: Path
+) -> str:
+    """A Parquet relation whose nested GA4 columns stored as JSON text are parsed."""
+    if con is None:
+        return relation
+    columns = _describe(con, relation, file)
+    text = [
+        c
+        for c in ("event_params", "ecommerce")
+        if c in columns and columns[c].id == "varchar" and "session_id" not in columns
+    ]
+    if not text:
+        return relation
+    exprs = ", ".join(f"from_json({c}::JSON, '{JSON_STRUCTURE[c]}') AS {c}" for c in text)
+    return f"(SELECT * REPLACE ({exprs}) FROM {relation})"
 
 
 def _describe(
@@ -520,6 +574,8 @@ def _where(file: Path, record: int, is_text: bool) -> dict[str, object]:
         return {"file": str(file), "row": record}
     if file.name.lower().endswith(".csv"):
         return {"file": str(file), "line": record + 2}  # header line, then 1-based
+    if json_layout(file) == "array":
+        return {"file": str(file), "row": record}  # the record's position in the array
     return {"file": str(file), "line": _line_of_record(file, record)}
 
 

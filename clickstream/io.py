@@ -6,8 +6,10 @@ import contextlib
 import glob
 import gzip
 import json
+import math
 import os
 import shutil
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -63,16 +65,146 @@ def resolve_inputs(spec: PathSpec, patterns: Sequence[str] = ("*",)) -> list[Pat
     return files
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def notice(message: str, notices: list[str] | None = None) -> None:
+    """Tell the user what a loader guessed or decided for them, as it happens.
+
+    Printed on standard error (one line, ``note: ...``) and appended to ``notices`` (a
+    :class:`clickstream.schema.LoadResult`'s list, recorded in ``meta.json``). Nothing a loader
+    guesses goes unsaid.
+    """
+    print(f"note: {message}", file=sys.stderr, flush=True)
+    if notices is not None:
+        notices.append(message)
+
+
+def compression_of(path: Path) -> str | None:
+    """``gzip`` or ``zstd`` when the file's first bytes say so, else ``None``."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] == GZIP_MAGIC:
+        return "gzip"
+    if head == ZSTD_MAGIC:
+        return "zstd"
+    return None
+
+
+def open_binary(path: Path) -> Any:
+    """``path`` opened for reading bytes, gzip or zstd decompressed on the fly (by content)."""
+    kind = compression_of(path)
+    if kind == "gzip":
+        return gzip.open(path, "rb")
+    if kind == "zstd":
+        import io
+
+        import pyarrow as pa
+
+        # Arrow's stream cannot iterate lines: decompress into memory (a file object either way)
+        try:
+            with pa.input_stream(str(path), compression="zstd") as fh:
+                return io.BytesIO(fh.read())
+        except (OSError, pa.ArrowException) as exc:
+            raise ClickstreamError(f"cannot decompress (zstd): {exc}", file=str(path)) from None
+    return open(path, "rb")
+
+
+def read_bytes(path: Path) -> bytes:
+    """The whole file, decompressed (gzip or zstd, recognised by content).
+
+    Raises:
+        ClickstreamError: A compressed file that cannot be decompressed (truncated, corrupt).
+    """
+    try:
+        with open_binary(path) as fh:
+            return fh.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ClickstreamError(
+            f"cannot decompress ({compression_of(path)}): {exc}", file=str(path)
+        ) from None
+
+
+def json_layout(path: Path) -> str:
+    """How a JSON file holds its records: ``array`` (one document ``[{...}, ...]``) or
+    ``lines`` (newline-delimited, one object per line), by its first non-blank character."""
+    with open_binary(path) as fh:
+        head = fh.read(4096)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    return "array" if text[:1] == b"[" else "lines"
+
+
+def check_json_array(path: Path, record: str = "record") -> set[str]:
+    """Check a JSON array document (``[{...}, ...]``): valid JSON, a list of objects.
+
+    Returns:
+        The top-level keys found in any record.
+
+    Raises:
+        ClickstreamError: Malformed JSON (naming the line) or an element that is not an object.
+    """
+    data = read_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClickstreamError(
+            f"not valid utf-8 text (byte {exc.start})",
+            file=str(path),
+            line=data.count(b"\n", 0, exc.start) + 1,
+        ) from None
+    try:
+        doc = json.loads(text.removeprefix("\ufeff"))
+    except json.JSONDecodeError as exc:
+        raise ClickstreamError(
+            f"malformed JSON: {exc.msg}", file=str(path), line=exc.lineno
+        ) from None
+    if not isinstance(doc, list):
+        raise ClickstreamError(f"expected a JSON array of {record}s", file=str(path))
+    keys: set[str] = set()
+    for i, item in enumerate(doc):
+        if not isinstance(item, dict):
+            raise ClickstreamError(
+                f"element {i} of the JSON array is not an object (one {record})", file=str(path)
+            )
+        keys.update(item)
+    if not doc:
+        raise ClickstreamError(f"the JSON array holds no {record}s", file=str(path))
+    return keys
+
+
+def check_json(path: Path, record: str = "record") -> tuple[str, set[str]]:
+    """Check a JSON export, NDJSON or one array document (:func:`json_layout`).
+
+    Returns:
+        The layout (``lines`` or ``array``) and the top-level keys of its records.
+    """
+    layout = json_layout(path)
+    if layout == "array":
+        return layout, check_json_array(path, record)
+    return layout, check_json_lines(path, record)
+
+
+def unwrap_json(column: str) -> str:
+    """DuckDB SQL: a JSON value, or the JSON a string value holds when it holds an object or
+    an array (warehouse exports such as Snowflake's write nested fields as JSON text)."""
+    text = f"ltrim({column} ->> '$')"
+    return (
+        f"(CASE WHEN json_type({column}) = 'VARCHAR' AND left({text}, 1) IN ('[', '{{') "
+        f"THEN ({column} ->> '$')::JSON ELSE {column} END)"
+    )
+
+
 def iter_text_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` (1-based) of a plain or gzipped (``.gz``) text file.
+    """Yield ``(line_number, text)`` (1-based) of a plain, gzipped or zstd-compressed text file
+    (compression recognised by content).
 
     Raises:
         ClickstreamError: Bytes that are not valid in ``encoding`` (naming the line), or a
             file that cannot be read (e.g. a truncated or not-really-gzip file).
     """
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rb") as fh:
+        with open_binary(path) as fh:
             for number, raw in enumerate(fh, start=1):
                 try:
                     yield number, raw.decode(encoding)
@@ -93,13 +225,17 @@ def check_utf8(path: Path) -> None:
         pass
 
 
-def check_json_lines(path: Path, record: str = "record") -> None:
+def check_json_lines(path: Path, record: str = "record") -> set[str]:
     """Name the first line of a (gzipped) NDJSON file that is not one JSON object.
 
     DuckDB's own errors give wrong line numbers, and a line holding a bare value silently
     turns a whole file into a single JSON column, so every line is checked before DuckDB
     reads it. ``record`` names what a line holds in messages (``session``, ``event``).
+
+    Returns:
+        The top-level keys found in any record (the file's schema, unioned over records).
     """
+    keys: set[str] = set()
     for number, text in iter_text_lines(path):
         if not text.strip():
             continue
@@ -111,6 +247,8 @@ def check_json_lines(path: Path, record: str = "record") -> None:
             raise ClickstreamError(
                 f"a line must hold one JSON object (one {record})", file=str(path), line=number
             )
+        keys.update(obj)
+    return keys
 
 
 @contextlib.contextmanager
@@ -174,8 +312,9 @@ class AtomicOutputDir:
         return self._tmp / name
 
     def write_json(self, name: str, obj: object) -> None:
+        """Write ``obj`` as JSON; NaN and infinities become ``null`` (JSON has neither)."""
         with open(self.path(name), "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, default=_json_default)
+            json.dump(finite_json(obj), fh, indent=2, default=_json_default, allow_nan=False)
             fh.write("\n")
 
     def write_parquet(self, name: str, df: pd.DataFrame) -> None:
@@ -197,6 +336,23 @@ class AtomicOutputDir:
             if self._tmp is not None:
                 with contextlib.suppress(FileNotFoundError):
                     shutil.rmtree(self._tmp)
+
+
+def finite_json(obj: object) -> object:
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively.
+
+    ``json.dump`` would write them as ``NaN`` / ``Infinity``, which no JSON parser but
+    Python's accepts.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy scalars
+        return finite_json(obj.item())
+    return obj
 
 
 def _json_default(obj: object) -> object:

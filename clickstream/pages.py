@@ -3,24 +3,46 @@
 Every distinct raw page is processed once (pages repeat millions of times in big exports), and
 the result is mapped back to the hits.
 
-* **Identity** (``identity``): the normalised path (default) or the page title (the study used
-  ``hits.page.pageTitle`` as its states).
+Every raw value is first put in Unicode normal form C (NFC) and trimmed, so ``café`` written
+with a combining accent (NFD, as macOS file systems and some exports write it) and with the
+precomposed letter are one page.
+
+* **Identity** (``identity``): the normalised path (``path``, default), the page title
+  (``title``; the study used ``hits.page.pageTitle`` as its states) or the value as exported
+  (``raw``: item ids, category names; nothing but NFC and trimming).
 * **Normalisation** of a path or URL: strip scheme, host, query string (except parameters named
   in ``keep_query_params``) and fragment; lowercase; collapse repeated slashes; drop a trailing
-  slash; replace id-like segments (numbers, long hex, UUIDs) by ``:id``; then the extra ordered
-  regex rules of the config.
+  slash; replace id-like segments (numbers, long hex, UUIDs) by ``:id`` (``/product/123`` and
+  ``/product/456`` are one template), except where the id is the whole page (``12345`` or
+  ``/12345``: an item log's item id; collapsing it would merge every page); then the extra
+  ordered regex rules of the config.
+* **Never silently collapse.** When the identity rules leave fewer distinct pages than
+  ``min_page_ratio`` (5 %) of the distinct raw values, or a single page from 10 or more, the data
+  would train as a different, smaller site: :func:`assign_pages` refuses, naming the column,
+  showing examples and the keys that keep the values (``data.pages.identity=raw``,
+  ``data.pages.collapse_ids=false``, a rewrite rule); ``min_page_ratio=0`` accepts the merge.
+  Folding (below) is checked the same way.
 * **Grouping** (the study worked on page clusters): the first matching regex rule names the group
   (``\\1`` in a group name takes the rule's first capture group); pages matched by no rule take
-  their analytics content group where the export has one; otherwise the path's first
-  ``fallback_level`` segments. Groups with fewer than ``fold_groups_below`` page views fold into
-  ``other``; pages with fewer than ``fold_pages_below`` page views fold into one page
-  ``other:<group>`` per group (rare product pages stop bloating the state space, their group
-  stays).
+  their analytics content group (or the category column a CSV maps) where the export has one;
+  otherwise the path's first ``fallback_level`` segments. On an **item-level site** (pages with
+  no path hierarchy, e.g. thousands of product ids) that last step gives one group per page;
+  with ``grouping=auto`` (default), when it would give more than ``max_groups`` groups and at
+  least one for every two of those pages, those pages are grouped instead by co-occurrence
+  clusters (pages viewed close together in the train split's sessions,
+  :mod:`clickstream.grouping`), or, when too few of them are ever viewed next to another page,
+  by traffic band (rank decades). ``grouping=cooccurrence`` or ``traffic`` forces one of them
+  for the pages no rule or content group places; ``grouping=rules`` never regroups.
+* **Folding**: groups with fewer than ``fold_groups_below`` page views fold into ``other``;
+  pages with fewer than ``fold_pages_below`` page views fold into one page ``other:<group>``
+  per group (rare product pages stop bloating the state space, their group stays).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +52,19 @@ import numpy as np
 import pandas as pd
 
 from clickstream.errors import ClickstreamError, from_options
+from clickstream.grouping import cooccurrence_groups, traffic_bands
 from clickstream.schema import OTHER_GROUP
+
+IDENTITIES = ("path", "title", "raw")
+GROUPINGS = ("auto", "rules", "cooccurrence", "traffic")
+
+MIN_VALUES_FOR_ONE_PAGE = 10
+"""A single page made of this many distinct raw values is refused whatever the ratio (a few
+spellings of one page, ``/a`` and ``/a/``, are a site of one page)."""
+
+MIN_LINKED_SHARE = 0.5
+"""``grouping=auto`` clusters by co-occurrence only when at least this share of the pages to
+regroup is viewed next to another page in some session; otherwise it uses traffic bands."""
 
 ID_SEGMENT = re.compile(
     r"^(?:\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|(?=[0-9a-f]*\d)[0-9a-f]{12,})$"
@@ -58,8 +92,9 @@ class PageConfig:
     """How raw pages become page identities and page groups (``configs/pages/*.yaml``).
 
     Attributes:
-        identity: ``path`` (normalised path) or ``title`` (page title; pages without a title
-            fall back to their normalised path, counted in the report).
+        identity: ``path`` (normalised path), ``title`` (page title; pages without a title
+            fall back to their normalised path, counted in the report) or ``raw`` (the value
+            as exported, only NFC-normalised and trimmed: item ids, names).
         normalise: Normalise paths; ``False`` keeps raw pages as they are (e.g. MSNBC's
             category names), only trimmed.
         lowercase: Lowercase paths.
@@ -73,6 +108,12 @@ class PageConfig:
             rule or content group places (``/a/b/c`` → ``/a`` at level 1).
         fold_pages_below: Pages with fewer page views become ``other:<group>``.
         fold_groups_below: Groups with fewer page views become ``other``.
+        grouping: ``auto``, ``rules``, ``cooccurrence`` or ``traffic``: how pages that no rule
+            or content group places are grouped (module docstring).
+        n_groups: Co-occurrence clusters (default ``sqrt(P) / 3`` within [4, 32]).
+        max_groups: ``grouping=auto`` regroups the path fallback's groups above this many.
+        min_page_ratio: Refuse when identity rules or folding leave fewer distinct pages than
+            this share of the distinct raw values (0 accepts any merge).
     """
 
     identity: str = "path"
@@ -86,11 +127,27 @@ class PageConfig:
     fallback_level: int = 1
     fold_pages_below: int = 0
     fold_groups_below: int = 0
+    grouping: str = "auto"
+    n_groups: int | None = None
+    max_groups: int = 100
+    min_page_ratio: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.identity not in ("path", "title"):
+        if self.identity not in IDENTITIES:
             raise ClickstreamError(
-                f"pages.identity must be 'path' or 'title', got {self.identity!r}"
+                f"pages.identity must be one of {list(IDENTITIES)}, got {self.identity!r}"
+            )
+        if self.grouping not in GROUPINGS:
+            raise ClickstreamError(
+                f"pages.grouping must be one of {list(GROUPINGS)}, got {self.grouping!r}"
+            )
+        if self.n_groups is not None and int(self.n_groups) < 2:
+            raise ClickstreamError(f"pages.n_groups must be >= 2, got {self.n_groups}")
+        if int(self.max_groups) < 1:
+            raise ClickstreamError(f"pages.max_groups must be >= 1, got {self.max_groups}")
+        if not 0 <= float(self.min_page_ratio) <= 1:
+            raise ClickstreamError(
+                f"pages.min_page_ratio must be in [0, 1], got {self.min_page_ratio}"
             )
         if self.fallback_level < 1:
             raise ClickstreamError(f"pages.fallback_level must be >= 1, got {self.fallback_level}")
@@ -113,8 +170,8 @@ def _rule(r: Rule | Mapping[str, Any], kind: str) -> Rule:
 
 def normalise_path(raw: str, cfg: PageConfig) -> str:
     """Normalise one page path or URL (see the module docstring)."""
-    text = raw.strip()
-    if not cfg.normalise:
+    text = unicodedata.normalize("NFC", raw).strip()
+    if not cfg.normalise or cfg.identity == "raw":
         return text
     if "://" in text or _looks_like_host(text):
         path, query = _url_path_and_query(text if "://" in text else "//" + text)
@@ -130,8 +187,10 @@ def normalise_path(raw: str, cfg: PageConfig) -> str:
         # whitespace may hide before a trailing slash ("/a /"): trim both until stable, and
         # before ids are collapsed, so "/123 /" and "/123" name the same page
         path = path.rstrip("/ \t\r\n").rstrip() or "/"
-    if cfg.collapse_ids:
-        path = "/".join(":id" if ID_SEGMENT.match(seg) else seg for seg in path.split("/"))
+    segments = path.split("/")
+    # an id that is the whole page (an item log's "12345") names the page: keep it
+    if cfg.collapse_ids and len(segments) > 2:
+        path = "/".join(":id" if ID_SEGMENT.match(seg) else seg for seg in segments)
     if cfg.keep_query_params and query:
         kept = [
             (k.strip(), v.strip())
@@ -187,46 +246,92 @@ def group_of(page: str, content_group: str | None, cfg: PageConfig) -> str:
 
 @dataclass
 class PageAssignment:
-    """Result of :func:`assign_pages`: columns to add to the hits and a report."""
+    """Result of :func:`assign_pages`: columns to add to the hits and a report.
+
+    Attributes:
+        page: Page per hit, aligned with the hits' index.
+        page_group: Page group per hit.
+        report: Counts for the record (raw values, pages, groups, folding, the grouping used).
+        notices: What was decided for the user (e.g. an item-level regrouping), one line each.
+    """
 
     page: pd.Series
     page_group: pd.Series
-    report: dict[str, int]
+    report: dict[str, Any]
+    notices: list[str] = dataclasses.field(default_factory=list)
 
 
-def assign_pages(hits: pd.DataFrame, cfg: PageConfig) -> PageAssignment:
+def assign_pages(
+    hits: pd.DataFrame,
+    cfg: PageConfig,
+    *,
+    fit_rows: np.ndarray | None = None,
+    source_column: str | None = None,
+) -> PageAssignment:
     """Normalise and group the pages of a raw hits table.
 
     Args:
-        hits: Raw hits (``page_raw``, ``page_title``, ``content_group``), shape ``(N, ...)``.
+        hits: Raw hits (``page_raw``, ``page_title``, ``content_group``; ``session_id`` for
+            the co-occurrence grouping), shape ``(N, ...)``, sessions contiguous.
         cfg: Page configuration.
+        fit_rows: Rows whose sessions the co-occurrence and traffic groupings count, shape
+            ``(N,)`` bool (the train split; default all rows).
+        source_column: The export's column the raw pages came from, named in errors (default
+            ``page_raw``, or ``page_title`` for the title identity).
 
     Returns:
-        ``page`` and ``page_group`` aligned with ``hits.index``, and counts for the record
-        (pages before and after, pages and groups folded, titles missing).
+        ``page`` and ``page_group`` aligned with ``hits.index``, counts for the record (pages
+        before and after, pages and groups folded, titles missing, the grouping) and notices.
+
+    Raises:
+        ClickstreamError: The identity rules or folding merged most distinct raw values (see
+            the module docstring), naming the column, examples and the keys that fix it.
     """
-    report: dict[str, int] = {"raw_pages": int(hits["page_raw"].nunique())}
-    raw_codes, raw_uniques = pd.factorize(hits["page_raw"], sort=False)
-    normalised = np.array([normalise_path(str(p), cfg) for p in raw_uniques], dtype=object)
+    raw_text = hits["page_raw"].astype("str")
+    raw_codes, raw_uniques = pd.factorize(raw_text, sort=False)
+    clean = np.array(
+        [unicodedata.normalize("NFC", str(p)).strip() for p in raw_uniques], dtype=object
+    )
+    report: dict[str, Any] = {"raw_pages": len(set(clean))}
+    notices: list[str] = []
+    normalised = np.array([normalise_path(str(p), cfg) for p in clean], dtype=object)
     page = normalised[raw_codes]
+    source = clean[raw_codes]
+    column = source_column or "page_raw"
     if cfg.identity == "title":
-        title = hits["page_title"].astype("str").str.strip().str.replace(r"\s+", " ", regex=True)
+        title = (
+            hits["page_title"]
+            .astype("str")
+            .map(lambda t: unicodedata.normalize("NFC", t) if isinstance(t, str) else t)
+            .str.strip()
+            .str.replace(r"\s+", " ", regex=True)
+        )
         missing = hits["page_title"].isna().to_numpy() | (title.fillna("").to_numpy() == "")
         report["page_views_without_title"] = int(missing.sum())
         page = np.where(missing, page, title.to_numpy(dtype=object))
+        source = np.where(missing, source, title.to_numpy(dtype=object))
+        column = source_column or "page_title"
+    _check_not_collapsed(source, page, cfg, column, "identity")
+
     # Group each distinct (page, content group) pair once; a page's group is the group of its
     # most frequent pair, so that one page never lands in two groups.
     content = hits["content_group"].astype(object).where(hits["content_group"].notna(), None)
     pairs = pd.DataFrame({"page": page, "content": content.to_numpy()})
     counts = pairs.value_counts(dropna=False, sort=True).reset_index(name="n")
     counts = counts.drop_duplicates("page", keep="first")
-    group_by_page = {
-        p: group_of(p, None if pd.isna(c) else c, cfg)
-        for p, c in zip(counts["page"], counts["content"], strict=True)
-    }
+    group_by_page: dict[str, str] = {}
+    by_path: list[str] = []  # pages that only the path fallback places
+    for p, c in zip(counts["page"], counts["content"], strict=True):
+        group, how = _group_and_how(p, None if pd.isna(c) else c, cfg)
+        group_by_page[p] = group
+        if how == "path":
+            by_path.append(p)
     page_s = pd.Series(page, index=hits.index, dtype="str")
-    group_s = page_s.map(group_by_page).astype("str")
     report["pages"] = int(page_s.nunique())
+    report["grouping"] = _regroup_items(
+        hits, page_s, by_path, group_by_page, cfg, fit_rows, notices
+    )
+    group_s = page_s.map(group_by_page).astype("str")
 
     if cfg.fold_groups_below > 0:
         views = group_s.value_counts()
@@ -238,6 +343,121 @@ def assign_pages(hits: pd.DataFrame, cfg: PageConfig) -> PageAssignment:
         rare = page_s.map(views).to_numpy() < cfg.fold_pages_below
         report["pages_folded"] = int(page_s[rare].nunique())
         page_s = page_s.where(~rare, "other:" + group_s)
+        _check_not_collapsed(source, page_s.to_numpy(dtype=object), cfg, column, "folding")
     report["pages_after_folding"] = int(page_s.nunique())
     report["page_groups"] = int(group_s.nunique())
-    return PageAssignment(page=page_s, page_group=group_s, report=report)
+    return PageAssignment(page=page_s, page_group=group_s, report=report, notices=notices)
+
+
+def _group_and_how(page: str, content_group: str | None, cfg: PageConfig) -> tuple[str, str]:
+    """:func:`group_of` and what placed the page: ``rule``, ``content`` or ``path``."""
+    for rule in cfg.group_rules:
+        m = rule.compiled().search(page)
+        if m:
+            return m.expand(rule.group or ""), "rule"
+    if cfg.use_content_groups and content_group is not None and str(content_group).strip():
+        return str(content_group).strip().lower(), "content"
+    return group_of(page, None, cfg), "path"
+
+
+def _check_not_collapsed(
+    source: np.ndarray, page: np.ndarray, cfg: PageConfig, column: str, step: str
+) -> None:
+    """Refuse when ``step`` (``identity`` or ``folding``) merged most distinct raw values."""
+    if cfg.min_page_ratio <= 0:
+        return
+    table = pd.DataFrame({"raw": source, "page": page}).drop_duplicates()
+    n_raw = int(table["raw"].nunique())
+    n_pages = int(table["page"].nunique())
+    single = n_pages == 1 and n_raw >= MIN_VALUES_FOR_ONE_PAGE
+    if not single and n_pages >= cfg.min_page_ratio * n_raw:
+        return
+    # examples from the pages that absorbed the most raw values
+    merged = table.groupby("page", sort=False)["raw"].agg(["count", "first"])
+    merged = merged.sort_values("count", ascending=False, kind="stable")
+    shown = table[table["page"].isin(merged.index[:3])].groupby("page", sort=False).head(3)
+    examples = ", ".join(
+        f"{r!r} -> {p!r}" for r, p in zip(shown["raw"], shown["page"], strict=True)
+    )
+    if step == "identity":
+        how = {
+            "path": "the path rules (ids collapse to ':id', query strings drop, rewrite rules)",
+            "title": "the page titles",
+            "raw": "trimming",
+        }[cfg.identity]
+        fix = (
+            "keep every value as its own page with data.pages.identity=raw (or "
+            "data.pages.collapse_ids=false, or a data.pages.rewrite_rules entry that keeps "
+            "what tells pages apart)"
+        )
+    else:
+        how = f"folding pages with fewer than {cfg.fold_pages_below} page views"
+        fix = "lower data.pages.fold_pages_below (0 folds nothing)"
+    raise ClickstreamError(
+        f"page identity would merge {n_raw:,} distinct values into {n_pages:,} page(s) by "
+        f"{how}, e.g. {examples}: the data would train as another, smaller site. To fix it, "
+        f"{fix}; to accept the merge, set data.pages.min_page_ratio=0",
+        column=column,
+    )
+
+
+def _regroup_items(
+    hits: pd.DataFrame,
+    page_s: pd.Series,
+    by_path: list[str],
+    group_by_page: dict[str, str],
+    cfg: PageConfig,
+    fit_rows: np.ndarray | None,
+    notices: list[str],
+) -> str:
+    """Regroup the pages only the path fallback placed, for item-level sites (in place).
+
+    Returns:
+        The grouping used for them: ``rules`` (kept), ``cooccurrence`` or ``traffic``.
+    """
+    if cfg.grouping == "rules" or not by_path:
+        return "rules"
+    path_groups = {group_by_page[p] for p in by_path}
+    item_level = len(path_groups) > cfg.max_groups and len(path_groups) >= 0.5 * len(by_path)
+    if cfg.grouping == "auto" and not item_level:
+        return "rules"
+    codes = pd.Index(by_path).get_indexer(page_s)  # -1: placed by a rule or content group
+    if fit_rows is not None:
+        codes = np.where(np.asarray(fit_rows, dtype=bool), codes, -1)
+    sessions = pd.factorize(hits["session_id"], sort=False)[0] if "session_id" in hits else None
+    grouping = cfg.grouping
+    if grouping in ("auto", "cooccurrence") and sessions is not None:
+        names, record = cooccurrence_groups(codes, sessions, len(by_path), cfg.n_groups)
+        linked_share = record["linked_pages"] / len(by_path)
+        if grouping == "cooccurrence" or linked_share >= MIN_LINKED_SHARE:
+            grouping = "cooccurrence"
+        else:
+            grouping = "traffic"
+    else:
+        grouping = "traffic"
+        linked_share = 0.0
+    if grouping == "traffic":
+        names = traffic_bands(np.bincount(codes[codes >= 0], minlength=len(by_path)))
+    for p, name in zip(by_path, names, strict=True):
+        group_by_page[p] = str(name)
+    n_groups = len(set(names))
+    why = (
+        f"{len(by_path):,} pages with no path hierarchy ({len(path_groups):,} path groups)"
+        if cfg.grouping == "auto"
+        else f"data.pages.grouping={cfg.grouping}"
+    )
+    how = (
+        f"co-occurrence in sessions into {n_groups} clusters"
+        if grouping == "cooccurrence"
+        else f"traffic band (page-view rank decades) into {n_groups} groups"
+        + (
+            f", since only {linked_share:.0%} of them are ever viewed next to another page"
+            if cfg.grouping == "auto"
+            else ""
+        )
+    )
+    notices.append(
+        f"pages: {why}: grouped by {how}; choose with data.pages.grouping="
+        "rules|cooccurrence|traffic, or map a category column (data.columns=category=<column>)"
+    )
+    return grouping

@@ -8,14 +8,30 @@ builds the page and group catalogs and transition tables, and writes, atomically
     <out_dir>/groups.parquet       the same statistics per page group
     <out_dir>/transitions.parquet  first-order transitions, level "page" and "group",
                                    with ENTRY and EXIT states; every source row sums to 1
-    <out_dir>/meta.json            source, counts, dropped records, split boundaries, config,
-                                   git commit, summary (written last: its presence marks a
-                                   complete folder)
+    <out_dir>/meta.json            source, dataset name, counts, dropped records, split
+                                   boundaries, config, git commit, summary, the rewards the
+                                   data supports, notices (written last: its presence marks
+                                   a complete folder)
+
+**Rewards are decided before any training.** ``meta.json`` records under ``rewards`` which
+simulator rewards (``env.reward``) the data can pay: ``page_value`` (needs revenue, or a value
+column), ``revenue`` (needs transactions), ``engagement`` (needs time on page, from timestamps or
+a column) and ``pageviews`` (always). :func:`choose_reward` is what a script calls first: the
+requested reward if the data supports it; for the default ``page_value`` on a site without
+revenue, the **engagement fallback** (:data:`ENGAGEMENT_FALLBACK`: ``engagement``, the expected
+time on the landed page, where time on page is known, else ``pageviews``, 1 per page viewed) with
+a one-line notice; otherwise an error naming the config key and the rewards that work.
+
+**Page value** is Google Analytics' (revenue of later transactions, :mod:`clickstream.catalog`)
+when the data records revenue; on a site without revenue but with a ``value`` column (a
+product's price, a score), ``page_value="auto"`` makes it the page's mean value instead (said in
+a notice and recorded in ``meta.json`` under ``page_value``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,12 +43,30 @@ from tqdm.auto import tqdm
 
 from clickstream.catalog import page_stats, transition_counts
 from clickstream.errors import ClickstreamError
-from clickstream.io import AtomicOutputDir
+from clickstream.io import AtomicOutputDir, notice
 from clickstream.pages import PageConfig, assign_pages
 from clickstream.schema import CANONICAL_COLUMNS, LoadResult, validate_hits
 from clickstream.splits import SplitConfig, temporal_split
 
 REPEATS = ("keep", "collapse")
+
+PAGE_VALUE_SOURCES = ("auto", "revenue", "value")
+"""What the catalog's ``page_value`` is: GA's (``revenue``), the mean ``value`` per page
+(``value``), or ``auto`` (revenue when the data has any, else value when it has a value column)."""
+
+REWARDS = ("page_value", "revenue", "engagement", "pageviews")
+"""The simulator's rewards (``envs.rewards.REWARD_KINDS``; a test keeps the two equal)."""
+
+ENGAGEMENT_FALLBACK = ("engagement", "pageviews")
+"""The default reward on a site without revenue: the first of these the data supports
+(time on page where known, else 1 per page viewed)."""
+
+REWARD_NEEDS = {
+    "page_value": "revenue (transactions) or a value column (data.columns=value=<column>)",
+    "revenue": "transactions with revenue (data.columns=revenue=<column>)",
+    "engagement": "time on page (timestamps, or data.columns=time_on_page_s=<column>)",
+    "pageviews": "nothing",
+}
 
 
 def canonical_hits(
@@ -52,10 +86,27 @@ def canonical_hits(
         raise ClickstreamError(f"repeats must be one of {REPEATS}, got {repeats!r}")
     hits = raw.hits.copy()
     validate_hits(hits, source=f"{raw.source} loader output")
-    assigned = assign_pages(hits, pages)
+    # groupings learnt from sessions (item-level sites) count the train split only
+    train = (temporal_split(hits, split)[0] == "train").to_numpy()
+    try:
+        assigned = assign_pages(
+            hits,
+            pages,
+            fit_rows=train if train.any() else None,
+            source_column=raw.info.get("page_column"),  # type: ignore[arg-type]
+        )
+    except ClickstreamError as exc:
+        if exc.file is not None or not raw.files:
+            raise
+        shown = ", ".join(raw.files[:2]) + (
+            f" and {len(raw.files) - 2} more" if len(raw.files) > 2 else ""
+        )
+        raise ClickstreamError(exc.message, file=shown, column=exc.column) from None
     hits["page"] = assigned.page
     hits["page_group"] = assigned.page_group
     record: dict[str, Any] = {"pages": assigned.report, "repeats": repeats}
+    if assigned.notices:
+        record["page_notices"] = assigned.notices
     if repeats == "collapse":
         before = len(hits)
         hits = collapse_repeats(hits)
@@ -124,6 +175,7 @@ def prepare(
     split: SplitConfig | None = None,
     repeats: str = "keep",
     stats_split: str = "all",
+    page_value: str = "auto",
     config: Mapping[str, Any] | None = None,
     extra_outputs: Callable[[AtomicOutputDir, dict[str, Any], pd.DataFrame], None] | None = None,
     show_progress: bool = False,
@@ -138,6 +190,7 @@ def prepare(
         repeats: ``keep`` or ``collapse`` consecutive repeats (see :func:`canonical_hits`).
         stats_split: Sessions the catalog and transition tables describe: ``all`` or one split
             name (e.g. ``train``, so that nothing in them is learnt from the test split).
+        page_value: What the catalog's ``page_value`` is (:data:`PAGE_VALUE_SOURCES`).
         config: The resolved run configuration, recorded in ``meta.json``.
         extra_outputs: Called as ``extra_outputs(out, meta, hits)`` with the open output
             folder, the meta dict and the canonical hits before commit, to write more files
@@ -150,9 +203,16 @@ def prepare(
     """
     pages = pages or PageConfig()
     split = split or SplitConfig()
+    if page_value not in PAGE_VALUE_SOURCES:
+        raise ClickstreamError(
+            f"data.page_value must be one of {list(PAGE_VALUE_SOURCES)}, got {page_value!r}"
+        )
     stages = tqdm(total=4, desc="prepare", unit="stage", disable=not show_progress, leave=False)
     stages.set_postfix_str("pages and splits")
     hits, record = canonical_hits(raw, pages, split, repeats)
+    notices = list(raw.notices)
+    for line in record.pop("page_notices", []):
+        notice(line, notices)
     stages.update()
     stages.set_postfix_str("catalogs")
     if stats_split == "all":
@@ -171,6 +231,7 @@ def prepare(
         .drop(columns=["page"])
         .rename(columns={"page_id": "group_id"})
     )
+    value_record = _choose_page_value(described, catalog, groups, page_value, raw, notices)
     transitions = pd.concat(
         [
             transition_counts(described, "page").assign(level="page"),
@@ -183,6 +244,7 @@ def prepare(
     stages.set_postfix_str("writing")
     meta: dict[str, Any] = {
         "source": raw.source,
+        "dataset": dataset_name(raw),
         "files": raw.files,
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
@@ -191,6 +253,9 @@ def prepare(
         "source_info": {k: v for k, v in raw.info.items() if _is_plain(v)},
         "stats_split": stats_split,
         **record,
+        "page_value": value_record,
+        "rewards": reward_support(catalog),
+        "notices": notices,
         "config": dict(config or {}),
     }
     with AtomicOutputDir(out_dir) as out:
@@ -209,12 +274,185 @@ def prepare(
     return meta
 
 
+def _choose_page_value(
+    described: pd.DataFrame,
+    catalog: pd.DataFrame,
+    groups: pd.DataFrame,
+    source: str,
+    raw: LoadResult,
+    notices: list[str],
+) -> dict[str, Any]:
+    """Settle what ``page_value`` means (in place in both catalogs); the record for meta."""
+    has_revenue = bool((described["revenue"].to_numpy() > 0).any())
+    has_value = bool(described["value"].notna().any()) if "value" in described else False
+    column = raw.info.get("value_column")
+    if source == "auto":
+        source = "value" if has_value and not has_revenue else "revenue"
+        if source == "value":
+            notice(
+                f"page value: the data records no revenue, so a page's value is the mean of "
+                f"the value column{f' {column!r}' if column else ''} over its views; set "
+                "data.page_value=revenue to keep Google Analytics' definition (all 0 here)",
+                notices,
+            )
+    elif source == "value" and not has_value:
+        raise ClickstreamError(
+            "data.page_value=value needs a value column: map one with "
+            "data.columns=value=<column> (a price or a score per page view), or set "
+            "data.page_value=revenue"
+        )
+    if source == "value":
+        for table in (catalog, groups):
+            table["page_value"] = table["value"].fillna(0.0)
+    record: dict[str, Any] = {"source": source}
+    if source == "value" and column:
+        record["column"] = column
+    return record
+
+
+def reward_support(catalog: pd.DataFrame) -> dict[str, Any]:
+    """Which simulator rewards a page catalog can pay (non-zero on some page).
+
+    Mirrors ``envs.rewards.reward_from_catalog``: ``page_value`` and ``revenue`` need a
+    non-zero value on some page, ``engagement`` a known time on page > 0, ``pageviews`` nothing.
+
+    Returns:
+        ``{"supported": [...], "missing": {reward: what it needs}, "default": <the reward the
+        default page_value becomes>}``.
+    """
+
+    def nonzero(column: str) -> bool:
+        values = pd.to_numeric(catalog[column], errors="coerce").to_numpy(np.float64)
+        return bool((np.isfinite(values) & (values != 0)).any())
+
+    ok = {
+        "page_value": nonzero("page_value"),
+        "revenue": nonzero("revenue"),
+        "engagement": nonzero("avg_time_on_page_s"),
+        "pageviews": True,
+    }
+    supported = [r for r in REWARDS if ok[r]]
+    default = "page_value" if ok["page_value"] else next(r for r in ENGAGEMENT_FALLBACK if ok[r])
+    return {
+        "supported": supported,
+        "missing": {r: REWARD_NEEDS[r] for r in REWARDS if not ok[r]},
+        "default": default,
+    }
+
+
+def supported_rewards(meta: Mapping[str, Any], data_dir: str | Path | None = None) -> list[str]:
+    """The rewards a prepared dataset supports (``meta.json``'s ``rewards``).
+
+    Datasets prepared before this was recorded are read from ``<data_dir>/pages.parquet``.
+    """
+    return list(_support(meta, data_dir)["supported"])
+
+
+def _support(meta: Mapping[str, Any], data_dir: str | Path | None) -> dict[str, Any]:
+    if isinstance(meta.get("rewards"), Mapping):
+        return dict(meta["rewards"])
+    if data_dir is None:
+        raise ClickstreamError(
+            "this dataset's meta.json does not say which rewards it supports: prepare it "
+            "again (python scripts/prepare_data.py ...)"
+        )
+    path = Path(data_dir) / "pages.parquet"
+    try:
+        return reward_support(pd.read_parquet(path))
+    except (OSError, ValueError) as exc:
+        raise ClickstreamError(f"cannot read the page catalog: {exc}", file=str(path)) from None
+
+
+def choose_reward(
+    meta: Mapping[str, Any],
+    requested: str,
+    *,
+    key: str = "env.reward",
+    data_dir: str | Path | None = None,
+) -> tuple[str, str | None]:
+    """The reward a run uses, decided from the data before anything trains.
+
+    Args:
+        meta: The prepared dataset's ``meta.json``.
+        requested: The reward the configuration asks for (``page_value`` by default; ``auto``
+            takes the data's default).
+        key: The configuration key the script reads the reward from, named in messages
+            (``env.reward`` for the pipeline and ``train.py``, ``reward`` for
+            ``check_simulator.py``).
+        data_dir: The dataset's folder (for datasets prepared before rewards were recorded).
+
+    Returns:
+        ``(reward, notice)``: ``notice`` is a one-line message when the reward differs from
+        the requested one (the engagement fallback for ``page_value`` on a site without
+        revenue), else ``None``.
+
+    Raises:
+        ClickstreamError: An unknown reward, or one other than ``page_value`` that the data
+            cannot pay, naming ``key``, what the reward needs and the rewards that work.
+    """
+    if isinstance(requested, bool):  # not a reward name a YAML file could have meant
+        requested = str(requested).lower()
+    if requested not in (*REWARDS, "auto"):
+        raise ClickstreamError(f"{key} must be one of {[*REWARDS, 'auto']}, got {requested!r}")
+    support = _support(meta, data_dir)
+    supported = list(support["supported"])
+    if requested in supported:
+        return requested, None
+    fallback = str(support["default"])
+    if requested == "auto":
+        return fallback, f"reward: {fallback} ({key}=auto: what this data supports)"
+    name = meta.get("dataset") or meta.get("source") or "this dataset"
+    if requested == "page_value":
+        what = {
+            "engagement": "engagement (expected seconds on the landed page)",
+            "pageviews": "pageviews (1 per page viewed; the data records no time on page)",
+        }[fallback]
+        return fallback, (
+            f"reward: {name} records no revenue and no value column, so the reward is {what} "
+            f"instead of page_value; set {key}=<{'|'.join(supported)}> to choose"
+        )
+    raise ClickstreamError(
+        f"{key}={requested} needs {REWARD_NEEDS[requested]}, and {name} has none: choose "
+        f"{key}={' or '.join(r for r in supported)} (what this data supports)"
+    )
+
+
+_SUFFIXES = re.compile(
+    r"(\.(csv|tsv|txt|parquet|json|jsonl|ndjson|xlsx|xls|seq|zip))?(\.(gz|zst|zstd|bz2))?$",
+    re.IGNORECASE,
+)
+
+
+def dataset_name(raw: LoadResult) -> str:
+    """A short name of the data actually loaded, for run titles and reports.
+
+    The loader's own name where it gives one (the synthetic store:
+    ``synthetic_<mode>_<pages>p``); one file: its name without extensions
+    (``ga_sample_20170801``); several files in one folder: the folder's name; else the first
+    file's name and how many more.
+    """
+    given = raw.info.get("dataset_name")
+    if isinstance(given, str) and given:
+        return given
+    if not raw.files:
+        return raw.source
+    paths = [Path(f) for f in raw.files]
+    stem = _SUFFIXES.sub("", paths[0].name) or paths[0].name
+    if len(paths) == 1:
+        return stem
+    parents = {p.parent for p in paths}
+    if len(parents) == 1 and paths[0].parent.name:
+        return paths[0].parent.name
+    return f"{stem}+{len(paths) - 1}"
+
+
 def format_summary(meta: Mapping[str, Any]) -> str:
     """A short human-readable summary of a prepared dataset."""
     s = meta["summary"]
     lines = [
         f"source            {meta['source']} "
-        + (f"({len(meta['files'])} file(s))" if meta["files"] else "(generated)"),
+        + (f"({len(meta['files'])} file(s))" if meta["files"] else "(generated)")
+        + (f": {meta['dataset']}" if meta.get("dataset") else ""),
         f"sessions          {s['sessions']:,}",
         f"page views        {s['page_views']:,}  ({s['pages_per_session']:.2f} per session)",
         f"pages             {s['pages']:,}",
@@ -233,6 +471,13 @@ def format_summary(meta: Mapping[str, Any]) -> str:
     dropped = {k: v for k, v in meta.get("dropped", {}).items() if v}
     if dropped:
         lines.append("dropped           " + ", ".join(f"{k}: {v:,}" for k, v in dropped.items()))
+    rewards = meta.get("rewards")
+    if isinstance(rewards, Mapping):
+        lines.append(
+            f"rewards           {', '.join(rewards['supported'])} (default: {rewards['default']})"
+        )
+    for line in meta.get("notices", []):
+        lines.append(f"note              {line}")
     return "\n".join(lines)
 
 

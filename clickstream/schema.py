@@ -25,6 +25,9 @@ time_on_page_s      float64, NaN                seconds until the next page view
                                                 last page of a session unless the export knows
 revenue             float64 >= 0                transaction revenue on this hit, else 0
 is_transaction      bool                        a transaction was recorded on this hit
+value               float64, NaN                a value the export gives the page view (a
+                                                product's price, a score), where mapped; it can
+                                                define page value on sites without revenue
 page                str                         normalised page identity (canonical only)
 page_group          str                         page group (canonical only)
 split               str                         ``train`` / ``valid`` / ``test`` (canonical only)
@@ -63,6 +66,7 @@ RAW_COLUMNS: dict[str, str] = {
     "time_on_page_s": "float64",
     "revenue": "float64",
     "is_transaction": "bool",
+    "value": "float64",
 }
 
 CANONICAL_COLUMNS: dict[str, str] = {
@@ -72,8 +76,19 @@ CANONICAL_COLUMNS: dict[str, str] = {
     "split": "str",
 }
 
-NULLABLE = {"page_title", "content_group", "hit_time", "time_on_page_s"}
+NULLABLE = {"page_title", "content_group", "hit_time", "time_on_page_s", "value"}
 """Columns that may hold missing values; every other column must be complete."""
+
+OPTIONAL = {"value"}
+"""Columns a hits table may lack (tables written before they existed): read as unknown."""
+
+MAX_AMOUNT = 1e12
+"""Largest revenue or value one page view may carry (a trillion): anything above is a unit or
+parsing mistake (GA360 revenue in micros read as units, an id read as a price), and sums of
+numbers such as 1e308 overflow to infinity in every table and in ``meta.json``."""
+
+MAX_TIME_ON_PAGE_S = 1e9
+"""Longest time on page accepted, in seconds (about 31 years): above is a unit mistake."""
 
 SPLITS = ("train", "valid", "test")
 
@@ -91,6 +106,9 @@ class LoadResult:
             ``{"sessions_without_page_views": 12}``; reported in ``meta.json``.
         info: Extra facts about the source worth recording (e.g. session-level revenue totals);
             plain values go to ``meta.json``.
+        notices: What the loader guessed or decided for the user (a column read without being
+            mapped, a sheet picked, a delimiter sniffed), one line each; printed as they happen
+            and recorded in ``meta.json``.
         extra_outputs: Source-specific files to write with the prepared dataset, called by
             :func:`clickstream.prepare.prepare` as ``extra_outputs(out, meta, hits)`` with the
             open output folder, the meta dict (it may add keys) and the canonical hits (e.g.
@@ -102,6 +120,7 @@ class LoadResult:
     files: list[str]
     dropped: dict[str, int] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
     extra_outputs: Callable[[Any, dict[str, Any], pd.DataFrame], None] | None = None
 
 
@@ -143,8 +162,9 @@ def coerce_raw_hits(df: pd.DataFrame) -> pd.DataFrame:
 def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> None:
     """Check a hits table against the schema; raise :class:`ClickstreamError` naming the problem.
 
-    Checks: every column present; required columns complete; ``revenue`` finite and >= 0;
-    ``time_on_page_s`` >= 0 where known; ``is_transaction`` where revenue > 0; within each
+    Checks: every column present; required columns complete; ``revenue`` finite, >= 0 and at
+    most :data:`MAX_AMOUNT`; ``value`` finite and at most :data:`MAX_AMOUNT` in size where
+    known; ``time_on_page_s`` in ``[0, MAX_TIME_ON_PAGE_S]`` where known; ``is_transaction`` where revenue > 0; within each
     session, ``step`` runs 0, 1, 2, ... in row order and ``session_start`` is constant.
 
     Args:
@@ -154,7 +174,7 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
     """
     columns = CANONICAL_COLUMNS if canonical else RAW_COLUMNS
     for col in columns:
-        if col not in df.columns:
+        if col not in df.columns and col not in OPTIONAL:
             raise ClickstreamError("missing required column", file=source, column=col)
     if len(df) == 0:
         raise ClickstreamError("no page views", file=source)
@@ -167,21 +187,36 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
                 "missing value in a required column", file=source, row=_first(bad), column=col
             )
     revenue = df["revenue"].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(revenue) | (revenue < 0)
+    bad = ~np.isfinite(revenue) | (revenue < 0) | (revenue > MAX_AMOUNT)
     if bad.any():
         i = _first(bad)
         raise ClickstreamError(
-            f"revenue must be a finite number >= 0, got {revenue[i]!r}",
+            f"revenue must be a finite number >= 0 and at most {MAX_AMOUNT:.0e}, got "
+            f"{float(revenue[i])!r}",
             file=source,
             row=i,
             column="revenue",
         )
+    if "value" in df.columns:
+        value = df["value"].to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(value) | (np.abs(value) > MAX_AMOUNT)  # NaN: unknown, allowed
+        if bad.any():
+            i = _first(bad)
+            raise ClickstreamError(
+                f"value must be a finite number of size at most {MAX_AMOUNT:.0e}, got {value[i]!r}",
+                file=source,
+                row=i,
+                column="value",
+            )
     top = df["time_on_page_s"].to_numpy(dtype=np.float64)
-    bad = top < 0  # NaN compares False: unknown is allowed
+    with np.errstate(invalid="ignore"):
+        bad = (top < 0) | (top > MAX_TIME_ON_PAGE_S)  # NaN compares False: unknown is allowed
     if bad.any():
         i = _first(bad)
         raise ClickstreamError(
-            f"time on page must be >= 0 seconds, got {top[i]!r}",
+            f"time on page must be >= 0 and at most {MAX_TIME_ON_PAGE_S:.0e} seconds, got "
+            f"{float(top[i])!r}",
             file=source,
             row=i,
             column="time_on_page_s",

@@ -36,6 +36,24 @@ destinations are weighted by popularity (Zipf over products). No page links to i
   History matters: the exact predictive distribution is the forward filter
   ``p(next | h) = Σ_z p(z | h) T[z][h_last, next]`` with
   ``p(z | h) ∝ prior_z · entry_z(h_0) · Π_t T[z][h_t, h_{t+1}]``.
+* ``mode="items"``: an **item-level shop** (a product-view log): ``n_pages`` items named by
+  bare numeric ids (``/104233``; no path hierarchy, no home page, no funnel), each in one of
+  ``n_categories`` categories (default ``P // 250`` within [4, 20]; the content group, so a
+  ``category`` column). Each session has a latent *interest*, one category, drawn in
+  proportion to the category's popularity; it lands on an item of that category (85 %) or on
+  a site-wide bestseller. From item i (category c) under interest z a visitor exits
+  (:data:`ITEM_KIND_WEIGHTS`), moves to one of i's :data:`ITEM_RELATED` related items (same
+  category c, fixed per item, weighted by popularity), to one of the
+  :data:`ITEM_INTEREST_TOP` most popular items of her interest z (more often when she has
+  wandered away from it), or to one of the :data:`ITEM_POPULAR` bestsellers. Item popularity
+  is Zipf (``product_zipf``) within categories. History matters: a first-order model sees one
+  item's row mixed over all interests, while the session so far tells which interest pulls;
+  the latent interests are the store's intents (``intents`` = ``interest_01``, ...), so the
+  exact predictive distribution, the Bayes-optimal log-loss and the intent oracle work as in
+  ``intent`` mode. No transactions: revenue is 0 everywhere (rewards: engagement, page views);
+  time on page is log-normal (median 30 s). Memory: the true model stores
+  ``n_categories · P`` rows of about 50 entries (10,000 items, 20 categories: about 10 M
+  entries, 0.2 GB).
 * ``mode="markov"``: first-order. One matrix ``T[0]`` (P, P+1) and entry ``entry[0]``: the
   first-order marginal of the intent model (each row the intent matrices' rows weighted by how
   often each intent visits that page), so both modes describe the same site and a first-order
@@ -101,7 +119,7 @@ from clickstream.io import atomic_file
 from clickstream.schema import EXIT, LoadResult, coerce_raw_hits, session_boundaries
 
 FORMAT_VERSION = 1
-MODES = ("intent", "markov")
+MODES = ("intent", "markov", "items")
 INTENTS = ("browse", "research", "buy")
 
 PAGE_TYPES = (
@@ -321,15 +339,35 @@ FEATURED_SIZE = 12  # products on the home page carousel
 RELATED_SIZE = 24  # related products linked from a product page
 MIN_PAGES, MAX_PAGES = 50, 10_000
 
+ITEM_RELATED = 8
+"""Related items (same category, fixed per item) an item page links to (``items`` mode)."""
+ITEM_INTEREST_TOP = 30
+"""Most popular items of the visitor's interest category she can go back to (``items`` mode)."""
+ITEM_POPULAR = 10
+"""Site-wide bestsellers every item page links to (``items`` mode)."""
+ITEM_KIND_WEIGHTS: dict[str, dict[str, float]] = {
+    # on an item of the interest category / of another category
+    "in_interest": {"exit": 0.20, "related": 0.50, "interest": 0.22, "popular": 0.08},
+    "away": {"exit": 0.22, "related": 0.25, "interest": 0.45, "popular": 0.08},
+}
+"""Where a visitor goes from an item page (``items`` mode), per whether the item is in her
+interest category; rows are normalised over the kinds present."""
+ITEM_ENTRY_INTEREST = 0.85
+"""Share of sessions landing on an item of their interest category (else a bestseller)."""
+ITEM_TIME_ON_PAGE = (30.0, 0.9)
+"""Time on an item page: (median seconds, log-sd) of a log-normal."""
+
 
 @dataclass
 class SyntheticConfig:
     """Configuration of the synthetic store and of the sessions sampled from it.
 
     Attributes:
-        n_pages: Number of pages P (50 to 10,000); pages beyond the fixed ones are products.
-        mode: ``intent`` (latent intent per session; history matters) or ``markov``
-            (first-order).
+        n_pages: Number of pages P (50 to 10,000); pages beyond the fixed ones are products
+            (``items`` mode: every page is an item).
+        mode: ``intent`` (latent intent per session; history matters), ``markov``
+            (first-order) or ``items`` (an item-level shop with a latent interest category
+            per session; module docstring).
         n_sessions: Sessions :func:`load` samples.
         seed: Seed of the site (products, links, popularity) and, unless ``sample_seed`` is
             given, of the sessions :func:`load` samples.
@@ -351,6 +389,8 @@ class SyntheticConfig:
             researchers who read the store policies before they buy.
         entry_weights: Landing overrides, ``{intent: {landing kind: weight}}``: each row given
             replaces that intent's row of :data:`ENTRY_WEIGHTS` (kinds of :data:`ENTRY_KINDS`).
+        n_categories: ``items`` mode: item categories, one latent interest each (default
+            ``n_pages // 250`` within [4, 20]).
     """
 
     n_pages: int = 200
@@ -370,6 +410,7 @@ class SyntheticConfig:
     sample_seed: int | None = None
     kind_weights: dict[str, dict[str, dict[str, float]]] | None = None
     entry_weights: dict[str, dict[str, float]] | None = None
+    n_categories: int | None = None
 
     def __post_init__(self) -> None:
         self.intent_prior = tuple(float(p) for p in self.intent_prior)
@@ -405,6 +446,19 @@ class SyntheticConfig:
                 self.order_value_median > 0 and self.order_value_sigma >= 0,
                 "order_value_median must be > 0 and order_value_sigma >= 0",
             ),
+            (
+                self.n_categories is None or 2 <= int(self.n_categories) <= int(self.n_pages) // 5,
+                f"n_categories must be in [2, n_pages / 5], got {self.n_categories}",
+            ),
+            (
+                self.mode == "items" or self.n_categories is None,
+                "n_categories is an option of mode=items only",
+            ),
+            (
+                self.mode != "items" or (self.kind_weights is None and self.entry_weights is None),
+                "kind_weights and entry_weights shape the merchandise store (modes intent and "
+                "markov); mode=items has its own: ITEM_KIND_WEIGHTS",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -414,6 +468,8 @@ class SyntheticConfig:
             int(self.n_sessions),
             int(self.max_steps),
         )
+        if self.n_categories is not None:
+            self.n_categories = int(self.n_categories)
         pd.Timestamp(self.start_date)  # fails early on a bad date
 
     @classmethod
@@ -624,8 +680,8 @@ class SyntheticStore:
 
     @property
     def order_page(self) -> int:
-        """Index of ``/ordercompleted.html``."""
-        return self._index["/ordercompleted.html"]
+        """Index of ``/ordercompleted.html`` (``-1`` in ``items`` mode: no checkout)."""
+        return self._index.get("/ordercompleted.html", -1)
 
     def page_index(self, page: int | str) -> int:
         """Index of a page given as its index or its path."""
@@ -923,7 +979,7 @@ class SyntheticStore:
         hit_ms = start_ms[session_of_view] + offset_ms
         time_on_page = np.where(last, np.nan, top_ms / 1000.0)
 
-        is_tx = sim.pages == self.order_page
+        is_tx = self.expected_revenue[sim.pages] > 0  # the order page (none in items mode)
         revenue = np.zeros(n_views)
         n_tx = int(is_tx.sum())
         mu, sigma = np.log(cfg.order_value_median), cfg.order_value_sigma
@@ -959,6 +1015,7 @@ class SyntheticStore:
         hits = coerce_raw_hits(hits)
         counts = np.bincount(sim.intents, minlength=self.n_intents)
         info: dict[str, object] = {
+            "dataset_name": f"synthetic_{self.mode}_{self.n_pages}p",
             "mode": self.mode,
             "n_pages": self.n_pages,
             "seed": cfg.seed,
@@ -1159,6 +1216,8 @@ def build_store(cfg: SyntheticConfig | None = None, **overrides: Any) -> Synthet
     elif overrides:
         cfg = SyntheticConfig.from_dict({**cfg.to_dict(), **overrides})
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x5EED]))
+    if cfg.mode == "items":
+        return _build_item_store(cfg, rng)
     site = _Site(cfg, rng)
     p = len(site.pages)
     coo = site.destinations()
@@ -1193,6 +1252,102 @@ def build_store(cfg: SyntheticConfig | None = None, **overrides: Any) -> Synthet
         time_mu=np.log(median),
         time_sigma=sigma,
         expected_revenue=expected_revenue,
+        beta=float(cfg.beta),
+    )
+
+
+def _build_item_store(cfg: SyntheticConfig, rng: np.random.Generator) -> SyntheticStore:
+    """The ``items`` mode store (module docstring): P items in C categories, one interest each."""
+    p = cfg.n_pages
+    c = cfg.n_categories if cfg.n_categories is not None else int(np.clip(p // 250, 4, 20))
+    # category sizes mildly unequal; every category holds at least 5 items
+    cat_w = 1.0 / np.arange(1, c + 1) ** 0.5
+    owner = np.r_[np.repeat(np.arange(c), 5), rng.choice(c, p - 5 * c, p=cat_w / cat_w.sum())]
+    owner = rng.permutation(owner)
+    # Zipf popularity within each category, ranks shuffled
+    pop = np.empty(p)
+    for k in range(c):
+        members = np.flatnonzero(owner == k)
+        ranks = rng.permutation(len(members)) + 1
+        pop[members] = cat_w[k] / ranks**cfg.product_zipf
+    pop /= pop.sum()
+    ids = rng.choice(np.arange(100_000, 1_000_000), size=p, replace=False)
+    pages = [f"/{i}" for i in ids]
+    members_of = [np.flatnonzero(owner == k) for k in range(c)]
+
+    # related items: ITEM_RELATED of the same category, drawn by popularity, fixed per item
+    rel_src, rel_dst = [], []
+    for k in range(c):
+        m = members_of[k]
+        n_rel = min(ITEM_RELATED, len(m) - 1)
+        w = pop[m] / pop[m].sum()
+        for i in m:
+            others = m != i
+            picks = rng.choice(m[others], n_rel, replace=False, p=w[others] / w[others].sum())
+            rel_src.append(np.full(n_rel, i))
+            rel_dst.append(picks)
+    rel_src, rel_dst = np.concatenate(rel_src), np.concatenate(rel_dst)
+    rel_w = pop[rel_dst] / np.bincount(rel_src, weights=pop[rel_dst], minlength=p)[rel_src]
+    top = [m[np.argsort(-pop[m], kind="stable")[:ITEM_INTEREST_TOP]] for m in members_of]
+    popular = np.argsort(-pop, kind="stable")[:ITEM_POPULAR]
+    pop_w = pop[popular] / pop[popular].sum()
+
+    mats, entries = [], []
+    items = np.arange(p)
+    for z in range(c):
+        kind = np.where(owner == z, 0, 1)  # 0: in the interest category, 1: away
+        table = np.array(
+            [
+                [ITEM_KIND_WEIGHTS[n][k] for k in ("exit", "related", "interest", "popular")]
+                for n in ("in_interest", "away")
+            ]
+        )[kind]  # (P, 4)
+        t_w = pop[top[z]] / pop[top[z]].sum()
+        src = np.concatenate(
+            [items, rel_src, np.repeat(items, len(top[z])), np.repeat(items, ITEM_POPULAR)]
+        )
+        dst = np.concatenate([np.full(p, p), rel_dst, np.tile(top[z], p), np.tile(popular, p)])
+        val = np.concatenate(
+            [
+                table[:, 0],
+                table[rel_src, 1] * rel_w,
+                table[:, 2].repeat(len(top[z])) * np.tile(t_w, p),
+                table[:, 3].repeat(ITEM_POPULAR) * np.tile(pop_w, p),
+            ]
+        )
+        self_link = src == dst
+        val[self_link] = 0.0  # no page links to itself (a reload) unless reload_prob > 0
+        if cfg.reload_prob > 0:
+            keep = ~self_link
+            src, dst, val = src[keep], dst[keep], val[keep]
+            val = val / np.bincount(src, weights=val, minlength=p)[src] * (1 - cfg.reload_prob)
+            src, dst = np.r_[src, items], np.r_[dst, items]
+            val = np.r_[val, np.full(p, cfg.reload_prob)]
+        mats.append(_coo_to_csr(src, dst, val, p, p + 1))
+        e = np.zeros(p)
+        e[members_of[z]] = ITEM_ENTRY_INTEREST * pop[members_of[z]] / pop[members_of[z]].sum()
+        e[popular] += (1 - ITEM_ENTRY_INTEREST) * pop_w
+        entries.append(e / e.sum())
+    indptr, indices, probs = _stack_csr(mats, p)
+    width = max(2, len(str(c)))
+    cats = [f"category_{k + 1:0{width}d}" for k in range(c)]
+    prior = np.array([pop[m].sum() for m in members_of])
+    return SyntheticStore(
+        config=cfg,
+        pages=pages,
+        page_titles=[f"Item {i} | {cats[k]}" for i, k in zip(ids, owner, strict=True)],
+        content_groups=[cats[k] for k in owner],
+        page_types=["product"] * p,
+        page_groups=[cats[k] for k in owner],
+        intents=tuple(f"interest_{k + 1:0{width}d}" for k in range(c)),
+        prior=prior / prior.sum(),
+        entry=np.stack(entries),
+        indptr=indptr,
+        indices=indices,
+        probs=probs,
+        time_mu=np.full(p, np.log(ITEM_TIME_ON_PAGE[0])),
+        time_sigma=np.full(p, ITEM_TIME_ON_PAGE[1]),
+        expected_revenue=np.zeros(p),
         beta=float(cfg.beta),
     )
 

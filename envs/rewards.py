@@ -205,15 +205,40 @@ def reward_from_catalog(kind: str, pages: pd.DataFrame, vocab_pages: Sequence[st
     return _table(kind, values)
 
 
-def check_learnable(table: RewardTable, source: str) -> RewardTable:
+def check_learnable(
+    table: RewardTable,
+    source: str,
+    *,
+    key: str = "env.reward",
+    alternatives: Sequence[str] | None = None,
+) -> RewardTable:
     """``table`` unchanged, or an error if it pays 0 on every page (every policy would score 0:
-    nothing to learn or compare), naming the rewards that do not need transactions."""
-    if not bool(table.per_page.any()):
-        raise ClickstreamError(
-            f"reward {table.name!r} is 0 on every page of {source} (no transactions recorded?); "
-            "choose env.reward=engagement or pageviews"
-        )
-    return table
+    nothing to learn or compare).
+
+    Args:
+        table: The reward table.
+        source: Where it comes from (the dataset folder), named in the message.
+        key: The configuration key the calling script reads the reward from (``env.reward``
+            for the pipeline and ``train.py``, ``reward`` for ``check_simulator.py``).
+        alternatives: Rewards the data does pay (``clickstream.prepare.reward_support``);
+            default the ones that need no transactions, this one excluded.
+    """
+    if bool(table.per_page.any()):
+        return table
+    missing = {
+        "page_value": "no transactions with revenue and no value column",
+        "revenue": "no transactions with revenue",
+        "engagement": "no time on page known",
+    }.get(table.name, "nothing to pay")
+    others = [
+        r
+        for r in (alternatives if alternatives is not None else ("engagement", "pageviews"))
+        if r != table.name
+    ] or ["pageviews"]
+    raise ClickstreamError(
+        f"reward {table.name!r} is 0 on every page of {source} ({missing}); choose "
+        f"{key}={' or '.join(others)}"
+    )
 
 
 def reward_from_store(

@@ -23,6 +23,7 @@ import torch
 from gymnasium import spaces
 
 from clickstream.errors import ClickstreamError
+from clickstream.prepare import reward_support
 from clickstream.synthetic import SyntheticStore, build_store
 from envs.click_model import build_click_model
 from envs.core import SiteCore
@@ -60,6 +61,7 @@ def build_core(
     top_k: int | None = None,
     action_level: str = "page",
     device: str = "cpu",
+    reward_key: str = "env.reward",
 ) -> SiteCore:
     """Build the simulator core from a dataset (or the default synthetic store).
 
@@ -88,6 +90,8 @@ def build_core(
         action_level: ``page`` (recommend a page) or ``group`` (recommend a page group: all
             its pages at once).
         device: ``cpu`` or ``cuda``.
+        reward_key: The configuration key ``reward`` came from, named when the data cannot
+            pay it (``reward`` in ``check_simulator.py``).
     """
     if dynamics is True:  # YAML and Hydra read an unquoted `true` as the boolean
         dynamics = "true"
@@ -113,7 +117,12 @@ def build_core(
         data = load_prepared(data_dir, splits=("train",))
         pages = data.vocab.pages
         catalog = pd.read_parquet(Path(data_dir) / "pages.parquet")
-        rewards = check_learnable(reward_from_catalog(reward, catalog, pages), str(data_dir))
+        rewards = check_learnable(
+            reward_from_catalog(reward, catalog, pages),
+            str(data_dir),
+            key=reward_key,
+            alternatives=reward_support(catalog)["supported"],
+        )
         group_ids = data.vocab.page_group
         if dynamics == "true":
             if data.true_model_path is None:

@@ -19,3 +19,31 @@ def run_or_exit(run: Callable[[Any], dict[str, Any]], cfg: Any) -> dict[str, Any
     except ClickstreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+HYDRA_QUOTED_KEYS = ("data.columns", "data.order_by", "data.delimiter")
+"""Overrides whose natural spelling Hydra's grammar cannot read: ``=`` inside a value
+(``data.columns=session=sid,page=item``), a bare ``;`` or a comma list without brackets."""
+
+
+def hydra_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of :data:`HYDRA_QUOTED_KEYS` quoted for Hydra.
+
+    ``data.columns="session=sid,page=item,time=ts"`` reaches the program (the shell drops its
+    quotes) as ``data.columns=session=sid,page=item,time=ts``, which Hydra refuses; quoted it
+    is one string the loader reads. Values already quoted, bracketed or braced are left alone.
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        plain = key.lstrip("+~")
+        if (
+            sep
+            and plain in HYDRA_QUOTED_KEYS
+            and value
+            and value[0] not in "'\"[{"
+            and any(c in value for c in "=,:;\t\\ ")
+        ):
+            arg = f"{key}='{value.replace(chr(39), chr(92) + chr(39))}'"
+        out.append(arg)
+    return out

@@ -21,7 +21,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from clickstream.io import AtomicOutputDir
-from clickstream.prepare import git_commit
+from clickstream.prepare import choose_reward, git_commit
 from envs.fidelity import (
     fidelity_report,
     format_fidelity_markdown,
@@ -46,12 +46,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         dynamics = str(dynamics).lower()
     data = load_prepared(data_dir, splits=("test",))
     catalog = pd.read_parquet(data_dir / "pages.parquet")
+    # paid but unused here: a site without revenue falls back to engagement, said in one line
+    reward, note = choose_reward(
+        data.meta, str(resolved.get("reward", "page_value")), key="reward", data_dir=data_dir
+    )
+    if note:
+        print(f"note: {note}", flush=True)
     core = build_core(
         int(resolved.get("n_visitors", 4096)),
         data_dir=data_dir,
         dynamics=dynamics,
         model_path=resolved.get("model_path"),
-        reward=str(resolved.get("reward", "page_value")),
+        reward=reward,
+        reward_key="reward",
         max_steps=int(resolved.get("max_steps", 200)),
         history_len=int(resolved.get("history_len", 4)),
         top_k=resolved.get("top_k"),

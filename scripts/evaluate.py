@@ -63,6 +63,18 @@ def policy_stamps(agents_dir: Path, names: list[str] | None = None) -> dict[str,
     return out
 
 
+def dataset_title(data_dir: Path, fallback: object) -> str:
+    """The name of the data the run actually loaded (``meta.json``'s ``dataset``, e.g.
+    ``ga_sample_20170801`` or ``synthetic_intent_200p``), not the experiment's name, which a
+    run on other data keeps; ``fallback`` for datasets prepared before it was recorded."""
+    try:
+        meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    name = meta.get("dataset") if isinstance(meta, dict) else None
+    return str(name) if name else str(fallback)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate and write the report; returns ``{"records": [...], "paths": {...}}``."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -91,8 +103,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             world_sessions=resolved.get("world_sessions") or {},
             progress=bool(resolved.get("show_progress", True)),
         )
+    dataset = dataset_title(Path(resolved["data_dir"]), resolved.get("experiment_name"))
     context = {
         "experiment": resolved.get("experiment_name"),
+        "dataset": dataset,
         "data": str(resolved["data_dir"]),
         "reward": site.env.get("reward", "page_value"),
         "click model": f"{site.env.get('click_model', 'boost')} {site.env.get('click_params')}",
@@ -104,7 +118,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     paths = write_report(
         records,
         resolved["eval_dir"],
-        title=f"Results: {resolved.get('experiment_name')}",
+        title=f"Results: {dataset}",
         context=context,
         extra={"config": resolved, "policies": stamps},
     )

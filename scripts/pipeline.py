@@ -16,14 +16,15 @@ reads its outputs runs too. See ``configs/pipeline.yaml``.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from clickstream.prepare import format_summary
-from scripts import evaluate, prepare_data, run_or_exit, train, train_simulator
+from clickstream.prepare import choose_reward, format_summary
+from scripts import evaluate, hydra_argv, prepare_data, run_or_exit, train, train_simulator
 
 PREPARE_KEYS = ("data", "split", "repeats", "stats_split", "seed")
 """Settings that change the prepared data (``show_progress`` and paths do not)."""
@@ -57,6 +58,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         meta = prepare_data.run(prepare_cfg)
         report["stages"]["prepare_data"] = "ran"
     report["prepare_data"] = meta
+    # the reward is settled from the data before anything trains (no revenue: engagement)
+    reward, note = choose_reward(meta, cfg.env.reward, key="env.reward", data_dir=data_dir)
+    if note:
+        print(f"note: {note}", flush=True)
+    cfg.env.reward = reward
+    report["reward"] = {"reward": reward, "notice": note}
 
     simulators = [("train_simulator", Path(cfg.simulator_dir), int(cfg.seed))]
     if cfg.held_out:
@@ -255,4 +262,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = hydra_argv(sys.argv[1:])
     main()

@@ -1,6 +1,7 @@
 """Prepare a clickstream dataset: load an export, normalise and group pages, split, write.
 
     python scripts/prepare_data.py data=<ga360|ga4|csv|msnbc|synthetic> data.path=<file|folder|glob> out_dir=<dir>
+    python scripts/prepare_data.py data=csv data.path=views.csv data.columns="session=sid,page=item,time=ts"
 
 Writes ``hits.parquet``, ``pages.parquet``, ``groups.parquet``, ``transitions.parquet`` and
 ``meta.json`` to ``out_dir`` atomically and prints a summary. See ``configs/prepare_data.yaml``.
@@ -8,6 +9,7 @@ Writes ``hits.parquet``, ``pages.parquet``, ``groups.parquet``, ``transitions.pa
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import hydra
@@ -17,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from clickstream.pages import PageConfig
 from clickstream.prepare import format_summary, prepare
 from clickstream.splits import SplitConfig
-from scripts import run_or_exit
+from scripts import hydra_argv, run_or_exit
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -39,6 +41,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         split=SplitConfig.from_dict(resolved.get("split")),
         repeats=resolved.get("repeats", "keep"),
         stats_split=resolved.get("stats_split", "all"),
+        page_value=data.get("page_value") or "auto",
         config=resolved,
         show_progress=bool(resolved.get("show_progress", True)),
     )
@@ -53,4 +56,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = hydra_argv(sys.argv[1:])
     main()

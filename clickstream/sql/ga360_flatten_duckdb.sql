@@ -21,8 +21,11 @@ SELECT
         NULLIF(CAST(h.contentGroup.contentGroup4 AS VARCHAR), '(not set)'),
         NULLIF(CAST(h.contentGroup.contentGroup5 AS VARCHAR), '(not set)')
     )                                                                     AS content_group,
-    -- revenue is stored in micros (USD * 10^6)
-    COALESCE(CAST(h.transaction.transactionRevenue AS DOUBLE), 0) / 1e6 AS revenue,
-    h.transaction.transactionRevenue IS NOT NULL                          AS is_transaction
+    -- revenue is stored in micros (USD * 10^6); null on hits without a transaction, and on a
+    -- transaction whose revenue is not a number (the loader refuses those, naming the hit)
+    TRY_CAST(NULLIF(trim(CAST(h.transaction.transactionRevenue AS VARCHAR)), '') AS DOUBLE)
+        / 1e6                                                             AS revenue,
+    NULLIF(trim(CAST(h.transaction.transactionRevenue AS VARCHAR)), '') IS NOT NULL
+                                                                          AS is_transaction
 FROM {source} AS s, UNNEST(s.hits) AS t(h)
 WHERE h.type = 'PAGE'

@@ -274,10 +274,18 @@ def test_missing_mapped_column_names_field_column_and_file_columns(tmp_path: Pat
     msg = error_of(path, columns={"session_id": "sid", "page": "URL"})
     assert "hits.csv" in msg and "line 1" in msg
     assert "'URL'" in msg and "field 'page'" in msg and "['sid', 'url']" in msg
-    msg = error_of(path, columns={"session_id": "sid"})  # page by default
-    assert "missing column 'page' for field 'page'" in msg and "['sid', 'url']" in msg
     msg = error_of(path, columns={"page": "url", "revenue": "rev"})
     assert "missing column 'rev' for field 'revenue'" in msg
+    # an unmapped page column is looked for under its usual names, and said so
+    res = csv_loader.load(path, columns={"session_id": "sid"})
+    assert res.hits["page_raw"].tolist() == ["/x"]
+    assert res.notices == [
+        "csv: field 'page' read from column 'url' (hits.csv): not mapped, found under its usual "
+        "name; map another with data.columns=page=<column>, or none with page=null"
+    ]
+    msg = error_of(write(tmp_path, "sid,address\na,/x\n"), columns={"session_id": "sid"})
+    assert "no page column: map one with data.columns=page=<column>" in msg
+    assert "['sid', 'address']" in msg
 
 
 def test_no_way_to_form_sessions(tmp_path: Path) -> None:
@@ -333,7 +341,7 @@ def test_bad_timestamp(tmp_path: Path) -> None:
     assert "line 3" in error_of(write(tmp_path, text), timestamp_unit="s")
     text = "session_id,timestamp,page\na,2020-01-01,/x\n"
     msg = error_of(write(tmp_path, text), timestamp_format="%Q")
-    assert "column 'timestamp'" in msg and "bad timestamp_format '%Q'" in msg
+    assert "column 'timestamp'" in msg and "bad data.timestamp_format '%Q'" in msg
     text = "session_id,timestamp,page\na,9999-01-01,/x\n"  # beyond nanosecond timestamps
     assert "line 2, column 'timestamp'" in error_of(write(tmp_path, text))
 
@@ -461,7 +469,7 @@ def test_files_must_form_sessions_the_same_way(tmp_path: Path) -> None:
     ("options", "expected"),
     [
         ({"columns": {"sesion_id": "x"}}, "unknown field"),
-        ({"columns": {"page": None}}, "cannot be None"),
+        ({"columns": {"page": None}}, "page cannot be null"),
         ({"timestamp_unit": "h"}, "timestamp_unit"),
         ({"timestamp_unit": "s", "timestamp_format": "%Y"}, "not both"),
         ({"session_timeout_s": 0}, "session_timeout_s"),
@@ -479,3 +487,203 @@ def test_missing_input(tmp_path: Path) -> None:
     assert "no such file" in error_of(tmp_path / "nope.csv")
     (tmp_path / "empty_dir").mkdir()
     assert "no files matching" in error_of(tmp_path / "empty_dir")
+
+
+# --------------------------------------------------------------------------- real exports (#18)
+
+
+DIGINETICA = """\
+sessionId;userId;itemId;timeframe;eventdate
+1;;81766;526309;2016-05-09
+1;;31331;1031018;2016-05-09
+1;;32118;243569;2016-05-09
+2;;9654;75848;2016-05-10
+2;;33043;1154136;2016-05-09
+2;;9654;9999;2016-05-10
+3;;4018;0;2016-05-08
+"""
+
+
+def test_composite_order_and_sniffed_semicolons(tmp_path: Path) -> None:
+    path = write(tmp_path, DIGINETICA, "train-item-views.csv")
+    res = csv_loader.load(
+        path,
+        columns="session=sessionId,page=itemId,visitor=null",
+        order_by=["eventdate", "timeframe"],
+    )
+    # within a session: by date, then time frame as a number (9999 < 75848), not as text
+    assert sessions(res.hits) == {
+        "3": ["4018"],
+        "1": ["32118", "81766", "31331"],
+        "2": ["33043", "9654", "9654"],
+    }
+    # sessions in order of their first (date, time frame): the split follows the data
+    assert res.hits.drop_duplicates("session_id")["session_id"].tolist() == ["3", "1", "2"]
+    assert res.info["order_by"] == ["eventdate", "timeframe"]
+    assert res.info["delimiters"] == {str(path): ";"}
+    assert res.notices == [
+        "csv: train-item-views.csv: delimiter semicolon (';'), sniffed from the first lines; "
+        "set data.delimiter=comma|tab|semicolon|pipe to choose"
+    ]
+    # a guessed visitor column that is empty names the way out
+    msg = error_of(path, columns="session=sessionId,page=itemId", order_by="eventdate,timeframe")
+    assert "line 2, column 'userId': empty visitor id" in msg
+    assert "or none with visitor_id=null" in msg
+    msg = error_of(path, columns="session=sessionId,page=itemId", order_by=["date"])
+    assert "data.order_by names column 'date', which the file lacks" in msg
+
+
+def test_empty_order_key_names_the_line(tmp_path: Path) -> None:
+    text = "sid,page,pos\na,/x,1\na,/y,\n"
+    msg = error_of(write(tmp_path, text), columns="session=sid", order_by="pos")
+    assert "hits.csv, line 3, column 'pos': empty data.order_by key 'pos'" in msg
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "named"),
+    [("\t", "tab"), ("\t", "\\t"), (";", "semicolon"), ("|", "pipe"), (",", "comma")],
+)
+def test_named_delimiters(tmp_path: Path, delimiter: str, named: str) -> None:
+    text = f"session_id{delimiter}page\na{delimiter}/x\na{delimiter}/y\n"
+    hits = csv_loader.load(write(tmp_path, text), delimiter=named).hits
+    assert hits["page_raw"].tolist() == ["/x", "/y"]
+    sniffed = csv_loader.load(write(tmp_path, text, "h.txt"))
+    assert sniffed.hits["page_raw"].tolist() == ["/x", "/y"]
+    assert sniffed.info["delimiters"] == {str(tmp_path / "h.txt"): delimiter}
+
+
+def test_column_map_as_one_string_a_yaml_file_or_aliases(tmp_path: Path) -> None:
+    text = "sid,item,ts,price\na,11,2020-01-01T00:00:00Z,9.5\na,12,2020-01-01T00:00:10Z,\n"
+    path = write(tmp_path, text)
+    (tmp_path / "cols.yaml").write_text("session: sid\nitem: item\ntime: ts\nprice: price\n")
+    for columns in (
+        "session=sid,page=item,time=ts,value=price",
+        "session=sid page=item time=ts price=price",
+        "session:sid,item:item,ts:ts,value:price",
+        str(tmp_path / "cols.yaml"),
+        {"session": "sid", "item": "item", "time": "ts", "price": "price"},
+    ):
+        res = csv_loader.load(path, columns=columns)
+        assert res.hits["page_raw"].tolist() == ["11", "12"], columns
+        assert res.hits["time_on_page_s"].tolist()[0] == 10.0
+        np.testing.assert_array_equal(res.hits["value"].to_numpy(), [9.5, np.nan])
+        assert res.notices == [] and res.info["value_column"] == "price"
+    assert "cannot read 'sid'" in error_of(path, columns="session=sid,sid")
+    assert "unknown field(s) ['colour']" in error_of(path, columns="colour=sid")
+    assert "names the field 'page' twice" in error_of(path, columns="page=item,item=item")
+    assert "cannot read the column map" in error_of(path, columns=str(tmp_path / "no.yaml"))
+
+
+def test_guessed_columns_are_said_and_none_when_absent(tmp_path: Path) -> None:
+    text = "Session ID,Item-Id,Category\na,11,shoes\na,12,bags\n"
+    res = csv_loader.load(write(tmp_path, text))
+    assert res.hits["page_raw"].tolist() == ["11", "12"]
+    assert res.hits["content_group"].tolist() == ["shoes", "bags"]
+    assert [n.split(" (")[0] for n in res.notices] == [
+        "csv: field 'session_id' read from column 'Session ID'",
+        "csv: field 'page' read from column 'Item-Id'",
+        "csv: field 'content_group' read from column 'Category'",
+    ]
+    # mapped to none: not read, nothing said
+    res = csv_loader.load(write(tmp_path, text), columns="category=null")
+    assert res.hits["content_group"].isna().all()
+    assert not any("content_group" in n for n in res.notices)
+
+
+def test_header_repeated_inside_the_file_is_refused(tmp_path: Path) -> None:
+    text = WITH_SESSIONS + WITH_SESSIONS  # two exports joined with `cat`
+    msg = error_of(write(tmp_path, text))
+    assert "hits.csv, line 7: this record repeats the header" in msg
+    assert "Delete the repeated header lines (keep the first), 1 in this file" in msg
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "words"),
+    [
+        (
+            "revenue",
+            "1e308",
+            "revenue must be a number in [0, 1e+12] (empty for none), got '1e308'",
+        ),
+        ("revenue", "inf", "got 'inf'"),
+        ("price", "-inf", "value must be a finite number of size at most 1e+12"),
+        ("price", "1e13", "got '1e13'"),
+        ("secs", "4e9", "time on page must be a number of seconds in [0, 1e+09]"),
+    ],
+)
+def test_absurd_numbers_are_refused_naming_the_line(
+    tmp_path: Path, column: str, value: str, words: str
+) -> None:
+    rows = {"revenue": ["", ""], "price": ["1", "2"], "secs": ["", ""]}
+    rows[column][1] = value
+    text = "session_id,page,revenue,price,secs\n" + "".join(
+        f"s,/{i},{rows['revenue'][i]},{rows['price'][i]},{rows['secs'][i]}\n" for i in range(2)
+    )
+    msg = error_of(write(tmp_path, text), columns="time_on_page=secs")
+    assert f"hits.csv, line 3, column '{column}'" in msg and words in msg
+
+
+def test_zstd_and_gzip_by_content(tmp_path: Path) -> None:
+    codec = pa.Codec("zstd")
+    write(tmp_path, codec.compress(WITH_SESSIONS.encode(), asbytes=True), "a.csv.zst")
+    other = WITH_SESSIONS.replace("s1", "t1").replace("s2", "t2")
+    write(tmp_path, gzip.compress(other.encode()), "b.csv.gz")
+    hits = csv_loader.load(tmp_path).hits
+    assert len(hits) == 10 and hits["session_id"].nunique() == 4
+    write(tmp_path, b"\x28\xb5\x2f\xfd" + b"garbage", "c.csv.zst")
+    assert "c.csv.zst: cannot decompress (zstd)" in error_of(tmp_path / "c.csv.zst")
+
+
+def test_spreadsheets(tmp_path: Path) -> None:
+    pytest.importorskip("openpyxl")
+    frame = pd.DataFrame(
+        {
+            "session": ["a", "a", "b"],
+            "item": [101, 102, 101],  # numbers in cells: ids, not 101.0
+            "when": pd.to_datetime(["2020-01-01 10:00", "2020-01-01 10:01", "2020-01-02 00:00"]),
+            "price": [9.5, 12.0, 9.5],
+        }
+    )
+    path = tmp_path / "clicks.xlsx"
+    with pd.ExcelWriter(path) as xl:
+        pd.DataFrame({"about": ["notes"]}).to_excel(xl, sheet_name="readme", index=False)
+        frame.to_excel(xl, sheet_name="clicks", index=False)
+    res = csv_loader.load(path, columns="page=item,time=when,value=price", sheet="clicks")
+    assert sessions(res.hits) == {"a": ["101", "102"], "b": ["101"]}
+    assert res.hits["time_on_page_s"].tolist()[0] == 60.0
+    assert res.hits["value"].tolist() == [9.5, 12.0, 9.5]
+    assert any("read sheet 'clicks' of 2" in n for n in res.notices)
+    # the first sheet by default: it has no page column, and the error says which file
+    msg = error_of(path, columns="page=item,time=when")
+    assert "clicks.xlsx" in msg and "missing column 'when'" in msg and "['about']" in msg
+    frame.loc[1, "price"] = float("inf")
+    frame.to_excel(path, index=False)
+    msg = error_of(path, columns="page=item,time=when,value=price")
+    assert "clicks.xlsx, row 1, column 'price'" in msg and "(spreadsheet row 3)" in msg
+
+
+def test_xls_without_its_reader_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_calamine(name, *args, **kwargs):
+        if name == "python_calamine":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    path = write(tmp_path, b"\xd0\xcf\x11\xe0" + bytes(60), "old.xls")
+    monkeypatch.setattr(builtins, "__import__", no_calamine)
+    assert "needs the python-calamine package: pip install python-calamine" in error_of(path)
+    monkeypatch.undo()
+    assert "old.xls: cannot read as a spreadsheet" in error_of(path)
+
+
+def test_numeric_ids_in_parquet_stay_text(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"session_id": [7, 7, 8], "item_id": [123456, 123457, 123456]})
+    frame.to_parquet(tmp_path / "ids.parquet")
+    res = csv_loader.load(tmp_path / "ids.parquet")
+    assert res.hits["page_raw"].tolist() == ["123456", "123457", "123456"]
+    assert res.info["page_column"] == "item_id"

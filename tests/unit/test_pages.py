@@ -309,7 +309,13 @@ def test_assign_pages_normalises_and_groups_each_hit() -> None:
     assert out.page.tolist() == ["/a/x", "/a/x", "/a/y", "/b/:id", "/b/:id"]
     assert out.page_group.tolist() == ["/a", "/a", "/a", "/b", "/b"]
     assert out.page.index.equals(hits.index)
-    assert out.report == {"raw_pages": 5, "pages": 3, "pages_after_folding": 3, "page_groups": 2}
+    assert out.report == {
+        "raw_pages": 5,
+        "pages": 3,
+        "grouping": "rules",
+        "pages_after_folding": 3,
+        "page_groups": 2,
+    }
 
 
 def test_fold_groups_and_pages_exact_counts() -> None:
@@ -342,6 +348,7 @@ def test_fold_groups_and_pages_exact_counts() -> None:
     assert both.report == {
         "raw_pages": 5,
         "pages": 5,
+        "grouping": "rules",
         "groups_folded": 1,
         "pages_folded": 3,
         "pages_after_folding": 5,
@@ -507,5 +514,152 @@ def test_merchandise_store_account_modes_stay_distinct() -> None:
 
 
 def test_trailing_whitespace_is_trimmed_before_ids_collapse() -> None:
-    # found by hypothesis: "123 /" gave "/123", which normalised again to "/:id"
-    assert norm("123 /") == norm("/123") == "/:id"
+    # found by hypothesis: "/a/123 /" gave "/a/123", which normalised again to "/a/:id"
+    assert norm("/a/123 /") == norm("/a/123") == "/a/:id"
+    # an id that is the whole page is the page's name (an item log): never collapsed
+    assert norm("123 /") == norm("/123") == norm("123") == "/123"
+
+
+# --------------------------------------------------------------------------------------------
+# Real exports (issue 18): Unicode forms, raw identity, no silent collapse, item-level groups
+
+
+def test_nfc_and_nfd_spellings_are_one_page() -> None:
+    nfc, nfd = "/caf\u00e9/cr\u00e8me", "/cafe\u0301/cre\u0300me"
+    assert nfc != nfd
+    out = assign_pages(raw_hits([nfc, nfd, nfd], titles=["Caf\u00e9", "Cafe\u0301", None]), DEFAULT)
+    assert out.page.nunique() == 1 and out.page.iloc[0] == nfc
+    assert out.report["raw_pages"] == 1
+    titled = assign_pages(
+        raw_hits([nfc, nfd], titles=["Caf\u00e9", "Cafe\u0301"]), PageConfig(identity="title")
+    )
+    assert titled.page.tolist() == ["Caf\u00e9", "Caf\u00e9"]
+    raw = assign_pages(raw_hits([" 12 ", "1\u0301"]), PageConfig(identity="raw"))
+    assert raw.page.tolist() == ["12", "1\u0301"]
+
+
+def test_raw_identity_keeps_values_as_exported() -> None:
+    pages = ["/Product/12345?x=1", "/product/12346", "Frontpage"]
+    out = assign_pages(raw_hits(pages), PageConfig(identity="raw"))
+    assert out.page.tolist() == pages
+    assert out.report["pages"] == 3
+
+
+def test_an_id_that_is_the_whole_page_is_kept() -> None:
+    # an item log's page column holds bare item ids: each one is a page
+    out = assign_pages(raw_hits(["81766", "31331", "/32118", "81766"]), DEFAULT)
+    assert out.page.tolist() == ["/81766", "/31331", "/32118", "/81766"]
+
+
+def test_collapsing_most_values_is_refused_with_examples_and_fix() -> None:
+    ids = [f"/item/{i}" for i in range(100)]
+    with pytest.raises(ClickstreamError) as info:
+        assign_pages(raw_hits(ids), DEFAULT, source_column="item_url")
+    err = info.value
+    assert err.column == "item_url"
+    message = str(err)
+    assert "would merge 100 distinct values into 1 page(s)" in message
+    assert "'/item/0' -> '/item/:id', '/item/1' -> '/item/:id'" in message
+    assert "data.pages.identity=raw" in message and "data.pages.collapse_ids=false" in message
+    # below 5 % of the raw values is refused too; the key accepts it
+    mixed = [*ids, "/a", "/b", "/c", "/d"]  # 104 values, 5 pages: 4.8 %
+    with pytest.raises(ClickstreamError, match="into 5 page"):
+        assign_pages(raw_hits(mixed), DEFAULT)
+    assert assign_pages(raw_hits([*mixed, "/e"]), DEFAULT).report["pages"] == 6  # 5.7 %
+    accepted = assign_pages(raw_hits(ids), PageConfig(min_page_ratio=0))
+    assert accepted.page.unique().tolist() == ["/item/:id"]
+    # a few spellings of one page are a site of one page; ten values are not
+    assert assign_pages(raw_hits(["/a", "/a/", "/A"]), DEFAULT).report["pages"] == 1
+    with pytest.raises(ClickstreamError, match="10 distinct values into 1 page"):
+        assign_pages(raw_hits([f"/x/{i}" for i in range(10)]), DEFAULT)
+
+
+def test_folding_most_pages_is_refused_too() -> None:
+    pages = [f"/p/x{i}" for i in range(40)] + ["/top"] * 50
+    with pytest.raises(
+        ClickstreamError, match=r"folding pages with fewer than 2.*fold_pages_below"
+    ):
+        assign_pages(raw_hits(pages), PageConfig(fold_pages_below=2))
+    out = assign_pages(raw_hits(pages), PageConfig(fold_pages_below=2, min_page_ratio=0))
+    assert out.report["pages_after_folding"] == 2
+
+
+def block_sessions(n_blocks: int, per_block: int, n_sessions: int, seed: int = 0):
+    """Sessions that each browse one block of item pages (no path hierarchy): the
+    co-occurrence grouping should find the blocks."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_sessions):
+        block = rng.integers(n_blocks)
+        for item in rng.integers(0, per_block, rng.integers(2, 6)):
+            rows.append((f"s{s}", str(100_000 + block * per_block + item)))
+    frame = raw_hits([p for _, p in rows])
+    frame["session_id"] = pd.Series([s for s, _ in rows], dtype="str")
+    return frame
+
+
+def test_item_level_site_is_grouped_by_cooccurrence() -> None:
+    hits = block_sessions(n_blocks=6, per_block=30, n_sessions=3000)
+    out = assign_pages(hits, PageConfig(max_groups=50))
+    assert out.report["grouping"] == "cooccurrence"
+    assert out.notices[0].startswith("pages: 180 pages with no path hierarchy (180 path groups)")
+    block = (out.page.str.lstrip("/").astype(int) - 100_000) // 30
+    # default n_groups for 180 pages: 4, fewer than the blocks: whole blocks share clusters
+    assert (pd.crosstab(block, out.page_group) > 0).sum(axis=1).tolist() == [1] * 6
+    exact = assign_pages(hits, PageConfig(max_groups=50, n_groups=6))
+    table = pd.crosstab(block, exact.page_group)
+    assert (table > 0).sum(axis=1).tolist() == [1] * 6
+    assert sorted(exact.page_group.unique()) == [f"cluster_0{i}" for i in range(1, 7)]
+    # path groups up to max_groups stay
+    assert assign_pages(hits, PageConfig(max_groups=200)).report["grouping"] == "rules"
+    assert (
+        assign_pages(hits, PageConfig(grouping="rules", max_groups=50)).page_group.nunique() == 180
+    )
+
+
+def test_cooccurrence_counts_only_the_fit_rows() -> None:
+    hits = block_sessions(n_blocks=4, per_block=20, n_sessions=1000)
+    none = np.zeros(len(hits), dtype=bool)
+    none[:1] = True  # one row: no pairs at all
+    out = assign_pages(hits, PageConfig(grouping="cooccurrence", n_groups=4), fit_rows=none)
+    assert set(out.page_group) == {"unlinked"}
+
+
+def test_sparse_item_site_falls_back_to_traffic_bands() -> None:
+    # single-page sessions: nothing co-occurs, so traffic rank decades group the pages
+    pages = [str(200_000 + i) for i in range(150) for _ in range(150 - i)]
+    hits = raw_hits(pages)
+    hits["session_id"] = pd.Series([f"s{i}" for i in range(len(pages))], dtype="str")
+    out = assign_pages(hits, PageConfig(max_groups=50))
+    assert out.report["grouping"] == "traffic"
+    group = dict(zip(out.page, out.page_group, strict=True))
+    assert group["/200000"] == group["/200009"] == "top_10"
+    assert group["/200010"] == group["/200099"] == "rank_11-100"
+    assert group["/200100"] == "rank_101-1000"
+    assert "since only 0% of them are ever viewed next to another page" in out.notices[0]
+
+
+def test_rules_and_content_groups_keep_their_pages() -> None:
+    hits = block_sessions(n_blocks=3, per_block=60, n_sessions=2000)
+    hits["content_group"] = pd.Series(
+        ["Shoes" if p.endswith("7") else None for p in hits["page_raw"]], dtype="str"
+    )
+    out = assign_pages(hits, PageConfig(max_groups=50, n_groups=3))
+    groups = dict(zip(out.page, out.page_group, strict=True))
+    assert all(g == "shoes" for p, g in groups.items() if p.endswith("7"))
+    assert {g for p, g in groups.items() if not p.endswith("7")} <= {
+        "cluster_01",
+        "cluster_02",
+        "cluster_03",
+    }
+
+
+def test_grouping_options_are_checked() -> None:
+    with pytest.raises(ClickstreamError, match=r"pages\.grouping must be one of"):
+        PageConfig(grouping="kmeans")
+    with pytest.raises(ClickstreamError, match=r"pages\.n_groups must be >= 2"):
+        PageConfig(n_groups=1)
+    with pytest.raises(ClickstreamError, match=r"pages\.min_page_ratio must be in"):
+        PageConfig(min_page_ratio=2)
+    with pytest.raises(ClickstreamError, match="'path', 'title', 'raw'"):
+        PageConfig(identity="url")

@@ -103,7 +103,21 @@ def test_prepare_writes_outputs_with_hand_computed_summary(tmp_path: Path) -> No
     assert meta["stats_split"] == "all"
     assert meta["config"] == {"seed": 3}
     assert "git_commit" in meta and "created_utc" in meta
-    assert meta["pages"] == {"raw_pages": 7, "pages": 6, "pages_after_folding": 6, "page_groups": 6}
+    assert meta["pages"] == {
+        "raw_pages": 7,
+        "pages": 6,
+        "grouping": "rules",
+        "pages_after_folding": 6,
+        "page_groups": 6,
+    }
+    assert meta["dataset"] == "memory"
+    assert meta["page_value"] == {"source": "revenue"}
+    assert meta["rewards"] == {
+        "supported": ["page_value", "revenue", "engagement", "pageviews"],
+        "missing": {},
+        "default": "page_value",
+    }
+    assert meta["notices"] == []
     assert {k: meta["split"][k]["sessions"] for k in ("train", "valid", "test")} == {
         "train": 8,
         "valid": 1,
@@ -405,6 +419,28 @@ def swap_rows(df: pd.DataFrame, i: int, j: int) -> None:
             0,
             ">= 0",
         ),
+        # absurd numbers (issue 17): a revenue of 1e308 would sum to inf in meta.json
+        (
+            lambda h: (
+                h.__setitem__("revenue", h["revenue"].where(h.index != 2, 1e308)),
+                h.__setitem__("is_transaction", h["is_transaction"] | (h.index == 2)),
+            ),
+            "revenue",
+            2,
+            "at most 1e+12",
+        ),
+        (
+            lambda h: h.__setitem__("value", h["value"].where(h.index != 4, np.inf)),
+            "value",
+            4,
+            "finite",
+        ),
+        (
+            lambda h: h.__setitem__("time_on_page_s", h["time_on_page_s"].where(h.index != 1, 4e9)),
+            "time_on_page_s",
+            1,
+            "at most 1e+09 seconds",
+        ),
         (
             lambda h: h.__setitem__(
                 "session_start", h["session_start"].where(h.index != 1, T0 - pd.Timedelta(days=1))
@@ -436,3 +472,60 @@ def test_missing_required_column_raises(tmp_path: Path) -> None:
     raw.hits = raw.hits.drop(columns=["is_transaction"])
     with pytest.raises(ClickstreamError, match="column 'is_transaction'"):
         prepare(raw, tmp_path / "run")
+
+
+def test_value_column_defines_page_value_without_revenue(tmp_path: Path) -> None:
+    from clickstream import csv as csv_loader
+
+    text = (
+        "sid,item,ts,price\n"
+        "a,1,2020-01-01T00:00:00Z,10\na,2,2020-01-01T00:00:30Z,30\n"
+        "b,1,2020-01-02T00:00:00Z,12\nb,3,2020-01-02T00:01:00Z,\n"
+    )
+    (tmp_path / "shop.csv").write_text(text)
+    raw = csv_loader.load(
+        tmp_path / "shop.csv", columns="session=sid,page=item,time=ts,value=price"
+    )
+    meta = prepare(raw, tmp_path / "out")
+    pages = pd.read_parquet(tmp_path / "out" / "pages.parquet").set_index("page")
+    # the page's mean value over the views where it is known; unknown everywhere: 0
+    assert pages["value"].to_dict() == pytest.approx(
+        {"/1": 11.0, "/2": 30.0, "/3": np.nan}, nan_ok=True
+    )
+    assert pages["page_value"].to_dict() == {"/1": 11.0, "/2": 30.0, "/3": 0.0}
+    assert meta["page_value"] == {"source": "value", "column": "price"}
+    assert meta["rewards"]["default"] == "page_value"
+    assert meta["notices"][0].startswith(
+        "page value: the data records no revenue, so a page's value is the mean of the value "
+        "column 'price'"
+    )
+    # GA's definition on request: no revenue, so 0 everywhere
+    meta = prepare(raw, tmp_path / "ga", page_value="revenue")
+    assert pd.read_parquet(tmp_path / "ga" / "pages.parquet")["page_value"].eq(0).all()
+    assert meta["rewards"]["default"] == "engagement"
+    # value asked for where there is none
+    no_value = csv_loader.load(
+        tmp_path / "shop.csv", columns="session=sid,page=item,time=ts,value=null"
+    )
+    with pytest.raises(ClickstreamError, match=r"data\.page_value=value needs a value column"):
+        prepare(no_value, tmp_path / "none", page_value="value")
+
+
+def test_dataset_name_is_the_data_loaded(tmp_path: Path) -> None:
+    from clickstream.prepare import dataset_name
+    from scripts.evaluate import dataset_title
+
+    def named(*files: str, info: dict | None = None) -> str:
+        return dataset_name(
+            LoadResult(hits=pd.DataFrame(), source="csv", files=list(files), info=info or {})
+        )
+
+    assert named("/x/ga_sample_20170801.parquet") == "ga_sample_20170801"
+    assert named("/x/clicks.csv.gz") == "clicks" and named("/x/msnbc990928.zip") == "msnbc990928"
+    assert named("/x/ga360/d1.json", "/x/ga360/d2.json") == "ga360"
+    assert named("/x/a.csv", "/y/b.csv", "/z/c.csv") == "a+2"
+    assert named(info={"dataset_name": "synthetic_items_600p"}) == "synthetic_items_600p"
+    assert named() == "csv"
+    (tmp_path / "meta.json").write_text('{"dataset": "shop"}')
+    assert dataset_title(tmp_path, "ga_sample") == "shop"
+    assert dataset_title(tmp_path / "nowhere", "ga_sample") == "ga_sample"

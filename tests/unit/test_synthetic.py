@@ -437,3 +437,67 @@ def test_ga_sample_figures_by_duckdb(ga_sample_path: Path) -> None:
     assert ga["sessions"] == 2_556 and ga["page_views"] == 10_939
     assert ga["bounce_rate"] == pytest.approx(1_243 / 2_556)
     assert ga["conversion_rate"] == pytest.approx(43 / 2_556)
+
+
+# ---- the item-level store (mode="items") --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def item_store() -> SyntheticStore:
+    return build_store(SyntheticConfig(mode="items", n_pages=600, n_categories=6))
+
+
+def test_item_store_shape(item_store: SyntheticStore) -> None:
+    s = item_store
+    assert s.n_pages == 600 and s.n_intents == 6 and s.mode == "items"
+    assert all(p[1:].isdigit() and len(p) == 7 for p in s.pages)  # "/104233": bare item ids
+    assert len(set(s.pages)) == 600
+    assert sorted(set(s.page_groups)) == [f"category_0{k}" for k in range(1, 7)]
+    assert s.content_groups == s.page_groups and set(s.page_types) == {"product"}
+    assert s.intents == tuple(f"interest_0{k}" for k in range(1, 7))
+    np.testing.assert_allclose(s.prior.sum(), 1.0)
+    np.testing.assert_allclose(s.entry.sum(axis=1), 1.0)
+    rows = np.repeat(np.arange(6 * 600), np.diff(s.indptr))
+    np.testing.assert_allclose(np.bincount(rows, weights=s.probs), 1.0)
+    assert not ((s.indices == rows % 600) & (s.indices < 600)).any()  # no reloads
+    assert s.order_page == -1 and not s.expected_revenue.any()
+    # an interest lands on its own category 85 % of the time (else a bestseller)
+    own = np.array(s.page_groups) == "category_01"
+    assert s.entry[0, own].sum() >= 0.85
+    # the default number of categories: n_pages / 250 within [4, 20]
+    assert build_store(SyntheticConfig(mode="items", n_pages=2000)).n_intents == 8
+
+
+def test_item_store_interest_makes_history_matter(item_store: SyntheticStore) -> None:
+    s = item_store
+    p = s.n_pages
+    train, test = s.simulate(100_000, seed=3), s.simulate(20_000, seed=4)
+    counts = _first_order_counts(train, p) + 0.01
+    fitted = counts / counts.sum(axis=1, keepdims=True)
+    markov = float(-np.log(fitted[test.pages, _next_of_each_view(test, p)]).mean())
+    bayes = s.predictive_log_loss(test)
+    print(f"items: first-order Markov {markov:.4f}, Bayes-optimal {bayes:.4f} nats per step")
+    assert markov - bayes > 0.1
+    # sessions stay mostly in one category: the latent interest
+    sessions = test.to_list()
+    groups = np.array(s.page_groups)
+    share = np.mean([pd.Series(groups[x]).value_counts().iloc[0] / len(x) for x in sessions])
+    assert share > 0.8
+
+
+def test_item_store_hits_save_load_and_config(item_store: SyntheticStore, tmp_path: Path) -> None:
+    raw = item_store.sample_sessions(2000, seed=5)
+    validate_hits(raw.hits, source="items")
+    assert not raw.hits["is_transaction"].any() and raw.hits["revenue"].sum() == 0
+    assert raw.info["dataset_name"] == "synthetic_items_600p"
+    assert raw.hits["time_on_page_s"].notna().mean() > 0.7
+    item_store.save(tmp_path / "true_model")
+    loaded = SyntheticStore.load(tmp_path / "true_model")
+    assert loaded.pages == item_store.pages and loaded.mode == "items"
+    np.testing.assert_array_equal(loaded.probs, item_store.probs)
+    with pytest.raises(ClickstreamError, match="n_categories is an option of mode=items"):
+        SyntheticConfig(n_categories=5)
+    with pytest.raises(ClickstreamError, match=r"n_categories must be in \[2, n_pages / 5\]"):
+        SyntheticConfig(mode="items", n_pages=100, n_categories=30)
+    with pytest.raises(ClickstreamError, match="mode=items has its own"):
+        SyntheticConfig(mode="items", kind_weights={"browse": {"home": {"exit": 1.0}}})
