@@ -288,14 +288,17 @@ def quick_eval(
     world: str = "learned",
     seed: int = 12345,
     truth: bool = False,
+    core: SiteCore | None = None,
 ) -> dict[str, float]:
     """A short evaluation for training curves: ``eval/*`` scalars in one world.
 
     With ``truth`` on a synthetic site, also ``truth/exact_return``: the policy's exact value in
     the ground truth when it is a table over pages (a diagnostic for studies of training; an
-    agent must not select on it, the ground truth is unknown on real data).
+    agent must not select on it, the ground truth is unknown on real data). ``core``: a core
+    of ``world`` to reuse (its size sets the visitors simulated together).
     """
-    core = site.core(min(2048, n_sessions), world)
+    if core is None:  # callers that evaluate often pass one core, built once
+        core = site.core(min(2048, n_sessions), world)
     s = summarize({seed: simulate(policy, core, n_sessions, seed, site.side_tables(world))})
     out = {
         "eval/mean_return": s["mean_return"],

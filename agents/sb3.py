@@ -10,7 +10,10 @@ below 1 (x 0.001 on the synthetic store) the loss is a plain squared error, whos
 the mean (measured in docs/results.md). Every ``eval_every`` steps a callback
 scores the greedy policy in the learned simulator and logs ``eval/mean_return`` (unscaled) and
 friends to TensorBoard, next to SB3's own ``time/fps``, ``train/*`` and ``rollout/*``.
-Training stops at ``total_timesteps`` or after ``max_minutes``, whichever comes first.
+Training length is ``total_timesteps`` (a budget in steps, so that a seed replays whatever the
+machine's load). A user may add a wall-clock limit (``max_minutes``, off by default); a run
+that hits it stops early and says so: ``fit`` returns ``truncated: true`` with the steps
+reached, which ``scripts/train.py`` records and the report shows.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor
+from tqdm.auto import tqdm
 
 from agents.base import Policy
+from agents.networks import POLICIES
 from agents.site import Site, plain
 from clickstream.errors import ClickstreamError
 from envs.vector_env import SiteSB3VecEnv
@@ -65,15 +70,18 @@ class DoubleDQN(DQN):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             # n-step buffers carry their own discount (gamma ** steps actually taken)
             discount = batch.discounts if batch.discounts is not None else self.gamma
+            # one pass of the online network over s and s' (s' only picks the next action)
+            n = batch.observations.shape[0]
+            q_both = self.q_net(torch.cat([batch.observations, batch.next_observations]))
             with torch.no_grad():
                 target = double_q_target(
-                    self.q_net(batch.next_observations),
+                    q_both[n:].detach(),
                     self.q_net_target(batch.next_observations),
                     batch.rewards,
                     batch.dones,
                     discount,
                 )
-            q = self.q_net(batch.observations).gather(1, batch.actions.long())
+            q = q_both[:n].gather(1, batch.actions.long())
             loss = F.smooth_l1_loss(q, target)
             losses.append(loss.item())
             self.policy.optimizer.zero_grad()
@@ -86,6 +94,22 @@ class DoubleDQN(DQN):
 
 
 ALGORITHMS = {"dqn": DQN, "ppo": PPO}
+
+ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU}
+"""``policy_kwargs.activation_fn`` by name (configs hold names, never import paths)."""
+
+
+def _policy_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """SB3 ``policy_kwargs`` from a config: activation names become classes."""
+    out = dict(kwargs)
+    name = out.get("activation_fn")
+    if isinstance(name, str):
+        if name not in ACTIVATIONS:
+            raise ClickstreamError(
+                f"policy_kwargs.activation_fn must be one of {sorted(ACTIVATIONS)}, got {name!r}"
+            )
+        out["activation_fn"] = ACTIVATIONS[name]
+    return out
 
 
 class ScaleReward(VecEnvWrapper):
@@ -104,7 +128,7 @@ class ScaleReward(VecEnvWrapper):
 
 
 class _Progress(BaseCallback):
-    """Periodic evaluation, the time limit, and a progress line."""
+    """Periodic evaluation, a user's time limit (if any), and a progress bar."""
 
     def __init__(self, agent: SB3Agent, site: Site, start: float) -> None:
         super().__init__()
@@ -112,20 +136,43 @@ class _Progress(BaseCallback):
         self.next_eval = agent.eval_every
         self.history: list[dict[str, float]] = []
         self.best, self.best_params = -math.inf, None
+        self.truncated = False
+        self._eval_core = None  # built once: a core loads data and models
+        self.bar = tqdm(
+            total=agent.total_timesteps,
+            desc=f"{agent.name} (learned world)",
+            unit="step",
+            unit_scale=True,
+            disable=not agent.verbose,
+            leave=False,
+        )
 
     def _on_step(self) -> bool:
         steps = self.num_timesteps
+        self.bar.update(steps - self.bar.n)
         if self.agent.eval_every and steps >= self.next_eval:
             self.next_eval += self.agent.eval_every
             self.evaluate()
         minutes = (time.perf_counter() - self.start) / 60
-        return not (self.agent.max_minutes and minutes >= self.agent.max_minutes)
+        if self.agent.max_minutes and minutes >= self.agent.max_minutes:
+            self.truncated = True  # the user's wall-clock limit: reported, never silent
+            return False
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
 
     def evaluate(self) -> None:
         from agents.evaluate import quick_eval
 
+        if self._eval_core is None:
+            self._eval_core = self.site.core(min(2048, self.agent.eval_sessions), "learned")
         scores = quick_eval(
-            self.agent, self.site, self.agent.eval_sessions, truth=self.agent.log_truth
+            self.agent,
+            self.site,
+            self.agent.eval_sessions,
+            truth=self.agent.log_truth,
+            core=self._eval_core,
         )
         scores["time/fps"] = self.num_timesteps / max(time.perf_counter() - self.start, 1e-9)
         for name, value in scores.items():
@@ -137,11 +184,10 @@ class _Progress(BaseCallback):
             self.best_params = copy.deepcopy(self.model.policy.state_dict())
         if self.agent.verbose:
             exact = scores.get("truth/exact_return")
-            print(
+            self.bar.write(
                 f"[{self.agent.name}] {self.num_timesteps:>9,} steps  "
                 f"eval/mean_return {scores['eval/mean_return']:.3f}"
-                + ("" if exact is None else f"  truth/exact_return {exact:.3f}"),
-                flush=True,
+                + ("" if exact is None else f"  truth/exact_return {exact:.3f}")
             )
 
 
@@ -152,7 +198,9 @@ class SB3Agent(Policy):
         algo: ``dqn`` or ``ppo``.
         name: Policy name in results (default ``algo``).
         total_timesteps: Visitor steps of training.
-        max_minutes: Wall-clock limit of training (``None``: none).
+        max_minutes: A wall-clock limit of training (``None``: none, the default). A result
+            must not depend on how busy the machine was, so a run that hits it is marked
+            ``truncated`` (and ``scripts/train.py`` fails unless ``allow_truncated``).
         n_envs: Visitors simulated together.
         reward_scale: Factor on rewards while learning.
         eval_every: Steps between evaluations during training (0: none).
@@ -221,11 +269,11 @@ class SB3Agent(Policy):
         venv = ScaleReward(VecMonitor(env), self.reward_scale)
         algorithm = DoubleDQN if self.double_q else ALGORITHMS[self.algo]
         self.model = algorithm(
-            self.policy,
+            POLICIES[self.algo].get(self.policy, self.policy),
             venv,
             seed=site.seed,
             device=self.device,
-            policy_kwargs=self.policy_kwargs,
+            policy_kwargs=_policy_kwargs(self.policy_kwargs),
             verbose=0,
             **hyper,
         )
@@ -241,6 +289,8 @@ class SB3Agent(Policy):
             self.model.policy.load_state_dict(progress.best_params)
         return {
             "steps": int(self.model.num_timesteps),
+            "budget_steps": self.total_timesteps,
+            "truncated": progress.truncated,
             "seconds": seconds,
             "fps": self.model.num_timesteps / max(seconds, 1e-9),
             "curve": progress.history,

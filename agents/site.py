@@ -182,6 +182,12 @@ class Site:
         """Per-state tables the evaluation reads besides the reward, ``(P + 1,)`` each:
         ``revenue`` (expected transaction revenue of a view) and ``time_on_page_s``; the
         store's true values in the ground truth, the catalog's estimates elsewhere."""
+        cache = self.__dict__.setdefault("_side_tables_cache", {})
+        if world not in cache:
+            cache[world] = self._side_tables(world)
+        return cache[world]
+
+    def _side_tables(self, world: str) -> dict[str, torch.Tensor]:
         pages = self.data.vocab.pages
         if world == "ground_truth":
             from clickstream.synthetic import SyntheticStore
