@@ -236,6 +236,7 @@ class SB3Agent(Policy):
         lr_decay: float = 1.0,
         double_q: bool = False,
         log_truth: bool = False,
+        expected_reward: bool = False,
         policy_kwargs: dict[str, Any] | None = None,
         hyperparams: dict[str, Any] | None = None,
         device: str = "cpu",
@@ -252,6 +253,7 @@ class SB3Agent(Policy):
         if double_q and algo != "dqn":
             raise ClickstreamError(f"double_q is a DQN option, got it for algo {algo!r}")
         self.double_q, self.log_truth = bool(double_q), bool(log_truth)
+        self.expected_reward = bool(expected_reward)
         self.policy_kwargs = plain(policy_kwargs or {})
         self.hyperparams = plain(hyperparams or {})
         self.device, self.verbose = device, bool(verbose)
@@ -266,6 +268,7 @@ class SB3Agent(Policy):
         env = SiteSB3VecEnv(
             self.n_envs, seed=site.seed, data_dir=site.data_dir, **site.world_options("learned")
         )
+        env.core.expected_reward = self.expected_reward
         venv = ScaleReward(VecMonitor(env), self.reward_scale)
         algorithm = DoubleDQN if self.double_q else ALGORITHMS[self.algo]
         self.model = algorithm(

@@ -136,6 +136,7 @@ class SiteCore:
             self.candidates = torch.as_tensor(cand, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
+        self.expected_reward = False
         self._started = False
 
     @property
@@ -259,7 +260,15 @@ class SiteCore:
         landed = sample_categorical(probs, self.generator)
         if ids is not None:
             landed = ids.gather(1, landed[:, None])[:, 0]
-        reward = self.reward_per_page[landed]
+        if self.expected_reward:  # E[reward | visitor, action]: same mean, less noise
+            if ids is None:
+                reward = probs @ self.reward_per_page.to(probs.dtype)
+            else:
+                values = self.reward_per_page[ids.clamp(min=0)] * (ids >= 0)
+                reward = (probs * values).sum(dim=1)
+            reward = reward.to(self.reward_per_page.dtype)
+        else:
+            reward = self.reward_per_page[landed]
         terminated = landed == self.n_pages
         self.steps += 1
         truncated = ~terminated & (self.steps >= self.max_steps)

@@ -311,3 +311,19 @@ def test_recommending_a_page_group(kind: str) -> None:
     assert bool(r.followed[0]) == (int(r.landed[0]) in (1, 2))
     env = SiteEnv(action_level="group")
     assert env.action_space.n == len(set(build_store().page_groups)) + 1
+
+
+def test_expected_reward_is_the_mean_of_the_sampled_reward_under_the_click_model() -> None:
+    # page 0, recommendation = page 2 at beta = ln 3: p' = (0, 0.5, 0.9, 0.2) / 1.6, so the
+    # expected reward of the step is (0.5 * 1 + 0.9 * 10) / 1.6 = 5.9375
+    core = toy_core(20_000, beta=np.log(3.0))
+    core.expected_reward = True
+    core.reset(seed=0)
+    r = core.step(torch.full((20_000,), 2))
+    assert torch.allclose(r.reward, torch.full((20_000,), 5.9375))
+    sampled = toy_core(20_000, beta=np.log(3.0))
+    sampled.reset(seed=0)
+    s = sampled.step(torch.full((20_000,), 2))
+    assert abs(float(s.reward.mean()) - 5.9375) < 0.1  # sd 4.6 / sqrt(20,000) = 0.03
+    # the draws are the same either way: only the reward paid changes
+    assert torch.equal(r.landed, s.landed)

@@ -1,0 +1,106 @@
+"""Benchmark: deep-agent training throughput, plain SB3 against the project's setup, one run.
+
+    python scripts/bench_agents.py --data-dir runs/default/data [--dynamics gru] [--steps 200000]
+
+Each agent trains for the same number of env steps in the same world (default: the learned GRU
+world of a pipeline run) and the script prints env steps per second of training:
+
+* **plain SB3**: ``DummyVecEnv`` over single :class:`~envs.site_env.SiteEnv` (one Python env
+  per visitor: 16 for PPO, 4 for DQN), SB3's ``MlpPolicy`` on its one-hot observation, the
+  agent config's hyper-parameters otherwise, with the same work per env step (PPO: the same
+  rollout size, ``n_steps`` scaled up; DQN: the same env steps per gradient update,
+  ``train_freq`` scaled up) (the baseline);
+* **NextPage**: the agent exactly as ``configs/agent/<algo>.yaml`` (and the pipeline's
+  overrides) configure it: the batched :class:`~envs.vector_env.SiteSB3VecEnv`, the
+  embedding policy (:mod:`agents.networks`), the configured number of visitors.
+
+Periodic evaluations are off in both (they are not training). The ratio is what the speed-up
+is worth on this machine at this moment; the absolute figures move with the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+from agents.sb3 import SB3Agent
+from agents.site import Site
+from envs.site_env import SiteEnv
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def agent_settings(algo: str) -> dict[str, Any]:
+    """The agent's config merged with the main job's overrides (configs/pipeline.yaml)."""
+    cfg = OmegaConf.load(CONFIGS / "agent" / f"{algo}.yaml")
+    overrides = OmegaConf.load(CONFIGS / "pipeline.yaml").agent_overrides.get(algo)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, overrides)
+    out = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(out, dict)
+    out.pop("_target_", None)
+    return out
+
+
+def rate_plain(algo: str, site: Site, steps: int, n_envs: int, settings: dict) -> float:
+    """Plain SB3: DummyVecEnv of single envs, MlpPolicy, the config's hyper-parameters."""
+    options = site.world_options("learned")
+    venv = VecMonitor(
+        DummyVecEnv([lambda: SiteEnv(data_dir=site.data_dir, **options) for _ in range(n_envs)])
+    )
+    venv.seed(0)
+    hyper = dict(settings.get("hyperparams") or {})
+    # the same algorithmic work per env step as ours: equal rollout size (PPO) and equal
+    # env steps per gradient update (DQN) with fewer, Python-level envs
+    width = int(settings.get("n_envs", 64)) // n_envs
+    if algo == "ppo":
+        hyper["n_steps"] = int(hyper.get("n_steps", 2048)) * width
+    else:
+        hyper["train_freq"] = int(hyper.get("train_freq", 4)) * width
+    cls = DQN if algo == "dqn" else PPO
+    model = cls("MlpPolicy", venv, seed=0, device="cpu", verbose=0, **hyper)
+    start = time.perf_counter()
+    model.learn(steps)
+    return model.num_timesteps / (time.perf_counter() - start)
+
+
+def rate_nextpage(algo: str, site: Site, steps: int, settings: dict) -> float:
+    settings = {**settings, "total_timesteps": steps, "eval_every": 0, "verbose": False}
+    agent = SB3Agent(**settings)
+    return agent.fit(site)["fps"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", required=True, help="a prepared run's data folder")
+    parser.add_argument("--dynamics", default="gru")
+    parser.add_argument("--steps", type=int, default=200_000, help="env steps per measurement")
+    parser.add_argument("--algos", nargs="+", default=["ppo", "dqn"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    site = Site(data_dir=Path(args.data_dir), env={"dynamics": args.dynamics}, seed=0)
+    print(
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"thread(s), world: {args.dynamics}, {args.steps:,} env steps each"
+    )
+    print(f"{'agent':<6} {'plain SB3 (DummyVecEnv)':>24} {'NextPage':>12} {'ratio':>8}")
+    for algo in args.algos:
+        settings = agent_settings(algo)
+        ours = rate_nextpage(algo, site, args.steps, settings)
+        # the baseline with SB3's usual width for a DummyVecEnv of Python envs
+        n_plain = 16 if algo == "ppo" else 4
+        plain = rate_plain(algo, site, args.steps, n_plain, settings)
+        print(f"{algo:<6} {plain:>20,.0f} /s {ours:>10,.0f} /s {ours / plain:>7.1f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
