@@ -162,8 +162,7 @@ def units_note(
     for world, rows in by_world(records).items():
         shapes = sorted({(len(r.get("seeds") or []), int(r["n_sessions"])) for r in rows})
         parts = [
-            f"{k} seed{'s' * (k != 1)} × {n // k:,} = {n:,}" if k else f"{n:,}"
-            for k, n in shapes
+            f"{k} seed{'s' * (k != 1)} × {n // k:,} = {n:,}" if k else f"{n:,}" for k, n in shapes
         ]
         lines.append(f"- {world}: {' or '.join(parts)} sessions")
     lines.append("")

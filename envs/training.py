@@ -211,7 +211,9 @@ def train(
         else:
             batches = make_batches(lengths, cfg.batch_sessions, cfg.max_tokens, rng)
         loss_sum, events, t0 = 0.0, 0, time.perf_counter()
-        bar = tqdm(batches, desc=f"{label} epoch {epoch}", unit="batch", disable=not cfg.show_progress)
+        bar = tqdm(
+            batches, desc=f"{label} epoch {epoch}", unit="batch", disable=not cfg.show_progress
+        )
         for idx in bar:
             _, mask, (pages, times, tgt) = pad_batch(
                 starts[idx],
