@@ -126,6 +126,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 assert record is not None
                 _say(_agent_line(name, seed, report["agents"][key], record, start))
                 _check_truncated(cfg, name, record, Path(train_cfg.agent_dir), report)
+        _check_others_truncated(cfg, report)
         report["stages"]["train_agents"] = "ran" if agents_ran else "reused"
 
     eval_cfg = _eval_cfg(cfg)
@@ -207,9 +208,10 @@ def _introduce(cfg: DictConfig) -> None:
     device = resolve_device(str(cfg.device))
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        where = f"{device} ({name}); simulators and CPU work: {torch.get_num_threads()} threads"
+        where = f"{device} ({name}), {torch.get_num_threads()} CPU threads beside it"
     else:
-        where = f"cpu ({torch.get_num_threads()} torch threads)"
+        threads = torch.get_num_threads()
+        where = f"cpu ({threads} torch thread{'s' * (threads != 1)})"
     print(f"NextPage main job: {cfg.experiment_name} -> {show_path(cfg.out_dir)}", flush=True)
     print(f"device: {where}")
     print(f"click model: {describe_click_model(cfg.env.click_model, cfg.env.click_params)}")
@@ -274,6 +276,28 @@ def _check_truncated(
             file=str(agent_dir / "run.json"),
         )
     _say(f"TRUNCATED: {key} after {train.reached(cut)} steps (allow_truncated=true: kept, marked)")
+
+
+def _check_others_truncated(cfg: DictConfig, report: dict[str, Any]) -> None:
+    """Policies trained outside the pipeline (``scripts/train.py``) are evaluated too: one a
+    time limit cut short stops the run as the pipeline's own would."""
+    agents_dir = Path(cfg.out_dir) / "agents"
+    for name, info in evaluate.training_info(agents_dir).items():
+        for run_ in info["training"]:
+            key = f"{name}/seed_{run_['seed']}"
+            if not run_["truncated"] or key in report["truncated"]:
+                continue
+            cut = {k: run_[k] for k in ("steps", "budget_steps")}
+            report["truncated"][key] = cut
+            if not cfg.allow_truncated:
+                raise train.TrainingTruncated(
+                    f"{key}, trained outside the pipeline and evaluated with the rest, was "
+                    f"stopped by its time limit after {train.reached(cut)} steps. Retrain it "
+                    "without the limit, remove its folder, or go on with allow_truncated=true "
+                    "(the report then marks it truncated)",
+                    file=str(agents_dir / name / f"seed_{run_['seed']}" / "run.json"),
+                )
+            _say(f"TRUNCATED: {key} after {train.reached(cut)} steps (allow_truncated=true)")
 
 
 def _evaluate_title(cfg: DictConfig, names: list[str]) -> str:
