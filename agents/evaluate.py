@@ -53,8 +53,13 @@ RECORD_FIELDS = (
     "n_sessions",
     "seeds",
     "seed_means",
+    "truncated",
+    "training",
 )
-"""Fields of every ``results.json`` record."""
+"""Fields of every ``results.json`` record. ``truncated`` (a time limit cut the training of
+one of the policy's instances short) and ``training`` (per training seed: ``steps`` reached,
+``budget_steps``, ``truncated``) come from each policy's ``run.json`` (``scripts/evaluate.py``
+fills them; :func:`evaluate` leaves them ``None``)."""
 
 
 def mean_ci(x: np.ndarray | Sequence[float]) -> tuple[float, float]:
@@ -253,11 +258,25 @@ def evaluate(
             if len(instances) == 1:
                 only = next(iter(instances.values()))
                 for s in seeds:
-                    runs[int(s)] = simulate(only, core, n, int(s), tables, progress=progress)
+                    runs[int(s)] = simulate(
+                        only,
+                        core,
+                        n,
+                        int(s),
+                        tables,
+                        progress=progress,
+                        desc=f"{name} · {world} · seed {s}",
+                    )
             else:
                 for s, policy in sorted(instances.items()):
                     runs[int(s)] = simulate(
-                        policy, core, n, 1000 + int(s), tables, progress=progress
+                        policy,
+                        core,
+                        n,
+                        1000 + int(s),
+                        tables,
+                        progress=progress,
+                        desc=f"{name} · {world} · trained seed {s}",
                     )
             record = {"policy": name, "world": world, **summarize(runs)}
             exact = [exact_return(p, core) for p in instances.values()]

@@ -107,6 +107,68 @@ def reference_shares(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     return out
 
 
+def truncated_policies(records: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Policies whose training a time limit cut short: per name, its truncated training runs
+    (``seed``, ``steps`` reached, ``budget_steps``), from the records' ``training`` field."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("truncated") and r["policy"] not in out:
+            out[r["policy"]] = [t for t in r.get("training") or [] if t.get("truncated")]
+    return out
+
+
+def _steps(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
+
+
+def truncation_warning(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """One loud sentence naming every truncated policy and the steps it reached, or None."""
+    cut = truncated_policies(records)
+    if not cut:
+        return None
+    parts = []
+    for name, runs in cut.items():
+        seeds = ", ".join(
+            f"seed {t.get('seed')}: {_steps(t.get('steps'))} of {_steps(t.get('budget_steps'))} "
+            "steps"
+            for t in runs
+        )
+        parts.append(f"{name} ({seeds})" if seeds else name)
+    return (
+        f"TRUNCATED: a wall-clock limit (max_minutes) stopped the training of {'; '.join(parts)} "
+        "before its budget of steps. These results depend on how busy the machine was: rerun "
+        "without the limit before trusting them."
+    )
+
+
+def units_note(
+    records: Sequence[Mapping[str, Any]], context: Mapping[str, Any] | None = None
+) -> list[str]:
+    """What the tables' numbers are: the return's unit and how the ``sessions`` column is
+    made of seeds (each seed plays the sessions asked, rounded up to a multiple of the
+    visitors simulated together; the column pools them)."""
+    reward = (context or {}).get("reward", "the reward")
+    lines = [
+        f"How to read the tables: one row per policy and world. *Mean return* is the reward "
+        f"(`{reward}`) a visitor's whole session earns, averaged over sessions, ± its 95 % "
+        "confidence half-width; *exact* is a table policy's value by exact policy evaluation "
+        "(worlds with table dynamics); *uplift* compares the mean return with `organic` (nothing "
+        "shown) in the same world. *Sessions* counts every simulated session behind a row, "
+        "pooled over seeds (a policy trained on several seeds plays each trained instance on "
+        "its own seed); each seed plays the sessions asked, rounded up to a whole number per "
+        "visitor simulated together:",
+        "",
+    ]
+    for world, rows in by_world(records).items():
+        shapes = sorted({(len(r.get("seeds") or []), int(r["n_sessions"])) for r in rows})
+        parts = [
+            f"{k} seed{'s' * (k != 1)} × {n // k:,} = {n:,}" if k else f"{n:,}" for k, n in shapes
+        ]
+        lines.append(f"- {world}: {' or '.join(parts)} sessions")
+    lines.append("")
+    return lines
+
+
 def markdown(
     records: Sequence[Mapping[str, Any]],
     title: str = "Results",
@@ -114,10 +176,15 @@ def markdown(
 ) -> str:
     """The report as Markdown."""
     lines = [f"# {title}", ""]
+    warning = truncation_warning(records)
+    if warning:
+        lines += [f"> **{warning}**", ""]
     for key, value in (context or {}).items():
         lines.append(f"- {key}: {value}")
     if context:
         lines.append("")
+    if records:
+        lines += units_note(records, context)
     header = (
         "| policy | mean return ± 95% CI | exact | uplift vs organic % | revenue/session | "
         "conversion % | pages/session | bounce % | time on site s | sessions |"
@@ -131,8 +198,9 @@ def markdown(
                 if r.get("uplift_pct") is None
                 else f"{r['uplift_pct']:+.1f} ± {r['uplift_ci95']:.1f}"
             )
+            name = f"{r['policy']} **(truncated)**" if r.get("truncated") else r["policy"]
             lines.append(
-                f"| {r['policy']} | {_fmt(r['mean_return'])} ± {_fmt(r['ci95'])} | "
+                f"| {name} | {_fmt(r['mean_return'])} ± {_fmt(r['ci95'])} | "
                 f"{_fmt(r.get('exact_return'))} | {uplift} | "
                 f"{_fmt(r['revenue_per_session'], 2)} | {100 * r['conversion_rate']:.2f} | "
                 f"{_fmt(r['pages_per_session'], 2)} | {100 * r['bounce_rate']:.1f} | "
@@ -218,7 +286,10 @@ def bar_charts(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path
             es = [val[p][err] for p in policies if p in val]
             ax.bar(xs, ys, width, yerr=es, capsize=2, label=world)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(policies))])
-        ax.set_xticklabels(policies, rotation=30, ha="right")
+        cut = truncated_policies(records)
+        ax.set_xticklabels(
+            [f"{p} (truncated)" if p in cut else p for p in policies], rotation=30, ha="right"
+        )
         ax.set_ylabel(label)
         ax.set_title(f"{label} (95% CI)")
         ax.legend()

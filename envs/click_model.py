@@ -21,7 +21,9 @@ recommended. All inputs and outputs are torch tensors of next-page probabilities
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -60,6 +62,18 @@ class MultinomialBoost:
             raise ClickstreamError(
                 f"click model beta must be finite and |beta| <= 50, got {self.beta}"
             )
+
+    def describe(self) -> str:
+        """The model in words, for logs and reports."""
+        if self.beta == 0:
+            return "a shown page is chosen as often as without it (multinomial boost, beta 0)"
+        boost = math.exp(self.beta)
+        return (
+            f"a shown page's odds of being chosen are multiplied by e^{self.beta:g} = "
+            f"{boost:.3g}: a page a visitor picks 10% of the time is picked "
+            f"{100 * 0.1 * boost / (0.9 + 0.1 * boost):.0f}% of the time when shown "
+            f"(multinomial boost, beta {self.beta:g})"
+        )
 
     def follow_probability(self, probs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """P(next page = the recommended one), ``(B,)`` (0: none shown); it includes visitors
@@ -110,6 +124,19 @@ class RelevanceFollow:
                 f"{self.alpha}, {self.gamma}, {self.min_prob}"
             )
 
+    def describe(self) -> str:
+        """The model in words, for logs and reports."""
+
+        def follow(p: float) -> str:
+            return f"{100 / (1 + math.exp(-(self.alpha + self.gamma * math.log(p)))):.0f}%"
+
+        return (
+            f"a visitor follows a shown page with probability σ(α + γ·log p), p her chance of "
+            f"going there anyway: {follow(1.0)} at p = 1, {follow(0.1)} at p = 0.1, "
+            f"{follow(0.01)} at p = 0.01; otherwise she moves as without it "
+            f"(relevance follow, alpha {self.alpha:g}, gamma {self.gamma:g})"
+        )
+
     def follow_probability(self, probs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``σ(α + γ · log p(a))`` per visitor, shape ``(B,)`` (0 where nothing is shown)."""
         _check(probs, action)
@@ -147,3 +174,13 @@ def build_click_model(kind: str = "boost", **params: float) -> ClickModel:
     if kind not in models:
         raise ClickstreamError(f"click model must be one of {sorted(models)}, got {kind!r}")
     return from_options(models[kind], params, f"click model {kind!r}")
+
+
+def describe_click_model(kind: str = "boost", click_params: Mapping[str, Any] | None = None) -> str:
+    """A click model in words, from the env config's ``click_model`` and ``click_params``
+    (either the chosen model's parameters or one group per model, as in
+    ``configs/env/site.yaml``)."""
+    params = dict(click_params or {})
+    if any(isinstance(v, Mapping) for v in params.values()):  # per-model groups
+        params = dict(params.get(kind) or {})
+    return build_click_model(kind, **params).describe()

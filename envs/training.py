@@ -143,6 +143,7 @@ def train(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     writer: Any | None = None,
+    label: str = "GRU",
 ) -> dict[str, Any]:
     """Train ``model`` in place; at the end it holds the weights of the best validation epoch.
 
@@ -155,6 +156,7 @@ def train(
         resume: Continue from ``checkpoint`` if it exists.
         writer: A TensorBoard ``SummaryWriter`` (``train/loss``, ``valid/log_loss``,
             ``time/events_per_sec``), or ``None``.
+        label: Which model this is in progress bars and epoch lines (``GRU (held-out)``).
 
     Returns:
         The history: per-epoch records, best epoch, best validation log-loss and training
@@ -209,7 +211,9 @@ def train(
         else:
             batches = make_batches(lengths, cfg.batch_sessions, cfg.max_tokens, rng)
         loss_sum, events, t0 = 0.0, 0, time.perf_counter()
-        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not cfg.show_progress)
+        bar = tqdm(
+            batches, desc=f"{label} epoch {epoch}", unit="batch", disable=not cfg.show_progress
+        )
         for idx in bar:
             _, mask, (pages, times, tgt) = pad_batch(
                 starts[idx],
@@ -282,7 +286,7 @@ def train(
             writer.flush()
         if cfg.show_progress:
             tqdm.write(
-                f"epoch {epoch}: train loss {record['train_loss']:.4f}, valid log-loss "
+                f"{label} epoch {epoch}: train loss {record['train_loss']:.4f}, valid log-loss "
                 f"{valid_loss:.4f}, {record['events_per_sec']:,.0f} events/s"
             )
         if ckpt_path is not None:

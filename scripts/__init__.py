@@ -10,7 +10,8 @@ from clickstream.errors import ClickstreamError
 
 
 def run_or_exit(run: Callable[[Any], dict[str, Any]], cfg: Any) -> dict[str, Any]:
-    """Call a script's ``run(cfg)``; bad input ends the process with its message and status 2.
+    """Call a script's ``run(cfg)``; bad input ends the process with its message and status 2
+    (or the error's own ``exit_status``: 3 for a training run cut short by a time limit).
 
     A ``ClickstreamError`` names what is wrong and where; a traceback would only hide that.
     """
@@ -18,7 +19,7 @@ def run_or_exit(run: Callable[[Any], dict[str, Any]], cfg: Any) -> dict[str, Any
         return run(cfg)
     except ClickstreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(int(getattr(exc, "exit_status", 2)))
 
 
 HYDRA_QUOTED_KEYS = ("data.columns", "data.order_by", "data.delimiter")

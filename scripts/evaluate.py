@@ -24,7 +24,9 @@ from agents.report import write_report
 from agents.site import Site
 from clickstream.errors import ClickstreamError
 from clickstream.prepare import git_commit
+from envs.click_model import describe_click_model
 from scripts import run_or_exit
+from scripts.train import truncation
 
 
 def saved_policies(
@@ -55,12 +57,40 @@ def policy_stamps(agents_dir: Path, names: list[str] | None = None) -> dict[str,
     out: dict[str, str | None] = {}
     for name, seeds in policy_folders(agents_dir, names).items():
         for seed, folder in seeds.items():
-            try:
-                record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                record = {}
-            out[f"{name}/seed_{seed}"] = record.get("created_utc")
+            out[f"{name}/seed_{seed}"] = _run_record(folder).get("created_utc")
     return out
+
+
+def training_info(agents_dir: Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per policy name: ``truncated`` (a time limit cut any of its training runs short) and
+    ``training``, per training seed the ``steps`` reached, ``budget_steps`` and ``truncated``
+    (policies that train in steps; ``[]`` for those built without training)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, seeds in policy_folders(agents_dir, names).items():
+        runs = []
+        for seed, folder in sorted(seeds.items()):
+            record = _run_record(folder)
+            fit = record.get("fit") or {}
+            if "steps" not in fit:
+                continue
+            runs.append(
+                {
+                    "seed": seed,
+                    "steps": fit.get("steps"),
+                    "budget_steps": fit.get("budget_steps"),
+                    "truncated": truncation(record) is not None,
+                }
+            )
+        out[name] = {"truncated": any(r["truncated"] for r in runs), "training": runs}
+    return out
+
+
+def _run_record(folder: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def dataset_title(data_dir: Path, fallback: object) -> str:
@@ -83,6 +113,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     agents_dir = Path(resolved["out_dir"]) / "agents"
     # read before loading: a policy retrained meanwhile then makes this report stale
     stamps = policy_stamps(agents_dir, resolved.get("policies"))
+    trained = training_info(agents_dir, resolved.get("policies"))
     policies = saved_policies(agents_dir, resolved.get("policies"))
     worlds = resolved.get("worlds") or site.worlds()
     oracle = {
@@ -103,15 +134,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             world_sessions=resolved.get("world_sessions") or {},
             progress=bool(resolved.get("show_progress", True)),
         )
+    for record in records:  # cut short by a time limit: said in every record of the policy
+        record.update(trained.get(record["policy"], {"truncated": False, "training": []}))
     dataset = dataset_title(Path(resolved["data_dir"]), resolved.get("experiment_name"))
     context = {
         "experiment": resolved.get("experiment_name"),
         "dataset": dataset,
         "data": str(resolved["data_dir"]),
         "reward": site.env.get("reward", "page_value"),
-        "click model": f"{site.env.get('click_model', 'boost')} {site.env.get('click_params')}",
+        "click model": describe_click_model(
+            site.env.get("click_model", "boost"), site.env.get("click_params")
+        ),
         "worlds": ", ".join(worlds),
-        "sessions per seed": resolved["n_sessions"],
+        "sessions per seed asked": _sessions_asked(resolved, worlds),
         "git commit": git_commit(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
@@ -123,6 +158,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         extra={"config": resolved, "policies": stamps},
     )
     return {"records": records, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _sessions_asked(resolved: dict[str, Any], worlds: list[str]) -> str:
+    """``n_sessions`` per seed and world, with the per-world overrides that apply."""
+    base = int(resolved["n_sessions"])
+    other = {w: int(n) for w, n in (resolved.get("world_sessions") or {}).items() if w in worlds}
+    if not other:
+        return f"{base:,}"
+    rest = [w for w in worlds if w not in other]
+    parts = [f"{n:,} ({w})" for w, n in other.items()]
+    if rest:
+        parts.append(f"{base:,} ({', '.join(rest)})")
+    return ", ".join(parts)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")

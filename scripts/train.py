@@ -8,11 +8,17 @@ on its type. Writes ``<agent_dir>/`` (the policy, ``run.json`` with the resolved
 git commit, training and evaluation metrics) and TensorBoard events there (``eval/*``,
 ``time/fps``, and SB3's own scalars). Needs the run folder's prepared data and visitor model
 (``scripts/pipeline.py`` makes them).
+
+Training length is a budget in steps. An agent given a wall-clock limit (``agent.max_minutes``)
+that stops it early is recorded ``truncated`` in ``run.json`` with the steps it reached; the
+policy is saved, but the script then exits with status 3 (a result that depends on how busy
+the machine was is not a result) unless ``allow_truncated=true``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import json
 import shutil
 import time
@@ -21,18 +27,65 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from agents.evaluate import quick_eval
 from agents.site import Site
+from clickstream.errors import ClickstreamError
 from clickstream.io import atomic_file
 from clickstream.prepare import git_commit
 from scripts import run_or_exit
 
 
+class TrainingTruncated(ClickstreamError):
+    """An agent stopped by its wall-clock limit before its budget of steps (exit status 3)."""
+
+    exit_status = 3
+
+
+def truncation(record: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"steps", "budget_steps", "max_minutes"}`` when ``run.json``'s ``record`` says training
+    was cut short by a time limit, else ``None`` (agents without such a limit never are)."""
+    fit = record.get("fit") or {}
+    if not (record.get("truncated") or fit.get("truncated")):
+        return None
+    return {
+        "steps": fit.get("steps"),
+        "budget_steps": fit.get("budget_steps"),
+        "max_minutes": (record.get("agent") or {}).get("max_minutes"),
+    }
+
+
+def reached(cut: dict[str, Any]) -> str:
+    """``8 of 512``: the steps a truncated run reached of its budget (:func:`truncation`)."""
+    steps, budget = cut.get("steps"), cut.get("budget_steps")
+    if isinstance(steps, int) and isinstance(budget, int):
+        return f"{steps:,} of {budget:,}"
+    return str(steps)
+
+
+def check_truncated(record: dict[str, Any], allow: bool, where: str | Path) -> None:
+    """Raise :class:`TrainingTruncated` for a truncated ``record`` unless ``allow``."""
+    cut = truncation(record)
+    if cut is None or allow:
+        return
+    raise TrainingTruncated(
+        f"{record.get('policy')} (seed {record.get('seed')}) was stopped by its time limit "
+        f"(max_minutes={cut['max_minutes']}) after {reached(cut)} steps, so its result depends on "
+        "how busy the machine was. Remove the limit (agent.max_minutes=null, the default), or "
+        "keep this truncated run with allow_truncated=true (the report then marks it truncated)",
+        file=str(where),
+    )
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit the agent, save it with its record; returns the record."""
+    """Fit the agent, save it with its record; returns the record.
+
+    Raises:
+        TrainingTruncated: After saving, when a time limit cut training short and the config
+            does not say ``allow_truncated: true``.
+    """
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     agent_dir = Path(resolved["agent_dir"])
@@ -44,8 +97,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if resolved.get("num_threads"):  # small networks: parallel runs beat parallel kernels
         torch.set_num_threads(int(resolved["num_threads"]))
     site = Site.from_config(resolved, log_dir=staging)
+    agent_cfg = dict(resolved["agent"])
+    if not resolved.get("show_progress", True) and _takes(agent_cfg, "verbose"):
+        agent_cfg["verbose"] = False  # quiet: no progress bar, no evaluation lines
     try:
-        agent = instantiate(cfg.agent, _convert_="partial")
+        agent = instantiate(agent_cfg, _convert_="partial")
         start = time.perf_counter()
         fit = agent.fit(site)
         seconds = time.perf_counter() - start
@@ -62,6 +118,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "simulator_created_utc": _created(Path(resolved.get("simulator_dir") or "")),
         "agent": resolved["agent"],
         "seed": seed,
+        # a user's time limit stopped training before its budget of steps (never silently)
+        "truncated": bool(fit.get("truncated", False)),
+        "steps": fit.get("steps"),
+        "budget_steps": fit.get("budget_steps"),
         "fit": fit,
         "fit_seconds": seconds,
         "eval_learned": scores,
@@ -73,7 +133,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     shutil.rmtree(agent_dir, ignore_errors=True)
     staging.replace(agent_dir)
+    check_truncated(record, bool(resolved.get("allow_truncated", False)), agent_dir / "run.json")
     return record
+
+
+def _takes(agent_cfg: dict[str, Any], option: str) -> bool:
+    """Does the agent's class (``_target_``) take ``option``? (Set there or not.)"""
+    if option in agent_cfg:
+        return True
+    try:
+        params = inspect.signature(get_object(str(agent_cfg["_target_"]))).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return False
+    return option in params
 
 
 def _created(simulator_dir: Path) -> str | None:
@@ -90,6 +162,12 @@ def main(cfg: DictConfig) -> None:
     ret = record["eval_learned"].get("eval/mean_return")
     extra = "" if ret is None else f", eval/mean_return {ret:.3f} in the learned simulator"
     print(f"{record['policy']} (seed {record['seed']}): {record['fit_seconds']:.0f} s{extra}")
+    cut = truncation(record)
+    if cut is not None:  # only here with allow_truncated=true
+        print(
+            f"TRUNCATED by its time limit (max_minutes={cut['max_minutes']}) after "
+            f"{reached(cut)} steps (kept: allow_truncated=true)"
+        )
     print(f"saved to {cfg.agent_dir}")
 
 

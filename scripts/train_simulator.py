@@ -66,6 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         checkpoint=out_dir / "last.pt",
         resume=bool(resolved.get("resume", False)),
         writer=writer,
+        label=str(resolved.get("label") or "GRU"),  # the pipeline names main / held-out
     )
 
     predictors: list[Any] = [model]

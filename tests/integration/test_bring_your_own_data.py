@@ -167,12 +167,15 @@ def test_pipeline_decides_the_reward_before_training(
     cfg = compose_cfg("pipeline", no_revenue_run)
     with pytest.raises(Trained):
         pipeline.run(cfg)
-    out = capsys.readouterr().out
-    assert out.splitlines()[0] == (
+    out = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    # said in the data stage, before the visitor model's header: before anything trains
+    note = out.index(
         "note: reward: shop records no revenue and no value column, so the reward is engagement "
         "(expected seconds on the landed page) instead of page_value; set "
         "env.reward=<engagement|pageviews> to choose"
     )
+    assert out[0].startswith("NextPage main job:") and out[note + 1] == "reward: engagement"
+    assert next(i for i, line in enumerate(out) if line.startswith("[2/")) > note
     assert cfg.env.reward == "engagement"
     # a reward the data cannot pay stops the run before any training, naming the key
     cfg = compose_cfg("pipeline", [*no_revenue_run, "env.reward=revenue"])
@@ -193,7 +196,8 @@ def test_pipeline_runs_to_the_end_on_a_site_without_revenue(no_revenue_run, caps
     finally:
         torch.set_num_threads(threads)
     assert report["reward"]["reward"] == "engagement"
-    assert capsys.readouterr().out.startswith("note: reward: shop records no revenue")
+    out = capsys.readouterr().out
+    assert "\n      note: reward: shop records no revenue" in out.split("\n[2/")[0]
     assert set(report["stages"].values()) == {"ran"}
     results = Path(no_revenue_run[0].removeprefix("out_dir=")) / "eval" / "results.md"
     text = results.read_text()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from scripts.pipeline import _same, run
-from tests.hydra_configs import compose_cfg
+from tests.hydra_configs import TINY_RUN, compose_cfg
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +106,114 @@ def test_options_at_null_compare_as_absent() -> None:
     assert _same(recorded, {"data": {**recorded["data"], "x": None}}, ("data",))
     assert not _same(recorded, {"data": {**recorded["data"], "x": 0}}, ("data",))
     assert not _same(recorded, {"data": {"mode": "intent", "n_pages": None}}, ("data",))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pipeline_cli(cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """``python scripts/pipeline.py out_dir=run`` on the tiny run, from ``cwd`` (outside the
+    checkout, so the printed paths and commands must hold wherever it runs)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    script = str(REPO / "scripts" / "pipeline.py")
+    return subprocess.run(
+        [sys.executable, script, "out_dir=run", *TINY_RUN, *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _headers(stdout: str) -> list[str]:
+    return re.findall(r"^\[\d/\d\] .*$", stdout, flags=re.M)
+
+
+def test_cli_says_what_it_does_and_fails_on_a_truncated_agent(tmp_path: Path) -> None:
+    limit = "++agent_overrides.ppo.max_minutes=1e-6"  # SB3Agent.max_minutes: hit at once
+    first = _pipeline_cli(tmp_path, limit)
+    assert first.returncode == 3, first.stderr[-2000:]
+    assert _headers(first.stdout) == [
+        "[1/4] data (synthetic_intent) -> run/data",
+        "[2/4] visitor model (GRU) -> run/data/simulator",
+        "[3/4] agents (4 policies; ppo on seed 0) -> run/agents",
+    ]
+    assert first.stdout.count("      ran in ") == 2  # the stages that finished
+    assert re.search(r"^      ppo · seed 0: ran in .*, \d+ steps", first.stdout, flags=re.M)
+    error = first.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "ppo/seed_0" in error
+    assert "agent_overrides.ppo.max_minutes=1e-06" in error and "allow_truncated=true" in error
+    steps = int(re.search(r"after (\d+) of 512 steps", error).group(1))
+    assert 0 < steps < 512
+    record = json.loads((tmp_path / "run/agents/ppo/seed_0/run.json").read_text())
+    assert (record["truncated"], record["steps"], record["budget_steps"]) == (True, steps, 512)
+    assert not (tmp_path / "run/eval/results.json").exists()
+
+    # the same run, allowed: the earlier stages are reused, the report says "truncated"
+    second = _pipeline_cli(tmp_path, limit, "allow_truncated=true")
+    out = second.stdout
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert _headers(out) == [
+        "[1/4] data (synthetic_intent) -> run/data",
+        "[2/4] visitor model (GRU) -> run/data/simulator",
+        "[3/4] agents (4 policies; ppo on seed 0) -> run/agents",
+        "[4/4] evaluation (4 policies in 2 worlds: learned, ground truth; 1 seed) -> run/eval",
+    ]
+    ends = re.findall(r"^      (ran|reused \(up to date\)) in [\d.]+ s$", out, flags=re.M)
+    assert ends == ["reused (up to date)"] * 3 + ["ran"]
+    assert out.count("device: cpu") == 1
+    assert "click model: a shown page's odds of being chosen are multiplied by e^1 = 2.72" in out
+    assert "{'boost'" not in out + second.stderr  # no raw config dicts
+    # quiet mode (show_progress=false): no progress bars, no epoch lines
+    assert "it/s" not in second.stderr and "step/s" not in second.stderr
+    assert "epoch" not in out
+
+    results = json.loads((tmp_path / "run/eval/results.json").read_text())
+    for r in results["records"]:
+        assert r["truncated"] is (r["policy"] == "ppo")
+        if r["policy"] == "ppo":
+            assert r["training"] == [
+                {"seed": 0, "steps": steps, "budget_steps": 512, "truncated": True}
+            ]
+    md = (tmp_path / "run/eval/results.md").read_text()
+    warning = "TRUNCATED: a wall-clock limit (max_minutes) stopped the training of ppo"
+    assert f"> **{warning} (seed 0: {steps} of 512 steps) before its budget" in md
+    assert md.count("| ppo **(truncated)** |") == 2  # in both worlds' tables
+    assert "- learned: 1 seed × 512 = 512 sessions" in md  # the units of the sessions column
+    assert md in out  # the printed report is the file
+
+    # what next: every path printed exists, the commands run as printed
+    tail = out[out.index("\nDone in ") :]
+    assert f"TRUNCATED: ppo/seed_0 stopped by its time limit after {steps} of 512 steps" in tail
+    listed = dict(re.findall(r"^  (report|results|web app|TensorBoard) +(.+)$", tail, flags=re.M))
+    assert listed["report"] == "run/eval/results.md"
+    assert listed["results"] == "run/eval/results.json"
+    charts = re.findall(r"^  (?:charts)? +(run/eval/\S+\.png)$", tail, flags=re.M)
+    assert sorted(Path(c).stem for c in charts) == [
+        "bounce_rate",
+        "conversion_rate",
+        "mean_return",
+        "revenue_per_session",
+    ]
+    for path in [listed["report"], listed["results"], *charts]:
+        assert (tmp_path / path).is_file(), path
+    serve = shlex.split(listed["web app"])
+    assert serve[:2] == ["python", str(REPO / "scripts" / "serve.py")]
+    assert serve[2:] == ["run_dir=run"]
+    dry = subprocess.run(
+        [sys.executable, *serve[1:], "dry_run=true"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "serves" in dry.stdout and "ppo" in dry.stdout
+    board = shlex.split(listed["TensorBoard"])
+    assert board[:2] == ["tensorboard", "--logdir"] and len(board) == 3
+    logdir = tmp_path / board[2]
+    events = {p.parent.relative_to(logdir) for p in logdir.rglob("events.out.tfevents.*")}
+    assert Path("data/simulator/tensorboard") in events
+    assert Path("agents/ppo/seed_0") in events

@@ -13,6 +13,7 @@ from envs.click_model import (
     MultinomialBoost,
     RelevanceFollow,
     build_click_model,
+    describe_click_model,
 )
 
 MODELS = [
@@ -164,3 +165,23 @@ def test_build_click_model() -> None:
     assert build_click_model("follow", alpha=0.5, gamma=1.0) == RelevanceFollow(0.5, 1.0)
     with pytest.raises(ClickstreamError, match=r"\['boost', 'follow'\].*'cascade'"):
         build_click_model("cascade")
+
+
+def test_click_models_in_words() -> None:
+    # the numbers a person reads are the model's: odds x e^beta, follow rates sigma(...)
+    boost = describe_click_model("boost", {"boost": {"beta": 1.0}, "follow": {"alpha": 0.0}})
+    assert boost == (
+        "a shown page's odds of being chosen are multiplied by e^1 = 2.72: a page a visitor "
+        "picks 10% of the time is picked 23% of the time when shown (multinomial boost, beta 1)"
+    )
+    p = MultinomialBoost(1.0).apply(
+        torch.tensor([[0.1, 0.9, 0.0]], dtype=torch.float64), torch.tensor([0])
+    )
+    assert round(100 * float(p[0, 0])) == 23
+    follow = describe_click_model("follow", {"alpha": -1.0, "gamma": 0.5})
+    # sigma(-1) = 27 %, sigma(-1 + 0.5 ln 0.1) = 10 %, sigma(-1 + 0.5 ln 0.01) = 4 %
+    assert "27% at p = 1, 10% at p = 0.1, 4% at p = 0.01" in follow
+    assert follow.endswith("(relevance follow, alpha -1, gamma 0.5)")
+    assert "as often as without it" in describe_click_model("boost", {"beta": 0.0})
+    with pytest.raises(ClickstreamError, match="beta"):
+        describe_click_model("boost", {"beta": 100.0})

@@ -174,3 +174,45 @@ def test_policy_folders_list_saved_policies_only(tmp_path) -> None:
     }
     assert list(policy_folders(tmp_path, ["ppo"])) == ["ppo"]
     assert policy_folders(tmp_path / "missing") == {}
+
+
+def test_report_marks_truncated_policies_and_explains_its_units() -> None:
+    def rec(policy, world, truncated=False, training=()):
+        return {
+            "policy": policy,
+            "world": world,
+            "mean_return": 2.0 if policy == "ppo" else 1.0,
+            "ci95": 0.1,
+            "revenue_per_session": 1.0,
+            "conversion_rate": 0.1,
+            "pages_per_session": 3.0,
+            "bounce_rate": 0.3,
+            "time_on_site_s": 100.0,
+            "n_sessions": 3 * 20_480 if policy == "organic" else 2 * 20_480,
+            "seeds": [0, 1, 2] if policy == "organic" else [0, 1],
+            "uplift_pct": 0.0,
+            "uplift_ci95": 1.0,
+            "exact_return": None,
+            "truncated": truncated,
+            "training": list(training),
+        }
+
+    runs = [
+        {"seed": 0, "steps": 134_976, "budget_steps": 1_000_000, "truncated": True},
+        {"seed": 1, "steps": 1_000_000, "budget_steps": 1_000_000, "truncated": False},
+    ]
+    records = [rec("organic", w) for w in ("learned", "ground_truth")]
+    records += [rec("ppo", w, True, runs) for w in ("learned", "ground_truth")]
+    text = markdown(records, context={"reward": "page_value"})
+    assert text.splitlines()[2] == (
+        "> **TRUNCATED: a wall-clock limit (max_minutes) stopped the training of ppo "
+        "(seed 0: 134,976 of 1,000,000 steps) before its budget of steps. These results "
+        "depend on how busy the machine was: rerun without the limit before trusting them.**"
+    )
+    assert text.count("| ppo **(truncated)** | 2.000 ± 0.100 |") == 2
+    assert "| organic | 1.000" in text and "organic **(truncated)**" not in text
+    # the sessions column pools seeds: said per world, with the arithmetic
+    assert "- learned: 2 seeds × 20,480 = 40,960 or 3 seeds × 20,480 = 61,440 sessions" in text
+    assert "(`page_value`)" in text
+    clean = markdown([rec("organic", "learned")])
+    assert "TRUNCATED" not in clean and "truncated" not in clean
