@@ -8,33 +8,60 @@ Every agent (SB3 or not) has the same surface, so scripts never branch on its ty
   histories (:mod:`envs.core`), actions ``(B,)``;
 * ``action_scores(obs) -> (B, A)``: higher is better (Q-values, log-probabilities, expected
   values), which ranks the top-k recommendations the web app shows;
-* ``save(dir)`` and :func:`load_policy` (``policy.json`` names the class).
+* ``save(dir)`` and :func:`load_policy`: ``policy.json`` names the policy's *kind*, looked up
+  in :data:`POLICY_KINDS` (a registry in this file); nothing named in a file is ever imported,
+  and the arrays and weights beside it are read as data only (``numpy`` without pickle,
+  ``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.runfolder import _safe_name, read_json, verify_folder
 
 if TYPE_CHECKING:
     from agents.site import Site
 
 MANIFEST = "policy.json"
 
+POLICY_KINDS: dict[str, str | type[Policy]] = {
+    "table": "agents.base:TablePolicy",
+    "organic": "agents.heuristics:Organic",
+    "random": "agents.heuristics:RandomPolicy",
+    "popular": "agents.heuristics:Popular",
+    "most_likely": "agents.heuristics:MostLikely",
+    "highest_value": "agents.heuristics:HighestValue",
+    "greedy": "agents.heuristics:Greedy",
+    "value_iteration": "agents.tabular:ValueIterationPolicy",
+    "q_learning": "agents.tabular:QLearningPolicy",
+    "intent_oracle": "agents.tabular:IntentOracle",
+    "sb3": "agents.sb3:SB3Agent",
+}
+"""Every policy class a saved ``policy.json`` may name, by kind. The paths are this project's
+own code, written here, never read from a file; a new agent adds its line here (or calls
+:func:`register_policy`)."""
+
 
 class Policy(ABC):
-    """A recommendation policy over the simulator's actions."""
+    """A recommendation policy over the simulator's actions.
+
+    Attributes:
+        kind: The name of the class in :data:`POLICY_KINDS` (what ``policy.json`` records).
+    """
 
     name: str = "policy"
+    kind: ClassVar[str] = ""
 
     def fit(self, site: Site) -> dict[str, Any]:
         """Learn (or build) the policy for ``site``; returns metrics of the training."""
@@ -64,12 +91,22 @@ class Policy(ABC):
     # ---- persistence -----------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write the policy into the folder ``path`` (created); returns it."""
+        """Write the policy into the folder ``path`` (created); returns it.
+
+        Raises:
+            ClickstreamError: The class is not in :data:`POLICY_KINDS` under its ``kind``
+                (it could not be loaded again).
+        """
+        kind = type(self).kind
+        if not kind or POLICY_KINDS.get(kind) not in (type(self), _dotted(type(self))):
+            raise ClickstreamError(
+                f"policy class {_dotted(type(self))} is not registered under its kind "
+                f"{kind!r}: add it to agents.base.POLICY_KINDS (or call register_policy)"
+            )
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         state = self._save_state(out)
-        cls = type(self)
-        manifest = {"class": f"{cls.__module__}.{cls.__qualname__}", "name": self.name, **state}
+        manifest = {"kind": kind, "name": self.name, **state}
         tmp = out / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         tmp.replace(out / MANIFEST)
@@ -84,18 +121,114 @@ class Policy(ABC):
         raise NotImplementedError
 
 
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def register_policy(cls: type[Policy]) -> type[Policy]:
+    """Add a policy class to :data:`POLICY_KINDS` under its ``kind`` (usable as a decorator)."""
+    if not cls.kind:
+        raise ClickstreamError(f"policy class {_dotted(cls)} needs a `kind` to be registered")
+    POLICY_KINDS[cls.kind] = cls
+    return cls
+
+
+def policy_class(kind: Any, file: Path | None = None) -> type[Policy]:
+    """The registered class of ``kind``.
+
+    Raises:
+        RunFolderError: ``kind`` is not a registered kind (naming ``file`` and the known kinds).
+    """
+    entry = POLICY_KINDS.get(kind) if isinstance(kind, str) else None
+    if entry is None:
+        raise RunFolderError(
+            f"unknown policy kind {kind!r}: known kinds are {sorted(POLICY_KINDS)} "
+            "(policies are chosen from this registry by name, never imported from a file)",
+            file=str(file) if file is not None else None,
+        )
+    if isinstance(entry, str):
+        module, _, qualname = entry.partition(":")
+        entry = getattr(importlib.import_module(module), qualname)
+    assert isinstance(entry, type) and issubclass(entry, Policy)
+    return entry
+
+
 def load_policy(path: str | Path) -> Policy:
-    """A policy saved by :meth:`Policy.save` (any class)."""
+    """A policy saved by :meth:`Policy.save`: its class from :data:`POLICY_KINDS` by the kind
+    ``policy.json`` names, its arrays and weights read as data only.
+
+    Raises:
+        RunFolderError: No readable ``policy.json``, an unknown kind (or an older file naming a
+            class to import), or files that are not what the kind saves; naming the file.
+    """
     path = Path(path)
+    file = path / MANIFEST
+    manifest = read_json(file, MANIFEST)
+    if not isinstance(manifest, dict):
+        raise RunFolderError(f"{MANIFEST} is not a JSON object", file=str(file))
+    if "kind" not in manifest and "class" in manifest:
+        raise RunFolderError(
+            f"names a class to import ({str(manifest['class'])[:100]!r}): a policy saved by an "
+            "older version; this one loads policies only by kind from its registry "
+            f"({sorted(POLICY_KINDS)}): retrain it (`python scripts/train.py` or "
+            "`python scripts/pipeline.py`)",
+            file=str(file),
+        )
+    cls = policy_class(manifest.get("kind"), file)
     try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        module, _, name = manifest["class"].rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-    except (OSError, ValueError, KeyError, ImportError, AttributeError) as e:
-        raise ClickstreamError(f"not a saved policy ({e})", file=str(path)) from e
-    policy = cls._load(path, manifest)
-    policy.name = manifest.get("name", policy.name)
+        policy = cls._load(path, manifest)
+    except RunFolderError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise RunFolderError(
+            f"not what a {manifest['kind']!r} policy saves ({type(exc).__name__}: "
+            f"{str(exc)[:200]})",
+            file=str(file),
+        ) from None
+    name = manifest.get("name")
+    if isinstance(name, str) and name:
+        policy.name = name
     return policy
+
+
+def load_published_policy(path: str | Path) -> Policy:
+    """:func:`load_policy` of a run folder's ``agents/<name>/seed_<S>``, after verifying its
+    manifest (``scripts/train.py`` publishes it; ``clickstream/runfolder.py``)."""
+    verify_folder(path, "train")
+    return load_policy(path)
+
+
+def policy_file(path: Path, manifest: dict[str, Any], key: str) -> Path:
+    """The file ``manifest[key]`` names in the policy folder ``path`` (a plain name inside it).
+
+    Raises:
+        RunFolderError: The entry is missing or points outside the folder.
+    """
+    name = manifest.get(key)
+    if not _safe_name(name):
+        raise RunFolderError(
+            f"{key!r} must name a file inside the policy folder, got {name!r}",
+            file=str(path / MANIFEST),
+        )
+    return path / name
+
+
+def load_array(file: Path) -> np.ndarray:
+    """A numeric ``.npy`` array, read without pickle (an object array is refused unread).
+
+    Raises:
+        RunFolderError: Missing, truncated, not an ``.npy`` file, or not numbers; naming it.
+    """
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise RunFolderError(
+            f"not a readable array of numbers ({type(exc).__name__}: {str(exc)[:200]})",
+            file=str(file),
+        ) from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise RunFolderError("not an array of numbers", file=str(file))
+    return array
 
 
 def policy_folders(
@@ -128,6 +261,8 @@ class TablePolicy(Policy):
         scores: ``(P, A)`` action scores per page.
         name: Policy name in results.
     """
+
+    kind = "table"
 
     def __init__(self, scores: torch.Tensor | np.ndarray | None = None, name: str = "table"):
         self.name = name
@@ -163,6 +298,10 @@ class TablePolicy(Policy):
 
     @classmethod
     def _load(cls, path: Path, manifest: dict[str, Any]) -> Policy:
+        file = policy_file(path, manifest, "scores")
         policy = cls.__new__(cls)
-        TablePolicy.__init__(policy, np.load(path / manifest["scores"]), manifest.get("name", ""))
+        try:
+            TablePolicy.__init__(policy, load_array(file), str(manifest.get("name", "")))
+        except ClickstreamError as exc:
+            raise RunFolderError(exc.message, file=str(file)) from None
         return policy

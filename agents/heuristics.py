@@ -80,6 +80,7 @@ class Organic(_Heuristic):
     """Show nothing: the site without recommendations (needs the env's "nothing" action)."""
 
     default_name = "organic"
+    kind = "organic"
 
     def build(self, site: Site) -> torch.Tensor:
         none = _no_recommendation(site)
@@ -94,6 +95,7 @@ class Popular(_Heuristic):
     """The most viewed page (train split) other than the current one."""
 
     default_name = "popular"
+    kind = "popular"
 
     def build(self, site: Site) -> torch.Tensor:
         traffic = torch.as_tensor(np.r_[site.page_traffic(), 0.0])
@@ -104,6 +106,7 @@ class MostLikely(_Heuristic):
     """The first-order model's most likely next page (EXIT aside), per current page."""
 
     default_name = "most_likely"
+    kind = "most_likely"
 
     def build(self, site: Site) -> torch.Tensor:
         rows = site.markov.transitions.double().cpu()  # (P, P + 1)
@@ -117,6 +120,7 @@ class HighestValue(_Heuristic):
     """The page with the highest reward (page value) other than the current one."""
 
     default_name = "highest_value"
+    kind = "highest_value"
 
     def build(self, site: Site) -> torch.Tensor:
         return self._per_page(site, site.template.reward_per_page.double().cpu(), how="max")
@@ -126,6 +130,7 @@ class Greedy(_Heuristic):
     """The highest expected reward of the next step (first-order model and click model)."""
 
     default_name = "greedy"
+    kind = "greedy"
 
     def build(self, site: Site) -> torch.Tensor:
         mdp = site.markov_mdp()
@@ -140,6 +145,7 @@ class RandomPolicy(Policy):
     """
 
     name = "random"
+    kind = "random"
 
     def __init__(self, name: str = "random", seed: int | None = None) -> None:
         self.name, self.seed = name, seed
@@ -191,7 +197,15 @@ class RandomPolicy(Policy):
 
     @classmethod
     def _load(cls, path: Path, manifest: dict[str, Any]) -> Policy:
-        policy = cls(manifest.get("name", "random"), manifest["seed"])
-        policy.n_actions, policy.n_pages = manifest["n_actions"], manifest["n_pages"]
-        policy.none = manifest["none"]
+        def count(key: str, optional: bool = False) -> int | None:
+            value = manifest[key]
+            if value is None and optional:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be a count, got {value!r}")
+            return value
+
+        policy = cls(str(manifest.get("name", "random")), count("seed", optional=True))
+        policy.n_actions, policy.n_pages = count("n_actions"), count("n_pages")
+        policy.none = count("none", optional=True)
         return policy

@@ -19,6 +19,7 @@ reached, which ``scripts/train.py`` records and the report shows.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from pathlib import Path
@@ -27,17 +28,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
+from stable_baselines3 import __version__ as sb3_version
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor
 from tqdm.auto import tqdm
 
-from agents.base import Policy
+from agents.base import Policy, policy_file
 from agents.networks import POLICIES
 from agents.site import Site, plain
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, RunFolderError
 from envs.vector_env import SiteSB3VecEnv
+from envs.visitor_model import load_weights_only
 
 
 def double_q_target(
@@ -192,7 +196,8 @@ class _Progress(BaseCallback):
 
 
 class SB3Agent(Policy):
-    """A DQN or PPO agent.
+    """A DQN or PPO agent (saved as its network's weights and a JSON record: see
+    :meth:`_save_state`).
 
     Args:
         algo: ``dqn`` or ``ppo``.
@@ -220,6 +225,8 @@ class SB3Agent(Policy):
         device: Torch device of the networks (CPU is faster for these small MLPs).
         verbose: Print progress lines.
     """
+
+    kind = "sb3"
 
     def __init__(
         self,
@@ -331,12 +338,163 @@ class SB3Agent(Policy):
         dist = model.policy.get_distribution(tensor).distribution
         return torch.log_softmax(dist.logits, dim=-1).cpu().numpy()
 
+    # ---- persistence: weights as tensors, the rest as JSON (never SB3's pickled .zip) ------
+
     def _save_state(self, out: Path) -> dict[str, Any]:
-        self._model().save(out / "model.zip")
-        return {"algo": self.algo, "model": "model.zip"}
+        """The policy network's weights (``policy.pt``: a state dict of tensors) and what
+        rebuilds the network (JSON in ``policy.json``). SB3's own ``.zip`` holds cloudpickled
+        objects (spaces, schedules) that run code when loaded, so it is not written; the
+        saved agent predicts and scores, it does not continue training."""
+        model = self._model()
+        state = {
+            "algo": self.algo,
+            "double_q": self.double_q,
+            "policy": self.policy,
+            "policy_kwargs": self.policy_kwargs,
+            "observation_space": space_to_json(model.observation_space),
+            "action_space": space_to_json(model.action_space),
+            "weights": WEIGHTS,
+            "sb3_version": sb3_version,
+        }
+        try:
+            json.dumps(state, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ClickstreamError(
+                f"agent {self.name!r}: policy_kwargs must be plain JSON data to be saved ({exc})"
+            ) from None
+        weights = {k: v.detach().cpu() for k, v in model.policy.state_dict().items()}
+        torch.save(weights, out / WEIGHTS)
+        return state
 
     @classmethod
     def _load(cls, path: Path, manifest: dict[str, Any]) -> Policy:
-        agent = cls(manifest["algo"], manifest.get("name"))
-        agent.model = ALGORITHMS[agent.algo].load(path / manifest["model"], device="cpu")
+        file = path / "policy.json"
+        if "weights" not in manifest and "model" in manifest:
+            raise RunFolderError(
+                "an SB3 agent saved as SB3's .zip by an older version: its cloudpickled entries "
+                "would run code when loaded, so it is not opened; retrain it "
+                "(`python scripts/train.py` or `python scripts/pipeline.py`)",
+                file=str(file),
+            )
+        algo, double_q = manifest["algo"], manifest.get("double_q", False)
+        if algo not in ALGORITHMS or not isinstance(double_q, bool):
+            raise RunFolderError(
+                f"algo must be one of {sorted(ALGORITHMS)} and double_q a boolean, got "
+                f"{algo!r} and {double_q!r}",
+                file=str(file),
+            )
+        algorithm = DoubleDQN if double_q else ALGORITHMS[algo]
+        policy_name = manifest.get("policy", "MlpPolicy")
+        known = {**algorithm.policy_aliases, **POLICIES[algo]}  # names, never import paths
+        if not isinstance(policy_name, str) or policy_name not in known:
+            raise RunFolderError(
+                f"policy {policy_name!r} is not one of {sorted(known)} for {algo}",
+                file=str(file),
+            )
+        policy_kwargs = manifest.get("policy_kwargs") or {}
+        if not isinstance(policy_kwargs, dict):
+            raise RunFolderError("policy_kwargs must be a JSON object", file=str(file))
+        obs_space = space_from_json(manifest["observation_space"], file)
+        action_space = space_from_json(manifest["action_space"], file)
+        weights_file = policy_file(path, manifest, "weights")
+        weights = load_weights_only(weights_file, "SB3 policy weights")
+        if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+        ):
+            raise RunFolderError("not a state dict of tensors", file=str(weights_file))
+        agent = cls(
+            algo,
+            manifest.get("name"),
+            policy=policy_name,
+            double_q=double_q,
+            policy_kwargs=policy_kwargs,
+            verbose=False,
+        )
+        try:
+            agent.model = _rebuild(
+                algorithm, known[policy_name], obs_space, action_space, policy_kwargs
+            )
+            agent.model.policy.load_state_dict(weights)
+        except (TypeError, ValueError, KeyError, RuntimeError, AssertionError) as exc:
+            # ClickstreamError (an activation name not in ACTIVATIONS) is a ValueError too
+            raise RunFolderError(
+                f"the weights do not fit the network policy.json describes ({type(exc).__name__}"
+                f": {str(exc)[:300]})",
+                file=str(weights_file),
+            ) from None
+        agent.model.policy.set_training_mode(False)
         return agent
+
+
+WEIGHTS = "policy.pt"
+"""The SB3 policy network's state dict in a saved agent's folder."""
+
+
+def _rebuild(
+    algorithm: type[DQN] | type[PPO],
+    policy: type | str,
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    policy_kwargs: dict[str, Any],
+) -> DQN | PPO:
+    """An untrained SB3 model for prediction, built from our own record (no environment):
+    what ``BaseAlgorithm.load`` does after unpickling, with the spaces from JSON and the
+    policy class from SB3's aliases or :data:`agents.networks.POLICIES` (by name). The replay
+    and rollout buffers are made minimal: they are never filled."""
+    small = (
+        {"buffer_size": 1, "learning_starts": 0}
+        if issubclass(algorithm, DQN)
+        else {"n_steps": 2, "batch_size": 2}
+    )
+    model = algorithm(
+        policy,
+        env=None,
+        device="cpu",
+        policy_kwargs=_policy_kwargs(policy_kwargs),
+        verbose=0,
+        _init_setup_model=False,
+        **small,
+    )
+    model.observation_space, model.action_space, model.n_envs = (
+        observation_space,
+        action_space,
+        1,
+    )
+    model._setup_model()
+    return model
+
+
+def space_to_json(space: spaces.Space) -> dict[str, Any]:
+    """A ``Discrete`` or ``MultiDiscrete`` space as JSON (the only ones the simulator has)."""
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
+        return {"type": "MultiDiscrete", "nvec": [int(v) for v in space.nvec]}
+    raise ClickstreamError(f"cannot record the space {space} (Discrete and MultiDiscrete only)")
+
+
+def space_from_json(record: Any, file: Path) -> spaces.Space:
+    """The inverse of :func:`space_to_json`, checked.
+
+    Raises:
+        RunFolderError: Not a recorded ``Discrete`` or ``MultiDiscrete`` space (naming ``file``).
+    """
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31
+
+    if isinstance(record, dict) and record.get("type") == "Discrete" and count(record.get("n")):
+        start = record.get("start", 0)
+        if isinstance(start, int) and not isinstance(start, bool) and abs(start) < 2**31:
+            return spaces.Discrete(record["n"], start=start)
+    if (
+        isinstance(record, dict)
+        and record.get("type") == "MultiDiscrete"
+        and isinstance(record.get("nvec"), list)
+        and 0 < len(record["nvec"]) <= 4096
+        and all(count(v) for v in record["nvec"])
+    ):
+        return spaces.MultiDiscrete(np.asarray(record["nvec"], dtype=np.int64))
+    raise RunFolderError(
+        f"not a recorded Discrete or MultiDiscrete space: {record!r:.200}", file=str(file)
+    )

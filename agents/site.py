@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from clickstream.errors import ClickstreamError
+from clickstream.runfolder import read_parquet, verified_file
 from envs.core import SiteCore
 from envs.dynamics import MarkovDynamics
 from envs.rewards import reward_from_catalog, reward_from_store
@@ -108,6 +109,7 @@ class Site:
         if world == "held_out":
             if self.held_out_model is None:
                 raise ClickstreamError("this site has no held-out visitor model")
+            verified_file(self._held_out_file(), "train_simulator")  # a published folder only
             return {
                 **opts,
                 "dynamics": self._held_out_kind,
@@ -147,7 +149,7 @@ class Site:
 
     @cached_property
     def catalog(self) -> pd.DataFrame:
-        return pd.read_parquet(self.data_dir / "pages.parquet")
+        return read_parquet(self.data_dir / "pages.parquet")
 
     @cached_property
     def template(self) -> SiteCore:

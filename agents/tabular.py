@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from agents.base import Policy, TablePolicy, current_pages
-from clickstream.errors import ClickstreamError
+from agents.base import Policy, TablePolicy, current_pages, load_array, policy_file
+from clickstream.errors import ClickstreamError, RunFolderError
 from envs.click_model import ClickModel
 from envs.core import SiteCore
 
@@ -364,6 +364,8 @@ class ValueIterationPolicy(TablePolicy):
         tol: Stop when the value changes by less than this (max over pages).
     """
 
+    kind = "value_iteration"
+
     def __init__(
         self,
         name: str = "value_iteration",
@@ -391,6 +393,7 @@ class IntentOracle(Policy):
     no deployable policy can exceed (synthetic ``intent`` mode; ground truth only)."""
 
     needs_latent_state = True
+    kind = "intent_oracle"
 
     def __init__(self, name: str = "intent_oracle", gamma: float = 1.0, tol: float = 1e-9):
         self.name, self.gamma, self.tol = name, float(gamma), float(tol)
@@ -435,8 +438,12 @@ class IntentOracle(Policy):
 
     @classmethod
     def _load(cls, path: Path, manifest: dict[str, Any]) -> Policy:
-        policy = cls(manifest.get("name", "intent_oracle"))
-        policy.q = torch.as_tensor(np.load(path / manifest["q"]))
+        file = policy_file(path, manifest, "q")
+        q = load_array(file)
+        if q.ndim != 3:
+            raise RunFolderError(f"q must be (Z, P, A), got shape {q.shape}", file=str(file))
+        policy = cls(str(manifest.get("name", "intent_oracle")))
+        policy.q = torch.as_tensor(q)
         return policy
 
 
@@ -448,6 +455,8 @@ class QLearningPolicy(TablePolicy):
         n_envs: Visitors simulated together (transitions per update).
         **settings: :func:`q_learning` keyword arguments (``total_steps``, ``gamma``, ...).
     """
+
+    kind = "q_learning"
 
     def __init__(self, name: str = "q_learning", n_envs: int = 1024, **settings: Any) -> None:
         super().__init__(None, name)

@@ -50,6 +50,13 @@ class ClickstreamError(ValueError):
         return f"{prefix}: {self.message}" if prefix else self.message
 
 
+class RunFolderError(ClickstreamError):
+    """A run folder (or a file in one) that cannot be trusted or read: no manifest, a file
+    that does not match it, a stage made from other inputs, a file that is not what its name
+    says (e.g. a pickle where weights were expected). The message names the file and the
+    command that remakes it."""
+
+
 def from_options(cls: type[T], options: Mapping[str, Any] | None, what: str) -> T:
     """Build the dataclass ``cls`` from a plain mapping (e.g. a resolved Hydra node).
 

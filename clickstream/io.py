@@ -8,7 +8,6 @@ import gzip
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import zlib
@@ -19,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from clickstream.errors import ClickstreamError
+from clickstream.faults import SimulatedKill, boundary
 
 PathSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -282,62 +282,6 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class AtomicOutputDir:
-    """Write a set of output files so that they appear together or not at all.
-
-    Files are written into a hidden temporary folder beside ``out_dir``; :meth:`commit` moves
-    them into place (each by an atomic rename, ``meta.json`` last, so a folder with a
-    ``meta.json`` is complete). On an exception nothing in ``out_dir`` changes.
-
-    Example:
-        >>> with AtomicOutputDir("data/run") as out:   # doctest: +SKIP
-        ...     df.to_parquet(out.path("hits.parquet"))
-        ...     out.write_json("meta.json", meta)
-    """
-
-    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
-        self.out_dir = Path(out_dir)
-        self._tmp: Path | None = None
-
-    def __enter__(self) -> AtomicOutputDir:
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(
-            tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent)
-        )
-        return self
-
-    def path(self, name: str) -> Path:
-        """Temporary path to write output ``name`` to."""
-        assert self._tmp is not None, "use AtomicOutputDir as a context manager"
-        return self._tmp / name
-
-    def write_json(self, name: str, obj: object) -> None:
-        """Write ``obj`` as JSON; NaN and infinities become ``null`` (JSON has neither)."""
-        with open(self.path(name), "w", encoding="utf-8") as fh:
-            json.dump(finite_json(obj), fh, indent=2, default=_json_default, allow_nan=False)
-            fh.write("\n")
-
-    def write_parquet(self, name: str, df: pd.DataFrame) -> None:
-        df.to_parquet(self.path(name), index=False)
-
-    def commit(self) -> None:
-        assert self._tmp is not None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        names = sorted(p.name for p in self._tmp.iterdir())
-        names.sort(key=lambda n: n == "meta.json")  # meta.json last marks completion
-        for name in names:
-            os.replace(self._tmp / name, self.out_dir / name)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self.commit()
-        finally:
-            if self._tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    shutil.rmtree(self._tmp)
-
-
 def finite_json(obj: object) -> object:
     """``obj`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively.
 
@@ -355,9 +299,10 @@ def finite_json(obj: object) -> object:
     return obj
 
 
-def _json_default(obj: object) -> object:
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
+def json_default(obj: object) -> object:
+    """``json.dump``'s ``default``: numpy and torch numbers and arrays, timestamps, paths."""
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays, torch tensors
+        return obj.tolist()
     if isinstance(obj, pd.Timestamp):
         return obj.isoformat()
     if isinstance(obj, Path):
@@ -374,6 +319,7 @@ def atomic_file(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    boundary(f"write {target.name}")
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
@@ -382,6 +328,32 @@ def atomic_file(target: str | os.PathLike[str]) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        fsync_file(tmp)  # the data on disk before the name points at it
+        boundary(f"rename {target.name} into place")
         os.replace(tmp, target)
-    finally:
+    except SimulatedKill:
+        raise  # a killed process leaves its temporary file behind; so does this
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a file's data to disk (``os.fsync``)."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (a rename in it) to disk; a no-op where folders cannot be
+    opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -10,8 +10,10 @@ builds the page and group catalogs and transition tables, and writes, atomically
                                    with ENTRY and EXIT states; every source row sums to 1
     <out_dir>/meta.json            source, dataset name, counts, dropped records, split
                                    boundaries, config, git commit, summary, the rewards the
-                                   data supports, notices (written last: its presence marks
-                                   a complete folder)
+                                   data supports, notices
+    <out_dir>/manifest.json        every file's size and sha256, the config hash, the data
+                                   fingerprint, the source files (clickstream/runfolder.py):
+                                   written last, then the folder is published with one rename
 
 **Rewards are decided before any training.** ``meta.json`` records under ``rewards`` which
 simulator rewards (``env.reward``) the data can pay: ``page_value`` (needs revenue, or a value
@@ -43,8 +45,9 @@ from tqdm.auto import tqdm
 
 from clickstream.catalog import page_stats, transition_counts
 from clickstream.errors import ClickstreamError
-from clickstream.io import AtomicOutputDir, notice
+from clickstream.io import notice
 from clickstream.pages import PageConfig, assign_pages
+from clickstream.runfolder import StageWriter
 from clickstream.schema import CANONICAL_COLUMNS, LoadResult, validate_hits
 from clickstream.splits import SplitConfig, temporal_split
 
@@ -177,8 +180,9 @@ def prepare(
     stats_split: str = "all",
     page_value: str = "auto",
     config: Mapping[str, Any] | None = None,
-    extra_outputs: Callable[[AtomicOutputDir, dict[str, Any], pd.DataFrame], None] | None = None,
+    extra_outputs: Callable[[StageWriter, dict[str, Any], pd.DataFrame], None] | None = None,
     show_progress: bool = False,
+    config_hash: str | None = None,
 ) -> dict[str, Any]:
     """Prepare a dataset and write it to ``out_dir`` (all files or none).
 
@@ -197,6 +201,8 @@ def prepare(
             atomically with the rest; it may add keys to the meta dict. The loader's own
             ``raw.extra_outputs`` (e.g. the synthetic store's true model) runs first.
         show_progress: Show a progress bar over the stages (pages, catalogs, writing).
+        config_hash: Hash of the settings that made the data, recorded in the manifest
+            (``scripts/prepare_data.py``; the pipeline compares it).
 
     Returns:
         The meta dict written to ``meta.json`` (its ``summary`` holds the headline figures).
@@ -258,7 +264,8 @@ def prepare(
         "notices": notices,
         "config": dict(config or {}),
     }
-    with AtomicOutputDir(out_dir) as out:
+    source = {"source": [_source_stamp(f) for f in raw.files]}
+    with StageWriter(out_dir, "prepare_data", config_hash=config_hash, extra=source) as out:
         out.write_parquet("hits.parquet", hits)
         out.write_parquet("pages.parquet", catalog)
         out.write_parquet("groups.parquet", groups)
@@ -479,6 +486,25 @@ def format_summary(meta: Mapping[str, Any]) -> str:
     for line in meta.get("notices", []):
         lines.append(f"note              {line}")
     return "\n".join(lines)
+
+
+def _source_stamp(file: str | Path) -> dict[str, Any]:
+    """A source file's path, size and modification time (the pipeline re-prepares the data
+    when one of them changes)."""
+    path = Path(file)
+    try:
+        st = path.stat()
+    except OSError:
+        return {"path": str(path), "size": None, "mtime_ns": None}
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def source_changed(stamps: list[dict[str, Any]] | None) -> str | None:
+    """Which recorded source file (:func:`_source_stamp`) changed since, or ``None``."""
+    for stamp in stamps or []:
+        if _source_stamp(stamp["path"]) != stamp:
+            return f"the source file {stamp['path']} changed since the data were prepared"
+    return None
 
 
 def git_commit() -> str | None:

@@ -105,6 +105,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -114,7 +115,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError, from_options
+from clickstream.errors import ClickstreamError, RunFolderError, from_options
 from clickstream.io import atomic_file
 from clickstream.schema import EXIT, LoadResult, coerce_raw_hits, session_boundaries
 
@@ -1056,7 +1057,7 @@ class SyntheticStore:
         (the next page or EXIT after each page view; entry pages not counted).
 
         Args:
-            out: The open :class:`clickstream.io.AtomicOutputDir`.
+            out: The open :class:`clickstream.runfolder.StageWriter`.
             meta: The dataset's meta dict.
             hits: Canonical hits with their ``split``.
             session_intents: ``session_id``, ``intent`` of the sampled sessions.
@@ -1144,23 +1145,36 @@ class SyntheticStore:
         for f in (npz, js):
             if not f.is_file():
                 raise ClickstreamError("synthetic store file not found", file=str(f))
-        with open(js, encoding="utf-8") as fh:
-            meta = json.load(fh)
-        if meta.get("kind") != "nextpage.synthetic_store":
+        try:
+            with open(js, encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise RunFolderError(f"not valid JSON ({exc})", file=str(js)) from None
+        if not isinstance(meta, dict) or meta.get("kind") != "nextpage.synthetic_store":
             raise ClickstreamError("not a synthetic store description", file=str(js))
-        with np.load(npz) as data:
-            arrays = {k: data[k] for k in data.files}
-        return cls(
-            config=SyntheticConfig.from_dict(meta["config"]),
-            pages=list(meta["pages"]),
-            page_titles=list(meta["page_titles"]),
-            content_groups=list(meta["content_groups"]),
-            page_types=list(meta["page_types"]),
-            page_groups=list(meta["page_groups"]),
-            intents=tuple(meta["intents"]),
-            beta=float(meta["beta"]),
-            **arrays,
-        )
+        try:  # arrays only: an object array (a pickle) is refused, never unpickled
+            with np.load(npz, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunFolderError(
+                f"not a readable array file ({type(exc).__name__}: {exc})", file=str(npz)
+            ) from None
+        try:
+            return cls(
+                config=SyntheticConfig.from_dict(meta["config"]),
+                pages=list(meta["pages"]),
+                page_titles=list(meta["page_titles"]),
+                content_groups=list(meta["content_groups"]),
+                page_types=list(meta["page_types"]),
+                page_groups=list(meta["page_groups"]),
+                intents=tuple(meta["intents"]),
+                beta=float(meta["beta"]),
+                **arrays,
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise RunFolderError(
+                f"not a complete synthetic store ({type(exc).__name__}: {exc})", file=str(js)
+            ) from None
 
     def group_rules(self) -> list[dict[str, str]]:
         """Page grouping rules (``clickstream.pages`` format) that give :attr:`page_groups`."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clickstream.errors import ClickstreamError, from_options
+from clickstream.errors import ClickstreamError, RunFolderError, from_options
 from envs.baselines import _Predictor, _session_log_sums, _session_starts, mean_log_loss
 from envs.dynamics import MixtureDynamics, entry_distribution, first_order_table
 from envs.sequences import SessionSequences
@@ -290,9 +291,20 @@ class LatentClassModel(_Predictor):
                     tuple(str(p) for p in z["pages"]),
                     json.loads(str(z["info"])),
                 )
-        except (KeyError, ValueError, OSError) as err:
-            raise ClickstreamError(
-                f"not a latent-class model file ({err})", file=str(path)
+        except (
+            KeyError,
+            IndexError,
+            ValueError,
+            TypeError,
+            OSError,
+            EOFError,
+            RecursionError,
+            zipfile.BadZipFile,
+        ) as err:
+            # an object array is refused by allow_pickle=False with a ValueError: never unpickled
+            raise RunFolderError(
+                f"not a readable latent-class model file ({type(err).__name__}: {err})",
+                file=str(path),
             ) from None
 
 

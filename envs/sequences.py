@@ -12,7 +12,6 @@ view ``i`` and its target is :meth:`SessionSequences.targets` ``[i]``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from clickstream.errors import ClickstreamError
+from clickstream.runfolder import Manifest, read_json, read_parquet, verify_folder
 from clickstream.schema import EXIT
 
 TIME_BUCKET_EDGES_S = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0)
@@ -247,12 +247,18 @@ def sequences_from_hits(hits: pd.DataFrame, vocab: Vocabulary) -> SessionSequenc
 
 @dataclass
 class PreparedData:
-    """A prepared dataset folder read for next-page modelling."""
+    """A prepared dataset folder read for next-page modelling.
+
+    Attributes:
+        manifest: The folder's verified manifest (``clickstream/runfolder.py``): its
+            ``digest`` is what the stages made from these data record.
+    """
 
     data_dir: Path
     vocab: Vocabulary
     splits: dict[str, SessionSequences]
     meta: dict[str, object]
+    manifest: Manifest | None = None
 
     @property
     def true_model_path(self) -> Path | None:
@@ -264,11 +270,14 @@ class PreparedData:
 def load_prepared(
     data_dir: str | Path, splits: Sequence[str] = ("train", "valid", "test")
 ) -> PreparedData:
-    """Read ``hits.parquet``, ``pages.parquet`` and ``meta.json`` of a prepared dataset.
+    """Read ``hits.parquet``, ``pages.parquet`` and ``meta.json`` of a prepared dataset,
+    after verifying the folder's manifest (every file as it was published).
 
     Raises:
         ClickstreamError: The folder is not a complete prepared dataset (naming the missing
             file and the command that makes one).
+        RunFolderError: Its manifest is missing or does not verify, or a file cannot be read
+            (naming the file).
     """
     data_dir = Path(data_dir)
     for name in ("meta.json", "hits.parquet", "pages.parquet"):
@@ -278,10 +287,11 @@ def load_prepared(
                 f"`python scripts/prepare_data.py out_dir={data_dir}`)",
                 file=str(data_dir),
             )
-    meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))
-    vocab = Vocabulary.from_catalog(pd.read_parquet(data_dir / "pages.parquet"))
+    manifest = verify_folder(data_dir, "prepare_data")
+    meta = read_json(data_dir / "meta.json", "the dataset's meta.json")
+    vocab = Vocabulary.from_catalog(read_parquet(data_dir / "pages.parquet"))
     columns = ["session_id", "step", "page", "time_on_page_s", "split"]
-    hits = pd.read_parquet(data_dir / "hits.parquet", columns=columns)
+    hits = read_parquet(data_dir / "hits.parquet", columns=columns)
     split_col = hits["split"].to_numpy(dtype=object)
     out = {}
     for name in splits:
@@ -289,4 +299,4 @@ def load_prepared(
         if len(part) == 0:
             raise ClickstreamError(f"split {name!r} holds no sessions", file=str(data_dir))
         out[name] = sequences_from_hits(part.reset_index(drop=True), vocab)
-    return PreparedData(data_dir=data_dir, vocab=vocab, splits=out, meta=meta)
+    return PreparedData(data_dir=data_dir, vocab=vocab, splits=out, meta=meta, manifest=manifest)

@@ -22,8 +22,9 @@ import pandas as pd
 import torch
 from gymnasium import spaces
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.prepare import reward_support
+from clickstream.runfolder import MANIFEST, read_manifest, read_parquet, verified_file
 from clickstream.synthetic import SyntheticStore, build_store
 from envs.click_model import build_click_model
 from envs.core import SiteCore
@@ -36,13 +37,51 @@ from envs.dynamics import (
 )
 from envs.latent_class import LatentClassModel
 from envs.rewards import check_learnable, reward_from_catalog, reward_from_store
-from envs.sequences import load_prepared
+from envs.sequences import PreparedData, load_prepared
 from envs.visitor_model import VisitorModel
 
 DYNAMICS = ("true", "markov", "gru", "latent_class")
 
 MODEL_FILES = {"gru": "model.pt", "latent_class": "latent_class.npz"}
 """File of each learned visitor model in a simulator folder (``scripts/train_simulator.py``)."""
+
+
+def learned_model_file(
+    data: PreparedData, dynamics: str, model_path: str | Path | None = None
+) -> Path:
+    """The file of a learned visitor model (``gru`` or ``latent_class``) for ``data``.
+
+    By default ``<data_dir>/simulator/`` and :data:`MODEL_FILES`: a published run folder,
+    whose manifest must verify and say it was made from these very data (the manifest digest
+    of ``data``). An explicit ``model_path`` in a published folder is checked the same way;
+    one elsewhere (a file saved by hand) is read as it is, still as data only.
+
+    Raises:
+        RunFolderError: The simulator folder is not published, does not verify, or was made
+            from other data (prepared again since), naming it and the command that remakes it.
+    """
+    if model_path is not None:
+        path = Path(model_path)
+        if not (path.parent / MANIFEST).is_file():
+            return path
+    else:
+        path = data.data_dir / "simulator" / MODEL_FILES[dynamics]
+        if not path.parent.is_dir():
+            raise RunFolderError(
+                f"no trained visitor model here: make one with `python scripts/train_simulator.py "
+                f"data_dir={data.data_dir}`",
+                file=str(path.parent),
+            )
+    verified_file(path, "train_simulator")
+    made_from = read_manifest(path.parent).inputs.get("data")
+    if data.manifest is not None and made_from != data.manifest.digest:
+        raise RunFolderError(
+            f"made from other data than {data.data_dir} holds now (the data were prepared "
+            f"again since): retrain it with `python scripts/train_simulator.py "
+            f"data_dir={data.data_dir} out_dir={path.parent}` (or `python scripts/pipeline.py`)",
+            file=str(path.parent),
+        )
+    return path
 
 
 def build_core(
@@ -116,7 +155,7 @@ def build_core(
     else:
         data = load_prepared(data_dir, splits=("train",))
         pages = data.vocab.pages
-        catalog = pd.read_parquet(Path(data_dir) / "pages.parquet")
+        catalog = read_parquet(Path(data_dir) / "pages.parquet")
         rewards = check_learnable(
             reward_from_catalog(reward, catalog, pages),
             str(data_dir),
@@ -133,7 +172,7 @@ def build_core(
         elif dynamics == "markov":
             dyn = MarkovDynamics.fit(data.splits["train"], pages)
         elif dynamics == "latent_class":
-            path = Path(model_path or Path(data_dir) / "simulator" / MODEL_FILES[dynamics])
+            path = learned_model_file(data, dynamics, model_path)
             latent = LatentClassModel.load(path)
             if latent.pages != pages:
                 raise ClickstreamError(
@@ -141,7 +180,7 @@ def build_core(
                 )
             dyn = latent.dynamics()
         else:
-            path = Path(model_path or Path(data_dir) / "simulator" / MODEL_FILES[dynamics])
+            path = learned_model_file(data, dynamics, model_path)
             model = VisitorModel.load(path, device=device)
             if model.vocab.pages != pages:
                 raise ClickstreamError(

@@ -7,7 +7,10 @@ Sessions longer than ``max_len`` are cut into windows of ``max_len`` page views 
 (later windows start from an empty state; evaluation always reads whole sessions).
 
 Early stopping watches the validation log-loss; the best epoch's weights are kept. A checkpoint
-``last.pt`` after every epoch (weights, optimiser, random states, history) lets a run resume.
+``last.pt`` after every epoch (weights, optimiser, random states, history, and what it was made
+from: the data fingerprint and the settings) lets a run resume; it holds tensors and plain data
+only, read with ``torch.load(weights_only=True)``, and a checkpoint made from other data or
+settings is refused.
 """
 
 from __future__ import annotations
@@ -27,12 +30,21 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from clickstream.errors import ClickstreamError, from_options
+from clickstream.errors import ClickstreamError, RunFolderError, from_options
 from clickstream.io import atomic_file
 from envs.sequences import SessionSequences
-from envs.visitor_model import VisitorModel, make_batches, pad_batch
+from envs.visitor_model import (
+    VisitorModel,
+    load_weights_only,
+    make_batches,
+    pad_batch,
+    plain_data,
+)
 
 IGNORE = -100  # target of padded positions (F.cross_entropy's ignore_index)
+
+CHECKPOINT_KIND = "nextpage.training_checkpoint"
+CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -144,6 +156,7 @@ def train(
     resume: bool = False,
     writer: Any | None = None,
     label: str = "GRU",
+    identity: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place; at the end it holds the weights of the best validation epoch.
 
@@ -154,6 +167,9 @@ def train(
         cfg: Trainer settings.
         checkpoint: Where to write ``last.pt``-style state after every epoch.
         resume: Continue from ``checkpoint`` if it exists.
+        identity: What the checkpoint must have been made from to be resumed:
+            ``{"data_fingerprint": ..., "config": {...}}`` (JSON-able), written into every
+            checkpoint; a checkpoint with another one is refused (:func:`read_checkpoint`).
         writer: A TensorBoard ``SummaryWriter`` (``train/loss``, ``valid/log_loss``,
             ``time/events_per_sec``), or ``None``.
         label: Which model this is in progress bars and epoch lines (``GRU (held-out)``).
@@ -181,17 +197,24 @@ def train(
     first_epoch = 1
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.net.load_state_dict(state["state_dict"])
-        optimiser.load_state_dict(state["optimiser"])
-        best_state = state["best_state"]
-        ema = state.get("ema")
-        history = state["history"]
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        first_epoch = len(history["epochs"]) + 1
-        model.fit_prior(train_seqs)  # counts are not in the checkpoint's optimiser state
-        model.net.load_state_dict(state["state_dict"])
+        state = read_checkpoint(ckpt_path, identity)
+        try:
+            model.net.load_state_dict(state["state_dict"])
+            optimiser.load_state_dict(state["optimiser"])
+            best_state = state["best_state"]
+            ema = state.get("ema")
+            history = state["history"]
+            rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            first_epoch = len(history["epochs"]) + 1
+            model.fit_prior(train_seqs)  # counts are not in the checkpoint's optimiser state
+            model.net.load_state_dict(state["state_dict"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise RunFolderError(
+                f"training checkpoint does not fit this model ({type(exc).__name__}: "
+                f"{str(exc)[:300]}); start afresh with resume=false",
+                file=str(ckpt_path),
+            ) from None
     else:
         model.fit_prior(train_seqs)
         best_state = copy.deepcopy(model.net.state_dict())
@@ -299,8 +322,7 @@ def train(
                 "numpy_rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
             }
-            with atomic_file(ckpt_path) as tmp:
-                torch.save(state, tmp)
+            write_checkpoint(ckpt_path, state, identity)
 
     model.net.load_state_dict(best_state)
     done = [e for e in history["epochs"]]
@@ -337,3 +359,73 @@ def _epochs_without_improvement(history: Mapping[str, Any], min_delta: float) ->
     if best is None:
         return 0
     return len(history["epochs"]) - int(best)
+
+
+def write_checkpoint(
+    path: str | Path, state: Mapping[str, Any], identity: Mapping[str, Any] | None
+) -> None:
+    """Write a training checkpoint atomically: tensors (weights, optimiser state, the torch
+    random state) and plain data (history, numpy random state, ``identity``), so that
+    :func:`read_checkpoint` needs nothing but ``torch.load(weights_only=True)``."""
+    out = dict(state)
+    out["history"] = plain_data(out["history"])
+    out["numpy_rng"] = plain_data(out["numpy_rng"])
+    out.update(
+        kind=CHECKPOINT_KIND,
+        version=CHECKPOINT_VERSION,
+        identity=plain_data(dict(identity)) if identity is not None else None,
+    )
+    with atomic_file(path) as tmp:
+        torch.save(out, tmp)
+
+
+def read_checkpoint(path: str | Path, identity: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A checkpoint written by :func:`write_checkpoint`, checked against ``identity``.
+
+    Raises:
+        RunFolderError: Not a readable checkpoint (truncated, a pickle of objects, another
+            kind of file), or one made from other data or settings than ``identity`` (the
+            message names what differs), naming the file.
+    """
+    path = Path(path)
+    state = load_weights_only(path, "training checkpoint")
+    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+        raise RunFolderError(
+            "not a NextPage training checkpoint (or one from an older version); start afresh "
+            "with resume=false",
+            file=str(path),
+        )
+    if identity is None:
+        return state
+    recorded = state.get("identity") or {}
+    wanted = plain_data(dict(identity))
+    problems = []
+    if recorded.get("data_fingerprint") != wanted.get("data_fingerprint"):
+        problems.append(
+            f"it was made from other data (fingerprint {recorded.get('data_fingerprint')}, "
+            f"these data {wanted.get('data_fingerprint')})"
+        )
+    diff = _differences(recorded.get("config"), wanted.get("config"))
+    if diff:
+        problems.append("it was made with other settings: " + "; ".join(diff[:10]))
+    if problems:
+        raise RunFolderError(
+            "cannot resume from this checkpoint: "
+            + " and ".join(problems)
+            + "; start afresh with resume=false (or resume with the data and settings it was "
+            "made with)",
+            file=str(path),
+        )
+    return state
+
+
+def _differences(recorded: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """``key: recorded -> wanted`` for every setting that differs (dotted keys)."""
+    if isinstance(recorded, dict) and isinstance(wanted, dict):
+        out = []
+        for key in sorted(set(recorded) | set(wanted)):
+            out += _differences(recorded.get(key), wanted.get(key), f"{prefix}{key}.")
+        return out
+    if recorded != wanted:
+        return [f"{prefix.rstrip('.') or 'config'}: {recorded!r} in the checkpoint, {wanted!r} now"]
+    return []

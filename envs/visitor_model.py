@@ -16,7 +16,9 @@ the metrics, so a model file is all a later stage needs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from clickstream.errors import ClickstreamError, from_options
-from clickstream.io import atomic_file
+from clickstream.errors import ClickstreamError, RunFolderError, from_options
+from clickstream.io import atomic_file, json_default
 from envs.sequences import N_TIME_BUCKETS, SessionSequences, Vocabulary
 
 CHECKPOINT_KIND = "nextpage.visitor_model"
@@ -508,17 +510,25 @@ class VisitorModel:
     # ---- persistence -----------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> Path:
-        """Write a checkpoint (weights, vocabulary, config, metrics) atomically."""
+        """Write a checkpoint (weights, vocabulary, config, metrics) atomically.
+
+        Everything but the weights is stored as plain JSON-able data, so that
+        :meth:`load` reads the file with ``torch.load(weights_only=True)``.
+        """
         path = Path(path)
         state = {
             "kind": CHECKPOINT_KIND,
             "version": CHECKPOINT_VERSION,
-            "model_config": dataclasses.asdict(self.cfg),
-            "vocab": self.vocab.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-            "metrics": self.metrics,
-            "train_state": self.train_state,
-            **dict(extra or {}),
+            **plain_data(
+                {
+                    "model_config": dataclasses.asdict(self.cfg),
+                    "vocab": self.vocab.to_dict(),
+                    "metrics": self.metrics,
+                    "train_state": self.train_state,
+                    **dict(extra or {}),
+                }
+            ),
         }
         with atomic_file(path) as tmp:
             torch.save(state, tmp)
@@ -526,22 +536,67 @@ class VisitorModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VisitorModel:
-        """Read a checkpoint written by :meth:`save`."""
+        """Read a checkpoint written by :meth:`save` (tensors and plain data only: nothing
+        in the file is run).
+
+        Raises:
+            RunFolderError: Not a readable visitor model checkpoint (missing, truncated, a
+                pickle of objects, another kind of file, weights that do not fit), naming it.
+        """
         path = Path(path)
-        if not path.is_file():
-            raise ClickstreamError("visitor model checkpoint not found", file=str(path))
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_weights_only(path, "visitor model checkpoint")
         if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-            raise ClickstreamError("not a NextPage visitor model checkpoint", file=str(path))
-        model = cls(
-            Vocabulary.from_dict(state["vocab"]),
-            ModelConfig.from_dict(state["model_config"]),
-            device=device,
-        )
-        model.net.load_state_dict(state["state_dict"])
+            raise RunFolderError("not a NextPage visitor model checkpoint", file=str(path))
+        try:
+            model = cls(
+                Vocabulary.from_dict(state["vocab"]),
+                ModelConfig.from_dict(state["model_config"]),
+                device=device,
+            )
+            model.net.load_state_dict(state["state_dict"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise RunFolderError(
+                f"visitor model checkpoint does not fit its own config ({type(exc).__name__}: "
+                f"{str(exc)[:300]})",
+                file=str(path),
+            ) from None
         model.metrics = dict(state.get("metrics") or {})
         model.train_state = dict(state.get("train_state") or {})
         return model
+
+
+def plain_data(value: Any) -> Any:
+    """``value`` as JSON-able plain data (numpy scalars to numbers, tuples to lists, paths to
+    strings): what a ``weights_only`` checkpoint may hold besides tensors."""
+    return json.loads(json.dumps(value, default=json_default))
+
+
+def load_weights_only(path: str | os.PathLike[str], what: str) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, so a file
+    that holds anything else (a pickled object that would run code) is refused.
+
+    Raises:
+        RunFolderError: Missing, truncated or not a torch file, or one holding objects other
+            than tensors and plain data; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunFolderError(f"{what} not found", file=str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise RunFolderError(
+            f"{what} holds more than tensors and plain data, refused unread (it could run "
+            f"code): {first[:300]}",
+            file=str(path),
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, AttributeError) as exc:
+        raise RunFolderError(
+            f"{what} cannot be read: truncated or not a torch file ({type(exc).__name__}: "
+            f"{str(exc).strip()[:200]})",
+            file=str(path),
+        ) from None
 
 
 def make_batches(

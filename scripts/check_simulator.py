@@ -5,7 +5,8 @@
 Simulates ``n_sessions`` sessions with no recommendation shown (``envs.fidelity``), compares
 pages per session, bounce rate, conversion rate, exit rate by page group and the total
 variation distances of page views, page groups and session lengths with the test split, prints
-the table and writes ``out_dir/fidelity.json`` and ``out_dir/fidelity.md`` together. See
+the table and writes ``out_dir/fidelity.json``, ``out_dir/fidelity.md`` and ``manifest.json``
+together (one folder published with one rename: ``clickstream/runfolder.py``). See
 ``configs/check_simulator.yaml``.
 """
 
@@ -17,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from clickstream.io import AtomicOutputDir
 from clickstream.prepare import choose_reward, git_commit
+from clickstream.runfolder import StageWriter, config_hash, manifest_digest, read_parquet
 from envs.fidelity import (
     fidelity_report,
     format_fidelity_markdown,
@@ -29,9 +29,22 @@ from envs.fidelity import (
     simulate_organic_sessions,
 )
 from envs.sequences import load_prepared
-from envs.site_env import build_core
+from envs.site_env import MODEL_FILES, build_core
 from envs.training import resolve_device
 from scripts import run_or_exit
+
+CONFIG_KEYS = (
+    "dynamics",
+    "reward",
+    "n_sessions",
+    "n_visitors",
+    "max_steps",
+    "history_len",
+    "top_k",
+    "n_boot",
+    "seed",
+)
+"""Settings that change the report (recorded as a hash in its manifest)."""
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -45,7 +58,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if isinstance(dynamics, bool):  # the command line's `dynamics=true` parses as a boolean
         dynamics = str(dynamics).lower()
     data = load_prepared(data_dir, splits=("test",))
-    catalog = pd.read_parquet(data_dir / "pages.parquet")
+    catalog = read_parquet(data_dir / "pages.parquet")
     # paid but unused here: a site without revenue falls back to engagement, said in one line
     reward, note = choose_reward(
         data.meta, str(resolved.get("reward", "page_value")), key="reward", data_dir=data_dir
@@ -93,12 +106,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "config": resolved,
     }
     title = f"Simulator fidelity: {dynamics} dynamics vs the test split of {data_dir.name}"
-    with AtomicOutputDir(out_dir) as out:
+    model_path = resolved.get("model_path")
+    simulator = Path(model_path).parent if model_path else data_dir / "simulator"
+    stage = StageWriter(
+        out_dir,
+        "check_simulator",
+        config_hash=config_hash(resolved, CONFIG_KEYS),
+        inputs={
+            "data": data.manifest.digest if data.manifest else None,
+            "simulator": manifest_digest(simulator) if dynamics in MODEL_FILES else None,
+        },
+        data_fingerprint=data.manifest.data_fingerprint if data.manifest else None,
+    )
+    with stage as out:
         out.write_json("fidelity.json", record)
-        out.path("fidelity.md").write_text(
+        out.write_text(
+            "fidelity.md",
             format_fidelity_markdown(report, title)
             + f"\nSeed {seed}, max_steps {core.max_steps}, git commit {record['git_commit']}.\n",
-            encoding="utf-8",
         )
     record["table"] = format_fidelity_table(report)
     return record

@@ -5,7 +5,8 @@
 
 Reads ``<out_dir>/agents/<policy>/seed_<S>/`` (``scripts/train.py``), writes
 ``<eval_dir>/results.json`` (one record per policy and world: ``agents.evaluate.RECORD_FIELDS``),
-``results.md`` and PNG bar charts with 95 % error bars, and prints the Markdown tables.
+``results.md`` and PNG bar charts with 95 % error bars (with ``manifest.json``, published with
+one rename: ``clickstream/runfolder.py``), and prints the Markdown tables.
 """
 
 from __future__ import annotations
@@ -18,21 +19,25 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from agents.base import Policy, load_policy, policy_folders
+from agents.base import Policy, load_published_policy, policy_folders
 from agents.evaluate import evaluate
 from agents.report import write_report
 from agents.site import Site
 from clickstream.errors import ClickstreamError
 from clickstream.prepare import git_commit
+from clickstream.runfolder import StageWriter, config_hash, manifest_digest
 from envs.click_model import describe_click_model
 from scripts import run_or_exit
 from scripts.train import truncation
+
+CONFIG_KEYS = ("env", "n_sessions", "world_sessions", "seeds", "n_visitors", "policies", "worlds")
+"""Settings that change the report (their hash is in the manifest)."""
 
 
 def saved_policies(
     agents_dir: Path, names: list[str] | None = None
 ) -> dict[str, dict[int, Policy]]:
-    """Policies under ``agents_dir`` by name and training seed."""
+    """Policies under ``agents_dir`` by name and training seed, each from a verified folder."""
     if not agents_dir.is_dir():
         raise ClickstreamError(
             "no trained policies (train some with `python scripts/pipeline.py` or "
@@ -40,7 +45,7 @@ def saved_policies(
             file=str(agents_dir),
         )
     out = {
-        name: {seed: load_policy(folder) for seed, folder in seeds.items()}
+        name: {seed: load_published_policy(folder) for seed, folder in seeds.items()}
         for name, seeds in policy_folders(agents_dir, names).items()
     }
     missing = sorted(set(names or []) - set(out))
@@ -51,14 +56,26 @@ def saved_policies(
     return out
 
 
-def policy_stamps(agents_dir: Path, names: list[str] | None = None) -> dict[str, str | None]:
-    """When each saved policy under ``agents_dir`` was trained (``run.json``'s
-    ``created_utc``), by ``<name>/seed_<S>``: a report is stale once any of them changes."""
+def policy_digests(agents_dir: Path, names: list[str] | None = None) -> dict[str, str | None]:
+    """The manifest digest of each saved policy under ``agents_dir``, by
+    ``<name>/seed_<S>``: a report is stale once any of them changes."""
     out: dict[str, str | None] = {}
     for name, seeds in policy_folders(agents_dir, names).items():
         for seed, folder in seeds.items():
-            out[f"{name}/seed_{seed}"] = _run_record(folder).get("created_utc")
+            out[f"{name}/seed_{seed}"] = manifest_digest(folder)
     return out
+
+
+def stage_inputs(cfg: dict[str, Any]) -> dict[str, str | None]:
+    """The manifests a report is made from: data, simulators and every policy evaluated."""
+    held_out = cfg.get("held_out_dir")
+    inputs = {
+        "data": manifest_digest(cfg["data_dir"]),
+        "simulator": manifest_digest(Path(cfg["data_dir"]) / "simulator"),
+        "held_out": manifest_digest(held_out) if held_out else None,
+    }
+    agents = policy_digests(Path(cfg["out_dir"]) / "agents", cfg.get("policies"))
+    return {**inputs, **{f"agents/{k}": v for k, v in agents.items()}}
 
 
 def training_info(agents_dir: Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -112,7 +129,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     site = Site.from_config(resolved)
     agents_dir = Path(resolved["out_dir"]) / "agents"
     # read before loading: a policy retrained meanwhile then makes this report stale
-    stamps = policy_stamps(agents_dir, resolved.get("policies"))
+    inputs = stage_inputs(resolved)
     trained = training_info(agents_dir, resolved.get("policies"))
     policies = saved_policies(agents_dir, resolved.get("policies"))
     worlds = resolved.get("worlds") or site.worlds()
@@ -150,14 +167,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "git commit": git_commit(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    paths = write_report(
-        records,
-        resolved["eval_dir"],
-        title=f"Results: {dataset}",
-        context=context,
-        extra={"config": resolved, "policies": stamps},
+    eval_dir = Path(resolved["eval_dir"])
+    stage = StageWriter(
+        eval_dir,
+        "evaluate",
+        config_hash=config_hash(resolved, CONFIG_KEYS),
+        inputs=inputs,
+        data_fingerprint=site.data.manifest.data_fingerprint if site.data.manifest else None,
     )
-    return {"records": records, "paths": {k: str(v) for k, v in paths.items()}}
+    with stage as out:
+        written = write_report(
+            records,
+            out.dir,
+            title=f"Results: {dataset}",
+            context=context,
+            extra={"config": resolved},
+        )
+    paths = {k: str(eval_dir / Path(v).name) for k, v in written.items()}
+    return {"records": records, "paths": paths}
 
 
 def _sessions_asked(resolved: dict[str, Any], worlds: list[str]) -> str:

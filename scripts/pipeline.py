@@ -8,9 +8,11 @@
 Stages: ``prepare_data`` (-> ``<out_dir>/data``), ``train_simulator`` (-> ``data/simulator``),
 the held-out visitor model (-> ``data/simulator_held_out``, seed + 1), one ``train`` per agent
 and seed (-> ``agents/<name>/seed_<S>``) and ``evaluate`` (-> ``eval``: ``results.json``,
-``results.md``, charts). A stage is skipped when its outputs exist and were made from the same
-configuration and the same inputs (its record says so); otherwise it runs, and every stage that
-reads its outputs runs too. See ``configs/pipeline.yaml``.
+``results.md``, charts). Each stage publishes its folder with a manifest
+(``clickstream/runfolder.py``). A stage is skipped when its folder's manifest verifies, records
+the same configuration hash and names the current manifests of the folders it was made from
+(for the data: the source files unchanged); otherwise it runs, and every stage made from its
+outputs runs too. See ``configs/pipeline.yaml``.
 
 It says what it does as it goes: the device and the click model once, a numbered header per
 stage (``[2/5] visitor model (GRU) -> runs/default/data/simulator``) ending with ``ran`` or
@@ -23,22 +25,33 @@ stops the pipeline with status 3 unless ``allow_truncated=true``; then the repor
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
+import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from clickstream.prepare import choose_reward, format_summary
+from clickstream.errors import RunFolderError
+from clickstream.prepare import choose_reward, format_summary, source_changed
+from clickstream.runfolder import (
+    Manifest,
+    config_hash,
+    plain_config,
+    read_json,
+    read_manifest,
+    recover,
+    recover_tree,
+    verify_folder,
+)
 from scripts import evaluate, hydra_argv, prepare_data, run_or_exit, train, train_simulator
 
-PREPARE_KEYS = ("data", "split", "repeats", "stats_split", "seed")
+PREPARE_KEYS = prepare_data.CONFIG_KEYS
 """Settings that change the prepared data (``show_progress`` and paths do not)."""
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -46,9 +59,16 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the stages, saying what each does; returns what each did (``ran`` or ``reused``),
-    their records, and ``seconds`` (per stage and ``total``)."""
+    their records, and ``seconds`` (per stage and ``total``).
+
+    A stage is reused when its folder's manifest verifies (every file as published), records
+    the same configuration hash and was made from the manifests its inputs have now
+    (``clickstream/runfolder.py``); an interrupted publication is completed or undone first.
+    ``report["why"]`` says, per stage that ran, why its output could not be reused.
+    """
     data_dir = Path(cfg.data_dir)
-    report: dict[str, Any] = {"stages": {}, "seconds": {}}
+    report: dict[str, Any] = {"stages": {}, "seconds": {}, "why": {}}
+    report["recovered"] = recover(data_dir) + recover_tree(cfg.out_dir)
     progress = Stages(4 + bool(cfg.held_out), report)
     _introduce(cfg)
 
@@ -60,19 +80,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "show_progress": cfg.show_progress,
         }
     )
-    wanted = _plain(prepare_cfg, PREPARE_KEYS)
-    meta = _read_json(data_dir / "meta.json")
-    fresh = (
-        not cfg.force
-        and meta is not None
-        and _plain(meta.get("config", {}), PREPARE_KEYS) == wanted
+    data, why = _reusable(
+        cfg,
+        data_dir,
+        "prepare_data",
+        _hash(prepare_cfg, PREPARE_KEYS),
+        {},
+        check=lambda m: source_changed(m.record.get("source")),
     )
     with progress.stage("prepare_data", f"data ({cfg.data.name})", data_dir):
-        if fresh:
+        if data is not None:
             report["stages"]["prepare_data"] = "reused"
+            meta = read_json(data_dir / "meta.json", "the dataset's meta.json")
         else:
+            report["why"]["prepare_data"] = why
             meta = prepare_data.run(prepare_cfg)
             report["stages"]["prepare_data"] = "ran"
+            data = read_manifest(data_dir, "prepare_data")
         report["prepare_data"] = meta
         _say(format_summary(meta))
         # the reward is settled from the data before anything trains (no revenue: engagement)
@@ -88,13 +112,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         simulators.append(("held_out_simulator", Path(cfg.held_out_dir), int(cfg.seed) + 1))
     for stage, sim_dir, seed in simulators:
         with progress.stage(stage, _model_title(cfg, stage, seed), sim_dir):
-            fresh_sim, metrics = _simulator_stage(cfg, meta, data_dir, sim_dir, seed, fresh)
-            report["stages"][stage] = "reused" if fresh_sim else "ran"
+            ran, metrics = _simulator_stage(
+                cfg, data.digest, data_dir, sim_dir, seed, report, stage
+            )
+            report["stages"][stage] = "ran" if ran else "reused"
             report[stage] = metrics
             _say(_metrics_table(metrics))
-        if stage == "train_simulator":
-            fresh = fresh_sim
-            simulator_made = metrics.get("created_utc")
 
     agents_ran = False
     report["agents"] = {}
@@ -105,19 +128,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             seeds = list(cfg.seeds) if name in cfg.learning_agents else [int(cfg.seed)]
             for seed in seeds:
                 train_cfg = _agent_cfg(cfg, name, seed)
-                record = _read_json(Path(train_cfg.agent_dir) / "run.json")
-                up_to_date = (
-                    fresh
-                    and not cfg.force
-                    and record is not None
-                    and record.get("simulator_created_utc") == simulator_made
-                    and _same(record.get("config", {}), train_cfg, ("agent", "env", "seed"))
-                )
+                agent_dir = Path(train_cfg.agent_dir)
+                inputs = train.stage_inputs(_container(train_cfg))
+                wanted = _hash(train_cfg, train.CONFIG_KEYS)
+                policy, why = _reusable(cfg, agent_dir, "train", wanted, inputs)
                 key = f"{name}/seed_{seed}"
                 start = time.perf_counter()
-                if up_to_date:
+                if policy is not None:
                     report["agents"][key] = "reused"
+                    record = read_json(agent_dir / "run.json", "run.json")
                 else:
+                    report["why"][key] = why
                     if cfg.show_progress:
                         _say(f"{name} · seed {seed}: training")
                     record = train.run(train_cfg)
@@ -130,20 +151,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         report["stages"]["train_agents"] = "ran" if agents_ran else "reused"
 
     eval_cfg = _eval_cfg(cfg)
-    results = _read_json(Path(cfg.eval_dir) / "results.json")
+    # policies trained outside the pipeline (scripts/train.py) are inputs too
+    inputs = evaluate.stage_inputs(_container(eval_cfg))
+    wanted = _hash(eval_cfg, evaluate.CONFIG_KEYS)
+    results, why = _reusable(cfg, Path(cfg.eval_dir), "evaluate", wanted, inputs)
     with progress.stage("evaluate", _evaluate_title(cfg, names), Path(cfg.eval_dir)):
-        if (
-            not agents_ran
-            and not cfg.force
-            and results is not None
-            and _same(results.get("config", {}), eval_cfg, EVAL_KEYS)
-            # policies trained outside the pipeline (scripts/train.py) count too
-            and results.get("policies")
-            == evaluate.policy_stamps(Path(cfg.out_dir) / "agents", eval_cfg.get("policies"))
-        ):
+        if results is not None:
             report["stages"]["evaluate"] = "reused"
-            report["evaluate"] = results
+            report["evaluate"] = read_json(Path(cfg.eval_dir) / "results.json", "results.json")
         else:
+            report["why"]["evaluate"] = why
             report["evaluate"] = evaluate.run(eval_cfg)
             report["stages"]["evaluate"] = "ran"
     report["seconds"]["total"] = time.perf_counter() - progress.start
@@ -313,11 +330,14 @@ def _evaluate_title(cfg: DictConfig, names: list[str]) -> str:
     )
 
 
-EVAL_KEYS = ("env", "n_sessions", "world_sessions", "seeds", "n_visitors")
-
-
 def _simulator_stage(
-    cfg: DictConfig, meta: dict, data_dir: Path, sim_dir: Path, seed: int, fresh: bool
+    cfg: DictConfig,
+    data_digest: str,
+    data_dir: Path,
+    sim_dir: Path,
+    seed: int,
+    report: dict[str, Any],
+    stage: str,
 ) -> tuple[bool, dict[str, Any]]:
     train_cfg = OmegaConf.create(
         {
@@ -332,18 +352,53 @@ def _simulator_stage(
             "label": "GRU (held-out)" if sim_dir == Path(cfg.held_out_dir) else "GRU (main)",
         }
     )
-    metrics = _read_json(sim_dir / "metrics.json")
-    fresh = (
-        fresh
-        and metrics is not None
-        and (sim_dir / "model.pt").is_file()
-        and _plain(metrics.get("config", {}), ("simulator",)) == _plain(train_cfg, ("simulator",))
-        and metrics.get("seed") == seed
-        and metrics.get("dataset_created_utc") == meta.get("created_utc")
-    )
-    if not fresh:
-        metrics = train_simulator.run(train_cfg)
-    return fresh, metrics
+    wanted = _hash(train_cfg, train_simulator.CONFIG_KEYS)
+    folder, why = _reusable(cfg, sim_dir, "train_simulator", wanted, {"data": data_digest})
+    if folder is not None:
+        # an interrupted run's work folder is of no use beside an up-to-date simulator
+        shutil.rmtree(train_simulator.work_dir(sim_dir), ignore_errors=True)
+        return False, read_json(sim_dir / "metrics.json", "the simulator's metrics.json")
+    report["why"][stage] = why
+    return True, train_simulator.run(train_cfg)
+
+
+def _reusable(
+    cfg: DictConfig,
+    folder: Path,
+    stage: str,
+    wanted_hash: str,
+    inputs: dict[str, str | None],
+    check: Callable[[Manifest], str | None] | None = None,
+) -> tuple[Manifest | None, str]:
+    """The manifest of a stage folder that can be reused, else ``None`` and why not."""
+    if cfg.force:
+        return None, "force=true"
+    try:
+        manifest = verify_folder(folder, stage)
+    except RunFolderError as exc:
+        return None, str(exc).split("; remake it with")[0]
+    if manifest.config_hash != wanted_hash:
+        return None, "its configuration changed"
+    wanted = {k: v for k, v in inputs.items() if v is not None}
+    if manifest.inputs != wanted:
+        changed = sorted(
+            k for k in set(wanted) | set(manifest.inputs) if wanted.get(k) != manifest.inputs.get(k)
+        )
+        return None, "made from other inputs: " + ", ".join(changed)
+    problem = check(manifest) if check is not None else None
+    if problem:
+        return None, problem
+    return manifest, ""
+
+
+def _container(cfg: DictConfig) -> dict[str, Any]:
+    out = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(out, dict)
+    return out
+
+
+def _hash(cfg: DictConfig, keys: tuple[str, ...]) -> str:
+    return config_hash(_container(cfg), keys)
 
 
 def _agent_cfg(cfg: DictConfig, name: str, seed: int) -> DictConfig:
@@ -403,40 +458,16 @@ def _eval_cfg(cfg: DictConfig) -> DictConfig:
     )
 
 
-def _same(recorded: dict, cfg: DictConfig, keys: tuple[str, ...]) -> bool:
+def _same(recorded: dict, cfg: DictConfig | dict, keys: tuple[str, ...]) -> bool:
     return _plain(recorded, keys) == _plain(cfg, keys)
-
-
-COSMETIC_KEYS = frozenset({"show_progress", "verbose", "log_truth"})
-"""Settings that change what a stage prints or logs, not what it makes: ignored when comparing
-(``log_truth`` adds ground-truth curves to TensorBoard; the kept weights are the same).
-Options set to null are ignored too: null means "the default", as if the option were not
-there, so adding an option (null by default) does not make earlier outputs stale."""
 
 
 def _plain(cfg: DictConfig | dict, keys: tuple[str, ...]) -> dict[str, Any]:
     """The resolved values of ``keys`` as plain data, for comparing configurations
-    (:data:`COSMETIC_KEYS` and null options left out at every depth)."""
+    (:data:`clickstream.runfolder.COSMETIC_KEYS` and null options left out at every depth)."""
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    return _comparable(json.loads(json.dumps({k: cfg.get(k) for k in keys}, default=str)))
-
-
-def _comparable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: _comparable(v) for k, v in value.items() if k not in COSMETIC_KEYS and v is not None
-        }
-    if isinstance(value, list):
-        return [_comparable(v) for v in value]
-    return value
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        cfg = _container(cfg)
+    return plain_config(cfg, keys)
 
 
 def what_next(cfg: DictConfig, report: dict[str, Any]) -> list[str]:

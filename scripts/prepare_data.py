@@ -3,8 +3,9 @@
     python scripts/prepare_data.py data=<ga360|ga4|csv|msnbc|synthetic> data.path=<file|folder|glob> out_dir=<dir>
     python scripts/prepare_data.py data=csv data.path=views.csv data.columns="session=sid,page=item,time=ts"
 
-Writes ``hits.parquet``, ``pages.parquet``, ``groups.parquet``, ``transitions.parquet`` and
-``meta.json`` to ``out_dir`` atomically and prints a summary. See ``configs/prepare_data.yaml``.
+Writes ``hits.parquet``, ``pages.parquet``, ``groups.parquet``, ``transitions.parquet``,
+``meta.json`` and ``manifest.json`` to ``out_dir`` (published with one rename:
+``clickstream/runfolder.py``) and prints a summary. See ``configs/prepare_data.yaml``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from clickstream.pages import PageConfig
 from clickstream.prepare import format_summary, prepare
+from clickstream.runfolder import config_hash
 from clickstream.splits import SplitConfig
 from scripts import hydra_argv, run_or_exit
+
+CONFIG_KEYS = ("data", "split", "repeats", "stats_split", "seed")
+"""Settings that change the prepared data (``show_progress`` and paths do not): their hash is
+in the manifest, and the pipeline reuses the data while it matches."""
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -44,6 +50,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         page_value=data.get("page_value") or "auto",
         config=resolved,
         show_progress=bool(resolved.get("show_progress", True)),
+        config_hash=config_hash(resolved, CONFIG_KEYS),
     )
     return meta
 

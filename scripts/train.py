@@ -5,8 +5,9 @@
 
 The agent comes from ``configs/agent/<name>.yaml`` by ``_target_``; this script never branches
 on its type. Writes ``<agent_dir>/`` (the policy, ``run.json`` with the resolved config, seed,
-git commit, training and evaluation metrics) and TensorBoard events there (``eval/*``,
-``time/fps``, and SB3's own scalars). Needs the run folder's prepared data and visitor model
+git commit, training and evaluation metrics, TensorBoard events: ``eval/*``, ``time/fps``, and
+SB3's own scalars, and ``manifest.json``), published with one rename when it is complete
+(``clickstream/runfolder.py``). Needs the run folder's prepared data and visitor model
 (``scripts/pipeline.py`` makes them).
 
 Training length is a budget in steps. An agent given a wall-clock limit (``agent.max_minutes``)
@@ -20,7 +21,6 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,13 @@ from omegaconf import DictConfig, OmegaConf
 from agents.evaluate import quick_eval
 from agents.site import Site
 from clickstream.errors import ClickstreamError
-from clickstream.io import atomic_file
 from clickstream.prepare import git_commit
+from clickstream.runfolder import StageWriter, config_hash, manifest_digest, verify_folder
 from scripts import run_or_exit
+
+CONFIG_KEYS = ("agent", "env", "seed")
+"""Settings that change the policy (their hash is in the manifest; the pipeline reuses a policy
+folder while it matches and the data and simulator it was made from are the same)."""
 
 
 class TrainingTruncated(ClickstreamError):
@@ -89,52 +93,65 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     agent_dir = Path(resolved["agent_dir"])
-    staging = agent_dir.with_name(agent_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     seed = int(resolved["seed"])
     torch.manual_seed(seed)
     if resolved.get("num_threads"):  # small networks: parallel runs beat parallel kernels
         torch.set_num_threads(int(resolved["num_threads"]))
-    site = Site.from_config(resolved, log_dir=staging)
-    agent_cfg = dict(resolved["agent"])
-    if not resolved.get("show_progress", True) and _takes(agent_cfg, "verbose"):
-        agent_cfg["verbose"] = False  # quiet: no progress bar, no evaluation lines
-    try:
-        agent = instantiate(agent_cfg, _convert_="partial")
-        start = time.perf_counter()
-        fit = agent.fit(site)
-        seconds = time.perf_counter() - start
-        latent = getattr(agent, "needs_latent_state", False)  # the oracle: ground truth only
-        n_eval = int(resolved.get("eval_sessions", 4096))
-        scores = {} if latent or n_eval <= 0 else quick_eval(agent, site, n_eval)
-        site.log_scalars(scores, int(fit.get("steps", 0)))
-        agent.save(staging)
-    finally:
-        site.close()
-    record = {
-        "policy": agent.name,
-        # which visitor model it learnt in: the pipeline retrains agents when that changes
-        "simulator_created_utc": _created(Path(resolved.get("simulator_dir") or "")),
-        "agent": resolved["agent"],
-        "seed": seed,
-        # a user's time limit stopped training before its budget of steps (never silently)
-        "truncated": bool(fit.get("truncated", False)),
-        "steps": fit.get("steps"),
-        "budget_steps": fit.get("budget_steps"),
-        "fit": fit,
-        "fit_seconds": seconds,
-        "eval_learned": scores,
-        "git_commit": git_commit(),
-        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "config": resolved,
-    }
-    with atomic_file(staging / "run.json") as tmp:
-        tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    shutil.rmtree(agent_dir, ignore_errors=True)
-    staging.replace(agent_dir)
+    data = verify_folder(resolved["data_dir"], "prepare_data")
+    stage = StageWriter(
+        agent_dir,
+        "train",
+        config_hash=config_hash(resolved, CONFIG_KEYS),
+        inputs=stage_inputs(resolved),
+        data_fingerprint=data.data_fingerprint,
+    )
+    with stage as out:
+        site = Site.from_config(resolved, log_dir=out.dir)
+        agent_cfg = dict(resolved["agent"])
+        if not resolved.get("show_progress", True) and _takes(agent_cfg, "verbose"):
+            agent_cfg["verbose"] = False  # quiet: no progress bar, no evaluation lines
+        try:
+            agent = instantiate(agent_cfg, _convert_="partial")
+            start = time.perf_counter()
+            fit = agent.fit(site)
+            seconds = time.perf_counter() - start
+            latent = getattr(agent, "needs_latent_state", False)  # the oracle: ground truth only
+            n_eval = int(resolved.get("eval_sessions", 4096))
+            scores = {} if latent or n_eval <= 0 else quick_eval(agent, site, n_eval)
+            site.log_scalars(scores, int(fit.get("steps", 0)))
+            agent.save(out.dir)
+        finally:
+            site.close()
+        record = {
+            "policy": agent.name,
+            # which visitor model it learnt in (the manifest's inputs say it exactly)
+            "simulator_created_utc": _created(Path(resolved.get("simulator_dir") or "")),
+            "agent": resolved["agent"],
+            "seed": seed,
+            # a user's time limit stopped training before its budget of steps (never silently)
+            "truncated": bool(fit.get("truncated", False)),
+            "steps": fit.get("steps"),
+            "budget_steps": fit.get("budget_steps"),
+            "fit": fit,
+            "fit_seconds": seconds,
+            "eval_learned": scores,
+            "git_commit": git_commit(),
+            "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "config": resolved,
+        }
+        out.write_text("run.json", json.dumps(record, indent=2, default=str))
     check_truncated(record, bool(resolved.get("allow_truncated", False)), agent_dir / "run.json")
     return record
+
+
+def stage_inputs(cfg: dict[str, Any]) -> dict[str, str | None]:
+    """The manifests a policy is made from: the prepared data and the learned simulator
+    (``None`` where there is none: first-order dynamics need no trained model)."""
+    simulator = cfg.get("simulator_dir")
+    return {
+        "data": verify_folder(cfg["data_dir"], "prepare_data").digest,
+        "simulator": manifest_digest(simulator) if simulator else None,
+    }
 
 
 def _takes(agent_cfg: dict[str, Any], option: str) -> bool:

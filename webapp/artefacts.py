@@ -9,7 +9,9 @@ A run folder is what ``python scripts/pipeline.py out_dir=<dir>`` writes::
     <run_dir>/eval/results.json          the evaluation (optional: /impact says when missing)
 
 The web app reads these artefacts only; it never trains or evaluates. Everything a request needs
-is built here, at startup, so that no request reloads a model.
+is built here, at startup, so that no request reloads a model. Every folder read is verified once,
+here, against its manifest (``clickstream/runfolder.py``); a policy folder that does not verify
+is skipped with the reason, any other one stops the app with an error naming the file.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agents.base import Policy, load_policy, policy_folders
+from agents.base import Policy, load_published_policy, policy_folders
 from agents.site import Site
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.pages import PageConfig
+from clickstream.runfolder import verify_folder
 from clickstream.schema import EXIT
 from envs.sequences import Vocabulary
-from envs.site_env import MODEL_FILES
+from envs.site_env import MODEL_FILES, learned_model_file
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +307,7 @@ def load_run(
                 file=str(run_dir / "agents"),
             )
         saved = {k: v for k, v in saved.items() if k in policies}
-    results = _read_json(run_dir / "eval" / "results.json")
+    results = _results(run_dir / "eval")
     env = _run_env(results, saved)
     env.pop("model_path", None)  # recorded paths point where the run was made; this is here
     dynamics = visitor_model
@@ -347,18 +350,21 @@ def load_run(
         trained_env = dict((record.get("config") or {}).get("env") or {})
         reason = _env_mismatch(env, trained_env)
         if reason is None:
-            policy = load_policy(folder)
-            reason = _unservable(policy, probe, template.n_actions)
+            try:  # a folder that does not verify, or not data we read, is skipped, not served
+                policy = load_published_policy(folder)
+            except RunFolderError as exc:
+                reason = str(exc)
+            else:
+                reason = _unservable(policy, probe, template.n_actions)
         if reason is not None:
             skipped[policy_name] = reason
             log.warning("not serving policy %r: %s", policy_name, reason)
             continue
-        manifest = _read_json(folder / "policy.json") or {}
         served[policy_name] = ServedPolicy(
             policy_name,
             chosen,
             seeds,
-            str(manifest.get("class", type(policy).__name__)),
+            f"{type(policy).__module__}.{type(policy).__qualname__}",
             policy,
             trained_env,
         )
@@ -373,6 +379,7 @@ def load_run(
         from envs.latent_class import LatentClassModel
         from envs.visitor_model import VisitorModel
 
+        learned_model_file(site.data, dynamics)  # published, verified, made from these data
         if dynamics == "gru":
             visitor_model = VisitorModel.load(model_path, device="cpu")
             pages = visitor_model.vocab.pages
@@ -396,6 +403,14 @@ def load_run(
         dynamics=dynamics,
         visitor_model=visitor_model,
     )
+
+
+def _results(eval_dir: Path) -> dict[str, Any] | None:
+    """``eval/results.json`` from a verified folder (``None`` when nothing was evaluated)."""
+    if not eval_dir.exists():
+        return None
+    verify_folder(eval_dir, "evaluate")
+    return _read_json(eval_dir / "results.json")
 
 
 def _saved_policies(agents_dir: Path, hint: str) -> dict[str, dict[int, Path]]:
