@@ -72,3 +72,18 @@ def tiny_run(out: Path, *overrides: str) -> Path:
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+def reseal(folder: Path) -> None:
+    """Write a new manifest for a published run folder a test changed on purpose, keeping its
+    stage, configuration hash and inputs (``clickstream.runfolder.seal``)."""
+    from clickstream.runfolder import read_manifest, seal
+
+    old = read_manifest(folder)
+    seal(
+        folder,
+        old.stage,
+        config_hash=old.config_hash,
+        inputs=old.inputs,
+        data_fingerprint=old.data_fingerprint,
+    )

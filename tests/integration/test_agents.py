@@ -155,10 +155,15 @@ def test_an_env_refuses_a_reward_that_is_zero_everywhere(run_dir: Path, tmp_path
 
     from clickstream.errors import ClickstreamError
     from envs.site_env import build_core
+    from tests.hydra_configs import reseal
 
     data = shutil.copytree(run_dir / "data", tmp_path / "data")
     pages = pd.read_parquet(data / "pages.parquet")
     pages.assign(page_value=0.0).to_parquet(data / "pages.parquet")
+    # a changed file no longer matches the manifest: refused, naming it
+    with pytest.raises(ClickstreamError, match=r"pages\.parquet: .*the manifest"):
+        build_core(1, data_dir=data, dynamics="markov")
+    reseal(data)  # changed on purpose
     with pytest.raises(ClickstreamError, match=r"'page_value' is 0 on every page of .*pageviews"):
         build_core(1, data_dir=data, dynamics="markov")
     assert build_core(1, data_dir=data, dynamics="markov", reward="pageviews").n_pages > 0

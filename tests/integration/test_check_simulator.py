@@ -48,7 +48,11 @@ def check(data_dir: Path, out_dir: Path, dynamics: str, *extra: str) -> dict:
 def test_true_dynamics_match_the_test_split(synthetic_dir: Path, tmp_path: Path) -> None:
     record = check(synthetic_dir, tmp_path / "fid", "true")
     assert record["dynamics"] == "true"
-    assert {p.name for p in (tmp_path / "fid").iterdir()} == {"fidelity.json", "fidelity.md"}
+    assert {p.name for p in (tmp_path / "fid").iterdir()} == {
+        "fidelity.json",
+        "fidelity.md",
+        "manifest.json",
+    }
     saved = json.loads((tmp_path / "fid" / "fidelity.json").read_text())
     assert saved["figures"] == record["figures"]
     assert saved["seed"] == 0 and "git_commit" in saved and saved["config"]["n_sessions"] == 5000

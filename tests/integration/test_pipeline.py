@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scripts.pipeline import _same, run
-from tests.hydra_configs import TINY_RUN, compose_cfg
+from tests.hydra_configs import TINY_RUN, compose_cfg, reseal
 
 pytestmark = pytest.mark.integration
 
@@ -73,14 +73,25 @@ def test_stages_run_once_then_are_reused(tmp_path: Path) -> None:
     # progress bars change what is printed, not what is made
     shown = pipeline(tmp_path, "show_progress=true")
     assert set(shown["stages"].values()) == {"reused"}
-    # a policy retrained outside the pipeline (scripts/train.py) makes the report stale
+    # a policy folder changed after it was published no longer verifies: retrained, alone
     record_path = tmp_path / "agents" / "greedy" / "seed_0" / "run.json"
     record = json.loads(record_path.read_text())
     record["created_utc"] = "2100-01-01T00:00:00+00:00"
     record_path.write_text(json.dumps(record))
+    damaged = pipeline(tmp_path)
+    assert {k for k, v in damaged["agents"].items() if v == "ran"} == {"greedy/seed_0"}
+    why = damaged["why"]["greedy/seed_0"]
+    assert "seed_0/run.json: " in why and "the manifest says" in why
+    assert damaged["stages"]["evaluate"] == "ran"
+    # a policy republished outside the pipeline (scripts/train.py) makes the report stale
+    record = json.loads(record_path.read_text())
+    record["created_utc"] = "2100-01-01T00:00:00+00:00"
+    record_path.write_text(json.dumps(record))
+    reseal(record_path.parent)
     retrained = pipeline(tmp_path)
     assert retrained["stages"]["train_agents"] == "reused"
     assert retrained["stages"]["evaluate"] == "ran"
+    assert retrained["why"]["evaluate"] == "made from other inputs: agents/greedy/seed_0"
 
     # an agent setting retrains that agent only, then re-evaluates
     changed = pipeline(tmp_path, "agent_overrides.q_learning.total_steps=40000")

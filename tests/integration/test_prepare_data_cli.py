@@ -43,6 +43,7 @@ def test_synthetic_writes_true_model_and_bayes_loss(mode: str, tmp_path: Path) -
     assert files == [
         "groups.parquet",
         "hits.parquet",
+        "manifest.json",
         "meta.json",
         "pages.parquet",
         "session_intents.parquet",

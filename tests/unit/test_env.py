@@ -203,7 +203,9 @@ def test_env_configs_build_cores(tmp_path) -> None:
 
 
 def test_gru_dynamics_drive_the_core(tmp_path) -> None:
+    from clickstream.errors import RunFolderError
     from clickstream.prepare import prepare
+    from clickstream.runfolder import seal
     from envs.sequences import load_prepared
     from envs.site_env import build_core
     from envs.visitor_model import ModelConfig, VisitorModel
@@ -214,6 +216,10 @@ def test_gru_dynamics_drive_the_core(tmp_path) -> None:
     model = VisitorModel(data.vocab, ModelConfig(hidden_size=16, embedding_dim=8))
     model.fit_prior(data.splits["train"])
     model.save(tmp_path / "syn" / "simulator" / "model.pt")
+    # a model saved by hand is not a published simulator folder until it has a manifest
+    with pytest.raises(RunFolderError, match=r"simulator: not a published run folder"):
+        build_core(16, data_dir=tmp_path / "syn", dynamics="gru")
+    seal(tmp_path / "syn" / "simulator", "train_simulator", inputs={"data": data.manifest.digest})
     core = build_core(16, data_dir=tmp_path / "syn", dynamics="gru")
     core.reset(seed=0)
     # the core's organic distribution is the model's own after the entry page

@@ -16,7 +16,14 @@ from clickstream.schema import CANONICAL_COLUMNS, ENTRY, EXIT, LoadResult, coerc
 from clickstream.splits import SplitConfig
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
-OUTPUTS = ("hits.parquet", "pages.parquet", "groups.parquet", "transitions.parquet", "meta.json")
+OUTPUTS = (
+    "hits.parquet",
+    "pages.parquet",
+    "groups.parquet",
+    "transitions.parquet",
+    "meta.json",
+    "manifest.json",
+)
 
 # Each session: (page, revenue) per step; sessions start one hour apart in this order, so the
 # default 0.8 / 0.1 / 0.1 split puts s0..s7 in train, s8 in valid, s9 in test.

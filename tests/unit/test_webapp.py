@@ -21,7 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from clickstream.errors import ClickstreamError
-from tests.hydra_configs import compose_cfg
+from tests.hydra_configs import compose_cfg, reseal
 from webapp import create_app
 from webapp.api import json_depth
 from webapp.app import CONTENT_SECURITY_POLICY, SECURITY_HEADERS, state
@@ -205,6 +205,7 @@ def test_latent_class_runs_boost_each_visitor_type_apart(webapp_run_dir, run, ta
         LatentClassConfig(classes=2, restarts=1, iters=60),
     )
     model.save(copy / "data" / "simulator" / "latent_class.npz")
+    reseal(copy / "data" / "simulator")
     client = create_app(copy, visitor_model="latent_class").test_client()
     assert client.get("/api/health").get_json()["runs"][0]["visitor_model"] == "latent_class"
     r, e = tables["r"], tables["boost"]
@@ -768,6 +769,7 @@ def test_policies_trained_for_another_env_are_not_served(webapp_run_dir: Path, t
     record = json.loads(record_path.read_text())
     record["config"]["env"]["history_len"] = 2
     record_path.write_text(json.dumps(record))
+    reseal(record_path.parent)
     run = load_run(copy)
     assert "greedy" not in run.policies
     assert run.skipped["greedy"] == (
