@@ -143,3 +143,91 @@ def test_train_simulator_fits_the_latent_class_world(synthetic_dir: Path, tmp_pa
     )
     assert site.world_options("held_out")["model_path"] == str(out / "latent_class.npz")
     assert site.worlds()[:2] == ["learned", "held_out"]
+
+
+def _sim_cfg(data_dir: Path, out: Path, *extra: str):
+    return compose_cfg(
+        "train_simulator",
+        [
+            f"data_dir={data_dir}",
+            f"out_dir={out}",
+            "simulator.trainer.epochs=3",
+            "simulator.trainer.patience=10",
+            "simulator.model.hidden_size=16",
+            "simulator.model.embedding_dim=8",
+            "simulator.baselines.tune_on_valid=false",
+            "show_progress=false",
+            *extra,
+        ],
+    )
+
+
+def test_resume_continues_an_interrupted_run_and_refuses_a_foreign_checkpoint(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
+    from clickstream.errors import RunFolderError
+    from clickstream.faults import SimulatedKill, fault_injection
+    from clickstream.runfolder import verify_folder
+
+    whole = tmp_path / "whole"
+    train_run(_sim_cfg(synthetic_dir, whole))
+    expected = VisitorModel.load(whole / "model.pt").net.state_dict()
+
+    out = tmp_path / "sim"
+    partial = out.parent / ".sim.partial"
+    # killed while writing the third epoch's checkpoint: two epochs are in the work folder
+    with fault_injection() as counted:
+        train_run(_sim_cfg(synthetic_dir, tmp_path / "count"))
+    third = [i for i, label in enumerate(counted.labels, 1) if label == "write last.pt"][2]
+    with pytest.raises(SimulatedKill), fault_injection(at=third):
+        train_run(_sim_cfg(synthetic_dir, out))
+    assert not out.exists() and (partial / "last.pt").is_file()
+    saved = partial / "last.pt"
+    state = torch.load(saved, weights_only=True)  # tensors and plain data only
+    assert len(state["history"]["epochs"]) == 2
+
+    # another architecture, or other data, cannot continue it: a clear refusal
+    with pytest.raises(RunFolderError, match=r"other settings: model\.hidden_size: 16 in"):
+        train_run(_sim_cfg(synthetic_dir, out, "resume=true", "simulator.model.hidden_size=8"))
+    other = prepare_synthetic(tmp_path / "other", "data.n_sessions=1500", "data.n_pages=80")
+    with pytest.raises(RunFolderError, match=r"made from other data \(fingerprint sha256:"):
+        train_run(_sim_cfg(other, out, "resume=true"))
+
+    # the same data and settings continue it: the weights of an uninterrupted run
+    record = train_run(_sim_cfg(synthetic_dir, out, "resume=true"))
+    assert [e["epoch"] for e in record["gru"]["history"]["epochs"]] == [1, 2, 3]
+    resumed = VisitorModel.load(out / "model.pt").net.state_dict()
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+    assert verify_folder(out, "train_simulator").files.keys() >= {"model.pt", "last.pt"}
+    assert not partial.exists()
+
+
+def test_a_truncated_or_foreign_checkpoint_is_a_clear_error(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "sim"
+    partial = tmp_path / ".sim.partial"
+    partial.mkdir()
+    (partial / "last.pt").write_bytes(b"PK\x03\x04 not a whole torch file")
+    command = [
+        sys.executable,
+        "scripts/train_simulator.py",
+        f"data_dir={synthetic_dir}",
+        f"out_dir={out}",
+        "resume=true",
+        "show_progress=false",
+        "hydra.run.dir=" + str(tmp_path / "hydra"),
+    ]
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert f"{partial / 'last.pt'}: training checkpoint cannot be read: truncated" in done.stderr
+    # a torch file of another kind: refused by name too
+    torch.save({"state_dict": {}}, partial / "last.pt")
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "not a NextPage training checkpoint" in done.stderr
