@@ -1,0 +1,219 @@
+"""Run folders: publish with a manifest, verify before trusting, recover from a kill anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clickstream.errors import RunFolderError
+from clickstream.faults import SimulatedKill, fault_injection
+from clickstream.runfolder import (
+    MANIFEST,
+    StageWriter,
+    config_hash,
+    read_manifest,
+    recover,
+    recover_tree,
+    verify_folder,
+)
+
+
+def write_stage(out: Path, version: str, *, inputs: dict | None = None) -> None:
+    """A stage that writes three files, one in a subfolder of its own."""
+    with StageWriter(out, "evaluate", config_hash=f"sha256:{version}", inputs=inputs) as w:
+        w.write_json("results.json", {"version": version})
+        w.write_text("results.md", f"# {version}\n" * 100)
+        w.write_text("charts/a.svg", f"<svg>{version}</svg>")
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name)
+
+
+def test_a_stage_publishes_a_verified_folder(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    write_stage(out, "v1", inputs={"data": "sha256:abc", "none": None})
+    manifest = verify_folder(out, "evaluate")
+    assert sorted(manifest.files) == ["charts/a.svg", "results.json", "results.md"]
+    assert manifest.files["results.md"]["size"] == len("# v1\n") * 100
+    assert manifest.inputs == {"data": "sha256:abc"}  # None inputs are left out
+    assert manifest.config_hash == "sha256:v1" and manifest.stage == "evaluate"
+    assert manifest.record["code_version"].startswith("nextpage ")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "charts",
+        MANIFEST,
+        "results.json",
+        "results.md",
+    ]
+    assert leftovers(tmp_path) == []
+
+
+def test_verification_names_what_changed(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    write_stage(out, "v1")
+    verify_folder(out)
+    md = out / "results.md"
+    md.write_text(md.read_text()[:-10])
+    with pytest.raises(RunFolderError, match=r"results\.md: is 490 bytes, the manifest says 500"):
+        verify_folder(out)
+    md.write_text("# v2\n" * 100)  # same size, other bytes: the (re-)hash sees it
+    with pytest.raises(RunFolderError, match=r"results\.md: its bytes do not match"):
+        verify_folder(out)
+    md.unlink()
+    with pytest.raises(RunFolderError, match=r"results\.md: listed in manifest\.json but missing"):
+        verify_folder(out)
+    with pytest.raises(RunFolderError, match="made by stage 'evaluate', not 'train'"):
+        read_manifest(out, "train")
+    (out / MANIFEST).unlink()
+    with pytest.raises(RunFolderError, match=r"no manifest\.json in it.*scripts/train\.py"):
+        verify_folder(out, "train")
+    with pytest.raises(RunFolderError, match="the folder is missing"):
+        verify_folder(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"format": "pickle"},
+        {"version": 99},
+        {"stage": "os.system"},
+        {"files": {"a": {"size": -1, "sha256": "0" * 64}}},
+        {"files": {"/etc/passwd": {"size": 1, "sha256": "0" * 64}}},
+        {"files": {"a/../../b": {"size": 1, "sha256": "0" * 64}}},
+        {"inputs": {"data": 3}},
+    ],
+)
+def test_a_manifest_that_is_not_one_is_refused(tmp_path: Path, change: dict) -> None:
+    write_stage(tmp_path / "eval", "v1")
+    path = tmp_path / "eval" / MANIFEST
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(RunFolderError, match=r"manifest\.json: not a valid manifest"):
+        read_manifest(tmp_path / "eval")
+
+
+def test_an_exception_changes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    write_stage(out, "v1")
+    before = contents(out)
+    with pytest.raises(RuntimeError, match="boom"), StageWriter(out, "evaluate") as w:
+        w.write_text("results.md", "half")
+        raise RuntimeError("boom")
+    assert contents(out) == before and leftovers(tmp_path) == []
+
+
+def test_config_hash_ignores_cosmetic_settings_and_nulls() -> None:
+    base = {"agent": {"lr": 0.1, "verbose": True}, "seed": 0}
+    same = {"agent": {"lr": 0.1, "verbose": False, "new": None}, "seed": 0, "other": 5}
+    assert config_hash(base, ("agent", "seed")) == config_hash(same, ("agent", "seed"))
+    assert config_hash(base, ("agent", "seed")) != config_hash(
+        {**base, "seed": 1}, ("agent", "seed")
+    )
+
+
+# ---- a kill at every write boundary ---------------------------------------------------------
+
+
+def nested_run(tmp_path: Path) -> tuple[Path, Path]:
+    """``data/`` (an ``evaluate``-like stage) with another stage's folder nested in it."""
+    data = tmp_path / "run" / "data"
+    write_stage(data, "v1")
+    write_stage(data / "simulator", "sim")
+    return data, data / "simulator"
+
+
+def test_a_kill_at_every_boundary_leaves_the_old_or_the_new_folder(tmp_path: Path) -> None:
+    data, sim = nested_run(tmp_path / "count")
+    with fault_injection() as counted:
+        write_stage(data, "v2")
+    n = counted.count
+    # the writes of three files, fsync, the manifest, and the renames of the swap
+    assert n == 9, counted.labels
+    assert verify_folder(sim).config_hash == "sha256:sim"  # carried over
+    outcomes = {}
+    for at in range(1, n + 1):
+        data, sim = nested_run(tmp_path / str(at))
+        old, old_sim = contents(data), contents(sim)
+        with pytest.raises(SimulatedKill), fault_injection(at=at):
+            write_stage(data, "v2")
+        # the next writer (or the pipeline) recovers first; a reader alone never trusts
+        # anything but a verified folder
+        recover_tree(data.parent)
+        manifest = verify_folder(data)
+        version = manifest.config_hash.removeprefix("sha256:")
+        outcomes[counted.labels[at - 1]] = version
+        if version == "v1":
+            assert contents(data) == old
+        else:
+            assert json.loads((data / "results.json").read_text()) == {"version": "v2"}
+        assert contents(sim) == old_sim and verify_folder(sim).config_hash == "sha256:sim"
+        assert leftovers(data.parent) == []
+    # before the manifest is written the old folder stays; from then on the new one wins
+    versions = list(outcomes.values())
+    first_new = versions.index("v2")
+    assert set(versions[:first_new]) == {"v1"} and set(versions[first_new:]) == {"v2"}
+    assert list(outcomes)[first_new - 1] == f"evaluate: write {MANIFEST}"
+
+
+def test_a_kill_during_a_first_publication_leaves_nothing_or_all(tmp_path: Path) -> None:
+    with fault_injection() as counted:
+        write_stage(tmp_path / "count" / "eval", "v1")
+    for at in range(1, counted.count + 1):
+        out = tmp_path / str(at) / "eval"
+        with pytest.raises(SimulatedKill), fault_injection(at=at):
+            write_stage(out, "v1")
+        recover(out)
+        if out.exists():
+            assert verify_folder(out).config_hash == "sha256:v1"
+        else:
+            assert at <= counted.labels.index(f"evaluate: write {MANIFEST}") + 1
+        assert leftovers(out.parent) == []
+
+
+def test_temporary_folders_of_a_live_writer_are_kept(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = tmp_path / f".eval.tmp-{sleeper.pid}-abcd0123"
+        live.mkdir()
+        (live / "results.json").write_text("{}")
+        dead = tmp_path / f".eval.tmp-{os.getpid()}-0badc0de"  # this process, not writing it
+        dead.mkdir()
+        done = recover(tmp_path / "eval")
+        assert live.is_dir() and not dead.exists()
+        assert done == [f"removed the unfinished {dead.name}"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    recover(tmp_path / "eval")
+    assert not live.exists()
+
+
+def test_a_process_killed_by_sigkill_is_recovered(tmp_path: Path) -> None:
+    """The in-process kill above stands for a real one: SIGKILL at each publication step."""
+    script = (
+        "import sys; from pathlib import Path; "
+        "from tests.unit.test_runfolder import write_stage; "
+        "write_stage(Path(sys.argv[1]), 'v2')"
+    )
+    root = Path(__file__).resolve().parents[2]
+    for at in (6, 7, 8, 9):  # manifest written; old aside; nested carried; new in place
+        data, sim = nested_run(tmp_path / str(at))
+        env = {**os.environ, "NEXTPAGE_FAULT_AT": str(at), "PYTHONPATH": str(root)}
+        done = subprocess.run([sys.executable, "-c", script, str(data)], env=env, cwd=root)
+        assert done.returncode == -9
+        recover_tree(data.parent)
+        assert verify_folder(data).config_hash == "sha256:v2"
+        assert verify_folder(sim).config_hash == "sha256:sim"
+        assert leftovers(data.parent) == []
