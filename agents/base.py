@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.faults import boundary
 from clickstream.runfolder import _safe_name, read_json, verify_folder
 
 if TYPE_CHECKING:
@@ -105,8 +106,10 @@ class Policy(ABC):
             )
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
+        boundary(f"save policy {self.name}: its files")
         state = self._save_state(out)
         manifest = {"kind": kind, "name": self.name, **state}
+        boundary(f"save policy {self.name}: {MANIFEST}")
         tmp = out / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         tmp.replace(out / MANIFEST)
