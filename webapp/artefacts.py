@@ -31,7 +31,7 @@ from agents.base import Policy, load_published_policy, policy_folders
 from agents.site import Site
 from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.pages import PageConfig
-from clickstream.runfolder import verify_folder
+from clickstream.runfolder import read_parquet, verify_folder
 from clickstream.schema import EXIT
 from envs.sequences import Vocabulary
 from envs.site_env import MODEL_FILES, learned_model_file
@@ -331,7 +331,7 @@ def load_run(
             file=str(data_dir / "pages.parquet"),
         )
     groups_path = data_dir / "groups.parquet"
-    groups_table = pd.read_parquet(groups_path) if groups_path.is_file() else None
+    groups_table = read_parquet(groups_path) if groups_path.is_file() else None
     train = site.data.splits["train"]
     network = GroupNetwork.from_train(vocab, train.pages, train.offsets, catalog, groups_table)
 
