@@ -74,6 +74,7 @@ REMAKE = {
 """The command that remakes a stage's folder (``python scripts/pipeline.py`` remakes any)."""
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<token>[0-9a-f]+)$")
+_WORK = re.compile(r"^\.(?P<name>.+)\.partial$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 COSMETIC_KEYS = frozenset({"show_progress", "verbose", "log_truth"})
@@ -680,8 +681,8 @@ def _complete(folder: Path) -> bool:
 def recover(target: str | os.PathLike[str]) -> list[str]:
     """Finish or undo an interrupted publication of ``target``; remove dead temporary folders.
 
-    A temporary folder whose manifest verifies was complete when its writer died: it is
-    published (the newest, if several). With none, a folder renamed aside is put back. Every
+    A temporary folder (or a resumable stage's ``.<name>.partial`` work folder) whose manifest
+    verifies was complete when its writer died: it is published (the newest, if several). With none, a folder renamed aside is put back. Every
     other temporary folder of a process that is gone is removed, as is a stale
     ``<name>.partial`` staging folder of older versions. Nested stage folders (``data/.simulator.tmp-*``)
     are recovered too.
@@ -700,14 +701,18 @@ def recover(target: str | os.PathLike[str]) -> list[str]:
         if match is None or match["name"] != target.name or _owner_alive(match, path):
             continue
         (temps if match["kind"] == "tmp" else olds).append(path)
+    # a resumable stage's work folder that got its manifest was finished too (killed before
+    # its rename); an unfinished one is kept for resume=true
+    work = parent / f".{target.name}.partial"
+    finished_work = work.is_dir() and str(work) not in _active and _complete(work)
     complete = sorted(
-        (p for p in temps if p.is_dir() and _complete(p)),
+        [*(p for p in temps if p.is_dir() and _complete(p)), *([work] if finished_work else [])],
         key=lambda p: (p / MANIFEST).stat().st_mtime_ns,
     )
-    for path in temps:
+    for path in [*temps, *([work] if finished_work else [])]:
         if not complete or path != complete[-1]:
             shutil.rmtree(path, ignore_errors=True)
-            done.append(f"removed the unfinished {path.name}")
+            done.append(f"removed the unfinished or superseded {path.name}")
     if complete:
         if not target.exists():
             for old in olds:
@@ -743,7 +748,7 @@ def recover_tree(root: str | os.PathLike[str]) -> list[str]:
     targets = set()
     for dirpath, dirnames, _ in os.walk(root):
         for name in dirnames:
-            match = _TEMP.match(name)
+            match = _TEMP.match(name) or _WORK.match(name)
             if match is not None:
                 targets.add(Path(dirpath) / match["name"])
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]

@@ -29,7 +29,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from clickstream.errors import ClickstreamError
 from clickstream.prepare import git_commit
-from clickstream.runfolder import StageWriter, config_hash, plain_config, verified_file
+from clickstream.runfolder import (
+    StageWriter,
+    config_hash,
+    plain_config,
+    recover,
+    verified_file,
+)
 from clickstream.synthetic import SyntheticStore
 from envs.baselines import FirstOrderMarkov, Popularity, SecondOrderMarkov, TrueModel
 from envs.latent_class import LatentClassConfig, LatentClassModel
@@ -73,6 +79,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     resume = bool(resolved.get("resume", False))
     work = work_dir(out_dir)
+    recover(out_dir)  # a run killed after its manifest was written is published, not redone
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
     stage = StageWriter(

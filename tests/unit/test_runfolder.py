@@ -192,7 +192,7 @@ def test_temporary_folders_of_a_live_writer_are_kept(tmp_path: Path) -> None:
         dead.mkdir()
         done = recover(tmp_path / "eval")
         assert live.is_dir() and not dead.exists()
-        assert done == [f"removed the unfinished {dead.name}"]
+        assert done == [f"removed the unfinished or superseded {dead.name}"]
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -217,3 +217,22 @@ def test_a_process_killed_by_sigkill_is_recovered(tmp_path: Path) -> None:
         assert verify_folder(data).config_hash == "sha256:v2"
         assert verify_folder(sim).config_hash == "sha256:sim"
         assert leftovers(data.parent) == []
+
+
+def test_a_finished_work_folder_is_published_and_an_unfinished_one_kept(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    work = tmp_path / ".sim.partial"
+    # killed after the manifest, before the work folder was renamed: finished, so published
+    with pytest.raises(SimulatedKill), fault_injection(at=6):  # the rename of the work folder
+        with StageWriter(out, "train_simulator", work_dir=work) as w:
+            for name in ("model.pt", "metrics.md", "metrics.json"):
+                w.write_text(name, name)
+    assert work.is_dir() and not out.exists()
+    assert recover_tree(tmp_path) == [f"published the finished {work.name} as sim"]
+    assert sorted(verify_folder(out).files) == ["metrics.json", "metrics.md", "model.pt"]
+    # killed while writing: kept as it is, for resume=true
+    with pytest.raises(SimulatedKill), fault_injection(at=2):
+        with StageWriter(out, "train_simulator", work_dir=work) as w:
+            w.write_text("last.pt", "epoch 1")
+            w.write_text("model.pt", "x")
+    assert recover(out) == [] and (work / "last.pt").read_text() == "epoch 1"
