@@ -682,10 +682,11 @@ def recover(target: str | os.PathLike[str]) -> list[str]:
     """Finish or undo an interrupted publication of ``target``; remove dead temporary folders.
 
     A temporary folder (or a resumable stage's ``.<name>.partial`` work folder) whose manifest
-    verifies was complete when its writer died: it is published (the newest, if several). With none, a folder renamed aside is put back. Every
-    other temporary folder of a process that is gone is removed, as is a stale
-    ``<name>.partial`` staging folder of older versions. Nested stage folders (``data/.simulator.tmp-*``)
-    are recovered too.
+    verifies was complete when its writer died: it is published (the newest, if several).
+    With none, a folder renamed aside is put back. Every other temporary folder of a process
+    that is gone is removed, as is a stale ``<name>.partial`` staging folder of older
+    versions; an unfinished work folder is kept for ``resume=true``. Nested stage folders
+    (``data/.simulator.tmp-*``) are recovered too.
 
     Returns:
         What was done, one line each (empty when there was nothing to do).

@@ -223,16 +223,16 @@ def test_a_finished_work_folder_is_published_and_an_unfinished_one_kept(tmp_path
     out = tmp_path / "sim"
     work = tmp_path / ".sim.partial"
     # killed after the manifest, before the work folder was renamed: finished, so published
-    with pytest.raises(SimulatedKill), fault_injection(at=6):  # the rename of the work folder
-        with StageWriter(out, "train_simulator", work_dir=work) as w:
-            for name in ("model.pt", "metrics.md", "metrics.json"):
-                w.write_text(name, name)
+    writer = StageWriter(out, "train_simulator", work_dir=work)
+    with pytest.raises(SimulatedKill), fault_injection(at=6), writer as w:  # the work's rename
+        for name in ("model.pt", "metrics.md", "metrics.json"):
+            w.write_text(name, name)
     assert work.is_dir() and not out.exists()
     assert recover_tree(tmp_path) == [f"published the finished {work.name} as sim"]
     assert sorted(verify_folder(out).files) == ["metrics.json", "metrics.md", "model.pt"]
     # killed while writing: kept as it is, for resume=true
-    with pytest.raises(SimulatedKill), fault_injection(at=2):
-        with StageWriter(out, "train_simulator", work_dir=work) as w:
-            w.write_text("last.pt", "epoch 1")
-            w.write_text("model.pt", "x")
+    writer = StageWriter(out, "train_simulator", work_dir=work)
+    with pytest.raises(SimulatedKill), fault_injection(at=2), writer as w:
+        w.write_text("last.pt", "epoch 1")
+        w.write_text("model.pt", "x")
     assert recover(out) == [] and (work / "last.pt").read_text() == "epoch 1"
