@@ -29,7 +29,7 @@ import torch
 
 from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.faults import boundary
-from clickstream.runfolder import _safe_name, read_json, verify_folder
+from clickstream.runfolder import read_json, safe_name, verify_folder
 
 if TYPE_CHECKING:
     from agents.site import Site
@@ -208,7 +208,7 @@ def policy_file(path: Path, manifest: dict[str, Any], key: str) -> Path:
         RunFolderError: The entry is missing or points outside the folder.
     """
     name = manifest.get(key)
-    if not _safe_name(name):
+    if not safe_name(name):
         raise RunFolderError(
             f"{key!r} must name a file inside the policy folder, got {name!r}",
             file=str(path / MANIFEST),

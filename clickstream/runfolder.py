@@ -266,7 +266,7 @@ def _schema_problem(record: Any) -> str | None:
     if not isinstance(files, dict):
         return "files is not a mapping"
     for name, entry in files.items():
-        if not _safe_name(name):
+        if not safe_name(name):
             return f"file name {name!r} is not a plain relative path inside the folder"
         if (
             not isinstance(entry, dict)
@@ -280,7 +280,9 @@ def _schema_problem(record: Any) -> str | None:
     return None
 
 
-def _safe_name(name: Any) -> bool:
+def safe_name(name: Any) -> bool:
+    """Whether ``name`` is a plain relative path inside a folder (no ``..``, no absolute path,
+    no backslash): what a manifest or ``policy.json`` may name."""
     if not isinstance(name, str) or not name or len(name) > 1024 or name == MANIFEST:
         return False
     if "\\" in name or "\0" in name or name.startswith("/"):
