@@ -131,6 +131,10 @@ def test_latent_class_npz_with_an_object_array_is_refused(tmp_path: Path, marker
     np.savez(path, prior=np.array([Marker(marker)], dtype=object), entry=np.zeros(1))
     refused(lambda: LatentClassModel.load(path), path)
     assert not marker.exists()
+    # truncated: named too
+    np.savez(path, prior=np.ones(2), entry=np.ones((2, 3)))
+    path.write_bytes(path.read_bytes()[:100])
+    refused(lambda: LatentClassModel.load(path), path, "not a readable latent-class model")
 
 
 def test_true_model_npz_with_an_object_array_is_refused(tmp_path: Path, marker: Path) -> None:
