@@ -68,10 +68,15 @@ def test_prepare_data_command_on_the_sample(ga_sample_path: Path, tmp_path: Path
     assert sorted(p.name for p in out.iterdir()) == [
         "groups.parquet",
         "hits.parquet",
+        "manifest.json",
         "meta.json",
         "pages.parquet",
         "transitions.parquet",
     ]
+    # the manifest records the export it was made from, for the pipeline's freshness check
+    (source,) = json.loads((out / "manifest.json").read_text())["source"]
+    assert source["path"] == str(ga_sample_path.resolve())
+    assert source["size"] == ga_sample_path.stat().st_size
     summary = meta["summary"]
     assert (summary["sessions"], summary["page_views"], summary["transactions"]) == (
         2_556,
