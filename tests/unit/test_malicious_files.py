@@ -247,6 +247,31 @@ def test_sb3_agent_round_trip_without_a_pickle(tmp_path: Path) -> None:
     assert first.action_scores(obs).shape == (2, 6)
 
 
+@pytest.mark.parametrize(
+    ("algo", "policy", "double_q"),
+    [("ppo", "PagePolicy", False), ("dqn", "MlpPolicy", True), ("dqn", "PagePolicy", False)],
+)
+def test_sb3_agents_of_every_network_round_trip(
+    tmp_path: Path, algo: str, policy: str, double_q: bool
+) -> None:
+    from gymnasium import spaces
+
+    from agents.networks import POLICIES
+    from agents.sb3 import ALGORITHMS, DoubleDQN, SB3Agent, _rebuild
+
+    kwargs = {"net_arch": [8], "activation_fn": "tanh"}  # an activation by name
+    agent = SB3Agent(algo, algo, policy=policy, double_q=double_q, policy_kwargs=kwargs)
+    algorithm = DoubleDQN if double_q else ALGORITHMS[algo]
+    cls = POLICIES[algo].get(policy, policy)
+    agent.model = _rebuild(algorithm, cls, spaces.MultiDiscrete([6, 6]), spaces.Discrete(6), kwargs)
+    back = load_policy(agent.save(tmp_path / algo))
+    assert type(back.model) is algorithm and type(back.model.policy) is type(agent.model.policy)
+    obs = np.array([[0, 1], [5, 3], [2, 2]])
+    np.testing.assert_array_equal(back.action_scores(obs), agent.action_scores(obs))
+    manifest = json.loads((tmp_path / algo / "policy.json").read_text())
+    assert manifest["policy"] == policy and manifest["policy_kwargs"]["activation_fn"] == "tanh"
+
+
 def test_sb3_weights_with_a_pickled_object_are_refused(tmp_path: Path, marker: Path) -> None:
     folder = sb3_folder(tmp_path)
     weights = torch.load(folder / "policy.pt", weights_only=True)
