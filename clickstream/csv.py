@@ -595,19 +595,8 @@ def _read_excel(
             file=str(file),
         ) from None
     try:
-        book = pd.ExcelFile(file, engine=engine)
-        sheets = list(book.sheet_names)
-        chosen = sheets[0] if sheet is None else sheet
-        if isinstance(chosen, int) and not 0 <= chosen < len(sheets):
-            raise ClickstreamError(
-                f"data.sheet={chosen}: the workbook has {len(sheets)} sheet(s) {sheets}",
-                file=str(file),
-            )
-        if isinstance(chosen, str) and chosen not in sheets:
-            raise ClickstreamError(
-                f"data.sheet={chosen!r}: no such sheet; the workbook has {sheets}", file=str(file)
-            )
-        frame = pd.read_excel(book, sheet_name=chosen, dtype=object, header=0)
+        with pd.ExcelFile(file, engine=engine) as book:  # closed even when refused
+            frame, sheets, chosen = _read_sheet(book, file, sheet)
     except ClickstreamError:
         raise
     except Exception as exc:  # openpyxl / calamine raise their own types on corrupt files
@@ -619,6 +608,34 @@ def _read_excel(
             "with data.sheet=<name or position>",
             notices,
         )
+    return _finish_excel(frame, file, given, order, magic, guessed, notices)
+
+
+def _read_sheet(book: pd.ExcelFile, file: Path, sheet: Any) -> tuple[pd.DataFrame, list, Any]:
+    """The chosen sheet of an open workbook, its sheet names, and the choice."""
+    sheets = list(book.sheet_names)
+    chosen = sheets[0] if sheet is None else sheet
+    if isinstance(chosen, int) and not 0 <= chosen < len(sheets):
+        raise ClickstreamError(
+            f"data.sheet={chosen}: the workbook has {len(sheets)} sheet(s) {sheets}",
+            file=str(file),
+        )
+    if isinstance(chosen, str) and chosen not in sheets:
+        raise ClickstreamError(
+            f"data.sheet={chosen!r}: no such sheet; the workbook has {sheets}", file=str(file)
+        )
+    return pd.read_excel(book, sheet_name=chosen, dtype=object, header=0), sheets, chosen
+
+
+def _finish_excel(
+    frame: pd.DataFrame,
+    file: Path,
+    given: dict[str, Any],
+    order: list[str],
+    magic: bytes,
+    guessed: dict,
+    notices: list[str],
+) -> _Source:
     names = [str(c) for c in frame.columns]
     frame.columns = names
     if frame.dropna(how="all").empty:
