@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from clickstream.prepare import git_commit
 from clickstream.runfolder import StageWriter, config_hash, manifest_digest
 from envs.click_model import describe_click_model
 from scripts import run_or_exit
+from scripts.parallel import resolve_jobs, submit, worker_pool
 from scripts.train import truncation
 
 CONFIG_KEYS = ("env", "n_sessions", "world_sessions", "seeds", "n_visitors", "policies", "worlds")
@@ -122,8 +124,11 @@ def dataset_title(data_dir: Path, fallback: object) -> str:
     return str(name) if name else str(fallback)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate and write the report; returns ``{"records": [...], "paths": {...}}``."""
+def run(cfg: DictConfig, pool: Executor | None = None) -> dict[str, Any]:
+    """Evaluate and write the report; returns ``{"records": [...], "paths": {...}}``.
+
+    Each world is evaluated on its own (:func:`world_records`): side by side in ``pool``'s
+    worker processes when one is given (the pipeline's), else one after another here."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     site = Site.from_config(resolved)
@@ -131,26 +136,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # read before loading: a policy retrained meanwhile then makes this report stale
     inputs = stage_inputs(resolved)
     trained = training_info(agents_dir, resolved.get("policies"))
-    policies = saved_policies(agents_dir, resolved.get("policies"))
+    saved_policies(agents_dir, resolved.get("policies"))  # bad folders refused before any work
     worlds = resolved.get("worlds") or site.worlds()
-    oracle = {
-        n
-        for n, p in policies.items()
-        if getattr(next(iter(p.values())), "needs_latent_state", False)
-    }
-    records = []
-    for world in worlds:  # the intent oracle only exists where intents do
-        chosen = {n: p for n, p in policies.items() if world == "ground_truth" or n not in oracle}
-        records += evaluate(
-            chosen,
-            site,
-            worlds=[world],
-            n_sessions=int(resolved["n_sessions"]),
-            seeds=resolved["seeds"],
-            n_visitors=int(resolved["n_visitors"]),
-            world_sessions=resolved.get("world_sessions") or {},
-            progress=bool(resolved.get("show_progress", True)),
-        )
+    quiet = {**resolved, "show_progress": False}  # parallel bars would overwrite each other
+    futures = [
+        submit(pool, world_records, quiet if pool is not None else resolved, world)
+        for world in worlds
+    ]
+    records = [record for future in futures for record in future.result()]
     for record in records:  # cut short by a time limit: said in every record of the policy
         record.update(trained.get(record["policy"], {"truncated": False, "training": []}))
     dataset = dataset_title(Path(resolved["data_dir"]), resolved.get("experiment_name"))
@@ -187,6 +180,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {"records": records, "paths": paths}
 
 
+def world_records(resolved: dict[str, Any], world: str) -> list[dict[str, Any]]:
+    """One world's records: every saved policy (the intent oracle only where intents exist)
+    over ``n_sessions`` sessions per seed. A module-level function of plain data, so that a
+    worker process can run it."""
+    site = Site.from_config(resolved)
+    policies = saved_policies(Path(resolved["out_dir"]) / "agents", resolved.get("policies"))
+    chosen = {
+        n: p
+        for n, p in policies.items()
+        if world == "ground_truth"
+        or not getattr(next(iter(p.values())), "needs_latent_state", False)
+    }
+    return evaluate(
+        chosen,
+        site,
+        worlds=[world],
+        n_sessions=int(resolved["n_sessions"]),
+        seeds=resolved["seeds"],
+        n_visitors=int(resolved["n_visitors"]),
+        world_sessions=resolved.get("world_sessions") or {},
+        progress=bool(resolved.get("show_progress", True)),
+    )
+
+
 def _sessions_asked(resolved: dict[str, Any], worlds: list[str]) -> str:
     """``n_sessions`` per seed and world, with the per-world overrides that apply."""
     base = int(resolved["n_sessions"])
@@ -202,7 +219,8 @@ def _sessions_asked(resolved: dict[str, Any], worlds: list[str]) -> str:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    result = run_or_exit(run, cfg)
+    with worker_pool(resolve_jobs(cfg.jobs)) as pool:
+        result = run_or_exit(lambda c: run(c, pool=pool), cfg)
     print(Path(result["paths"]["results.md"]).read_text(encoding="utf-8"))
 
 

@@ -31,6 +31,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from clickstream.runfolder import (
     verify_folder,
 )
 from scripts import evaluate, hydra_argv, prepare_data, run_or_exit, train, train_simulator
+from scripts.parallel import Done, resolve_jobs, submit, worker_pool
 
 PREPARE_KEYS = prepare_data.CONFIG_KEYS
 """Settings that change the prepared data (``show_progress`` and paths do not)."""
@@ -69,7 +71,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data_dir = Path(cfg.data_dir)
     report: dict[str, Any] = {"stages": {}, "seconds": {}, "why": {}}
     report["recovered"] = recover(data_dir) + recover_tree(cfg.out_dir)
-    progress = Stages(4 + bool(cfg.held_out), report)
+    progress = Stages(4, report)
     _introduce(cfg)
 
     prepare_cfg = OmegaConf.create(
@@ -107,49 +109,118 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         report["reward"] = {"reward": reward, "notice": note}
         _say(f"reward: {reward}")
 
+    jobs = resolve_jobs(cfg.jobs)
+    with worker_pool(jobs) as pool:
+        _simulators(cfg, data.digest, data_dir, report, progress, pool)
+        _agents(cfg, report, progress, pool)
+        _evaluation(cfg, report, progress, pool)
+    report["seconds"]["total"] = time.perf_counter() - progress.start
+    return report
+
+
+def _call(fn: Callable[[DictConfig], dict[str, Any]], cfg: dict[str, Any]) -> dict[str, Any]:
+    """``fn(cfg)`` with the configuration rebuilt from plain data (in a worker process)."""
+    return fn(OmegaConf.create(cfg))
+
+
+def _job(
+    pool: Executor | None, fn: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig
+) -> Future:
+    """Run a stage's ``run(cfg)`` here or in a worker (quietly: bars of parallel processes
+    would overwrite each other; the pipeline says what finished)."""
+    if pool is None:
+        return submit(None, fn, cfg)
+    plain = OmegaConf.to_container(cfg, resolve=False)  # resolved in the worker, after:
+    assert isinstance(plain, dict)
+    plain["show_progress"] = False
+    return submit(pool, _call, fn, plain)
+
+
+def _simulators(
+    cfg: DictConfig,
+    data_digest: str,
+    data_dir: Path,
+    report: dict[str, Any],
+    progress: Stages,
+    pool: Executor | None,
+) -> None:
+    """The learned world's visitor model and the held-out one (seed + 1): one stage, the two
+    trained side by side when there are workers."""
     simulators = [("train_simulator", Path(cfg.simulator_dir), int(cfg.seed))]
     if cfg.held_out:
         simulators.append(("held_out_simulator", Path(cfg.held_out_dir), int(cfg.seed) + 1))
-    for stage, sim_dir, seed in simulators:
-        with progress.stage(stage, _model_title(cfg, stage, seed), sim_dir):
-            ran, metrics = _simulator_stage(
-                cfg, data.digest, data_dir, sim_dir, seed, report, stage
+    title = " and ".join(_model_title(cfg, stage, seed) for stage, _, seed in simulators)
+    targets = [sim_dir for _, sim_dir, _ in simulators]
+    stages = tuple(stage for stage, _, _ in simulators)
+    with progress.stage("train_simulator", title, *targets, status_of=stages):
+        futures = {}
+        for stage, sim_dir, seed in simulators:
+            train_cfg, metrics = _simulator_stage(
+                cfg, data_digest, data_dir, sim_dir, seed, report, stage
             )
-            report["stages"][stage] = "ran" if ran else "reused"
-            report[stage] = metrics
-            _say(_metrics_table(metrics))
+            if metrics is not None:
+                report["stages"][stage] = "reused"
+                futures[stage] = Done(metrics)
+            else:
+                report["stages"][stage] = "ran"
+                futures[stage] = _job(pool, train_simulator.run, train_cfg)
+        for stage, sim_dir, _ in simulators:
+            report[stage] = futures[stage].result()
+            if len(simulators) > 1:
+                _say(f"{show_path(sim_dir)} ({report['stages'][stage]}):")
+            _say(_metrics_table(report[stage]))
 
+
+def _agents(
+    cfg: DictConfig, report: dict[str, Any], progress: Stages, pool: Executor | None
+) -> None:
+    """Every agent and training seed (the long trainings first when there are workers)."""
     agents_ran = False
     report["agents"] = {}
     report["truncated"] = {}
     names = [*cfg.agents, *cfg.references]
     with progress.stage("train_agents", _agents_title(cfg, names), Path(cfg.out_dir) / "agents"):
+        jobs: list[tuple[str, int, DictConfig]] = []
         for name in names:
             seeds = list(cfg.seeds) if name in cfg.learning_agents else [int(cfg.seed)]
-            for seed in seeds:
-                train_cfg = _agent_cfg(cfg, name, seed)
-                agent_dir = Path(train_cfg.agent_dir)
-                inputs = train.stage_inputs(_container(train_cfg))
-                wanted = _hash(train_cfg, train.CONFIG_KEYS)
-                policy, why = _reusable(cfg, agent_dir, "train", wanted, inputs)
-                key = f"{name}/seed_{seed}"
-                start = time.perf_counter()
-                if policy is not None:
-                    report["agents"][key] = "reused"
-                    record = read_json(agent_dir / "run.json", "run.json")
-                else:
-                    report["why"][key] = why
-                    if cfg.show_progress:
-                        _say(f"{name} · seed {seed}: training")
-                    record = train.run(train_cfg)
-                    report["agents"][key] = "ran"
-                    agents_ran = True
-                assert record is not None
-                _say(_agent_line(name, seed, report["agents"][key], record, start))
-                _check_truncated(cfg, name, record, Path(train_cfg.agent_dir), report)
+            jobs += [(name, seed, _agent_cfg(cfg, name, seed)) for seed in seeds]
+        if pool is not None:  # the longest first, so that the last worker is not left alone
+            jobs.sort(key=lambda job: job[0] not in cfg.learning_agents)
+        futures: dict[str, tuple[Future, float]] = {}
+        for name, seed, train_cfg in jobs:
+            agent_dir = Path(train_cfg.agent_dir)
+            inputs = train.stage_inputs(_container(train_cfg))
+            wanted = _hash(train_cfg, train.CONFIG_KEYS)
+            policy, why = _reusable(cfg, agent_dir, "train", wanted, inputs)
+            key = f"{name}/seed_{seed}"
+            if policy is not None:
+                report["agents"][key] = "reused"
+                futures[key] = (Done(read_json(agent_dir / "run.json", "run.json")), 0.0)
+                continue
+            report["why"][key] = why
+            report["agents"][key] = "ran"
+            agents_ran = True
+            if cfg.show_progress and pool is None:
+                _say(f"{name} · seed {seed}: training")
+            futures[key] = (_job(pool, train.run, train_cfg), time.perf_counter())
+        if pool is not None and agents_ran:
+            running = [k for k, v in report["agents"].items() if v == "ran"]
+            at_once = min(len(running), resolve_jobs(cfg.jobs))
+            _say(f"training {', '.join(running)} ({at_once} at a time)")
+        for name, seed, train_cfg in jobs:  # in the config's order, as each finishes
+            key = f"{name}/seed_{seed}"
+            future, start = futures[key]
+            record = future.result()
+            _say(_agent_line(name, seed, report["agents"][key], record, start))
+            _check_truncated(cfg, name, record, Path(train_cfg.agent_dir), report)
         _check_others_truncated(cfg, report)
         report["stages"]["train_agents"] = "ran" if agents_ran else "reused"
 
+
+def _evaluation(
+    cfg: DictConfig, report: dict[str, Any], progress: Stages, pool: Executor | None
+) -> None:
+    names = [*cfg.agents, *cfg.references]
     eval_cfg = _eval_cfg(cfg)
     # policies trained outside the pipeline (scripts/train.py) are inputs too
     inputs = evaluate.stage_inputs(_container(eval_cfg))
@@ -161,10 +232,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             report["evaluate"] = read_json(Path(cfg.eval_dir) / "results.json", "results.json")
         else:
             report["why"]["evaluate"] = why
-            report["evaluate"] = evaluate.run(eval_cfg)
+            report["evaluate"] = evaluate.run(eval_cfg, pool=pool)
             report["stages"]["evaluate"] = "ran"
-    report["seconds"]["total"] = time.perf_counter() - progress.start
-    return report
 
 
 class Stages:
@@ -177,14 +246,20 @@ class Stages:
         self.start = time.perf_counter()
 
     @contextlib.contextmanager
-    def stage(self, key: str, title: str, target: Path) -> Iterator[None]:
+    def stage(
+        self, key: str, title: str, *targets: Path, status_of: tuple[str, ...] = ()
+    ) -> Iterator[None]:
+        """A stage writing to ``targets``; it ``ran`` when any of the stages ``status_of``
+        (default: ``key``) ran."""
         self.done += 1
-        print(f"\n[{self.done}/{self.total}] {title} -> {show_path(target)}", flush=True)
+        where = ", ".join(show_path(t) for t in targets)
+        print(f"\n[{self.done}/{self.total}] {title} -> {where}", flush=True)
         start = time.perf_counter()
         yield
         seconds = time.perf_counter() - start
         self.report["seconds"][key] = seconds
-        status = self.report["stages"].get(key, "ran")
+        statuses = {self.report["stages"].get(k, "ran") for k in status_of or (key,)}
+        status = "ran" if "ran" in statuses else "reused"
         how = "reused (up to date)" if status == "reused" else "ran"
         print(f"      {how} in {duration(seconds)}", flush=True)
 
@@ -338,7 +413,8 @@ def _simulator_stage(
     seed: int,
     report: dict[str, Any],
     stage: str,
-) -> tuple[bool, dict[str, Any]]:
+) -> tuple[DictConfig, dict[str, Any] | None]:
+    """The visitor model's training config, and its metrics when its folder can be reused."""
     train_cfg = OmegaConf.create(
         {
             "simulator": cfg.simulator,
@@ -357,9 +433,9 @@ def _simulator_stage(
     if folder is not None:
         # an interrupted run's work folder is of no use beside an up-to-date simulator
         shutil.rmtree(train_simulator.work_dir(sim_dir), ignore_errors=True)
-        return False, read_json(sim_dir / "metrics.json", "the simulator's metrics.json")
+        return train_cfg, read_json(sim_dir / "metrics.json", "the simulator's metrics.json")
     report["why"][stage] = why
-    return True, train_simulator.run(train_cfg)
+    return train_cfg, None
 
 
 def _reusable(

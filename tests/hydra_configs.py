@@ -52,6 +52,7 @@ TINY_RUN = (
     "agent_eval_sessions=256",
     "eval_seeds=[0]",
     "show_progress=false",
+    "jobs=1",  # in this process (tests that kill a stage count its writes here)
 )
 
 

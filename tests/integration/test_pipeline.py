@@ -41,9 +41,27 @@ def pipeline(tmp_path: Path, *extra: str) -> dict:
         "n_sessions=500",
         "n_visitors=500",
         "agent_eval_sessions=200",
+        "jobs=1",
         *extra,
     ]
     return run(compose_cfg("pipeline", overrides))
+
+
+def test_side_by_side_workers_give_the_numbers_of_one_process(tmp_path: Path) -> None:
+    """jobs=2: the two visitor models, the agents and the worlds run in worker processes;
+    every piece seeds itself, so the records equal those of jobs=1, number for number."""
+    alone = pipeline(tmp_path / "alone")
+    side = pipeline(tmp_path / "side", "jobs=2")
+    assert side["stages"] == alone["stages"] == ALL_RAN
+
+    def numbers(report: dict) -> list[dict]:
+        keep = ("policy", "world", "mean_return", "ci95", "conversion_rate", "n_sessions")
+        return [{k: r[k] for k in keep} for r in report["evaluate"]["records"]]
+
+    assert len(numbers(alone)) == 3 * 5  # 5 policies in 3 worlds
+    assert numbers(side) == numbers(alone)
+    for model in ("train_simulator", "held_out_simulator"):
+        assert side[model]["models"] == alone[model]["models"]
 
 
 def test_stages_run_once_then_are_reused(tmp_path: Path) -> None:
