@@ -33,6 +33,7 @@ from clickstream.runfolder import read_json, safe_name, verify_folder
 
 if TYPE_CHECKING:
     from agents.site import Site
+    from envs.core import SiteCore
 
 MANIFEST = "policy.json"
 
@@ -59,10 +60,15 @@ class Policy(ABC):
 
     Attributes:
         kind: The name of the class in :data:`POLICY_KINDS` (what ``policy.json`` records).
+        needs_latent_state: It acts on each visitor's hidden type, read from the simulator
+            (:meth:`predict_latent`), not on the pages alone: it plays only where types are
+            known (the ground truth), is never served, and has no closing evaluation in the
+            learned world.
     """
 
     name: str = "policy"
     kind: ClassVar[str] = ""
+    needs_latent_state: ClassVar[bool] = False
 
     def fit(self, site: Site) -> dict[str, Any]:
         """Learn (or build) the policy for ``site``; returns metrics of the training."""
@@ -83,6 +89,11 @@ class Policy(ABC):
         obs = np.asarray(observation)
         actions = self.action_scores(np.atleast_2d(obs)).argmax(axis=1)
         return (actions[0] if obs.ndim == 1 else actions), None
+
+    def predict_latent(self, obs: torch.Tensor, core: SiteCore) -> torch.Tensor:
+        """Actions ``(B,)`` from observations ``(B, K)`` and the core's hidden visitor state
+        (policies with :attr:`needs_latent_state` only)."""
+        raise ClickstreamError(f"policy {self.name!r} acts on observations only (predict)")
 
     def table_probs(self) -> torch.Tensor | None:
         """Action probabilities per current page ``(P, A)`` (or per intent ``(Z, P, A)``) when

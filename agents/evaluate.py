@@ -97,7 +97,7 @@ class Sessions:
 
 
 def _act(policy: Policy, obs: torch.Tensor, core: SiteCore) -> torch.Tensor:
-    if getattr(policy, "needs_latent_state", False):
+    if policy.needs_latent_state:
         return policy.predict_latent(obs, core)
     actions, _ = policy.predict(obs.cpu().numpy(), deterministic=True)
     return torch.as_tensor(np.asarray(actions).reshape(-1), dtype=torch.long)
@@ -214,7 +214,7 @@ def summarize(per_seed: Mapping[int, Sessions]) -> dict[str, Any]:
 def exact_return(policy: Policy, core: SiteCore) -> float | None:
     """The policy's exact mean return in ``core``'s world, when both are tables; else None."""
     probs = policy.table_probs()
-    if probs is None or not hasattr(core.dynamics, "transitions") or core.candidates is not None:
+    if probs is None or core.dynamics.chains() is None or core.candidates is not None:
         return None
     from agents.tabular import SiteMDP, policy_value
 

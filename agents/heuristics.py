@@ -29,14 +29,7 @@ from clickstream.errors import ClickstreamError
 def recommended_states(site: Site) -> torch.Tensor:
     """Which states each action recommends, ``(A, P + 1)`` float (rows of "nothing": 0)."""
     core = site.template
-    p, pages = core.n_pages, core.action_pages
-    shown = torch.zeros(len(pages), p + 1, dtype=torch.float64)
-    if core.page_groups is None:
-        rows = (pages >= 0).nonzero()[:, 0]
-        shown[rows, pages[rows]] = 1.0
-    else:
-        shown = ((core.page_groups[None, :] == pages[:, None]) & (pages >= 0)[:, None]).double()
-    return shown
+    return core.shown_mask(torch.arange(core.n_actions)).double()
 
 
 def _no_recommendation(site: Site) -> int | None:

@@ -3,10 +3,12 @@
 A :class:`Site` ties one prepared dataset to the simulator settings of ``configs/env/`` and
 names the **worlds** a policy can run in (DESIGN.md, issue "Agents and experiments"):
 
-* ``learned``: the trained visitor model (``dynamics`` of the env config: ``gru``, or
-  ``latent_class``, visitor types fitted on the data): where agents train;
+* ``learned``: the visitor model ``dynamics`` of the env config names (a kind of
+  :mod:`envs.visitors`: ``gru``, ``latent_class`` visitor types fitted on the data, ...): where
+  agents train;
 * ``held_out``: another visitor model of the same kind (another seed or other data), so that a
-  policy that exploits one model's errors is not taken for skill;
+  policy that exploits one model's errors is not taken for skill (a GRU when the learned kind
+  is not trained, or is a model of counts that another seed would not change);
 * ``ground_truth``: the synthetic store's own visitor model (synthetic datasets only; the env's
   ``top_k``, an approximation of the learned worlds, does not apply).
 
@@ -28,11 +30,13 @@ import torch
 
 from clickstream.errors import ClickstreamError
 from clickstream.runfolder import read_parquet, verified_file
+from envs import visitors
 from envs.core import SiteCore
 from envs.dynamics import MarkovDynamics
 from envs.rewards import reward_from_catalog, reward_from_store
 from envs.sequences import PreparedData, load_prepared
-from envs.site_env import MODEL_FILES, build_core
+from envs.site_env import build_core
+from envs.visitors import VisitorKind
 
 WORLDS = ("learned", "held_out", "ground_truth")
 
@@ -45,8 +49,8 @@ class Site:
         data_dir: A prepared dataset (``scripts/prepare_data.py``).
         env: :func:`envs.site_env.build_core` options (``configs/env/site.yaml``) of the
             ``learned`` world, without ``n_visitors`` and ``data_dir``.
-        held_out_model: The ``held_out`` world's visitor model checkpoint (``None``: no such
-            world).
+        held_out_dir: The ``held_out`` world's simulator folder (``scripts/train_simulator.py``
+            with another seed; ``None``: no such world).
         seed: Seed of training.
         device: Torch device of the simulator and of the networks.
         log_dir: Where TensorBoard events and run records go (``None``: nowhere).
@@ -54,7 +58,7 @@ class Site:
 
     data_dir: Path
     env: dict[str, Any] = field(default_factory=dict)
-    held_out_model: Path | None = None
+    held_out_dir: Path | None = None
     seed: int = 0
     device: str = "cpu"
     log_dir: Path | None = None
@@ -64,12 +68,13 @@ class Site:
         self.env = dict(self.env)
         for key in ("n_visitors", "data_dir", "store"):
             self.env.pop(key, None)
-        if self.env.get("dynamics") is True:  # YAML's unquoted `true`
-            self.env["dynamics"] = "true"
-        self.env.setdefault("dynamics", "gru")
+        # the kind's own name (YAML reads an unquoted `true` as a boolean); default: the GRU
+        named = self.env.get("dynamics")
+        kind = visitors.default_kind() if named is None else visitors.get(named)
+        self.env["dynamics"] = kind.name
         self.env["device"] = self.device
-        if self.held_out_model is not None:
-            self.held_out_model = Path(self.held_out_model)
+        if self.held_out_dir is not None:
+            self.held_out_dir = Path(self.held_out_dir)
         self._writer = None
 
     @classmethod
@@ -80,7 +85,7 @@ class Site:
         return cls(
             data_dir=Path(cfg["data_dir"]),
             env=plain(cfg.get("env") or {}),
-            held_out_model=Path(held_out) / "model.pt" if held_out else None,
+            held_out_dir=Path(held_out) if held_out else None,
             seed=int(cfg.get("seed", 0)),
             device=str(cfg.get("device", "cpu")),
             log_dir=Path(log_dir) if log_dir is not None else None,
@@ -95,7 +100,7 @@ class Site:
     def worlds(self) -> list[str]:
         """The worlds this site can simulate, in :data:`WORLDS` order."""
         out = ["learned"]
-        if self.held_out_model is not None and self._held_out_file().is_file():
+        if self.held_out_dir is not None and self._held_out_file().is_file():
             out.append("held_out")
         if self.is_synthetic:
             out.append("ground_truth")
@@ -107,12 +112,12 @@ class Site:
         if world == "learned":
             return opts
         if world == "held_out":
-            if self.held_out_model is None:
+            if self.held_out_dir is None:
                 raise ClickstreamError("this site has no held-out visitor model")
             verified_file(self._held_out_file(), "train_simulator")  # a published folder only
             return {
                 **opts,
-                "dynamics": self._held_out_kind,
+                "dynamics": self._held_out_kind.name,
                 "model_path": str(self._held_out_file()),
             }
         if world == "ground_truth":
@@ -121,19 +126,27 @@ class Site:
                     "the ground truth is known for synthetic datasets only", file=str(self.data_dir)
                 )
             # the store's own links, not the successors the learned world is limited to
-            return {**opts, "dynamics": "true", "model_path": None, "top_k": None}
+            truth = visitors.ground_truth().name
+            return {**opts, "dynamics": truth, "model_path": None, "top_k": None}
         raise ClickstreamError(f"world must be one of {WORLDS}, got {world!r}")
 
     @property
-    def _held_out_kind(self) -> str:
-        """The held-out world's visitor model: the learned world's kind (a Markov learned
+    def learned_kind(self) -> VisitorKind:
+        """The learned world's visitor kind (``env.dynamics``)."""
+        return visitors.get(self.env["dynamics"])
+
+    @property
+    def _held_out_kind(self) -> VisitorKind:
+        """The held-out world's visitor model: the learned world's kind when it is trained
+        and another seed makes another model of it, else the default kind (a Markov learned
         world is checked against a GRU)."""
-        return self.env["dynamics"] if self.env["dynamics"] in MODEL_FILES else "gru"
+        kind = self.learned_kind
+        return kind if kind.learned and kind.seeded else visitors.default_kind()
 
     def _held_out_file(self) -> Path:
-        """That model's file in the held-out folder (``held_out_model`` names the GRU's)."""
-        assert self.held_out_model is not None
-        return self.held_out_model.parent / MODEL_FILES[self._held_out_kind]
+        """That model's file in the held-out folder."""
+        assert self.held_out_dir is not None
+        return self.held_out_dir / self._held_out_kind.files[0]
 
     def core(self, n_visitors: int, world: str = "learned", **overrides: Any) -> SiteCore:
         """A simulator core of ``n_visitors`` visitors in ``world``."""
@@ -155,7 +168,7 @@ class Site:
     def template(self) -> SiteCore:
         """A one-visitor core of the learned world, for its actions, rewards and click model
         (built with first-order dynamics, so no network is loaded)."""
-        return self.core(1, dynamics="markov", top_k=None, device="cpu")
+        return self.core(1, dynamics=visitors.first_order().name, top_k=None, device="cpu")
 
     @cached_property
     def markov(self) -> MarkovDynamics:
@@ -171,9 +184,23 @@ class Site:
 
     def true_mdp(self):
         """The synthetic store's true MDP (one per latent intent)."""
+        return self.kind_mdp(visitors.ground_truth().name)
+
+    def kind_mdp(self, kind: str):
+        """The MDP of the visitor kind ``kind`` (one whose dynamics are first-order chains:
+        ``markov``, ``latent_class``, ``true``; one MDP per visitor type), with the env's
+        click model, rewards and actions; in its own world (the ground truth for the true
+        model, else the learned world's settings), without ``top_k``.
+
+        Raises:
+            ClickstreamError: An unknown kind, or one without tables (a GRU).
+        """
         from agents.tabular import SiteMDP
 
-        return SiteMDP.from_core(self.core(1, "ground_truth", device="cpu"))
+        chosen = visitors.get(kind, key="model")
+        world = "ground_truth" if chosen.ground_truth else "learned"
+        core = self.core(1, world, dynamics=chosen.name, model_path=None, top_k=None, device="cpu")
+        return SiteMDP.from_core(core)
 
     def page_traffic(self) -> np.ndarray:
         """Views of each page in the train split, ``(P,)``."""

@@ -26,6 +26,7 @@ import torch
 
 from agents.base import Policy, TablePolicy, current_pages, load_array, policy_file
 from clickstream.errors import ClickstreamError, RunFolderError
+from envs import visitors
 from envs.click_model import ClickModel
 from envs.core import SiteCore
 
@@ -47,10 +48,10 @@ class SiteMDP:
         prior: Intent prior, ``(Z,)`` (``[1.0]`` for a first-order site).
         reward: Reward of landing on each state, ``(P + 1,)`` (``EXIT``: 0).
         click_model: How a recommendation changes a row.
-        action_pages: What each action recommends, ``(A,)``: a page id, or with
-            ``page_groups`` a group id; ``-1`` shows nothing.
-        page_groups: Group id of every state, ``(P + 1,)`` (``EXIT``: -2), or ``None`` when
-            actions are pages.
+        action_pages: What each action recommends, ``(A,)``: a page id, or with group
+            actions a group id; ``-1`` shows nothing.
+        shown: With group actions, the pages each action shows, ``(A, P + 1)`` bool
+            (:meth:`envs.core.SiteCore.shown_mask`); ``None`` when actions are pages.
         max_steps: The env's horizon (steps before truncation).
     """
 
@@ -60,7 +61,7 @@ class SiteMDP:
     reward: torch.Tensor
     click_model: ClickModel
     action_pages: torch.Tensor
-    page_groups: torch.Tensor | None = None
+    shown: torch.Tensor | None = None
     max_steps: int = 50
 
     def __post_init__(self) -> None:
@@ -102,21 +103,24 @@ class SiteMDP:
                 the core runs a GRU).
             entry: With ``transitions``: their entry distribution, ``(P,)`` or ``(Z, P)``.
         """
-        dyn = core.dynamics
+        chains = core.dynamics.chains()
         if transitions is None:
-            if not hasattr(dyn, "transitions"):
+            if chains is None:
                 raise ClickstreamError(
-                    f"{type(dyn).__name__} has no transition table; pass transitions= "
-                    "(e.g. a first-order model fitted on the train split)"
+                    f"{type(core.dynamics).__name__} has no transition table; pass "
+                    "transitions= (e.g. a first-order model fitted on the train split)"
                 )
-            transitions, entry = dyn.transitions, dyn.entry
+            transitions, entry = chains.transitions, chains.entry
         t = torch.as_tensor(transitions, dtype=torch.float64).cpu()
         e = torch.as_tensor(entry, dtype=torch.float64).cpu()
         if t.ndim == 2:
             t, e = t[None], e[None]
-        prior = getattr(dyn, "prior", None)
+        prior = None if chains is None else chains.prior
         if prior is None or len(prior) != t.shape[0]:
             prior = torch.ones(t.shape[0]) / t.shape[0]
+        shown = None
+        if core.page_groups is not None:
+            shown = core.shown_mask(torch.arange(core.n_actions)).cpu()
         return cls(
             transitions=t,
             entry=e,
@@ -124,7 +128,7 @@ class SiteMDP:
             reward=core.reward_per_page.to(torch.float64).cpu(),
             click_model=core.click_model,
             action_pages=core.action_pages.cpu(),
-            page_groups=None if core.page_groups is None else core.page_groups.cpu(),
+            shown=shown,
             max_steps=core.max_steps,
         )
 
@@ -149,7 +153,7 @@ class SiteMDP:
             self.reward,
             self.click_model,
             self.action_pages,
-            self.page_groups,
+            self.shown,
             self.max_steps,
         )
 
@@ -165,14 +169,10 @@ class SiteMDP:
     def _action_rows(self, z: int, actions: torch.Tensor) -> torch.Tensor:
         p, n = self.n_pages, len(actions)
         organic = self.transitions[z][:, None, :].expand(p, n, p + 1).reshape(p * n, p + 1)
-        recommended = self.action_pages[actions].repeat(p)
-        if self.page_groups is None:
-            out = self.click_model.apply(organic, recommended)
+        if self.shown is None:
+            out = self.click_model.apply(organic, self.action_pages[actions].repeat(p))
         else:
-            shown = (self.page_groups[None, :] == recommended[:, None]) & (recommended >= 0)[
-                :, None
-            ]
-            out = self.click_model.apply_set(organic, shown)
+            out = self.click_model.apply_set(organic, self.shown[actions].repeat(p, 1))
         return out.reshape(p, n, p + 1)
 
     def q_backup(self, z: int, v: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
@@ -357,9 +357,12 @@ class ValueIterationPolicy(TablePolicy):
 
     Args:
         name: Policy name in results.
-        model: ``markov``: the first-order model counted on the train split (a deployable
-            policy: ``value_iteration``); ``true``: the synthetic store's true model mixed over
-            intents (``true_optimum``: in ``markov`` mode the exact optimum of the ground truth).
+        model: The visitor kind whose first-order tables are solved (:mod:`envs.visitors`,
+            one with ``tables``): ``markov`` (the default), the first-order model counted on
+            the train split (a deployable policy: ``value_iteration``); ``true``, the
+            synthetic store's true model mixed over intents (``true_optimum``: in ``markov``
+            mode the exact optimum of the ground truth); ``latent_class``, the fitted visitor
+            types mixed likewise.
         gamma: Discount of the Bellman backup (1: undiscounted, as sessions are scored).
         tol: Stop when the value changes by less than this (max over pages).
     """
@@ -369,19 +372,22 @@ class ValueIterationPolicy(TablePolicy):
     def __init__(
         self,
         name: str = "value_iteration",
-        model: str = "markov",
+        model: str | None = None,
         gamma: float = 1.0,
         tol: float = 1e-9,
     ) -> None:
-        if model not in ("markov", "true"):
+        chosen = visitors.first_order() if model is None else visitors.get(model, key="model")
+        if not chosen.tables:
+            with_tables = [k.name for k in visitors.kinds().values() if k.tables]
             raise ClickstreamError(
-                f"value iteration model must be 'markov' or 'true', got {model!r}"
+                f"value iteration model must be a visitor model of first-order tables "
+                f"{with_tables}, got {model!r}"
             )
         super().__init__(None, name)
-        self.model, self.gamma, self.tol = model, float(gamma), float(tol)
+        self.model, self.gamma, self.tol = chosen.name, float(gamma), float(tol)
 
     def fit(self, site: Site) -> dict[str, Any]:
-        mdp = site.markov_mdp() if self.model == "markov" else site.true_mdp().first_order()
+        mdp = site.kind_mdp(self.model).first_order()
         result = value_iteration(mdp, gamma=self.gamma, tol=self.tol)
         self.set_scores(result.q)
         value = float(mdp.entry[0] @ result.v)

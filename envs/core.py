@@ -134,6 +134,7 @@ class SiteCore:
             if cand.ndim != 2 or cand.shape[0] != p or cand.min() < -1 or cand.max() >= p:
                 raise ClickstreamError(f"candidates must be page ids (or -1), shape ({p}, k)")
             self.candidates = torch.as_tensor(cand, device=self.device)
+        self._outcome_ids = torch.arange(p + 1, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
         self.expected_reward = False
@@ -188,11 +189,33 @@ class SiteCore:
 
     # ---- dynamics ----------------------------------------------------------------------
 
+    def shown_mask(self, actions: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
+        """The pages each action shows, ``(n, P + 1)`` bool for actions ``(n,)``: its page, the
+        pages of its group (group actions), or none ("show nothing"); ``EXIT`` never.
+
+        The one definition of "shown" that the click model, the ``followed`` flag, the
+        tabular MDP, the heuristics and the web app share.
+        """
+        a = torch.as_tensor(actions, dtype=torch.long, device=self.device).reshape(-1)
+        return self._shown(self.action_pages[a])
+
+    def _shown(self, targets: torch.Tensor, outcomes: torch.Tensor | None = None) -> torch.Tensor:
+        """Whether each outcome is shown by the recommendations ``targets`` ``(B,)`` (page or
+        group ids, -1: nothing): outcome ids ``(B, M)`` (-1: padding), or ``None`` for all
+        ``P + 1`` outcomes; ``(B, M)`` bool."""
+        if outcomes is None:  # broadcast against every outcome: no (B, P + 1) gather
+            labels = self.page_groups if self.page_groups is not None else self._outcome_ids
+            hit = labels[None, :] == targets[:, None]
+        else:
+            labels = (
+                outcomes if self.page_groups is None else self.page_groups[outcomes.clamp(min=0)]
+            )
+            hit = (labels == targets[:, None]) & (outcomes >= 0)
+        return hit & (targets >= 0)[:, None]
+
     def _followed(self, landed: torch.Tensor, recommended: torch.Tensor) -> torch.Tensor:
         """The visitor landed on the recommended page (or a page of the recommended group)."""
-        if self.page_groups is not None:
-            return (self.page_groups[landed] == recommended) & (recommended >= 0)
-        return (landed == recommended) & (recommended >= 0)
+        return self._shown(recommended, landed[:, None])[:, 0]
 
     def next_page_probs(self, actions: torch.Tensor | None = None) -> torch.Tensor:
         """Next-page distributions ``(B, P + 1)`` of the current visitors under ``actions``."""
@@ -232,15 +255,12 @@ class SiteCore:
         if self.candidates is None:
             ids = None
             organic = self.dynamics.next_probs(self.page, self.state)
-            shown = self.page_groups[None, :] == group[:, None]
         else:  # the page's successors and EXIT; group pages beyond them stay out of reach
             cand = self.candidates[self.page]
             ids = torch.cat([cand, torch.full_like(cand[:, :1], self.n_pages)], dim=1)
             logits = self.dynamics.log_scores(self.page, self.state, ids.clamp(min=0))
             organic = torch.softmax(logits.masked_fill(ids < 0, float("-inf")), dim=1)
-            shown = (self.page_groups[ids.clamp(min=0)] == group[:, None]) & (ids >= 0)
-        shown = shown & (group >= 0)[:, None]
-        return ids, self.click_model.apply_set(organic, shown)
+        return ids, self.click_model.apply_set(organic, self._shown(group, ids))
 
     def _actions(self, actions: torch.Tensor | np.ndarray | int) -> torch.Tensor:
         a = torch.as_tensor(actions, dtype=torch.long, device=self.device).reshape(-1)

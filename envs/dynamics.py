@@ -14,11 +14,18 @@ Interchangeable models behind one batched torch interface (:class:`Dynamics`):
 A visitor's *state* is a float tensor row of fixed width (``state_dim``), so the core keeps one
 ``(B, S)`` tensor for all visitors whatever the model. Page ids follow the vocabulary the
 dynamics was built on; ``EXIT`` is id ``P``, last in every distribution.
+
+What a dynamics can do besides moving visitors is said by the protocol, never probed:
+:meth:`Dynamics.chains` gives its tables when it is first-order chains (for the exact MDP of
+:mod:`agents.tabular`), and :attr:`Dynamics.latent_state` says whether a visitor carries a
+hidden type (:meth:`Dynamics.intent` reads it, for the intent oracle). Which dynamics a run
+uses is a visitor kind's business (:mod:`envs.visitors`).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -28,12 +35,53 @@ from envs.sequences import SessionSequences
 from envs.visitor_model import VisitorModel
 
 
+@dataclass(frozen=True)
+class Chains:
+    """Visitor dynamics that are first-order chains, one per latent type (one type: Markov).
+
+    Attributes:
+        prior: Type probabilities, ``(Z,)``.
+        entry: Entry distribution of each type, ``(Z, P)``.
+        transitions: Next-page rows of each type, ``(Z, P, P + 1)`` (``EXIT`` last).
+    """
+
+    prior: torch.Tensor
+    entry: torch.Tensor
+    transitions: torch.Tensor
+
+    @property
+    def n_types(self) -> int:
+        return len(self.prior)
+
+
 class Dynamics(Protocol):
-    """What the simulator core needs from a visitor model."""
+    """What the simulator core needs from a visitor model.
+
+    Attributes:
+        n_pages: P.
+        state_dim: S, the width of a visitor's state row.
+        pages: Page names, length P.
+        latent_state: A visitor carries a hidden type, drawn at arrival and kept
+            (:meth:`intent` reads it); the agent never sees it.
+    """
 
     n_pages: int
     state_dim: int
     pages: tuple[str, ...]
+    latent_state: ClassVar[bool] = False
+
+    def chains(self) -> Chains | None:
+        """The tables when the visitors are first-order chains (per type), else ``None``."""
+        return None
+
+    def intent(self, state: torch.Tensor) -> torch.Tensor:
+        """Latent type index per visitor, ``(B,)``, from states ``(B, S)`` (what an intent
+        oracle may read).
+
+        Raises:
+            ClickstreamError: The visitors of this dynamics carry no latent type.
+        """
+        raise ClickstreamError(f"{type(self).__name__}: visitors carry no latent type")
 
     def start(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` arriving visitors: entry pages ``(n,)`` and states ``(n, S)`` after them."""
@@ -113,7 +161,7 @@ def first_order_table(seqs: SessionSequences, k: float = 20.0) -> np.ndarray:
     return (counts + k * pop) / (counts.sum(1, keepdims=True) + k)
 
 
-class MarkovDynamics:
+class MarkovDynamics(Dynamics):
     """First-order transitions and entry distribution as dense tables.
 
     Args:
@@ -155,6 +203,10 @@ class MarkovDynamics:
         pages = sample_categorical(self.entry.expand(n, -1), generator)
         return pages, torch.zeros(n, 0, device=self.entry.device)
 
+    def chains(self) -> Chains:
+        one = torch.ones(1, device=self.entry.device)
+        return Chains(one, self.entry[None], self.transitions[None])
+
     def next_probs(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return self.transitions[pages]
 
@@ -167,7 +219,7 @@ class MarkovDynamics:
         return state
 
 
-class GRUDynamics:
+class GRUDynamics(Dynamics):
     """The learned GRU visitor model as simulator dynamics.
 
     Args:
@@ -226,7 +278,7 @@ class GRUDynamics:
         return torch.cat([hidden, scores.float()], dim=1)
 
 
-class MixtureDynamics:
+class MixtureDynamics(Dynamics):
     """Visitors of ``Z`` latent types, each a first-order chain; a visitor keeps her type.
 
     A type is drawn from ``prior`` when the visitor arrives and stays hidden from the agent
@@ -241,6 +293,8 @@ class MixtureDynamics:
         transitions: Next-page rows of each type, ``(Z, P, P + 1)``; rows sum to 1.
         pages: Page names, length P.
     """
+
+    latent_state = True
 
     def __init__(self, prior, entry, transitions, pages: tuple[str, ...]) -> None:
         prior = torch.as_tensor(np.asarray(prior), dtype=torch.float32)
@@ -267,6 +321,9 @@ class MixtureDynamics:
         pages = sample_categorical(self.entry[intent], generator)
         return pages, intent[:, None].float()
 
+    def chains(self) -> Chains:
+        return Chains(self.prior, self.entry, self.transitions)
+
     def intent(self, state: torch.Tensor) -> torch.Tensor:
         """Latent type index per visitor, ``(B,)`` (what an intent oracle may read)."""
         return state[:, 0].long()
@@ -283,6 +340,36 @@ class MixtureDynamics:
         return state
 
 
+def store_tables(
+    store, pages: tuple[str, ...] | None = None, max_cells: int = 60_000_000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """A synthetic store's true model as dense tables in a page order, float64.
+
+    Args:
+        store: A :class:`clickstream.synthetic.SyntheticStore`.
+        pages: Page order (default: the store's own). Every page must be a store page; a
+            vocabulary without some store pages gets its rows renormalised over its pages.
+        max_cells: Largest ``Z × P × (P + 1)`` table built.
+
+    Returns:
+        ``(prior (Z,), entry (Z, P), transitions (Z, P, P + 1), pages)``, ``EXIT`` last.
+    """
+    pages = tuple(store.pages) if pages is None else tuple(pages)
+    idx = np.array([store.page_index(p) for p in pages], dtype=np.int64)
+    z, p = store.n_intents, store.n_pages
+    if z * p * (p + 1) > max_cells:
+        raise ClickstreamError(
+            f"true dynamics of {p} pages and {z} intents is too large to hold densely"
+        )
+    cols = np.r_[idx, p]  # reorder destinations (EXIT last)
+    dense = store.transitions[:, idx][:, :, cols]
+    entry = store.entry[:, idx]
+    if len(idx) < p:  # a vocabulary without some store pages: renormalise over it
+        dense = dense / dense.sum(-1, keepdims=True)
+        entry = entry / entry.sum(-1, keepdims=True)
+    return store.prior, entry, dense, pages
+
+
 class TrueDynamics(MixtureDynamics):
     """The synthetic store's true visitor model: a latent intent per visitor.
 
@@ -296,17 +383,4 @@ class TrueDynamics(MixtureDynamics):
 
     def __init__(self, store, pages: tuple[str, ...] | None = None):
         self.store = store
-        pages = tuple(store.pages) if pages is None else tuple(pages)
-        idx = np.array([store.page_index(p) for p in pages], dtype=np.int64)
-        z, p = store.n_intents, store.n_pages
-        if z * p * (p + 1) > self.max_dense_cells:
-            raise ClickstreamError(
-                f"true dynamics of {p} pages and {z} intents is too large to hold densely"
-            )
-        cols = np.r_[idx, p]  # reorder destinations (EXIT last)
-        dense = store.transitions[:, idx][:, :, cols]
-        entry = store.entry[:, idx]
-        if len(idx) < p:  # a vocabulary without some store pages: renormalise over it
-            dense = dense / dense.sum(-1, keepdims=True)
-            entry = entry / entry.sum(-1, keepdims=True)
-        super().__init__(store.prior, entry, dense, pages)
+        super().__init__(*store_tables(store, pages, self.max_dense_cells))

@@ -22,73 +22,23 @@ import pandas as pd
 import torch
 from gymnasium import spaces
 
-from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.errors import ClickstreamError
 from clickstream.prepare import reward_support
-from clickstream.runfolder import MANIFEST, read_manifest, read_parquet, verified_file
+from clickstream.runfolder import read_parquet
 from clickstream.synthetic import SyntheticStore, build_store
+from envs import visitors
 from envs.click_model import build_click_model
 from envs.core import SiteCore
-from envs.dynamics import (
-    GRUDynamics,
-    MarkovDynamics,
-    TrueDynamics,
-    entry_distribution,
-    top_successors,
-)
-from envs.latent_class import LatentClassModel
+from envs.dynamics import top_successors
 from envs.rewards import check_learnable, reward_from_catalog, reward_from_store
-from envs.sequences import PreparedData, load_prepared
-from envs.visitor_model import VisitorModel
-
-DYNAMICS = ("true", "markov", "gru", "latent_class")
-
-MODEL_FILES = {"gru": "model.pt", "latent_class": "latent_class.npz"}
-"""File of each learned visitor model in a simulator folder (``scripts/train_simulator.py``)."""
-
-
-def learned_model_file(
-    data: PreparedData, dynamics: str, model_path: str | Path | None = None
-) -> Path:
-    """The file of a learned visitor model (``gru`` or ``latent_class``) for ``data``.
-
-    By default ``<data_dir>/simulator/`` and :data:`MODEL_FILES`: a published run folder,
-    whose manifest must verify and say it was made from these very data (the manifest digest
-    of ``data``). An explicit ``model_path`` in a published folder is checked the same way;
-    one elsewhere (a file saved by hand) is read as it is, still as data only.
-
-    Raises:
-        RunFolderError: The simulator folder is not published, does not verify, or was made
-            from other data (prepared again since), naming it and the command that remakes it.
-    """
-    if model_path is not None:
-        path = Path(model_path)
-        if not (path.parent / MANIFEST).is_file():
-            return path
-    else:
-        path = data.data_dir / "simulator" / MODEL_FILES[dynamics]
-        if not path.parent.is_dir():
-            raise RunFolderError(
-                f"no trained visitor model here: make one with `python scripts/train_simulator.py "
-                f"data_dir={data.data_dir}`",
-                file=str(path.parent),
-            )
-    verified_file(path, "train_simulator")
-    made_from = read_manifest(path.parent).inputs.get("data")
-    if data.manifest is not None and made_from != data.manifest.digest:
-        raise RunFolderError(
-            f"made from other data than {data.data_dir} holds now (the data were prepared "
-            f"again since): retrain it with `python scripts/train_simulator.py "
-            f"data_dir={data.data_dir} out_dir={path.parent}` (or `python scripts/pipeline.py`)",
-            file=str(path.parent),
-        )
-    return path
+from envs.sequences import load_prepared
 
 
 def build_core(
     n_visitors: int = 1,
     *,
     data_dir: str | Path | None = None,
-    dynamics: str | bool = "true",
+    dynamics: str | bool | None = None,
     model_path: str | Path | None = None,
     store: SyntheticStore | None = None,
     reward: str = "page_value",
@@ -108,11 +58,13 @@ def build_core(
         n_visitors: B, visitors simulated together.
         data_dir: A prepared dataset (``scripts/prepare_data.py``); ``None``: the default
             synthetic store, built in memory.
-        dynamics: ``true`` (the synthetic store's own model: ground truth), ``markov``
-            (first-order, counted on the train split), ``gru`` (the trained GRU visitor model)
-            or ``latent_class`` (visitor types that keep their type: ``envs/latent_class.py``).
-        model_path: The learned model's file (default ``<data_dir>/simulator/`` and
-            :data:`MODEL_FILES`).
+        dynamics: The visitor model, a kind of :mod:`envs.visitors` by name: ``true`` (the
+            synthetic store's own model: ground truth; the default), ``markov`` (first-order,
+            counted on the train split), ``gru`` (the trained GRU visitor model),
+            ``latent_class`` (visitor types that keep their type: ``envs/latent_class.py``),
+            or any other registered kind.
+        model_path: The learned model's file (default ``<data_dir>/simulator/`` and the
+            kind's file name, e.g. ``model.pt``).
         store: A synthetic store to use instead of the default one (no ``data_dir``).
         reward: ``page_value``, ``revenue`` or ``engagement`` (``envs/rewards.py``); from the
             dataset's page catalog, or from the store's true model without a dataset.
@@ -132,10 +84,7 @@ def build_core(
         reward_key: The configuration key ``reward`` came from, named when the data cannot
             pay it (``reward`` in ``check_simulator.py``).
     """
-    if dynamics is True:  # YAML and Hydra read an unquoted `true` as the boolean
-        dynamics = "true"
-    if dynamics not in DYNAMICS:
-        raise ClickstreamError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
+    kind = visitors.ground_truth() if dynamics is None else visitors.get(dynamics, key="dynamics")
     if action_level not in ("page", "group"):
         raise ClickstreamError(f"action_level must be 'page' or 'group', got {action_level!r}")
     if top_k is not None and data_dir is None:
@@ -144,10 +93,8 @@ def build_core(
     if any(isinstance(v, Mapping) for v in params.values()):  # per-model groups (configs/env)
         params = dict(params.get(click_model) or {})
     if data_dir is None:
-        if dynamics != "true":
-            raise ClickstreamError(f"dynamics={dynamics!r} needs a prepared data_dir")
         store = store if store is not None else build_store()
-        dyn = TrueDynamics(store)
+        dyn = kind.from_store(store).dynamics()
         rewards = reward_from_store(reward, store)
         group_ids = pd.factorize(pd.Series(store.page_groups), sort=True)[0]
         if click_model == "boost":
@@ -163,32 +110,7 @@ def build_core(
             alternatives=reward_support(catalog)["supported"],
         )
         group_ids = data.vocab.page_group
-        if dynamics == "true":
-            if data.true_model_path is None:
-                raise ClickstreamError(
-                    "dynamics='true' needs a synthetic dataset (true_model.npz)", file=str(data_dir)
-                )
-            dyn = TrueDynamics(SyntheticStore.load(data.true_model_path), pages)
-        elif dynamics == "markov":
-            dyn = MarkovDynamics.fit(data.splits["train"], pages)
-        elif dynamics == "latent_class":
-            path = learned_model_file(data, dynamics, model_path)
-            latent = LatentClassModel.load(path)
-            if latent.pages != pages:
-                raise ClickstreamError(
-                    "the latent-class model was fitted on another page vocabulary", file=str(path)
-                )
-            dyn = latent.dynamics()
-        else:
-            path = learned_model_file(data, dynamics, model_path)
-            model = VisitorModel.load(path, device=device)
-            if model.vocab.pages != pages:
-                raise ClickstreamError(
-                    "the visitor model was trained on another page vocabulary", file=str(path)
-                )
-            dyn = GRUDynamics(
-                model, entry_distribution(data.splits["train"]), full_logits=top_k is None
-            )
+        dyn = kind.load(data, model_path, device=device).dynamics(top_k)
     return SiteCore(
         dyn,
         build_click_model(click_model, **params),

@@ -1,6 +1,6 @@
 """Simulator fidelity report: organic simulated sessions against the held-out test split.
 
-    python scripts/check_simulator.py data_dir=<prepared dir> [dynamics=gru|markov|true] [n_sessions=20000] [seed=0] [out_dir=<dir>]
+    python scripts/check_simulator.py data_dir=<prepared dir> [dynamics=gru|latent_class|markov|true|...] [n_sessions=20000] [seed=0] [out_dir=<dir>]
 
 Simulates ``n_sessions`` sessions with no recommendation shown (``envs.fidelity``), compares
 pages per session, bounce rate, conversion rate, exit rate by page group and the total
@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clickstream.prepare import choose_reward, git_commit
 from clickstream.runfolder import StageWriter, config_hash, manifest_digest, read_parquet
+from envs import visitors
 from envs.fidelity import (
     fidelity_report,
     format_fidelity_markdown,
@@ -29,7 +30,7 @@ from envs.fidelity import (
     simulate_organic_sessions,
 )
 from envs.sequences import load_prepared
-from envs.site_env import MODEL_FILES, build_core
+from envs.site_env import build_core
 from envs.training import resolve_device
 from scripts import run_or_exit
 
@@ -54,9 +55,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data_dir = Path(resolved["data_dir"])
     out_dir = Path(resolved["out_dir"])
     seed = int(resolved.get("seed", 0))
-    dynamics = resolved.get("dynamics", "gru")
-    if isinstance(dynamics, bool):  # the command line's `dynamics=true` parses as a boolean
-        dynamics = str(dynamics).lower()
+    named = resolved.get("dynamics")
+    kind = visitors.default_kind() if named is None else visitors.get(named, key="dynamics")
+    dynamics = kind.name  # the command line's `dynamics=true` parses as a boolean
     data = load_prepared(data_dir, splits=("test",))
     catalog = read_parquet(data_dir / "pages.parquet")
     # paid but unused here: a site without revenue falls back to engagement, said in one line
@@ -114,7 +115,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         config_hash=config_hash(resolved, CONFIG_KEYS),
         inputs={
             "data": data.manifest.digest if data.manifest else None,
-            "simulator": manifest_digest(simulator) if dynamics in MODEL_FILES else None,
+            "simulator": manifest_digest(simulator) if kind.learned else None,
         },
         data_fingerprint=data.manifest.data_fingerprint if data.manifest else None,
     )

@@ -189,8 +189,7 @@ def world_records(resolved: dict[str, Any], world: str) -> list[dict[str, Any]]:
     chosen = {
         n: p
         for n, p in policies.items()
-        if world == "ground_truth"
-        or not getattr(next(iter(p.values())), "needs_latent_state", False)
+        if world == "ground_truth" or not next(iter(p.values())).needs_latent_state
     }
     return evaluate(
         chosen,

@@ -46,7 +46,8 @@ def main() -> None:
     }
     learned = site.core(1, "learned", device="cpu")
     learned_mdp = None
-    if getattr(learned.dynamics, "prior", None) is not None and len(learned.dynamics.prior) > 1:
+    chains = learned.dynamics.chains()
+    if chains is not None and chains.n_types > 1:
         # a learned world of visitor types (latent_class): the same table from its own types,
         # what a deployable policy can build without the truth
         learned_mdp = SiteMDP.from_core(learned)

@@ -311,7 +311,9 @@ def _introduce(cfg: DictConfig) -> None:
 
 
 def _model_title(cfg: DictConfig, stage: str, seed: int) -> str:
-    kind = "GRU, latent classes" if cfg.simulator.get("latent_class") is not None else "GRU"
+    from envs import visitors
+
+    kind = ", ".join(k.title for k in visitors.trained_kinds(cfg.simulator))
     if stage == "held_out_simulator":
         return f"held-out visitor model ({kind}, seed {seed})"
     return f"visitor model ({kind})"
@@ -425,7 +427,7 @@ def _simulator_stage(
             "device": cfg.device,
             "seed": seed,
             "show_progress": cfg.show_progress,
-            "label": "GRU (held-out)" if sim_dir == Path(cfg.held_out_dir) else "GRU (main)",
+            "label": "held-out" if sim_dir == Path(cfg.held_out_dir) else "main",
         }
     )
     wanted = _hash(train_cfg, train_simulator.CONFIG_KEYS)

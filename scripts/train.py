@@ -115,9 +115,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             start = time.perf_counter()
             fit = agent.fit(site)
             seconds = time.perf_counter() - start
-            latent = getattr(agent, "needs_latent_state", False)  # the oracle: ground truth only
             n_eval = int(resolved.get("eval_sessions", 4096))
-            scores = {} if latent or n_eval <= 0 else quick_eval(agent, site, n_eval)
+            # the intent oracle plays in the ground truth only: no closing evaluation here
+            scores = (
+                {} if agent.needs_latent_state or n_eval <= 0 else quick_eval(agent, site, n_eval)
+            )
             site.log_scalars(scores, int(fit.get("steps", 0)))
             agent.save(out.dir)
         finally:

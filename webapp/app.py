@@ -111,7 +111,8 @@ def create_app(
             ``RecursionError``). The API's bodies are 2 deep.
         cache: Cache the visitor model's distributions and the network policies' scores per
             history (:class:`~webapp.recommend.Recommender`).
-        visitor_model: ``auto``, ``gru``, ``latent_class`` or ``markov``: the next-page model behind follow
+        visitor_model: ``auto`` or a visitor kind (:mod:`envs.visitors`: ``gru``,
+            ``latent_class``, ``markov``, ...): the next-page model behind follow
             probabilities and expected values (:func:`~webapp.artefacts.load_run`).
 
     Raises:

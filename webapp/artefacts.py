@@ -4,7 +4,7 @@ the evaluation results.
 A run folder is what ``python scripts/pipeline.py out_dir=<dir>`` writes::
 
     <run_dir>/data/                      prepared dataset (pages.parquet, groups.parquet, ...)
-    <run_dir>/data/simulator/model.pt    the learned visitor model (GRU)
+    <run_dir>/data/simulator/            the learned visitor models (model.pt: the GRU, ...)
     <run_dir>/agents/<name>/seed_<S>/    one saved policy per name and training seed
     <run_dir>/eval/results.json          the evaluation (optional: /impact says when missing)
 
@@ -33,8 +33,9 @@ from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.pages import PageConfig
 from clickstream.runfolder import read_parquet, verify_folder
 from clickstream.schema import EXIT
+from envs import visitors
 from envs.sequences import Vocabulary
-from envs.site_env import MODEL_FILES, learned_model_file
+from envs.visitors import Visitors
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +201,9 @@ class RunArtefacts:
         results: ``eval/results.json``, or ``None`` when the run was not evaluated.
         page_config: How the dataset normalised and grouped pages (``meta.json``), for
             mapping unknown pages; ``None`` when not recorded.
-        dynamics: ``gru``, ``latent_class`` or ``markov``: the visitor model behind follow
-            probabilities and expected values (the learned world's).
-        visitor_model: The GRU or the :class:`~envs.latent_class.LatentClassModel`, when
-            ``dynamics`` names one.
+        dynamics: The visitor kind behind follow probabilities and expected values
+            (:mod:`envs.visitors`: the learned world's, or ``markov``).
+        visitor_model: That kind's model, loaded (its ``next_distribution``).
     """
 
     name: str
@@ -216,7 +216,7 @@ class RunArtefacts:
     results: dict[str, Any] | None
     page_config: PageConfig | None
     dynamics: str
-    visitor_model: Any = None
+    visitor_model: Visitors
 
     @property
     def vocab(self) -> Vocabulary:
@@ -253,9 +253,6 @@ class RunArtefacts:
         return names[0]
 
 
-VISITOR_MODELS = ("auto", "gru", "latent_class", "markov")
-
-
 def load_run(
     run_dir: str | Path,
     *,
@@ -272,22 +269,20 @@ def load_run(
         seed: Training seed of the instance served per name (default: the lowest saved).
         name: The run's name in the app (default: the folder's name).
         visitor_model: What gives the organic next-page distribution behind follow
-            probabilities and expected values: ``gru`` (the trained visitor model, over the
-            whole history), ``latent_class`` (the visitor types, their posterior given the
-            history; a recommendation acts on each type's row), ``markov`` (first-order rows
-            counted on the train split: the tables the heuristics and value iteration use) or
-            ``auto`` (the learned world's: ``gru`` or ``latent_class`` when the run's env
-            simulates with it, else ``markov``).
+            probabilities and expected values: a visitor kind of :mod:`envs.visitors` by name
+            (``gru``: the trained GRU, over the whole history; ``latent_class``: the visitor
+            types' posterior given the history, a recommendation acting on each type's row;
+            ``markov``: first-order rows counted on the train split, the tables the
+            heuristics and value iteration use; ``true``: a synthetic store's own model; ...)
+            or ``auto``: the learned world's kind when it is a trained one, else ``markov``.
 
     Raises:
         ClickstreamError: The folder has nothing trained yet (no prepared data, no visitor
             model, no saved policy), naming the command that makes it; or a policy asked for
             is not there.
     """
-    if visitor_model not in VISITOR_MODELS:
-        raise ClickstreamError(
-            f"visitor_model must be one of {list(VISITOR_MODELS)}, got {visitor_model!r}"
-        )
+    if visitor_model != "auto":
+        visitors.get(visitor_model, key="visitor_model")  # a kind's name, or "auto"
     run_dir = Path(run_dir).expanduser().resolve()
     hint = pipeline_hint(run_dir)
     if not run_dir.is_dir():
@@ -310,17 +305,13 @@ def load_run(
     results = _results(run_dir / "eval")
     env = _run_env(results, saved)
     env.pop("model_path", None)  # recorded paths point where the run was made; this is here
-    dynamics = visitor_model
-    if dynamics == "auto":
-        learned = env.get("dynamics", "gru")
-        dynamics = learned if learned in MODEL_FILES else "markov"
-    model_path = data_dir / "simulator" / MODEL_FILES[dynamics] if dynamics in MODEL_FILES else None
-    if model_path is not None and not model_path.is_file():
-        raise ClickstreamError(
-            f"nothing trained yet: the visitor model data/simulator/{model_path.name} is "
-            f"missing; {hint}",
-            file=str(run_dir),
-        )
+    kind = _visitor_kind(visitor_model, env)
+    for file in kind.files:
+        if not (data_dir / "simulator" / file).is_file():
+            raise ClickstreamError(
+                f"nothing trained yet: the visitor model data/simulator/{file} is missing; {hint}",
+                file=str(run_dir),
+            )
     site = Site(data_dir=data_dir, env=env, device="cpu")
     template = site.template
     vocab = site.data.vocab
@@ -374,22 +365,8 @@ def load_run(
             f"{hint}",
             file=str(run_dir / "agents"),
         )
-    visitor_model = None
-    if model_path is not None:
-        from envs.latent_class import LatentClassModel
-        from envs.visitor_model import VisitorModel
-
-        learned_model_file(site.data, dynamics)  # published, verified, made from these data
-        if dynamics == "gru":
-            visitor_model = VisitorModel.load(model_path, device="cpu")
-            pages = visitor_model.vocab.pages
-        else:
-            visitor_model = LatentClassModel.load(model_path)
-            pages = visitor_model.pages
-        if pages != vocab.pages:
-            raise ClickstreamError(
-                "the visitor model was trained on another page vocabulary", file=str(model_path)
-            )
+    # published, verified, made from these data, of this vocabulary
+    model = kind.load(site.data, device="cpu")
     return RunArtefacts(
         name=name or run_dir.name,
         run_dir=run_dir,
@@ -400,9 +377,19 @@ def load_run(
         skipped=skipped,
         results=results,
         page_config=_page_config(data_dir),
-        dynamics=dynamics,
-        visitor_model=visitor_model,
+        dynamics=kind.name,
+        visitor_model=model,
     )
+
+
+def _visitor_kind(visitor_model: str, env: dict[str, Any]) -> visitors.VisitorKind:
+    """The kind the app answers with: the one asked for, or (``auto``) the learned world's
+    when it is trained, else the first-order tables."""
+    if visitor_model != "auto":
+        return visitors.get(visitor_model, key="visitor_model")
+    named = env.get("dynamics")
+    learned = visitors.default_kind() if named is None else visitors.get(named)
+    return learned if learned.learned else visitors.first_order()
 
 
 def _results(eval_dir: Path) -> dict[str, Any] | None:
@@ -450,7 +437,7 @@ def _env_mismatch(env: dict[str, Any], trained: dict[str, Any]) -> str | None:
 
 
 def _unservable(policy: Policy, probe: np.ndarray, n_actions: int) -> str | None:
-    if getattr(policy, "needs_latent_state", False):
+    if policy.needs_latent_state:
         return "needs the visitor's latent intent (known in the ground-truth simulator only)"
     try:
         shape = np.shape(policy.action_scores(probe))

@@ -21,9 +21,11 @@ with ``P``), as in the simulator. The policy scores every action (``action_score
 better); "show nothing" and the current page are never recommended, nor are actions the policy
 scores ``-inf``. Ties keep the lower action index, as the policy's own ``argmax`` does.
 
-For each recommended page ``a`` (or page group), under the learned world's visitor model (the
-GRU over the whole history; the visitor types' posterior given the history, each type's row
-boosted apart, for a latent-class world; first-order rows otherwise):
+For each recommended page ``a`` (or page group), under the run's visitor model (its
+``next_distribution``, :mod:`envs.visitors`: the GRU over the whole history; for a model of
+visitor types, such as the latent-class world, the types' posterior given the history, each
+type's row boosted apart, as in the simulator; first-order rows when the learned world has no
+trained model):
 
 * ``organic_probability``: ``p(a)``, the chance the visitor opens ``a`` next unprompted;
 * ``follow_probability``: ``p'(a)``, the chance the next page is ``a`` once it is shown, where
@@ -54,6 +56,7 @@ from clickstream.errors import ClickstreamError
 from clickstream.pages import PageConfig, group_of, normalise_path
 from clickstream.schema import OTHER_GROUP
 from envs.sequences import Vocabulary
+from envs.visitors import NextPage
 from webapp.artefacts import RunArtefacts
 
 MAX_PAGE_CHARS = 2048
@@ -175,58 +178,18 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-# ---- next-page models --------------------------------------------------------------------------
-
-
-class GRUNextPage:
-    """Organic next-page distributions from the learned GRU, given the whole history."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def probs(self, history: tuple[int, ...]) -> np.ndarray:
-        """``(P + 1,)`` float64 distribution after ``history`` (page ids, oldest first)."""
-        logp = self.model.log_prob_next(np.asarray(history, dtype=np.int64)[None, :])[0, -1]
-        p = logp.double().exp().numpy()
-        return p / p.sum()  # float32 softmax: renormalise in float64
-
-
-class LatentClassNextPage:
-    """Visitor types (:class:`envs.latent_class.LatentClassModel`): the posterior over the types
-    given the whole history, and each type's first-order row. A recommendation acts on each
-    type's row (as in the simulator), so the recommender asks for :meth:`types`, not a single
-    organic row."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def types(self, history: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """``p(type | history)`` ``(Z,)`` and the types' next-page rows ``(Z, P + 1)``."""
-        weights = self.model.session_type_posterior(np.asarray(history, dtype=np.int64))
-        return weights, self.model.transitions[:, history[-1]]
-
-
-class MarkovNextPage:
-    """Organic next-page rows of a first-order table ``(P, P + 1)``: the current page only."""
-
-    def __init__(self, transitions: np.ndarray | torch.Tensor) -> None:
-        self.table = np.asarray(transitions, dtype=np.float64)
-
-    def probs(self, history: tuple[int, ...]) -> np.ndarray:
-        return self.table[history[-1]].copy()
-
-
 # ---- recommendations ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _HistoryStats:
-    """What one history costs a model forward for: its organic distribution ``(P + 1,)`` and,
-    when every action was evaluated, their organic and follow probabilities and expected
-    values ``(A,)`` (NaN for "show nothing")."""
+    """What one history costs a model forward for: the visitor model's answer (one row, or
+    one per visitor type), its organic distribution ``(P + 1,)`` and, when every action was
+    evaluated, their organic and follow probabilities and expected values ``(A,)`` (NaN for
+    "show nothing")."""
 
+    next: NextPage
     organic: np.ndarray
-    types: tuple[np.ndarray, np.ndarray] | None = None  # visitor types: weights, rows
     before: np.ndarray | None = None
     follow: np.ndarray | None = None
     value: np.ndarray | None = None
@@ -313,6 +276,7 @@ class Recommender:
         core = run.site.template
         if self.max_history is None:
             self.max_history = core.max_steps
+        self.template = core  # what actions show (shown_mask), as in the simulator
         self.n_pages = core.n_pages
         self.history_len = core.history_len
         self.action_pages = core.action_pages.cpu().numpy()
@@ -320,16 +284,10 @@ class Recommender:
         self.reward = core.reward_per_page.double().cpu().numpy()  # (P + 1,), EXIT 0
         self.page_group = run.vocab.page_group
         self.group_level = core.page_groups is not None
+        self.visitors = run.visitor_model
         nothing = np.flatnonzero(self.action_pages < 0)
         self.nothing: int | None = int(nothing[0]) if len(nothing) else None
         self.resolver = PageResolver(run.vocab, run.network.top_page, run.page_config)
-        models = {"gru": GRUNextPage, "latent_class": LatentClassNextPage}
-        model = (
-            models[run.dynamics](run.visitor_model)
-            if run.dynamics in models
-            else MarkovNextPage(run.site.markov.transitions.cpu().numpy())
-        )
-        self.next_page_model = model
         n_actions = len(self.action_pages)
         # with caches on, a history's first request evaluates every action at once (the
         # click model over an (A, P + 1) table), so later requests for it, whatever the
@@ -406,32 +364,28 @@ class Recommender:
         return self._stats(ids).organic
 
     def _stats_uncached(self, ids: tuple[int, ...]) -> _HistoryStats:
-        types = None
-        if hasattr(self.next_page_model, "types"):
-            types = self.next_page_model.types(ids)
-            organic = types[0] @ types[1]
-        else:
-            organic = self.next_page_model.probs(ids)
+        nxt = self.visitors.next_distribution(ids)
+        for a in (nxt.weights, nxt.rows):
+            a.setflags(write=False)
+        organic = nxt.probs
         organic.setflags(write=False)
         if not self._every_action:
-            return _HistoryStats(organic, types)
+            return _HistoryStats(nxt, organic)
         shown = np.flatnonzero(self.action_pages >= 0)
         before, follow, value = (np.full(len(self.action_pages), np.nan) for _ in range(3))
-        before[shown], follow[shown], value[shown] = self.evaluate(organic, shown, types)
+        before[shown], follow[shown], value[shown] = self.evaluate(nxt, shown)
         for a in (before, follow, value):
             a.setflags(write=False)
-        return _HistoryStats(organic, types, before, follow, value)
+        return _HistoryStats(nxt, organic, before, follow, value)
 
     def evaluate(
-        self,
-        organic: np.ndarray,
-        actions: Sequence[int] | np.ndarray,
-        types: tuple[np.ndarray, np.ndarray] | None = None,
+        self, nxt: NextPage, actions: Sequence[int] | np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Organic probability, follow probability and expected value of each action (never
-        "show nothing") at a history with organic distribution ``organic`` (and, with visitor
-        types, their weights and rows): ``(n,)`` each."""
-        dists = self.next_dists(organic, actions, types)
+        "show nothing") at a history where the visitor model answers ``nxt``: ``(n,)``
+        each."""
+        organic = nxt.probs
+        dists = self.next_dists(nxt, actions)
         shown = self.shown_mask(actions)
         # sums along rows, not matrix products: the same bits whether one action or all
         # are evaluated (BLAS may order a product's sums by the matrix's size)
@@ -478,34 +432,24 @@ class Recommender:
 
     def shown_mask(self, actions: Sequence[int] | np.ndarray) -> np.ndarray:
         """What each action shows, ``(n, P + 1)`` bool: its page, its group's pages, or
-        nothing ("show nothing")."""
-        targets = self.action_pages[np.asarray(actions, dtype=np.int64)]
-        out = np.zeros((len(targets), self.n_pages + 1), dtype=bool)
-        for row, target in enumerate(targets):
-            if target < 0:
-                continue
-            if self.group_level:
-                out[row, : self.n_pages] = self.page_group == target
-            else:
-                out[row, target] = True
-        return out
+        nothing ("show nothing"): the simulator's :meth:`~envs.core.SiteCore.shown_mask`."""
+        return self.template.shown_mask(np.asarray(actions, dtype=np.int64)).numpy()
 
-    def next_dists(
-        self,
-        organic: np.ndarray,
-        actions: Sequence[int],
-        types: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def next_dists(self, nxt: NextPage, actions: Sequence[int]) -> np.ndarray:
         """Next-page distributions under each action, ``(n, P + 1)`` float64 (click model).
 
-        With visitor types (``weights (Z,)``, ``rows (Z, P + 1)``) the click model acts on
-        each type's row and the results are mixed by the weights, as in the simulator.
+        With visitor types (several rows) the click model acts on each type's row and the
+        results are mixed by the types' weights, as in the simulator.
         """
-        if types is not None:
-            weights, rows = types
-            return sum(
-                w * self.next_dists(row, actions) for w, row in zip(weights, rows, strict=True)
-            )
+        if nxt.n_types == 1:
+            return self._boosted(nxt.rows[0], actions)
+        return sum(
+            w * self._boosted(row, actions) for w, row in zip(nxt.weights, nxt.rows, strict=True)
+        )
+
+    def _boosted(self, organic: np.ndarray, actions: Sequence[int]) -> np.ndarray:
+        """The click model applied to one organic distribution ``(P + 1,)`` under each
+        action, ``(n, P + 1)`` float64."""
         n = len(actions)
         probs = torch.from_numpy(np.repeat(organic[None, :], n, axis=0))  # a writable copy
         idx = torch.as_tensor(np.asarray(actions, dtype=np.int64))
@@ -534,7 +478,7 @@ class Recommender:
             if stats.follow is not None:
                 before, follow, value = stats.before[top], stats.follow[top], stats.value[top]
             else:
-                before, follow, value = self.evaluate(organic, top, stats.types)
+                before, follow, value = self.evaluate(stats.next, top)
             for rank, a in enumerate(top):
                 target = int(self.action_pages[a])
                 recs.append(
@@ -568,11 +512,7 @@ class Recommender:
             action = int(np.argmax(scores))  # what the policy plays (Policy.predict)
             stats = self._stats(ids)
             target = int(self.action_pages[action])
-            dist = (
-                stats.organic
-                if target < 0
-                else self.next_dists(stats.organic, [action], stats.types)[0]
-            )
+            dist = stats.organic if target < 0 else self.next_dists(stats.next, [action])[0]
             follow = float(dist[self.shown_mask([action])[0]].sum()) if target >= 0 else 0.0
             nxt = int(np.argmax(dist[: self.n_pages]))
             loop = nxt in on_path

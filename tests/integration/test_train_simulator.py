@@ -138,9 +138,7 @@ def test_train_simulator_fits_the_latent_class_world(synthetic_dir: Path, tmp_pa
     core.reset(seed=0)
     assert core.dynamics.transitions.shape == (2, core.n_pages, core.n_pages + 1)
     # the held-out world is a visitor model of the same kind, from the held-out folder
-    site = Site(
-        data_dir=synthetic_dir, env={"dynamics": "latent_class"}, held_out_model=out / "model.pt"
-    )
+    site = Site(data_dir=synthetic_dir, env={"dynamics": "latent_class"}, held_out_dir=out)
     assert site.world_options("held_out")["model_path"] == str(out / "latent_class.npz")
     assert site.worlds()[:2] == ["learned", "held_out"]
 

@@ -1,0 +1,185 @@
+"""Every visitor kind of the registry on a trained tiny simulator: the core built by name
+replays the dynamics built from the kind's own classes, the next-page distribution people get
+is the simulator's, and a loaded model is checked against the run's data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.synthetic import SyntheticStore
+from envs import visitors
+from envs.baselines import TrueModel
+from envs.click_model import MultinomialBoost
+from envs.core import SiteCore
+from envs.dynamics import GRUDynamics, MarkovDynamics, TrueDynamics, entry_distribution
+from envs.latent_class import LatentClassModel
+from envs.rewards import reward_from_catalog
+from envs.sequences import load_prepared
+from envs.site_env import build_core
+from envs.visitor_model import VisitorModel
+from scripts.train_simulator import run as train_run
+from tests.hydra_configs import compose_cfg, prepare_synthetic
+
+pytestmark = pytest.mark.integration
+
+
+def histories(data) -> list[list[int]]:
+    """Prefixes of training sessions (possible under every model, the truth included)."""
+    train = data.splits["train"]
+    long = [s for s in range(len(train)) if train.lengths[s] >= 4][:3]
+    starts = train.offsets[long]
+    return [train.pages[o : o + n].tolist() for o, n in zip(starts, (1, 2, 4), strict=True)]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = prepare_synthetic(
+        tmp_path_factory.mktemp("data") / "syn", "data.n_sessions=1500", "data.n_pages=50"
+    )
+    train_run(
+        compose_cfg(
+            "train_simulator",
+            [
+                f"data_dir={out}",
+                "simulator.trainer.epochs=1",
+                "simulator.model.hidden_size=16",
+                "simulator.model.embedding_dim=8",
+                "simulator.baselines.tune_on_valid=false",
+                "simulator.latent_class={classes: 2, restarts: 1, iters: 30}",
+                "show_progress=false",
+            ],
+        )
+    )
+    return out
+
+
+def _by_hand(kind: str, data_dir: Path, top_k: int | None):
+    """The dynamics the way the simulator was put together before the registry."""
+    data = load_prepared(data_dir, splits=("train",))
+    train, pages = data.splits["train"], data.vocab.pages
+    if kind == "true":
+        return TrueDynamics(SyntheticStore.load(data.true_model_path), pages)
+    if kind == "markov":
+        return MarkovDynamics.fit(train, pages)
+    if kind == "latent_class":
+        return LatentClassModel.load(data_dir / "simulator" / "latent_class.npz").dynamics()
+    model = VisitorModel.load(data_dir / "simulator" / "model.pt")
+    return GRUDynamics(model, entry_distribution(train), full_logits=top_k is None)
+
+
+@pytest.mark.parametrize("kind", ["true", "markov", "gru", "latent_class"])
+@pytest.mark.parametrize("top_k", [None, 4])
+def test_a_core_built_by_kind_name_replays_the_kinds_own_dynamics(
+    data_dir: Path, kind: str, top_k: int | None
+) -> None:
+    from clickstream.runfolder import read_parquet
+    from envs.dynamics import top_successors
+
+    core = build_core(16, data_dir=data_dir, dynamics=kind, top_k=top_k)
+    data = load_prepared(data_dir, splits=("train",))
+    catalog = read_parquet(data_dir / "pages.parquet")
+    reward = reward_from_catalog("page_value", catalog, data.vocab.pages).per_page
+    cand = None if top_k is None else top_successors(data.splits["train"], top_k)
+    hand = SiteCore(
+        _by_hand(kind, data_dir, top_k), MultinomialBoost(1.0), reward, 16, candidates=cand
+    )
+    rng = np.random.default_rng(0)
+    assert torch.equal(core.reset(3), hand.reset(3))
+    for _ in range(30):
+        a = torch.as_tensor(rng.integers(0, core.n_actions, 16))
+        ours, theirs = core.step(a), hand.step(a)
+        assert torch.equal(ours.landed, theirs.landed)
+        assert torch.equal(ours.reward, theirs.reward)
+        assert torch.equal(ours.followed, theirs.followed)
+    assert torch.equal(core.state, hand.state)
+
+
+@pytest.mark.parametrize("kind", ["true", "markov", "gru", "latent_class"])
+def test_next_distribution_is_a_distribution_and_the_simulators(data_dir: Path, kind: str):
+    data = load_prepared(data_dir, splits=("train",))
+    model = visitors.get(kind).load(data)
+    assert model.kind.name == kind and model.pages == data.vocab.pages
+    p = data.vocab.n_pages
+    for history in histories(data):
+        nxt = model.next_distribution(history)
+        assert nxt.rows.shape == (nxt.n_types, p + 1) and nxt.weights.shape == (nxt.n_types,)
+        assert nxt.weights.sum() == pytest.approx(1.0, abs=1e-12)
+        np.testing.assert_allclose(nxt.rows.sum(axis=1), 1.0, atol=1e-6)
+        assert (nxt.n_types > 1) == model.kind.latent_state
+    # after an entry page, what the simulator draws from: the types' rows mixed by their
+    # posterior given that page (one visitor per type on a latent kind)
+    dyn = model.dynamics()
+    chains = dyn.chains()
+    for page in {h[0] for h in histories(data)}:
+        nxt = model.next_distribution([page])
+        pages = torch.tensor([page])
+        if chains is None:  # the GRU: its state after the page
+            state = dyn.advance(pages, torch.zeros(1, dyn.state_dim))
+            sim = dyn.next_probs(pages, state)[0].double().numpy()
+        else:
+            joint = (
+                chains.prior[:, None] * chains.entry[:, page, None] * chains.transitions[:, page]
+            )
+            sim = (joint.sum(0) / joint.sum()).double().numpy()
+        np.testing.assert_allclose(nxt.probs, sim, atol=2e-6)
+
+
+def test_next_distribution_of_each_kind_is_its_models_own(data_dir: Path) -> None:
+    data = load_prepared(data_dir, splits=("train",))
+    vocab = data.vocab
+    gru = VisitorModel.load(data_dir / "simulator" / "model.pt")
+    latent = LatentClassModel.load(data_dir / "simulator" / "latent_class.npz")
+    truth = TrueModel(SyntheticStore.load(data.true_model_path), vocab.pages)
+    markov = MarkovDynamics.fit(data.splits["train"], vocab.pages)
+    for history in histories(data):
+        names = [vocab.pages[i] for i in history]
+        want = {
+            "gru": np.array(
+                [
+                    dict(gru.predict_next(names, k=vocab.n_pages + 1))[label]
+                    for label in vocab.labels()
+                ]
+            ),
+            "latent_class": np.exp(latent.log_prob_next(np.array([history]))[0, -1]),
+            "true": np.exp(truth.log_prob_next(np.array([history]))[0, -1]),
+            "markov": markov.transitions[history[-1]].double().numpy(),
+        }
+        for kind, probs in want.items():
+            got = visitors.get(kind).load(data).next_distribution(history).probs
+            np.testing.assert_allclose(got, probs, rtol=1e-5, atol=1e-7, err_msg=kind)
+
+
+def test_a_learned_kind_loads_only_from_a_verified_folder_of_these_data(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    data = load_prepared(data_dir, splits=("train",))
+    for name in ("gru", "latent_class"):
+        kind = visitors.get(name)
+        assert kind.model_file(data) == data_dir / "simulator" / kind.files[0]
+    # a copy of the simulator folder with a changed model file no longer verifies
+    copy = tmp_path / "sim"
+    shutil.copytree(data_dir / "simulator", copy)
+    with open(copy / "latent_class.npz", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(RunFolderError):
+        visitors.get("latent_class").load(data, copy / "latent_class.npz")
+    # a model of another vocabulary is refused, naming the file
+    other = load_prepared(
+        prepare_synthetic(tmp_path / "other", "data.n_sessions=300", "data.n_pages=60"),
+        splits=("train",),
+    )
+    hand_saved = tmp_path / "latent_class.npz"  # outside a run folder: read as it is
+    shutil.copy(data_dir / "simulator" / "latent_class.npz", hand_saved)
+    with pytest.raises(ClickstreamError, match="another page vocabulary") as err:
+        visitors.get("latent_class").load(other, hand_saved)
+    assert str(hand_saved) in str(err.value)
+    with pytest.raises(ClickstreamError, match="needs a synthetic dataset"):
+        visitors.ground_truth().load(
+            type(data)(tmp_path, data.vocab, data.splits, data.meta, data.manifest)
+        )
