@@ -200,22 +200,25 @@ class SiteCore:
         return self._shown(self.action_pages[a])
 
     def _shown(self, targets: torch.Tensor, outcomes: torch.Tensor | None = None) -> torch.Tensor:
-        """Whether each outcome is shown by the recommendations ``targets`` ``(B,)`` (page or
-        group ids, -1: nothing): outcome ids ``(B, M)`` (-1: padding), or ``None`` for all
-        ``P + 1`` outcomes; ``(B, M)`` bool."""
+        """Whether outcomes are shown by the recommendations ``targets`` ``(B,)`` (page or group
+        ids, -1: nothing). ``outcomes``: ``None`` for all ``P + 1`` outcomes (``(B, P + 1)``
+        out), ids ``(B, M)`` with -1 as padding (``(B, M)`` out), or one valid id per visitor
+        ``(B,)`` (``(B,)`` out)."""
         if outcomes is None:  # broadcast against every outcome: no (B, P + 1) gather
             labels = self.page_groups if self.page_groups is not None else self._outcome_ids
-            hit = labels[None, :] == targets[:, None]
+            return (labels[None, :] == targets[:, None]) & (targets >= 0)[:, None]
+        if outcomes.ndim == 1:
+            labels = outcomes if self.page_groups is None else self.page_groups[outcomes]
+            return (labels == targets) & (targets >= 0)
+        if self.page_groups is None:  # a padding -1 only equals "nothing", excluded below
+            hit = outcomes == targets[:, None]
         else:
-            labels = (
-                outcomes if self.page_groups is None else self.page_groups[outcomes.clamp(min=0)]
-            )
-            hit = (labels == targets[:, None]) & (outcomes >= 0)
+            hit = (self.page_groups[outcomes.clamp(min=0)] == targets[:, None]) & (outcomes >= 0)
         return hit & (targets >= 0)[:, None]
 
     def _followed(self, landed: torch.Tensor, recommended: torch.Tensor) -> torch.Tensor:
         """The visitor landed on the recommended page (or a page of the recommended group)."""
-        return self._shown(recommended, landed[:, None])[:, 0]
+        return self._shown(recommended, landed)
 
     def next_page_probs(self, actions: torch.Tensor | None = None) -> torch.Tensor:
         """Next-page distributions ``(B, P + 1)`` of the current visitors under ``actions``."""
