@@ -6,8 +6,9 @@ page and the current one.
 to the first-order row, the previous page of an entry page being ``ENTRY``), fitted when
 ``simulator.second_order`` is set (``configs/simulator/second_order.yaml``) and written to
 ``second_order.npz`` as dense rows: one per context seen in training, plus the first-order row
-of every page (what an unseen context gets). On sites with little data it predicts better than
-the GRU (the GA sample day, ``docs/results.md``), so it is a world worth simulating.
+of every page (what an unseen context gets). On sites with little data its log-loss beats the
+GRU's (the GA sample day, ``docs/results.md``), so it is a world worth simulating
+(``docs/visitor_models.md`` has its fidelity there).
 
 It is also the worked example of ``docs/visitor_models.md``: one module and one config, no
 other file changed.
