@@ -10,17 +10,20 @@ import math
 import os
 import sys
 import tempfile
+import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.faults import SimulatedKill, boundary
 
 PathSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+T = TypeVar("T")
 
 
 def resolve_inputs(spec: PathSpec, patterns: Sequence[str] = ("*",)) -> list[Path]:
@@ -357,3 +360,37 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_npz(path: str | os.PathLike[str], what: str, build: Callable[[Mapping[str, Any]], T]) -> T:
+    """``build(arrays)`` over an ``.npz`` file read as data only: ``allow_pickle=False``, so an
+    object array (a pickle that could run code) is refused unread.
+
+    Args:
+        path: The file.
+        what: What it should be, for the message (``latent-class model``).
+        build: Makes the object from the arrays by name (the file stays open meanwhile).
+
+    Raises:
+        RunFolderError: Missing, truncated, not an ``.npz``, a missing array, or arrays that
+            ``build`` refuses, naming the file.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return build(arrays)
+    except RunFolderError:
+        raise
+    except (
+        ClickstreamError,
+        KeyError,
+        IndexError,
+        ValueError,
+        TypeError,
+        OSError,
+        EOFError,
+        RecursionError,
+        zipfile.BadZipFile,
+    ) as err:
+        raise RunFolderError(
+            f"not a readable {what} file ({type(err).__name__}: {err})", file=str(path)
+        ) from None

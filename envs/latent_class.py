@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clickstream.errors import ClickstreamError, RunFolderError, from_options
+from clickstream.errors import ClickstreamError, from_options
+from clickstream.io import read_npz
 from envs.baselines import _Predictor, _session_log_sums, _session_starts, mean_log_loss
 from envs.dynamics import MixtureDynamics, entry_distribution, first_order_table
 from envs.sequences import SessionSequences
@@ -282,30 +282,17 @@ class LatentClassModel(_Predictor):
                 "simulator.latent_class set (configs/simulator/)",
                 file=str(path),
             )
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls(
-                    z["prior"],
-                    z["entry"],
-                    z["transitions"],
-                    tuple(str(p) for p in z["pages"]),
-                    json.loads(str(z["info"])),
-                )
-        except (
-            KeyError,
-            IndexError,
-            ValueError,
-            TypeError,
-            OSError,
-            EOFError,
-            RecursionError,
-            zipfile.BadZipFile,
-        ) as err:
-            # an object array is refused by allow_pickle=False with a ValueError: never unpickled
-            raise RunFolderError(
-                f"not a readable latent-class model file ({type(err).__name__}: {err})",
-                file=str(path),
-            ) from None
+        return read_npz(
+            path,
+            "latent-class model",
+            lambda z: cls(
+                z["prior"],
+                z["entry"],
+                z["transitions"],
+                tuple(str(p) for p in z["pages"]),
+                json.loads(str(z["info"])),
+            ),
+        )
 
 
 class _Problem:

@@ -17,7 +17,6 @@ other file changed.
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.errors import ClickstreamError
+from clickstream.io import read_npz
 from envs.baselines import SecondOrderMarkov
 from envs.dynamics import Dynamics, entry_distribution, sample_categorical
 from envs.sequences import PreparedData
@@ -136,30 +136,17 @@ class SecondOrderTables:
         Raises:
             RunFolderError: Not a readable second-order model file, naming it.
         """
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls(
-                    z["keys"],
-                    z["context_rows"],
-                    z["first_rows"],
-                    tuple(str(p) for p in z["pages"]),
-                    json.loads(str(z["info"])),
-                )
-        except (
-            ClickstreamError,
-            KeyError,
-            IndexError,
-            ValueError,
-            TypeError,
-            OSError,
-            EOFError,
-            zipfile.BadZipFile,
-        ) as err:
-            raise RunFolderError(
-                f"not a readable second-order model file ({type(err).__name__}: {err})",
-                file=str(path),
-            ) from None
+        return read_npz(
+            path,
+            "second-order model",
+            lambda z: cls(
+                z["keys"],
+                z["context_rows"],
+                z["first_rows"],
+                tuple(str(p) for p in z["pages"]),
+                json.loads(str(z["info"])),
+            ),
+        )
 
 
 class SecondOrderDynamics(Dynamics):

@@ -129,3 +129,21 @@ def test_the_web_app_answers_with_its_probabilities(run_dir: Path, refit) -> Non
             pa = row[rec["page_id"]]
             assert rec["organic_probability"] == pytest.approx(pa, rel=1e-12)
             assert rec["follow_probability"] == pytest.approx(pa * e / (1 + (e - 1) * pa))
+
+
+def test_its_file_is_read_as_data_only(run_dir: Path, tmp_path: Path) -> None:
+    from clickstream.errors import RunFolderError
+    from envs.visitors.second_order import SecondOrderTables
+
+    good = SecondOrderTables.load(run_dir / "data" / "simulator" / "second_order.npz")
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, keys=np.array([object()], dtype=object), context_rows=good.context_rows)
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes((run_dir / "data" / "simulator" / "second_order.npz").read_bytes()[:200])
+    bad_rows = tmp_path / "bad_rows.npz"
+    good.context_rows[:, 0] += 1.0  # rows no longer sum to 1
+    good.save(bad_rows)
+    for path in (evil, cut, bad_rows):
+        with pytest.raises(RunFolderError, match="not a readable second-order model file") as err:
+            SecondOrderTables.load(path)
+        assert str(path) in str(err.value)
