@@ -20,6 +20,16 @@ sessions exist; :func:`fidelity_report` compares them with real sessions (the te
   page-group frequencies (``tv_groups``) and the session-length distributions
   (``tv_session_length``).
 
+**Per page and per group** (JSON, every page and group either side viewed): the share of page
+views on each side, the difference and its interval, and the contribution ``½ |p - q|`` to the
+TV distance; per group also the exit rates above. A site of thousands of pages therefore gets
+a report that *summarises* on screen (:func:`format_fidelity_table`, at most about 35 lines
+whatever the site's size): the figures, the distances, the exit rates of every group when there
+are few (at most ``2 · top + 2``), else of the ``top`` groups with the most test views and the
+``top`` worst (``|exit-rate difference| × share of test views``: the exits misplaced per test
+page view), and the ``top`` pages with the most test views and the ``top`` largest contributions
+to ``tv_pages`` (the worst offenders). The full detail stays in the JSON.
+
 **Uncertainty.** Both samples are finite. Sessions of each side are resampled with replacement
 (``n_boot`` times, seeded) to give a 95 % percentile interval of every difference, and a TV
 *noise floor*: the mean TV between a resample of the test split and the test split itself,
@@ -67,7 +77,13 @@ DEFINITIONS = {
     "difference": "simulator - test split",
     "difference_ci95": "2.5 and 97.5 percentiles of the difference over session bootstraps",
     "noise_floor": "mean TV between a session bootstrap of the test split and the test split",
+    "view_share": "share of all page views (the page's or the group's)",
+    "tv_contribution": "0.5·|simulator share - test share|: the page's (group's) part of the TV",
+    "worst_groups": "|exit-rate difference| × the group's share of test page views",
 }
+
+DEFAULT_TOP = 5
+"""Pages and groups :func:`format_fidelity_table` lists per kind (most viewed, worst)."""
 
 
 @dataclass
@@ -252,6 +268,72 @@ def _num(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def _shares(counts: np.ndarray) -> np.ndarray:
+    total = counts.sum()
+    return counts / total if total > 0 else np.zeros_like(counts)
+
+
+def _cis(values: np.ndarray) -> list[list[float] | None]:
+    """:func:`_ci` of every column of ``values`` ``(n_boot, K)``, vectorised."""
+    if values.shape[0] == 0:
+        return [None] * values.shape[1]
+    lo, hi = np.percentile(values, [2.5, 97.5], axis=0)
+    return [[float(a), float(b)] for a, b in zip(lo, hi, strict=True)]
+
+
+def _page_table(
+    point: Mapping[str, Mapping[str, Any]], diffs: np.ndarray, vocab: Vocabulary
+) -> list[dict[str, Any]]:
+    """Per-page view shares of both sides, pages either side viewed, worst offenders first."""
+    test_share = _shares(point["test"]["page_counts"])
+    sim_share = _shares(point["simulator"]["page_counts"])
+    contribution = 0.5 * np.abs(sim_share - test_share)
+    seen = np.flatnonzero((test_share > 0) | (sim_share > 0))
+    # largest contribution first; ties by test share, then by page id (deterministic)
+    seen = seen[np.lexsort((seen, -test_share[seen], -contribution[seen]))]
+    cis = _cis(diffs[:, seen])
+    return [
+        {
+            "page": vocab.pages[i],
+            "group": vocab.groups[int(vocab.page_group[i])],
+            "test_share": float(test_share[i]),
+            "simulator_share": float(sim_share[i]),
+            "difference": float(sim_share[i] - test_share[i]),
+            "difference_ci95": ci,
+            "tv_contribution": float(contribution[i]),
+        }
+        for i, ci in zip(seen.tolist(), cis, strict=True)
+    ]
+
+
+def _summary(
+    by_group: Mapping[str, Mapping[str, Any]], pages: list[dict[str, Any]], top: int
+) -> dict[str, Any]:
+    """Which groups and pages a screen-sized table shows (names; the JSON has them all)."""
+    names = list(by_group)
+    out: dict[str, Any] = {"top": int(top), "n_groups": len(names), "n_pages": len(pages)}
+    if len(names) <= 2 * top + 2:
+        out["groups_all"] = names
+    else:
+        by_views = sorted(names, key=lambda g: (-by_group[g]["test_views"], g))[:top]
+
+        def misplaced(g: str) -> float:
+            r = by_group[g]
+            return -1.0 if r["difference"] is None else abs(r["difference"]) * r["test_share"]
+
+        rest = [g for g in names if g not in by_views and misplaced(g) > 0]
+        out["top_groups"] = by_views
+        out["worst_groups"] = sorted(rest, key=lambda g: (-misplaced(g), g))[:top]
+    by_views = sorted(pages, key=lambda r: (-r["test_share"], r["page"]))[:top]
+    shown = {r["page"] for r in by_views}
+    out["top_pages"] = [r["page"] for r in by_views]
+    # `pages` is sorted worst first already
+    out["worst_pages"] = [
+        r["page"] for r in pages if r["page"] not in shown and r["tv_contribution"] > 0
+    ][:top]
+    return out
+
+
 def fidelity_report(
     sim: SessionSequences,
     test: SessionSequences,
@@ -260,6 +342,7 @@ def fidelity_report(
     *,
     n_boot: int = 200,
     seed: int = 0,
+    top: int = DEFAULT_TOP,
 ) -> dict[str, Any]:
     """Compare simulated sessions with real ones (see the module docstring for definitions).
 
@@ -270,13 +353,19 @@ def fidelity_report(
         catalog: The page catalog (``pages.parquet``) with ``page`` and ``revenue``.
         n_boot: Session bootstraps for the intervals and noise floors (0: none).
         seed: Seed of the bootstraps; the same inputs and seed give the same report.
+        top: How many pages and groups the summary names per kind (most viewed, worst).
 
     Returns:
         A JSON-ready dict: ``figures`` (per scalar figure: ``test``, ``simulator``,
         ``difference``, ``difference_ci95``), ``exit_rate_by_group`` (the same per group plus
-        ``test_views`` and ``simulator_views``; ``None`` where a side never viewed the group),
-        ``distances`` (``value`` and ``noise_floor`` of each TV distance), ``sizes``,
-        ``converting_pages`` and ``definitions``.
+        ``test_views``, ``simulator_views``, ``test_share``, ``simulator_share``,
+        ``share_difference_ci95`` and ``tv_contribution``; ``None`` where a side never viewed
+        the group), ``distances`` (``value`` and ``noise_floor`` of each TV distance),
+        ``pages`` (one record per page either side viewed, largest ``tv_contribution``
+        first: ``page``, ``group``, the shares, ``difference``, ``difference_ci95``,
+        ``tv_contribution``), ``summary`` (the names of the groups and pages the table
+        shows: ``groups_all`` or ``top_groups`` and ``worst_groups``, ``top_pages``,
+        ``worst_pages``), ``sizes``, ``converting_pages`` and ``definitions``.
 
     Raises:
         ClickstreamError: Empty samples, or samples of another vocabulary.
@@ -298,6 +387,10 @@ def fidelity_report(
     rng = np.random.default_rng(seed)
     diffs = {k: np.full(n_boot, np.nan) for k in SCALAR_FIGURES}
     exit_diffs = np.full((n_boot, n_groups), np.nan)
+    share_diffs = {
+        "page_counts": np.full((n_boot, len(group)), np.nan, dtype=np.float32),
+        "group_views": np.full((n_boot, n_groups), np.nan),
+    }
     floors = {k: np.full(n_boot, np.nan) for k in DISTANCES}
     for i in range(n_boot):
         boot = {
@@ -307,6 +400,8 @@ def fidelity_report(
         for k in SCALAR_FIGURES:
             diffs[k][i] = boot["simulator"][k] - boot["test"][k]
         exit_diffs[i] = boot["simulator"]["exit_rate"] - boot["test"]["exit_rate"]
+        for k, out in share_diffs.items():
+            out[i] = _shares(boot["simulator"][k]) - _shares(boot["test"][k])
         for k, v in _distances(boot["test"], t).items():
             floors[k][i] = v
 
@@ -319,9 +414,12 @@ def fidelity_report(
         }
         for k in SCALAR_FIGURES
     }
+    group_share = {k: _shares(v["group_views"]) for k, v in point.items()}
+    group_share_ci = _cis(share_diffs["group_views"])
     by_group = {}
     for g, name in enumerate(vocab.groups):
         te, se = _num(t["exit_rate"][g]), _num(s["exit_rate"][g])
+        ts, ss = float(group_share["test"][g]), float(group_share["simulator"][g])
         by_group[name] = {
             "test": te,
             "simulator": se,
@@ -329,7 +427,12 @@ def fidelity_report(
             "difference_ci95": _ci(exit_diffs[:, g]),
             "test_views": int(t["group_views"][g]),
             "simulator_views": int(s["group_views"][g]),
+            "test_share": ts,
+            "simulator_share": ss,
+            "share_difference_ci95": group_share_ci[g],
+            "tv_contribution": 0.5 * abs(ss - ts),
         }
+    pages = _page_table(point, share_diffs["page_counts"], vocab)
     distances = {
         k: {"value": v, "noise_floor": _num(floors[k].mean()) if n_boot else None}
         for k, v in _distances(s, t).items()
@@ -339,6 +442,8 @@ def fidelity_report(
         "figures": figures,
         "exit_rate_by_group": by_group,
         "distances": distances,
+        "pages": pages,
+        "summary": _summary(by_group, pages, top),
         "sizes": {
             "test_sessions": len(test),
             "test_page_views": test.n_steps,
@@ -355,63 +460,116 @@ def fidelity_report(
 
 # ---- presentation ----------------------------------------------------------------------------
 
+Row = tuple[str, str, str, str, str]
+LABEL_WIDTH = 48  # page names are cut to this in tables (the JSON has them whole)
 
-def _rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    def f(x: float | None, signed: bool = False) -> str:
-        if x is None:
-            return "—"
-        return f"{x:+.4f}" if signed else f"{x:.4f}"
 
-    def ci(v: list[float] | None) -> str:
-        return "—" if v is None else f"[{v[0]:+.4f}, {v[1]:+.4f}]"
+def _f(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "—"
+    return f"{x:+.4f}" if signed else f"{x:.4f}"
 
-    rows = []
-    for name, r in report["figures"].items():
-        rows.append(
-            (
-                name,
-                f(r["test"]),
-                f(r["simulator"]),
-                f(r["difference"], True),
-                ci(r["difference_ci95"]),
-            )
+
+def _ci_text(v: list[float] | None) -> str:
+    return "—" if v is None else f"[{v[0]:+.4f}, {v[1]:+.4f}]"
+
+
+def _label(text: str) -> str:
+    return text if len(text) <= LABEL_WIDTH else text[: LABEL_WIDTH - 1] + "…"
+
+
+def _sections(report: Mapping[str, Any]) -> list[tuple[str, list[Row]]]:
+    """The summary's rows in titled sections: figures, group exit rates, page view shares."""
+
+    def row(label: str, r: Mapping[str, Any]) -> Row:
+        return (
+            _label(label),
+            _f(r["test"]),
+            _f(r["simulator"]),
+            _f(r["difference"], True),
+            _ci_text(r["difference_ci95"]),
         )
-    for group, r in report["exit_rate_by_group"].items():
-        rows.append(
-            (
-                f"exit rate: {group}",
-                f(r["test"]),
-                f(r["simulator"]),
-                f(r["difference"], True),
-                ci(r["difference_ci95"]),
-            )
-        )
+
+    figures = [row(name, r) for name, r in report["figures"].items()]
     for name, r in report["distances"].items():
-        floor = r["noise_floor"]
-        rows.append((name, "—", "—", f(r["value"]), "noise floor " + f(floor)))
-    return rows
+        figures.append((name, "—", "—", _f(r["value"]), "noise floor " + _f(r["noise_floor"])))
+    sections = [("", figures)]
+
+    groups = report["exit_rate_by_group"]
+    summary = report.get("summary") or {"groups_all": list(groups)}
+    if "groups_all" in summary:
+        names = summary["groups_all"]
+        title = f"exit rate by page group ({len(names)})"
+    else:
+        names = [*summary["top_groups"], *summary["worst_groups"]]
+        title = (
+            f"exit rate by page group: the {len(summary['top_groups'])} most viewed of "
+            f"{summary['n_groups']:,}"
+        )
+        if summary["worst_groups"]:
+            title += f", then the {len(summary['worst_groups'])} worst (|difference| × view share)"
+    sections.append((title, [row(f"exit rate: {g}", groups[g]) for g in names]))
+
+    pages = {r["page"]: r for r in report.get("pages", [])}
+    top, worst = summary.get("top_pages", []), summary.get("worst_pages", [])
+    if top or worst:
+        title = f"page view share: the {len(top)} most viewed of {len(pages):,} pages"
+        if worst:
+            title += f", then the {len(worst)} largest other contributions to tv_pages"
+        rows = []
+        for name in [*top, *worst]:
+            r = pages[name]
+            rows.append(
+                (
+                    _label(f"{name} ({r['group']})" if r["group"] != name else name),
+                    _f(r["test_share"]),
+                    _f(r["simulator_share"]),
+                    _f(r["difference"], True),
+                    _ci_text(r["difference_ci95"]),
+                )
+            )
+        sections.append((title, rows))
+    return sections
 
 
 HEADER = ("figure", "test split", "simulator", "difference", "95% CI of difference")
 
 
 def format_fidelity_table(report: Mapping[str, Any]) -> str:
-    """The report as a fixed-width text table (one row per figure, group exit rate, distance)."""
-    rows = [HEADER, *_rows(report)]
+    """The report's summary as a fixed-width text table that fits on a screen.
+
+    The scalar figures and distances, the exit rates of the groups the summary picked (all of
+    them on sites of few groups) and the view shares of the most viewed pages and of the worst
+    offenders; at most ``4·top + 14`` lines whatever the number of pages. The JSON holds the
+    rest.
+    """
+    sections = _sections(report)
+    rows = [HEADER, *(r for _, rs in sections for r in rs)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    lines = []
-    for j, row in enumerate(rows):
+
+    def line(row: Row | tuple[str, ...]) -> str:
         cells = [row[0].ljust(widths[0])] + [
             c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
         ]
-        lines.append("  ".join(cells))
-        if j == 0:
-            lines.append("-" * len(lines[0]))
+        return "  ".join(cells)
+
+    lines = [line(HEADER)]
+    lines.append("-" * len(lines[0]))
+    for title, rs in sections:
+        if title:
+            lines.append(f"-- {title}")
+        lines += [line(r) for r in rs]
+    summary = report.get("summary")
+    if summary is not None:
+        lines.append(
+            f"({summary['n_groups']:,} groups and {summary['n_pages']:,} pages in the JSON "
+            "report, each with its shares and interval)"
+        )
     return "\n".join(lines)
 
 
 def format_fidelity_markdown(report: Mapping[str, Any], title: str = "Simulator fidelity") -> str:
-    """The report as Markdown: sizes, the table, and the definitions used."""
+    """The report as Markdown: sizes, the summary tables, and the definitions used."""
     sizes = report["sizes"]
     lines = [
         f"# {title}",
@@ -425,12 +583,29 @@ def format_fidelity_markdown(report: Mapping[str, Any], title: str = "Simulator 
             else "."
         ),
         "",
-        "Converting pages: " + (", ".join(f"`{p}`" for p in report["converting_pages"]) or "none"),
-        "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "---|" * len(HEADER),
+        "Converting pages: " + _converting_text(report["converting_pages"]),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
+    for section, rows in _sections(report):
+        lines += [""]
+        if section:
+            lines += [f"**{section[0].upper()}{section[1:]}**", ""]
+        lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    summary = report.get("summary")
+    if summary is not None:
+        lines += [
+            "",
+            f"Every one of the {summary['n_groups']:,} groups and {summary['n_pages']:,} pages "
+            "is in the JSON report (`exit_rate_by_group`, `pages`).",
+        ]
     lines += ["", "Definitions:", ""]
     lines += [f"- `{k}`: {v}" for k, v in report["definitions"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _converting_text(pages: list[str], limit: int = 10) -> str:
+    """The converting pages, at most ``limit`` named (an item shop can have thousands)."""
+    if not pages:
+        return "none"
+    named = ", ".join(f"`{p}`" for p in pages[:limit])
+    return named if len(pages) <= limit else f"{named} and {len(pages) - limit:,} more"

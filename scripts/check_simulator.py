@@ -5,9 +5,10 @@
 Simulates ``n_sessions`` sessions with no recommendation shown (``envs.fidelity``), compares
 pages per session, bounce rate, conversion rate, exit rate by page group and the total
 variation distances of page views, page groups and session lengths with the test split, prints
-the table and writes ``out_dir/fidelity.json``, ``out_dir/fidelity.md`` and ``manifest.json``
-together (one folder published with one rename: ``clickstream/runfolder.py``). See
-``configs/check_simulator.yaml``.
+a summary that fits on a screen at any site size (the figures, and the most viewed and the worst
+pages and groups: ``top`` of each) and writes ``out_dir/fidelity.json`` (every page and group),
+``out_dir/fidelity.md`` and ``manifest.json`` together (one folder published with one rename:
+``clickstream/runfolder.py``). See ``configs/check_simulator.yaml``.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         catalog,
         n_boot=int(resolved.get("n_boot", 200)),
         seed=seed,
+        top=int(resolved.get("top", 5)),
     )
     record: dict[str, Any] = {
         "data_dir": str(data_dir),

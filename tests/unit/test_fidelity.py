@@ -228,3 +228,54 @@ def test_vocabulary_mismatch_and_missing_revenue() -> None:
         fidelity_report(other, sessions, VOCAB, CATALOG)
     with pytest.raises(ClickstreamError, match="revenue"):
         fidelity_report(sessions, sessions, VOCAB, CATALOG.drop(columns="revenue"))
+
+
+def test_report_of_a_10000_page_site_fits_on_one_screen() -> None:
+    """An item-level site: 10,000 pages, one group per page (the worst case). The table and the
+    Markdown summarise (most viewed and worst pages and groups); the JSON keeps every one."""
+    p = 10_000
+    vocab = Vocabulary(
+        pages=tuple(f"/{100000 + i}" for i in range(p)),
+        groups=tuple(f"/{100000 + i}" for i in range(p)),
+        page_group=np.arange(p),
+    )
+    catalog = pd.DataFrame({"page": list(vocab.pages), "revenue": np.zeros(p)})
+    rng = np.random.default_rng(0)
+    zipf = 1.0 / np.arange(1, p + 1)
+
+    def sessions(n: int, skew: float) -> SessionSequences:
+        w = zipf**skew
+        lengths = rng.integers(1, 8, size=n)
+        pages = rng.choice(p, size=int(lengths.sum()), p=w / w.sum())
+        return SessionSequences.from_lists(np.split(pages, np.cumsum(lengths)[:-1]), exit_id=p)
+
+    test, sim = sessions(5_000, 1.0), sessions(5_000, 0.9)
+    # page 7 is over-simulated: the worst offender
+    sim.pages[: sim.n_steps // 10] = 7
+    r = fidelity_report(sim, test, vocab, catalog, n_boot=20, top=5)
+
+    table = format_fidelity_table(r)
+    lines = table.splitlines()
+    assert len(lines) <= 40, table
+    assert max(len(line) for line in lines) <= 120
+    s = r["summary"]
+    assert s["n_groups"] == p and len(s["top_groups"]) == 5 and len(s["worst_groups"]) == 5
+    assert len(s["top_pages"]) == 5 and len(s["worst_pages"]) == 5
+    assert "/100007" in s["top_pages"] + s["worst_pages"]
+    assert r["pages"][0]["page"] == "/100007"  # the largest contribution comes first
+    md = format_fidelity_markdown(r)
+    table_rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table_rows) <= 3 * 1 + 7 + 10 + 10  # 3 headers, figures, groups, pages
+
+    # the JSON holds every page either side viewed, and their TV contributions add up
+    seen = np.union1d(test.pages, sim.pages)
+    assert len(r["pages"]) == len(seen) == s["n_pages"]
+    assert len(r["exit_rate_by_group"]) == p
+    total = sum(row["tv_contribution"] for row in r["pages"])
+    assert total == pytest.approx(r["distances"]["tv_pages"]["value"])
+    contributions = [row["tv_contribution"] for row in r["pages"]]
+    assert contributions == sorted(contributions, reverse=True)
+    worst = r["pages"][0]
+    assert worst["simulator_share"] > 0.1 > worst["test_share"]
+    lo, hi = worst["difference_ci95"]
+    assert lo <= worst["difference"] <= hi and lo > 0
