@@ -74,6 +74,21 @@ class TrainerConfig:
         lr_decay: Multiply the learning rate by this after an epoch without improvement
             (1: constant); a noisy plateau at a high rate is what it fixes.
         min_delta: Smallest validation log-loss decrease that counts as one.
+        sampled_softmax: Train on a sampled softmax with this many shared negative outcomes
+            per batch (0: the full softmax over all ``P + 1``). For sites of thousands of
+            pages, where the output layer is most of the work: each batch scores its targets
+            and ``sampled_softmax`` outcomes drawn from ``sample_alpha``-flattened target
+            frequencies. The normaliser is exact over the target and the page's
+            ``sample_exact`` most likely successors (where the prior puts most of the
+            probability) and estimated over the rest by importance sampling
+            (``GRUNet.sampled_nll``); plain sampled softmax (Jean et al. 2015), whose proposal
+            misses the page's own successors, was worse than the first-order prior alone on
+            an item store (docs/benchmarks.md).
+            Validation and everything after training use the full softmax.
+        sample_alpha: Exponent on the outcome frequencies the negatives are drawn from
+            (1: by popularity, 0: uniform).
+        sample_exact: With a sampled softmax and the prior: each page's most likely
+            successors under the prior summed exactly, not sampled (0: none).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available).
         amp: Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU.
         num_threads: Torch CPU threads (``None``: torch's default).
@@ -94,12 +109,23 @@ class TrainerConfig:
     patience: int = 4
     lr_decay: float = 0.7
     min_delta: float = 1e-4
+    sampled_softmax: int = 0
+    sample_alpha: float = 0.75
+    sample_exact: int = 32
     device: str = "cpu"
     amp: bool = True
     num_threads: int | None = None
     seed: int = 0
     eval_batch_sessions: int = 2048
     show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if int(self.sampled_softmax) < 0:
+            raise ClickstreamError(
+                f"trainer.sampled_softmax must be >= 0 (0: full softmax), got {self.sampled_softmax}"
+            )
+        if self.sample_alpha < 0:
+            raise ClickstreamError(f"trainer.sample_alpha must be >= 0, got {self.sample_alpha}")
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> TrainerConfig:
@@ -133,6 +159,40 @@ def training_windows(
     starts = seqs.offsets[:-1][session] + k * max_len
     win_len = np.minimum(max_len, lengths[session] - k * max_len)
     return starts.astype(np.int64), win_len.astype(np.int64), session.astype(np.int64)
+
+
+def sampled_softmax_loss(
+    model: VisitorModel,
+    out: torch.Tensor,
+    pages: torch.Tensor,
+    targets: torch.Tensor,
+    prior_fold: torch.Tensor | None,
+    log_q: torch.Tensor,
+    n_draws: int,
+    exact: int = 32,
+) -> torch.Tensor:
+    """Mean ``-log p(target)`` of ``N`` positions with a sampled normaliser
+    (:attr:`TrainerConfig.sampled_softmax`, :meth:`~envs.visitor_model.GRUNet.sampled_nll`).
+
+    Args:
+        model: The model being trained.
+        out: GRU outputs ``(N, H)``; ``pages``, ``targets``, ``prior_fold``: ``(N,)``.
+        log_q: Log-probabilities ``(P + 1,)`` of the proposal the negatives are drawn from.
+        n_draws: Draws with replacement from the torch generator (seeded, and saved with
+            resumable checkpoints); a draw of outcome ``s`` ``c`` times weighs
+            ``c / (n_draws · q(s))``.
+        exact: Most likely successors of each page (under the prior) summed exactly.
+
+    Returns:
+        The mean loss (a scalar tensor).
+    """
+    draws = torch.multinomial(log_q.exp(), n_draws, replacement=True)
+    negatives, counts = torch.unique(draws, return_counts=True)
+    log_weight = torch.log(counts.to(log_q.dtype)) - math.log(n_draws) - log_q[negatives]
+    nll = model.net.sampled_nll(
+        out.float(), pages, targets, negatives, log_weight, prior_fold, exact=exact
+    )
+    return nll.mean()
 
 
 @torch.no_grad()
@@ -192,6 +252,10 @@ def train(
     window_fold = window_session % folds if folds >= 2 else None
     targets = train_seqs.targets()
     p = model.vocab.n_pages
+    n_negatives = int(cfg.sampled_softmax) if 0 < cfg.sampled_softmax < p + 1 else 0
+    if n_negatives:  # what sampled negatives are drawn from: flattened target frequencies
+        freq = (np.bincount(targets, minlength=p + 1) + 1.0) ** cfg.sample_alpha
+        log_q = torch.as_tensor(np.log(freq / freq.sum()), dtype=torch.float32, device=device)
 
     history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_valid_log_loss": math.inf}
     first_epoch = 1
@@ -262,8 +326,20 @@ def train(
                     lengths=torch.from_numpy(lengths[idx]) if device.type == "cpu" else None,
                 )
                 fold = None if fold_t is None else fold_t[:, None].expand_as(pages_t)[valid]
-                logits = model.net.scores(out[valid], pages_t[valid], fold)
-            loss = F.cross_entropy(logits.float(), tgt_t[valid])
+                if n_negatives:
+                    loss = sampled_softmax_loss(
+                        model,
+                        out[valid],
+                        pages_t[valid],
+                        tgt_t[valid],
+                        fold,
+                        log_q,
+                        n_negatives,
+                        cfg.sample_exact,
+                    )
+                else:
+                    logits = model.net.scores(out[valid], pages_t[valid], fold)
+                    loss = F.cross_entropy(logits.float(), tgt_t[valid])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

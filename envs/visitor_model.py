@@ -33,7 +33,11 @@ from clickstream.io import atomic_file, json_default
 from envs.sequences import N_TIME_BUCKETS, SessionSequences, Vocabulary
 
 CHECKPOINT_KIND = "nextpage.visitor_model"
-CHECKPOINT_VERSION = 1
+DENSE_PRIOR_CELLS = 4_200_000
+"""Inference caches the prior as a dense ``(P + 1) × (P + 1)`` table up to this many cells
+(about 2,000 pages, 17 MB): one row lookup per simulator step. Larger sites add the sparse
+prior per step."""
+CHECKPOINT_VERSION = 2  # 2: the first-order prior stored sparsely (1: dense, still read)
 
 
 @dataclass
@@ -55,18 +59,22 @@ class ModelConfig:
             the group: what history says about "a product next" or "leaving" is learnt once
             for the group, not once per page.
         markov_prior: Add the log of a smoothed first-order transition table, counted on the
-            training split, to the logits (``true``, ``false``, or ``auto``: when the site has
-            at most ``max_prior_pages`` pages). The GRU then learns how history moves a
-            visitor away from the first-order model instead of relearning every link from
-            scratch: a softmax over ``H`` hidden units cannot represent a sparse ``P × P`` link
-            table exactly, and small sites do not have the data to learn it (measured in
-            docs/results.md).
+            training split, to the logits (``true``, ``false``, or ``auto``: on, unless
+            ``max_prior_pages`` caps it). The GRU then learns how history moves a visitor away
+            from the first-order model instead of relearning every link from scratch: a
+            softmax over ``H`` hidden units cannot represent a sparse ``P × P`` link table
+            exactly, and small sites do not have the data to learn it (measured in
+            docs/results.md). The table is held sparsely (:class:`GRUNet`: a popularity term
+            per outcome, a term per page and the observed transitions), so its memory and time
+            grow with the distinct transitions seen, not with ``P²``.
         prior_smoothing: Pseudo-count of the prior, spread over outcomes by their popularity.
         prior_folds: Cross-fit the prior during training: a training session sees the table
             counted on the *other* folds, so the GRU learns to correct a prior as wrong as it
             will be on new sessions, not one that has already seen the session (2 or more;
             0 or 1: the full table throughout). Evaluation always uses the full table.
-        max_prior_pages: Largest site that ``auto`` gives a prior (it is dense, ``P × (P+1)``).
+        max_prior_pages: Optional cap: ``auto`` gives no prior to sites of more pages
+            (``None``: no cap; checkpoints of earlier versions, whose prior was dense, carry
+            4,096).
     """
 
     embedding_dim: int = 64
@@ -81,12 +89,12 @@ class ModelConfig:
     markov_prior: bool | str = "auto"
     prior_smoothing: float = 10.0
     prior_folds: int = 2
-    max_prior_pages: int = 4096
+    max_prior_pages: int | None = None
 
     def uses_prior(self, n_pages: int) -> bool:
         """Whether a site of ``n_pages`` pages gets the first-order prior."""
         if self.markov_prior == "auto":
-            return n_pages <= self.max_prior_pages
+            return self.max_prior_pages is None or n_pages <= self.max_prior_pages
         return bool(self.markov_prior)
 
     def __post_init__(self) -> None:
@@ -112,6 +120,22 @@ class GRUNet(nn.Module):
     """The network: embeddings → GRU → linear head over ``P + 1`` outcomes.
 
     Page id ``P`` (the ``EXIT`` id, never an input) is the padding id of the page embedding.
+
+    **The first-order prior, sparse.** With ``k`` the smoothing, ``pop`` the outcome
+    popularity, ``c(i, j)`` the transition counts and ``c(i)`` their row sums, the prior adds
+
+        ``log p(j | i) = log(c(i, j) + k·pop(j)) - log(c(i) + k)
+                       = log(k·pop(j))  -  log(c(i) + k)  +  log(1 + c(i, j) / (k·pop(j)))``
+
+    to the logits: a term per outcome (``prior_base``, ``(P + 1,)``), a term per page
+    (``prior_row``, ``(P + 1,)``) and a term that is 0 unless ``(i, j)`` was observed: a CSR
+    table over the observed transitions (``prior_indptr`` ``(P + 2,)``, ``prior_keys`` =
+    ``i · (P + 1) + j`` and ``prior_vals``, ``(nnz,)`` each, rows and keys sorted). At 10,000
+    pages that is a few times the number of distinct transitions instead of 10⁸ cells. The
+    training-only cross-fitted tables (``fold_prior_row`` ``(F, P + 1)``, ``fold_prior_vals``
+    ``(F, nnz)``) share ``prior_base`` and the CSR structure: a fold's counts are the full
+    counts minus its own, so it has no transition the full table lacks. The padding id's row
+    term is 0 and it has no transitions (its positions are never scored for real).
     """
 
     def __init__(self, n_pages: int, page_group: np.ndarray, n_groups: int, cfg: ModelConfig):
@@ -145,10 +169,208 @@ class GRUNet(nn.Module):
                 "outcome_group", torch.as_tensor(np.r_[page_group, n_groups], dtype=torch.long)
             )
         self.use_prior = cfg.uses_prior(n_pages)
-        if self.use_prior:  # filled by VisitorModel.fit_prior; the padding row stays 0
-            self.register_buffer("log_prior", torch.zeros(n_pages + 1, n_pages + 1))
+        if self.use_prior:  # filled by set_prior (VisitorModel.fit_prior); empty: no effect
+            n = n_pages + 1
+            self.register_buffer("prior_base", torch.zeros(n))
+            self.register_buffer("prior_row", torch.zeros(n))
+            self.register_buffer("prior_indptr", torch.zeros(n + 1, dtype=torch.long))
+            self.register_buffer("prior_keys", torch.zeros(0, dtype=torch.long))
+            self.register_buffer("prior_vals", torch.zeros(0))
             # out-of-fold tables, for training only: not part of the checkpoint
-            self.register_buffer("fold_log_prior", torch.zeros(0), persistent=False)
+            self.register_buffer("fold_prior_row", torch.zeros(0, n), persistent=False)
+            self.register_buffer("fold_prior_vals", torch.zeros(0, 0), persistent=False)
+            self.register_load_state_dict_pre_hook(_prior_state_pre_hook)
+
+    @torch.no_grad()
+    def set_prior(
+        self,
+        base: np.ndarray,
+        row: np.ndarray,
+        indptr: np.ndarray,
+        keys: np.ndarray,
+        vals: np.ndarray,
+        fold_row: np.ndarray | None = None,
+        fold_vals: np.ndarray | None = None,
+    ) -> None:
+        """Install the sparse prior (shapes in the class docstring; ``None``: no fold tables)."""
+        n = self.n_pages + 1
+        if base.shape != (n,) or row.shape != (n,) or indptr.shape != (n + 1,):
+            raise ClickstreamError(
+                f"prior tables of the wrong shape for {self.n_pages} pages: base "
+                f"{base.shape}, row {row.shape}, indptr {indptr.shape}"
+            )
+        dev = self.prior_base.device
+
+        def put(name: str, value: np.ndarray, dtype: torch.dtype) -> None:
+            setattr(self, name, torch.as_tensor(value, dtype=dtype).to(dev).contiguous())
+
+        put("prior_base", base, torch.float32)
+        put("prior_row", row, torch.float32)
+        put("prior_indptr", indptr, torch.long)
+        put("prior_keys", keys, torch.long)
+        put("prior_vals", vals, torch.float32)
+        put("fold_prior_row", np.zeros((0, n)) if fold_row is None else fold_row, torch.float32)
+        put(
+            "fold_prior_vals",
+            np.zeros((0, len(keys))) if fold_vals is None else fold_vals,
+            torch.float32,
+        )
+
+    def add_prior(
+        self, logits: torch.Tensor, pages: torch.Tensor, prior_fold: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``logits (..., P + 1)`` plus the prior's rows of ``pages (...)`` (a new tensor).
+
+        ``prior_fold`` (shape of ``pages``) picks each position's out-of-fold table while they
+        are installed (training); otherwise the full table. Cost: ``O(N · (P + 1))`` for the
+        dense terms plus the observed transitions of the ``N`` rows, never ``P²``.
+        """
+        n = self.n_pages + 1
+        shape = logits.shape
+        rows = pages.reshape(-1)
+        use_folds = prior_fold is not None and self.fold_prior_vals.shape[0] > 0
+        if use_folds:
+            fold = prior_fold.reshape(-1)
+            row_term = self.fold_prior_row[fold, rows]
+        else:
+            row_term = self.prior_row[rows]
+        out = logits.reshape(-1, n) + self.prior_base + row_term[:, None].to(logits.dtype)
+        owner, pos = _csr_entries(self.prior_indptr, rows)
+        if owner.numel():
+            vals = self.fold_prior_vals[fold[owner], pos] if use_folds else self.prior_vals[pos]
+            flat = owner * n + self.prior_keys[pos] % n
+            # (position, outcome) pairs are distinct: a plain indexed add; in place on a
+            # tensor made just above, so autograd passes the gradient straight through
+            out.view(-1).index_add_(0, flat, vals.to(out.dtype))
+        return out.view(shape)
+
+    def prior_at(
+        self, pages: torch.Tensor, outcomes: torch.Tensor, prior_fold: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The prior's ``log p(outcome | page)`` at ``pages (B,)``, ``outcomes (B, M)``.
+
+        ``prior_fold`` ``(B,)``: each row's out-of-fold table while installed (training).
+        """
+        n = self.n_pages + 1
+        use_folds = prior_fold is not None and self.fold_prior_vals.shape[0] > 0
+        row = self.fold_prior_row[prior_fold, pages] if use_folds else self.prior_row[pages]
+        value = self.prior_base[outcomes] + row[:, None]
+        keys = self.prior_keys
+        if keys.numel():
+            query = pages[:, None] * n + outcomes
+            pos = torch.searchsorted(keys, query).clamp_(max=keys.numel() - 1)
+            hit = keys[pos] == query
+            vals = (
+                self.fold_prior_vals[prior_fold[:, None], pos]
+                if use_folds
+                else self.prior_vals[pos]
+            )
+            value = value + torch.where(hit, vals, 0.0)
+        return value
+
+    def top_successors(self, k: int) -> torch.Tensor:
+        """Each page's ``k`` most likely successors under the prior, ``(P + 1, k)`` outcome ids
+        (observed transitions only, most likely first; ``-1`` pads rows with fewer)."""
+        cache = self.__dict__.setdefault("_top_cache", {})
+        key = (k, self.prior_keys.data_ptr(), self.prior_keys.numel())
+        if key not in cache:
+            n = self.n_pages + 1
+            keys = self.prior_keys.cpu().numpy()
+            score = self.prior_base.cpu().numpy()[keys % n] + self.prior_vals.cpu().numpy()
+            rows = keys // n
+            order = np.lexsort((-score, rows))  # by row, most likely first
+            indptr = self.prior_indptr.cpu().numpy()
+            rank = np.arange(len(order)) - indptr[rows[order]]
+            keep = order[rank < k]
+            top = np.full((n, k), -1, dtype=np.int64)
+            top[rows[keep], rank[rank < k]] = keys[keep] % n
+            cache.clear()
+            cache[key] = torch.from_numpy(top).to(self.prior_keys.device)
+        return cache[key]
+
+    def sampled_nll(
+        self,
+        out: torch.Tensor,
+        pages: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor,
+        log_weight: torch.Tensor,
+        prior_fold: torch.Tensor | None = None,
+        exact: int = 32,
+    ) -> torch.Tensor:
+        """``-log p(target)`` at ``N`` positions, the softmax's normaliser partly sampled.
+
+        The normaliser ``Z_n = Σ_j exp(z_nj)`` is summed exactly over ``C_n``, the target and
+        the ``exact`` most likely successors of the position's page under the prior (where
+        most of the probability is, and the hard negatives), and estimated over the other
+        outcomes by importance sampling: ``Σ_{s ∈ negatives, s ∉ C_n} w_s · exp(z_ns)``. With
+        ``negatives`` every outcome once and ``log_weight`` 0 it is the exact cross-entropy of
+        :meth:`scores`, at ``O(N · (M + exact))`` instead of ``O(N · (P + 1))``.
+
+        Args:
+            out: GRU outputs, ``(N, H)``.
+            pages: The positions' pages, ``(N,)``.
+            targets: Their next outcomes, ``(N,)``.
+            negatives: Distinct sampled outcomes, ``(M,)``.
+            log_weight: Their importance log-weights, ``(M,)``: ``log(count / (draws · q))``.
+            prior_fold: Each position's fold, ``(N,)`` (cross-fitted priors in training).
+            exact: Successors per page summed exactly (with a prior; 0: none).
+
+        Returns:
+            The loss of each position, ``(N,)``.
+        """
+        n, m = self.n_pages + 1, len(negatives)
+        dev = pages.device
+        w_t, b_t = self.output_layer(targets)
+        z_t = (out * w_t).sum(-1) + b_t
+        w_n, b_n = self.output_layer(negatives)
+        z_neg = nn.functional.linear(out, w_n, b_n) + log_weight
+        excluded = negatives[None, :] == targets[:, None]
+        z_top = None
+        if self.use_prior:
+            z_t = z_t + self.prior_at(pages, targets[:, None], prior_fold)[:, 0]
+            z_neg = z_neg + self._prior_on(pages, negatives, prior_fold)
+            if exact > 0 and self.prior_keys.numel():
+                top = self.top_successors(exact)[pages]  # (N, K)
+                used = (top >= 0) & (top != targets[:, None])
+                cols = top.clamp(min=0)
+                w_k, b_k = self.output_layer(cols.reshape(-1))
+                z_top = torch.einsum("nh,nkh->nk", out, w_k.view(*cols.shape, -1))
+                z_top = z_top + b_k.view(cols.shape) + self.prior_at(pages, cols, prior_fold)
+                z_top = z_top.masked_fill(~used, -torch.inf)
+                # the exact successors leave the sampled part
+                slot = torch.full((n,), -1, dtype=torch.long, device=dev)
+                slot[negatives] = torch.arange(m, device=dev)
+                col = slot[cols]
+                hit = used & (col >= 0)
+                owner = torch.arange(len(pages), device=dev)[:, None].expand_as(cols)
+                excluded.view(-1)[owner[hit] * m + col[hit]] = True
+        z_neg = z_neg.masked_fill(excluded, -torch.inf)
+        parts = [z_t[:, None], z_neg] + ([] if z_top is None else [z_top])
+        return torch.logsumexp(torch.cat(parts, dim=1), dim=1) - z_t
+
+    def _prior_on(
+        self, pages: torch.Tensor, outcomes: torch.Tensor, prior_fold: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The prior at ``pages (N,)`` × distinct shared ``outcomes (M,)``, ``(N, M)``: the
+        rows' observed transitions are put onto the outcomes' columns (``O(N · M)`` plus the
+        rows' entries, no search)."""
+        n, m = self.n_pages + 1, len(outcomes)
+        use_folds = prior_fold is not None and self.fold_prior_vals.shape[0] > 0
+        row = self.fold_prior_row[prior_fold, pages] if use_folds else self.prior_row[pages]
+        value = self.prior_base[outcomes][None, :] + row[:, None]
+        owner, pos = _csr_entries(self.prior_indptr, pages)
+        if owner.numel():
+            slot = torch.full((n,), -1, dtype=torch.long, device=pages.device)
+            slot[outcomes] = torch.arange(m, device=pages.device)
+            col = slot[self.prior_keys[pos] % n]
+            keep = col >= 0
+            owner, pos, col = owner[keep], pos[keep], col[keep]
+            vals = (
+                self.fold_prior_vals[prior_fold[owner], pos] if use_folds else self.prior_vals[pos]
+            )
+            value.view(-1).index_add_(0, owner * m + col, vals)
+        return value
 
     def embed(self, pages: torch.Tensor, time_bucket: torch.Tensor | None) -> torch.Tensor:
         """Inputs of shape ``(B, T)`` → GRU inputs ``(B, T, D)``."""
@@ -219,15 +441,82 @@ class GRUNet(nn.Module):
         Training can score the valid positions only (flattened, ``(N, H)`` and ``(N,)``);
         ``prior_fold`` has the shape of ``pages`` (the fold of each position's session).
         """
-        logits = self.head(out)
-        if self.cfg.group_head:
-            logits = logits + self.group_head(out)[..., self.outcome_group]
+        weight, bias = self.output_layer()
+        logits = nn.functional.linear(out, weight, bias)
         if self.use_prior:
-            if prior_fold is not None and self.fold_log_prior.numel():
-                logits = logits + self.fold_log_prior[prior_fold, pages]
-            else:
-                logits = logits + self.log_prior[pages]
+            logits = self.add_prior(logits, pages, prior_fold)
         return logits
+
+    def output_layer(
+        self, outcomes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output weights ``(M, H)`` and biases ``(M,)`` of ``outcomes`` (``(M,)``; all ``P + 1``
+        when ``None``), the group head folded in.
+
+        ``out · (w_j + g_group(j)) = out · w_j + out · g_group(j)``: one matrix product over
+        the outcomes instead of a second over the groups and an ``(N, P + 1)`` gather (and
+        its scatter in the backward pass), which dominated training time on large sites.
+        """
+        weight, bias = self.head.weight, self.head.bias
+        # embedding lookups: their backward pass is a fast index-add, not an index-put
+        if outcomes is not None:
+            weight = nn.functional.embedding(outcomes, weight)
+            bias = nn.functional.embedding(outcomes, bias[:, None])[..., 0]
+        if self.cfg.group_head:
+            groups = self.outcome_group if outcomes is None else self.outcome_group[outcomes]
+            weight = weight + nn.functional.embedding(groups, self.group_head.weight)
+            bias = bias + nn.functional.embedding(groups, self.group_head.bias[:, None])[..., 0]
+        return weight, bias
+
+
+def _csr_entries(indptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entries of CSR rows ``rows (N,)``: ``(owner, pos)``, each ``(E,)``.
+
+    ``owner`` is the index into ``rows`` an entry belongs to, ``pos`` its position in the
+    CSR data arrays (``E`` = the rows' total length; no Python loop).
+    """
+    lo = indptr[rows]
+    lens = indptr[rows + 1] - lo
+    owner = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), lens)
+    starts = torch.cumsum(lens, 0) - lens
+    pos = torch.arange(owner.numel(), device=rows.device) - starts[owner] + lo[owner]
+    return owner, pos
+
+
+_PRIOR_BUFFERS = ("prior_base", "prior_row", "prior_indptr", "prior_keys", "prior_vals")
+
+
+def _prior_state_pre_hook(
+    module: GRUNet, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+) -> None:
+    """Before loading weights: size the prior buffers like the incoming ones (their ``nnz``
+    depends on the data), and read the dense ``log_prior`` of version-1 checkpoints.
+
+    A dense table becomes an exact sparse one: no base or row terms and every cell an entry
+    (as large as it was, which version 1 capped at 4,096 pages).
+    """
+    dense = state_dict.pop(prefix + "log_prior", None)
+    if dense is not None:
+        n = module.n_pages + 1
+        if tuple(dense.shape) != (n, n):
+            raise ClickstreamError(
+                f"checkpoint prior has shape {tuple(dense.shape)}, the model {n} x {n}"
+            )
+        cells = n * (n - 1)  # every row but the padding row
+        state_dict[prefix + "prior_base"] = torch.zeros(n)
+        state_dict[prefix + "prior_row"] = torch.zeros(n)
+        state_dict[prefix + "prior_indptr"] = torch.cat(
+            [torch.arange(0, cells + 1, n), torch.full((1,), cells)]
+        )
+        state_dict[prefix + "prior_keys"] = torch.arange(cells)
+        state_dict[prefix + "prior_vals"] = dense[:-1].reshape(-1).float()
+    for name in _PRIOR_BUFFERS:
+        incoming = state_dict.get(prefix + name)
+        if incoming is not None and incoming.shape != getattr(module, name).shape:
+            current = getattr(module, name)
+            setattr(
+                module, name, torch.empty_like(incoming, dtype=current.dtype).to(current.device)
+            )
 
 
 class VisitorModel:
@@ -255,34 +544,20 @@ class VisitorModel:
         """Count the first-order prior on the training sessions (no-op without a prior).
 
         ``p(j | i) = (c(i, j) + k · pop(j)) / (c(i) + k)`` with ``pop`` the smoothed frequency
-        of each outcome (pages and ``EXIT``) as a next step, ``k = prior_smoothing``. With
-        ``prior_folds >= 2`` also the out-of-fold tables used while training (session ``s``
-        is in fold ``s mod prior_folds``).
+        of each outcome (pages and ``EXIT``) as a next step, ``k = prior_smoothing``, stored
+        sparsely (:class:`GRUNet`). With ``prior_folds >= 2`` also the out-of-fold tables used
+        while training (session ``s`` is in fold ``s mod prior_folds``; ``pop`` stays the
+        full split's). Memory is ``O(P + distinct transitions)``: no ``P × P`` array is made.
         """
         if not self.net.use_prior:
             return
-        p = self.vocab.n_pages
-        src, dst = train_seqs.pages, train_seqs.targets()
-        pair = src * (p + 1) + dst
-        counts = np.bincount(pair, minlength=p * (p + 1)).reshape(p, p + 1)
-        pop = (np.bincount(dst, minlength=p + 1) + 1.0) / (len(dst) + p + 1.0)
-        self.net.log_prior.copy_(self._log_table(counts, pop))
-        folds = self.cfg.prior_folds
-        if folds >= 2:
-            fold_of_view = np.repeat(np.arange(len(train_seqs)) % folds, train_seqs.lengths)
-            tables = []
-            for f in range(folds):
-                own = np.bincount(pair[fold_of_view == f], minlength=p * (p + 1))
-                tables.append(self._log_table(counts - own.reshape(p, p + 1), pop))
-            self.net.fold_log_prior = torch.stack(tables).to(self.device)
-
-    def _log_table(self, counts: np.ndarray, pop: np.ndarray) -> torch.Tensor:
-        """Smoothed log transition table with a zero padding row, ``(P + 1, P + 1)``."""
-        k = self.cfg.prior_smoothing
-        table = (counts + k * pop) / (counts.sum(axis=1, keepdims=True) + k)
-        out = np.zeros((len(pop), len(pop)), dtype=np.float32)
-        out[:-1] = np.log(table)
-        return torch.from_numpy(out).to(self.device)
+        tables = prior_tables(
+            train_seqs,
+            self.vocab.n_pages,
+            self.cfg.prior_smoothing,
+            self.cfg.prior_folds,
+        )
+        self.net.set_prior(**tables)
 
     # ---- shapes ----------------------------------------------------------------------------
 
@@ -322,7 +597,10 @@ class VisitorModel:
         weight, base = self._output_tables()
         # = net.scores(top, page): one product with the group scores folded into the head
         rows = base.index_select(0, page) if base.shape[0] > 1 else base
-        return torch.addmm(rows, top, weight.t()), hidden
+        logits = torch.addmm(rows, top, weight.t())
+        if base.shape[0] == 1 and self.net.use_prior:  # a large site: the sparse prior
+            logits = self.net.add_prior(logits, page)
+        return logits, hidden
 
     @torch.no_grad()
     def step_hidden(
@@ -369,16 +647,19 @@ class VisitorModel:
         """The output layer for inference: ``(weight (P + 1, H), base)``, where the group
         head is folded into the page head (a destination's score is ``w_page + w_group`` times
         the output) and ``base`` holds the biases plus the first-order prior, one row per
-        current page, ``(P + 1, P + 1)`` (or ``(1, P + 1)`` without a prior)."""
+        current page, ``(P + 1, P + 1)``, on sites of up to :data:`DENSE_PRIOR_CELLS` cells
+        (a lookup per step); else, or without a prior, the biases alone, ``(1, P + 1)`` (the
+        sparse prior is then added per step)."""
         return self._cached("output", self._build_output_tables)
 
     def _build_output_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.net
-        weight, bias = net.head.weight, net.head.bias
-        if self.cfg.group_head:
-            weight = weight + net.group_head.weight[net.outcome_group]
-            bias = bias + net.group_head.bias[net.outcome_group]
-        base = net.log_prior + bias if net.use_prior else bias[None, :]
+        weight, bias = net.output_layer()
+        n = self.n_outcomes
+        if net.use_prior and n * n <= DENSE_PRIOR_CELLS:
+            base = net.add_prior(bias.expand(n, -1), torch.arange(n, device=bias.device))
+        else:
+            base = bias[None, :]
         return weight.detach().contiguous(), base.detach().contiguous()
 
     def _cached(self, name: str, build: Any) -> Any:
@@ -422,18 +703,13 @@ class VisitorModel:
         outcomes per visitor.
         """
         net = self.net
-        logits = (
-            torch.einsum("bh,bmh->bm", output, net.head.weight[outcomes]) + net.head.bias[outcomes]
+        weight, bias = net.output_layer(outcomes.reshape(-1))
+        m = outcomes.shape[1]
+        logits = torch.einsum("bh,bmh->bm", output, weight.view(len(output), m, -1)) + bias.view(
+            len(output), m
         )
-        if net.cfg.group_head:
-            groups = net.outcome_group[outcomes]
-            logits = (
-                logits
-                + torch.einsum("bh,bmh->bm", output, net.group_head.weight[groups])
-                + net.group_head.bias[groups]
-            )
         if net.use_prior:
-            logits = logits + net.log_prior[page[:, None], outcomes]
+            logits = logits + net.prior_at(page, outcomes)
         return logits
 
     # ---- batches and whole datasets ---------------------------------------------------------
@@ -597,6 +873,58 @@ def load_weights_only(path: str | os.PathLike[str], what: str) -> Any:
             f"{str(exc).strip()[:200]})",
             file=str(path),
         ) from None
+
+
+def prior_tables(
+    seqs: SessionSequences, n_pages: int, smoothing: float, folds: int = 0
+) -> dict[str, np.ndarray | None]:
+    """The sparse first-order prior of :class:`GRUNet` counted on ``seqs``.
+
+    Args:
+        seqs: Training sessions.
+        n_pages: P.
+        smoothing: ``k``, the pseudo-count spread over outcomes by popularity.
+        folds: Also the out-of-fold tables when ``>= 2`` (session ``s`` in fold ``s mod F``).
+
+    Returns:
+        Keyword arguments of :meth:`GRUNet.set_prior`: ``base`` ``(P + 1,)``, ``row``
+        ``(P + 1,)``, ``indptr`` ``(P + 2,)``, ``keys`` and ``vals`` ``(nnz,)``, ``fold_row``
+        ``(F, P + 1)`` and ``fold_vals`` ``(F, nnz)`` (``None`` without folds); float64.
+    """
+    n = n_pages + 1
+    src, dst = seqs.pages, seqs.targets()
+    keys, inverse, counts = np.unique(src * n + dst, return_inverse=True, return_counts=True)
+    cols = keys % n
+    kpop = smoothing * (np.bincount(dst, minlength=n) + 1.0) / (len(dst) + n)
+    row_total = np.bincount(src, minlength=n).astype(np.float64)  # c(i); the padding row 0
+
+    def terms(c_ij: np.ndarray, c_i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        row = -np.log(c_i + smoothing)
+        row[n_pages] = 0.0  # the padding id
+        return row, np.log1p(c_ij / kpop[cols])
+
+    row, vals = terms(counts.astype(np.float64), row_total)
+    out: dict[str, np.ndarray | None] = {
+        "base": np.log(kpop),
+        "row": row,
+        "indptr": np.r_[0, np.cumsum(np.bincount(keys // n, minlength=n + 1))][: n + 1],
+        "keys": keys,
+        "vals": vals,
+        "fold_row": None,
+        "fold_vals": None,
+    }
+    if folds >= 2:
+        fold_of_view = np.repeat(np.arange(len(seqs)) % folds, seqs.lengths)
+        fold_rows, fold_vals = [], []
+        for f in range(folds):
+            own = fold_of_view == f
+            c_ij = counts - np.bincount(inverse[own], minlength=len(keys))
+            c_i = row_total - np.bincount(src[own], minlength=n)
+            r, v = terms(c_ij.astype(np.float64), c_i)
+            fold_rows.append(r)
+            fold_vals.append(v)
+        out["fold_row"], out["fold_vals"] = np.stack(fold_rows), np.stack(fold_vals)
+    return out
 
 
 def make_batches(
