@@ -498,8 +498,8 @@ def _prior_state_pre_hook(
     dense = state_dict.pop(prefix + "log_prior", None)
     if dense is not None:
         n = module.n_pages + 1
-        if tuple(dense.shape) != (n, n):
-            raise ClickstreamError(
+        if tuple(dense.shape) != (n, n):  # VisitorModel.load names the file
+            raise ValueError(
                 f"checkpoint prior has shape {tuple(dense.shape)}, the model {n} x {n}"
             )
         cells = n * (n - 1)  # every row but the padding row

@@ -25,7 +25,9 @@ the times do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -36,18 +38,20 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-MSNBC = ROOT.parent / "shared" / "data" / "msnbc990928.zip"
+# where configs/paths/default.yaml looks for the public data (data=msnbc reads it from there)
+SHARED = Path(os.environ.get("NEXTPAGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+MSNBC = SHARED / "msnbc990928.zip"
 MODELS = ("gru", "markov2", "markov1", "popularity", "true_model")
 COLUMNS = ("recall@20", "mrr@20", "recall@1", "log_loss")
 
 
 def prepare_command(site: str, out: Path, sessions: int) -> list[str]:
     """The ``prepare_data`` command of a site (``items_<N>`` or ``msnbc``)."""
-    cmd = [sys.executable, "scripts/prepare_data.py", f"out_dir={out}"]
+    cmd = [sys.executable, "scripts/prepare_data.py", f"out_dir={shown(out)}"]
     if site == "msnbc":
         if not MSNBC.is_file():
             sys.exit(f"MSNBC not found at {MSNBC} (see data/README.md); leave out --sites msnbc")
-        return [*cmd, "data=msnbc", f"data.path={MSNBC}"]
+        return [*cmd, "data=msnbc"]
     if not site.startswith("items_"):
         sys.exit(f"unknown site {site!r}: items_<pages> (e.g. items_5000) or msnbc")
     return [
@@ -87,9 +91,9 @@ def bench_site(
     train_cmd = [
         sys.executable,
         "scripts/train_simulator.py",
-        f"data_dir={data_dir}",
+        f"data_dir={shown(data_dir)}",
         f"simulator={recipe}",
-        f"out_dir={sim_dir}",
+        f"out_dir={shown(sim_dir)}",
         "show_progress=false",
         *extra,
     ]
@@ -141,6 +145,32 @@ def verdicts(records: list[dict[str, Any]], variant: str = "with_exit") -> list[
     return out
 
 
+def machine_line() -> str:
+    """CPU model, cores, memory, torch: what the times in the table were measured on."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        memory = f", {kb / 2**20:.0f} GB RAM"
+    return (
+        f"{cpu}, {os.cpu_count()} cores{memory}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (for printed commands)."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sites", nargs="+", default=["items_5000", "items_10000", "msnbc"])
@@ -152,10 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    machine = (
-        f"{platform.node()}: {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    )
+    machine = machine_line()
     print(f"machine: {machine}")
     start = time.perf_counter()
     records = [
