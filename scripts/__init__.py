@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import envs.config  # noqa: F401  (registers the typed env schema before any config is composed)
 from clickstream.errors import ClickstreamError
 
 

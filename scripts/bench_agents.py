@@ -39,11 +39,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def agent_settings(algo: str) -> dict[str, Any]:
-    """The agent's config merged with the main job's overrides (configs/pipeline.yaml)."""
+    """The agent's config as the main job trains it (configs/agent/<algo>.yaml)."""
     cfg = OmegaConf.load(CONFIGS / "agent" / f"{algo}.yaml")
-    overrides = OmegaConf.load(CONFIGS / "pipeline.yaml").agent_overrides.get(algo)
-    if overrides:
-        cfg = OmegaConf.merge(cfg, overrides)
     out = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(out, dict)
     out.pop("_target_", None)

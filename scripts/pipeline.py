@@ -51,6 +51,7 @@ from clickstream.runfolder import (
     verify_folder,
 )
 from scripts import evaluate, hydra_argv, prepare_data, run_or_exit, train, train_simulator
+from scripts.configs import compose_stage, set_values, share, with_agent_overrides
 from scripts.parallel import Done, resolve_jobs, submit, worker_pool
 
 PREPARE_KEYS = prepare_data.CONFIG_KEYS
@@ -74,14 +75,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     progress = Stages(4, report)
     _introduce(cfg)
 
-    prepare_cfg = OmegaConf.create(
-        {
-            **{k: cfg[k] for k in PREPARE_KEYS},
-            "paths": cfg.paths,
-            "out_dir": str(data_dir),
-            "show_progress": cfg.show_progress,
-        }
-    )
+    prepare_cfg = _prepare_cfg(cfg)
     data, why = _reusable(
         cfg,
         data_dir,
@@ -417,19 +411,7 @@ def _simulator_stage(
     stage: str,
 ) -> tuple[DictConfig, dict[str, Any] | None]:
     """The visitor model's training config, and its metrics when its folder can be reused."""
-    train_cfg = OmegaConf.create(
-        {
-            "simulator": cfg.simulator,
-            "paths": cfg.paths,
-            "data_dir": str(data_dir),
-            "out_dir": str(sim_dir),
-            "resume": False,
-            "device": cfg.device,
-            "seed": seed,
-            "show_progress": cfg.show_progress,
-            "label": "held-out" if sim_dir == Path(cfg.held_out_dir) else "main",
-        }
-    )
+    train_cfg = _simulator_cfg(cfg, sim_dir, seed)
     wanted = _hash(train_cfg, train_simulator.CONFIG_KEYS)
     folder, why = _reusable(cfg, sim_dir, "train_simulator", wanted, {"data": data_digest})
     if folder is not None:
@@ -479,60 +461,75 @@ def _hash(cfg: DictConfig, keys: tuple[str, ...]) -> str:
     return config_hash(_container(cfg), keys)
 
 
-def _agent_cfg(cfg: DictConfig, name: str, seed: int) -> DictConfig:
-    """``configs/train.yaml`` for one agent and seed, from the pipeline's settings."""
-    path = CONFIGS / "agent" / f"{name}.yaml"
-    if not path.is_file():
-        from clickstream.errors import ClickstreamError
-
-        raise ClickstreamError(f"no agent config named {name!r}", file=str(path))
-    agent = OmegaConf.load(path)
-    overrides = (cfg.get("agent_overrides") or {}).get(name)
-    if overrides:
-        agent = OmegaConf.merge(agent, overrides)
-    out = OmegaConf.create(
-        {
-            "paths": cfg.paths,
-            "env": cfg.env,
-            "agent": agent,
-            "experiment_name": cfg.experiment_name,
-            "out_dir": cfg.out_dir,
-            "data_dir": cfg.data_dir,
-            "simulator_dir": cfg.simulator_dir,
-            "held_out_dir": cfg.held_out_dir if cfg.held_out else None,
-            "agent_dir": f"{cfg.out_dir}/agents/{agent.name}/seed_{seed}",
-            "seed": seed,
-            "device": cfg.device,
-            "eval_sessions": cfg.agent_eval_sessions,
-            "num_threads": None,
-            "show_progress": cfg.show_progress,
-            # the pipeline checks truncation itself (reused agents too), naming its own keys
-            "allow_truncated": True,
-        }
-    )
+def stage_configs(cfg: DictConfig) -> dict[str, DictConfig]:
+    """Every stage's config of a pipeline config, by stage (``agents/<name>/seed_<S>`` per
+    agent and training seed), as :func:`run` builds them."""
+    out = {"prepare_data": _prepare_cfg(cfg)}
+    out["train_simulator"] = _simulator_cfg(cfg, Path(cfg.simulator_dir), int(cfg.seed))
+    if cfg.held_out:
+        out["held_out_simulator"] = _simulator_cfg(cfg, Path(cfg.held_out_dir), int(cfg.seed) + 1)
+    for name in [*cfg.agents, *cfg.references]:
+        seeds = list(cfg.seeds) if name in cfg.learning_agents else [int(cfg.seed)]
+        for seed in seeds:
+            out[f"agents/{name}/seed_{seed}"] = _agent_cfg(cfg, name, seed)
+    out["evaluate"] = _eval_cfg(cfg)
     return out
 
 
-def _eval_cfg(cfg: DictConfig) -> DictConfig:
-    return OmegaConf.create(
+def _prepare_cfg(cfg: DictConfig) -> DictConfig:
+    """``configs/prepare_data.yaml`` with the pipeline's shared values, into ``data_dir``."""
+    return set_values(
+        share(compose_stage("prepare_data"), cfg, skip=("out_dir",)),
+        {"out_dir": str(cfg.data_dir)},
+    )
+
+
+def _simulator_cfg(cfg: DictConfig, sim_dir: Path, seed: int) -> DictConfig:
+    """``configs/train_simulator.yaml`` with the pipeline's shared values, for the learned
+    world's visitor model or the held-out one."""
+    return set_values(
+        share(compose_stage("train_simulator"), cfg),
         {
-            "paths": cfg.paths,
-            "env": cfg.env,
-            "experiment_name": cfg.experiment_name,
-            "out_dir": cfg.out_dir,
-            "data_dir": cfg.data_dir,
+            "data_dir": str(cfg.data_dir),
+            "out_dir": str(sim_dir),
+            "resume": False,
+            "seed": seed,
+            "label": "held-out" if sim_dir == Path(cfg.held_out_dir) else "main",
+        },
+    )
+
+
+def _agent_cfg(cfg: DictConfig, name: str, seed: int) -> DictConfig:
+    """``configs/train.yaml`` composed with ``agent=<name>`` (``scripts/train.py``'s own config),
+    the pipeline's shared values, and the agent's ``agent_overrides`` merged in."""
+    if not (CONFIGS / "agent" / f"{name}.yaml").is_file():
+        from clickstream.errors import ClickstreamError
+
+        raise ClickstreamError(
+            f"no agent config named {name!r}", file=str(CONFIGS / "agent" / f"{name}.yaml")
+        )
+    stage = share(compose_stage("train", [f"agent={name}"]), cfg)
+    stage = with_agent_overrides(stage)
+    return set_values(
+        stage,
+        {
             "held_out_dir": cfg.held_out_dir if cfg.held_out else None,
-            "eval_dir": cfg.eval_dir,
-            "policies": None,
-            "worlds": None,
-            "n_sessions": cfg.n_sessions,
-            "world_sessions": cfg.world_sessions,
-            "seeds": cfg.eval_seeds,
-            "n_visitors": cfg.n_visitors,
-            "seed": cfg.seed,
-            "device": cfg.device,
-            "show_progress": cfg.show_progress,
-        }
+            "agent_dir": f"{cfg.out_dir}/agents/{stage.agent.name}/seed_{seed}",
+            "seed": seed,
+            "eval_sessions": cfg.agent_eval_sessions,
+            "num_threads": None,
+            # the pipeline checks truncation itself (reused agents too), naming its own keys
+            "allow_truncated": True,
+        },
+    )
+
+
+def _eval_cfg(cfg: DictConfig) -> DictConfig:
+    """``configs/evaluate.yaml`` with the pipeline's shared values (its evaluation seeds are
+    ``eval_seeds``: ``seeds`` are the agents' training seeds)."""
+    return set_values(
+        share(compose_stage("evaluate"), cfg, skip=("seeds", "policies", "worlds")),
+        {"held_out_dir": cfg.held_out_dir if cfg.held_out else None, "seeds": cfg.eval_seeds},
     )
 
 

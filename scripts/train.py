@@ -36,6 +36,7 @@ from clickstream.errors import ClickstreamError
 from clickstream.prepare import git_commit
 from clickstream.runfolder import StageWriter, config_hash, manifest_digest, verify_folder
 from scripts import run_or_exit
+from scripts.configs import with_agent_overrides
 
 CONFIG_KEYS = ("agent", "env", "seed")
 """Settings that change the policy (their hash is in the manifest; the pipeline reuses a policy
@@ -90,6 +91,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         TrainingTruncated: After saving, when a time limit cut training short and the config
             does not say ``allow_truncated: true``.
     """
+    if "agent_overrides" in cfg:  # an experiment's settings for this agent
+        cfg = with_agent_overrides(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     agent_dir = Path(resolved["agent_dir"])

@@ -7,6 +7,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+import envs.config  # noqa: F401  (the typed env schema, as the scripts register it)
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 

@@ -37,7 +37,7 @@ def pipeline(tmp_path: Path, *extra: str) -> dict:
         "learning_agents=[q_learning]",
         "seeds=[0,1]",
         "references=[true_optimum]",
-        "agent_overrides.q_learning.total_steps=50000",
+        "++agent_overrides.q_learning.total_steps=50000",
         "n_sessions=500",
         "n_visitors=500",
         "agent_eval_sessions=200",
@@ -112,7 +112,7 @@ def test_stages_run_once_then_are_reused(tmp_path: Path) -> None:
     assert retrained["why"]["evaluate"] == "made from other inputs: agents/greedy/seed_0"
 
     # an agent setting retrains that agent only, then re-evaluates
-    changed = pipeline(tmp_path, "agent_overrides.q_learning.total_steps=40000")
+    changed = pipeline(tmp_path, "++agent_overrides.q_learning.total_steps=40000")
     assert changed["stages"]["train_simulator"] == "reused"
     assert changed["stages"]["evaluate"] == "ran"
     assert {k for k, v in changed["agents"].items() if v == "ran"} == {
@@ -121,7 +121,7 @@ def test_stages_run_once_then_are_reused(tmp_path: Path) -> None:
     }
     # a simulator setting retrains the simulator and everything after it; the data stay
     sim = pipeline(
-        tmp_path, "agent_overrides.q_learning.total_steps=40000", "simulator.trainer.epochs=1"
+        tmp_path, "++agent_overrides.q_learning.total_steps=40000", "simulator.trainer.epochs=1"
     )
     assert sim["stages"] == {**ALL_RAN, "prepare_data": "reused"}
 

@@ -1,0 +1,129 @@
+"""Every config combination the README, the docs and the experiments use composes, and the
+pipeline builds each stage's config from the stage script's own composed config."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from scripts import hydra_argv
+from scripts.configs import compose_stage
+from scripts.pipeline import stage_configs
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ("check_simulator", "evaluate", "pipeline", "prepare_data", "serve", "train",
+           "train_simulator")  # fmt: skip
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+COMMAND = re.compile(r"python scripts/(" + "|".join(SCRIPTS) + r")\.py([^#`\n]*)")
+
+
+def documented_commands() -> list[tuple[str, tuple[str, ...]]]:
+    """``(config, overrides)`` of every runnable command line in README.md and docs/*.md
+    (a sweep ``key=a,b`` becomes one command per value; lines with placeholders are left out)."""
+    found: set[tuple[str, tuple[str, ...]]] = set()
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for line in doc.read_text(encoding="utf-8").splitlines():
+            for name, rest in COMMAND.findall(line):
+                if any(mark in rest for mark in ("<", "$", "|", "\\", "my_model", "...")):
+                    continue
+                args = [a for a in shlex.split(rest) if a != "-m" and not a.startswith("hydra/")]
+                combos: list[list[str]] = [[]]
+                for arg in hydra_argv(args):
+                    key, _, value = arg.partition("=")
+                    sweep = "," in value and value[0] not in "[{'\"" and "." not in key
+                    values = value.split(",") if sweep else [value]
+                    combos = [[*c, f"{key}={v}"] for c in combos for v in values]
+                found |= {(name, tuple(c)) for c in combos}
+    return sorted(found)
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_docs_have_commands_of_every_script() -> None:
+    assert {name for name, _ in COMMANDS} == set(SCRIPTS)
+    assert len(COMMANDS) >= 40
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"), COMMANDS, ids=[" ".join([n, *o]) for n, o in COMMANDS]
+)
+def test_a_documented_command_composes(name: str, overrides: tuple[str, ...]) -> None:
+    cfg = compose_stage(name, overrides)
+    assert isinstance(OmegaConf.to_container(cfg, resolve=True), dict)
+    if name == "pipeline":
+        stages = stage_configs(cfg)
+        for stage in stages.values():
+            OmegaConf.to_container(stage, resolve=True)
+        # the pipeline's values reach every stage: one dataset, one simulated site
+        assert stages["prepare_data"].out_dir == cfg.data_dir
+        assert stages["prepare_data"].data == cfg.data
+        assert stages["evaluate"].env == cfg.env
+        assert list(stages["evaluate"].seeds) == list(cfg.eval_seeds)
+
+
+@pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])
+@pytest.mark.parametrize("name", ["pipeline", "train", "evaluate"])
+def test_every_experiment_composes_with_every_script_that_takes_one(
+    name: str, experiment: str | None
+) -> None:
+    overrides = [] if experiment is None else [f"experiment={experiment}"]
+    cfg = compose_stage(name, overrides)
+    OmegaConf.to_container(cfg, resolve=True)
+    if name == "pipeline":
+        stages = stage_configs(cfg)
+        expected = {"prepare_data", "train_simulator", "evaluate"}
+        assert expected <= set(stages)
+        n_learning = len(cfg.learning_agents) * len(cfg.seeds)
+        n_other = len([a for a in [*cfg.agents, *cfg.references] if a not in cfg.learning_agents])
+        assert sum(k.startswith("agents/") for k in stages) == n_learning + n_other
+
+
+@pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])
+@pytest.mark.parametrize("agent", ["ppo", "dqn", "q_learning"])
+def test_train_py_trains_the_agent_the_pipeline_does(experiment: str | None, agent: str) -> None:
+    """An experiment's agent_overrides apply to scripts/train.py as to the pipeline."""
+    from scripts.configs import with_agent_overrides
+
+    extra = [] if experiment is None else [f"experiment={experiment}"]
+    alone = with_agent_overrides(compose_stage("train", [*extra, f"agent={agent}"]))
+    piped = stage_configs(compose_stage("pipeline", extra))[f"agents/{agent}/seed_0"]
+    assert OmegaConf.to_container(alone.agent, resolve=True) == OmegaConf.to_container(
+        piped.agent, resolve=True
+    )
+
+
+def test_the_main_job_trains_every_agent_at_its_configs_budget() -> None:
+    """No hidden short budgets: the default pipeline's PPO and DQN are configs/agent/*.yaml;
+    experiment=quick is the opt-in short run."""
+    stages = stage_configs(compose_stage("pipeline", []))
+    for agent in ("ppo", "dqn"):
+        own = OmegaConf.load(ROOT / "configs" / "agent" / f"{agent}.yaml")
+        assert stages[f"agents/{agent}/seed_0"].agent.total_timesteps == own.total_timesteps
+        assert stages[f"agents/{agent}/seed_0"].agent.max_minutes is None
+    quick = stage_configs(compose_stage("pipeline", ["experiment=quick"]))
+    assert quick["agents/ppo/seed_0"].agent.total_timesteps < own.total_timesteps / 5
+
+
+def test_no_wall_clock_limit_in_the_configs() -> None:
+    """Budgets are steps: no config sets a time limit that could change a result."""
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#")[0]
+            match = re.search(r"(max_minutes|max_seconds|time_limit)\s*:\s*(\S+)", code)
+            if match:
+                assert match.group(2) == "null", f"{path.name}:{i}: {line.strip()}"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("env.history_len=abc", "env.history_len"), ("env.rewrad=page_value", "env.rewrad")],
+)
+def test_the_typed_env_config_refuses_a_wrong_key_or_type(override: str, named: str) -> None:
+    with pytest.raises(ConfigCompositionException, match=re.escape(named)):
+        compose_stage("pipeline", [override])
