@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.errors import ClickstreamError, ModelError, RunFolderError
 from clickstream.faults import boundary
 from clickstream.runfolder import read_json, safe_name, verify_folder
 
@@ -93,7 +93,7 @@ class Policy(ABC):
     def predict_latent(self, obs: torch.Tensor, core: SiteCore) -> torch.Tensor:
         """Actions ``(B,)`` from observations ``(B, K)`` and the core's hidden visitor state
         (policies with :attr:`needs_latent_state` only)."""
-        raise ClickstreamError(f"policy {self.name!r} acts on observations only (predict)")
+        raise ModelError(f"policy {self.name!r} acts on observations only (predict)")
 
     def table_probs(self) -> torch.Tensor | None:
         """Action probabilities per current page ``(P, A)`` (or per intent ``(Z, P, A)``) when
@@ -111,7 +111,7 @@ class Policy(ABC):
         """
         kind = type(self).kind
         if not kind or POLICY_KINDS.get(kind) not in (type(self), _dotted(type(self))):
-            raise ClickstreamError(
+            raise ModelError(
                 f"policy class {_dotted(type(self))} is not registered under its kind "
                 f"{kind!r}: add it to agents.base.POLICY_KINDS (or call register_policy)"
             )
@@ -142,7 +142,7 @@ def _dotted(cls: type) -> str:
 def register_policy(cls: type[Policy]) -> type[Policy]:
     """Add a policy class to :data:`POLICY_KINDS` under its ``kind`` (usable as a decorator)."""
     if not cls.kind:
-        raise ClickstreamError(f"policy class {_dotted(cls)} needs a `kind` to be registered")
+        raise ModelError(f"policy class {_dotted(cls)} needs a `kind` to be registered")
     POLICY_KINDS[cls.kind] = cls
     return cls
 
@@ -287,12 +287,12 @@ class TablePolicy(Policy):
     def set_scores(self, scores: torch.Tensor | np.ndarray) -> None:
         s = torch.as_tensor(np.asarray(scores), dtype=torch.float64)
         if s.ndim != 2:
-            raise ClickstreamError(f"table scores must be (P, A), got {tuple(s.shape)}")
+            raise ModelError(f"table scores must be (P, A), got {tuple(s.shape)}")
         self.scores = torch.cat([s, s.new_zeros(1, s.shape[1])])  # row P: no current page
 
     def _table(self) -> torch.Tensor:
         if self.scores is None:
-            raise ClickstreamError(f"policy {self.name!r} is not fitted yet")
+            raise ModelError(f"policy {self.name!r} is not fitted yet")
         return self.scores
 
     def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -23,7 +23,7 @@ import torch
 
 from agents.base import Policy, TablePolicy, current_pages
 from agents.site import Site
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, ModelError
 
 
 def recommended_states(site: Site) -> torch.Tensor:
@@ -78,7 +78,7 @@ class Organic(_Heuristic):
     def build(self, site: Site) -> torch.Tensor:
         none = _no_recommendation(site)
         if none is None:
-            raise ClickstreamError("organic needs env.allow_no_recommendation=true")
+            raise ConfigError("organic needs env.allow_no_recommendation=true")
         scores = torch.zeros(site.template.n_pages, site.template.n_actions, dtype=torch.float64)
         scores[:, none] = 1.0
         return scores
@@ -157,7 +157,7 @@ class RandomPolicy(Policy):
 
     def _choices(self) -> int:
         if self.n_actions is None:
-            raise ClickstreamError("policy 'random' is not fitted yet")
+            raise ModelError("policy 'random' is not fitted yet")
         return self.n_actions - (self.none is not None)
 
     def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError
 from clickstream.runfolder import read_parquet, verified_file
 from envs import visitors
 from envs.core import SiteCore
@@ -113,7 +113,7 @@ class Site:
             return opts
         if world == "held_out":
             if self.held_out_dir is None:
-                raise ClickstreamError("this site has no held-out visitor model")
+                raise ConfigError("this site has no held-out visitor model")
             verified_file(self._held_out_file(), "train_simulator")  # a published folder only
             return {
                 **opts,
@@ -122,13 +122,13 @@ class Site:
             }
         if world == "ground_truth":
             if not self.is_synthetic:
-                raise ClickstreamError(
+                raise ConfigError(
                     "the ground truth is known for synthetic datasets only", file=str(self.data_dir)
                 )
             # the store's own links, not the successors the learned world is limited to
             truth = visitors.ground_truth().name
             return {**opts, "dynamics": truth, "model_path": None, "top_k": None}
-        raise ClickstreamError(f"world must be one of {WORLDS}, got {world!r}")
+        raise ConfigError(f"world must be one of {WORLDS}, got {world!r}")
 
     @property
     def learned_kind(self) -> VisitorKind:

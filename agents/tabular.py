@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from agents.base import Policy, TablePolicy, current_pages, load_array, policy_file
-from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs import visitors
 from envs.click_model import ClickModel
 from envs.core import SiteCore
@@ -67,13 +67,13 @@ class SiteMDP:
     def __post_init__(self) -> None:
         z, p, width = self.transitions.shape
         if width != p + 1 or self.entry.shape != (z, p) or self.prior.shape != (z,):
-            raise ClickstreamError(
+            raise ModelError(
                 f"SiteMDP needs transitions (Z, P, P+1), entry (Z, P), prior (Z,); got "
                 f"{tuple(self.transitions.shape)}, {tuple(self.entry.shape)}, "
                 f"{tuple(self.prior.shape)}"
             )
         if self.reward.shape != (p + 1,):
-            raise ClickstreamError(f"reward must have shape ({p + 1},)")
+            raise ModelError(f"reward must have shape ({p + 1},)")
 
     @property
     def n_pages(self) -> int:
@@ -106,7 +106,7 @@ class SiteMDP:
         chains = core.dynamics.chains()
         if transitions is None:
             if chains is None:
-                raise ClickstreamError(
+                raise ModelError(
                     f"{type(core.dynamics).__name__} has no transition table; pass "
                     "transitions= (e.g. a first-order model fitted on the train split)"
                 )
@@ -227,7 +227,7 @@ def value_iteration(
         v = new
         if residual < tol:
             return ValueIterationResult(q, v, it, residual)
-    raise ClickstreamError(
+    raise ModelError(
         f"value iteration did not converge in {max_iter} sweeps (last change {residual:.3g})"
     )
 
@@ -379,7 +379,7 @@ class ValueIterationPolicy(TablePolicy):
         chosen = visitors.first_order() if model is None else visitors.get(model, key="model")
         if not chosen.tables:
             with_tables = [k.name for k in visitors.kinds().values() if k.tables]
-            raise ClickstreamError(
+            raise ConfigError(
                 f"value iteration model must be a visitor model of first-order tables "
                 f"{with_tables}, got {model!r}"
             )
@@ -417,7 +417,7 @@ class IntentOracle(Policy):
 
     def _q(self) -> torch.Tensor:
         if self.q is None:
-            raise ClickstreamError("policy 'intent_oracle' is not fitted yet")
+            raise ModelError("policy 'intent_oracle' is not fitted yet")
         return self.q
 
     def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:

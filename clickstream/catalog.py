@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import DataError
 from clickstream.schema import ENTRY, EXIT, check_no_reserved_names
 
 CATALOG_COLUMNS = (
@@ -50,7 +50,7 @@ def _session_layout(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Session code per row, first-row mask and last-row mask, each shape ``(N,)``."""
     if len(hits) == 0:
-        raise ClickstreamError(f"cannot count {what} in zero page views")
+        raise DataError(f"cannot count {what} in zero page views")
     codes, _ = pd.factorize(hits["session_id"], sort=False)
     first = np.r_[True, codes[1:] != codes[:-1]]
     last = np.r_[codes[1:] != codes[:-1], True]
@@ -196,7 +196,7 @@ def transition_matrix(
     idx = vocab.get_indexer(hits[key].astype("str"))
     if (idx < 0).any():
         unknown = hits[key].to_numpy()[np.flatnonzero(idx < 0)[0]]
-        raise ClickstreamError(f"page {unknown!r} is not in the vocabulary", column=key)
+        raise DataError(f"page {unknown!r} is not in the vocabulary", column=key)
     _, first, last = _session_layout(hits)
     nxt = np.r_[idx[1:], n]
     dst = np.where(last, n, nxt)

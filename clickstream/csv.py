@@ -107,7 +107,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, ConfigError, DataError
 from clickstream.io import PathSpec, notice, read_bytes, resolve_inputs
 from clickstream.schema import MAX_AMOUNT, MAX_TIME_ON_PAGE_S, LoadResult, validate_hits
 from clickstream.sessions import finish_raw_hits, sessionize
@@ -375,15 +375,13 @@ def parse_columns(columns: Mapping[str, Any] | str | os.PathLike[str] | None) ->
 
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"cannot read the column map: {exc.strerror}", file=str(path)
             ) from None
         except yaml.YAMLError as exc:
-            raise ClickstreamError(
-                f"the column map is not valid YAML: {exc}", file=str(path)
-            ) from None
+            raise ConfigError(f"the column map is not valid YAML: {exc}", file=str(path)) from None
         if not isinstance(loaded, Mapping):
-            raise ClickstreamError(
+            raise ConfigError(
                 "the column map must be a YAML mapping {field: column}", file=str(path)
             )
         return parse_columns(dict(loaded))
@@ -392,7 +390,7 @@ def parse_columns(columns: Mapping[str, Any] | str | os.PathLike[str] | None) ->
         for part in filter(None, (p.strip() for p in re.split(r"[,;\s]+", columns))):
             name, sep, col = part.partition("=") if "=" in part else part.partition(":")
             if not sep or not name.strip():
-                raise ClickstreamError(
+                raise ConfigError(
                     f"data.columns: cannot read {part!r}: expected field=column, e.g. "
                     "data.columns=session=sid,page=item,time=ts"
                 )
@@ -400,20 +398,18 @@ def parse_columns(columns: Mapping[str, Any] | str | os.PathLike[str] | None) ->
             pairs[name.strip()] = None if value.lower() in ("", "null", "none", "~") else value
         columns = pairs
     if not isinstance(columns, Mapping):
-        raise ClickstreamError(
-            f"data.columns must map fields to columns, got {type(columns).__name__}"
-        )
+        raise ConfigError(f"data.columns must map fields to columns, got {type(columns).__name__}")
     out: dict[str, Any] = {}
     for name, col in columns.items():
         key = str(name).strip()
         fld = ALIASES.get(key.lower(), key)
         if fld not in FIELDS:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"data.columns maps unknown field(s) [{key!r}]; the fields are {list(FIELDS)} "
                 f"(also: {sorted(ALIASES)})"
             )
         if fld in out:
-            raise ClickstreamError(f"data.columns names the field {fld!r} twice")
+            raise ConfigError(f"data.columns names the field {fld!r} twice")
         out[fld] = col
     return out
 
@@ -429,19 +425,17 @@ def _check_options(
         if col is not None and (
             not isinstance(col, str | int) or isinstance(col, bool) or col == ""
         ):
-            raise ClickstreamError(
-                f"data.columns[{name!r}] must be a column name or null, got {col!r}"
-            )
+            raise ConfigError(f"data.columns[{name!r}] must be a column name or null, got {col!r}")
         if isinstance(col, int):
             given[name] = str(col)  # a YAML map may hold numeric column names
     if "page" in given and given["page"] is None:
-        raise ClickstreamError("data.columns: page cannot be null: every page view needs a page")
+        raise ConfigError("data.columns: page cannot be null: every page view needs a page")
     if timestamp_unit is not None and timestamp_unit not in TIMESTAMP_UNITS:
-        raise ClickstreamError(
+        raise ConfigError(
             f"data.timestamp_unit must be one of {TIMESTAMP_UNITS}, got {timestamp_unit!r}"
         )
     if timestamp_unit is not None and timestamp_format is not None:
-        raise ClickstreamError(
+        raise ConfigError(
             "give data.timestamp_unit (numeric timestamps) or data.timestamp_format (text), not both"
         )
     try:
@@ -449,13 +443,13 @@ def _check_options(
     except (TypeError, ValueError):
         timeout = math.nan
     if isinstance(session_timeout_s, bool) or not 0 < timeout < math.inf:
-        raise ClickstreamError(
+        raise ConfigError(
             f"data.session_timeout_s must be a finite number of seconds > 0, got {session_timeout_s!r}"
         )
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise ClickstreamError(f"unknown text encoding {encoding!r} (data.encoding)") from None
+        raise ConfigError(f"unknown text encoding {encoding!r} (data.encoding)") from None
 
 
 def _named_delimiter(delimiter: str | None) -> str | None:
@@ -466,7 +460,7 @@ def _named_delimiter(delimiter: str | None) -> str | None:
         named = DELIMITERS.get(delimiter.lower(), DELIMITERS.get(delimiter, delimiter))
         if len(named) == 1 and named not in '"\r\n':
             return named
-    raise ClickstreamError(
+    raise ConfigError(
         f"data.delimiter must be auto, comma, tab, semicolon, pipe, '\\t' or one character other "
         f"than a quote or newline, got {delimiter!r}"
     )
@@ -479,7 +473,7 @@ def _order_columns(order_by: Sequence[str] | str | None) -> list[str]:
         order_by = [c for c in re.split(r"[,\s]+", order_by) if c]
     cols = [str(c) for c in order_by]
     if any(not c for c in cols) or len(set(cols)) != len(cols):
-        raise ClickstreamError(f"data.order_by must name distinct columns, got {list(order_by)}")
+        raise ConfigError(f"data.order_by must name distinct columns, got {list(order_by)}")
     return cols
 
 
@@ -508,10 +502,8 @@ class _Source:
     def is_csv(self) -> bool:
         return self.kind == "csv"
 
-    def error(
-        self, message: str, record: int | None = None, fld: str | None = None
-    ) -> ClickstreamError:
-        """A :class:`ClickstreamError` at data record ``record`` (0-based) of field ``fld``."""
+    def error(self, message: str, record: int | None = None, fld: str | None = None) -> DataError:
+        """A :class:`DataError` at data record ``record`` (0-based) of field ``fld``."""
         column = self.columns.get(fld, fld) if fld else None
         if fld in self.guessed:
             message = (
@@ -519,14 +511,12 @@ class _Source:
                 f"map another with data.columns={fld}=<column>, or none with {fld}=null)"
             )
         if record is None:
-            return ClickstreamError(message, file=str(self.file), column=column)
+            return DataError(message, file=str(self.file), column=column)
         if self.kind == "excel":
             message = f"{message} (spreadsheet row {record + 2})"
         if not self.is_csv:
-            return ClickstreamError(message, file=str(self.file), row=record, column=column)
-        return ClickstreamError(
-            message, file=str(self.file), line=self.line_of(record), column=column
-        )
+            return DataError(message, file=str(self.file), row=record, column=column)
+        return DataError(message, file=str(self.file), line=self.line_of(record), column=column)
 
     def line_of(self, record: int) -> int:
         """1-based line where data record ``record`` starts (only computed on an error)."""
@@ -568,9 +558,9 @@ def _read_parquet(file: Path, given: dict[str, Any], order: list[str], guessed: 
         used = _resolve_columns(names, given, order, file, None, guessed)
         table = pq.read_table(file, columns=sorted(set(used.values()) | set(order)))
     except (pa.ArrowException, OSError) as exc:
-        raise ClickstreamError(f"cannot read as Parquet: {exc}", file=str(file)) from None
+        raise DataError(f"cannot read as Parquet: {exc}", file=str(file)) from None
     if table.num_rows == 0:
-        raise ClickstreamError("no rows (the file holds only a schema)", file=str(file))
+        raise DataError("no rows (the file holds only a schema)", file=str(file))
     return _Source(file, "parquet", used, _rename(table, used), order=_order_table(table, order))
 
 
@@ -589,7 +579,7 @@ def _read_excel(
     try:
         __import__("python_calamine" if xls else "openpyxl")
     except ImportError:
-        raise ClickstreamError(
+        raise DataError(
             f"reading {file.suffix} spreadsheets needs the {package} package: pip install "
             f"{package} (or save the sheet as CSV)",
             file=str(file),
@@ -600,7 +590,7 @@ def _read_excel(
     except ClickstreamError:
         raise
     except Exception as exc:  # openpyxl / calamine raise their own types on corrupt files
-        raise ClickstreamError(f"cannot read as a spreadsheet: {exc}", file=str(file)) from None
+        raise DataError(f"cannot read as a spreadsheet: {exc}", file=str(file)) from None
     if len(sheets) > 1:
         name = chosen if isinstance(chosen, str) else sheets[chosen]
         notice(
@@ -616,12 +606,12 @@ def _read_sheet(book: pd.ExcelFile, file: Path, sheet: Any) -> tuple[pd.DataFram
     sheets = list(book.sheet_names)
     chosen = sheets[0] if sheet is None else sheet
     if isinstance(chosen, int) and not 0 <= chosen < len(sheets):
-        raise ClickstreamError(
+        raise DataError(
             f"data.sheet={chosen}: the workbook has {len(sheets)} sheet(s) {sheets}",
             file=str(file),
         )
     if isinstance(chosen, str) and chosen not in sheets:
-        raise ClickstreamError(
+        raise DataError(
             f"data.sheet={chosen!r}: no such sheet; the workbook has {sheets}", file=str(file)
         )
     return pd.read_excel(book, sheet_name=chosen, dtype=object, header=0), sheets, chosen
@@ -639,7 +629,7 @@ def _finish_excel(
     names = [str(c) for c in frame.columns]
     frame.columns = names
     if frame.dropna(how="all").empty:
-        raise ClickstreamError("header only: no data rows after the header", file=str(file))
+        raise DataError("header only: no data rows after the header", file=str(file))
     used = _resolve_columns(names, given, order, file, None, guessed)
     table = pa.table({c: _cells_as_text(frame[c]) for c in sorted(set(used.values()) | set(order))})
     return _Source(file, "excel", used, _rename(table, used), order=_order_table(table, order))
@@ -674,9 +664,7 @@ def _read_csv(
 ) -> _Source:
     text = _decode(read_bytes(file), encoding, file)
     if not text.strip():
-        raise ClickstreamError(
-            "file is empty: expected a header line naming the columns", file=str(file)
-        )
+        raise DataError("file is empty: expected a header line naming the columns", file=str(file))
     if delimiter is None:
         delimiter = _sniff(text, file)
         if delimiter != ",":
@@ -705,16 +693,16 @@ def _read_csv(
         _, problem = _record_lines(text, delimiter, n_fields=len(header))
         if problem is not None:
             line, message = problem
-            raise ClickstreamError(message, file=str(file), line=line) from None
-        raise ClickstreamError(f"cannot parse as CSV: {exc}", file=str(file)) from None
+            raise DataError(message, file=str(file), line=line) from None
+        raise DataError(f"cannot parse as CSV: {exc}", file=str(file)) from None
     if text.count('"') % 2:
         # Arrow reads a quote left open as a field running to the end of the file, swallowing
         # the rows after it; an odd number of quotes is the cheap sign to look closer.
         _, problem = _record_lines(text, delimiter, n_fields=len(header), strict=True)
         if problem is not None:
-            raise ClickstreamError(problem[1], file=str(file), line=problem[0])
+            raise DataError(problem[1], file=str(file), line=problem[0])
     if table.num_rows == 0:
-        raise ClickstreamError(
+        raise DataError(
             f"header only: no data rows after the header (line {header_line})",
             file=str(file),
             line=header_line,
@@ -752,7 +740,7 @@ def _decode(data: bytes, encoding: str, file: Path) -> str:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         line_start = data.rfind(b"\n", 0, exc.start) + 1
-        raise ClickstreamError(
+        raise DataError(
             f"not valid {encoding} text (byte {exc.start - line_start}: "
             f"{data[exc.start : exc.start + 4]!r})",
             file=str(file),
@@ -771,12 +759,10 @@ def _header(text: str, delimiter: str, file: Path) -> tuple[list[str], int]:
                 return row, previous + 1
             previous = reader.line_num
     except stdlib_csv.Error as exc:
-        raise ClickstreamError(
+        raise DataError(
             f"cannot parse the header: {exc}", file=str(file), line=reader.line_num
         ) from None
-    raise ClickstreamError(
-        "file is empty: expected a header line naming the columns", file=str(file)
-    )
+    raise DataError("file is empty: expected a header line naming the columns", file=str(file))
 
 
 def _record_lines(
@@ -840,7 +826,7 @@ def _resolve_columns(
             if col is None:
                 continue
             if col not in names:
-                raise ClickstreamError(
+                raise ConfigError(
                     f"missing column {col!r} for field {fld!r} (data.columns={fld}={col}); "
                     f"the file has columns {names}",
                     file=str(file),
@@ -857,7 +843,7 @@ def _resolve_columns(
                 guessed.setdefault((fld, col), []).append(file.name)
                 break
     if "page" not in used:
-        raise ClickstreamError(
+        raise DataError(
             f"no page column: map one with data.columns=page=<column> (looked for "
             f"{list(GUESSES['page'])}); the file has columns {names}",
             file=str(file),
@@ -865,7 +851,7 @@ def _resolve_columns(
         )
     if "session_id" not in used and not ("visitor_id" in used and "timestamp" in used):
         found = {f: c for f, c in used.items() if f in ("session_id", "visitor_id", "timestamp")}
-        raise ClickstreamError(
+        raise DataError(
             "cannot form sessions: need a session id column, or a visitor column and a "
             f"timestamp column (map them with data.columns=session=<column> or "
             f"data.columns=visitor=<column>,time=<column>; found: {found}); "
@@ -875,7 +861,7 @@ def _resolve_columns(
         )
     for col in order:
         if col not in names:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"data.order_by names column {col!r}, which the file lacks; the file has "
                 f"columns {names}",
                 file=str(file),
@@ -884,7 +870,7 @@ def _resolve_columns(
             )
     for col in set(used.values()) | set(order):
         if names.count(col) > 1:
-            raise ClickstreamError(
+            raise DataError(
                 f"column {col!r} appears {names.count(col)} times in the header",
                 file=str(file),
                 line=header_line,
@@ -950,7 +936,7 @@ def _same_structure(sources: list[_Source], fld: str) -> bool:
     if any(has) and not all(has):
         with_it = sources[has.index(True)].file
         without = sources[has.index(False)].file
-        raise ClickstreamError(
+        raise DataError(
             f"this file has no {fld!r} column but {with_it} has one: all files of a load must "
             "form sessions the same way",
             file=str(without),

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import DataError
 from clickstream.io import (
     PathSpec,
     check_json,
@@ -158,7 +158,7 @@ def load(path: PathSpec, *, show_progress: bool = True) -> LoadResult:
         if "hits" in columns:
             for col in NESTED_REQUIRED:
                 if col not in columns:
-                    raise ClickstreamError(
+                    raise DataError(
                         "missing required column of a GA360 export", file=str(file), column=col
                     )
             relation = _with_schema(con, relation, columns, file)
@@ -167,7 +167,7 @@ def load(path: PathSpec, *, show_progress: bool = True) -> LoadResult:
         else:
             missing = [c for c in FLAT_COLUMNS if c not in columns]
             if missing:
-                raise ClickstreamError(
+                raise DataError(
                     "neither a GA360 export (no 'hits' column) nor a flat GA360 table "
                     f"(missing {missing}); columns found: {sorted(columns)}",
                     file=str(file),
@@ -238,7 +238,7 @@ def _columns(con: duckdb.DuckDBPyConnection, relation: str, file: Path) -> dict[
         rel = con.sql(f"SELECT * FROM {relation}")
         return {c: str(t) for c, t in zip(rel.columns, rel.types, strict=True)}
     except duckdb.Error as exc:
-        raise ClickstreamError(f"cannot read: {first_line(exc)}", file=str(file)) from None
+        raise DataError(f"cannot read: {first_line(exc)}", file=str(file)) from None
 
 
 def _with_schema(
@@ -306,7 +306,7 @@ def _check_flat(flat: pd.DataFrame, file: Path, dropped: dict[str, int]) -> pd.D
         bad = flat[col].isna().to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ClickstreamError(
+            raise DataError(
                 f"missing value (session {flat['session_id'].iloc[i]!r})",
                 file=str(file),
                 column=col,
@@ -320,7 +320,7 @@ def _check_flat(flat: pd.DataFrame, file: Path, dropped: dict[str, int]) -> pd.D
         i = int(np.flatnonzero(bad)[0])
         got = flat["revenue"].iloc[i]
         shown = "a value that is not a number" if pd.isna(got) else repr(float(got))
-        raise ClickstreamError(
+        raise DataError(
             f"transaction revenue (in units: micros / 10^6) must be a number in "
             f"[0, {MAX_AMOUNT:.0e}], got {shown} (session {flat['session_id'].iloc[i]!r}, hit "
             f"{flat['hit_number'].iloc[i]})",

@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import DataError
 from clickstream.io import (
     PathSpec,
     check_json,
@@ -243,7 +243,7 @@ def flatten(path: PathSpec, *, page_field: str = "page_location") -> pd.DataFram
         relation, _ = _relation(file, con)
         columns = _describe(con, relation, file)
         if "session_id" in columns:
-            raise ClickstreamError("already a flat table", file=str(file))
+            raise DataError("already a flat table", file=str(file))
         frames.append(_flatten_nested(con, relation, columns, file, page_field, None))
     flat = pd.concat(frames, ignore_index=True)
     columns = [page_field if c == "page_location" else c for c in FLAT_COLUMNS]
@@ -268,7 +268,7 @@ def _read_file(
         revenue_column = REVENUE_FIELD
     else:
         missing = [c for c in FLAT_COLUMNS if c not in columns]
-        raise ClickstreamError(
+        raise DataError(
             f"neither a GA4 export (needs {list(NESTED_REQUIRED)}) nor a flat GA4 table "
             f"(missing {missing}); columns found: {sorted(columns)}",
             file=str(file),
@@ -295,12 +295,10 @@ def _flatten_nested(
     """Flat rows (as :func:`_read_flat` returns them) of one GA4 export file."""
     for col in NESTED_REQUIRED:
         if col not in columns:
-            raise ClickstreamError(
-                "missing required column of a GA4 export", file=str(file), column=col
-            )
+            raise DataError("missing required column of a GA4 export", file=str(file), column=col)
     for col in ("event_name", "user_pseudo_id"):
         if columns[col].id != "varchar":
-            raise ClickstreamError(
+            raise DataError(
                 f"expected text, found {columns[col]} (mixed types across events?)",
                 file=str(file),
                 column=col,
@@ -341,7 +339,7 @@ def _read_flat(
     needed = [page_field if c == "page_location" else c for c in FLAT_COLUMNS]
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise ClickstreamError(
+        raise DataError(
             f"flat GA4 table lacks {missing} (columns found: {sorted(columns)})",
             file=str(file),
             column=missing[0],
@@ -376,7 +374,7 @@ def _check_rows(flat: pd.DataFrame, file: Path, is_text: bool, revenue_column: s
     bad = flat["event_timestamp"].isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ClickstreamError(
+        raise DataError(
             f"{flat['event_name'].iloc[i]} event without a valid timestamp (integer "
             "microseconds since the epoch)",
             column="event_timestamp",
@@ -390,7 +388,7 @@ def _check_rows(flat: pd.DataFrame, file: Path, is_text: bool, revenue_column: s
     invalid = is_purchase & (unparsed | (revenue < 0))
     if invalid.any():
         i = int(np.flatnonzero(invalid)[0])
-        raise ClickstreamError(
+        raise DataError(
             "purchase revenue must be a number >= 0 (refunds belong in refund_value_in_usd), "
             f"got {flat['revenue'].iloc[i]!r}",
             column=revenue_column,
@@ -431,7 +429,7 @@ def _place_purchases(
     is_pv = events["kind"].to_numpy() == 0
     n = len(events)
     if not is_pv.any():
-        raise ClickstreamError(
+        raise DataError(
             f"no page views: {info['source_events']:,} events read, "
             f"{info['source_page_views']:,} of them page_view, none with a session id "
             f"(user_pseudo_id + ga_session_id) and a page",
@@ -518,7 +516,7 @@ def _describe(
         rel = con.sql(f"SELECT * FROM {relation}")
         return dict(zip(rel.columns, rel.types, strict=True))
     except duckdb.Error as exc:
-        raise ClickstreamError(f"cannot read: {first_line(exc)}", file=str(file)) from None
+        raise DataError(f"cannot read: {first_line(exc)}", file=str(file)) from None
 
 
 def _struct_fields(dtype: duckdb.DuckDBPyType) -> dict[str, duckdb.DuckDBPyType] | None:
@@ -532,7 +530,7 @@ def _param_value_fields(dtype: duckdb.DuckDBPyType, file: Path) -> set[str]:
     value = fields.get("value") if fields and "key" in fields else None
     value_fields = _struct_fields(value) if value is not None else None
     if value_fields is None:
-        raise ClickstreamError(
+        raise DataError(
             f"expected a list of {{key, value}} records, found {dtype}",
             file=str(file),
             column="event_params",

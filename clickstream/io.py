@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.errors import ClickstreamError, ConfigError, DataError, RunFolderError
 from clickstream.faults import SimulatedKill, boundary
 
 PathSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -39,7 +39,7 @@ def resolve_inputs(spec: PathSpec, patterns: Sequence[str] = ("*",)) -> list[Pat
     """
     items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
     if not items:
-        raise ClickstreamError("no input path given")
+        raise ConfigError("no input path given")
     files: list[Path] = []
     for item in items:
         text = os.fspath(item)
@@ -47,9 +47,7 @@ def resolve_inputs(spec: PathSpec, patterns: Sequence[str] = ("*",)) -> list[Pat
         if path.is_dir():
             found = sorted({p for pat in patterns for p in path.glob(pat) if p.is_file()})
             if not found:
-                raise ClickstreamError(
-                    f"folder holds no files matching {list(patterns)}", file=text
-                )
+                raise DataError(f"folder holds no files matching {list(patterns)}", file=text)
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -58,13 +56,13 @@ def resolve_inputs(spec: PathSpec, patterns: Sequence[str] = ("*",)) -> list[Pat
                 Path(p) for p in glob.glob(os.path.expanduser(text)) if Path(p).is_file()
             )
             if not found:
-                raise ClickstreamError("glob matches no files", file=text)
+                raise DataError("glob matches no files", file=text)
             files.extend(found)
         else:
-            raise ClickstreamError("no such file or folder", file=text)
+            raise DataError("no such file or folder", file=text)
     for f in files:
         if f.stat().st_size == 0:
-            raise ClickstreamError("file is empty", file=str(f))
+            raise DataError("file is empty", file=str(f))
     return files
 
 
@@ -110,7 +108,7 @@ def open_binary(path: Path) -> Any:
             with pa.input_stream(str(path), compression="zstd") as fh:
                 return io.BytesIO(fh.read())
         except (OSError, pa.ArrowException) as exc:
-            raise ClickstreamError(f"cannot decompress (zstd): {exc}", file=str(path)) from None
+            raise DataError(f"cannot decompress (zstd): {exc}", file=str(path)) from None
     return open(path, "rb")
 
 
@@ -124,7 +122,7 @@ def read_bytes(path: Path) -> bytes:
         with open_binary(path) as fh:
             return fh.read()
     except (OSError, EOFError, zlib.error) as exc:
-        raise ClickstreamError(
+        raise DataError(
             f"cannot decompress ({compression_of(path)}): {exc}", file=str(path)
         ) from None
 
@@ -151,7 +149,7 @@ def check_json_array(path: Path, record: str = "record") -> set[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ClickstreamError(
+        raise DataError(
             f"not valid utf-8 text (byte {exc.start})",
             file=str(path),
             line=data.count(b"\n", 0, exc.start) + 1,
@@ -159,20 +157,18 @@ def check_json_array(path: Path, record: str = "record") -> set[str]:
     try:
         doc = json.loads(text.removeprefix("\ufeff"))
     except json.JSONDecodeError as exc:
-        raise ClickstreamError(
-            f"malformed JSON: {exc.msg}", file=str(path), line=exc.lineno
-        ) from None
+        raise DataError(f"malformed JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
     if not isinstance(doc, list):
-        raise ClickstreamError(f"expected a JSON array of {record}s", file=str(path))
+        raise DataError(f"expected a JSON array of {record}s", file=str(path))
     keys: set[str] = set()
     for i, item in enumerate(doc):
         if not isinstance(item, dict):
-            raise ClickstreamError(
+            raise DataError(
                 f"element {i} of the JSON array is not an object (one {record})", file=str(path)
             )
         keys.update(item)
     if not doc:
-        raise ClickstreamError(f"the JSON array holds no {record}s", file=str(path))
+        raise DataError(f"the JSON array holds no {record}s", file=str(path))
     return keys
 
 
@@ -213,13 +209,13 @@ def iter_text_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, 
                     yield number, raw.decode(encoding)
                 except UnicodeDecodeError as exc:
                     bad = raw[exc.start : exc.start + 4]
-                    raise ClickstreamError(
+                    raise DataError(
                         f"not valid {encoding} text (byte {exc.start}: {bad!r})",
                         file=str(path),
                         line=number,
                     ) from None
     except (OSError, EOFError, zlib.error) as exc:
-        raise ClickstreamError(f"cannot read: {exc}", file=str(path)) from None
+        raise DataError(f"cannot read: {exc}", file=str(path)) from None
 
 
 def check_utf8(path: Path) -> None:
@@ -245,9 +241,9 @@ def check_json_lines(path: Path, record: str = "record") -> set[str]:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ClickstreamError(f"malformed JSON: {exc}", file=str(path), line=number) from None
+            raise DataError(f"malformed JSON: {exc}", file=str(path), line=number) from None
         if not isinstance(obj, dict):
-            raise ClickstreamError(
+            raise DataError(
                 f"a line must hold one JSON object (one {record})", file=str(path), line=number
             )
         keys.update(obj)
@@ -268,9 +264,9 @@ def duckdb_errors(file: Path, binder_problem: str) -> Iterator[None]:
     try:
         yield
     except duckdb.BinderException as exc:
-        raise ClickstreamError(f"{binder_problem}: {first_line(exc)}", file=str(file)) from None
+        raise DataError(f"{binder_problem}: {first_line(exc)}", file=str(file)) from None
     except duckdb.Error as exc:
-        raise ClickstreamError(f"cannot read: {first_line(exc)}", file=str(file)) from None
+        raise DataError(f"cannot read: {first_line(exc)}", file=str(file)) from None
 
 
 def duckdb_df(con: Any, sql: str, file: Path, binder_problem: str) -> pd.DataFrame:

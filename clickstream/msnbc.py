@@ -48,7 +48,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, DataError
 from clickstream.io import PathSpec, resolve_inputs
 from clickstream.schema import LoadResult, coerce_raw_hits, validate_hits
 
@@ -84,7 +84,7 @@ def load(path: PathSpec, *, start: str = DEFAULT_START) -> LoadResult:
     """
     files = resolve_inputs(path, PATTERNS)
     if len(files) != 1:
-        raise ClickstreamError(
+        raise DataError(
             f"expected one .seq or .zip file, got {len(files)}: {[str(f) for f in files]}"
         )
     data, source = _read_bytes(files[0])
@@ -98,7 +98,7 @@ def load(path: PathSpec, *, start: str = DEFAULT_START) -> LoadResult:
     lengths = per_line[used]
     n_sessions = len(lengths)
     if n_sessions == 0:
-        raise ClickstreamError("no sessions after the header", file=source, line=body_line)
+        raise DataError("no sessions after the header", file=source, line=body_line)
     # Blank lines before the first sequence are layout (the UCI file has one), not sessions.
     first_used = int(np.argmax(used))
     empty = int((~used[first_used:]).sum())
@@ -131,7 +131,7 @@ def _read_bytes(file: Path) -> tuple[bytes, str]:
     """The ``.seq`` bytes of ``file`` (a ``.seq`` or a zip holding one) and a name for messages."""
     if not zipfile.is_zipfile(file):
         if file.suffix.lower() == ".zip":
-            raise ClickstreamError("not a valid zip archive", file=str(file))
+            raise DataError("not a valid zip archive", file=str(file))
         return file.read_bytes(), str(file)
     with zipfile.ZipFile(file) as zf:
         # macOS zips carry AppleDouble twins (__MACOSX/._name.seq) that are not data.
@@ -144,14 +144,14 @@ def _read_bytes(file: Path) -> tuple[bytes, str]:
         ]
         if len(members) != 1:
             what = "no .seq member" if not members else f"several .seq members {members}"
-            raise ClickstreamError(f"zip archive holds {what}", file=str(file))
+            raise DataError(f"zip archive holds {what}", file=str(file))
         source = f"{file} (member {members[0]})"
         try:
             data = zf.read(members[0])
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
-            raise ClickstreamError(f"cannot read the zip member: {exc}", file=source) from None
+            raise DataError(f"cannot read the zip member: {exc}", file=source) from None
     if not data:
-        raise ClickstreamError("file is empty", file=source)
+        raise DataError("file is empty", file=source)
     return data, source
 
 
@@ -159,9 +159,9 @@ def _parse_start(start: str) -> pd.Timestamp:
     try:
         ts = pd.Timestamp(start)
     except (ValueError, TypeError) as exc:
-        raise ClickstreamError(f"start is not a valid timestamp: {start!r} ({exc})") from None
+        raise ConfigError(f"start is not a valid timestamp: {start!r} ({exc})") from None
     if ts is pd.NaT:
-        raise ClickstreamError(f"start is not a valid timestamp: {start!r}")
+        raise ConfigError(f"start is not a valid timestamp: {start!r}")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
@@ -181,7 +181,7 @@ def _parse_header(data: bytes, source: str) -> tuple[list[str], int, int]:
         try:
             text = raw.decode("utf-8").strip()
         except UnicodeDecodeError as exc:
-            raise ClickstreamError(
+            raise DataError(
                 f"header is not valid UTF-8 text (byte {exc.start}: "
                 f"{raw[exc.start : exc.start + 4]!r})",
                 file=source,
@@ -193,7 +193,7 @@ def _parse_header(data: bytes, source: str) -> tuple[list[str], int, int]:
             names = _category_names(text, source, line)
         pos, line = end + 1, line + 1
     if names is None:
-        raise ClickstreamError(
+        raise DataError(
             "missing header: no line naming the page categories "
             "(e.g. 'frontpage news tech ...') before the sequences",
             file=source,
@@ -206,14 +206,14 @@ def _category_names(text: str, source: str, line: int) -> list[str]:
     tokens = text.split()
     numeric = [t for t in tokens if t.isdigit()]
     if len(numeric) == len(tokens):
-        raise ClickstreamError(
+        raise DataError(
             "missing header: expected the line naming the page categories "
             f"(e.g. 'frontpage news tech ...') before the sequences, found {text[:60]!r}",
             file=source,
             line=line,
         )
     if numeric:
-        raise ClickstreamError(
+        raise DataError(
             f"garbled header: category names must not be numbers, found {numeric[0]!r} "
             f"in {text[:60]!r}",
             file=source,
@@ -222,7 +222,7 @@ def _category_names(text: str, source: str, line: int) -> list[str]:
     seen: set[str] = set()
     for t in tokens:
         if t in seen:
-            raise ClickstreamError(
+            raise DataError(
                 f"garbled header: category name {t!r} appears more than once",
                 file=source,
                 line=line,
@@ -248,7 +248,7 @@ def _parse_body(
     if bad.any():
         p = int(np.argmax(bad))
         line = first_line + int(np.count_nonzero(is_nl[:p]))
-        raise ClickstreamError(_bad_token_message(data, offset, p), file=source, line=line)
+        raise DataError(_bad_token_message(data, offset, p), file=source, line=line)
     n_lines = int(is_nl.sum()) + (0 if buf[-1] == _NL else 1)
 
     # Edges of digit runs: padding with False on both sides makes starts and ends pair up.
@@ -270,7 +270,7 @@ def _parse_body(
     if out_of_range.any():
         i = int(np.argmax(out_of_range))
         token = data[offset + starts[i] : offset + starts[i] + length[i]].decode("ascii")
-        raise ClickstreamError(
+        raise DataError(
             f"category id {token} out of range: the header names {n_categories} categories, "
             f"ids run 1..{n_categories}",
             file=source,

@@ -51,7 +51,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError, from_options
+from clickstream.errors import ConfigError, DataError, from_options
 from clickstream.grouping import cooccurrence_groups, traffic_bands
 from clickstream.schema import OTHER_GROUP
 
@@ -84,7 +84,7 @@ class Rule:
         try:
             return re.compile(self.pattern)
         except re.error as exc:
-            raise ClickstreamError(f"invalid regex {self.pattern!r} in page rules: {exc}") from None
+            raise ConfigError(f"invalid regex {self.pattern!r} in page rules: {exc}") from None
 
 
 @dataclass
@@ -134,23 +134,21 @@ class PageConfig:
 
     def __post_init__(self) -> None:
         if self.identity not in IDENTITIES:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"pages.identity must be one of {list(IDENTITIES)}, got {self.identity!r}"
             )
         if self.grouping not in GROUPINGS:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"pages.grouping must be one of {list(GROUPINGS)}, got {self.grouping!r}"
             )
         if self.n_groups is not None and int(self.n_groups) < 2:
-            raise ClickstreamError(f"pages.n_groups must be >= 2, got {self.n_groups}")
+            raise ConfigError(f"pages.n_groups must be >= 2, got {self.n_groups}")
         if int(self.max_groups) < 1:
-            raise ClickstreamError(f"pages.max_groups must be >= 1, got {self.max_groups}")
+            raise ConfigError(f"pages.max_groups must be >= 1, got {self.max_groups}")
         if not 0 <= float(self.min_page_ratio) <= 1:
-            raise ClickstreamError(
-                f"pages.min_page_ratio must be in [0, 1], got {self.min_page_ratio}"
-            )
+            raise ConfigError(f"pages.min_page_ratio must be in [0, 1], got {self.min_page_ratio}")
         if self.fallback_level < 1:
-            raise ClickstreamError(f"pages.fallback_level must be >= 1, got {self.fallback_level}")
+            raise ConfigError(f"pages.fallback_level must be >= 1, got {self.fallback_level}")
         self.rewrite_rules = tuple(_rule(r, "replace") for r in self.rewrite_rules)
         self.group_rules = tuple(_rule(r, "group") for r in self.group_rules)
 
@@ -163,7 +161,7 @@ class PageConfig:
 def _rule(r: Rule | Mapping[str, Any], kind: str) -> Rule:
     rule = r if isinstance(r, Rule) else Rule(**dict(r))
     if getattr(rule, kind) is None:
-        raise ClickstreamError(f"page rule {rule.pattern!r} needs a '{kind}'")
+        raise ConfigError(f"page rule {rule.pattern!r} needs a '{kind}'")
     rule.compiled()
     return rule
 
@@ -393,7 +391,7 @@ def _check_not_collapsed(
     else:
         how = f"folding pages with fewer than {cfg.fold_pages_below} page views"
         fix = "lower data.pages.fold_pages_below (0 folds nothing)"
-    raise ClickstreamError(
+    raise DataError(
         f"page identity would merge {n_raw:,} distinct values into {n_pages:,} page(s) by "
         f"{how}, e.g. {examples}: the data would train as another, smaller site. To fix it, "
         f"{fix}; to accept the merge, set data.pages.min_page_ratio=0",

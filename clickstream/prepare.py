@@ -44,7 +44,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from clickstream.catalog import page_stats, transition_counts
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, ConfigError, DataError
 from clickstream.io import notice
 from clickstream.pages import PageConfig, assign_pages
 from clickstream.runfolder import StageWriter
@@ -86,7 +86,7 @@ def canonical_hits(
             moves next-page scores a lot, so it is recorded with every output.
     """
     if repeats not in REPEATS:
-        raise ClickstreamError(f"repeats must be one of {REPEATS}, got {repeats!r}")
+        raise ConfigError(f"repeats must be one of {REPEATS}, got {repeats!r}")
     hits = raw.hits.copy()
     validate_hits(hits, source=f"{raw.source} loader output")
     # groupings learnt from sessions (item-level sites) count the train split only
@@ -104,7 +104,7 @@ def canonical_hits(
         shown = ", ".join(raw.files[:2]) + (
             f" and {len(raw.files) - 2} more" if len(raw.files) > 2 else ""
         )
-        raise ClickstreamError(exc.message, file=shown, column=exc.column) from None
+        raise type(exc)(exc.message, file=shown, column=exc.column) from None
     hits["page"] = assigned.page
     hits["page_group"] = assigned.page_group
     record: dict[str, Any] = {"pages": assigned.report, "repeats": repeats}
@@ -210,7 +210,7 @@ def prepare(
     pages = pages or PageConfig()
     split = split or SplitConfig()
     if page_value not in PAGE_VALUE_SOURCES:
-        raise ClickstreamError(
+        raise ConfigError(
             f"data.page_value must be one of {list(PAGE_VALUE_SOURCES)}, got {page_value!r}"
         )
     stages = tqdm(total=4, desc="prepare", unit="stage", disable=not show_progress, leave=False)
@@ -226,9 +226,9 @@ def prepare(
     elif stats_split in ("train", "valid", "test"):
         described = hits[hits["split"].to_numpy() == stats_split]
         if len(described) == 0:
-            raise ClickstreamError(f"stats_split={stats_split!r} holds no sessions")
+            raise DataError(f"stats_split={stats_split!r} holds no sessions")
     else:
-        raise ClickstreamError(
+        raise ConfigError(
             f"stats_split must be 'all', 'train', 'valid' or 'test', got {stats_split!r}"
         )
     catalog = page_stats(described, "page")
@@ -303,7 +303,7 @@ def _choose_page_value(
                 notices,
             )
     elif source == "value" and not has_value:
-        raise ClickstreamError(
+        raise ConfigError(
             "data.page_value=value needs a value column: map one with "
             "data.columns=value=<column> (a price or a score per page view), or set "
             "data.page_value=revenue"
@@ -359,7 +359,7 @@ def _support(meta: Mapping[str, Any], data_dir: str | Path | None) -> dict[str, 
     if isinstance(meta.get("rewards"), Mapping):
         return dict(meta["rewards"])
     if data_dir is None:
-        raise ClickstreamError(
+        raise DataError(
             "this dataset's meta.json does not say which rewards it supports: prepare it "
             "again (python scripts/prepare_data.py ...)"
         )
@@ -367,7 +367,7 @@ def _support(meta: Mapping[str, Any], data_dir: str | Path | None) -> dict[str, 
     try:
         return reward_support(pd.read_parquet(path))
     except (OSError, ValueError) as exc:
-        raise ClickstreamError(f"cannot read the page catalog: {exc}", file=str(path)) from None
+        raise DataError(f"cannot read the page catalog: {exc}", file=str(path)) from None
 
 
 def choose_reward(
@@ -400,7 +400,7 @@ def choose_reward(
     if isinstance(requested, bool):  # not a reward name a YAML file could have meant
         requested = str(requested).lower()
     if requested not in (*REWARDS, "auto"):
-        raise ClickstreamError(f"{key} must be one of {[*REWARDS, 'auto']}, got {requested!r}")
+        raise ConfigError(f"{key} must be one of {[*REWARDS, 'auto']}, got {requested!r}")
     support = _support(meta, data_dir)
     supported = list(support["supported"])
     if requested in supported:
@@ -418,7 +418,7 @@ def choose_reward(
             f"reward: {name} records no revenue and no value column, so the reward is {what} "
             f"instead of page_value; set {key}=<{'|'.join(supported)}> to choose"
         )
-    raise ClickstreamError(
+    raise ConfigError(
         f"{key}={requested} needs {REWARD_NEEDS[requested]}, and {name} has none: choose "
         f"{key}={' or '.join(r for r in supported)} (what this data supports)"
     )

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import DataError
 
 EXIT = "EXIT"
 """Special next-page token: the session ends. A prediction target and a transition state."""
@@ -136,7 +136,7 @@ def coerce_raw_hits(df: pd.DataFrame) -> pd.DataFrame:
     """
     missing = [c for c in RAW_COLUMNS if c not in df.columns and c not in NULLABLE]
     if missing:
-        raise ClickstreamError(f"raw hits lack required column(s) {missing}", column=missing[0])
+        raise DataError(f"raw hits lack required column(s) {missing}", column=missing[0])
     out = {}
     n = len(df)
     for col, dtype in RAW_COLUMNS.items():
@@ -175,22 +175,22 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
     columns = CANONICAL_COLUMNS if canonical else RAW_COLUMNS
     for col in columns:
         if col not in df.columns and col not in OPTIONAL:
-            raise ClickstreamError("missing required column", file=source, column=col)
+            raise DataError("missing required column", file=source, column=col)
     if len(df) == 0:
-        raise ClickstreamError("no page views", file=source)
+        raise DataError("no page views", file=source)
     for col in columns:
         if col in NULLABLE:
             continue
         bad = df[col].isna().to_numpy()
         if bad.any():
-            raise ClickstreamError(
+            raise DataError(
                 "missing value in a required column", file=source, row=_first(bad), column=col
             )
     revenue = df["revenue"].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(revenue) | (revenue < 0) | (revenue > MAX_AMOUNT)
     if bad.any():
         i = _first(bad)
-        raise ClickstreamError(
+        raise DataError(
             f"revenue must be a finite number >= 0 and at most {MAX_AMOUNT:.0e}, got "
             f"{float(revenue[i])!r}",
             file=source,
@@ -203,7 +203,7 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
             bad = np.isinf(value) | (np.abs(value) > MAX_AMOUNT)  # NaN: unknown, allowed
         if bad.any():
             i = _first(bad)
-            raise ClickstreamError(
+            raise DataError(
                 f"value must be a finite number of size at most {MAX_AMOUNT:.0e}, got {value[i]!r}",
                 file=source,
                 row=i,
@@ -214,7 +214,7 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
         bad = (top < 0) | (top > MAX_TIME_ON_PAGE_S)  # NaN compares False: unknown is allowed
     if bad.any():
         i = _first(bad)
-        raise ClickstreamError(
+        raise DataError(
             f"time on page must be >= 0 and at most {MAX_TIME_ON_PAGE_S:.0e} seconds, got "
             f"{float(top[i])!r}",
             file=source,
@@ -223,7 +223,7 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
         )
     bad = (revenue > 0) & ~df["is_transaction"].to_numpy(dtype=bool)
     if bad.any():
-        raise ClickstreamError(
+        raise DataError(
             "revenue on a hit that is not a transaction",
             file=source,
             row=_first(bad),
@@ -237,7 +237,7 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
     # codes number sessions in order of first appearance: contiguous iff each start is new
     if not np.array_equal(codes[new_session], np.arange(int(new_session.sum()))):
         first_split = _first_repeat(codes, new_session)
-        raise ClickstreamError(
+        raise DataError(
             "the rows of a session must be contiguous (sorted by session, then step)",
             file=source,
             row=first_split,
@@ -248,7 +248,7 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
     bad = steps != expected
     if bad.any():
         i = _first(bad)
-        raise ClickstreamError(
+        raise DataError(
             f"step must run 0, 1, 2, ... within a session; expected {expected[i]}, got {steps[i]}",
             file=source,
             row=i,
@@ -258,7 +258,7 @@ def validate_hits(df: pd.DataFrame, *, source: str, canonical: bool = False) -> 
     starts_at_row = start[np.flatnonzero(new_session)][np.cumsum(new_session) - 1]
     bad = start != starts_at_row
     if bad.any():
-        raise ClickstreamError(
+        raise DataError(
             "session_start differs within a session",
             file=source,
             row=_first(bad),
@@ -271,7 +271,7 @@ def check_no_reserved_names(names: np.ndarray | pd.Series, column: str = "page")
     present = set(pd.unique(np.asarray(names, dtype=object)))
     for token in (ENTRY, EXIT):
         if token in present:
-            raise ClickstreamError(
+            raise DataError(
                 f"page name {token!r} is reserved for the {token} state; rename it with a "
                 "pages.rewrite_rules entry",
                 column=column,

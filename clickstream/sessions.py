@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, DataError
 from clickstream.schema import coerce_raw_hits
 
 
@@ -100,11 +100,11 @@ def sessionize(
         Session ids ``"<visitor>#<k>"`` (k = 0, 1, ... per visitor in time order), shape ``(N,)``.
     """
     if timeout_s <= 0:
-        raise ClickstreamError(f"session timeout must be > 0 seconds, got {timeout_s}")
+        raise ConfigError(f"session timeout must be > 0 seconds, got {timeout_s}")
     times = pd.to_datetime(df[time_col], utc=True)
     if times.isna().any():
         row = int(np.flatnonzero(times.isna().to_numpy())[0])
-        raise ClickstreamError("missing timestamp: cannot sessionise", row=row, column=time_col)
+        raise DataError("missing timestamp: cannot sessionise", row=row, column=time_col)
     visitor_codes, visitor_names = pd.factorize(df[visitor_col].astype("str"), sort=False)
     ns = _epoch_ns(times)
     order = np.lexsort((np.arange(len(df)), ns, visitor_codes))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, DataError
 from clickstream.schema import SPLITS
 
 
@@ -23,7 +23,7 @@ class SplitConfig:
     def __post_init__(self) -> None:
         fractions = (self.train, self.valid, self.test)
         if any(not np.isfinite(f) or f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"split fractions must be >= 0 and sum to 1, got train={self.train}, "
                 f"valid={self.valid}, test={self.test}"
             )
@@ -33,7 +33,7 @@ class SplitConfig:
         cfg = dict(cfg or {})
         unknown = sorted(set(cfg) - set(SPLITS))
         if unknown:
-            raise ClickstreamError(f"unknown split name(s) {unknown}; known: {list(SPLITS)}")
+            raise ConfigError(f"unknown split name(s) {unknown}; known: {list(SPLITS)}")
         return cls(**{k: float(v) for k, v in cfg.items()})
 
 
@@ -49,7 +49,7 @@ def temporal_split(hits: pd.DataFrame, cfg: SplitConfig) -> tuple[pd.Series, dic
         sessions per split and the first and last session start of each.
     """
     if len(hits) == 0:
-        raise ClickstreamError("cannot split zero page views")
+        raise DataError("cannot split zero page views")
     # integer codes throughout: string lookups on millions of rows cost seconds
     codes, names = pd.factorize(hits["session_id"], sort=False)
     first_row = np.unique(codes, return_index=True)[1]  # per session code

@@ -115,7 +115,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError, RunFolderError, from_options
+from clickstream.errors import (
+    ConfigError,
+    DataError,
+    RunFolderError,
+    from_options,
+)
 from clickstream.io import atomic_file
 from clickstream.schema import EXIT, LoadResult, coerce_raw_hits, session_boundaries
 
@@ -463,7 +468,7 @@ class SyntheticConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ClickstreamError(f"synthetic store: {message}")
+                raise ConfigError(f"synthetic store: {message}")
         self.n_pages, self.n_sessions, self.max_steps = (
             int(self.n_pages),
             int(self.n_sessions),
@@ -497,24 +502,22 @@ class SyntheticConfig:
 def _weight_row(row: Any, known: Sequence[str], where: str) -> dict[str, float]:
     """One row of weights as ``{name: float}``; unknown names and bad weights raise."""
     if not isinstance(row, Mapping):
-        raise ClickstreamError(f"synthetic store: {where} must be a mapping, got {row!r}")
+        raise ConfigError(f"synthetic store: {where} must be a mapping, got {row!r}")
     out: dict[str, float] = {}
     for name, weight in row.items():
         if name not in known:
-            raise ClickstreamError(
-                f"synthetic store: {where}: unknown {name!r}; known: {list(known)}"
-            )
+            raise ConfigError(f"synthetic store: {where}: unknown {name!r}; known: {list(known)}")
         try:
             w = float(weight)
         except (TypeError, ValueError):
             w = float("nan")
         if not (np.isfinite(w) and w >= 0):
-            raise ClickstreamError(
+            raise ConfigError(
                 f"synthetic store: {where}[{name}] must be a finite weight >= 0, got {weight!r}"
             )
         out[str(name)] = w
     if sum(out.values()) <= 0:
-        raise ClickstreamError(f"synthetic store: {where} has no positive weight")
+        raise ConfigError(f"synthetic store: {where} has no positive weight")
     return out
 
 
@@ -526,17 +529,17 @@ def _checked_kind_weights(value: Any) -> dict[str, dict[str, dict[str, float]]] 
     for intent, rows in table.items():
         where = f"kind_weights[{intent}]"
         if not isinstance(rows, Mapping):
-            raise ClickstreamError(f"synthetic store: {where} must be a mapping, got {rows!r}")
+            raise ConfigError(f"synthetic store: {where} must be a mapping, got {rows!r}")
         out[intent] = {}
         for ptype, row in rows.items():
             if ptype not in PAGE_TYPES:
-                raise ClickstreamError(
+                raise ConfigError(
                     f"synthetic store: {where}: unknown page type {ptype!r}; "
                     f"known: {list(PAGE_TYPES)}"
                 )
             out[intent][ptype] = _weight_row(row, KINDS, f"{where}[{ptype}]")
             if out[intent][ptype].get("exit", 0.0) <= 0:
-                raise ClickstreamError(
+                raise ConfigError(
                     f"synthetic store: {where}[{ptype}]: 'exit' must be > 0 "
                     "(visitors must be able to leave every page)"
                 )
@@ -560,10 +563,10 @@ def _weight_table(value: Any, what: str) -> dict[str, Any]:
     if isinstance(value, DictConfig):
         value = OmegaConf.to_container(value, resolve=True)
     if not isinstance(value, Mapping):
-        raise ClickstreamError(f"synthetic store: {what} must be a mapping, got {value!r}")
+        raise ConfigError(f"synthetic store: {what} must be a mapping, got {value!r}")
     unknown = sorted(set(map(str, value)) - set(INTENTS))
     if unknown:
-        raise ClickstreamError(
+        raise ConfigError(
             f"synthetic store: {what}: unknown intent(s) {unknown}; known: {list(INTENTS)}"
         )
     return {str(k): v for k, v in value.items()}
@@ -690,10 +693,10 @@ class SyntheticStore:
             try:
                 return self._index[page]
             except KeyError:
-                raise ClickstreamError(f"page {page!r} is not a page of this store") from None
+                raise DataError(f"page {page!r} is not a page of this store") from None
         i = int(page)
         if not 0 <= i < self.n_pages:
-            raise ClickstreamError(f"page index {i} out of range [0, {self.n_pages})")
+            raise DataError(f"page index {i} out of range [0, {self.n_pages})")
         return i
 
     @cached_property
@@ -771,7 +774,7 @@ class SyntheticStore:
             if len(h) > 1:
                 log_b = log_b + np.log(self.transition_prob(h[:-1], h[1:])).sum(axis=0)
         if not np.isfinite(log_b).any():
-            raise ClickstreamError(
+            raise DataError(
                 f"history {[self.pages[i] for i in h]} is impossible under the true model"
             )
         b = np.exp(log_b - log_b.max())
@@ -795,7 +798,7 @@ class SyntheticStore:
             beta: Response strength; default the store's true ``beta``.
         """
         if len(history) == 0:
-            raise ClickstreamError("history must hold at least one page view")
+            raise DataError("history must hold at least one page view")
         post = self.intent_posterior(history)
         last = self.page_index(history[-1])
         rows = np.stack([self.transition_row(z, last) for z in range(self.n_intents)])
@@ -838,7 +841,7 @@ class SyntheticStore:
             idx = pd.Index(self.pages).get_indexer(sessions[col].astype("str"))
             if (idx < 0).any():
                 row = int(np.flatnonzero(idx < 0)[0])
-                raise ClickstreamError(
+                raise DataError(
                     f"page {sessions[col].iloc[row]!r} is not a page of this store",
                     row=row,
                     column=col,
@@ -853,18 +856,18 @@ class SyntheticStore:
             for s in sessions
         ]
         if any(len(p) == 0 for p in parts):
-            raise ClickstreamError("a session holds no page views")
+            raise DataError("a session holds no page views")
         lengths = np.array([len(p) for p in parts], dtype=np.int64)
         flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         if len(flat) and (flat.min() < 0 or flat.max() >= self.n_pages):
-            raise ClickstreamError(f"page index out of range [0, {self.n_pages})")
+            raise DataError(f"page index out of range [0, {self.n_pages})")
         return flat, np.r_[0, np.cumsum(lengths)]
 
     def _log_loss_sum(self, flat: np.ndarray, offsets: np.ndarray) -> tuple[float, int]:
         """Sum of ``-ln p(next | h)`` over all steps, and the number of steps."""
         lengths = np.diff(offsets)
         if len(lengths) == 0:
-            raise ClickstreamError("no sessions to score")
+            raise DataError("no sessions to score")
         # longest sessions first: the sessions still running at step t are a prefix
         order = np.argsort(-lengths, kind="stable")
         starts, lengths = offsets[:-1][order], lengths[order]
@@ -884,7 +887,7 @@ class SyntheticStore:
             if not np.isfinite(lp).all():
                 j = int(np.flatnonzero(~np.isfinite(lp))[0])
                 to = EXIT if dst[j] == self.exit_index else self.pages[dst[j]]
-                raise ClickstreamError(
+                raise DataError(
                     f"session {int(order[j])} (0-based) takes a step impossible under the true "
                     f"model at step {t}: {self.pages[src[j]]} -> {to} (not sampled from this "
                     "store, or altered, e.g. reloads collapsed)"
@@ -902,7 +905,7 @@ class SyntheticStore:
         the cumulative probabilities of its row (inverse CDF by ``searchsorted``).
         """
         if n_sessions < 1:
-            raise ClickstreamError(f"n_sessions must be >= 1, got {n_sessions}")
+            raise ConfigError(f"n_sessions must be >= 1, got {n_sessions}")
         rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
         p = self.n_pages
         intents = np.searchsorted(
@@ -1144,14 +1147,14 @@ class SyntheticStore:
         npz, js = base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
         for f in (npz, js):
             if not f.is_file():
-                raise ClickstreamError("synthetic store file not found", file=str(f))
+                raise DataError("synthetic store file not found", file=str(f))
         try:
             with open(js, encoding="utf-8") as fh:
                 meta = json.load(fh)
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise RunFolderError(f"not valid JSON ({exc})", file=str(js)) from None
         if not isinstance(meta, dict) or meta.get("kind") != "nextpage.synthetic_store":
-            raise ClickstreamError("not a synthetic store description", file=str(js))
+            raise DataError("not a synthetic store description", file=str(js))
         try:  # arrays only: an object array (a pickle) is refused, never unpickled
             with np.load(npz, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
@@ -1210,7 +1213,7 @@ def apply_recommendation(p: np.ndarray, a: np.ndarray | int, beta: float) -> np.
     p = np.asarray(p, dtype=np.float64)
     a = np.broadcast_to(np.asarray(a, dtype=np.int64), p.shape[:-1])
     if (a >= p.shape[-1] - 1).any():
-        raise ClickstreamError("a recommendation must be a page, not EXIT")
+        raise DataError("a recommendation must be a page, not EXIT")
     hit = np.arange(p.shape[-1]) == a[..., None]
     boosted = p * np.where(hit & (a[..., None] >= 0), np.exp(beta), 1.0)
     return boosted / boosted.sum(axis=-1, keepdims=True)
@@ -1440,7 +1443,7 @@ class _Site:
             self.brand_w.append(w)
         n_products = cfg.n_pages - len(self.pages)
         if n_products < 2 * len(self.subs):
-            raise ClickstreamError(f"synthetic store: n_pages={cfg.n_pages} is too small")
+            raise ConfigError(f"synthetic store: n_pages={cfg.n_pages} is too small")
         self._add_products(n_products, rng)
         self.rng = rng
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, DataError, ModelError
 from envs.sequences import SessionSequences
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ class _Predictor:
     def n_pages(self) -> int:
         """P, the number of pages (``EXIT`` is id P)."""
         if self._n_pages is None:
-            raise ClickstreamError(f"{self.name}: call fit(train_sequences) first")
+            raise ModelError(f"{self.name}: call fit(train_sequences) first")
         return self._n_pages
 
     @property
@@ -170,7 +170,7 @@ class _Predictor:
 
     def _check(self, exit_id: int) -> None:
         if exit_id != self.n_pages:
-            raise ClickstreamError(
+            raise ModelError(
                 f"{self.name} was fitted with P = {self.n_pages} pages but the sequences have "
                 f"P = {exit_id}: use the same vocabulary"
             )
@@ -224,7 +224,7 @@ class _Predictor:
         mask = np.arange(t)[None, :] < lengths[:, None]
         flat = pages[mask]
         if len(flat) and (flat.min() < 0 or flat.max() >= p):
-            raise ClickstreamError(f"page ids must lie in [0, {p})")
+            raise DataError(f"page ids must lie in [0, {p})")
         out = np.full((b, t, p + 1), np.nan)
         if len(flat):
             offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
@@ -284,7 +284,7 @@ class Popularity(_Predictor):
     def fit(self, seqs: SessionSequences) -> Popularity:
         """Count the targets of every step of ``seqs`` (next pages and ``EXIT``)."""
         if seqs.n_steps == 0:
-            raise ClickstreamError("cannot fit on sequences without page views")
+            raise DataError("cannot fit on sequences without page views")
         n_out = seqs.exit_id + 1
         self.counts = np.bincount(seqs.targets(), minlength=n_out).astype(np.float64)
         total = self.counts + self.alpha
@@ -507,14 +507,14 @@ class TrueModel(_Predictor):
             try:
                 idx.append(store.page_index(str(page)))
             except ClickstreamError:
-                raise ClickstreamError(
+                raise DataError(
                     f"vocabulary page {page!r} (id {i}) is not a page of the synthetic store: "
                     "the data were not sampled from this store"
                 ) from None
         self.store_index = np.asarray(idx, dtype=np.int64)
         """Store index of each vocabulary page, shape ``(P,)``."""
         if len(np.unique(self.store_index)) != len(self.store_index):
-            raise ClickstreamError("the vocabulary lists a store page twice")
+            raise DataError("the vocabulary lists a store page twice")
         self._n_pages = len(self.store_index)
         ps = store.n_pages
         # column of each store outcome in the vocabulary's order; -1 = not in the vocabulary
@@ -551,7 +551,7 @@ class TrueModel(_Predictor):
         if not np.isfinite(top).all():
             i = int(np.flatnonzero(~np.isfinite(top))[0])
             s = int(np.searchsorted(offsets, i, side="right") - 1)
-            raise ClickstreamError(
+            raise DataError(
                 f"a session's history is impossible under the true model at view "
                 f"{i - offsets[s]} ({store.pages[sp[i]]}): not sampled from this store, or "
                 "altered (e.g. reloads collapsed)"

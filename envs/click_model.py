@@ -27,14 +27,14 @@ from typing import Any
 
 import torch
 
-from clickstream.errors import ClickstreamError, from_options
+from clickstream.errors import ConfigError, ModelError, from_options
 
 NO_RECOMMENDATION = -1
 
 
 def _check(probs: torch.Tensor, action: torch.Tensor) -> None:
     if probs.dim() != 2 or action.shape != probs.shape[:1]:
-        raise ClickstreamError(
+        raise ModelError(
             f"click model needs probs (B, P + 1) and actions (B,), got {tuple(probs.shape)} "
             f"and {tuple(action.shape)}"
         )
@@ -42,7 +42,7 @@ def _check(probs: torch.Tensor, action: torch.Tensor) -> None:
     bad = (action < NO_RECOMMENDATION) | (action >= n_pages)
     if bool(bad.any()):
         value = int(action[bad][0])
-        raise ClickstreamError(
+        raise ModelError(
             f"recommendation {value} is not a page id in [0, {n_pages}) or -1 (show nothing)"
         )
 
@@ -59,9 +59,7 @@ class MultinomialBoost:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.beta) or abs(self.beta) > 50:
-            raise ClickstreamError(
-                f"click model beta must be finite and |beta| <= 50, got {self.beta}"
-            )
+            raise ConfigError(f"click model beta must be finite and |beta| <= 50, got {self.beta}")
 
     def describe(self) -> str:
         """The model in words, for logs and reports."""
@@ -119,7 +117,7 @@ class RelevanceFollow:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.alpha) and math.isfinite(self.gamma)) or not self.min_prob > 0:
-            raise ClickstreamError(
+            raise ConfigError(
                 "click model alpha and gamma must be finite and min_prob > 0, got "
                 f"{self.alpha}, {self.gamma}, {self.min_prob}"
             )
@@ -172,7 +170,7 @@ def build_click_model(kind: str = "boost", **params: float) -> ClickModel:
     """A click model by name (``boost`` or ``follow``) and parameters (from ``configs/env/``)."""
     models = {"boost": MultinomialBoost, "follow": RelevanceFollow}
     if kind not in models:
-        raise ClickstreamError(f"click model must be one of {sorted(models)}, got {kind!r}")
+        raise ConfigError(f"click model must be one of {sorted(models)}, got {kind!r}")
     return from_options(models[kind], params, f"click model {kind!r}")
 
 

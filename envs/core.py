@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, ModelError
 from envs.click_model import NO_RECOMMENDATION, ClickModel
 from envs.dynamics import Dynamics, sample_categorical
 
@@ -99,18 +99,16 @@ class SiteCore:
         p = dynamics.n_pages
         reward = torch.as_tensor(reward_per_page, dtype=torch.float32, device=self.device)
         if reward.shape != (p + 1,):
-            raise ClickstreamError(
+            raise ModelError(
                 f"reward_per_page must have shape ({p + 1},), got {tuple(reward.shape)}"
             )
         if int(n_visitors) < 1 or int(max_steps) < 1 or int(history_len) < 1:
-            raise ClickstreamError("n_visitors, max_steps and history_len must be >= 1")
+            raise ConfigError("n_visitors, max_steps and history_len must be >= 1")
         self.page_groups = None
         if page_groups is not None:
             groups = np.asarray(page_groups, dtype=np.int64)
             if groups.shape != (p,) or groups.min() < 0:
-                raise ClickstreamError(
-                    f"page_groups must be a group id >= 0 per page, shape ({p},)"
-                )
+                raise ModelError(f"page_groups must be a group id >= 0 per page, shape ({p},)")
             # EXIT belongs to no group
             self.page_groups = torch.as_tensor(np.r_[groups, -2], device=self.device)
             pages = np.arange(int(groups.max()) + 1)
@@ -119,7 +117,7 @@ class SiteCore:
                 np.arange(p) if action_pages is None else np.asarray(action_pages, dtype=np.int64)
             )
             if len(pages) == 0 or pages.min() < 0 or pages.max() >= p:
-                raise ClickstreamError(f"action_pages must be page ids in [0, {p})")
+                raise ModelError(f"action_pages must be page ids in [0, {p})")
         if allow_no_recommendation:
             pages = np.r_[pages, NO_RECOMMENDATION]
         self.reward_per_page = reward.clone()
@@ -132,7 +130,7 @@ class SiteCore:
         if candidates is not None:
             cand = np.asarray(candidates, dtype=np.int64)
             if cand.ndim != 2 or cand.shape[0] != p or cand.min() < -1 or cand.max() >= p:
-                raise ClickstreamError(f"candidates must be page ids (or -1), shape ({p}, k)")
+                raise ModelError(f"candidates must be page ids (or -1), shape ({p}, k)")
             self.candidates = torch.as_tensor(cand, device=self.device)
         self._outcome_ids = torch.arange(p + 1, device=self.device)
         self.generator = torch.Generator(device=self.device)
@@ -166,10 +164,10 @@ class SiteCore:
         one is kept). Lets an evaluation stop simulating visitor slots that have played their
         share of sessions instead of stepping them idle until the last slot is done."""
         if not self._started:
-            raise ClickstreamError("call reset() before keep()")
+            raise ModelError("call reset() before keep()")
         idx = mask.nonzero()[:, 0]
         if len(idx) == 0:
-            raise ClickstreamError("keep() needs at least one visitor")
+            raise ModelError("keep() needs at least one visitor")
         self.page, self.history = self.page[idx], self.history[idx]
         self.steps, self.state = self.steps[idx], self.state[idx]
         self.n_visitors = len(idx)
@@ -268,15 +266,15 @@ class SiteCore:
     def _actions(self, actions: torch.Tensor | np.ndarray | int) -> torch.Tensor:
         a = torch.as_tensor(actions, dtype=torch.long, device=self.device).reshape(-1)
         if a.shape[0] != self.n_visitors:
-            raise ClickstreamError(f"expected {self.n_visitors} actions, got {a.shape[0]}")
+            raise ModelError(f"expected {self.n_visitors} actions, got {a.shape[0]}")
         if bool(((a < 0) | (a >= self.n_actions)).any()):
-            raise ClickstreamError(f"actions must lie in [0, {self.n_actions})")
+            raise ModelError(f"actions must lie in [0, {self.n_actions})")
         return a
 
     def step(self, actions: torch.Tensor | np.ndarray | int) -> StepResult:
         """Advance every visitor by one page view under the recommendations ``actions`` ``(B,)``."""
         if not self._started:
-            raise ClickstreamError("call reset() before step()")
+            raise ModelError("call reset() before step()")
         a = self._actions(actions)
         recommended = self.action_pages[a]
         ids, probs = self._outcome_probs(recommended)

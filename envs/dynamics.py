@@ -30,7 +30,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 import torch
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ModelError
 from envs.sequences import SessionSequences
 from envs.visitor_model import VisitorModel
 
@@ -81,7 +81,7 @@ class Dynamics(Protocol):
         Raises:
             ClickstreamError: The visitors of this dynamics carry no latent type.
         """
-        raise ClickstreamError(f"{type(self).__name__}: visitors carry no latent type")
+        raise ModelError(f"{type(self).__name__}: visitors carry no latent type")
 
     def start(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` arriving visitors: entry pages ``(n,)`` and states ``(n, S)`` after them."""
@@ -177,12 +177,12 @@ class MarkovDynamics(Dynamics):
         transitions = np.asarray(transitions, dtype=np.float64)
         p = len(entry)
         if transitions.shape != (p, p + 1) or len(pages) != p:
-            raise ClickstreamError(
+            raise ModelError(
                 f"Markov dynamics needs entry (P,), transitions (P, P + 1) and P page names; "
                 f"got {entry.shape}, {transitions.shape}, {len(pages)}"
             )
         if not np.allclose(transitions.sum(1), 1.0) or not np.isclose(entry.sum(), 1.0):
-            raise ClickstreamError("Markov dynamics: every row must sum to 1")
+            raise ModelError("Markov dynamics: every row must sum to 1")
         self.n_pages, self.pages = p, tuple(pages)
         self.entry = torch.as_tensor(entry, dtype=torch.float32)
         self.transitions = torch.as_tensor(transitions, dtype=torch.float32)
@@ -239,9 +239,7 @@ class GRUDynamics(Dynamics):
         width = self.n_pages + 1 if full_logits else model.cfg.hidden_size
         self.state_dim = self.hidden_dim + width
         if len(entry) != self.n_pages:
-            raise ClickstreamError(
-                f"entry distribution has {len(entry)} pages, model {self.n_pages}"
-            )
+            raise ModelError(f"entry distribution has {len(entry)} pages, model {self.n_pages}")
         self.entry = torch.as_tensor(entry, dtype=torch.float32, device=model.device)
 
     def to(self, device: torch.device | str) -> GRUDynamics:
@@ -302,7 +300,7 @@ class MixtureDynamics(Dynamics):
         transitions = torch.as_tensor(np.asarray(transitions), dtype=torch.float32)
         z, p = entry.shape if entry.ndim == 2 else (0, 0)
         if prior.shape != (z,) or transitions.shape != (z, p, p + 1) or len(pages) != p:
-            raise ClickstreamError(
+            raise ModelError(
                 "mixture dynamics needs prior (Z,), entry (Z, P), transitions (Z, P, P + 1) and "
                 f"P page names; got {tuple(prior.shape)}, {tuple(entry.shape)}, "
                 f"{tuple(transitions.shape)}, {len(pages)}"
@@ -358,9 +356,7 @@ def store_tables(
     idx = np.array([store.page_index(p) for p in pages], dtype=np.int64)
     z, p = store.n_intents, store.n_pages
     if z * p * (p + 1) > max_cells:
-        raise ClickstreamError(
-            f"true dynamics of {p} pages and {z} intents is too large to hold densely"
-        )
+        raise ModelError(f"true dynamics of {p} pages and {z} intents is too large to hold densely")
     cols = np.r_[idx, p]  # reorder destinations (EXIT last)
     dense = store.transitions[:, idx][:, :, cols]
     entry = store.entry[:, idx]

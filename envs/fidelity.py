@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, DataError
 from envs.click_model import NO_RECOMMENDATION
 from envs.core import SiteCore
 from envs.sequences import SessionSequences, Vocabulary
@@ -123,9 +123,9 @@ def simulate_organic_sessions(
     """
     n = int(n_sessions)
     if n < 1:
-        raise ClickstreamError(f"n_sessions must be >= 1, got {n_sessions}")
+        raise ConfigError(f"n_sessions must be >= 1, got {n_sessions}")
     if int(core.action_pages[-1]) != NO_RECOMMENDATION:
-        raise ClickstreamError(
+        raise ConfigError(
             "simulating organic sessions needs a core with the 'show nothing' action "
             "(allow_no_recommendation=True)"
         )
@@ -194,7 +194,7 @@ def converting_pages(catalog: pd.DataFrame, vocab: Vocabulary) -> np.ndarray:
     """
     missing = {"page", "revenue"} - set(catalog.columns)
     if missing:
-        raise ClickstreamError(f"page catalog lacks column(s) {sorted(missing)}")
+        raise DataError(f"page catalog lacks column(s) {sorted(missing)}")
     revenue = pd.Series(catalog["revenue"].to_numpy(np.float64), index=catalog["page"].astype(str))
     revenue = revenue[~revenue.index.duplicated()]
     return (revenue.reindex(list(vocab.pages)).fillna(0.0).to_numpy() > 0).astype(bool)
@@ -207,7 +207,7 @@ class _Side:
         self, seqs: SessionSequences, group: np.ndarray, converting: np.ndarray, n_groups: int
     ):
         if len(seqs) == 0:
-            raise ClickstreamError("fidelity report: a sample holds no sessions")
+            raise DataError("fidelity report: a sample holds no sessions")
         self.n = len(seqs)
         self.lengths = seqs.lengths
         self.pages = seqs.pages
@@ -372,7 +372,7 @@ def fidelity_report(
     """
     for name, seqs in (("simulated", sim), ("test", test)):
         if seqs.exit_id != vocab.exit_id:
-            raise ClickstreamError(
+            raise DataError(
                 f"{name} sessions use {seqs.exit_id} pages, the vocabulary {vocab.exit_id}"
             )
     converting = converting_pages(catalog, vocab)

@@ -38,7 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from clickstream.errors import ClickstreamError, from_options
+from clickstream.errors import (
+    ConfigError,
+    DataError,
+    ModelError,
+    RunFolderError,
+    from_options,
+)
 from clickstream.io import read_npz
 from envs.baselines import _Predictor, _session_log_sums, _session_starts, mean_log_loss
 from envs.dynamics import MixtureDynamics, entry_distribution, first_order_table
@@ -76,14 +82,14 @@ class LatentClassConfig:
 
     def __post_init__(self) -> None:
         if self.classes != "auto" and not (isinstance(self.classes, int) and self.classes >= 1):
-            raise ClickstreamError(
+            raise ConfigError(
                 f"latent_class.classes must be an integer >= 1 or 'auto', got {self.classes!r}"
             )
         for name in ("max_classes", "restarts", "iters"):
             if int(getattr(self, name)) < 1:
-                raise ClickstreamError(f"latent_class.{name} must be >= 1")
+                raise ConfigError(f"latent_class.{name} must be >= 1")
         if not (self.lr > 0 and self.smoothing > 0 and self.init_scale >= 0):
-            raise ClickstreamError("latent_class.lr and smoothing must be > 0, init_scale >= 0")
+            raise ConfigError("latent_class.lr and smoothing must be > 0, init_scale >= 0")
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> LatentClassConfig:
@@ -120,7 +126,7 @@ class LatentClassModel(_Predictor):
         self.transitions = np.asarray(transitions, dtype=np.float64)
         z, p = self.entry.shape
         if self.prior.shape != (z,) or self.transitions.shape != (z, p, p + 1) or len(pages) != p:
-            raise ClickstreamError(
+            raise ModelError(
                 "latent-class model needs prior (Z,), entry (Z, P), transitions (Z, P, P + 1) and "
                 f"P page names; got {self.prior.shape}, {self.entry.shape}, "
                 f"{self.transitions.shape}, {len(pages)}"
@@ -131,7 +137,7 @@ class LatentClassModel(_Predictor):
             ("transitions", self.transitions),
         ):
             if not (np.all(table >= 0) and np.allclose(table.sum(-1), 1.0)):
-                raise ClickstreamError(f"latent-class model: every {what} row must sum to 1")
+                raise ModelError(f"latent-class model: every {what} row must sum to 1")
         self.pages = tuple(pages)
         self._n_pages = p
         self.info = dict(info or {})
@@ -168,20 +174,20 @@ class LatentClassModel(_Predictor):
         p = train.exit_id
         groups = np.asarray(page_groups, dtype=np.int64)
         if groups.shape != (p,) or len(pages) != p or (len(groups) and groups.min() < 0):
-            raise ClickstreamError(
+            raise ModelError(
                 f"latent-class model needs a group id >= 0 for each of the {p} pages and "
                 f"{p} page names, got {groups.shape} groups and {len(pages)} names"
             )
         if len(train) == 0:
-            raise ClickstreamError("latent-class model: the training split has no sessions")
+            raise DataError("latent-class model: the training split has no sessions")
         if cfg.classes == "auto" and (valid is None or len(valid) == 0):
-            raise ClickstreamError(
+            raise ConfigError(
                 "latent_class.classes='auto' picks the number of types on the validation "
                 "split, which is empty: set latent_class.classes to a number"
             )
         worst = max(cfg.candidates()) * p * (p + 1)
         if worst > MAX_DENSE_CELLS:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"latent-class model of {max(cfg.candidates())} types over {p} pages needs "
                 f"{worst:,} dense cells (at most {MAX_DENSE_CELLS:,}): group pages "
                 "(pages config) or use fewer types"
@@ -229,7 +235,7 @@ class LatentClassModel(_Predictor):
         dead = ~np.isfinite(log_b.max(axis=1))
         if dead.any():
             page = self.pages[pages[int(np.flatnonzero(dead)[0])]]
-            raise ClickstreamError(
+            raise DataError(
                 f"a session is impossible under the latent-class model at page {page!r}"
             )
         return log_b
@@ -248,7 +254,7 @@ class LatentClassModel(_Predictor):
         """``p(type | the whole session)`` of one session's page ids, ``(Z,)``."""
         pages = np.asarray(pages, dtype=np.int64)
         if len(pages) == 0:
-            raise ClickstreamError("a session needs at least one page")
+            raise DataError("a session needs at least one page")
         return self._normalise(self._log_belief(pages, np.array([0, len(pages)]))[-1])
 
     # ---- simulator and files ---------------------------------------------------------------
@@ -277,7 +283,7 @@ class LatentClassModel(_Predictor):
         """Read a model written by :meth:`save`."""
         path = Path(path)
         if not path.is_file():
-            raise ClickstreamError(
+            raise RunFolderError(
                 "no latent-class visitor model here: train the simulator with "
                 "simulator.latent_class set (configs/simulator/)",
                 file=str(path),

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 
 from clickstream.catalog import page_stats
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, DataError, ModelError
 from clickstream.schema import check_no_reserved_names
 
 if TYPE_CHECKING:
@@ -73,12 +73,12 @@ class RewardTable:
         t = self.per_page
         if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() < 2:
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ClickstreamError(f"reward {self.name!r}: per_page must be (P + 1,), got {shape}")
+            raise ModelError(f"reward {self.name!r}: per_page must be (P + 1,), got {shape}")
         t = t.to(torch.float32)
         if not bool(torch.isfinite(t).all()):
-            raise ClickstreamError(f"reward {self.name!r}: per_page holds NaN or infinite values")
+            raise ModelError(f"reward {self.name!r}: per_page holds NaN or infinite values")
         if float(t[-1]) != 0.0:
-            raise ClickstreamError(
+            raise ModelError(
                 f"reward {self.name!r}: landing on EXIT (the last entry) must pay 0, "
                 f"got {float(t[-1])}"
             )
@@ -114,7 +114,7 @@ class RewardTable:
 
 def _check_kind(kind: str) -> None:
     if kind not in REWARD_KINDS:
-        raise ClickstreamError(f"reward must be one of {list(REWARD_KINDS)}, got {kind!r}")
+        raise ConfigError(f"reward must be one of {list(REWARD_KINDS)}, got {kind!r}")
 
 
 def _table(kind: str, values: np.ndarray) -> RewardTable:
@@ -127,17 +127,17 @@ def _align(names: Sequence[str], vocab_pages: Sequence[str], what: str) -> np.nd
     """Row of each vocabulary page in ``names``, shape ``(P,)``; a missing page raises."""
     vocab = np.asarray([str(p) for p in vocab_pages], dtype=object)
     if len(vocab) == 0:
-        raise ClickstreamError("the vocabulary holds no pages")
+        raise DataError("the vocabulary holds no pages")
     check_no_reserved_names(vocab)
     index = pd.Index([str(n) for n in names])
     if not index.is_unique:
         dup = index[index.duplicated()][0]
-        raise ClickstreamError(f"page {dup!r} appears more than once in the {what}")
+        raise DataError(f"page {dup!r} appears more than once in the {what}")
     rows = index.get_indexer(vocab)
     missing = np.flatnonzero(rows < 0)
     if len(missing):
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ClickstreamError(
+        raise DataError(
             f"vocabulary page {vocab[missing[0]]!r} is not in the {what}{more}", column="page"
         )
     return rows
@@ -177,7 +177,7 @@ def reward_from_catalog(kind: str, pages: pd.DataFrame, vocab_pages: Sequence[st
     }[kind]
     absent = [c for c in ["page", *needed] if c not in pages.columns]
     if absent:
-        raise ClickstreamError(f"the page catalog lacks column(s) {absent} needed by {kind!r}")
+        raise DataError(f"the page catalog lacks column(s) {absent} needed by {kind!r}")
     vocab = [str(p) for p in vocab_pages]  # a Series would index by label below
     rows = _align(pages["page"].tolist(), vocab, "page catalog")
 
@@ -198,7 +198,7 @@ def reward_from_catalog(kind: str, pages: pd.DataFrame, vocab_pages: Sequence[st
             values = np.divide(revenue, views, out=np.zeros_like(revenue), where=views > 0)
         bad = np.flatnonzero(~np.isfinite(values))
         if len(bad):
-            raise ClickstreamError(
+            raise DataError(
                 f"page {vocab[bad[0]]!r} has no finite {needed[0]} in the catalog",
                 column=needed[0],
             )
@@ -235,7 +235,7 @@ def check_learnable(
         for r in (alternatives if alternatives is not None else ("engagement", "pageviews"))
         if r != table.name
     ] or ["pageviews"]
-    raise ClickstreamError(
+    raise ConfigError(
         f"reward {table.name!r} is 0 on every page of {source} ({missing}); choose "
         f"{key}={' or '.join(others)}"
     )
@@ -329,7 +329,7 @@ def true_page_value(
         Page value per page in ``store.pages`` order, shape ``(P,)``, float64, finite, >= 0.
     """
     if method not in PAGE_VALUE_METHODS:
-        raise ClickstreamError(
+        raise ConfigError(
             f"page value method must be one of {list(PAGE_VALUE_METHODS)}, got {method!r}"
         )
     if method == "auto":
@@ -360,7 +360,7 @@ def _exact_page_value(store: SyntheticStore) -> np.ndarray:
 
 def _sampled_page_value(store: SyntheticStore, n_sessions: int, seed: int) -> np.ndarray:
     if n_sessions < 1:
-        raise ClickstreamError(f"n_sessions must be >= 1, got {n_sessions}")
+        raise ConfigError(f"n_sessions must be >= 1, got {n_sessions}")
     sim = store.simulate(n_sessions, seed)
     names = np.asarray(store.pages, dtype=object)
     r = np.asarray(store.expected_revenue, dtype=np.float64)

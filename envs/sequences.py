@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import DataError
 from clickstream.runfolder import Manifest, read_json, read_parquet, verify_folder
 from clickstream.schema import EXIT
 
@@ -75,7 +75,7 @@ class Vocabulary:
             if pid is None:
                 if unknown == "skip":
                     continue
-                raise ClickstreamError(
+                raise DataError(
                     f"unknown page {page!r} at position {i} of the history; "
                     f"the vocabulary has {self.n_pages} pages"
                 )
@@ -95,7 +95,7 @@ class Vocabulary:
         """Build from a page catalog (``pages.parquet``: ``page_id``, ``page``, ``page_group``)."""
         pages = pages.sort_values("page_id")
         if not np.array_equal(pages["page_id"].to_numpy(), np.arange(len(pages))):
-            raise ClickstreamError("page_id must run 0..P-1 in the page catalog")
+            raise DataError("page_id must run 0..P-1 in the page catalog")
         group_codes, groups = pd.factorize(pages["page_group"], sort=True)
         return cls(
             pages=tuple(pages["page"].astype(str)),
@@ -186,7 +186,7 @@ class SessionSequences:
     ) -> SessionSequences:
         """Build from lists of page ids (tests, toy data); no time information."""
         if any(len(s) == 0 for s in sessions):
-            raise ClickstreamError("a session holds no page views")
+            raise DataError("a session holds no page views")
         lengths = np.array([len(s) for s in sessions], dtype=np.int64)
         pages = (
             np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions])
@@ -194,7 +194,7 @@ class SessionSequences:
             else np.zeros(0, dtype=np.int64)
         )
         if len(pages) and (pages.min() < 0 or pages.max() >= exit_id):
-            raise ClickstreamError(f"page ids must lie in [0, {exit_id})")
+            raise DataError(f"page ids must lie in [0, {exit_id})")
         ids = np.asarray(
             session_ids if session_ids is not None else [f"s{i}" for i in range(len(sessions))],
             dtype=object,
@@ -222,17 +222,17 @@ def sequences_from_hits(hits: pd.DataFrame, vocab: Vocabulary) -> SessionSequenc
         ClickstreamError: A page is not in the vocabulary (naming it and its row).
     """
     if len(hits) == 0:
-        raise ClickstreamError("no page views to turn into sequences")
+        raise DataError("no page views to turn into sequences")
     idx = pd.Index(vocab.pages).get_indexer(hits["page"].astype("str"))
     if (idx < 0).any():
         row = int(np.flatnonzero(idx < 0)[0])
-        raise ClickstreamError(
+        raise DataError(
             f"page {hits['page'].iloc[row]!r} is not in the vocabulary", row=row, column="page"
         )
     step = hits["step"].to_numpy(np.int64)
     starts = np.flatnonzero(step == 0)
     if len(starts) == 0 or starts[0] != 0:
-        raise ClickstreamError("hits must start with a session's first page view (step 0)")
+        raise DataError("hits must start with a session's first page view (step 0)")
     top = hits["time_on_page_s"].to_numpy(np.float64)
     previous = np.r_[np.nan, top[:-1]]
     previous[starts] = np.nan  # the previous page view belongs to another session
@@ -282,7 +282,7 @@ def load_prepared(
     data_dir = Path(data_dir)
     for name in ("meta.json", "hits.parquet", "pages.parquet"):
         if not (data_dir / name).is_file():
-            raise ClickstreamError(
+            raise DataError(
                 f"not a prepared dataset: {name} is missing (make one with "
                 f"`python scripts/prepare_data.py out_dir={data_dir}`)",
                 file=str(data_dir),
@@ -297,6 +297,6 @@ def load_prepared(
     for name in splits:
         part = hits[split_col == name]
         if len(part) == 0:
-            raise ClickstreamError(f"split {name!r} holds no sessions", file=str(data_dir))
+            raise DataError(f"split {name!r} holds no sessions", file=str(data_dir))
         out[name] = sequences_from_hits(part.reset_index(drop=True), vocab)
     return PreparedData(data_dir=data_dir, vocab=vocab, splits=out, meta=meta, manifest=manifest)

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from gymnasium import spaces
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, ModelError
 from clickstream.prepare import reward_support
 from clickstream.runfolder import read_parquet
 from clickstream.synthetic import SyntheticStore, build_store
@@ -86,9 +86,9 @@ def build_core(
     """
     kind = visitors.ground_truth() if dynamics is None else visitors.get(dynamics, key="dynamics")
     if action_level not in ("page", "group"):
-        raise ClickstreamError(f"action_level must be 'page' or 'group', got {action_level!r}")
+        raise ConfigError(f"action_level must be 'page' or 'group', got {action_level!r}")
     if top_k is not None and data_dir is None:
-        raise ClickstreamError("top_k needs a prepared data_dir (successors are counted there)")
+        raise ConfigError("top_k needs a prepared data_dir (successors are counted there)")
     params = dict(click_params or {})
     if any(isinstance(v, Mapping) for v in params.values()):  # per-model groups (configs/env)
         params = dict(params.get(click_model) or {})
@@ -158,7 +158,7 @@ class SiteEnv(gym.Env):
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
-            raise ClickstreamError(f"action {action!r} is not in {self.action_space}")
+            raise ModelError(f"action {action!r} is not in {self.action_space}")
         r = self.core.step(torch.tensor([int(action)]))
         terminated, truncated = bool(r.terminated[0]), bool(r.truncated[0])
         landed = int(r.landed[0])

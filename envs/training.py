@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from clickstream.errors import ClickstreamError, RunFolderError, from_options
+from clickstream.errors import ConfigError, RunFolderError, from_options
 from clickstream.io import atomic_file
 from envs.sequences import SessionSequences
 from envs.visitor_model import (
@@ -121,11 +121,11 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         if int(self.sampled_softmax) < 0:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"trainer.sampled_softmax must be >= 0 (0: full softmax), got {self.sampled_softmax}"
             )
         if self.sample_alpha < 0:
-            raise ClickstreamError(f"trainer.sample_alpha must be >= 0, got {self.sample_alpha}")
+            raise ConfigError(f"trainer.sample_alpha must be >= 0, got {self.sample_alpha}")
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> TrainerConfig:
@@ -139,7 +139,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ClickstreamError(f"device {name!r} asked for, but CUDA is not available")
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
     return device
 
 
@@ -239,7 +239,7 @@ def train(
         events per second (page views predicted per second of training, evaluation excluded).
     """
     if cfg.batching not in ("random", "bucketed"):
-        raise ClickstreamError(f"trainer.batching must be random or bucketed, got {cfg.batching!r}")
+        raise ConfigError(f"trainer.batching must be random or bucketed, got {cfg.batching!r}")
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     device = model.device

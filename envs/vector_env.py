@@ -24,7 +24,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ModelError
 from envs.site_env import build_core
 
 
@@ -102,7 +102,7 @@ class SiteSB3VecEnv(VecEnv):
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         if self._actions is None:
-            raise ClickstreamError("step_async must come before step_wait")
+            raise ModelError("step_async must come before step_wait")
         r = self.core.step(self._actions)
         self._actions = None
         terminated = r.terminated.cpu().numpy()

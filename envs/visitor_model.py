@@ -28,7 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from clickstream.errors import ClickstreamError, RunFolderError, from_options
+from clickstream.errors import (
+    ConfigError,
+    DataError,
+    ModelError,
+    RunFolderError,
+    from_options,
+)
 from clickstream.io import atomic_file, json_default
 from envs.sequences import N_TIME_BUCKETS, SessionSequences, Vocabulary
 
@@ -100,15 +106,15 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name in ("embedding_dim", "hidden_size", "num_layers", "group_dim", "time_dim"):
             if int(getattr(self, name)) < 1:
-                raise ClickstreamError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.markov_prior not in (True, False, "auto"):
-            raise ClickstreamError(
+            raise ConfigError(
                 f"model.markov_prior must be true, false or auto, got {self.markov_prior!r}"
             )
         if self.prior_smoothing <= 0:
-            raise ClickstreamError(f"model.prior_smoothing must be > 0, got {self.prior_smoothing}")
+            raise ConfigError(f"model.prior_smoothing must be > 0, got {self.prior_smoothing}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ClickstreamError(f"model.dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> ModelConfig:
@@ -195,7 +201,7 @@ class GRUNet(nn.Module):
         """Install the sparse prior (shapes in the class docstring; ``None``: no fold tables)."""
         n = self.n_pages + 1
         if base.shape != (n,) or row.shape != (n,) or indptr.shape != (n + 1,):
-            raise ClickstreamError(
+            raise ModelError(
                 f"prior tables of the wrong shape for {self.n_pages} pages: base "
                 f"{base.shape}, row {row.shape}, indptr {indptr.shape}"
             )
@@ -771,9 +777,9 @@ class VisitorModel:
             ClickstreamError: Empty history, an unknown page (named), or ``k < 1``.
         """
         if len(history) == 0:
-            raise ClickstreamError("history must hold at least one page view")
+            raise DataError("history must hold at least one page view")
         if k < 1:
-            raise ClickstreamError(f"k must be >= 1, got {k}")
+            raise ConfigError(f"k must be >= 1, got {k}")
         ids = self.vocab.ids(history)
         logp = self.log_prob_next(ids[None, :])[0, -1]
         probs = logp.exp().cpu().numpy()

@@ -24,7 +24,7 @@ from agents.base import Policy, load_published_policy, policy_folders
 from agents.evaluate import evaluate
 from agents.report import write_report
 from agents.site import Site
-from clickstream.errors import ClickstreamError
+from clickstream.errors import RunFolderError
 from clickstream.prepare import git_commit
 from clickstream.runfolder import StageWriter, config_hash, manifest_digest
 from envs.click_model import describe_click_model
@@ -41,7 +41,7 @@ def saved_policies(
 ) -> dict[str, dict[int, Policy]]:
     """Policies under ``agents_dir`` by name and training seed, each from a verified folder."""
     if not agents_dir.is_dir():
-        raise ClickstreamError(
+        raise RunFolderError(
             "no trained policies (train some with `python scripts/pipeline.py` or "
             "`python scripts/train.py`)",
             file=str(agents_dir),
@@ -52,9 +52,9 @@ def saved_policies(
     }
     missing = sorted(set(names or []) - set(out))
     if missing:
-        raise ClickstreamError(f"no saved policy named {missing}", file=str(agents_dir))
+        raise RunFolderError(f"no saved policy named {missing}", file=str(agents_dir))
     if not out:
-        raise ClickstreamError("no saved policies", file=str(agents_dir))
+        raise RunFolderError("no saved policies", file=str(agents_dir))
     return out
 
 

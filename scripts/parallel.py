@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError
 
 
 def resolve_jobs(jobs: int | str | None) -> int:
@@ -35,7 +35,7 @@ def resolve_jobs(jobs: int | str | None) -> int:
     except (TypeError, ValueError):
         n = 0
     if n < 1:
-        raise ClickstreamError(f"jobs must be a number >= 1 or auto, got {jobs!r}")
+        raise ConfigError(f"jobs must be a number >= 1 or auto, got {jobs!r}")
     return n
 
 

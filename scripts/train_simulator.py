@@ -30,7 +30,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError
 from clickstream.prepare import git_commit
 from clickstream.runfolder import StageWriter, config_hash, recover, verified_file
 from clickstream.synthetic import SyntheticStore
@@ -57,7 +57,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     sim = resolved["simulator"]
     report = sim.get("report", "with_exit")
     if report not in VARIANTS:
-        raise ClickstreamError(f"simulator.report must be one of {VARIANTS}, got {report!r}")
+        raise ConfigError(f"simulator.report must be one of {VARIANTS}, got {report!r}")
     out_dir = Path(resolved["out_dir"])
     data = load_prepared(resolved["data_dir"])
     assert data.manifest is not None

@@ -20,7 +20,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, DataError
 from webapp.artefacts import RunArtefacts, load_run
 from webapp.recommend import Recommender
 
@@ -74,9 +74,7 @@ class AppState:
         if run is None:
             return self.recommenders[self.default_run]
         if not isinstance(run, str) or run not in self.recommenders:
-            raise ClickstreamError(
-                f"unknown run {run!r}; this server has: {sorted(self.recommenders)}"
-            )
+            raise DataError(f"unknown run {run!r}; this server has: {sorted(self.recommenders)}")
         return self.recommenders[run]
 
 
@@ -121,13 +119,13 @@ def create_app(
     """
     items = [runs] if isinstance(runs, str | Path | RunArtefacts) else list(runs)
     if not items:
-        raise ClickstreamError("no run folder given (run_dir=<a pipeline output folder>)")
+        raise ConfigError("no run folder given (run_dir=<a pipeline output folder>)")
     if k_max < 1 or max_history < 1 or max_path_steps < 1 or max_body_bytes < 64:
-        raise ClickstreamError(
+        raise ConfigError(
             "k_max, max_history and max_path_steps must be >= 1 and max_body_bytes >= 64"
         )
     if not 2 <= max_json_depth <= 100:
-        raise ClickstreamError(f"max_json_depth must be in [2, 100], got {max_json_depth}")
+        raise ConfigError(f"max_json_depth must be in [2, 100], got {max_json_depth}")
     loaded = [
         r
         if isinstance(r, RunArtefacts)
@@ -137,7 +135,7 @@ def create_app(
     recommenders: dict[str, Recommender] = {}
     for run in loaded:
         if run.name in recommenders:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"two runs are named {run.name!r} (folder names must differ)", file=str(run.run_dir)
             )
         recommenders[run.name] = Recommender(run, cache=cache)

@@ -286,18 +286,18 @@ def load_run(
     run_dir = Path(run_dir).expanduser().resolve()
     hint = pipeline_hint(run_dir)
     if not run_dir.is_dir():
-        raise ClickstreamError(f"run folder not found; {hint}", file=str(run_dir))
+        raise RunFolderError(f"run folder not found; {hint}", file=str(run_dir))
     data_dir = run_dir / "data"
     for required in ("meta.json", "pages.parquet", "hits.parquet"):
         if not (data_dir / required).is_file():
-            raise ClickstreamError(
+            raise RunFolderError(
                 f"nothing trained yet: data/{required} is missing; {hint}", file=str(run_dir)
             )
     saved = _saved_policies(run_dir / "agents", hint)
     if policies:
         missing = sorted(set(policies) - set(saved))
         if missing:
-            raise ClickstreamError(
+            raise RunFolderError(
                 f"no saved policy named {missing}; saved: {sorted(saved)}",
                 file=str(run_dir / "agents"),
             )
@@ -308,7 +308,7 @@ def load_run(
     kind = _visitor_kind(visitor_model, env)
     for file in kind.files:
         if not (data_dir / "simulator" / file).is_file():
-            raise ClickstreamError(
+            raise RunFolderError(
                 f"nothing trained yet: the visitor model data/simulator/{file} is missing; {hint}",
                 file=str(run_dir),
             )
@@ -317,7 +317,7 @@ def load_run(
     vocab = site.data.vocab
     catalog = site.catalog.sort_values("page_id").reset_index(drop=True)
     if tuple(catalog["page"].astype(str)) != vocab.pages:
-        raise ClickstreamError(
+        raise RunFolderError(
             "pages.parquet does not match the dataset's vocabulary",
             file=str(data_dir / "pages.parquet"),
         )
@@ -360,7 +360,7 @@ def load_run(
             trained_env,
         )
     if not served:
-        raise ClickstreamError(
+        raise RunFolderError(
             f"no policy can be served ({'; '.join(f'{k}: {v}' for k, v in skipped.items())}); "
             f"{hint}",
             file=str(run_dir / "agents"),
@@ -404,7 +404,7 @@ def _saved_policies(agents_dir: Path, hint: str) -> dict[str, dict[int, Path]]:
     """Policy folders under ``agents/`` by name and training seed."""
     out = policy_folders(agents_dir)
     if not out:
-        raise ClickstreamError(
+        raise RunFolderError(
             f"nothing trained yet: no saved policy in agents/; {hint}", file=str(agents_dir.parent)
         )
     return out

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from agents.base import Policy
-from clickstream.errors import ClickstreamError
+from clickstream.errors import DataError
 from clickstream.pages import PageConfig, group_of, normalise_path
 from clickstream.schema import OTHER_GROUP
 from envs.sequences import Vocabulary
@@ -117,20 +117,20 @@ class PageResolver:
             ClickstreamError: The entry is malformed, or unknown with ``unknown="error"``.
         """
         if not isinstance(entry, str):
-            raise ClickstreamError(
+            raise DataError(
                 f"history[{position}] must be a page path (a string), got {_json_type(entry)}"
             )
         if not entry.strip():
-            raise ClickstreamError(f"history[{position}] is an empty page path")
+            raise DataError(f"history[{position}] is an empty page path")
         if len(entry) > MAX_PAGE_CHARS:
-            raise ClickstreamError(
+            raise DataError(
                 f"history[{position}] is {len(entry)} characters long; at most {MAX_PAGE_CHARS}"
             )
         if _CONTROL.search(entry):
-            raise ClickstreamError(f"history[{position}] holds control characters: {entry!r}")
+            raise DataError(f"history[{position}] holds control characters: {entry!r}")
         resolved = self._cached(entry, unknown)
         if resolved.page_id is None and unknown == "error":
-            raise ClickstreamError(
+            raise DataError(
                 f"history[{position}]: unknown page {entry!r} (unknown='error'; GET /api/pages "
                 "lists the pages)"
             )
@@ -348,7 +348,7 @@ class Recommender:
         ids = tuple(r.page_id for r in resolved if r.page_id is not None)
         if not ids:
             unknown_pages = [r.input for r in resolved][:5]
-            raise ClickstreamError(
+            raise DataError(
                 f"no page of the history is known to run {self.run.name!r} (unknown: "
                 f"{unknown_pages}); GET /api/pages lists the pages"
             )

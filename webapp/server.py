@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,11 @@ class Limits:
         ):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
-                raise ClickstreamError(
+                raise ConfigError(
                     f"{name} must be an integer >= 1, got {value!r} (configs/serve.yaml)"
                 )
         if self.connection_limit < 8:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"connection_limit must be >= 8 (got {self.connection_limit}): a browser "
                 "alone opens 6 connections"
             )
@@ -202,7 +202,7 @@ def make_server(app: Any, sock: socket.socket, threads: int, limits: Limits) -> 
     from waitress.task import ThreadedTaskDispatcher
 
     if threads < 1:
-        raise ClickstreamError(f"threads must be >= 1, got {threads}")
+        raise ConfigError(f"threads must be >= 1, got {threads}")
     _allow_files(limits.connection_limit + SPARE_FDS)
     adj = Adjustments(
         sockets=[sock],
@@ -245,7 +245,7 @@ def _allow_files(needed: int) -> None:
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
-        raise ClickstreamError(
+        raise ConfigError(
             f"connection_limit needs {needed} open files per process, but this process may "
             f"open at most {hard} (ulimit -Hn); lower connection_limit or raise the limit"
         )
@@ -260,11 +260,11 @@ def listen(host: str, port: int, count: int) -> list[socket.socket]:
             several sockets are asked for where ``SO_REUSEPORT`` does not exist.
     """
     if count > 1 and not hasattr(socket, "SO_REUSEPORT"):
-        raise ClickstreamError("workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS); use workers=1")
+        raise ConfigError("workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS); use workers=1")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise ClickstreamError(f"cannot listen on {host}:{port} ({exc})") from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc})") from None
     family, kind, proto, _, address = infos[0]
     out: list[socket.socket] = []
     try:
@@ -280,7 +280,7 @@ def listen(host: str, port: int, count: int) -> list[socket.socket]:
     except OSError as exc:
         for sock in out:
             sock.close()
-        raise ClickstreamError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     return out
 
 
@@ -337,10 +337,10 @@ def serve(
     """
     limits = limits or Limits()
     if threads < 1 or workers < 1:
-        raise ClickstreamError("threads and workers must be >= 1")
+        raise ConfigError("threads and workers must be >= 1")
     main_thread = threading.current_thread() is threading.main_thread()
     if workers > 1 and not (hasattr(os, "fork") and main_thread):
-        raise ClickstreamError("workers > 1 needs fork (POSIX) from the main thread; use workers=1")
+        raise ConfigError("workers > 1 needs fork (POSIX) from the main thread; use workers=1")
     # at saturation waitress warns once per queued request: the load test's normal state,
     # and thousands of log lines a second cost the CPU the requests need
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -436,7 +436,7 @@ class BackgroundServer:
     def url(self) -> str:
         """``http://host:port/`` of the running server."""
         if self._server is None:
-            raise ClickstreamError("the server is not running")
+            raise ConfigError("the server is not running")
         return f"http://{self.host}:{self._server.effective_port}/"
 
     def __enter__(self) -> BackgroundServer:

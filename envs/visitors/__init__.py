@@ -22,7 +22,7 @@ import pkgutil
 from collections.abc import Callable
 from typing import Any
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, ModelError
 from envs.visitors.base import (
     KINDS,
     NextPage,
@@ -83,14 +83,14 @@ def get(name: Any, key: str = "env.dynamics") -> VisitorKind:
     if isinstance(name, bool):  # YAML and Hydra read an unquoted `true` as the boolean
         name = str(name).lower()
     if not isinstance(name, str) or name not in KINDS:
-        raise ClickstreamError(f"{key} must be one of {sorted(KINDS)}, got {name!r}")
+        raise ConfigError(f"{key} must be one of {sorted(KINDS)}, got {name!r}")
     return KINDS[name]()
 
 
 def _only(marked: Callable[[VisitorKind], bool], what: str) -> VisitorKind:
     found = [kind for kind in kinds().values() if marked(kind)]
     if len(found) != 1:
-        raise ClickstreamError(
+        raise ModelError(
             f"exactly one visitor kind must be marked {what}, found {[k.name for k in found]}"
         )
     return found[0]

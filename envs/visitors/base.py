@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.errors import ConfigError, DataError, ModelError, RunFolderError
 from clickstream.runfolder import MANIFEST, read_manifest, verified_file
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def mixture_next_page(
     if not np.isfinite(top):
         at = int(np.argmin(np.isfinite(path).any(axis=0)))  # the first step no type can take
         where = f"enters at page id {ids[0]}" if at == 0 else f"goes from page id {ids[at - 1]}"
-        raise ClickstreamError(
+        raise DataError(
             f"the history is impossible under the {what}: no visitor type {where}"
             + (f" to page id {ids[at]} (step {at})" if at else "")
         )
@@ -245,7 +245,7 @@ class VisitorKind(ABC):
 
     def train(self, options: Mapping[str, Any], ctx: TrainContext) -> Trained:
         """Train on ``ctx.splits`` with ``simulator.<config_key>`` = ``options``."""
-        raise ClickstreamError(f"visitor model {self.name!r} is not trained")
+        raise ModelError(f"visitor model {self.name!r} is not trained")
 
     @abstractmethod
     def load(
@@ -269,7 +269,7 @@ class VisitorKind(ABC):
 
     def from_store(self, store: SyntheticStore) -> Visitors:
         """The model for a synthetic store held in memory (no prepared dataset)."""
-        raise ClickstreamError(f"dynamics={self.name!r} needs a prepared data_dir")
+        raise ConfigError(f"dynamics={self.name!r} needs a prepared data_dir")
 
     # ---- helpers for subclasses --------------------------------------------------------
 
@@ -314,7 +314,7 @@ class VisitorKind(ABC):
     def check_pages(pages: Sequence[str], data: PreparedData, path: Path, what: str) -> None:
         """Refuse a model of another page vocabulary than ``data``'s."""
         if tuple(pages) != data.vocab.pages:
-            raise ClickstreamError(
+            raise RunFolderError(
                 f"the {what} was trained on another page vocabulary", file=str(path)
             )
 
@@ -326,13 +326,13 @@ def register(cls: type[VisitorKind]) -> type[VisitorKind]:
         ClickstreamError: No name, or the name is taken by another class.
     """
     if not cls.name:
-        raise ClickstreamError(f"visitor kind {cls.__qualname__} needs a `name`")
+        raise ModelError(f"visitor kind {cls.__qualname__} needs a `name`")
     other = KINDS.get(cls.name)
     if other is not None and (other.__module__, other.__qualname__) != (
         cls.__module__,
         cls.__qualname__,
     ):
-        raise ClickstreamError(
+        raise ModelError(
             f"visitor kind name {cls.name!r} is taken by {other.__module__}.{other.__qualname__}"
         )
     KINDS[cls.name] = cls

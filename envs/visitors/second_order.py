@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError, ModelError
 from clickstream.io import read_npz
 from envs.baselines import SecondOrderMarkov
 from envs.dynamics import Dynamics, entry_distribution, sample_categorical
@@ -69,7 +69,7 @@ class SecondOrderTables:
             or self.context_rows.shape != (r, p + 1)
             or self.first_rows.shape != (p, p + 1)
         ):
-            raise ClickstreamError(
+            raise ModelError(
                 f"second-order tables need keys (R,), rows (R, P + 1) and first-order rows "
                 f"(P, P + 1) for P = {p} pages; got {self.keys.shape}, "
                 f"{self.context_rows.shape}, {self.first_rows.shape}"
@@ -80,10 +80,10 @@ class SecondOrderTables:
             or self.keys[-1] >= (p + 1) * (p + 1)
             or np.any(self.keys % (p + 1) >= p)
         ):
-            raise ClickstreamError("second-order context keys must be sorted, distinct page pairs")
+            raise ModelError("second-order context keys must be sorted, distinct page pairs")
         for what, rows in (("context", self.context_rows), ("first-order", self.first_rows)):
             if not (np.all(rows >= 0) and np.allclose(rows.sum(1), 1.0)):
-                raise ClickstreamError(f"second-order model: every {what} row must sum to 1")
+                raise ModelError(f"second-order model: every {what} row must sum to 1")
 
     @property
     def n_pages(self) -> int:
@@ -100,7 +100,7 @@ class SecondOrderTables:
         keys = model._counts.keys
         cells = (len(keys) + p) * (p + 1)
         if cells > MAX_CELLS:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"second-order visitors of {p} pages with {len(keys):,} contexts need "
                 f"{cells:,} dense cells (at most {MAX_CELLS:,}): group pages (pages config)"
             )
@@ -214,7 +214,7 @@ class SecondOrderKind(VisitorKind):
         tune = bool(settings.pop("tune_on_valid", True))
         unknown = sorted(set(settings) - {"k", "k1", "alpha"})
         if unknown:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"simulator.second_order has no setting {unknown}: k, k1, alpha, tune_on_valid"
             )
         model = SecondOrderMarkov(**settings, name=self.name)

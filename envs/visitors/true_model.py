@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError
 from clickstream.synthetic import SyntheticStore
 from envs.dynamics import TrueDynamics, store_tables
 from envs.sequences import PreparedData
@@ -61,7 +61,7 @@ class TrueKind(VisitorKind):
         device: str | torch.device = "cpu",
     ) -> TrueVisitors:
         if data.true_model_path is None:
-            raise ClickstreamError(
+            raise ConfigError(
                 "dynamics='true' needs a synthetic dataset (true_model.npz)",
                 file=str(data.data_dir),
             )
