@@ -85,7 +85,7 @@ def test_markov_dynamics_run_and_miss_the_bounces(synthetic_dir: Path, tmp_path:
     record = check(synthetic_dir, tmp_path / "fid", "markov")
     assert record["dynamics"] == "markov" and (tmp_path / "fid" / "fidelity.json").is_file()
     # a first-order chain cannot tell a browser's landing page from a researcher's, so it
-    # bounces far less than the intent-driven visitors (clickstream/synthetic.py)
+    # bounces far less than the intent-driven visitors (clickstream/synthetic/)
     bounce = record["figures"]["bounce_rate"]
     assert bounce["difference"] < -0.08 and bounce["difference_ci95"][1] < 0
     assert record["distances"]["tv_session_length"]["value"] > 0.12
