@@ -1,7 +1,7 @@
 """Page catalog (traffic, GA page value, time on page, exit and bounce rates) and transitions.
 
 All functions take canonical hits (rows of a session contiguous and in step order) and are
-vectorised: MSNBC's 4.7M page views take about a second.
+vectorised (timed on MSNBC's page views: docs/benchmarks.md, "Small timings").
 
 Definitions (Google Analytics):
 

@@ -255,7 +255,8 @@ def _parse_body(
     edges = np.diff(np.concatenate(([False], is_digit, [False])).view(np.int8))
     starts = np.flatnonzero(edges == 1)
     length = np.flatnonzero(edges == -1) - starts
-    # An int32 cumsum is 20x faster than int64 here, and exact for a body under 2 GiB.
+    # An int32 cumsum is faster than int64 here (docs/benchmarks.md, "Small timings"), and
+    # exact for a body under 2 GiB.
     count_dtype = np.int32 if len(buf) < 2**31 else np.int64
     token_line = np.cumsum(is_nl, dtype=count_dtype)[starts].astype(np.int64)
     del is_digit, is_nl, bad, edges

@@ -13,17 +13,18 @@ Every class here is a :class:`envs.metrics.NextPagePredictor`: ``iter_log_probs`
 * :class:`TrueModel`: the Bayes predictive of a :class:`clickstream.synthetic.SyntheticStore`,
   ``p(next | whole history)``, by vectorised forward filtering over the latent intents.
 
-Smoothing defaults (chosen by held-out log-loss on the synthetic intent store, 170 k training
-steps, and on the GA sample day, 8.7 k training steps, with reloads kept or collapsed):
+Smoothing defaults (chosen by validation log-loss on the synthetic intent store and on the GA
+sample day, with reloads kept or collapsed; the study and its figures: docs/results.md,
+"Baselines: smoothing strengths", ``scripts/study_baseline_smoothing.py``):
 
 * popularity: additive ``alpha = 0.5`` per outcome (the Jeffreys / Krichevsky–Trofimov
   estimator, the standard log-loss-safe choice for a multinomial; 0.5 and 1 score alike, it
   only matters for outcomes rare in training, whose log-loss it keeps finite);
 * first order: ``p1(n | c) = (c(c, n) + k1 · pop(n)) / (c(c) + k1)`` with ``k1 = 20``
-  (best or within 0.013 nats of best among 0.5 … 100 on every dataset above);
+  (best, or close to it, on every dataset above);
 * second order: ``p2(n | a, b) = (c(a, b, n) + k2 · p1(n | b)) / (c(a, b) + k2)`` with
-  ``k2 = 100`` (best on the GA day, within 0.008 nats of best on the synthetic store; small
-  values such as 2 overfit badly and make second order worse than first order).
+  ``k2 = 100`` (best on the GA day, close to best on the others; small values such as 2
+  overfit badly and make second order worse than first order).
 
 Rows never seen in training therefore fall back to popularity (first order) and to the
 first-order row (second order), never to uniform; every row is a proper distribution with all

@@ -53,7 +53,7 @@ PAGE_VALUE_METHODS = ("auto", "exact", "sampled")
 
 EXACT_PAGE_VALUE_MAX_PAGES = 3000
 """Largest store whose page value ``auto`` computes exactly: the exact method inverts a dense
-``(P, P)`` matrix per intent, ``O(P³)`` (about 1 s at 2,000 pages, 6 s at 4,000 on 2 cores)."""
+``(P, P)`` matrix per intent, ``O(P³)`` (timings: docs/benchmarks.md, "Small timings")."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing tensor fields has no single truth value

@@ -57,10 +57,9 @@ class TrainerConfig:
             (padded to the longest, so keep ``max_len`` short); ``bucketed``: windows of
             similar length together under a ``max_tokens`` budget (least padding, fastest).
             Bucketed batches are not samples of the data: a batch of one-page sessions holds
-            nothing but exits, and on a small site the model ends up miscalibrated (GA day:
-            mean P(EXIT | entry page) 0.71-0.82 on the training split against a bounce rate
-            of 0.48; random batches: 0.41-0.43). Use ``bucketed`` for big data, where it was
-            measured to be as good (MSNBC) and is several times faster.
+            nothing but exits, and on a small site the model ends up miscalibrated on
+            ``EXIT``. Use ``bucketed`` for big data, where it was measured to be as good
+            (MSNBC) and is several times faster (both: docs/results.md, "Visitor model").
         batch_sessions: Windows per batch (at most, when bucketed).
         max_tokens: Bucketed batching: at most this many padded positions per batch.
         max_len: Training window length (page views).

@@ -58,19 +58,20 @@ destinations are weighted by popularity (Zipf over products). No page links to i
   first-order marginal of the intent model (each row the intent matrices' rows weighted by how
   often each intent visits that page), so both modes describe the same site and a first-order
   model fitted to intent-mode sessions converges to this matrix. Its bounce rate is lower
-  (about 34 % against 48 %): a first-order chain cannot tell a browser's landing page from a
-  researcher's.
+  (docs/results.md, "Synthetic store: does it look like the real store?"): a first-order
+  chain cannot tell a browser's landing page from a researcher's.
 
-On the default store (200 pages) the Bayes-optimal log-loss of intent-mode sessions is about
-2.47 nats per step; a first-order model fitted on 200,000 of them scores about 2.55 on the same
-test sessions (``tests/unit/test_synthetic.py`` asserts a margin of at least 0.05).
+On the default store (200 pages) a first-order model fitted on intent-mode sessions scores
+clearly worse than the Bayes-optimal log-loss (docs/results.md, "Synthetic store: how much
+does history matter?"; ``tests/unit/test_synthetic.py`` asserts a margin of at least 0.05).
 
 **Other visitors.** ``kind_weights`` and ``entry_weights`` (:class:`SyntheticConfig`) replace
 rows of the two tables, so a study can shape how an intent behaves without new code. The
 ``synthetic_intent`` experiment makes researchers read the store policies before they buy
 (policy → basket, then the funnel like buyers): the best recommendation on a product page then
 depends on the intent (policies for a researcher, the basket for a buyer), and first-order
-value iteration reaches about 84 % of the intent oracle instead of 98 % on the default store.
+value iteration falls well short of the intent oracle, which it nearly matches on the default
+store (docs/results.md, "Recommenders in the ``intent`` store").
 
 **Recommendations** change the next-page distribution by the multinomial boost of DESIGN.md,
 ``p'(j) ∝ p(j) · exp(β · [j = a])`` with the true ``β = cfg.beta``; a recommended page that the
@@ -82,8 +83,8 @@ decorative: every session draws its intent anew). Time on page is log-normal per
 (:data:`TIME_ON_PAGE`), and unknown (NaN) on a session's last page, as in Google Analytics. Every
 view of ``/ordercompleted.html`` is a transaction whose revenue is log-normal (median
 ``order_value_median``, log-sd ``order_value_sigma``: mean about 200 USD as on the real store).
-Sessions are cut at ``max_steps`` page views (default 200; on the default store fewer than one
-in a million sessions get there); a cut session looks like one that exits there.
+Sessions are cut at ``max_steps`` page views (default 200, beyond the longest session of the
+default store: docs/results.md); a cut session looks like one that exits there.
 
 Arrays (P pages, Z intents; Z = 1 in ``markov`` mode) on :class:`SyntheticStore`:
 ``prior`` (Z,), ``entry`` (Z, P), the transitions in compressed sparse rows (``indptr``

@@ -57,8 +57,9 @@ KINDS = (
 )
 
 # Kind weights per intent and page type; rows need not sum to 1 (they are normalised over the
-# kinds a page has). Tuned so that sessions look like the GA sample day (4.3 page views per
-# session, ~49 % bounces, 1.7 % conversion): see `python -m clickstream.synthetic`.
+# kinds a page has). Tuned so that sessions look like the GA sample day in length, bounces and
+# conversion: `python -m clickstream.synthetic` compares them (docs/results.md, "Synthetic
+# store: does it look like the real store?").
 KIND_WEIGHTS: dict[str, dict[str, dict[str, float]]] = {
     "browse": {
         "home": {"exit": 0.72, "category": 0.18, "brand": 0.07, "featured": 0.09, "search": 0.02,
