@@ -24,7 +24,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ModelError
 
 
 class PageHistoryExtractor(BaseFeaturesExtractor):
@@ -38,7 +38,7 @@ class PageHistoryExtractor(BaseFeaturesExtractor):
     def __init__(self, observation_space: gym.spaces.Space, embedding_dim: int = 32) -> None:
         nvec = getattr(observation_space, "nvec", None)
         if nvec is None or len(set(int(n) for n in nvec)) != 1:
-            raise ClickstreamError(
+            raise ModelError(
                 "PageHistoryExtractor needs the simulator's MultiDiscrete([P + 1] * K) "
                 f"observation space, got {observation_space}"
             )

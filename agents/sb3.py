@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from agents.base import Policy, policy_file
 from agents.networks import POLICIES
 from agents.site import Site, plain
-from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs.vector_env import SiteSB3VecEnv
 from envs.visitor_model import load_weights_only
 
@@ -109,7 +109,7 @@ def _policy_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     name = out.get("activation_fn")
     if isinstance(name, str):
         if name not in ACTIVATIONS:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"policy_kwargs.activation_fn must be one of {sorted(ACTIVATIONS)}, got {name!r}"
             )
         out["activation_fn"] = ACTIVATIONS[name]
@@ -250,7 +250,7 @@ class SB3Agent(Policy):
         verbose: bool = True,
     ) -> None:
         if algo not in ALGORITHMS:
-            raise ClickstreamError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
+            raise ConfigError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
         self.algo, self.name = algo, name or algo
         self.total_timesteps, self.max_minutes = int(total_timesteps), max_minutes
         self.n_envs, self.reward_scale = int(n_envs), float(reward_scale)
@@ -258,7 +258,7 @@ class SB3Agent(Policy):
         self.policy = policy
         self.keep_best, self.lr_decay = bool(keep_best), float(lr_decay)
         if double_q and algo != "dqn":
-            raise ClickstreamError(f"double_q is a DQN option, got it for algo {algo!r}")
+            raise ConfigError(f"double_q is a DQN option, got it for algo {algo!r}")
         self.double_q, self.log_truth = bool(double_q), bool(log_truth)
         self.expected_reward = bool(expected_reward)
         self.policy_kwargs = plain(policy_kwargs or {})
@@ -309,7 +309,7 @@ class SB3Agent(Policy):
 
     def _model(self) -> DQN | PPO:
         if self.model is None:
-            raise ClickstreamError(f"policy {self.name!r} is not trained yet")
+            raise ModelError(f"policy {self.name!r} is not trained yet")
         return self.model
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
@@ -359,7 +359,7 @@ class SB3Agent(Policy):
         try:
             json.dumps(state, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ClickstreamError(
+            raise ConfigError(
                 f"agent {self.name!r}: policy_kwargs must be plain JSON data to be saved ({exc})"
             ) from None
         weights = {k: v.detach().cpu() for k, v in model.policy.state_dict().items()}
@@ -416,7 +416,7 @@ class SB3Agent(Policy):
             )
             agent.model.policy.load_state_dict(weights)
         except (TypeError, ValueError, KeyError, RuntimeError, AssertionError) as exc:
-            # ClickstreamError (an activation name not in ACTIVATIONS) is a ValueError too
+            # ConfigError (an activation name not in ACTIVATIONS) is a ValueError too
             raise RunFolderError(
                 f"the weights do not fit the network policy.json describes ({type(exc).__name__}"
                 f": {str(exc)[:300]})",
@@ -470,7 +470,7 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
         return {"type": "MultiDiscrete", "nvec": [int(v) for v in space.nvec]}
-    raise ClickstreamError(f"cannot record the space {space} (Discrete and MultiDiscrete only)")
+    raise ModelError(f"cannot record the space {space} (Discrete and MultiDiscrete only)")
 
 
 def space_from_json(record: Any, file: Path) -> spaces.Space:

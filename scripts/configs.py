@@ -15,9 +15,9 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -41,17 +41,22 @@ def _composed(name: str, overrides: tuple[str, ...]) -> DictConfig:
 
 
 def share(stage: DictConfig, source: DictConfig, skip: Iterable[str] = ()) -> DictConfig:
-    """``stage`` with the resolved value of ``source`` for every top-level key both have
-    (``skip`` left alone: keys whose meaning differs between the two configs)."""
+    """``stage`` with ``source``'s value for every top-level key both have (``skip`` left
+    alone: keys whose meaning differs between the two configs): a plain value resolved in
+    ``source``, a group (``data``, ``simulator``, ``env``, ...) as written, so that its
+    interpolations resolve in ``stage``."""
     skip = set(skip)
     with open_dict(stage):
         for key in list(stage.keys()):
             if key in skip or key not in source or key == "hydra":
                 continue
-            value = OmegaConf.select(source, str(key))
-            if isinstance(value, DictConfig):
-                value = OmegaConf.to_container(value, resolve=True)
-            stage[key] = value
+            node = source._get_node(str(key))
+            if isinstance(node, DictConfig | ListConfig):
+                # a group's own interpolations (``simulator.trainer.seed: ${seed}``) resolve
+                # in the stage: the held-out model's seed is the stage's seed, not the run's
+                stage[key] = OmegaConf.to_container(node, resolve=False)
+            else:  # a value (``data_dir: ${out_dir}/data``) means what it means in the run
+                stage[key] = OmegaConf.select(source, str(key))
     return stage
 
 
@@ -69,9 +74,7 @@ def with_agent_overrides(cfg: DictConfig) -> DictConfig:
     ``train.py experiment=X agent=ppo`` trains the PPO that ``pipeline.py experiment=X`` does."""
     overrides = cfg.get("agent_overrides") or {}
     if not isinstance(overrides, Mapping):
-        raise ClickstreamError(
-            f"agent_overrides must map agent names to settings, got {overrides!r}"
-        )
+        raise ConfigError(f"agent_overrides must map agent names to settings, got {overrides!r}")
     mine = overrides.get(cfg.agent.name)
     out = cfg.copy()
     with open_dict(out):

@@ -38,7 +38,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from clickstream.errors import RunFolderError
+from clickstream.errors import ConfigError, RunFolderError
 from clickstream.prepare import choose_reward, format_summary, source_changed
 from clickstream.runfolder import (
     Manifest,
@@ -503,9 +503,7 @@ def _agent_cfg(cfg: DictConfig, name: str, seed: int) -> DictConfig:
     """``configs/train.yaml`` composed with ``agent=<name>`` (``scripts/train.py``'s own config),
     the pipeline's shared values, and the agent's ``agent_overrides`` merged in."""
     if not (CONFIGS / "agent" / f"{name}.yaml").is_file():
-        from clickstream.errors import ClickstreamError
-
-        raise ClickstreamError(
+        raise ConfigError(
             f"no agent config named {name!r}", file=str(CONFIGS / "agent" / f"{name}.yaml")
         )
     stage = share(compose_stage("train", [f"agent={name}"]), cfg)

@@ -62,6 +62,9 @@ def test_side_by_side_workers_give_the_numbers_of_one_process(tmp_path: Path) ->
     assert numbers(side) == numbers(alone)
     for model in ("train_simulator", "held_out_simulator"):
         assert side[model]["models"] == alone[model]["models"]
+    # the held-out world is another model (seed + 1), so organic plays differently in it
+    organic = {r["world"]: r["mean_return"] for r in numbers(alone) if r["policy"] == "organic"}
+    assert organic["held_out"] != organic["learned"]
 
 
 def test_stages_run_once_then_are_reused(tmp_path: Path) -> None:

@@ -98,6 +98,17 @@ def test_train_py_trains_the_agent_the_pipeline_does(experiment: str | None, age
     )
 
 
+def test_the_held_out_visitor_model_is_trained_on_the_next_seed() -> None:
+    """A group's interpolations resolve in its stage: ``simulator.trainer.seed: ${seed}`` is
+    the held-out stage's seed (a regression once gave the held-out world the learned model)."""
+    for seed in (0, 5):
+        stages = stage_configs(compose_stage("pipeline", [f"seed={seed}"]))
+        main, held = stages["train_simulator"], stages["held_out_simulator"]
+        assert (main.seed, held.seed) == (seed, seed + 1)
+        assert (main.simulator.trainer.seed, held.simulator.trainer.seed) == (seed, seed + 1)
+        assert held.out_dir != main.out_dir
+
+
 def test_the_main_job_trains_every_agent_at_its_configs_budget() -> None:
     """No hidden short budgets: the default pipeline's PPO and DQN are configs/agent/*.yaml;
     experiment=quick is the opt-in short run."""
