@@ -335,7 +335,9 @@ def _agent_line(name: str, seed: int, status: str, record: dict[str, Any], start
     if status == "reused":
         text = f"{name} · seed {seed}: reused"
     else:
-        text = f"{name} · seed {seed}: ran in {duration(time.perf_counter() - start)}"
+        # the worker's own training time: waiting for a free worker is not the agent's
+        seconds = record.get("fit_seconds", time.perf_counter() - start)
+        text = f"{name} · seed {seed}: ran in {duration(float(seconds))}"
     fit = record.get("fit") or {}
     if isinstance(fit.get("steps"), int):
         text += f", {fit['steps']:,} steps"
