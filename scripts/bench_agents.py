@@ -10,8 +10,8 @@ world of a pipeline run) and the script prints env steps per second of training:
   agent config's hyper-parameters otherwise, with the same work per env step (PPO: the same
   rollout size, ``n_steps`` scaled up; DQN: the same env steps per gradient update,
   ``train_freq`` scaled up) (the baseline);
-* **NextPage**: the agent exactly as ``configs/agent/<algo>.yaml`` (and the pipeline's
-  overrides) configure it: the batched :class:`~envs.vector_env.SiteSB3VecEnv`, the
+* **NextPage**: the agent exactly as ``configs/agent/<algo>.yaml`` configures it (the main
+  job's agent): the batched :class:`~envs.vector_env.SiteSB3VecEnv`, the
   embedding policy (:mod:`agents.networks`), the configured number of visitors.
 
 Periodic evaluations are off in both (they are not training). The ratio is what the speed-up
@@ -21,8 +21,12 @@ is worth on this machine at this moment; the absolute figures move with the mach
 from __future__ import annotations
 
 import argparse
+import cProfile
+import functools
 import platform
+import pstats
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +42,15 @@ from envs.site_env import SiteEnv
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def agent_settings(algo: str) -> dict[str, Any]:
-    """The agent's config as the main job trains it (configs/agent/<algo>.yaml)."""
+def agent_settings(algo: str, overrides: str | None = None) -> dict[str, Any]:
+    """The agent's config as the main job trains it (configs/agent/<algo>.yaml), or with a
+    set of ``configs/agent_overrides/<overrides>.yaml`` merged in (e.g. ``mlp_study``: the
+    settings the main job had before this benchmark's speed-ups)."""
     cfg = OmegaConf.load(CONFIGS / "agent" / f"{algo}.yaml")
+    if overrides:
+        changes = OmegaConf.load(CONFIGS / "agent_overrides" / f"{overrides}.yaml").get(algo)
+        if changes:
+            cfg = OmegaConf.merge(cfg, changes)
     out = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(out, dict)
     out.pop("_target_", None)
@@ -75,6 +85,21 @@ def rate_nextpage(algo: str, site: Site, steps: int, settings: dict) -> float:
     return agent.fit(site)["fps"]
 
 
+def profiled(label: str, measure: Callable[[], float], top: int) -> float:
+    """``measure()`` under cProfile, printing where the time went (``top`` functions by own
+    time, with their share of the run)."""
+    profiler = cProfile.Profile()
+    rate = profiler.runcall(measure)
+    stats = pstats.Stats(profiler)
+    total = sum(row[2] for row in stats.stats.values())  # type: ignore[attr-defined]
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]  # type: ignore[attr-defined]
+    print(f"  {label}: where the time goes (own time, share of {total:.1f} s profiled)")
+    for (file, line, func), (_, calls, own, _, _) in rows:
+        where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if line else file
+        print(f"    {100 * own / total:5.1f} %  {calls:>9,} calls  {func} ({where})")
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, help="a prepared run's data folder")
@@ -82,6 +107,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200_000, help="env steps per measurement")
     parser.add_argument("--algos", nargs="+", default=["ppo", "dqn"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--overrides", help="NextPage with configs/agent_overrides/<name>.yaml (e.g. mlp_study)"
+    )
+    parser.add_argument("--skip-plain", action="store_true", help="NextPage only")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="profile each run: top N functions"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     site = Site(data_dir=Path(args.data_dir), env={"dynamics": args.dynamics}, seed=0)
@@ -91,12 +123,25 @@ def main() -> None:
     )
     print(f"{'agent':<6} {'plain SB3 (DummyVecEnv)':>24} {'NextPage':>12} {'ratio':>8}")
     for algo in args.algos:
-        settings = agent_settings(algo)
-        ours = rate_nextpage(algo, site, args.steps, settings)
+        settings = agent_settings(algo, args.overrides)
         # the baseline with SB3's usual width for a DummyVecEnv of Python envs
         n_plain = 16 if algo == "ppo" else 4
-        plain = rate_plain(algo, site, args.steps, n_plain, settings)
-        print(f"{algo:<6} {plain:>20,.0f} /s {ours:>10,.0f} /s {ours / plain:>7.1f}x", flush=True)
+        ours_run = functools.partial(rate_nextpage, algo, site, args.steps, settings)
+        plain_run = functools.partial(rate_plain, algo, site, args.steps, n_plain, settings)
+
+        if args.profile:
+            ours = profiled(f"{algo} NextPage", ours_run, args.profile)
+            plain = (
+                None if args.skip_plain else profiled(f"{algo} plain SB3", plain_run, args.profile)
+            )
+        else:
+            ours, plain = ours_run(), None if args.skip_plain else plain_run()
+        if plain is None:
+            print(f"{algo:<6} {'-':>22} {ours:>10,.0f} /s", flush=True)
+        else:
+            print(
+                f"{algo:<6} {plain:>20,.0f} /s {ours:>10,.0f} /s {ours / plain:>7.1f}x", flush=True
+            )
 
 
 if __name__ == "__main__":
