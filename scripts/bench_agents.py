@@ -129,7 +129,8 @@ def main() -> None:
         ours_run = functools.partial(rate_nextpage, algo, site, args.steps, settings)
         plain_run = functools.partial(rate_plain, algo, site, args.steps, n_plain, settings)
 
-        if args.profile:
+        if args.profile:  # a short unprofiled run first: imports and data loading are not training
+            rate_nextpage(algo, site, 16 * int(settings.get("n_envs", 256)), settings)
             ours = profiled(f"{algo} NextPage", ours_run, args.profile)
             plain = (
                 None if args.skip_plain else profiled(f"{algo} plain SB3", plain_run, args.profile)
