@@ -9,6 +9,8 @@ Importing the package registers ``NextPage/Site-v0`` with Gymnasium::
 
 from gymnasium.envs.registration import register, registry
 
+import envs.config  # noqa: F401  (the typed env schema, for Hydra configs composed anywhere)
+
 ENV_ID = "NextPage/Site-v0"
 
 if ENV_ID not in registry:

@@ -44,7 +44,7 @@ def main() -> None:
     settings = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(settings, dict)
     settings.pop("_target_", None)
-    site = Site(data_dir=args.data_dir, env={"dynamics": "gru"}, seed=args.seed)
+    site = Site(data_dir=args.data_dir, env={}, seed=args.seed)  # the default kind: the GRU
     agent = SB3Agent(**{**settings, "verbose": False})
     start = time.perf_counter()
     fit = agent.fit(site)

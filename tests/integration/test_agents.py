@@ -73,18 +73,22 @@ def test_pipeline_and_evaluate_configs_compose(experiment) -> None:
 def test_intent_experiment_learns_in_the_latent_class_world() -> None:
     cfg = compose_cfg("pipeline", ["experiment=synthetic_intent"])
     assert cfg.env.dynamics == "latent_class" and cfg.simulator.latent_class.classes == "auto"
-    # its agents are the study's (configs/agent/), only DQN trains longer
+    # its agents are the first study's (configs/agent_overrides/mlp_study.yaml), DQN 3M steps
     from omegaconf import OmegaConf
 
+    from scripts.configs import with_agent_overrides
     from scripts.pipeline import _agent_cfg
 
     for name in ("dqn", "ppo", "q_learning"):
         agent = OmegaConf.to_container(_agent_cfg(cfg, name, 0).agent)
-        study = OmegaConf.to_container(compose_cfg("train", [f"agent={name}"]).agent)
-        if name == "dqn":
-            assert (study["total_timesteps"], agent["total_timesteps"]) == (2_000_000, 3_000_000)
-            study["total_timesteps"] = agent["total_timesteps"]
-        assert agent == study
+        alone = with_agent_overrides(
+            compose_cfg("train", ["experiment=synthetic_intent", f"agent={name}"])
+        )
+        assert agent == OmegaConf.to_container(alone.agent)  # train.py trains the same agent
+        if name != "q_learning":
+            assert agent["policy"] == "MlpPolicy" and agent["hyperparams"]["gamma"] == 0.99
+            assert agent["total_timesteps"] == 3_000_000
+    assert _agent_cfg(cfg, "ppo", 0).agent.hyperparams.learning_rate == 0.0001
     # the other experiments keep the GRU world and fit no visitor types
     other = compose_cfg("pipeline", ["experiment=synthetic_markov"])
     assert other.env.dynamics == "gru" and other.simulator.latent_class is None

@@ -192,8 +192,9 @@ def test_env_configs_build_cores(tmp_path) -> None:
     prepare(store.sample_sessions(600, seed=1), tmp_path / "syn")
     configs = Path(__file__).resolve().parents[2] / "configs"
     for name, dynamics in (("follow", "markov"), ("ground_truth", "true")):
-        with initialize_config_dir(config_dir=str(configs / "env"), version_base="1.3"):
-            cfg = OmegaConf.to_container(compose(name), resolve=True)
+        # the env group as a script composes it (its typed schema included)
+        with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+            cfg = OmegaConf.to_container(compose("train", [f"env={name}"]).env, resolve=True)
         cfg["dynamics"] = dynamics if name != "ground_truth" else cfg["dynamics"]
         core = build_core(8, data_dir=tmp_path / "syn", **cfg)
         core.reset(seed=0)
