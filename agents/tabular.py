@@ -16,6 +16,7 @@ keeps its intent for the whole session.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from agents.base import Policy, TablePolicy, current_pages, load_array, policy_file
 from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs import visitors
-from envs.click_model import ClickModel
+from envs.click_model import ClickModel, MultinomialBoost
 from envs.core import SiteCore
 
 if TYPE_CHECKING:
@@ -178,7 +179,24 @@ class SiteMDP:
     def q_backup(self, z: int, v: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
         """``Q(s, a) = Σ_j p_a(j | s) · (r_j + γ · V(j))`` with ``V(EXIT) = 0``: ``(P, A)``."""
         target = self.reward + gamma * torch.cat([v, v.new_zeros(1)])
-        return torch.cat([self.action_rows(z, chunk) @ target for chunk in self._chunks()], dim=1)
+        chunks = self._chunks()
+        if (
+            len(chunks) > 1
+            and self.shown is None
+            and isinstance(self.click_model, MultinomialBoost)
+        ):
+            return self._boost_backup(z, target)  # large sites: O(P·A), not O(P²·A), a sweep
+        return torch.cat([self.action_rows(z, chunk) @ target for chunk in chunks], dim=1)
+
+    def _boost_backup(self, z: int, target: torch.Tensor) -> torch.Tensor:
+        """:meth:`q_backup` in closed form for one recommended page under the multinomial
+        boost: ``p'(j) = (p(j) + k·p(a)·[j = a]) / (1 + k·p(a))`` with ``k = e^β - 1``, so
+        ``Q(s, a) = (Σ_j p(j)·t_j + k·p(a)·t_a) / (1 + k·p(a))``: ``(P, A)``."""
+        rows = self.transitions[z]  # (P, P + 1)
+        pages = self.action_pages.clamp(min=0)
+        p_a = rows[:, pages] * (self.action_pages >= 0).to(rows.dtype)  # (P, A); 0: none shown
+        k = math.exp(self.click_model.beta) - 1.0
+        return ((rows @ target)[:, None] + k * p_a * target[pages][None, :]) / (1.0 + k * p_a)
 
     def _chunks(self) -> list[torch.Tensor]:
         p, a = self.n_pages, self.n_actions

@@ -120,3 +120,30 @@ def test_intent_weighted_q_by_hand() -> None:
     q = intent_weighted_q(two)
     assert float(q[A, C]) == pytest.approx(6 / 13 * 60 / 13, abs=1e-6)  # V*(A) = 60/13
     assert float(q[B, A]) == pytest.approx(40 / 13, abs=1e-6)  # only the first intent on B
+
+
+def test_large_site_backup_in_closed_form_equals_the_dense_one(monkeypatch) -> None:
+    """Past MAX_DENSE_CELLS the boost's backup is computed in closed form (O(P·A) a sweep):
+    the same Q table, and value iteration the same values, as the dense action rows."""
+    import agents.tabular as tabular
+    from clickstream.synthetic import build_store
+    from envs.site_env import build_core
+
+    store = build_store(n_pages=50, seed=3)
+    mdp = SiteMDP.from_core(build_core(1, store=store))
+    v = torch.rand(mdp.n_pages, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    dense = mdp.q_backup(0, v, 0.9)
+    assert len(mdp._chunks()) == 1
+    monkeypatch.setattr(tabular, "MAX_DENSE_CELLS", mdp.n_pages * (mdp.n_pages + 1) * 7)
+    assert len(mdp._chunks()) > 1  # the closed form is used from here on
+    closed = mdp.q_backup(0, v, 0.9)
+    assert closed.shape == (mdp.n_pages, mdp.n_actions)
+    torch.testing.assert_close(closed, dense, rtol=1e-12, atol=1e-12)
+    # the no-recommendation action (the last) is the organic backup
+    target = mdp.reward + 0.9 * torch.cat([v, v.new_zeros(1)])
+    torch.testing.assert_close(closed[:, -1], mdp.transitions[0] @ target)
+    fast = value_iteration(mdp)
+    monkeypatch.setattr(tabular, "MAX_DENSE_CELLS", 80_000_000)
+    slow = value_iteration(mdp)
+    torch.testing.assert_close(fast.v, slow.v, rtol=1e-10, atol=1e-10)
+    assert torch.equal(fast.q.argmax(1), slow.q.argmax(1))
