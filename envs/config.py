@@ -7,33 +7,31 @@ composed, naming the key), and :func:`envs.site_env.build_core` takes its fields
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-
-
-def _click_params() -> dict[str, Any]:
-    return {"boost": {"beta": 1.0}, "follow": {"alpha": -1.0, "gamma": 0.5}}
+from omegaconf import MISSING
 
 
 @dataclass
 class EnvConfig:
-    """The simulator's settings (see ``configs/env/site.yaml`` for what each one means)."""
+    """The simulator's settings: names and types only; the values (and what each one means)
+    are in ``configs/env/site.yaml``, which every env config extends."""
 
     # a visitor kind of envs/visitors by name; Any: YAML reads an unquoted `true` as a boolean
-    dynamics: Any = "gru"
-    model_path: str | None = None
-    reward: str = "page_value"
-    click_model: str = "boost"
+    dynamics: Any = MISSING
+    model_path: str | None = MISSING
+    reward: str = MISSING
+    click_model: str = MISSING
     # per click model: {boost: {beta}, follow: {alpha, gamma}}; only the chosen one's are used
-    click_params: dict[str, Any] = field(default_factory=_click_params)
-    max_steps: int = 50
-    history_len: int = 4
-    allow_no_recommendation: bool = True
-    action_level: str = "page"
-    top_k: int | None = None
-    device: str = "cpu"
+    click_params: dict[str, Any] = MISSING
+    max_steps: int = MISSING
+    history_len: int = MISSING
+    allow_no_recommendation: bool = MISSING
+    action_level: str = MISSING
+    top_k: int | None = MISSING
+    device: str = MISSING
 
 
 def register_configs() -> None:
