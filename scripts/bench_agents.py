@@ -28,33 +28,15 @@ import pstats
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 from agents.sb3 import SB3Agent
 from agents.site import Site
 from envs.site_env import SiteEnv
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def agent_settings(algo: str, overrides: str | None = None) -> dict[str, Any]:
-    """The agent's config as the main job trains it (configs/agent/<algo>.yaml), or with a
-    set of ``configs/agent_overrides/<overrides>.yaml`` merged in (e.g. ``mlp_study``: the
-    settings the main job had before this benchmark's speed-ups)."""
-    cfg = OmegaConf.load(CONFIGS / "agent" / f"{algo}.yaml")
-    if overrides:
-        changes = OmegaConf.load(CONFIGS / "agent_overrides" / f"{overrides}.yaml").get(algo)
-        if changes:
-            cfg = OmegaConf.merge(cfg, changes)
-    out = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(out, dict)
-    out.pop("_target_", None)
-    return out
+from scripts.configs import agent_settings
 
 
 def rate_plain(algo: str, site: Site, steps: int, n_envs: int, settings: dict) -> float:
@@ -123,7 +105,7 @@ def main() -> None:
     )
     print(f"{'agent':<6} {'plain SB3 (DummyVecEnv)':>24} {'NextPage':>12} {'ratio':>8}")
     for algo in args.algos:
-        settings = agent_settings(algo, args.overrides)
+        settings = agent_settings(algo, args.overrides or "none")
         # the baseline with SB3's usual width for a DummyVecEnv of Python envs
         n_plain = 16 if algo == "ppo" else 4
         ours_run = functools.partial(rate_nextpage, algo, site, args.steps, settings)

@@ -84,3 +84,22 @@ def with_agent_overrides(cfg: DictConfig) -> DictConfig:
             out.agent = OmegaConf.merge(agent, mine)
         out.pop("agent_overrides", None)
     return out
+
+
+def agent_settings(
+    name: str, agent_overrides: str = "none", extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """An agent's keyword arguments as ``scripts/train.py`` builds them: ``configs/agent/<name>``
+    with ``configs/agent_overrides/<agent_overrides>``'s settings for it, and ``extra``, merged
+    in; ``_target_`` left out (for benchmarks and studies that construct the agent)."""
+    cfg = with_agent_overrides(
+        compose_stage("train", [f"agent={name}", f"agent_overrides={agent_overrides}"])
+    )
+    agent = cfg.agent
+    if extra:
+        OmegaConf.set_struct(agent, False)
+        agent = OmegaConf.merge(agent, dict(extra))
+    out = OmegaConf.to_container(agent, resolve=True)
+    assert isinstance(out, dict)
+    out.pop("_target_", None)
+    return out

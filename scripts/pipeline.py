@@ -43,7 +43,6 @@ from clickstream.prepare import choose_reward, format_summary, source_changed
 from clickstream.runfolder import (
     Manifest,
     config_hash,
-    plain_config,
     read_json,
     read_manifest,
     recover,
@@ -105,7 +104,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     jobs = resolve_jobs(cfg.jobs)
     with worker_pool(jobs) as pool:
-        _simulators(cfg, data.digest, data_dir, report, progress, pool)
+        _simulators(cfg, data.digest, report, progress, pool)
         _agents(cfg, report, progress, pool)
         _evaluation(cfg, report, progress, pool)
     report["seconds"]["total"] = time.perf_counter() - progress.start
@@ -133,25 +132,20 @@ def _job(
 def _simulators(
     cfg: DictConfig,
     data_digest: str,
-    data_dir: Path,
     report: dict[str, Any],
     progress: Stages,
     pool: Executor | None,
 ) -> None:
     """The learned world's visitor model and the held-out one (seed + 1): one stage, the two
     trained side by side when there are workers."""
-    simulators = [("train_simulator", Path(cfg.simulator_dir), int(cfg.seed))]
-    if cfg.held_out:
-        simulators.append(("held_out_simulator", Path(cfg.held_out_dir), int(cfg.seed) + 1))
+    simulators = _simulator_specs(cfg)
     title = " and ".join(_model_title(cfg, stage, seed) for stage, _, seed in simulators)
     targets = [sim_dir for _, sim_dir, _ in simulators]
     stages = tuple(stage for stage, _, _ in simulators)
     with progress.stage("train_simulator", title, *targets, status_of=stages):
         futures = {}
         for stage, sim_dir, seed in simulators:
-            train_cfg, metrics = _simulator_stage(
-                cfg, data_digest, data_dir, sim_dir, seed, report, stage
-            )
+            train_cfg, metrics = _simulator_stage(cfg, data_digest, sim_dir, seed, report, stage)
             if metrics is not None:
                 report["stages"][stage] = "reused"
                 futures[stage] = Done(metrics)
@@ -174,10 +168,7 @@ def _agents(
     report["truncated"] = {}
     names = [*cfg.agents, *cfg.references]
     with progress.stage("train_agents", _agents_title(cfg, names), Path(cfg.out_dir) / "agents"):
-        jobs: list[tuple[str, int, DictConfig]] = []
-        for name in names:
-            seeds = list(cfg.seeds) if name in cfg.learning_agents else [int(cfg.seed)]
-            jobs += [(name, seed, _agent_cfg(cfg, name, seed)) for seed in seeds]
+        jobs = [(name, seed, _agent_cfg(cfg, name, seed)) for name, seed in _agent_specs(cfg)]
         if pool is not None:  # the longest first, so that the last worker is not left alone
             jobs.sort(key=lambda job: job[0] not in cfg.learning_agents)
         futures: dict[str, tuple[Future, float]] = {}
@@ -406,7 +397,6 @@ def _evaluate_title(cfg: DictConfig, names: list[str]) -> str:
 def _simulator_stage(
     cfg: DictConfig,
     data_digest: str,
-    data_dir: Path,
     sim_dir: Path,
     seed: int,
     report: dict[str, Any],
@@ -467,15 +457,29 @@ def stage_configs(cfg: DictConfig) -> dict[str, DictConfig]:
     """Every stage's config of a pipeline config, by stage (``agents/<name>/seed_<S>`` per
     agent and training seed), as :func:`run` builds them."""
     out = {"prepare_data": _prepare_cfg(cfg)}
-    out["train_simulator"] = _simulator_cfg(cfg, Path(cfg.simulator_dir), int(cfg.seed))
-    if cfg.held_out:
-        out["held_out_simulator"] = _simulator_cfg(cfg, Path(cfg.held_out_dir), int(cfg.seed) + 1)
-    for name in [*cfg.agents, *cfg.references]:
-        seeds = list(cfg.seeds) if name in cfg.learning_agents else [int(cfg.seed)]
-        for seed in seeds:
-            out[f"agents/{name}/seed_{seed}"] = _agent_cfg(cfg, name, seed)
+    for stage, sim_dir, seed in _simulator_specs(cfg):
+        out[stage] = _simulator_cfg(cfg, sim_dir, seed)
+    for name, seed in _agent_specs(cfg):
+        out[f"agents/{name}/seed_{seed}"] = _agent_cfg(cfg, name, seed)
     out["evaluate"] = _eval_cfg(cfg)
     return out
+
+
+def _simulator_specs(cfg: DictConfig) -> list[tuple[str, Path, int]]:
+    """``(stage, folder, seed)`` of the learned world's visitor model and the held-out one."""
+    specs = [("train_simulator", Path(cfg.simulator_dir), int(cfg.seed))]
+    if cfg.held_out:
+        specs.append(("held_out_simulator", Path(cfg.held_out_dir), int(cfg.seed) + 1))
+    return specs
+
+
+def _agent_specs(cfg: DictConfig) -> list[tuple[str, int]]:
+    """``(agent, seed)`` of every training: learning agents once per seed in ``seeds``."""
+    return [
+        (name, seed)
+        for name in [*cfg.agents, *cfg.references]
+        for seed in (list(cfg.seeds) if name in cfg.learning_agents else [int(cfg.seed)])
+    ]
 
 
 def _prepare_cfg(cfg: DictConfig) -> DictConfig:
@@ -531,18 +535,6 @@ def _eval_cfg(cfg: DictConfig) -> DictConfig:
         share(compose_stage("evaluate"), cfg, skip=("seeds", "policies", "worlds")),
         {"held_out_dir": cfg.held_out_dir if cfg.held_out else None, "seeds": cfg.eval_seeds},
     )
-
-
-def _same(recorded: dict, cfg: DictConfig | dict, keys: tuple[str, ...]) -> bool:
-    return _plain(recorded, keys) == _plain(cfg, keys)
-
-
-def _plain(cfg: DictConfig | dict, keys: tuple[str, ...]) -> dict[str, Any]:
-    """The resolved values of ``keys`` as plain data, for comparing configurations
-    (:data:`clickstream.runfolder.COSMETIC_KEYS` and null options left out at every depth)."""
-    if isinstance(cfg, DictConfig):
-        cfg = _container(cfg)
-    return plain_config(cfg, keys)
 
 
 def what_next(cfg: DictConfig, report: dict[str, Any]) -> list[str]:

@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from agents.evaluate import simulate, summarize
 from agents.sb3 import SB3Agent
 from agents.site import Site
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from scripts.configs import agent_settings
 
 
 def main() -> None:
@@ -38,12 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # small networks: one thread, several studies side by side
 
-    cfg = OmegaConf.merge(
-        OmegaConf.load(CONFIGS / "agent" / f"{args.algo}.yaml"), json.loads(args.settings)
-    )
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(settings, dict)
-    settings.pop("_target_", None)
+    settings = agent_settings(args.algo, extra=json.loads(args.settings))
     site = Site(data_dir=args.data_dir, env={}, seed=args.seed)  # the default kind: the GRU
     agent = SB3Agent(**{**settings, "verbose": False})
     start = time.perf_counter()
