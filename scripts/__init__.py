@@ -15,12 +15,24 @@ def run_or_exit(run: Callable[[Any], dict[str, Any]], cfg: Any) -> dict[str, Any
     (or the error's own ``exit_status``: 3 for a training run cut short by a time limit).
 
     A ``ClickstreamError`` names what is wrong and where; a traceback would only hide that.
+    In a job of a multirun (``-m``) the error is raised instead: the launcher then records
+    that job as failed, with its overrides, and goes on with the others (``sys.exit`` would
+    end the whole sweep, or, on a Ray worker, the worker).
     """
     try:
         return run(cfg)
     except ClickstreamError as exc:
+        if _in_multirun():
+            raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(int(getattr(exc, "exit_status", 2)))
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 HYDRA_QUOTED_KEYS = ("data.columns", "data.order_by", "data.delimiter")

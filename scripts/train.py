@@ -14,6 +14,11 @@ Training length is a budget in steps. An agent given a wall-clock limit (``agent
 that stops it early is recorded ``truncated`` in ``run.json`` with the steps it reached; the
 policy is saved, but the script then exits with status 3 (a result that depends on how busy
 the machine was is not a result) unless ``allow_truncated=true``.
+
+A policy folder already made from the same settings (``CONFIG_KEYS``) and the same inputs (the
+prepared data and visitor model, by their manifests) is reused, not retrained, so that a sweep
+that is run again (after a crash, with more seeds) runs only what is missing; ``force=true``
+retrains.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.evaluate import quick_eval
 from agents.site import Site
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.prepare import git_commit
 from clickstream.runfolder import StageWriter, config_hash, manifest_digest, verify_folder
 from scripts import run_or_exit
@@ -85,7 +90,9 @@ def check_truncated(record: dict[str, Any], allow: bool, where: str | Path) -> N
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit the agent, save it with its record; returns the record.
+    """Fit the agent, save it with its record; returns the record, with ``reused`` saying
+    whether an up-to-date policy folder was kept instead (:func:`finished`; not with
+    ``force=true``).
 
     Raises:
         TrainingTruncated: After saving, when a time limit cut training short and the config
@@ -101,6 +108,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if resolved.get("num_threads"):  # small networks: parallel runs beat parallel kernels
         torch.set_num_threads(int(resolved["num_threads"]))
     data = verify_folder(resolved["data_dir"], "prepare_data")
+    if not resolved.get("force", False):
+        done, _why = finished(resolved)
+        if done is not None:
+            check_truncated(done, bool(resolved.get("allow_truncated", False)), agent_dir)
+            return {**done, "reused": True}
     stage = StageWriter(
         agent_dir,
         "train",
@@ -146,7 +158,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         }
         out.write_text("run.json", json.dumps(record, indent=2, default=str))
     check_truncated(record, bool(resolved.get("allow_truncated", False)), agent_dir / "run.json")
-    return record
+    return {**record, "reused": False}
+
+
+def finished(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The record (``run.json``) of the policy folder ``cfg["agent_dir"]`` when it verifies and
+    was made from the same settings and inputs as ``cfg`` (resolved), else ``None`` and why."""
+    agent_dir = Path(cfg["agent_dir"])
+    try:
+        manifest = verify_folder(agent_dir, "train")
+    except RunFolderError as exc:
+        return None, str(exc)
+    if manifest.config_hash != config_hash(cfg, CONFIG_KEYS):
+        return None, "its configuration changed"
+    wanted = {k: v for k, v in stage_inputs(cfg).items() if v is not None}
+    if manifest.inputs != wanted:
+        return None, "made from other inputs"
+    try:
+        record = json.loads((agent_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, f"run.json: {exc}"
+    return record, ""
 
 
 def stage_inputs(cfg: dict[str, Any]) -> dict[str, str | None]:
@@ -179,11 +211,18 @@ def _created(simulator_dir: Path) -> str | None:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or reuse) one policy; returns a summary (a sweep launcher records it)."""
     record = run_or_exit(run, cfg)
     ret = record["eval_learned"].get("eval/mean_return")
     extra = "" if ret is None else f", eval/mean_return {ret:.3f} in the learned simulator"
-    print(f"{record['policy']} (seed {record['seed']}): {record['fit_seconds']:.0f} s{extra}")
+    if record["reused"]:
+        print(
+            f"{record['policy']} (seed {record['seed']}): reused (up to date; force=true "
+            f"retrains){extra}"
+        )
+    else:
+        print(f"{record['policy']} (seed {record['seed']}): {record['fit_seconds']:.0f} s{extra}")
     cut = truncation(record)
     if cut is not None:  # only here with allow_truncated=true
         print(
@@ -191,6 +230,14 @@ def main(cfg: DictConfig) -> None:
             f"{reached(cut)} steps (kept: allow_truncated=true)"
         )
     print(f"saved to {cfg.agent_dir}")
+    return {
+        "policy": record["policy"],
+        "seed": record["seed"],
+        "reused": record["reused"],
+        "steps": record.get("steps"),
+        "eval/mean_return": ret,
+        "agent_dir": str(cfg.agent_dir),
+    }
 
 
 if __name__ == "__main__":
