@@ -29,10 +29,22 @@ What the hits table takes from the export:
   and only the hit-level field says so. The two can differ (on the 2017-08-01 sample day the
   hits carry 8,902.00 USD, the session totals 8,890.00, differing in two sessions); both are
   reported in ``LoadResult.info``.
+
+**Exports larger than memory.** With ``memory_limit`` (``data.loader.memory_limit=2GB``) the
+nested export is flattened out of core first (:func:`flatten_out_of_core`): DuckDB, held to
+that much memory and spilling to ``temp_dir``, streams each file through the flattening query
+into a Parquet file of the flat table (the columns below, page views only), and only that
+flat table is read into memory. A GA360 session row holds every hit with dozens of fields;
+the flat table keeps 10 of them for page views only (the shared GA day: 29 MB of NDJSON, 0.4
+MB of flat Parquet). The canonical hits table that the later stages use is in memory.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -47,7 +59,10 @@ from clickstream.io import (
     check_json,
     check_utf8,
     duckdb_df,
+    duckdb_errors,
     first_line,
+    json_layout,
+    open_binary,
     resolve_inputs,
     unwrap_json,
 )
@@ -123,7 +138,13 @@ def flatten_sql(source: str) -> str:
     return text.replace("{source}", source)
 
 
-def load(path: PathSpec, *, show_progress: bool = True) -> LoadResult:
+def load(
+    path: PathSpec,
+    *,
+    show_progress: bool = True,
+    memory_limit: str | None = None,
+    temp_dir: str | Path | None = None,
+) -> LoadResult:
     """Load GA360 exports (nested or already flattened) into raw page-view hits.
 
     Args:
@@ -131,6 +152,11 @@ def load(path: PathSpec, *, show_progress: bool = True) -> LoadResult:
             ``.ndjson`` (optionally ``.gz``) hold the nested export or the flat table;
             ``.csv`` holds the flat table only.
         show_progress: Show a progress bar over files.
+        memory_limit: Flatten out of core first, DuckDB held to this much memory (``"2GB"``,
+            ``"512MB"``; :func:`flatten_out_of_core`); ``None``: DuckDB's default (80 % of
+            the machine's memory), each file flattened in memory.
+        temp_dir: Where the out-of-core flattening spills and writes its flat table (a
+            temporary folder inside it, removed afterwards); default: the system's.
 
     Returns:
         Raw hits sorted by session start, session and hit number. ``info`` holds the counts
@@ -141,6 +167,24 @@ def load(path: PathSpec, *, show_progress: bool = True) -> LoadResult:
             required column, or has negative revenue; the message names the file and the line
             or column.
     """
+    if memory_limit is not None:
+        with tempfile.TemporaryDirectory(prefix="ga360-flat-", dir=temp_dir) as tmp:
+            counts = flatten_out_of_core(
+                path,
+                Path(tmp) / "flat",
+                memory_limit=memory_limit,
+                temp_dir=Path(tmp) / "spill",
+                show_progress=show_progress,
+            )
+            result = load(Path(tmp) / "flat", show_progress=show_progress)
+        # the source's own counts, as the in-memory path gives them
+        result.info.update({k: counts[k] for k in _SOURCE_COUNTS})
+        result.dropped["sessions_without_page_views"] = max(
+            0, counts["source_sessions"] - counts["sessions"]
+        )
+        result.files = counts["files"]
+        result.info["out_of_core_memory_limit"] = memory_limit
+        return result
     files = resolve_inputs(path, PATTERNS)
     con = duckdb.connect()
     frames: list[pd.DataFrame] = []
@@ -208,6 +252,238 @@ def load(path: PathSpec, *, show_progress: bool = True) -> LoadResult:
     return LoadResult(
         hits=hits, source="ga360", files=[str(f) for f in files], dropped=dropped, info=info
     )
+
+
+_SOURCE_COUNTS = (
+    "source_sessions",
+    "source_event_hits",
+    "totals_transactions",
+    "totals_transaction_revenue",
+)
+
+
+def flatten_out_of_core(
+    path: PathSpec,
+    out_dir: str | Path,
+    *,
+    memory_limit: str = "1GB",
+    temp_dir: str | Path | None = None,
+    threads: int | None = None,
+    chunk_bytes: int | None = None,
+    show_progress: bool = True,
+) -> dict:
+    """Flatten GA360 exports larger than memory into the flat table, on disk.
+
+    DuckDB runs the flattening query (``clickstream/sql/ga360_flatten_duckdb.sql``, the files
+    read with the GA360 schema as :func:`load` reads them) with ``memory_limit`` and spills
+    to ``temp_dir``; each input file streams into ``out_dir/part-<i>.parquet`` (columns
+    :data:`FLAT_COLUMNS`, page views only), which :func:`load` reads directly. The folder is
+    published with one rename when every part is written.
+
+    Args:
+        path: As for :func:`load` (nested exports; a flat table needs no flattening).
+        out_dir: A folder that does not exist yet.
+        memory_limit: DuckDB's ``memory_limit`` (``"256MB"``, ``"2GB"``).
+        temp_dir: DuckDB's ``temp_directory`` (spill files); default ``<out_dir>.spill``,
+            removed afterwards.
+        threads: DuckDB threads (``None``: its default, the cores).
+        chunk_bytes: Largest piece an NDJSON file is cut into (whole lines; ``None``: an
+            eighth of ``memory_limit``, at least 1 MB).
+        show_progress: A progress bar over files.
+
+    Returns:
+        Counts of the flat table (``page_views``, ``sessions``, ``page_paths``,
+        ``transactions``, ``revenue``) and of the source (``source_sessions``,
+        ``source_event_hits``, ``totals_transactions``, ``totals_transaction_revenue``),
+        ``files`` (the inputs) and ``flat_bytes``, all computed by DuckDB out of core.
+
+    Raises:
+        ClickstreamError: ``out_dir`` exists, or an input is not a nested GA360 export (a
+            missing required column, a file DuckDB cannot read), naming the file.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        raise DataError(
+            "the output folder exists already: remove it or choose another", file=str(out)
+        )
+    files = resolve_inputs(path, PATTERNS)
+    spill = Path(temp_dir) if temp_dir is not None else out.with_name(out.name + ".spill")
+    work = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    work.mkdir(parents=True)
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = '{_sql_text(memory_limit)}'")
+        con.execute(f"SET temp_directory = '{_sql_text(str(spill))}'")
+        con.execute("SET preserve_insertion_order = false")  # streams without buffering
+        if threads is not None:
+            con.execute(f"SET threads = {int(threads)}")
+        info = dict.fromkeys(_SOURCE_COUNTS, 0)
+        if chunk_bytes is None:
+            chunk_bytes = max(1 << 20, _limit_bytes(con) // 8)
+        for i, file in enumerate(
+            tqdm(files, desc="ga360 (out of core)", unit="file", disable=not show_progress)
+        ):
+            part = work / f"part-{i:05d}.parquet"
+            pieces = _json_chunks(file, spill / f"chunks-{i:05d}", chunk_bytes)
+            if pieces is None:  # Parquet, CSV: DuckDB streams them by row group itself
+                _flatten_file(con, file, file, part, info)
+                continue
+            # DuckDB's JSON reader holds buffers in proportion to the file it reads, so a big
+            # NDJSON file is cut, between lines (one session each), into pieces of at most
+            # 1/8 of the memory limit, each flattened on its own, then joined into one part
+            # (one part per input file: sessions split across files are told apart as in load)
+            piece_parts = []
+            for piece in pieces:
+                piece_part = piece.with_suffix(".parquet")
+                _flatten_file(con, piece, file, piece_part, info)
+                piece.unlink()
+                piece_parts.append(piece_part)
+            listed = ", ".join(f"'{_sql_text(str(q))}'" for q in piece_parts)
+            con.execute(
+                f"COPY (SELECT * FROM read_parquet([{listed}])) TO '{_sql_text(str(part))}' "
+                "(FORMAT parquet, ROW_GROUP_SIZE 16384)"
+            )
+            shutil.rmtree(spill / f"chunks-{i:05d}", ignore_errors=True)
+        parts = f"read_parquet('{_sql_text(str(work))}/part-*.parquet')"
+        views, sessions, paths, tx, revenue = con.execute(
+            "SELECT count(*), count(DISTINCT session_id), count(DISTINCT page_path), "
+            "coalesce(sum(is_transaction::INT), 0), coalesce(sum(revenue), 0) "
+            f"FROM {parts}"
+        ).fetchall()[0]
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        con.close()
+        if temp_dir is None:
+            shutil.rmtree(spill, ignore_errors=True)
+    os.rename(work, out)
+    return {
+        "page_views": int(views),
+        "sessions": int(sessions),
+        "page_paths": int(paths),
+        "transactions": int(tx),
+        "revenue": float(revenue),
+        **{k: info[k] for k in _SOURCE_COUNTS},
+        "files": [str(f) for f in files],
+        "flat_bytes": sum(p.stat().st_size for p in out.glob("part-*.parquet")),
+    }
+
+
+def _flatten_file(
+    con: duckdb.DuckDBPyConnection, file: Path, source: Path, part: Path, info: dict
+) -> None:
+    """Flatten one nested export ``file`` (``source``: the input it comes from, for messages)
+    into the Parquet file ``part``, adding its source counts to ``info``.
+
+    A piece of NDJSON is read by DuckDB's JSON reader straight into the GA360 schema
+    (:data:`SESSION_FIELDS`; numbers written as text are cast), which streams in little
+    memory; one that does not fit that schema as it is (nested fields as JSON text, say) is
+    read as :func:`load` reads any file, through ``from_json``, which needs more memory.
+    """
+    if file.suffix == ".json" and file.name.startswith("piece-"):
+        typed = ", ".join(f"{k}: '{v}'" for k, v in SESSION_FIELDS.items())
+        relation = (
+            f"read_json('{_sql_text(str(file))}', format='newline_delimited', columns={{{typed}}})"
+        )
+        try:
+            _copy_flat(con, relation, part)
+            _add_source_counts(con, relation, info, source)
+            return
+        except (duckdb.ConversionException, duckdb.InvalidInputException):
+            part.unlink(missing_ok=True)
+        except duckdb.Error as exc:  # out of memory: one session larger than the limit
+            raise DataError(
+                f"cannot flatten within memory_limit: {first_line(exc)}; raise memory_limit",
+                file=str(source),
+            ) from None
+    relation, columns = _relation(con, file)
+    if "hits" not in columns:
+        raise DataError(
+            "not a nested GA360 export (no 'hits' column): a flat table needs no flattening, "
+            "load it directly",
+            file=str(source),
+            column="hits",
+        )
+    for col in NESTED_REQUIRED:
+        if col not in columns:
+            raise DataError(
+                "missing required column of a GA360 export", file=str(source), column=col
+            )
+    relation = _with_schema(con, relation, columns, source)
+    with duckdb_errors(source, "missing required field of a GA360 export"):
+        _copy_flat(con, relation, part)
+    _add_source_counts(con, relation, info, source)
+
+
+def _copy_flat(con: duckdb.DuckDBPyConnection, relation: str, part: Path) -> None:
+    # small row groups: the Parquet writer holds one in memory before it writes it
+    con.execute(
+        f"COPY ({flatten_sql(relation)}) TO '{_sql_text(str(part))}' "
+        "(FORMAT parquet, ROW_GROUP_SIZE 16384)"
+    )
+
+
+def _json_chunks(file: Path, folder: Path, chunk_bytes: int) -> Iterator[Path] | None:
+    """The NDJSON ``file`` as pieces of at most ``chunk_bytes`` (whole lines) written one at a
+    time into ``folder``, or ``None`` for a file that is not JSON lines (Parquet, CSV).
+
+    Raises:
+        ClickstreamError: A JSON array document (it cannot be cut without parsing it whole).
+    """
+    name = file.name.lower()
+    if name.endswith((".parquet", ".csv")):
+        return None
+    if json_layout(file) == "array":
+        raise DataError(
+            "a JSON array document cannot be read out of core (it is one value): export "
+            "newline-delimited JSON (BigQuery's default) or Parquet, or load it without "
+            "memory_limit",
+            file=str(file),
+        )
+    check_json(file, "session")  # every line one object, named where not (as load does)
+
+    def pieces() -> Iterator[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        n, size, out = 0, 0, None
+        with open_binary(file) as fh:
+            for line in fh:
+                if out is None or (size and size + len(line) > chunk_bytes):
+                    if out is not None:
+                        out.close()
+                        yield folder / f"piece-{n - 1:06d}.json"
+                    out = open(folder / f"piece-{n:06d}.json", "wb")  # noqa: SIM115
+                    n, size = n + 1, 0
+                out.write(line)
+                size += len(line)
+        if out is not None:
+            out.close()
+            yield folder / f"piece-{n - 1:06d}.json"
+
+    return pieces()
+
+
+def _limit_bytes(con: duckdb.DuckDBPyConnection) -> int:
+    """DuckDB's memory limit in bytes."""
+    value = con.execute(
+        "SELECT value FROM duckdb_settings() WHERE name = 'memory_limit'"
+    ).fetchall()[0][0]
+    number, unit = str(value).split()
+    factor = {
+        "KiB": 2**10,
+        "MiB": 2**20,
+        "GiB": 2**30,
+        "TiB": 2**40,
+        "KB": 1e3,
+        "MB": 1e6,
+        "GB": 1e9,
+        "TB": 1e12,
+    }
+    return int(float(number) * factor.get(unit, 1))
+
+
+def _sql_text(value: str) -> str:
+    return str(value).replace("'", "''")
 
 
 def _relation(con: duckdb.DuckDBPyConnection, file: Path) -> tuple[str, dict[str, str]]:

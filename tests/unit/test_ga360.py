@@ -189,3 +189,52 @@ def test_export_without_page_views_is_an_error(tmp_path: Path) -> None:
     path = write_ndjson(tmp_path / "events.json", [SESSIONS[2]])
     with pytest.raises(ClickstreamError, match="no page views"):
         ga360.load(path, show_progress=False)
+
+
+def test_out_of_core_load_equals_the_in_memory_load(export_json: Path, tmp_path: Path) -> None:
+    """memory_limit: flattened by DuckDB held to that memory, then the flat table loaded."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    direct = ga360.load(export_json, show_progress=False)
+    out_of_core = ga360.load(export_json, show_progress=False, memory_limit="96MB", temp_dir=spill)
+    pd.testing.assert_frame_equal(out_of_core.hits, direct.hits)
+    assert out_of_core.dropped == direct.dropped
+    assert out_of_core.info.pop("out_of_core_memory_limit") == "96MB"
+    assert out_of_core.info == direct.info
+    assert out_of_core.files == direct.files
+    assert list(spill.iterdir()) == []  # its temporary folder is gone
+
+
+def test_out_of_core_in_pieces_keeps_sessions_split_across_files_apart(tmp_path: Path) -> None:
+    day1 = [SESSIONS[0], SESSIONS[2]]
+    day2 = [session("v1", 100, 1_500_000_000, [hit(1, 90_000, "/home")], None), SESSIONS[1]]
+    write_ndjson(tmp_path / "ga_sessions_20240101.json", day1)
+    write_ndjson(tmp_path / "ga_sessions_20240102.json", day2)
+    files = str(tmp_path / "ga_sessions_*.json")
+    # pieces of one line each: every session flattened on its own, joined per input file
+    counts = ga360.flatten_out_of_core(
+        files, tmp_path / "flat", memory_limit="96MB", chunk_bytes=10, show_progress=False
+    )
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+    assert (counts["page_views"], counts["sessions"], counts["source_sessions"]) == (6, 2, 4)
+    assert (counts["transactions"], counts["revenue"]) == (1, pytest.approx(25.5))
+    assert counts["source_event_hits"] == 2 and counts["page_paths"] == 4
+    direct = ga360.load(files, show_progress=False)
+    via_flat = ga360.load(tmp_path / "flat", show_progress=False)
+    pd.testing.assert_frame_equal(via_flat.hits, direct.hits)
+    assert via_flat.info["sessions_split_across_files"] == 1
+
+
+def test_out_of_core_refuses_an_array_document_and_an_existing_folder(tmp_path: Path) -> None:
+    array = tmp_path / "export.json"
+    array.write_text(json.dumps(SESSIONS), encoding="utf-8")
+    with pytest.raises(ClickstreamError, match=r"export\.json: a JSON array document cannot"):
+        ga360.flatten_out_of_core(array, tmp_path / "flat", show_progress=False)
+    assert not (tmp_path / "flat").exists()
+    lines = write_ndjson(tmp_path / "lines.json", SESSIONS)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ClickstreamError, match=r"taken: the output folder exists already"):
+        ga360.flatten_out_of_core(lines, tmp_path / "taken", show_progress=False)
