@@ -122,12 +122,14 @@ def check_model(data_dir: Path, device: str, n: int = 64) -> float:
     return float((a - b).abs()[real].max())
 
 
-def organic_sessions(data_dir: Path, device: str, n: int, top_k: int | None) -> dict[str, float]:
+def organic_sessions(
+    data_dir: Path, device: str, n: int, top_k: int | None, dynamics: str
+) -> dict[str, float]:
     """Mean length and return of ``n`` organic sessions (nothing recommended) and their
     standard errors, simulated on ``device``."""
     from envs.site_env import build_core
 
-    core = build_core(n, data_dir=data_dir, dynamics="gru", device=device, top_k=top_k)
+    core = build_core(n, data_dir=data_dir, dynamics=dynamics, device=device, top_k=top_k)
     core.reset(seed=0)
     none = torch.full((n,), core.n_actions - 1, dtype=torch.long, device=core.device)
     length = torch.ones(n, device=core.device)
@@ -150,12 +152,10 @@ def organic_sessions(data_dir: Path, device: str, n: int, top_k: int | None) -> 
     }
 
 
-def check_simulator(data_dir: Path, device: str, n: int) -> list[str]:
+def check_simulator(data_dir: Path, device: str, n: int, dynamics: str) -> list[str]:
     """Organic sessions on ``device`` against the CPU's; the problems found (none: ``[]``)."""
-    here, there = (
-        organic_sessions(data_dir, device, n, None),
-        organic_sessions(data_dir, "cpu", n, None),
-    )
+    here = organic_sessions(data_dir, device, n, None, dynamics)
+    there = organic_sessions(data_dir, "cpu", n, None, dynamics)
     problems = []
     for key in ("length", "return"):
         se = math.hypot(here[f"{key}_se"], there[f"{key}_se"])
@@ -167,11 +167,11 @@ def check_simulator(data_dir: Path, device: str, n: int) -> list[str]:
     return problems
 
 
-def ppo_rate(data_dir: Path, device: str, steps: int, n_envs: int) -> float:
+def ppo_rate(data_dir: Path, device: str, steps: int, n_envs: int, dynamics: str) -> float:
     """PPO training env steps/s, simulator and networks on ``device``."""
     from agents.site import Site
 
-    site = Site(data_dir=data_dir, env={"dynamics": "gru", "device": device}, seed=0)
+    site = Site(data_dir=data_dir, env={"dynamics": dynamics, "device": device}, seed=0)
     settings = {**agent_settings("ppo", "none"), "device": device, "n_envs": n_envs}
     try:
         return rate_nextpage("ppo", site, steps, settings)
@@ -182,21 +182,21 @@ def ppo_rate(data_dir: Path, device: str, steps: int, n_envs: int) -> float:
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Every measurement; returns them (and the checks' results)."""
     device = args.device
-    out: dict[str, Any] = {"sim": {}, "gru": {}, "checks": [], "ppo": None}
+    out: dict[str, Any] = {"sim": {}, "training": {}, "checks": [], "ppo": None}
     for i, pages in enumerate(args.pages):
         sessions = max(args.sessions, 30 * pages)
         data_dir = prepare(work / f"pages_{pages}", pages, sessions)
-        out["gru"][pages] = train_gru(data_dir, device)
+        out["training"][pages] = train_gru(data_dir, device)
         if i == 0:  # correctness against the CPU, on the smallest site
             diff = check_model(data_dir, device)
             if diff > 1e-4:
                 out["checks"].append(f"GRU log-probabilities differ from the CPU's by {diff:.2e}")
-            out["checks"] += check_simulator(data_dir, device, args.check_sessions)
+            out["checks"] += check_simulator(data_dir, device, args.check_sessions, args.dynamics)
             out["model_max_abs_diff"] = diff
-            out["ppo"] = ppo_rate(data_dir, device, args.ppo_steps, args.ppo_envs)
+            out["ppo"] = ppo_rate(data_dir, device, args.ppo_steps, args.ppo_envs, args.dynamics)
         top_k = 50 if pages >= LARGE_SITE else None
         for b in args.batches:
-            kwargs = {"data_dir": str(data_dir), "dynamics": "gru", "top_k": top_k}
+            kwargs = {"data_dir": str(data_dir), "dynamics": args.dynamics, "top_k": top_k}
             out["sim"][(pages, b)] = rate_core(b, args.steps, {**kwargs, "device": device})
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -229,7 +229,7 @@ def print_tables(args: argparse.Namespace, res: dict[str, Any]) -> None:
     print("| pages | events/s | seconds |")
     print("|---:|---:|---:|")
     for pages in args.pages:
-        g = res["gru"][pages]
+        g = res["training"][pages]
         print(f"| {pages:,} | {g['events_per_sec']:,.0f} | {g['train_seconds']:.1f} |")
     print(
         f"\nPPO training (configs/agent/ppo.yaml, {args.ppo_envs} visitors, {args.pages[0]:,} "
@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--pages", type=int, nargs="+", default=[200, 1_000, 10_000])
+    parser.add_argument("--dynamics", default="gru", help="the simulated visitors' kind")
     parser.add_argument("--batches", type=int, nargs="+", default=[4_096, 16_384, 65_536, 131_072])
     parser.add_argument("--steps", type=int, default=50, help="simulator steps a measurement")
     parser.add_argument("--sessions", type=int, default=20_000, help="at least, per site")

@@ -162,6 +162,7 @@ ALLOWED = {
     ("envs/visitor_model.py", "gru"): "the GRU predictor's row in metric tables",
     ("envs/latent_class.py", "latent_class"): "the latent-class predictor's row",
     ("scripts/bench_agents.py", "gru"): "a benchmark's command-line default",
+    ("scripts/bench_gpu.py", "gru"): "a benchmark's command-line default",
     ("scripts/bench_item_level.py", "gru"): "the GRU predictor's row in the benchmark's table",
     ("scripts/bench_env.py", "true"): "a benchmark's command-line default",
     ("scripts/bench_synthetic.py", "markov"): "a synthetic store's mode, not a visitor kind",
