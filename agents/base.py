@@ -49,6 +49,10 @@ POLICY_KINDS: dict[str, str | type[Policy]] = {
     "q_learning": "agents.tabular:QLearningPolicy",
     "intent_oracle": "agents.tabular:IntentOracle",
     "sb3": "agents.sb3:SB3Agent",
+    "slate_table": "agents.slate:SlateTablePolicy",
+    "slate_value_iteration": "agents.slate:SlateValueIteration",
+    "slate_greedy": "agents.slate:SlateGreedy",
+    "slate_q": "agents.slate:SlateQ",
 }
 """Every policy class a saved ``policy.json`` may name, by kind. The paths are this project's
 own code, written here, never read from a file; a new agent adds its line here (or calls

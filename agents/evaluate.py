@@ -100,6 +100,8 @@ def _act(policy: Policy, obs: torch.Tensor, core: SiteCore) -> torch.Tensor:
     if policy.needs_latent_state:
         return policy.predict_latent(obs, core)
     actions, _ = policy.predict(obs.cpu().numpy(), deterministic=True)
+    if core.slate_model is not None:  # slates: (B, k)
+        return torch.as_tensor(np.asarray(actions).reshape(len(obs), -1), dtype=torch.long)
     return torch.as_tensor(np.asarray(actions).reshape(-1), dtype=torch.long)
 
 
@@ -213,6 +215,8 @@ def summarize(per_seed: Mapping[int, Sessions]) -> dict[str, Any]:
 
 def exact_return(policy: Policy, core: SiteCore) -> float | None:
     """The policy's exact mean return in ``core``'s world, when both are tables; else None."""
+    if core.slate_model is not None:
+        return _exact_slate_return(policy, core)
     probs = policy.table_probs()
     if probs is None or core.dynamics.chains() is None or core.candidates is not None:
         return None
@@ -222,6 +226,21 @@ def exact_return(policy: Policy, core: SiteCore) -> float | None:
     if probs.ndim == 3 and probs.shape[0] != mdp.n_intents:
         return None
     return policy_value(mdp, probs)["mean_return"]
+
+
+def _exact_slate_return(policy: Policy, core: SiteCore) -> float | None:
+    """A slate table's exact mean return (``slate_table()``: ``(P, k)`` action indices)."""
+    table = getattr(policy, "slate_table", None)
+    if table is None or core.dynamics.chains() is None:
+        return None
+    slates = table()
+    if slates is None:
+        return None
+    from agents.slate import slate_policy_value
+    from agents.tabular import SiteMDP
+
+    pages = core.action_pages.cpu()[torch.as_tensor(slates, dtype=torch.long)]
+    return slate_policy_value(SiteMDP.from_core(core), core.slate_model, pages)["mean_return"]
 
 
 def evaluate(

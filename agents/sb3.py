@@ -320,13 +320,23 @@ class SB3Agent(Policy):
         its greedy action per page, one-hot ``(P, A)``, for exact policy evaluation."""
         model = self._model()
         nvec = getattr(model.observation_space, "nvec", None)
-        if nvec is None or len(nvec) != 1:
+        if nvec is None or len(nvec) != 1 or not isinstance(model.action_space, spaces.Discrete):
             return None
         pages = np.arange(int(nvec[0]) - 1)[:, None]
         actions = np.asarray(model.predict(pages, deterministic=True)[0])
         probs = torch.zeros(len(pages), int(model.action_space.n), dtype=torch.float64)
         probs[torch.arange(len(pages)), torch.as_tensor(actions)] = 1.0
         return probs
+
+    def slate_table(self) -> np.ndarray | None:
+        """Slates (``MultiDiscrete`` actions) with a one-page observation: the greedy slate
+        of every page, ``(P, k)`` action indices, for exact policy evaluation; else None."""
+        model = self._model()
+        nvec = getattr(model.observation_space, "nvec", None)
+        if nvec is None or len(nvec) != 1 or not isinstance(model.action_space, spaces.MultiDiscrete):
+            return None
+        pages = np.arange(int(nvec[0]) - 1)[:, None]
+        return np.asarray(model.predict(pages, deterministic=True)[0]).reshape(len(pages), -1)
 
     @torch.no_grad()
     def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -336,6 +346,8 @@ class SB3Agent(Policy):
         if isinstance(model, DQN):
             return model.q_net(tensor).cpu().numpy()
         dist = model.policy.get_distribution(tensor).distribution
+        if isinstance(dist, list):  # slates (MultiDiscrete): the top position's log-probabilities
+            return torch.log_softmax(dist[0].logits, dim=-1).cpu().numpy()
         return torch.log_softmax(dist.logits, dim=-1).cpu().numpy()
 
     # ---- persistence: weights as tensors, the rest as JSON (never SB3's pickled .zip) ------

@@ -32,6 +32,9 @@ class EnvConfig:
     action_level: str = MISSING
     top_k: int | None = MISSING
     device: str = MISSING
+    slate_size: int = MISSING
+    # {examination: [k values] | null, examination_decay, continue_prob}: envs/slate.py
+    slate_params: dict[str, Any] = MISSING
 
 
 def register_configs() -> None:

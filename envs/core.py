@@ -16,6 +16,13 @@ has left, shown by a last entry of ``P`` (``EXIT``) after the pages seen.
 model's ``apply_set``); with ``allow_no_recommendation`` one more action, the last, shows
 nothing.
 
+**Slates** (``slate_model``, ``env.slate_size = k > 1``): an action is ``k`` indices into
+``action_pages``, one per position, top first (``(B, k)``); the "nothing" action or a page
+already shown at an earlier position shows nothing at its position. The slate choice model
+(:mod:`envs.slate`) says which shown page, if any, the visitor follows. Slates need page
+actions (no page groups, no ``candidates``). Without ``slate_model`` the single-page code path
+below runs unchanged.
+
 The single Gymnasium env, the Gymnasium vector env and the SB3 VecEnv are thin front ends over
 this class; a B=1 core replays the single env exactly.
 """
@@ -30,6 +37,7 @@ import torch
 from clickstream.errors import ConfigError, ModelError
 from envs.click_model import NO_RECOMMENDATION, ClickModel
 from envs.dynamics import Dynamics, sample_categorical
+from envs.slate import SlateModel, dedupe
 
 
 @dataclass
@@ -46,6 +54,8 @@ class StepResult:
             visitors still in session repeat ``obs``).
         landed: Page landed on (``P`` = ``EXIT``), ``(B,)``.
         followed: The visitor landed on the recommended page, ``(B,)``.
+        position: Slates only: the position (0 = top) of the page landed on in the slate,
+            -1 when it was not shown, ``(B,)``; ``None`` for single recommendations.
     """
 
     obs: torch.Tensor
@@ -55,6 +65,7 @@ class StepResult:
     final_obs: torch.Tensor
     landed: torch.Tensor
     followed: torch.Tensor
+    position: torch.Tensor | None = None
 
 
 class SiteCore:
@@ -76,6 +87,8 @@ class SiteCore:
             those ``k`` pages, ``EXIT`` and the recommended page, renormalised among them,
             instead of all ``P + 1`` outcomes: the mass of the other pages is dropped.
         device: Torch device of every tensor.
+        slate_model: Show slates of ``slate_model.slate_size`` positions chosen among by this
+            model (:mod:`envs.slate`); ``None``: one recommendation per step.
     """
 
     def __init__(
@@ -92,6 +105,7 @@ class SiteCore:
         page_groups: np.ndarray | None = None,
         candidates: np.ndarray | None = None,
         device: str | torch.device = "cpu",
+        slate_model: SlateModel | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.dynamics = dynamics.to(self.device)
@@ -137,6 +151,13 @@ class SiteCore:
         self.generator.manual_seed(0)
         self.expected_reward = False
         self._started = False
+        self.slate_model = slate_model
+        self.slate_size = 1 if slate_model is None else int(slate_model.slate_size)
+        if slate_model is not None and (page_groups is not None or candidates is not None):
+            raise ConfigError(
+                "env.slate_size > 1 needs page actions on all pages: set env.action_level=page "
+                "and env.top_k=null"
+            )
 
     @property
     def n_actions(self) -> int:
@@ -272,9 +293,12 @@ class SiteCore:
         return a
 
     def step(self, actions: torch.Tensor | np.ndarray | int) -> StepResult:
-        """Advance every visitor by one page view under the recommendations ``actions`` ``(B,)``."""
+        """Advance every visitor by one page view under the recommendations ``actions`` ``(B,)``
+        (slates: ``(B, k)``)."""
         if not self._started:
             raise ModelError("call reset() before step()")
+        if self.slate_model is not None:
+            return self._slate_step(actions)
         a = self._actions(actions)
         recommended = self.action_pages[a]
         ids, probs = self._outcome_probs(recommended)
@@ -310,4 +334,56 @@ class SiteCore:
             final_obs=final_obs,
             landed=landed,
             followed=self._followed(landed, recommended),
+        )
+
+    # ---- slates ------------------------------------------------------------------------
+
+    def slate_pages(self, actions: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The pages slates of action indices ``(n, k)`` show, ``(n, k)`` page ids, -1 where
+        a position shows nothing ("nothing" action, or a page shown higher up)."""
+        a = torch.as_tensor(actions, dtype=torch.long, device=self.device)
+        if a.ndim != 2 or a.shape[1] != self.slate_size:
+            raise ModelError(f"slates must have shape (n, {self.slate_size}), got {tuple(a.shape)}")
+        if bool(((a < 0) | (a >= self.n_actions)).any()):
+            raise ModelError(f"slate actions must lie in [0, {self.n_actions})")
+        return dedupe(self.action_pages[a])
+
+    def slate_probs(self, actions: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Next-page distributions ``(B, P + 1)`` of the current visitors under slates
+        ``(B, k)``."""
+        assert self.slate_model is not None
+        organic = self.dynamics.next_probs(self.page, self.state)
+        return self.slate_model.apply(organic, self.slate_pages(actions))
+
+    def _slate_step(self, actions: torch.Tensor | np.ndarray | int) -> StepResult:
+        a = torch.as_tensor(actions, dtype=torch.long, device=self.device)
+        a = a.reshape(self.n_visitors, -1)
+        slate = self.slate_pages(a)
+        assert self.slate_model is not None
+        organic = self.dynamics.next_probs(self.page, self.state)
+        probs = self.slate_model.apply(organic, slate)
+        landed = sample_categorical(probs, self.generator)
+        if self.expected_reward:
+            reward = (probs @ self.reward_per_page.to(probs.dtype)).to(self.reward_per_page.dtype)
+        else:
+            reward = self.reward_per_page[landed]
+        terminated = landed == self.n_pages
+        self.steps += 1
+        truncated = ~terminated & (self.steps >= self.max_steps)
+        self.history = torch.cat([self.history[:, 1:], landed[:, None]], dim=1)
+        final_obs = self.history.clone()
+        self.page = torch.where(terminated, self.page, landed)
+        self.state = self.dynamics.advance(self.page, self.state)
+        self._arrive(terminated | truncated)
+        hit = slate == landed[:, None]
+        position = torch.where(hit.any(1), hit.long().argmax(1), torch.full_like(landed, -1))
+        return StepResult(
+            obs=self.history.clone(),
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            final_obs=final_obs,
+            landed=landed,
+            followed=position >= 0,
+            position=position,
         )

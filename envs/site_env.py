@@ -30,6 +30,7 @@ from envs import visitors
 from envs.click_model import build_click_model
 from envs.core import SiteCore
 from envs.dynamics import top_successors
+from envs.slate import build_slate_model
 from envs.rewards import check_learnable, reward_from_catalog, reward_from_store
 from envs.sequences import load_prepared
 
@@ -51,6 +52,8 @@ def build_core(
     action_level: str = "page",
     device: str = "cpu",
     reward_key: str = "env.reward",
+    slate_size: int = 1,
+    slate_params: Mapping[str, Any] | None = None,
 ) -> SiteCore:
     """Build the simulator core from a dataset (or the default synthetic store).
 
@@ -83,6 +86,12 @@ def build_core(
         device: ``cpu`` or ``cuda``.
         reward_key: The configuration key ``reward`` came from, named when the data cannot
             pay it (``reward`` in ``check_simulator.py``).
+        slate_size: Pages shown at once (``k``); 1 (the default) is one recommendation per
+            step, exactly as without slates. ``k > 1`` needs ``action_level=page`` and no
+            ``top_k``.
+        slate_params: The slate choice model's parameters (:func:`envs.slate.build_slate_model`:
+            ``examination``, ``examination_decay`` for the position-biased MNL of ``boost``,
+            ``continue_prob`` for the cascade of ``follow``).
     """
     kind = visitors.ground_truth() if dynamics is None else visitors.get(dynamics, key="dynamics")
     if action_level not in ("page", "group"):
@@ -111,6 +120,9 @@ def build_core(
         )
         group_ids = data.vocab.page_group
         dyn = kind.load(data, model_path, device=device).dynamics(top_k)
+    slate_model = None
+    if int(slate_size) != 1:
+        slate_model = build_slate_model(click_model, params, int(slate_size), slate_params)
     return SiteCore(
         dyn,
         build_click_model(click_model, **params),
@@ -122,14 +134,25 @@ def build_core(
         candidates=None if top_k is None else top_successors(data.splits["train"], int(top_k)),
         page_groups=group_ids if action_level == "group" else None,
         device=device,
+        slate_model=slate_model,
     )
+
+
+def action_space(core: SiteCore) -> spaces.Space:
+    """``Discrete(A)``, or ``MultiDiscrete([A] * k)`` for slates of ``k`` positions."""
+    if core.slate_model is None:
+        return spaces.Discrete(core.n_actions)
+    return spaces.MultiDiscrete(np.full(core.slate_size, core.n_actions, dtype=np.int64))
 
 
 class SiteEnv(gym.Env):
     """One simulated visitor at a time (a B=1 :class:`~envs.core.SiteCore`).
 
     Observation: ``MultiDiscrete([P + 1] * history_len)``, the last pages viewed (``P`` = none
-    / ``EXIT``). Action: ``Discrete(n_actions)``, a recommendable page, or (last) nothing.
+    / ``EXIT``). Action: ``Discrete(n_actions)``, a recommendable page, or (last) nothing;
+    with ``slate_size = k > 1``, ``MultiDiscrete([n_actions] * k)``, one per position, top
+    first (a page repeated lower down, or "nothing", leaves its position empty); ``info``
+    then also has ``position``, the slate position followed (-1: none).
     Reward: the value of the page landed on. ``terminated`` when the visitor leaves,
     ``truncated`` at ``max_steps``. Keyword arguments: :func:`build_core`.
     """
@@ -141,7 +164,7 @@ class SiteEnv(gym.Env):
         self.observation_space = spaces.MultiDiscrete(
             np.full(self.core.history_len, self.core.n_pages + 1, dtype=np.int64)
         )
-        self.action_space = spaces.Discrete(self.core.n_actions)
+        self.action_space = action_space(self.core)
         self.page_names = (*self.core.dynamics.pages, "EXIT")
         self._pending: np.ndarray | None = None  # the next visitor, already arrived
 
@@ -159,10 +182,15 @@ class SiteEnv(gym.Env):
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
             raise ModelError(f"action {action!r} is not in {self.action_space}")
-        r = self.core.step(torch.tensor([int(action)]))
+        if self.core.slate_model is None:
+            r = self.core.step(torch.tensor([int(action)]))
+        else:
+            r = self.core.step(torch.as_tensor(np.asarray(action), dtype=torch.long)[None])
         terminated, truncated = bool(r.terminated[0]), bool(r.truncated[0])
         landed = int(r.landed[0])
         info = {"page": self.page_names[landed], "followed": bool(r.followed[0])}
+        if r.position is not None:
+            info["position"] = int(r.position[0])
         if terminated or truncated:
             self._pending = r.obs[0].cpu().numpy()
             obs = r.final_obs[0].cpu().numpy()
@@ -177,4 +205,5 @@ class SiteEnv(gym.Env):
             "actions": self.core.n_actions,
             "history_len": self.core.history_len,
             "max_steps": self.core.max_steps,
+            "slate_size": self.core.slate_size,
         }

@@ -25,12 +25,12 @@ from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from clickstream.errors import ModelError
-from envs.site_env import build_core
+from envs.site_env import action_space, build_core
 
 
-def _spaces(core) -> tuple[spaces.MultiDiscrete, spaces.Discrete]:
+def _spaces(core) -> tuple[spaces.MultiDiscrete, spaces.Space]:
     obs = spaces.MultiDiscrete(np.full(core.history_len, core.n_pages + 1, dtype=np.int64))
-    return obs, spaces.Discrete(core.n_actions)
+    return obs, action_space(core)
 
 
 class SiteVectorEnv(VectorEnv):
@@ -64,6 +64,9 @@ class SiteVectorEnv(VectorEnv):
             "followed": r.followed.cpu().numpy(),
             "_followed": np.ones(self.num_envs, dtype=bool),
         }
+        if r.position is not None:
+            infos["position"] = r.position.cpu().numpy()
+            infos["_position"] = np.ones(self.num_envs, dtype=bool)
         if done.any():
             infos["final_obs"] = r.final_obs.cpu().numpy()
             infos["_final_obs"] = done
@@ -98,7 +101,11 @@ class SiteSB3VecEnv(VecEnv):
         return [seed] * self.num_envs
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = torch.as_tensor(np.asarray(actions).reshape(-1), dtype=torch.long)
+        if self.core.slate_model is None:
+            self._actions = torch.as_tensor(np.asarray(actions).reshape(-1), dtype=torch.long)
+        else:  # slates: (num_envs, k)
+            flat = np.asarray(actions).reshape(self.num_envs, -1)
+            self._actions = torch.as_tensor(flat, dtype=torch.long)
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         if self._actions is None:
