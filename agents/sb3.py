@@ -333,7 +333,11 @@ class SB3Agent(Policy):
         of every page, ``(P, k)`` action indices, for exact policy evaluation; else None."""
         model = self._model()
         nvec = getattr(model.observation_space, "nvec", None)
-        if nvec is None or len(nvec) != 1 or not isinstance(model.action_space, spaces.MultiDiscrete):
+        if (
+            nvec is None
+            or len(nvec) != 1
+            or not isinstance(model.action_space, spaces.MultiDiscrete)
+        ):
             return None
         pages = np.arange(int(nvec[0]) - 1)[:, None]
         return np.asarray(model.predict(pages, deterministic=True)[0]).reshape(len(pages), -1)

@@ -423,7 +423,7 @@ class SlateQ(SlateTablePolicy):
         obs = core.reset(site.seed).cpu()
         n_iter = max(1, cfg["total_steps"] // cfg["n_envs"])
         replay: list[tuple[torch.Tensor, ...]] = []
-        start, updates, curve = time.perf_counter(), 0, []
+        start, curve = time.perf_counter(), []
         for it in range(n_iter):
             frac = min(1.0, it / max(1.0, cfg["exploration_fraction"] * n_iter))
             eps = cfg["epsilon_start"] + frac * (cfg["epsilon_end"] - cfg["epsilon_start"])
@@ -447,7 +447,10 @@ class SlateQ(SlateTablePolicy):
             o, j, rew, nxt, live = (x[idx] for x in pool)
             with torch.no_grad():
                 v_next, _ = best_slates(
-                    model, rows[nxt[:, -1].clamp(max=p - 1)], target_net(nxt).double(), items,
+                    model,
+                    rows[nxt[:, -1].clamp(max=p - 1)],
+                    target_net(nxt).double(),
+                    items,
                     allow_empty=allow_empty,
                 )
                 y = rew.double() + cfg["gamma"] * v_next * live
@@ -456,8 +459,7 @@ class SlateQ(SlateTablePolicy):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            updates += 1
-            if updates % cfg["target_every"] == 0:
+            if (it + 1) % cfg["target_every"] == 0:
                 target_net.load_state_dict(net.state_dict())
             if (it + 1) % max(1, n_iter // 10) == 0:
                 curve.append((int((it + 1) * cfg["n_envs"]), float(loss)))
@@ -472,8 +474,12 @@ class SlateQ(SlateTablePolicy):
             pg = torch.where(chosen >= 0, items[chosen.clamp(min=0)], -1)
             self.set_slates(pg, core, _scores(qbar, core))
         steps = n_iter * cfg["n_envs"]
-        return {"steps": steps, "seconds": seconds, "fps": steps / max(seconds, 1e-9), "curve": curve}
-
+        return {
+            "steps": steps,
+            "seconds": seconds,
+            "fps": steps / max(seconds, 1e-9),
+            "curve": curve,
+        }
 
     @torch.no_grad()
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
@@ -483,7 +489,10 @@ class SlateQ(SlateTablePolicy):
         obs = torch.as_tensor(np.atleast_2d(np.asarray(observation)), dtype=torch.long)
         page = obs[:, -1].clamp(max=len(self._rows) - 1)
         _, chosen = best_slates(
-            self._model, self._rows[page], net(obs).double(), self._items,
+            self._model,
+            self._rows[page],
+            net(obs).double(),
+            self._items,
             allow_empty=self._allow_empty,
         )
         acts = self._actions_of(chosen).numpy()

@@ -30,9 +30,9 @@ from envs import visitors
 from envs.click_model import build_click_model
 from envs.core import SiteCore
 from envs.dynamics import top_successors
-from envs.slate import build_slate_model
 from envs.rewards import check_learnable, reward_from_catalog, reward_from_store
 from envs.sequences import load_prepared
+from envs.slate import build_slate_model
 
 
 def build_core(

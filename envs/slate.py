@@ -31,6 +31,7 @@ loop over positions).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -79,7 +80,11 @@ class PositionMNL:
         eps = self.examination
         if not math.isfinite(self.beta) or abs(self.beta) > 50:
             raise ConfigError(f"slate click model beta must be finite, |beta| <= 50: {self.beta}")
-        if not eps or any(not 0 < e <= 1 for e in eps) or any(a < b for a, b in zip(eps, eps[1:])):
+        if (
+            not eps
+            or any(not 0 < e <= 1 for e in eps)
+            or any(a < b for a, b in itertools.pairwise(eps))
+        ):
             raise ConfigError(
                 f"env.slate_params.examination must be non-increasing values in (0, 1], one "
                 f"per position, got {list(eps)}"

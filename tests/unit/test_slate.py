@@ -160,7 +160,8 @@ def test_slate_env_spaces_and_positions() -> None:
     vec = SiteSB3VecEnv(8, seed=0, slate_size=3)
     vec.reset()
     vec.step_async(np.tile([1, 2, 3], (8, 1)))
-    obs, reward, done, infos = vec.step_wait()
+    obs, reward, done, _ = vec.step_wait()
+    assert done.shape == (8,)
     assert obs.shape == (8, 4) and reward.shape == (8,)
 
 
