@@ -462,7 +462,7 @@ class SlateQ(SlateTablePolicy):
             if (it + 1) % cfg["target_every"] == 0:
                 target_net.load_state_dict(net.state_dict())
             if (it + 1) % max(1, n_iter // 10) == 0:
-                curve.append((int((it + 1) * cfg["n_envs"]), float(loss)))
+                curve.append((int((it + 1) * cfg["n_envs"]), loss.item()))
         seconds = time.perf_counter() - start
         self._net, self._rows, self._items, self._allow_empty = net, rows, items, allow_empty
         self._model, self._history_len, self._core_info = model, core.history_len, core

@@ -1,0 +1,284 @@
+"""Off-policy evaluation: a policy's value from the logs of another, with bootstrap intervals.
+
+Implemented here (the Open Bandit Pipeline, the usual library, does not install with this
+project's pins: pip resolves only its 2021 release 0.4.1, the 0.5 releases' metadata is
+inconsistent; ``docs/ope.md``). Every estimator is vectorised numpy over the logged rows and
+returns its *terms*, per-unit quantities whose means it combines, so one bootstrap routine
+(:func:`bootstrap`) serves all of them.
+
+Notation: a logged decision has page ``s``, action ``a`` (a slate of ``k`` actions), logging
+propensity ``μ(a | s)``, reward ``r``; the target policy is a table ``π`` over current pages
+(``(P, A)`` action probabilities, or ``(P, k)`` slates); ``w = π(a | s) / μ(a | s)``.
+
+**One step** (each logged decision is a context, e.g. the first decision of a session):
+
+* ``ips``: ``mean(w r)``; ``snips``: ``Σ w r / Σ w``;
+* ``dm``: ``mean(Σ_a π(a|s) q̂(s, a))`` with ``q̂`` the mean logged reward of each (page, action)
+  (falling back to the page's mean, then the overall mean, where a cell has no data);
+* ``dr``: ``mean(Σ_a π(a|s) q̂(s, a) + w (r - q̂(s, a)))``.
+
+**Sessions** (``ρ_t = Π_{u ≤ t} w_u``, horizon ``H``):
+
+* ``pdis``: per-decision IPS ``mean(Σ_t ρ_t r_t)``; ``pdwis``: per-decision weighted IS
+  ``Σ_t Σ_i ρ_it r_it / Σ_i ρ_it`` (a finished session keeps its last ``ρ`` with reward 0);
+* ``fqe``: fitted-Q evaluation on the logged transitions; with pages as states this is exact
+  dynamic programming on the empirical MDP (counted transitions and mean rewards per
+  (page, action)), over the horizon ``H``; the estimate is ``mean(V̂_H(s_0))``;
+* ``dr``: sequential doubly robust (Jiang and Li, 2016) with FQE's ``Q̂``:
+  ``mean(Σ_t ρ_t (r_t - Q̂_{H-t}(s_t, a_t)) + ρ_{t-1} V̂_{H-t}(s_t))``.
+
+**Slates** (one step; factored logging policy, a deterministic target slate table):
+
+* ``slate_ips``: whole-slate IPS (``w`` = 1[logged slate = target slate] / propensity);
+* ``pseudo_inverse``: Swaminathan et al. (2017) for a factored logging policy,
+  ``w = Σ_j π(a_j at j | s) / μ(a_j at j | s) - k + 1``; unbiased when the slate's expected
+  reward is a sum of per-position terms;
+* ``position_ips``: position-based (independent) IPS, ``Σ_j w_j r_j + r_0``: the reward of a
+  click at position ``j`` weighted by that position's ratio, the reward of a visitor who
+  clicked nothing unweighted; unbiased when a position's reward depends only on its own item
+  and the no-click reward on none.
+
+The MNL and cascade choice models are not additive (a page's click share depends on the rest
+of the slate), so the validation (``docs/results.md``) measures these assumptions' bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.logs import Logs
+from clickstream.errors import ConfigError
+
+ONE_STEP = ("ips", "snips", "dm", "dr")
+SESSION = ("pdis", "pdwis", "fqe", "dr")
+SLATE = ("slate_ips", "pseudo_inverse", "position_ips")
+
+
+@dataclass
+class Terms:
+    """An estimator's per-unit terms ``(n, m)`` and how their column means make the estimate."""
+
+    terms: np.ndarray
+    combine: Callable[[np.ndarray], np.ndarray]  # (..., m) means -> (...) estimates
+
+    def estimate(self) -> float:
+        return float(self.combine(self.terms.mean(axis=0)))
+
+
+def _mean(m: np.ndarray) -> np.ndarray:
+    return m[..., 0]
+
+
+def _ratio(m: np.ndarray) -> np.ndarray:
+    return m[..., 0] / np.where(m[..., 1] == 0, np.nan, m[..., 1])
+
+
+def _check_table(pi: np.ndarray, logs: Logs) -> np.ndarray:
+    pi = np.asarray(pi, dtype=np.float64)
+    if pi.shape != (logs.n_pages, logs.n_actions):
+        raise ConfigError(
+            f"target policy must be a (P, A) = ({logs.n_pages}, {logs.n_actions}) table of "
+            f"action probabilities, got {pi.shape}"
+        )
+    return pi
+
+
+def weights(logs: Logs, pi: np.ndarray) -> np.ndarray:
+    """``w = π(a | s) / μ(a | s)`` per logged row, ``(n,)`` (single recommendations)."""
+    pi = _check_table(pi, logs)
+    return pi[logs.state, logs.action[:, 0]] / logs.propensity
+
+
+def reward_model(logs: Logs) -> np.ndarray:
+    """``q̂(s, a)``: mean logged reward per (page, action), ``(P, A)``; empty cells take the
+    page's mean over its logged actions, pages without data the overall mean."""
+    p, a = logs.n_pages, logs.n_actions
+    cell = logs.state * a + logs.action[:, 0]
+    n = np.bincount(cell, minlength=p * a).reshape(p, a)
+    s = np.bincount(cell, weights=logs.reward, minlength=p * a).reshape(p, a)
+    overall = logs.reward.mean() if len(logs.reward) else 0.0
+    page_n, page_s = n.sum(1), s.sum(1)
+    page_mean = np.where(page_n > 0, page_s / np.maximum(page_n, 1), overall)
+    return np.where(n > 0, s / np.maximum(n, 1), page_mean[:, None])
+
+
+def one_step(logs: Logs, pi: np.ndarray, estimator: str) -> Terms:
+    """A one-step estimator's terms, every logged row a unit (module docstring)."""
+    w, r = weights(logs, pi), logs.reward
+    if estimator == "ips":
+        return Terms((w * r)[:, None], _mean)
+    if estimator == "snips":
+        return Terms(np.stack([w * r, w], axis=1), _ratio)
+    q = reward_model(logs)
+    v = (q * _check_table(pi, logs)).sum(1)[logs.state]
+    if estimator == "dm":
+        return Terms(v[:, None], _mean)
+    if estimator == "dr":
+        return Terms((v + w * (r - q[logs.state, logs.action[:, 0]]))[:, None], _mean)
+    raise ConfigError(f"one-step estimators are {ONE_STEP}, got {estimator!r}")
+
+
+# ---- sessions ---------------------------------------------------------------------------------
+
+
+def _grid(logs: Logs, values: np.ndarray, fill: str = "zero") -> np.ndarray:
+    """Per-row ``values`` as a (sessions, H) grid; after a session's end 0 or the last value."""
+    n, h = logs.n_sessions, int(logs.step.max()) + 1
+    out = np.zeros((n, h))
+    out[logs.session, logs.step] = values
+    if fill == "last":
+        length = np.bincount(logs.session, minlength=n)
+        t = np.arange(h)[None, :]
+        last = out[np.arange(n), length - 1]
+        out = np.where(t < length[:, None], out, last[:, None])
+    return out
+
+
+def _rho(logs: Logs, pi: np.ndarray) -> np.ndarray:
+    """Cumulative importance ratios per row, ``ρ_t`` ``(n,)`` (rows sorted by session, step)."""
+    logw = np.log(np.maximum(weights(logs, pi), 1e-300))
+    logw[weights(logs, pi) == 0] = -np.inf
+    csum = np.cumsum(np.where(np.isinf(logw), 0.0, logw))
+    dead = np.cumsum(np.isinf(logw).astype(np.int64))
+    start = np.r_[0, np.flatnonzero(np.diff(logs.session)) + 1]
+    first = np.repeat(start, np.diff(np.r_[start, len(logs.session)]))
+    before = np.where(first > 0, csum[first - 1], 0.0)
+    dead_before = np.where(first > 0, dead[first - 1], 0)
+    rho = np.exp(csum - before)
+    return np.where(dead - dead_before > 0, 0.0, rho)
+
+
+@dataclass
+class FQE:
+    """Fitted-Q evaluation tables: ``q[h]`` ``(P, A)`` and ``v[h]`` ``(P,)`` with ``h`` steps
+    to go (``h = 0..H``)."""
+
+    q: np.ndarray
+    v: np.ndarray
+
+
+def fit_fqe(logs: Logs, pi: np.ndarray, horizon: int) -> FQE:
+    """FQE on the empirical MDP of the logs (module docstring); ``horizon`` = H."""
+    pi = _check_table(pi, logs)
+    p, a = logs.n_pages, logs.n_actions
+    cell = logs.state * a + logs.action[:, 0]
+    n = np.bincount(cell, minlength=p * a).astype(np.float64)
+    trans = np.zeros((p * a, p + 1))
+    np.add.at(trans, (cell, logs.next_state), 1.0)
+    rsum = np.bincount(cell, weights=logs.reward, minlength=p * a)
+    # unseen (page, action): the page's pooled transitions; unseen pages: leave at once
+    page_trans = trans.reshape(p, a, p + 1).sum(1)
+    page_n, page_r = n.reshape(p, a).sum(1), rsum.reshape(p, a).sum(1)
+    empty = page_n == 0
+    page_trans[empty, p] = 1.0
+    page_n = np.where(empty, 1.0, page_n)
+    trans = trans.reshape(p, a, p + 1)
+    rows = np.where((n.reshape(p, a) > 0)[:, :, None], trans, page_trans[:, None, :])
+    rows = rows / rows.sum(2, keepdims=True)
+    nn = n.reshape(p, a)
+    reward = np.where(nn > 0, rsum.reshape(p, a) / np.maximum(nn, 1), (page_r / page_n)[:, None])
+    q = np.zeros((horizon + 1, p, a))
+    v = np.zeros((horizon + 1, p))
+    for h in range(1, horizon + 1):
+        q[h] = reward + rows[:, :, :p] @ v[h - 1]
+        v[h] = (pi * q[h]).sum(1)
+    return FQE(q, v)
+
+
+def session(logs: Logs, pi: np.ndarray, estimator: str, horizon: int) -> Terms:
+    """A whole-session estimator's terms, every logged session a unit (module docstring)."""
+    if estimator in ("pdis", "pdwis"):
+        rho = _rho(logs, pi)
+        if estimator == "pdis":
+            per = np.bincount(logs.session, weights=rho * logs.reward, minlength=logs.n_sessions)
+            return Terms(per[:, None], _mean)
+        num = _grid(logs, rho * logs.reward)
+        den = _grid(logs, rho, fill="last")
+        h = num.shape[1]
+
+        def combine(m: np.ndarray) -> np.ndarray:
+            d = m[..., h:]
+            return np.where(d > 0, m[..., :h] / np.where(d > 0, d, 1.0), 0.0).sum(-1)
+
+        return Terms(np.concatenate([num, den], axis=1), combine)
+    fqe = fit_fqe(logs, pi, horizon)
+    first = logs.step == 0
+    if estimator == "fqe":
+        return Terms(fqe.v[horizon][logs.state[first]][:, None], _mean)
+    if estimator == "dr":
+        rho = _rho(logs, pi)
+        prev = np.r_[1.0, rho[:-1]]
+        prev[first] = 1.0
+        togo = np.clip(horizon - logs.step, 0, horizon)
+        qsa = fqe.q[togo, logs.state, logs.action[:, 0]]
+        vs = fqe.v[togo, logs.state]
+        per_row = rho * (logs.reward - qsa) + prev * vs
+        per = np.bincount(logs.session, weights=per_row, minlength=logs.n_sessions)
+        return Terms(per[:, None], _mean)
+    raise ConfigError(f"session estimators are {SESSION}, got {estimator!r}")
+
+
+# ---- slates -----------------------------------------------------------------------------------
+
+
+def slate(logs: Logs, slates: np.ndarray, estimator: str) -> Terms:
+    """A one-step slate estimator's terms for a deterministic target slate table ``(P, k)``."""
+    target = np.asarray(slates, dtype=np.int64)[logs.state]  # (n, k)
+    if target.shape != logs.action.shape:
+        raise ConfigError(
+            f"target slates must be (P, k) with k = {logs.action.shape[1]}, got {slates.shape}"
+        )
+    r = logs.reward
+    if estimator == "slate_ips":
+        w = (target == logs.action).all(1) / logs.propensity
+        return Terms((w * r)[:, None], _mean)
+    if logs.position_propensity is None:
+        raise ConfigError(
+            f"{estimator} needs position_propensity (the logging probability of each shown "
+            "item at its position) in the logs"
+        )
+    wj = (target == logs.action) / logs.position_propensity  # (n, k)
+    if estimator == "pseudo_inverse":
+        w = wj.sum(1) - wj.shape[1] + 1
+        return Terms((w * r)[:, None], _mean)
+    if estimator == "position_ips":
+        k = logs.action.shape[1]
+        clicked = logs.clicked
+        onehot = (clicked[:, None] == np.arange(k)[None, :]) * r[:, None]
+        organic = np.where(clicked < 0, r, 0.0)
+        return Terms(((wj * onehot).sum(1) + organic)[:, None], _mean)
+    raise ConfigError(f"slate estimators are {SLATE}, got {estimator!r}")
+
+
+# ---- intervals --------------------------------------------------------------------------------
+
+
+def bootstrap(
+    terms: Terms, n_boot: int = 200, seed: int = 0, level: float = 0.95, chunk: int = 20
+) -> tuple[float, float, float]:
+    """The estimate and a percentile bootstrap interval: units resampled with Poisson(1)
+    weights (the large-sample form of resampling with replacement), ``n_boot`` replicates,
+    done ``chunk`` at a time as one matrix product. Models fitted on the logs (DM's ``q̂``,
+    FQE) are held fixed, so their intervals miss the model's own uncertainty.
+
+    Returns:
+        ``(estimate, low, high)``.
+    """
+    rng = np.random.default_rng(seed)
+    t = terms.terms
+    reps = []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        w = rng.poisson(1.0, size=(b, len(t))).astype(np.float64)
+        means = (w @ t) / np.maximum(w.sum(1, keepdims=True), 1.0)
+        reps.append(terms.combine(means))
+    rep = np.concatenate(reps)
+    rep = rep[np.isfinite(rep)]
+    alpha = (1 - level) / 2
+    if len(rep) == 0:
+        return terms.estimate(), float("nan"), float("nan")
+    low, high = np.quantile(rep, [alpha, 1 - alpha])
+    return terms.estimate(), float(low), float(high)

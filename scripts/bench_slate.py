@@ -1,0 +1,75 @@
+"""Benchmark: the batched core with slates against single recommendations, in one run.
+
+    python scripts/bench_slate.py [--slate-size 5] [--n 4096] [--steps 200] [--device cpu]
+
+Visitor-steps per second of :class:`~envs.core.SiteCore` on the default synthetic store's true
+model (200 pages, ``intent`` visitors), random actions: one recommendation per step, then slates
+of ``k`` pages under the position-biased MNL (``click_model=boost``) and the cascade
+(``click_model=follow``), and each slate rate as a share of the single-page rate measured in
+the same run (rounds interleaved, best of ``--rounds``, so a busy machine slows both alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from envs.site_env import build_core
+
+
+def rate(n: int, steps: int, kwargs: dict) -> float:
+    core = build_core(n, **kwargs)
+    core.reset(seed=0)
+    gen = torch.Generator(device=core.device).manual_seed(1)
+    shape = (n,) if core.slate_model is None else (n, core.slate_size)
+    actions = [
+        torch.randint(core.n_actions, shape, generator=gen, device=core.device) for _ in range(8)
+    ]
+    core.step(actions[0])  # warm-up
+    if core.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for t in range(steps):
+        core.step(actions[t % 8])
+    if core.device.type == "cuda":
+        torch.cuda.synchronize()
+    return n * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slate-size", type=int, default=5)
+    parser.add_argument("--n", type=int, default=4096)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, device {args.device}, B = {args.n}"
+    )
+    setups = {
+        "single page (boost)": {"click_model": "boost"},
+        f"slate of {args.slate_size}, position MNL": {
+            "click_model": "boost",
+            "slate_size": args.slate_size,
+        },
+        f"slate of {args.slate_size}, cascade": {
+            "click_model": "follow",
+            "slate_size": args.slate_size,
+        },
+    }
+    best = dict.fromkeys(setups, 0.0)
+    for _ in range(args.rounds):
+        for name, kw in setups.items():
+            best[name] = max(best[name], rate(args.n, args.steps, {**kw, "device": args.device}))
+    single = best["single page (boost)"]
+    for name, r in best.items():
+        print(f"{name:<32} {r:>14,.0f} visitor-steps/s  {r / single:6.2f} of single page")
+
+
+if __name__ == "__main__":
+    main()
