@@ -15,7 +15,9 @@ propensity ``μ(a | s)``, reward ``r``; the target policy is a table ``π`` over
 * ``ips``: ``mean(w r)``; ``snips``: ``Σ w r / Σ w``;
 * ``dm``: ``mean(Σ_a π(a|s) q̂(s, a))`` with ``q̂`` the mean logged reward of each (page, action)
   (falling back to the page's mean, then the overall mean, where a cell has no data);
-* ``dr``: ``mean(Σ_a π(a|s) q̂(s, a) + w (r - q̂(s, a)))``.
+* ``dr``: ``mean(Σ_a π(a|s) q̂(s, a) + w (r - q̂(s, a)))``, cross-fitted: ``q̂`` of the rows
+  of even sessions corrects the odd ones and the other way round (with a cell-mean ``q̂``
+  fitted on the same rows the correction would vanish exactly and DR would be DM).
 
 **Sessions** (``ρ_t = Π_{u ≤ t} w_u``, horizon ``H``):
 
@@ -25,7 +27,8 @@ propensity ``μ(a | s)``, reward ``r``; the target policy is a table ``π`` over
   dynamic programming on the empirical MDP (counted transitions and mean rewards per
   (page, action)), over the horizon ``H``; the estimate is ``mean(V̂_H(s_0))``;
 * ``dr``: sequential doubly robust (Jiang and Li, 2016) with FQE's ``Q̂``:
-  ``mean(Σ_t ρ_t (r_t - Q̂_{H-t}(s_t, a_t)) + ρ_{t-1} V̂_{H-t}(s_t))``.
+  ``mean(Σ_t ρ_t (r_t - Q̂_{H-t}(s_t, a_t)) + ρ_{t-1} V̂_{H-t}(s_t))``, cross-fitted like the
+  one-step DR (FQE of the even sessions for the odd ones and the other way round).
 
 **Slates** (one step; factored logging policy, a deterministic target slate table):
 
@@ -92,6 +95,29 @@ def weights(logs: Logs, pi: np.ndarray) -> np.ndarray:
     return pi[logs.state, logs.action[:, 0]] / logs.propensity
 
 
+def _folds(logs: Logs) -> tuple[Logs, Logs, np.ndarray]:
+    """The rows of even and of odd sessions, and which rows are odd."""
+    odd = (logs.session % 2).astype(bool)
+    return subset(logs, ~odd), subset(logs, odd), odd
+
+
+def subset(logs: Logs, mask: np.ndarray) -> Logs:
+    """The rows of ``logs`` in ``mask`` ``(n,)`` bool."""
+    return Logs(
+        logs.session[mask],
+        logs.step[mask],
+        logs.state[mask],
+        logs.action[mask],
+        logs.propensity[mask],
+        None if logs.position_propensity is None else logs.position_propensity[mask],
+        logs.clicked[mask],
+        logs.next_state[mask],
+        logs.reward[mask],
+        logs.n_pages,
+        logs.n_actions,
+    )
+
+
 def reward_model(logs: Logs) -> np.ndarray:
     """``q̂(s, a)``: mean logged reward per (page, action), ``(P, A)``; empty cells take the
     page's mean over its logged actions, pages without data the overall mean."""
@@ -112,12 +138,18 @@ def one_step(logs: Logs, pi: np.ndarray, estimator: str) -> Terms:
         return Terms((w * r)[:, None], _mean)
     if estimator == "snips":
         return Terms(np.stack([w * r, w], axis=1), _ratio)
-    q = reward_model(logs)
-    v = (q * _check_table(pi, logs)).sum(1)[logs.state]
+    pi = _check_table(pi, logs)
     if estimator == "dm":
-        return Terms(v[:, None], _mean)
+        q = reward_model(logs)
+        return Terms((q * pi).sum(1)[logs.state][:, None], _mean)
     if estimator == "dr":
-        return Terms((v + w * (r - q[logs.state, logs.action[:, 0]]))[:, None], _mean)
+        even, odd_logs, odd = _folds(logs)
+        q_even, q_odd = reward_model(even), reward_model(odd_logs)
+        # each row is corrected with the model of the other fold
+        q = np.where(odd[:, None], q_even[logs.state], q_odd[logs.state])  # (n, A)
+        v = (q * pi[logs.state]).sum(1)
+        qa = q[np.arange(len(r)), logs.action[:, 0]]
+        return Terms((v + w * (r - qa))[:, None], _mean)
     raise ConfigError(f"one-step estimators are {ONE_STEP}, got {estimator!r}")
 
 
@@ -204,17 +236,20 @@ def session(logs: Logs, pi: np.ndarray, estimator: str, horizon: int) -> Terms:
             return np.where(d > 0, m[..., :h] / np.where(d > 0, d, 1.0), 0.0).sum(-1)
 
         return Terms(np.concatenate([num, den], axis=1), combine)
-    fqe = fit_fqe(logs, pi, horizon)
     first = logs.step == 0
     if estimator == "fqe":
+        fqe = fit_fqe(logs, pi, horizon)
         return Terms(fqe.v[horizon][logs.state[first]][:, None], _mean)
     if estimator == "dr":
         rho = _rho(logs, pi)
         prev = np.r_[1.0, rho[:-1]]
         prev[first] = 1.0
         togo = np.clip(horizon - logs.step, 0, horizon)
-        qsa = fqe.q[togo, logs.state, logs.action[:, 0]]
-        vs = fqe.v[togo, logs.state]
+        even, odd_logs, odd = _folds(logs)
+        f_even, f_odd = fit_fqe(even, pi, horizon), fit_fqe(odd_logs, pi, horizon)
+        act = logs.action[:, 0]
+        qsa = np.where(odd, f_even.q[togo, logs.state, act], f_odd.q[togo, logs.state, act])
+        vs = np.where(odd, f_even.v[togo, logs.state], f_odd.v[togo, logs.state])
         per_row = rho * (logs.reward - qsa) + prev * vs
         per = np.bincount(logs.session, weights=per_row, minlength=logs.n_sessions)
         return Terms(per[:, None], _mean)

@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=32_768)
     parser.add_argument("--slateq-steps", type=int, default=1_000_000)
     parser.add_argument("--ppo-steps", type=int, default=1_000_000)
+    parser.add_argument("--ppo-lr", type=float, default=3e-4)
     parser.add_argument("--agents", default="greedy,vi,slateq,ppo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
@@ -66,7 +67,11 @@ def main() -> None:
     if "ppo" in chosen:
         settings = agent_settings("ppo")
         settings.update(total_timesteps=args.ppo_steps, verbose=False, name="ppo_slate")
-        settings["hyperparams"] = {**settings["hyperparams"], "gamma": 0.99, "learning_rate": 3e-4}
+        settings["hyperparams"] = {
+            **settings["hyperparams"],
+            "gamma": 0.99,
+            "learning_rate": args.ppo_lr,
+        }
         settings["eval_every"] = max(args.ppo_steps // 4, 1)
         policies["PPO (factored MultiDiscrete)"] = SB3Agent(**settings)
 
