@@ -195,9 +195,11 @@ def recommend() -> Any:
                 "organic_probability": r.organic_probability,
                 "follow_probability": r.follow_probability,
                 "expected_value": r.expected_value,
+                "slate_follow_probability": r.slate_follow_probability,
             }
             for r in outcome.recommendations
         ],
+        slate_expected_value=outcome.slate_expected_value,
     )
 
 

@@ -34,6 +34,13 @@ trained model):
 * ``expected_value``: ``Σ_j p'(j) · r_j``, the expected reward (page value by default) of the
   next page view once ``a`` is shown; ``EXIT`` pays 0.
 
+**Slates** (a run whose env has ``slate_size = k > 1``): the list starts with the policy's own
+slate (its ``predict``, top position first; a slate policy's ranking, not only its scores), and
+the first ``k`` recommendations are scored *together*, as the simulator shows them:
+``slate_follow_probability`` is the chance the visitor follows that position under the slate
+choice model (:mod:`envs.slate`: the position-biased MNL or the cascade), and the outcome's
+``slate_expected_value`` the expected reward of the next page view with the whole slate shown.
+
 **Path.** :meth:`Recommender.path` plays the policy as the simulator does (its best action,
 "show nothing" included) and follows the most likely next page (``EXIT`` aside, whose
 probability each step reports) for a few steps, stopping early at a page already on the path.
@@ -41,6 +48,7 @@ probability each step reports) for a few steps, stopping early at a page already
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -207,6 +215,7 @@ class Recommendation:
     organic_probability: float
     follow_probability: float
     expected_value: float
+    slate_follow_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,7 @@ class Outcome:
     organic_expected_value: float
     exit_probability: float
     observation: tuple[int, ...]
+    slate_expected_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -471,6 +481,12 @@ class Recommender:
             valid &= self.action_pages != current
         candidates = np.flatnonzero(valid)
         top = candidates[np.argsort(-scores[candidates], kind="stable")[:k]]
+        slate_model = self.template.slate_model
+        if slate_model is not None:  # the policy's own slate first, then by score
+            own = np.asarray(self.run.policies[policy].policy.predict(np.asarray(obs))[0])
+            own = [int(a) for a in dict.fromkeys(own.reshape(-1).tolist()) if valid[int(a)]]
+            rest = [int(a) for a in candidates[np.argsort(-scores[candidates], kind="stable")]]
+            top = np.asarray(list(dict.fromkeys(own + rest))[:k], dtype=np.int64)
         stats = self._stats(ids)
         organic = stats.organic
         recs: list[Recommendation] = []
@@ -493,6 +509,23 @@ class Recommender:
                         expected_value=float(value[rank]),
                     )
                 )
+        slate_value = None
+        if slate_model is not None and recs:
+            shown = [int(self.action_pages[r.action]) for r in recs[: slate_model.slate_size]]
+            slate = torch.full((1, slate_model.slate_size), -1, dtype=torch.long)
+            slate[0, : len(shown)] = torch.as_tensor(shown)
+            nxt = stats.next
+            after = sum(
+                w * slate_model.apply(torch.tensor(np.asarray(row, np.float64))[None], slate)[0]
+                for w, row in zip(nxt.weights, nxt.rows, strict=True)
+            ).numpy()
+            slate_value = float(after @ self.reward)
+            recs = [
+                dataclasses.replace(r, slate_follow_probability=float(after[shown[i]]))
+                if i < len(shown)
+                else r
+                for i, r in enumerate(recs)
+            ]
         best = int(np.argmax(scores))
         return Outcome(
             recommendations=recs,
@@ -500,6 +533,7 @@ class Recommender:
             organic_expected_value=float((organic * self.reward).sum()),
             exit_probability=float(organic[self.n_pages]),
             observation=obs,
+            slate_expected_value=slate_value,
         )
 
     def path(self, policy: str, ids: tuple[int, ...], steps: int) -> list[PathStep]:

@@ -273,7 +273,7 @@
       table.appendChild(h("tr", { class: "recommendation", "data-page": r.page || r.page_group },
         h("td", { text: String(r.rank) }),
         h("td", { class: "page", title: r.page || r.page_group, text: r.page ? short(r.page) : "group " + r.page_group }),
-        h("td", { class: "num", text: pct(r.follow_probability) + " (" + pct(r.organic_probability) + ")" }),
+        h("td", { class: "num", text: (r.slate_follow_probability != null ? pct(r.slate_follow_probability) + " in the slate, " : "") + pct(r.follow_probability) + " (" + pct(r.organic_probability) + ")" }),
         h("td", { class: "num", text: num(r.expected_value) })));
     });
     wrap.appendChild(table);

@@ -308,3 +308,29 @@ def test_path_of_organic_shows_nothing(client: FlaskClient):
 def test_bad_path_requests(client: FlaskClient, body, message):
     answer = client.post("/api/path", json=body)
     assert answer.status_code == 400 and message in answer.get_json()["error"]
+
+
+def test_a_slate_run_scores_its_positions_together(run, tables):
+    """With env.slate_size = 3 the first 3 recommendations are one slate: each position's
+    follow probability is the position-biased MNL's, by hand from the organic probabilities."""
+    import copy
+
+    from envs.slate import PositionMNL
+    from webapp.recommend import Recommender
+
+    model = PositionMNL(float(np.log(tables["boost"])), (1.0, 0.5, 0.25))
+    rec = Recommender(run, cache=False)
+    rec.template = copy.copy(rec.template)
+    rec.template.slate_model = model
+    r, kappa, eps = tables["r"], tables["boost"] - 1.0, np.array(model.examination)
+    for page in range(5):
+        out = rec.recommend("value_iteration", (page,), 4)
+        p = np.array([x.organic_probability for x in out.recommendations[:3]])
+        z = 1.0 + kappa * (eps * p).sum()
+        follow = [x.slate_follow_probability for x in out.recommendations]
+        assert follow[:3] == pytest.approx(list(p * (1 + kappa * eps) / z), rel=1e-9)
+        assert follow[3] is None  # beyond the slate
+        organic_value = out.organic_expected_value
+        pages = [x.page_id for x in out.recommendations[:3]]
+        expected = (organic_value + kappa * (eps * p * r[pages]).sum()) / z
+        assert out.slate_expected_value == pytest.approx(expected, rel=1e-6)
