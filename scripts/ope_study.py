@@ -36,34 +36,9 @@ import torch
 
 from agents.heuristics import Greedy, HighestValue, MostLikely, Organic, Popular, RandomPolicy
 from agents.logs import Logs, log_policy
-from agents.ope import ONE_STEP, SESSION, Terms, one_step, session
+from agents.ope import ONE_STEP, SESSION, bootstrap_many, one_step, session
 from agents.site import Site
 from agents.tabular import ValueIterationPolicy, policy_value
-
-
-def bootstrap_many(
-    terms: list[Terms], rng: np.random.Generator, n_boot: int, chunk: int = 25
-) -> list[tuple[float, float, float]]:
-    """:func:`agents.ope.bootstrap` for many estimators on the same units, sharing the
-    Poisson weights (one matrix product per chunk of replicates)."""
-    widths = [t.terms.shape[1] for t in terms]
-    big = np.concatenate([t.terms for t in terms], axis=1)
-    reps: list[list[np.ndarray]] = [[] for _ in terms]
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        w = rng.poisson(1.0, size=(b, len(big))).astype(np.float64)
-        means = (w @ big) / np.maximum(w.sum(1, keepdims=True), 1.0)
-        col = 0
-        for i, (t, m) in enumerate(zip(terms, widths, strict=True)):
-            reps[i].append(t.combine(means[:, col : col + m]))
-            col += m
-    out = []
-    for t, r in zip(terms, reps, strict=True):
-        rep = np.concatenate(r)
-        rep = rep[np.isfinite(rep)]
-        low, high = np.quantile(rep, [0.025, 0.975]) if len(rep) else (np.nan, np.nan)
-        out.append((t.estimate(), float(low), float(high)))
-    return out
 
 
 def main() -> None:
@@ -163,9 +138,7 @@ def main() -> None:
             continue
         largest = max(sizes)
         # one log of the largest size per repetition; smaller sizes are its disjoint chunks
-        n_big = max(
-            reps_for(largest, largest), *(-(-reps_for(s, largest) * s // largest) for s in sizes)
-        )
+        n_big = args.big_reps  # smaller sizes: up to --reps disjoint chunks of these logs
         done = dict.fromkeys(sizes, 0)
         for big in range(n_big):
             core = site.core(min(args.visitors, largest), "ground_truth")

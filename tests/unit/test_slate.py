@@ -172,3 +172,26 @@ def test_bad_slate_configs_are_refused() -> None:
         build_slate_model("boost", {"beta": 1.0}, 2, {"examination": [0.5, 1.0]})
     with pytest.raises(ClickstreamError, match="action_level=page"):
         build_core(1, slate_size=3, action_level="group")
+
+
+def test_a_slate_table_saves_loads_and_plays_its_exact_value(tmp_path) -> None:
+    from agents.base import load_policy
+    from agents.evaluate import exact_return, simulate
+    from agents.slate import SlateTablePolicy
+
+    model = PositionMNL(1.0, (1.0, 0.6))
+    core = _toy_core(model, 2048)
+    mdp = SiteMDP.from_core(core)
+    v, pages, _ = slate_value_iteration(mdp, model)
+    policy = SlateTablePolicy("toy_slates")
+    policy.set_slates(pages, core, mdp.q_backup(0, v))
+    back = load_policy(policy.save(tmp_path / "p"))
+    assert torch.equal(back.slate_table(), policy.slate_table())
+    obs = np.array([[0], [3]])
+    assert back.predict(obs)[0].shape == (2, 2)
+    exact = exact_return(back, core)
+    assert exact == pytest.approx(slate_policy_value(mdp, model, pages)["mean_return"])
+    tables = {"revenue": torch.zeros(5), "time_on_page_s": torch.zeros(5)}
+    played = simulate(back, core, 40_000, seed=1, tables=tables).returns
+    half = 1.96 * played.std() / np.sqrt(len(played))
+    assert abs(played.mean() - exact) < 3 * half
