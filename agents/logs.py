@@ -113,9 +113,10 @@ def log_policy(
     Args:
         core: The world (its ``B`` visitor slots play sessions side by side).
         logging_probs: Action probabilities per current page, ``(P, A)``; for slates each
-            position draws from it independently (a factored logging policy, so
-            ``position_propensity`` is exact and the slate's propensity is their product;
-            a repeated page shows nothing at its lower position, as in the env).
+            position draws from it (or from its own table, ``(k, P, A)``) independently (a
+            factored logging policy, so ``position_propensity`` is exact and the slate's
+            propensity is their product; a repeated page shows nothing at its lower
+            position, as in the env).
         n_sessions: Sessions to log. Each slot plays ``ceil(n / B)`` sessions from its start
             and the first ``n`` by (slot, index) are kept: a choice that does not depend on
             how long a session is (no length bias).
@@ -123,14 +124,17 @@ def log_policy(
         first_step_only: Log the first decision of each session only (one-step logs: a
             contextual bandit whose contexts are the entry pages).
     """
-    mu = torch.as_tensor(logging_probs, dtype=torch.float64, device=core.device)
-    if mu.shape != (core.n_pages, core.n_actions) or bool((mu < 0).any()):
-        raise DataError(
-            f"logging probabilities must be (P, A) = ({core.n_pages}, {core.n_actions}), >= 0"
-        )
-    mu = mu / mu.sum(1, keepdim=True)
-    cdf = mu.cumsum(1)
     k = core.slate_size
+    mu = torch.as_tensor(logging_probs, dtype=torch.float64, device=core.device)
+    if mu.ndim == 2:
+        mu = mu.expand(k, -1, -1)
+    if mu.shape != (k, core.n_pages, core.n_actions) or bool((mu < 0).any()):
+        raise DataError(
+            f"logging probabilities must be (P, A) or (k, P, A) with k = {k}, P = "
+            f"{core.n_pages}, A = {core.n_actions}, all >= 0"
+        )
+    mu = mu / mu.sum(2, keepdim=True)
+    cdf = mu.cumsum(2)
     gen = torch.Generator(device=core.device).manual_seed(int(seed) + 7919)
     n = int(n_sessions)
     if first_step_only:
@@ -145,10 +149,11 @@ def log_policy(
     while True:
         s = obs[:, -1]
         u = torch.rand(len(s), k, generator=gen, device=core.device, dtype=torch.float64)
-        rows = cdf[s]  # (B, A)
-        a = torch.searchsorted(rows, (u * rows[:, -1:]).contiguous(), right=True)
-        a = a.clamp(max=core.n_actions - 1)
-        pos_prop = mu[s[:, None], a]  # (B, k)
+        rows = cdf[:, s].transpose(0, 1).contiguous()  # (B, k, A)
+        a = torch.searchsorted(rows, (u[:, :, None] * rows[:, :, -1:]).contiguous(), right=True)
+        a = a[:, :, 0].clamp(max=core.n_actions - 1)
+        positions = torch.arange(k, device=core.device)[None, :]
+        pos_prop = mu[positions, s[:, None], a]  # (B, k)
         r = core.step(a if k > 1 else a[:, 0])
         live = count < quota
         parts.append(

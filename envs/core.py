@@ -358,6 +358,8 @@ class SiteCore:
     def _slate_step(self, actions: torch.Tensor | np.ndarray | int) -> StepResult:
         a = torch.as_tensor(actions, dtype=torch.long, device=self.device)
         a = a.reshape(self.n_visitors, -1)
+        if a.shape[1] == 1:  # one action per visitor (a single-page policy): shown at the top
+            a = a.expand(-1, self.slate_size)  # the repeats below it show nothing
         slate = self.slate_pages(a)
         assert self.slate_model is not None
         organic = self.dynamics.next_probs(self.page, self.state)

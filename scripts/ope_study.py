@@ -36,9 +36,124 @@ import torch
 
 from agents.heuristics import Greedy, HighestValue, MostLikely, Organic, Popular, RandomPolicy
 from agents.logs import Logs, log_policy
-from agents.ope import ONE_STEP, SESSION, bootstrap_many, one_step, session
+from agents.ope import ONE_STEP, SESSION, SLATE, bootstrap_many, one_step, session, slate
 from agents.site import Site
+from agents.slate import SlateGreedy, SlateValueIteration
 from agents.tabular import ValueIterationPolicy, policy_value
+from envs.slate import dedupe
+
+
+def write_summary(results: list[dict], out: Path, start: float) -> None:
+    """The per-(setting, size, target, estimator) table as CSV, and the summary printed."""
+    df = pd.DataFrame(results)
+    df["error"] = df["estimate"] - df["truth"]
+    table = (
+        df.groupby(["setting", "size", "target", "estimator"], sort=False)
+        .agg(
+            truth=("truth", "first"),
+            mean_estimate=("estimate", "mean"),
+            bias=("error", "mean"),
+            rmse=("error", lambda e: float(np.sqrt(np.mean(np.square(e))))),
+            coverage=("covered", "mean"),
+            reps=("error", "size"),
+        )
+        .reset_index()
+    )
+    table["rel_rmse"] = table["rmse"] / table["truth"].abs()
+    table["rel_bias"] = table["bias"] / table["truth"].abs()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False, float_format="%.6g")
+    summary = (
+        table.groupby(["setting", "size", "estimator"], sort=False)
+        .agg(
+            mean_abs_rel_bias=("rel_bias", lambda x: float(np.mean(np.abs(x)))),
+            mean_rel_rmse=("rel_rmse", "mean"),
+            max_rel_rmse=("rel_rmse", "max"),
+            coverage=("coverage", "mean"),
+            reps=("reps", "min"),
+        )
+        .reset_index()
+    )
+    print(summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"written to {out}; {time.perf_counter() - start:.0f} s")
+
+
+def slate_main(args: argparse.Namespace, start: float) -> None:
+    """One-step slate OPE: pages as actions, slates of ``k``, a factored logging policy
+    (position ``j`` shows the ``j``-th most viewed page other than the current one with
+    probability ``1 - ε``, else a uniformly random action), deterministic target slates."""
+    env = {"dynamics": "markov", "history_len": 1, "slate_size": args.slate_size}
+    site = Site(data_dir=args.data_dir, env=env, seed=0)
+    core1 = site.core(1, "ground_truth")
+    model, k, a = core1.slate_model, core1.slate_size, core1.n_actions
+    truth_mdp = site.true_mdp()
+    policies = [SlateValueIteration(), SlateGreedy()]
+    for p in policies:
+        p.fit(site)
+    targets = {p.name: p.slate_table().numpy() for p in policies}
+    p_ = core1.n_pages
+    # slates ranked by a per-page score: popular, most likely, highest value (top k, no repeat
+    # of the current page)
+    traffic = site.page_traffic()
+    rows = site.markov.transitions.double().numpy()
+    value = core1.reward_per_page.double().cpu().numpy()[:p_]
+    for name, score in (
+        ("popular_top_k", np.broadcast_to(traffic, (p_, p_))),
+        ("most_likely_top_k", rows[:, :p_]),
+        ("highest_value_top_k", np.broadcast_to(value, (p_, p_))),
+    ):
+        sc = np.array(score, dtype=np.float64)
+        np.fill_diagonal(sc, -np.inf)
+        targets[name] = np.argsort(-sc, axis=1, kind="stable")[:, :k]  # page = action index
+    popular = targets["popular_top_k"]
+    mu = np.full((k, p_, a), args.epsilon / a)
+    for j in range(k):
+        mu[j, np.arange(p_), popular[:, j]] += 1 - args.epsilon
+    reward = truth_mdp.reward
+    truth = {}
+    for name, table in targets.items():
+        pages = core1.action_pages.cpu()[torch.as_tensor(table)]
+        shown = dedupe(pages)
+        r = (model.apply(truth_mdp.transitions[0], shown) @ reward).numpy()
+        truth[name] = float(truth_mdp.entry[0].numpy() @ r)
+    print(f"{args.data_dir}: slates of {k}, {a} actions, {model.describe()}")
+    for name in targets:
+        print(f"  {name:<22} one-step truth {truth[name]:8.3f}")
+    sizes = [int(x) for x in args.one_step_sizes.split(",") if x]
+    largest = max(sizes)
+    rng = np.random.default_rng(12345)
+    results: list[dict] = []
+    done = dict.fromkeys(sizes, 0)
+    for big in range(args.big_reps):
+        core = site.core(min(args.visitors, largest), "ground_truth")
+        logs = log_policy(core, mu, largest, big + 1, first_step_only=True)
+        for size in sizes:
+            for chunk in range(largest // size):
+                if done[size] >= (args.big_reps if size == largest else args.reps):
+                    break
+                part = logs.sessions(chunk * size, (chunk + 1) * size)
+                terms, keys = [], []
+                for name, table in targets.items():
+                    for est in SLATE:
+                        terms.append(slate(part, table, est))
+                        keys.append((name, est))
+                for (name, est), (v, lo, hi) in zip(
+                    keys, bootstrap_many(terms, rng, args.n_boot), strict=True
+                ):
+                    results.append(
+                        {
+                            "setting": f"slate_{k}",
+                            "size": size,
+                            "target": name,
+                            "estimator": est,
+                            "truth": truth[name],
+                            "estimate": v,
+                            "covered": bool(lo <= truth[name] <= hi),
+                        }
+                    )
+                done[size] += 1
+        print(f"  slates: log {big + 1}/{args.big_reps} done, {time.perf_counter() - start:.0f} s")
+    write_summary(results, args.out, start)
 
 
 def main() -> None:
@@ -52,9 +167,13 @@ def main() -> None:
     parser.add_argument("--big-reps", type=int, default=10, help="repetitions at the largest")
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--visitors", type=int, default=16_384)
+    parser.add_argument("--slate-size", type=int, default=1, help="k > 1: the slate study")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
+    if args.slate_size > 1:
+        slate_main(args, start)
+        return
 
     env = {"dynamics": "markov", "action_level": "group", "history_len": 1}
     site = Site(data_dir=args.data_dir, env=env, seed=0)
@@ -156,37 +275,7 @@ def main() -> None:
                 flush=True,
             )
 
-    df = pd.DataFrame(results)
-    df["error"] = df["estimate"] - df["truth"]
-    table = (
-        df.groupby(["setting", "size", "target", "estimator"], sort=False)
-        .agg(
-            truth=("truth", "first"),
-            mean_estimate=("estimate", "mean"),
-            bias=("error", "mean"),
-            rmse=("error", lambda e: float(np.sqrt(np.mean(np.square(e))))),
-            coverage=("covered", "mean"),
-            reps=("error", "size"),
-        )
-        .reset_index()
-    )
-    table["rel_rmse"] = table["rmse"] / table["truth"].abs()
-    table["rel_bias"] = table["bias"] / table["truth"].abs()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False, float_format="%.6g")
-    summary = (
-        table.groupby(["setting", "size", "estimator"], sort=False)
-        .agg(
-            mean_abs_rel_bias=("rel_bias", lambda x: float(np.mean(np.abs(x)))),
-            mean_rel_rmse=("rel_rmse", "mean"),
-            max_rel_rmse=("rel_rmse", "max"),
-            coverage=("coverage", "mean"),
-            reps=("reps", "min"),
-        )
-        .reset_index()
-    )
-    print(summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print(f"written to {args.out}; {time.perf_counter() - start:.0f} s")
+    write_summary(results, args.out, start)
 
 
 if __name__ == "__main__":

@@ -195,3 +195,14 @@ def test_a_slate_table_saves_loads_and_plays_its_exact_value(tmp_path) -> None:
     played = simulate(back, core, 40_000, seed=1, tables=tables).returns
     half = 1.96 * played.std() / np.sqrt(len(played))
     assert abs(played.mean() - exact) < 3 * half
+
+
+def test_a_single_page_policy_plays_in_a_slate_env_at_the_top() -> None:
+    model = PositionMNL(1.0, (1.0, 0.6))
+    core = _toy_core(model, 64)
+    core.reset(seed=0)
+    act = torch.full((64,), 2)
+    expected = core.slate_probs(torch.tensor([[2, 2]]).expand(64, -1))
+    assert torch.allclose(expected, core.slate_probs(torch.tensor([[2, 4]]).expand(64, -1)))
+    r = core.step(act)
+    assert set(r.position.tolist()) <= {-1, 0}
