@@ -40,6 +40,7 @@ from agents.ope import ONE_STEP, SESSION, SLATE, bootstrap_many, one_step, sessi
 from agents.site import Site
 from agents.slate import SlateGreedy, SlateValueIteration
 from agents.tabular import ValueIterationPolicy, policy_value
+from envs import visitors
 from envs.slate import dedupe
 
 
@@ -82,7 +83,7 @@ def slate_main(args: argparse.Namespace, start: float) -> None:
     """One-step slate OPE: pages as actions, slates of ``k``, a factored logging policy
     (position ``j`` shows the ``j``-th most viewed page other than the current one with
     probability ``1 - ε``, else a uniformly random action), deterministic target slates."""
-    env = {"dynamics": "markov", "history_len": 1, "slate_size": args.slate_size}
+    env = {"dynamics": visitors.first_order().name, "history_len": 1, "slate_size": args.slate_size}
     site = Site(data_dir=args.data_dir, env=env, seed=0)
     core1 = site.core(1, "ground_truth")
     model, k, a = core1.slate_model, core1.slate_size, core1.n_actions
@@ -175,7 +176,7 @@ def main() -> None:
         slate_main(args, start)
         return
 
-    env = {"dynamics": "markov", "action_level": "group", "history_len": 1}
+    env = {"dynamics": visitors.first_order().name, "action_level": "group", "history_len": 1}
     site = Site(data_dir=args.data_dir, env=env, seed=0)
     truth_mdp = site.true_mdp()
     targets = {}

@@ -24,6 +24,7 @@ from agents.evaluate import simulate, summarize
 from agents.sb3 import SB3Agent
 from agents.site import Site
 from agents.slate import SlateGreedy, SlateQ, SlateValueIteration, slate_policy_value
+from envs import visitors
 from scripts.configs import agent_settings
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     env = {
-        "dynamics": "markov",
+        "dynamics": visitors.first_order().name,
         "slate_size": args.slate_size,
         "history_len": 1,
         "click_model": args.click_model,
@@ -54,7 +55,7 @@ def main() -> None:
     model = truth_core.slate_model
     print(model.describe())
 
-    optimum = SlateValueIteration("slate_optimum", model="true")
+    optimum = SlateValueIteration("slate_optimum", model=visitors.ground_truth().name)
     optimum.fit(site)
     policies = {"slate_optimum (exact)": optimum}
     chosen = args.agents.split(",")
