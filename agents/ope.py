@@ -66,6 +66,9 @@ class Terms:
 
     terms: np.ndarray
     combine: Callable[[np.ndarray], np.ndarray]  # (..., m) means -> (...) estimates
+    # a model-based estimator: its estimate with the model refitted under unit weights (n,),
+    # which the bootstrap calls per replicate instead of reweighting the fixed terms
+    refit: Callable[[np.ndarray], float] | None = None
 
     def estimate(self) -> float:
         return float(self.combine(self.terms.mean(axis=0)))
@@ -118,17 +121,19 @@ def subset(logs: Logs, mask: np.ndarray) -> Logs:
     )
 
 
-def reward_model(logs: Logs) -> np.ndarray:
+def reward_model(logs: Logs, weights: np.ndarray | None = None) -> np.ndarray:
     """``q̂(s, a)``: mean logged reward per (page, action), ``(P, A)``; empty cells take the
-    page's mean over its logged actions, pages without data the overall mean."""
+    page's mean over its logged actions, pages without data the overall mean. ``weights``
+    ``(n,)``: weighted means (the bootstrap's refits)."""
     p, a = logs.n_pages, logs.n_actions
+    w = np.ones(len(logs.reward)) if weights is None else weights
     cell = logs.state * a + logs.action[:, 0]
-    n = np.bincount(cell, minlength=p * a).reshape(p, a)
-    s = np.bincount(cell, weights=logs.reward, minlength=p * a).reshape(p, a)
-    overall = logs.reward.mean() if len(logs.reward) else 0.0
+    n = np.bincount(cell, weights=w, minlength=p * a).reshape(p, a)
+    s = np.bincount(cell, weights=w * logs.reward, minlength=p * a).reshape(p, a)
+    overall = (w * logs.reward).sum() / w.sum() if len(logs.reward) else 0.0
     page_n, page_s = n.sum(1), s.sum(1)
-    page_mean = np.where(page_n > 0, page_s / np.maximum(page_n, 1), overall)
-    return np.where(n > 0, s / np.maximum(n, 1), page_mean[:, None])
+    page_mean = np.where(page_n > 0, page_s / np.where(page_n > 0, page_n, 1.0), overall)
+    return np.where(n > 0, s / np.where(n > 0, n, 1.0), page_mean[:, None])
 
 
 def one_step(logs: Logs, pi: np.ndarray, estimator: str) -> Terms:
@@ -141,7 +146,12 @@ def one_step(logs: Logs, pi: np.ndarray, estimator: str) -> Terms:
     pi = _check_table(pi, logs)
     if estimator == "dm":
         q = reward_model(logs)
-        return Terms((q * pi).sum(1)[logs.state][:, None], _mean)
+
+        def refit(u: np.ndarray) -> float:
+            v = (reward_model(logs, u) * pi).sum(1)[logs.state]
+            return float((u * v).sum() / u.sum())
+
+        return Terms((q * pi).sum(1)[logs.state][:, None], _mean, refit)
     if estimator == "dr":
         even, odd_logs, odd = _folds(logs)
         q_even, q_odd = reward_model(even), reward_model(odd_logs)
@@ -192,15 +202,18 @@ class FQE:
     v: np.ndarray
 
 
-def fit_fqe(logs: Logs, pi: np.ndarray, horizon: int) -> FQE:
-    """FQE on the empirical MDP of the logs (module docstring); ``horizon`` = H."""
+def fit_fqe(logs: Logs, pi: np.ndarray, horizon: int, weights: np.ndarray | None = None) -> FQE:
+    """FQE on the empirical MDP of the logs (module docstring); ``horizon`` = H; ``weights``
+    ``(n,)`` per row: the weighted empirical MDP (the bootstrap's refits)."""
     pi = _check_table(pi, logs)
     p, a = logs.n_pages, logs.n_actions
+    w = np.ones(len(logs.reward)) if weights is None else weights
     cell = logs.state * a + logs.action[:, 0]
-    n = np.bincount(cell, minlength=p * a).astype(np.float64)
-    trans = np.zeros((p * a, p + 1))
-    np.add.at(trans, (cell, logs.next_state), 1.0)
-    rsum = np.bincount(cell, weights=logs.reward, minlength=p * a)
+    n = np.bincount(cell, weights=w, minlength=p * a)
+    trans = np.bincount(
+        cell * (p + 1) + logs.next_state, weights=w, minlength=p * a * (p + 1)
+    ).reshape(p * a, p + 1)
+    rsum = np.bincount(cell, weights=w * logs.reward, minlength=p * a)
     # unseen (page, action): the page's pooled transitions; unseen pages: leave at once
     page_trans = trans.reshape(p, a, p + 1).sum(1)
     page_n, page_r = n.reshape(p, a).sum(1), rsum.reshape(p, a).sum(1)
@@ -211,7 +224,9 @@ def fit_fqe(logs: Logs, pi: np.ndarray, horizon: int) -> FQE:
     rows = np.where((n.reshape(p, a) > 0)[:, :, None], trans, page_trans[:, None, :])
     rows = rows / rows.sum(2, keepdims=True)
     nn = n.reshape(p, a)
-    reward = np.where(nn > 0, rsum.reshape(p, a) / np.maximum(nn, 1), (page_r / page_n)[:, None])
+    reward = np.where(
+        nn > 0, rsum.reshape(p, a) / np.where(nn > 0, nn, 1.0), (page_r / page_n)[:, None]
+    )
     q = np.zeros((horizon + 1, p, a))
     v = np.zeros((horizon + 1, p))
     for h in range(1, horizon + 1):
@@ -239,7 +254,13 @@ def session(logs: Logs, pi: np.ndarray, estimator: str, horizon: int) -> Terms:
     first = logs.step == 0
     if estimator == "fqe":
         fqe = fit_fqe(logs, pi, horizon)
-        return Terms(fqe.v[horizon][logs.state[first]][:, None], _mean)
+        start = logs.state[first]
+
+        def refit(u: np.ndarray) -> float:  # u: per session
+            v0 = fit_fqe(logs, pi, horizon, u[logs.session]).v[horizon][start]
+            return float((u * v0).sum() / u.sum())
+
+        return Terms(fqe.v[horizon][start][:, None], _mean, refit)
     if estimator == "dr":
         rho = _rho(logs, pi)
         prev = np.r_[1.0, rho[:-1]]
@@ -308,13 +329,15 @@ def bootstrap_many(
     n_boot: int = 200,
     level: float = 0.95,
     chunk: int = 25,
+    refit_models: bool = True,
 ) -> list[tuple[float, float, float]]:
     """Estimates and percentile intervals of several estimators on the same units, sharing
     the resampling weights: the Bayesian bootstrap (Rubin, 1981), each unit weighted by an
     Exp(1) draw, which for the means of many units behaves as resampling with replacement and
     costs one matrix product per ``chunk`` replicates (float32 weights and terms; the
-    estimates themselves are float64). Models fitted on the logs (DM's ``q̂``, FQE) are held
-    fixed, so their intervals leave out the model's own uncertainty.
+    estimates themselves are float64). Model-based estimators (DM, FQE: ``Terms.refit``) are
+    refitted on every replicate's weights, so their intervals include the model's own
+    uncertainty; ``refit_models=False`` holds the models fixed (faster, far too narrow).
 
     Returns:
         ``(estimate, low, high)`` per estimator.
@@ -330,7 +353,13 @@ def bootstrap_many(
         means = (w @ big32).astype(np.float64) / w.sum(1, dtype=np.float64)[:, None] + centre
         col = 0
         for i, (t, m) in enumerate(zip(terms, widths, strict=True)):
-            reps[i].append(t.combine(means[:, col : col + m]))
+            if (
+                refit_models and t.refit is not None
+            ):  # a model-based estimator: refit it on the weighted units
+                w64 = w.astype(np.float64)
+                reps[i].append(np.array([t.refit(w64[j]) for j in range(b)]))
+            else:
+                reps[i].append(t.combine(means[:, col : col + m]))
             col += m
     alpha = (1 - level) / 2
     out = []

@@ -169,6 +169,12 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--visitors", type=int, default=16_384)
     parser.add_argument("--slate-size", type=int, default=1, help="k > 1: the slate study")
+    parser.add_argument(
+        "--fixed-models",
+        action="store_true",
+        help="bootstrap DM and FQE with their fitted model held fixed (faster; the first "
+        "tables of docs/results.md) instead of refitting it per replicate",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -231,7 +237,9 @@ def main() -> None:
                     terms.append(session(logs, pi, est, horizon))
                 keys.append((name, est))
         for (name, est), (value, low, high) in zip(
-            keys, bootstrap_many(terms, rng, args.n_boot), strict=True
+            keys,
+            bootstrap_many(terms, rng, args.n_boot, refit_models=not args.fixed_models),
+            strict=True,
         ):
             truth = one_truth[name] if setting == "one_step" else sess_truth[name]
             results.append(

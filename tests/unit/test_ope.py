@@ -206,3 +206,22 @@ def test_logs_round_trip_and_refuse_logs_without_propensities(tmp_path) -> None:
     df.to_parquet(tmp_path / "zero.parquet")
     with pytest.raises(DataError, match=r"row 3.*propensity"):
         read_logs(tmp_path / "zero.parquet", pages, actions)
+
+
+def test_model_based_intervals_refit_the_model_per_replicate() -> None:
+    from agents.ope import bootstrap_many
+
+    core = _markov_core(1024)
+    mu = torch.ones(core.n_pages, core.n_actions)
+    logs = log_policy(core, mu, 4000, seed=2)
+    pi = np.zeros((core.n_pages, core.n_actions))
+    pi[:, 3] = 1.0
+    for terms in (session(logs, pi, "fqe", 50), one_step(logs, pi, "dm")):
+        assert terms.refit is not None
+        ones = np.ones(len(terms.terms))
+        assert terms.refit(ones) == pytest.approx(terms.estimate(), rel=1e-12)
+        fixed = bootstrap_many([terms], np.random.default_rng(0), 100, refit_models=False)[0]
+        refit = bootstrap_many([terms], np.random.default_rng(0), 100)[0]
+        assert refit[1] < refit[0] < refit[2]
+        # the model's own error widens the interval several-fold
+        assert (refit[2] - refit[1]) > 2 * (fixed[2] - fixed[1])
