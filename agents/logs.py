@@ -17,7 +17,8 @@ column                type            meaning
 ``page``              string          the page the visitor was on (a page of the catalog)
 ``slate``             list<string>    what was shown, top position first: page names (page
                                       groups with ``action_level=group``); null = nothing shown
-                                      at that position. One element without slates.
+                                      at that position (a page repeated lower down, too). One
+                                      element without slates.
 ``propensity``        float           probability the logging policy showed this slate, > 0
 ``position_propensity`` list<float>   optional: probability of each shown item at its
                                       position (slate estimators need it)
