@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from clickstream.errors import ConfigError, RunFolderError, from_options
 from clickstream.io import atomic_file
 from envs.sequences import SessionSequences
 from envs.visitor_model import (
+    NegativeSampler,
+    TrainingBatch,
     VisitorModel,
     load_weights_only,
     make_batches,
@@ -160,40 +161,6 @@ def training_windows(
     return starts.astype(np.int64), win_len.astype(np.int64), session.astype(np.int64)
 
 
-def sampled_softmax_loss(
-    model: VisitorModel,
-    out: torch.Tensor,
-    pages: torch.Tensor,
-    targets: torch.Tensor,
-    prior_fold: torch.Tensor | None,
-    log_q: torch.Tensor,
-    n_draws: int,
-    exact: int = 32,
-) -> torch.Tensor:
-    """Mean ``-log p(target)`` of ``N`` positions with a sampled normaliser
-    (:attr:`TrainerConfig.sampled_softmax`, :meth:`~envs.visitor_model.GRUNet.sampled_nll`).
-
-    Args:
-        model: The model being trained.
-        out: GRU outputs ``(N, H)``; ``pages``, ``targets``, ``prior_fold``: ``(N,)``.
-        log_q: Log-probabilities ``(P + 1,)`` of the proposal the negatives are drawn from.
-        n_draws: Draws with replacement from the torch generator (seeded, and saved with
-            resumable checkpoints); a draw of outcome ``s`` ``c`` times weighs
-            ``c / (n_draws · q(s))``.
-        exact: Most likely successors of each page (under the prior) summed exactly.
-
-    Returns:
-        The mean loss (a scalar tensor).
-    """
-    draws = torch.multinomial(log_q.exp(), n_draws, replacement=True)
-    negatives, counts = torch.unique(draws, return_counts=True)
-    log_weight = torch.log(counts.to(log_q.dtype)) - math.log(n_draws) - log_q[negatives]
-    nll = model.net.sampled_nll(
-        out.float(), pages, targets, negatives, log_weight, prior_fold, exact=exact
-    )
-    return nll.mean()
-
-
 @torch.no_grad()
 def mean_log_loss(model: VisitorModel, seqs: SessionSequences, batch_sessions: int = 2048) -> float:
     """Mean ``-ln p(next)`` over every step of ``seqs`` (``EXIT`` included), whole sessions."""
@@ -251,10 +218,13 @@ def train(
     window_fold = window_session % folds if folds >= 2 else None
     targets = train_seqs.targets()
     p = model.vocab.n_pages
+    window_first = starts == train_seqs.offsets[:-1][window_session]  # starts its session
     n_negatives = int(cfg.sampled_softmax) if 0 < cfg.sampled_softmax < p + 1 else 0
+    sampler = None
     if n_negatives:  # what sampled negatives are drawn from: flattened target frequencies
         freq = (np.bincount(targets, minlength=p + 1) + 1.0) ** cfg.sample_alpha
         log_q = torch.as_tensor(np.log(freq / freq.sum()), dtype=torch.float32, device=device)
+        sampler = NegativeSampler(log_q, n_negatives, cfg.sample_exact)
 
     history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_valid_log_loss": math.inf}
     first_epoch = 1
@@ -309,36 +279,21 @@ def train(
                 targets,
                 pad=(p, 0, IGNORE),
             )
-            pages_t = torch.from_numpy(pages).to(device, non_blocking=True)
-            times_t = torch.from_numpy(times).to(device, non_blocking=True)
-            tgt_t = torch.from_numpy(tgt).to(device, non_blocking=True)
-            fold_t = (
-                torch.from_numpy(window_fold[idx]).to(device) if window_fold is not None else None
+
+            def to(a: np.ndarray) -> torch.Tensor:
+                return torch.from_numpy(a).to(device, non_blocking=True)
+
+            batch = TrainingBatch(
+                pages=to(pages),
+                times=to(times),
+                targets=to(tgt),
+                valid=to(mask),
+                lengths=torch.from_numpy(lengths[idx]) if device.type == "cpu" else None,
+                fold=to(window_fold[idx]) if window_fold is not None else None,
+                first=to(window_first[idx]),
             )
-            valid = torch.from_numpy(mask).to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                # the output layer (P + 1 scores each) only where there is a next page to
-                # predict; on the CPU the padded steps are skipped in the GRU too
-                out, _ = model.net.encode(
-                    pages_t,
-                    times_t,
-                    lengths=torch.from_numpy(lengths[idx]) if device.type == "cpu" else None,
-                )
-                fold = None if fold_t is None else fold_t[:, None].expand_as(pages_t)[valid]
-                if n_negatives:
-                    loss = sampled_softmax_loss(
-                        model,
-                        out[valid],
-                        pages_t[valid],
-                        tgt_t[valid],
-                        fold,
-                        log_q,
-                        n_negatives,
-                        cfg.sample_exact,
-                    )
-                else:
-                    logits = model.net.scores(out[valid], pages_t[valid], fold)
-                    loss = F.cross_entropy(logits.float(), tgt_t[valid])
+                loss = model.batch_loss(batch, sampler)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pickle
 from collections.abc import Iterator, Mapping, Sequence
@@ -304,7 +305,28 @@ class GRUNet(nn.Module):
         prior_fold: torch.Tensor | None = None,
         exact: int = 32,
     ) -> torch.Tensor:
-        """``-log p(target)`` at ``N`` positions, the softmax's normaliser partly sampled.
+        """``-log p(target)`` at ``N`` positions, the softmax's normaliser partly sampled
+        (:meth:`sampled_terms`, whose terms' log-sum-exp is the normaliser).
+
+        Returns:
+            The loss of each position, ``(N,)``.
+        """
+        z_t, terms, _ = self.sampled_terms(
+            out, pages, targets, negatives, log_weight, prior_fold, exact
+        )
+        return torch.logsumexp(terms, dim=1) - z_t
+
+    def sampled_terms(
+        self,
+        out: torch.Tensor,
+        pages: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor,
+        log_weight: torch.Tensor,
+        prior_fold: torch.Tensor | None = None,
+        exact: int = 32,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The target's logit and the terms of a partly sampled softmax normaliser.
 
         The normaliser ``Z_n = Σ_j exp(z_nj)`` is summed exactly over ``C_n``, the target and
         the ``exact`` most likely successors of the position's page under the prior (where
@@ -323,7 +345,10 @@ class GRUNet(nn.Module):
             exact: Successors per page summed exactly (with a prior; 0: none).
 
         Returns:
-            The loss of each position, ``(N,)``.
+            ``(z_t (N,), terms (N, C), outcome (N, C))``: the target's logit, the log-terms
+            whose sum of exponentials is the normaliser (the target, the weighted negatives,
+            the exact successors; ``-inf`` where a term is left out) and the outcome id of
+            each term (so a caller can sum them by destination group).
         """
         n, m = self.n_pages + 1, len(negatives)
         dev = pages.device
@@ -353,7 +378,10 @@ class GRUNet(nn.Module):
                 excluded.view(-1)[owner[hit] * m + col[hit]] = True
         z_neg = z_neg.masked_fill(excluded, -torch.inf)
         parts = [z_t[:, None], z_neg] + ([] if z_top is None else [z_top])
-        return torch.logsumexp(torch.cat(parts, dim=1), dim=1) - z_t
+        ids = [targets[:, None], negatives[None, :].expand(len(pages), -1)]
+        if z_top is not None:
+            ids.append(cols)
+        return z_t, torch.cat(parts, dim=1), torch.cat(ids, dim=1)
 
     def _prior_on(
         self, pages: torch.Tensor, outcomes: torch.Tensor, prior_fold: torch.Tensor | None
@@ -525,6 +553,56 @@ def _prior_state_pre_hook(
             )
 
 
+@dataclass
+class NegativeSampler:
+    """Negatives of a sampled softmax (:attr:`envs.training.TrainerConfig.sampled_softmax`).
+
+    Attributes:
+        log_q: Log-probabilities ``(P + 1,)`` of the proposal the negatives are drawn from.
+        n_draws: Draws with replacement per batch from the torch generator (seeded, and saved
+            with resumable checkpoints); a draw of outcome ``s`` ``c`` times weighs
+            ``c / (n_draws · q(s))``.
+        exact: Most likely successors of each page (under the prior) summed exactly.
+    """
+
+    log_q: torch.Tensor
+    n_draws: int
+    exact: int = 32
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(negatives (M,), log_weight (M,))``: distinct outcomes and their importance
+        log-weights."""
+        draws = torch.multinomial(self.log_q.exp(), self.n_draws, replacement=True)
+        negatives, counts = torch.unique(draws, return_counts=True)
+        log_weight = (
+            torch.log(counts.to(self.log_q.dtype)) - math.log(self.n_draws) - self.log_q[negatives]
+        )
+        return negatives, log_weight
+
+
+@dataclass
+class TrainingBatch:
+    """One padded batch of training windows (:func:`envs.training.train`).
+
+    Attributes:
+        pages: Page ids ``(B, T)``, padding ``P``.
+        times: Time buckets of the previous page ``(B, T)``.
+        targets: Next outcome ids ``(B, T)``, meaningless where not ``valid``.
+        valid: Positions that hold a page view ``(B, T)``.
+        lengths: Window lengths ``(B,)`` on the CPU (packed sequences), or ``None``.
+        fold: Each window's prior fold ``(B,)`` (cross-fitted priors), or ``None``.
+        first: Whether each window starts its session ``(B,)`` (its first page is an entry).
+    """
+
+    pages: torch.Tensor
+    times: torch.Tensor
+    targets: torch.Tensor
+    valid: torch.Tensor
+    lengths: torch.Tensor | None
+    fold: torch.Tensor | None
+    first: torch.Tensor
+
+
 class VisitorModel:
     """A trained (or training) GRU next-page model with its vocabulary.
 
@@ -535,6 +613,7 @@ class VisitorModel:
     """
 
     name = "gru"
+    checkpoint_kind = CHECKPOINT_KIND
 
     def __init__(
         self, vocab: Vocabulary, cfg: ModelConfig | None = None, device: str | torch.device = "cpu"
@@ -542,9 +621,14 @@ class VisitorModel:
         self.vocab = vocab
         self.cfg = cfg or ModelConfig()
         self.device = torch.device(device)
-        self.net = GRUNet(vocab.n_pages, vocab.page_group, vocab.n_groups, self.cfg).to(self.device)
+        self.net = self._make_net().to(self.device)
         self.metrics: dict[str, Any] = {}
         self.train_state: dict[str, Any] = {}
+
+    def _make_net(self) -> GRUNet:
+        """The network (a subclass adds its own parameters)."""
+        v = self.vocab
+        return GRUNet(v.n_pages, v.page_group, v.n_groups, self.cfg)
 
     def fit_prior(self, train_seqs: SessionSequences) -> None:
         """Count the first-order prior on the training sessions (no-op without a prior).
@@ -580,6 +664,28 @@ class VisitorModel:
     def initial_hidden(self, batch: int) -> torch.Tensor:
         """State of ``batch`` visitors before their first page view, ``(B, L·H)`` zeros."""
         return torch.zeros(batch, self.hidden_dim, device=self.device)
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def batch_loss(self, batch: TrainingBatch, sampler: NegativeSampler | None) -> torch.Tensor:
+        """Mean ``-ln p(next)`` over the valid positions of a training batch (a scalar).
+
+        The output layer (``P + 1`` scores each) runs only where there is a next page to
+        predict; with ``batch.lengths`` the GRU skips the padded steps too (CPU). ``sampler``:
+        the normaliser partly sampled (:meth:`GRUNet.sampled_nll`).
+        """
+        valid = batch.valid
+        out, _ = self.net.encode(batch.pages, batch.times, lengths=batch.lengths)
+        fold = None if batch.fold is None else batch.fold[:, None].expand_as(batch.pages)[valid]
+        pages, targets = batch.pages[valid], batch.targets[valid]
+        if sampler is not None:
+            negatives, log_weight = sampler.draw()
+            nll = self.net.sampled_nll(
+                out[valid].float(), pages, targets, negatives, log_weight, fold, sampler.exact
+            )
+            return nll.mean()
+        logits = self.net.scores(out[valid], pages, fold)
+        return nn.functional.cross_entropy(logits.float(), targets)
 
     # ---- the simulator's API ---------------------------------------------------------------
 
@@ -799,11 +905,12 @@ class VisitorModel:
         """
         path = Path(path)
         state = {
-            "kind": CHECKPOINT_KIND,
+            "kind": self.checkpoint_kind,
             "version": CHECKPOINT_VERSION,
             "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
             **plain_data(
                 {
+                    **self._checkpoint_settings(),
                     "model_config": dataclasses.asdict(self.cfg),
                     "vocab": self.vocab.to_dict(),
                     "metrics": self.metrics,
@@ -827,13 +934,16 @@ class VisitorModel:
         """
         path = Path(path)
         state = load_weights_only(path, "visitor model checkpoint")
-        if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-            raise RunFolderError("not a NextPage visitor model checkpoint", file=str(path))
+        if not isinstance(state, dict) or state.get("kind") != cls.checkpoint_kind:
+            raise RunFolderError(
+                f"not a NextPage {cls.name} visitor model checkpoint", file=str(path)
+            )
         try:
-            model = cls(
+            model = cls._from_checkpoint(
                 Vocabulary.from_dict(state["vocab"]),
                 ModelConfig.from_dict(state["model_config"]),
-                device=device,
+                state,
+                device,
             )
             model.net.load_state_dict(state["state_dict"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -845,6 +955,17 @@ class VisitorModel:
         model.metrics = dict(state.get("metrics") or {})
         model.train_state = dict(state.get("train_state") or {})
         return model
+
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        """Plain settings a subclass needs back to rebuild itself (:meth:`_from_checkpoint`)."""
+        return {}
+
+    @classmethod
+    def _from_checkpoint(
+        cls, vocab: Vocabulary, cfg: ModelConfig, state: Mapping[str, Any], device: Any
+    ) -> VisitorModel:
+        """An untrained model of a checkpoint's shape (its weights are loaded next)."""
+        return cls(vocab, cfg, device=device)
 
 
 def plain_data(value: Any) -> Any:

@@ -19,6 +19,7 @@ from envs.click_model import MultinomialBoost
 from envs.core import SiteCore
 from envs.dynamics import GRUDynamics, MarkovDynamics, TrueDynamics, entry_distribution
 from envs.latent_class import LatentClassModel
+from envs.latent_gru import LatentGRUDynamics, LatentGRUModel
 from envs.rewards import reward_from_catalog
 from envs.sequences import load_prepared
 from envs.site_env import build_core
@@ -52,6 +53,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "simulator.model.embedding_dim=8",
                 "simulator.baselines.tune_on_valid=false",
                 "simulator.latent_class={classes: 2, restarts: 1, iters: 30}",
+                "simulator.latent_gru={types: 2}",
                 "show_progress=false",
             ],
         )
@@ -69,11 +71,14 @@ def _by_hand(kind: str, data_dir: Path, top_k: int | None):
         return MarkovDynamics.fit(train, pages)
     if kind == "latent_class":
         return LatentClassModel.load(data_dir / "simulator" / "latent_class.npz").dynamics()
+    if kind == "latent_gru":
+        model = LatentGRUModel.load(data_dir / "simulator" / "latent_gru.pt")
+        return LatentGRUDynamics(model, full_logits=top_k is None)
     model = VisitorModel.load(data_dir / "simulator" / "model.pt")
     return GRUDynamics(model, entry_distribution(train), full_logits=top_k is None)
 
 
-@pytest.mark.parametrize("kind", ["true", "markov", "gru", "latent_class"])
+@pytest.mark.parametrize("kind", ["true", "markov", "gru", "latent_class", "latent_gru"])
 @pytest.mark.parametrize("top_k", [None, 4])
 def test_a_core_built_by_kind_name_replays_the_kinds_own_dynamics(
     data_dir: Path, kind: str, top_k: int | None
@@ -100,7 +105,7 @@ def test_a_core_built_by_kind_name_replays_the_kinds_own_dynamics(
     assert torch.equal(core.state, hand.state)
 
 
-@pytest.mark.parametrize("kind", ["true", "markov", "gru", "latent_class"])
+@pytest.mark.parametrize("kind", ["true", "markov", "gru", "latent_class", "latent_gru"])
 def test_next_distribution_is_a_distribution_and_the_simulators(data_dir: Path, kind: str):
     data = load_prepared(data_dir, splits=("train",))
     model = visitors.get(kind).load(data)
@@ -119,9 +124,17 @@ def test_next_distribution_is_a_distribution_and_the_simulators(data_dir: Path, 
     for page in {h[0] for h in histories(data)}:
         nxt = model.next_distribution([page])
         pages = torch.tensor([page])
-        if chains is None:  # the GRU: its state after the page
+        if chains is None and not dyn.latent_state:  # the GRU: its state after the page
             state = dyn.advance(pages, torch.zeros(1, dyn.state_dim))
             sim = dyn.next_probs(pages, state)[0].double().numpy()
+        elif chains is None:  # the latent-type GRU: a visitor of each type on that page
+            k = len(dyn.type_prior)
+            state = torch.zeros(k, dyn.state_dim)
+            state[:, dyn.hidden_dim] = torch.arange(k).float()
+            state = dyn.advance(pages.expand(k), state)
+            rows = dyn.next_probs(pages.expand(k), state).double()
+            joint = (dyn.type_prior * dyn.type_entry[:, page]).double()
+            sim = (joint @ rows / joint.sum()).numpy()
         else:
             joint = (
                 chains.prior[:, None] * chains.entry[:, page, None] * chains.transitions[:, page]
@@ -137,6 +150,7 @@ def test_next_distribution_of_each_kind_is_its_models_own(data_dir: Path) -> Non
     latent = LatentClassModel.load(data_dir / "simulator" / "latent_class.npz")
     truth = TrueModel(SyntheticStore.load(data.true_model_path), vocab.pages)
     markov = MarkovDynamics.fit(data.splits["train"], vocab.pages)
+    latent_gru = LatentGRUModel.load(data_dir / "simulator" / "latent_gru.pt")
     for history in histories(data):
         names = [vocab.pages[i] for i in history]
         want = {
@@ -149,6 +163,9 @@ def test_next_distribution_of_each_kind_is_its_models_own(data_dir: Path) -> Non
             "latent_class": np.exp(latent.log_prob_next(np.array([history]))[0, -1]),
             "true": np.exp(truth.log_prob_next(np.array([history]))[0, -1]),
             "markov": markov.transitions[history[-1]].double().numpy(),
+            "latent_gru": np.exp(
+                latent_gru.log_prob_next(np.array([history]))[0, -1].double().numpy()
+            ),
         }
         for kind, probs in want.items():
             got = visitors.get(kind).load(data).next_distribution(history).probs
@@ -159,7 +176,7 @@ def test_a_learned_kind_loads_only_from_a_verified_folder_of_these_data(
     data_dir: Path, tmp_path: Path
 ) -> None:
     data = load_prepared(data_dir, splits=("train",))
-    for name in ("gru", "latent_class"):
+    for name in ("gru", "latent_class", "latent_gru"):
         kind = visitors.get(name)
         assert kind.model_file(data) == data_dir / "simulator" / kind.files[0]
     # a copy of the simulator folder with a changed model file no longer verifies

@@ -1,0 +1,562 @@
+"""The latent-type GRU visitor model: a GRU whose visitors carry a type a recommendation cannot
+change.
+
+A plain GRU gives the *mix* of the visitors seen after a history. In a simulator a
+recommendation then boosts the mix, and a visitor pushed to the basket is treated like those who
+went there on their own (mostly buyers): the GRU world over-rates interventions that move
+visitors to where the valuable ones go (docs/results.md, the intent study). Here every visitor
+has one of ``K`` latent types ``z``, drawn when she arrives and kept; the GRU reads her history
+and gives each type's next page:
+
+    log p(next = j | history, z) = s(j | history) + m_z[group(page), group(j)] + b_z(j) - log Z_z
+
+with ``s`` the GRU's logits (shared trunk: embeddings, GRU, the output head with its group head
+and first-order prior, exactly :class:`~envs.visitor_model.GRUNet`), ``m_z`` a type's
+preference for moving from one page group to another (``K × (G + 1) × (G + 1)`` numbers) and
+``b_z`` its preference for each outcome (``K × (P + 1)``: pages of one group that a type
+treats differently, such as the featured products against the rest of a listing). A
+type also has its own entry distribution (a shared page term plus a type × group term) and a
+prior ``p(z)``. Training maximises the exact marginal likelihood of every session,
+``log Σ_z p(z) p(x_1 | z) Π_t p(x_{t+1} | x_{1:t}, z)`` (a log-sum-exp over ``z`` of the
+per-type log-likelihoods); ``K`` is chosen on the validation split. Predicting for people (and
+for the test-split metrics) filters exactly: the types' posterior after the history mixes the
+types' rows. In the simulator a visitor's type is part of her state, and the click model's
+boost acts on her own type's row.
+
+A type adds ``O(P)`` per position with the full softmax; with a sampled softmax (large sites)
+its terms are added to the same sampled terms as the plain GRU's
+(:meth:`~envs.visitor_model.GRUNet.sampled_terms`), and in the simulator's candidate mode to
+the candidates' scores only. Nothing of size ``P × P`` is made.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from clickstream.errors import ConfigError, DataError, from_options
+from envs.dynamics import GRUDynamics, entry_distribution, sample_categorical
+from envs.sequences import SessionSequences, Vocabulary
+from envs.training import TrainerConfig, train
+from envs.visitor_model import (
+    GRUNet,
+    ModelConfig,
+    NegativeSampler,
+    TrainingBatch,
+    VisitorModel,
+    padded_batches,
+)
+
+CHECKPOINT_KIND = "nextpage.latent_gru"
+EVAL_CELLS = 1 << 23
+"""Per-type log-probabilities held at once when scoring whole sessions (``K · tokens · (P +
+1)`` floats, 32 MB): bounds a batch's padded positions."""
+
+
+@dataclass
+class LatentTypesConfig:
+    """The latent types of the model (``simulator.latent_gru``).
+
+    Attributes:
+        types: ``K``, or ``auto``: each of ``candidates`` is trained and the validation
+            split's log-loss picks one.
+        candidates: The ``K`` tried by ``auto``.
+        min_gain: ``auto`` takes more types only when they lower the validation log-loss by
+            at least this much (nats per page view) over the best with fewer.
+        init_scale: Standard deviation of the random initial type preferences (they break
+            the symmetry between types).
+        max_len: Training windows of this many page views: a type is a property of a whole
+            session, so windows should hold whole sessions (longer ones are cut, and their
+            later windows count as sessions of their own, without an entry page).
+        memory_lr: The second stage's learning rate, a fraction of the trainer's (it starts
+            from a trained model: at the full rate the GRU overfits within an epoch).
+    """
+
+    types: int | str = "auto"
+    candidates: tuple[int, ...] = (1, 2, 3, 4)
+    min_gain: float = 0.001
+    init_scale: float = 0.5
+    max_len: int = 64
+    memory_lr: float = 0.25
+
+    def __post_init__(self) -> None:
+        self.candidates = tuple(int(k) for k in self.candidates)
+        if self.types != "auto" and (isinstance(self.types, bool) or int(self.types) < 1):
+            raise ConfigError(f"latent_gru.types must be >= 1 or auto, got {self.types!r}")
+        if not self.candidates or min(self.candidates) < 1:
+            raise ConfigError(
+                f"latent_gru.candidates must be type counts >= 1, got {self.candidates}"
+            )
+        if int(self.max_len) < 2:
+            raise ConfigError(f"latent_gru.max_len must be >= 2, got {self.max_len}")
+
+    @property
+    def tried(self) -> tuple[int, ...]:
+        """The type counts to train: ``candidates`` for ``auto``, else ``(types,)``."""
+        return tuple(sorted(set(self.candidates))) if self.types == "auto" else (int(self.types),)
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any] | None) -> LatentTypesConfig:
+        """Build from a plain mapping (a resolved Hydra node); unknown keys raise."""
+        return from_options(cls, cfg, "latent_gru")
+
+
+class LatentGRUNet(GRUNet):
+    """:class:`~envs.visitor_model.GRUNet` (the shared trunk) plus the types' parameters.
+
+    Args:
+        n_pages, page_group, n_groups, cfg: As for :class:`GRUNet`.
+        n_types: ``K``.
+        init_scale: Standard deviation of the random initial type preferences.
+
+    Attributes:
+        type_logit: ``(K,)``, the prior ``p(z)`` after a softmax.
+        type_move: ``(K, G + 1, G + 1)``: type ``z``'s preference for going from a page of
+            group ``a`` to an outcome of group ``b`` (``EXIT`` is group ``G``; the source row
+            ``G`` is the padding id's, unused).
+        entry_page: ``(P,)``: the entry logits every type shares.
+        entry_type: ``(K, G)``: each type's preference for entering by a page of a group.
+        type_page: ``(K, P + 1)``: each type's preference for each outcome.
+    """
+
+    def __init__(
+        self,
+        n_pages: int,
+        page_group: np.ndarray,
+        n_groups: int,
+        cfg: ModelConfig,
+        n_types: int,
+        init_scale: float = 0.5,
+    ) -> None:
+        super().__init__(n_pages, page_group, n_groups, cfg)
+        self.n_types, self.n_groups = int(n_types), int(n_groups)
+        if not cfg.group_head:  # the outcome groups are needed by the types either way
+            self.register_buffer(
+                "outcome_group", torch.as_tensor(np.r_[page_group, n_groups], dtype=torch.long)
+            )
+        g = n_groups + 1
+        self.type_logit = nn.Parameter(torch.zeros(self.n_types))
+        self.type_move = nn.Parameter(torch.randn(self.n_types, g, g) * init_scale)
+        self.entry_page = nn.Parameter(torch.zeros(n_pages))
+        self.entry_type = nn.Parameter(torch.randn(self.n_types, n_groups) * init_scale)
+        self.type_page = nn.Parameter(torch.zeros(self.n_types, n_pages + 1))
+        self.memory = True  # False: every position from an empty state (the warm start)
+
+    def encode(
+        self,
+        pages: torch.Tensor,
+        time_bucket: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`GRUNet.encode`; without ``memory`` every position is encoded from an empty
+        state (the trunk then sees the current page only: the warm start's first-order
+        trunk, under which the types, not the GRU, take up what the visit says)."""
+        if self.memory:
+            return super().encode(pages, time_bucket, hidden, lengths)
+        if self.cfg.use_time:  # the time bucket is an input too: every position on its own
+            b, t = pages.shape
+            flat_time = None if time_bucket is None else time_bucket.reshape(-1, 1)
+            out, last = super().encode(pages.reshape(-1, 1), flat_time)
+            return out.reshape(b, t, -1), last
+        # the output depends on the page only: encode each page once and look it up
+        every = torch.arange(self.n_pages + 1, device=pages.device)[:, None]
+        table, last = super().encode(every)
+        return table[:, 0][pages], last
+
+    def log_type_prior(self) -> torch.Tensor:
+        """``log p(z)``, ``(K,)``."""
+        return torch.log_softmax(self.type_logit, dim=0)
+
+    def entry_log_probs(self) -> torch.Tensor:
+        """``log p(first page | z)``, ``(K, P)``."""
+        groups = self.page_group[: self.n_pages]
+        return torch.log_softmax(self.entry_page[None, :] + self.entry_type[:, groups], dim=1)
+
+    def moves(self, pages: torch.Tensor) -> torch.Tensor:
+        """Each type's group preferences from ``pages`` ``(...)``: ``(K, ..., G + 1)``."""
+        return self.type_move[:, self.page_group[pages]]
+
+    def type_log_probs(
+        self,
+        out: torch.Tensor,
+        pages: torch.Tensor,
+        targets: torch.Tensor,
+        prior_fold: torch.Tensor | None = None,
+        sampler: NegativeSampler | None = None,
+    ) -> torch.Tensor:
+        """``log p(target | history, z)`` of every type at ``N`` positions, ``(K, N)``.
+
+        Args:
+            out: GRU outputs ``(N, H)``.
+            pages, targets, prior_fold: ``(N,)`` each (``prior_fold``: cross-fitted priors).
+            sampler: Estimate the trunk's per-group sums from sampled terms (large sites);
+                ``None``: exact over all ``P + 1`` outcomes.
+        """
+        if sampler is None:
+            base = self.scores(out, pages, prior_fold)  # (N, P + 1)
+            z_t = base.gather(1, targets[:, None])[:, 0]
+            terms, ids = base, None
+        else:
+            negatives, log_weight = sampler.draw()
+            z_t, terms, ids = self.sampled_terms(
+                out, pages, targets, negatives, log_weight, prior_fold, sampler.exact
+            )
+        normaliser = torch.logsumexp(self.type_terms(pages, ids) + terms[None], dim=2)
+        return z_t[None] + self.type_terms(pages, targets[:, None])[..., 0] - normaliser
+
+    def type_terms(self, pages: torch.Tensor, outcomes: torch.Tensor | None) -> torch.Tensor:
+        """What each type adds to the trunk's logits: ``(K, N, M)`` at pages ``(N,)`` for
+        outcomes ``(N, M)`` (``None``: all ``P + 1``)."""
+        move = self.moves(pages)  # (K, N, G + 1)
+        if outcomes is None:
+            return move[..., self.outcome_group] + self.type_page[:, None, :]
+        groups = self.outcome_group[outcomes][None].expand(self.n_types, -1, -1)
+        return move.gather(2, groups) + self.type_page[:, outcomes]
+
+    def type_rows(self, out: torch.Tensor, pages: torch.Tensor) -> torch.Tensor:
+        """Every type's whole next-page log-distribution: ``(..., H)``, ``(...)`` →
+        ``(K, ..., P + 1)``."""
+        base = self.scores(out, pages)
+        flat = pages.reshape(-1)
+        extra = self.type_terms(flat, None).view(self.n_types, *pages.shape, -1)
+        return torch.log_softmax(base[None] + extra, dim=-1)
+
+
+class LatentGRUModel(VisitorModel):
+    """A (trained or training) latent-type GRU with its vocabulary.
+
+    Args:
+        vocab: Pages and groups.
+        cfg: The trunk's architecture (``simulator.model``).
+        device: Torch device.
+        n_types: ``K``.
+        init_scale: Standard deviation of the random initial type preferences.
+    """
+
+    name = "latent_gru"
+    checkpoint_kind = CHECKPOINT_KIND
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        cfg: ModelConfig | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        n_types: int = 3,
+        init_scale: float = 0.5,
+    ) -> None:
+        self.n_types, self.init_scale = int(n_types), float(init_scale)
+        super().__init__(vocab, cfg, device)
+
+    def _make_net(self) -> GRUNet:
+        v = self.vocab
+        return LatentGRUNet(
+            v.n_pages, v.page_group, v.n_groups, self.cfg, self.n_types, self.init_scale
+        )
+
+    @property
+    def latent(self) -> LatentGRUNet:
+        net = self.net
+        assert isinstance(net, LatentGRUNet)
+        return net
+
+    def fit_prior(self, train_seqs: SessionSequences) -> None:
+        """The trunk's first-order prior, and the shared entry logits started at the training
+        split's entry frequencies."""
+        super().fit_prior(train_seqs)
+        with torch.no_grad():
+            entry = torch.as_tensor(np.log(entry_distribution(train_seqs)), dtype=torch.float32)
+            self.latent.entry_page.copy_(entry.to(self.device))
+
+    # ---- training --------------------------------------------------------------------------
+
+    def batch_loss(self, batch: TrainingBatch, sampler: NegativeSampler | None) -> torch.Tensor:
+        """``-log`` marginal likelihood of the batch's windows, per predicted page view.
+
+        Each window's log-likelihood under each type (its entry page when it starts a
+        session, plus every next step) is summed, the prior added and the types summed out
+        (log-sum-exp over ``z``): the exact marginal likelihood of the window.
+        """
+        net, valid = self.latent, batch.valid
+        out, _ = net.encode(batch.pages, batch.times, lengths=batch.lengths)
+        fold = None if batch.fold is None else batch.fold[:, None].expand_as(batch.pages)[valid]
+        step_ll = net.type_log_probs(
+            out[valid].float(), batch.pages[valid], batch.targets[valid], fold, sampler
+        )  # (K, N)
+        b = batch.pages.shape[0]
+        owner = torch.arange(b, device=valid.device)[:, None].expand_as(valid)[valid]
+        per_window = step_ll.new_zeros(self.n_types, b).index_add_(1, owner, step_ll)
+        entry = net.entry_log_probs()[:, batch.pages[:, 0]] * batch.first[None, :]
+        total = net.log_type_prior()[:, None] + entry + per_window
+        return -torch.logsumexp(total, dim=0).sum() / valid.sum()
+
+    # ---- scoring whole sessions -------------------------------------------------------------
+
+    def _filtered(
+        self,
+        pages: torch.Tensor,
+        times: torch.Tensor | None,
+        targets: torch.Tensor,
+        valid: torch.Tensor,
+        chunk_len: int,
+    ) -> torch.Tensor:
+        """Filtered next-page log-probabilities of a padded batch, ``(B, T, P + 1)`` (CPU).
+
+        After each prefix the types' posterior (prior × entry × the steps so far) mixes their
+        rows: exact forward filtering over the types. ``targets`` ``(B, T)``: the next outcome
+        of each valid position (what the posterior conditions on after it).
+        """
+        net, k = self.latent, self.n_types
+        weight = net.log_type_prior()[:, None] + net.entry_log_probs()[:, pages[:, 0]]  # (K, B)
+        hidden, outs = None, []
+        for t0 in range(0, pages.shape[1], chunk_len):
+            t1 = t0 + chunk_len
+            tb = None if times is None else times[:, t0:t1]
+            out, hidden = net.encode(pages[:, t0:t1], tb, hidden)
+            rows = net.type_rows(out, pages[:, t0:t1])  # (K, B, t, P + 1)
+            step = rows.gather(3, targets[None, :, t0:t1, None].expand(k, -1, -1, 1))[..., 0]
+            step = step.masked_fill(~valid[None, :, t0:t1], 0.0)
+            # the posterior before each position: the steps before it within the chunk
+            post = torch.log_softmax(weight[:, :, None] + step.cumsum(dim=2) - step, dim=0)
+            outs.append(torch.logsumexp(post[..., None] + rows, dim=0).cpu())
+            weight = weight + step.sum(dim=2)
+        return torch.cat(outs, dim=1)
+
+    @torch.no_grad()
+    def iter_log_probs(
+        self, seqs: SessionSequences, batch_sessions: int = 512, chunk_len: int = 256
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Next-page log-probabilities of every step, the types filtered exactly
+        (:meth:`_filtered`).
+
+        Yields:
+            ``(step_index (n,), log_probs (n, P + 1))`` as :meth:`VisitorModel.iter_log_probs`.
+        """
+        self.net.eval()
+        targets = seqs.targets()
+        max_tokens = max(64, EVAL_CELLS // (self.n_types * self.n_outcomes))
+        for rows, pages, times, mask in padded_batches(seqs, batch_sessions, max_tokens=max_tokens):
+            logp = self._filtered(
+                torch.as_tensor(pages, device=self.device),
+                torch.as_tensor(times, device=self.device),
+                torch.as_tensor(
+                    np.where(mask, targets[np.maximum(rows, 0)], 0), device=self.device
+                ),
+                torch.as_tensor(mask, device=self.device),
+                max(1, min(chunk_len, max_tokens)),
+            ).numpy()
+            yield rows[mask], logp[mask]
+
+    @torch.no_grad()
+    def log_prob_next(
+        self, pages: torch.Tensor | np.ndarray, time_bucket: torch.Tensor | np.ndarray | None = None
+    ) -> torch.Tensor:
+        """Filtered next-page log-probabilities after every prefix, ``(B, T, P + 1)``
+        (padding: id ``P``, as :meth:`VisitorModel.log_prob_next`)."""
+        self.net.eval()
+        pages = torch.as_tensor(pages, dtype=torch.long, device=self.device)
+        p = self.vocab.n_pages
+        valid = pages < p
+        # what follows each position: the next page, or EXIT after the last
+        nxt = torch.cat([pages[:, 1:], torch.full_like(pages[:, :1], p)], dim=1)
+        tb = None if time_bucket is None else torch.as_tensor(time_bucket, device=self.device)
+        return self._filtered(pages, tb, nxt, valid, 256)
+
+    @torch.no_grad()
+    def next_types(self, history: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """After a history of page ids: the types' posterior ``(K,)`` and each type's next-page
+        distribution ``(K, P + 1)``, float64.
+
+        Raises:
+            ClickstreamError: An empty history or an id outside the vocabulary.
+        """
+        ids = np.asarray(history, dtype=np.int64)
+        if ids.size == 0:
+            raise DataError("history must hold at least one page view")
+        if ids.min() < 0 or ids.max() >= self.vocab.n_pages:
+            raise DataError(f"history holds page ids outside 0..{self.vocab.n_pages - 1}")
+        net = self.latent
+        net.eval()
+        pages = torch.as_tensor(ids, device=self.device)[None, :]
+        out, _ = net.encode(pages)
+        rows = net.type_rows(out, pages)[:, 0].double()  # (K, T, P + 1)
+        log_w = net.log_type_prior().double() + net.entry_log_probs()[:, ids[0]].double()
+        if len(ids) > 1:
+            nxt = torch.as_tensor(ids[1:], device=self.device)[None, :, None]
+            log_w = log_w + rows[:, :-1].gather(2, nxt.expand(len(rows), -1, 1))[..., 0].sum(1)
+        weights = torch.softmax(log_w, dim=0).cpu().numpy()
+        last = rows[:, -1].exp()
+        return weights, (last / last.sum(1, keepdim=True)).cpu().numpy()
+
+    # ---- persistence -----------------------------------------------------------------------
+
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        return {
+            "latent_types": {
+                "n_types": self.n_types,
+                "init_scale": self.init_scale,
+                "memory": self.latent.memory,
+            }
+        }
+
+    @classmethod
+    def _from_checkpoint(
+        cls, vocab: Vocabulary, cfg: ModelConfig, state: Mapping[str, Any], device: Any
+    ) -> LatentGRUModel:
+        types = state["latent_types"]
+        model = cls(
+            vocab,
+            cfg,
+            device,
+            n_types=int(types["n_types"]),
+            init_scale=float(types["init_scale"]),
+        )
+        model.latent.memory = bool(types.get("memory", True))
+        return model
+
+
+class LatentGRUDynamics(GRUDynamics):
+    """The latent-type GRU as simulator dynamics: a visitor draws her type at arrival (from
+    the prior, then her entry page from her type's entry distribution) and keeps it; her next
+    page follows her own type's row, which is what the click model boosts.
+
+    State: the GRU hidden state | the type index | the trunk's scores (all ``P + 1`` logits,
+    or in candidate mode the top-layer output).
+    """
+
+    latent_state = True
+
+    def __init__(self, model: LatentGRUModel, *, full_logits: bool = True) -> None:
+        net = model.latent
+        with torch.no_grad():
+            entry = net.entry_log_probs().exp()
+        super().__init__(model, entry[0].cpu().numpy(), full_logits=full_logits)
+        self.state_dim += 1
+        self.type_entry = entry.detach()
+        self.type_prior = net.log_type_prior().detach().exp()
+
+    def to(self, device: torch.device | str) -> LatentGRUDynamics:
+        super().to(device)
+        self.type_entry, self.type_prior = self.type_entry.to(device), self.type_prior.to(device)
+        return self
+
+    def intent(self, state: torch.Tensor) -> torch.Tensor:
+        """Type index per visitor, ``(B,)``."""
+        return state[:, self.hidden_dim].long()
+
+    def _scores(self, state: torch.Tensor) -> torch.Tensor:
+        return state[:, self.hidden_dim + 1 :]
+
+    def _extra(
+        self, pages: torch.Tensor, state: torch.Tensor, outcomes: torch.Tensor | None
+    ) -> torch.Tensor:
+        """What each visitor's own type adds to the trunk's logits of ``outcomes`` ``(B, M)``
+        (``None``: all ``P + 1``) from her page, ``(B, M)``."""
+        net = self.model.net
+        types = self.intent(state)
+        move = net.type_move.detach()[types, net.page_group[pages]]  # (B, G + 1)
+        page = net.type_page.detach()[types]  # (B, P + 1)
+        if outcomes is None:
+            return move[:, net.outcome_group] + page
+        return move.gather(1, net.outcome_group[outcomes]) + page.gather(1, outcomes)
+
+    def start(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        types = sample_categorical(self.type_prior.expand(n, -1), generator)
+        pages = sample_categorical(self.type_entry[types], generator)
+        empty = torch.zeros(n, self.state_dim, device=self.type_prior.device)
+        empty[:, self.hidden_dim] = types.float()
+        return pages, self.advance(pages, empty)
+
+    def next_probs(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        if not self.full_logits:
+            every = torch.arange(self.n_pages + 1, device=pages.device).expand(len(pages), -1)
+            return torch.softmax(self.log_scores(pages, state, every), dim=-1)
+        return torch.softmax(self._scores(state).float() + self._extra(pages, state, None), dim=-1)
+
+    def log_scores(
+        self, pages: torch.Tensor, state: torch.Tensor, outcomes: torch.Tensor
+    ) -> torch.Tensor:
+        move = self._extra(pages, state, outcomes)
+        scores = self._scores(state)
+        if self.full_logits:
+            return scores.gather(1, outcomes) + move
+        return self.model.score_outcomes(scores, pages, outcomes) + move
+
+    @torch.no_grad()
+    def advance(self, pages: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        hidden = state[:, : self.hidden_dim].contiguous()
+        if not self.model.net.memory:  # a first-order trunk: every page from an empty state
+            hidden = torch.zeros_like(hidden)
+        if self.full_logits:
+            scores, hidden = self.model.step(pages, hidden)
+        else:
+            scores, hidden = self.model.step_hidden(pages, hidden)
+        types = state[:, self.hidden_dim : self.hidden_dim + 1]
+        return torch.cat([hidden, types, scores.float()], dim=1)
+
+
+def train_in_stages(
+    model: LatentGRUModel,
+    train_seqs: SessionSequences,
+    valid_seqs: SessionSequences,
+    cfg: TrainerConfig,
+    *,
+    checkpoints: Path | None = None,
+    resume: bool = False,
+    writer: Any = None,
+    label: str = "latent-type GRU",
+    identity: Mapping[str, Any] | None = None,
+    memory_lr: float = 0.25,
+) -> dict[str, dict[str, Any]]:
+    """Train ``model`` in place in two stages, each early-stopped on the validation split.
+
+    1. ``first_order``: the trunk sees the current page only (no memory), so what the visit
+       says about the visitor can only go into the types: a latent-class model whose shared
+       part is learnt.
+    2. ``memory``: the whole GRU, from there (at ``memory_lr`` times the learning rate);
+       history now adds what the types leave.
+
+    A plain GRU trained on its own would learn to read the visitor's type from the history
+    (the mix seen after it), which is what a recommendation must not move; the warm start
+    leaves it little of that to learn. The model ends with the stage of the lower validation
+    log-loss (``model.latent.memory`` says which).
+
+    Returns:
+        Each stage's training history (:func:`envs.training.train`).
+    """
+    stages: dict[str, dict[str, Any]] = {}
+    states = {}
+    for memory in (False, True):
+        name = "memory" if memory else "first_order"
+        model.latent.memory = memory
+        stage_identity = None
+        if identity is not None:
+            stage_identity = {**identity, "config": {**identity["config"], "stage": name}}
+        stages[name] = train(
+            model,
+            train_seqs,
+            valid_seqs,
+            dataclasses.replace(cfg, lr=cfg.lr * memory_lr) if memory else cfg,
+            checkpoint=None
+            if checkpoints is None
+            else checkpoints / f"{model.name}_k{model.n_types}_{name}.pt",
+            resume=resume,
+            writer=writer,
+            label=f"{label}, {name.replace('_', '-')}",
+            identity=stage_identity,
+        )
+        states[name] = copy.deepcopy(model.net.state_dict())
+    keep = min(stages, key=lambda n: stages[n]["best_valid_log_loss"])
+    model.latent.memory = keep == "memory"
+    model.net.load_state_dict(states[keep])
+    model.train_state["history"] = stages
+    return stages

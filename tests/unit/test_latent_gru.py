@@ -1,0 +1,298 @@
+"""The latent-type GRU: per-type rows, the exact marginal likelihood, exact filtering, the
+simulator's visitors keeping their type, persistence, and recovery of known types."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clickstream.errors import ClickstreamError, RunFolderError
+from envs.click_model import MultinomialBoost
+from envs.core import SiteCore
+from envs.latent_gru import (
+    LatentGRUDynamics,
+    LatentGRUModel,
+    LatentTypesConfig,
+    train_in_stages,
+)
+from envs.sequences import SessionSequences, Vocabulary
+from envs.training import TrainerConfig, mean_log_loss
+from envs.visitor_model import ModelConfig, NegativeSampler, TrainingBatch, VisitorModel
+from envs.visitors.latent_gru import choose_types
+
+PAGES = ("/a1", "/a2", "/a3", "/b1", "/b2", "/b3")
+GROUPS = ("a", "b")
+
+
+def vocab() -> Vocabulary:
+    return Vocabulary(PAGES, GROUPS, np.array([0, 0, 0, 1, 1, 1]))
+
+
+def small_model(k: int = 3, seed: int = 0, **cfg) -> LatentGRUModel:
+    torch.manual_seed(seed)
+    settings = {"embedding_dim": 8, "hidden_size": 8, "dropout": 0.0, "group_dim": 4, **cfg}
+    model = LatentGRUModel(vocab(), ModelConfig(**settings), n_types=k, init_scale=1.0)
+    with torch.no_grad():  # random type preferences, prior and entries: types that differ
+        model.latent.type_logit.normal_()
+        model.latent.entry_page.normal_()
+        model.latent.type_page.normal_()
+    return model
+
+
+def sessions() -> SessionSequences:
+    rng = np.random.default_rng(0)
+    return SessionSequences.from_lists(
+        [list(rng.integers(0, len(PAGES), rng.integers(1, 7))) for _ in range(40)], len(PAGES)
+    )
+
+
+def brute_force(model: LatentGRUModel, session: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-type rows after every prefix ``(K, T, P + 1)`` and the joint ``log p(z, session)``
+    (entry, every step, EXIT at the end), from :meth:`LatentGRUNet.type_rows`."""
+    net = model.latent
+    pages = torch.tensor([session])
+    with torch.no_grad():
+        out, _ = net.encode(pages)
+        rows = net.type_rows(out, pages)[:, 0].double()  # (K, T, P + 1)
+        targets = torch.tensor([*session[1:], len(PAGES)])
+        steps = rows.gather(2, targets[None, :, None].expand(len(rows), -1, 1))[..., 0]
+        joint = (
+            net.log_type_prior().double()
+            + net.entry_log_probs()[:, session[0]].double()
+            + steps.sum(1)
+        )
+    return rows.exp().numpy(), joint.numpy()
+
+
+def test_every_type_row_is_a_distribution_of_the_trunk_and_its_type_terms() -> None:
+    model = small_model()
+    model.net.eval()
+    pages = torch.tensor([[0, 3, 4]])
+    with torch.no_grad():
+        out, _ = model.latent.encode(pages)
+        rows = model.latent.type_rows(out, pages).exp()  # (K, 1, T, P + 1)
+    assert rows.shape == (3, 1, 3, len(PAGES) + 1)
+    torch.testing.assert_close(rows.sum(-1), torch.ones(3, 1, 3))
+    # a type's row is the trunk's logits plus its group move and its page preference
+    base = torch.log_softmax(model.latent.scores(out, pages), -1)
+    net = model.latent
+    for z in range(3):
+        extra = net.type_move[z, net.page_group[pages]][..., net.outcome_group] + net.type_page[z]
+        want = torch.softmax(base + extra, -1)
+        torch.testing.assert_close(rows[z], want.detach())
+    assert not torch.allclose(rows[0], rows[1])
+    entry = model.latent.entry_log_probs().exp()
+    torch.testing.assert_close(entry.sum(1), torch.ones(3))
+
+
+def test_batch_loss_is_the_exact_marginal_likelihood() -> None:
+    model = small_model()
+    seqs = sessions()
+    p = len(PAGES)
+    lists = [seqs.session(i).tolist() for i in range(6)]
+    width = max(map(len, lists))
+    pages = torch.full((6, width), p)
+    targets = torch.zeros(6, width, dtype=torch.long)
+    for i, s in enumerate(lists):
+        pages[i, : len(s)] = torch.tensor(s)
+        targets[i, : len(s)] = torch.tensor([*s[1:], p])
+    valid = pages < p
+    lengths = valid.sum(1)
+    batch = TrainingBatch(
+        pages, torch.zeros_like(pages), targets, valid, lengths, None, torch.ones(6, dtype=bool)
+    )
+    model.net.eval()
+    got = float(model.batch_loss(batch, None).detach())
+    marginal = [np.logaddexp.reduce(brute_force(model, s)[1]) for s in lists]
+    assert got == pytest.approx(-sum(marginal) / int(lengths.sum()), rel=1e-5)
+    # the sampled normaliser with every outcome once and no weight is the exact one
+    every = NegativeSampler(torch.full((p + 1,), -np.log(p + 1.0)), n_draws=100_000, exact=0)
+    torch.manual_seed(0)
+    assert float(model.batch_loss(batch, every).detach()) == pytest.approx(got, rel=1e-2)
+
+
+def test_the_predictive_filters_the_types_exactly() -> None:
+    model = small_model()
+    seqs = sessions()
+    targets = seqs.targets()
+    rows_seen = 0
+    for rows, logp in model.iter_log_probs(seqs, batch_sessions=7):
+        np.testing.assert_allclose(np.exp(logp).sum(1), 1.0, rtol=1e-5)
+        for step, lp in zip(rows, logp, strict=True):
+            s = int(np.searchsorted(seqs.offsets, step, side="right") - 1)
+            t = int(step - seqs.offsets[s])
+            session = seqs.session(s).tolist()
+            rows_k, _ = brute_force(model, session)
+            # the posterior before position t: prior, entry and the steps before t
+            start = brute_force(model, session[:1])[1] - np.log(rows_k[:, 0, len(PAGES)])
+            steps = [np.log(rows_k[:, u, session[u + 1]]) for u in range(t)]
+            log_w = start + np.sum(steps, axis=0) if steps else start
+            w = np.exp(log_w - np.logaddexp.reduce(log_w))
+            want = w @ rows_k[:, t]
+            np.testing.assert_allclose(np.exp(lp), want, rtol=2e-4, atol=1e-7)
+            assert targets[step] == ([*session, len(PAGES)])[t + 1]
+            rows_seen += 1
+    assert rows_seen == seqs.n_steps
+    weights, rows = model.next_types([0, 3])
+    assert weights.sum() == pytest.approx(1.0) and rows.shape == (3, len(PAGES) + 1)
+    mix = model.log_prob_next(np.array([[0, 3]]))[0, -1].exp().double().numpy()
+    np.testing.assert_allclose(weights @ rows, mix, rtol=1e-5)
+
+
+def test_simulated_visitors_keep_their_type_and_follow_its_row() -> None:
+    model = small_model()
+    model.net.eval()
+    dyn = LatentGRUDynamics(model)
+    gen = torch.Generator().manual_seed(0)
+    pages, state = dyn.start(20_000, gen)
+    types = dyn.intent(state)
+    prior = model.latent.log_type_prior().exp().detach()
+    counts = torch.bincount(types, minlength=3) / 20_000.0
+    torch.testing.assert_close(counts, prior, atol=0.015, rtol=0)
+    # a visitor of type z on entry page j moves by her own type's row after [j]
+    for z in range(3):
+        first = int(pages[types == z][0])
+        one = state[(types == z) & (pages == first)][:1]
+        _, rows = model.next_types([first])
+        got = dyn.next_probs(torch.tensor([first]), one)[0].double().numpy()
+        np.testing.assert_allclose(got, rows[z], rtol=1e-4, atol=1e-7)
+    # through a core (with a recommendation boosting the row): types never change
+    core = SiteCore(dyn, MultinomialBoost(2.0), torch.ones(len(PAGES) + 1), 64)
+    core.reset(1)
+    kept = 0
+    for _ in range(5):
+        before = dyn.intent(core.state).clone()
+        r = core.step(torch.zeros(64, dtype=torch.long))
+        stayed = ~(r.terminated | r.truncated)
+        assert torch.equal(dyn.intent(core.state)[stayed], before[stayed])
+        kept += int(stayed.sum())
+    assert kept > 64  # the check saw visitors who moved on, not only new arrivals
+    # candidate mode scores the same outcomes the same way
+    cand = LatentGRUDynamics(model, full_logits=False)
+    _, cstate = cand.start(8, torch.Generator().manual_seed(1))
+    fpages, fstate = dyn.start(8, torch.Generator().manual_seed(1))
+    every = torch.arange(len(PAGES) + 1).expand(8, -1)
+    torch.testing.assert_close(
+        torch.softmax(cand.log_scores(fpages, cstate, every), -1),
+        dyn.next_probs(fpages, fstate),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_save_load_round_trip_and_kinds_are_not_confused(tmp_path) -> None:
+    model = small_model(k=2)
+    path = model.save(tmp_path / "latent_gru.pt")
+    back = LatentGRUModel.load(path)
+    assert back.n_types == 2
+    for a, b in zip(model.net.state_dict().values(), back.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    seqs = sessions()
+    assert mean_log_loss(back, seqs) == pytest.approx(mean_log_loss(model, seqs), rel=1e-6)
+    with pytest.raises(RunFolderError, match="not a NextPage gru visitor model"):
+        VisitorModel.load(path)
+    gru = VisitorModel(vocab(), ModelConfig(embedding_dim=8, hidden_size=8))
+    gru_path = gru.save(tmp_path / "model.pt")
+    with pytest.raises(RunFolderError, match="not a NextPage latent_gru visitor model"):
+        LatentGRUModel.load(gru_path)
+
+
+def test_config_and_choice_of_types() -> None:
+    assert LatentTypesConfig.from_dict({"types": "auto"}).tried == (1, 2, 3, 4)
+    assert LatentTypesConfig.from_dict({"types": 3}).tried == (3,)
+    with pytest.raises(ClickstreamError, match=r"latent_gru\.types"):
+        LatentTypesConfig.from_dict({"types": 0})
+    with pytest.raises(ClickstreamError, match="latent_gru"):
+        LatentTypesConfig.from_dict({"typos": 3})
+    assert choose_types({1: 2.50, 2: 2.45, 3: 2.4495, 4: 2.40}, 0.001) == 4
+    assert choose_types({1: 2.50, 2: 2.45, 3: 2.4495, 4: 2.4492}, 0.001) == 2
+    with pytest.raises(ClickstreamError):
+        model = small_model()
+        model.next_types([])
+
+
+def two_type_sessions(n: int, seed: int) -> tuple[SessionSequences, np.ndarray]:
+    """Type 0 (60 %) browses group a and leaves, type 1 goes a -> b and stays in b: what the
+    page alone cannot tell (both enter on group a pages), the visit's type can."""
+    rng = np.random.default_rng(seed)
+    out, types = [], []
+    for _ in range(n):
+        z = int(rng.random() < 0.4)
+        page, s = int(rng.integers(0, 3)), []
+        while page != len(PAGES) and len(s) < 12:
+            s.append(page)
+            in_b = page >= 3
+            if z == 0:
+                probs = [0.3, 0.3, 0.2, 0.0, 0.0, 0.0, 0.2]
+            else:
+                probs = (
+                    [0.05, 0.05, 0.05, 0.25, 0.25, 0.25, 0.1]
+                    if not in_b
+                    else [0.0, 0.0, 0.0, 0.3, 0.3, 0.3, 0.1]
+                )
+            page = int(rng.choice(len(PAGES) + 1, p=probs))
+        out.append(s)
+        types.append(z)
+    return SessionSequences.from_lists(out, len(PAGES)), np.array(types)
+
+
+def test_training_recovers_two_types_and_beats_one() -> None:
+    train_s, _ = two_type_sessions(3000, 0)
+    valid_s, _ = two_type_sessions(1000, 1)
+    cfg = TrainerConfig(
+        epochs=8, batch_sessions=128, max_len=32, lr=0.01, show_progress=False, patience=3
+    )
+    losses, first_order = {}, {}
+    for k in (1, 2):
+        torch.manual_seed(0)
+        model = LatentGRUModel(
+            vocab(), ModelConfig(embedding_dim=8, hidden_size=16, dropout=0.0), n_types=k
+        )
+        stages = train_in_stages(model, train_s, valid_s, cfg)
+        first_order[k] = stages["first_order"]["best_valid_log_loss"]
+        losses[k] = mean_log_loss(model, valid_s)
+        if k == 2:
+            prior = np.sort(model.latent.log_type_prior().exp().detach().numpy())
+            np.testing.assert_allclose(prior, [0.4, 0.6], atol=0.08)
+            # a visitor of the b-bound type, pushed into group b, stays b-bound
+            _weights, rows = model.next_types([0])
+            b_type = int(np.argmax(rows[:, 3:6].sum(1)))
+            assert rows[b_type, 3:6].sum() > 0.6 and rows[1 - b_type, 3:6].sum() < 0.1
+    # without memory, two types explain what one cannot (the visit says who the visitor is);
+    # with it, one type's GRU reads the same from the history: a likelihood cannot tell them
+    # apart, which is why the types are learnt first
+    assert first_order[2] < first_order[1] - 0.02
+    assert losses[2] <= losses[1] + 0.003
+
+
+def test_a_large_site_trains_on_sampled_terms_and_simulates_candidates() -> None:
+    """3,000 pages: the sampled normaliser and the simulator's candidate mode (the paths that
+    never score all pages per position; scripts/bench_latent_gru.py measures them at 10,000)."""
+    p, groups = 3_000, 12
+    rng = np.random.default_rng(0)
+    vocab = Vocabulary(
+        tuple(f"/p{i}" for i in range(p)),
+        tuple(f"g{g}" for g in range(groups)),
+        np.arange(p) % groups,
+    )
+    seqs = SessionSequences.from_lists(
+        [list(rng.integers(0, p, rng.integers(1, 6))) for _ in range(400)], p
+    )
+    torch.manual_seed(0)
+    model = LatentGRUModel(vocab, ModelConfig(embedding_dim=8, hidden_size=8), n_types=2)
+    cfg = TrainerConfig(
+        epochs=1, batch_sessions=64, sampled_softmax=128, show_progress=False, max_len=8
+    )
+    history = train_in_stages(model, seqs, seqs.select(np.arange(len(seqs)) < 50), cfg)
+    assert np.isfinite([h["best_valid_log_loss"] for h in history.values()]).all()
+    from envs.dynamics import top_successors
+
+    dyn = LatentGRUDynamics(model, full_logits=False)
+    core = SiteCore(
+        dyn, MultinomialBoost(1.0), torch.ones(p + 1), 32, candidates=top_successors(seqs, 5)
+    )
+    core.reset(0)
+    for _ in range(4):
+        r = core.step(torch.randint(core.n_actions, (32,)))
+        assert ((r.landed >= 0) & (r.landed <= p)).all()
