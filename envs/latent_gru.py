@@ -106,7 +106,7 @@ class LatentTypesConfig:
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> LatentTypesConfig:
         """Build from a plain mapping (a resolved Hydra node); unknown keys raise."""
-        return from_options(cls, cfg, "latent_gru")
+        return from_options(cls, cfg, "simulator.latent_gru")
 
 
 class LatentGRUNet(GRUNet):

@@ -161,6 +161,7 @@ ALLOWED = {
     ("envs/config.py", "gru"): "the env schema's default kind (configs/env/site.yaml's)",
     ("envs/visitor_model.py", "gru"): "the GRU predictor's row in metric tables",
     ("envs/latent_class.py", "latent_class"): "the latent-class predictor's row",
+    ("envs/latent_gru.py", "latent_gru"): "the latent-type GRU predictor's row",
     ("scripts/bench_agents.py", "gru"): "a benchmark's command-line default",
     ("scripts/bench_gpu.py", "gru"): "a benchmark's command-line default",
     ("scripts/bench_item_level.py", "gru"): "the GRU predictor's row in the benchmark's table",
