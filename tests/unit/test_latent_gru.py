@@ -296,3 +296,17 @@ def test_a_large_site_trains_on_sampled_terms_and_simulates_candidates() -> None
     for _ in range(4):
         r = core.step(torch.randint(core.n_actions, (32,)))
         assert ((r.landed >= 0) & (r.landed <= p)).all()
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_types_score_and_simulate_as_on_the_cpu() -> None:
+    model = small_model()
+    seqs = sessions()
+    cpu = mean_log_loss(model, seqs)
+    model.device = torch.device("cuda")
+    model.net.to("cuda")
+    assert mean_log_loss(model, seqs) == pytest.approx(cpu, rel=1e-4)
+    dyn = LatentGRUDynamics(model).to("cuda")
+    pages, state = dyn.start(4096, torch.Generator(device="cuda").manual_seed(0))
+    probs = dyn.next_probs(pages, dyn.advance(pages, state))
+    torch.testing.assert_close(probs.sum(1), torch.ones(4096, device="cuda"))
