@@ -936,7 +936,7 @@ class VisitorModel:
         state = load_weights_only(path, "visitor model checkpoint")
         if not isinstance(state, dict) or state.get("kind") != cls.checkpoint_kind:
             raise RunFolderError(
-                f"not a NextPage {cls.name} visitor model checkpoint", file=str(path)
+                f"not a NextPage visitor model checkpoint of kind {cls.name}", file=str(path)
             )
         try:
             model = cls._from_checkpoint(

@@ -190,11 +190,11 @@ def test_save_load_round_trip_and_kinds_are_not_confused(tmp_path) -> None:
         assert torch.equal(a, b)
     seqs = sessions()
     assert mean_log_loss(back, seqs) == pytest.approx(mean_log_loss(model, seqs), rel=1e-6)
-    with pytest.raises(RunFolderError, match="not a NextPage gru visitor model"):
+    with pytest.raises(RunFolderError, match="visitor model checkpoint of kind gru"):
         VisitorModel.load(path)
     gru = VisitorModel(vocab(), ModelConfig(embedding_dim=8, hidden_size=8))
     gru_path = gru.save(tmp_path / "model.pt")
-    with pytest.raises(RunFolderError, match="not a NextPage latent_gru visitor model"):
+    with pytest.raises(RunFolderError, match="visitor model checkpoint of kind latent_gru"):
         LatentGRUModel.load(gru_path)
 
 
