@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from envs.core import SiteCore
 from envs.site_env import SiteEnv, build_core
 
 
@@ -34,11 +35,19 @@ def rate_dummy(n_envs: int, steps: int, kwargs: dict) -> float:
 
 
 def rate_core(n: int, steps: int, kwargs: dict) -> float:
-    core = build_core(n, **kwargs)
+    """Visitor-steps/s of a batched core of ``n`` visitors built from ``kwargs``."""
+    return step_rate(build_core(n, **kwargs), steps)
+
+
+def step_rate(core: SiteCore, steps: int) -> float:
+    """Visitor-steps/s of ``core`` under random recommendations (one slate per visitor in a
+    slate core), ``steps`` steps after one of warm-up."""
+    n = core.n_visitors
     core.reset(seed=0)
     gen = torch.Generator(device=core.device).manual_seed(1)
+    shape = (n,) if core.slate_model is None else (n, core.slate_size)
     actions = [
-        torch.randint(core.n_actions, (n,), generator=gen, device=core.device) for _ in range(8)
+        torch.randint(core.n_actions, shape, generator=gen, device=core.device) for _ in range(8)
     ]
     core.step(actions[0])  # warm-up
     if core.device.type == "cuda":

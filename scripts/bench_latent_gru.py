@@ -31,7 +31,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,7 @@ from envs.latent_gru import LatentGRUDynamics, LatentGRUModel
 from envs.sequences import SessionSequences, Vocabulary
 from envs.training import TrainerConfig, train
 from envs.visitor_model import ModelConfig, VisitorModel
+from scripts.bench_env import step_rate
 
 FULL_SOFTMAX_PAGES = 2_000
 """Sites up to this size train on the full softmax and simulate every outcome."""
@@ -81,18 +81,7 @@ def sim_rate(dynamics, n_pages: int, candidates, visitors: int, steps: int, devi
         candidates=candidates,
         device=device,
     )
-    core.reset(0)
-    gen = torch.Generator(device=core.device).manual_seed(1)
-    actions = [torch.randint(core.n_actions, (visitors,), generator=gen, device=core.device)]
-    core.step(actions[0])  # warm-up
-    if core.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        core.step(actions[0])
-    if core.device.type == "cuda":
-        torch.cuda.synchronize()
-    return visitors * steps / (time.perf_counter() - start)
+    return step_rate(core, steps)
 
 
 def measure(pages: int, data: Path, args: argparse.Namespace) -> dict[str, float]:

@@ -15,31 +15,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import numpy as np
 import torch
 
-from envs.site_env import build_core
-
-
-def rate(n: int, steps: int, kwargs: dict) -> float:
-    core = build_core(n, **kwargs)
-    core.reset(seed=0)
-    gen = torch.Generator(device=core.device).manual_seed(1)
-    shape = (n,) if core.slate_model is None else (n, core.slate_size)
-    actions = [
-        torch.randint(core.n_actions, shape, generator=gen, device=core.device) for _ in range(8)
-    ]
-    core.step(actions[0])  # warm-up
-    if core.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for t in range(steps):
-        core.step(actions[t % 8])
-    if core.device.type == "cuda":
-        torch.cuda.synchronize()
-    return n * steps / (time.perf_counter() - start)
+from scripts.bench_env import rate_core
 
 
 def main() -> None:
@@ -68,7 +48,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in setups}
     for _ in range(args.rounds):
         for name, kw in setups.items():
-            rates[name].append(rate(args.n, args.steps, {**kw, "device": args.device}))
+            rates[name].append(rate_core(args.n, args.steps, {**kw, "device": args.device}))
     single = np.asarray(rates["single page (boost)"])
     for name, r in rates.items():
         ratio = np.median(np.asarray(r) / single)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import time
 import traceback
 from collections.abc import Sequence
@@ -52,8 +51,9 @@ log = logging.getLogger(__name__)
 
 
 class JobFailed(RuntimeError):
-    """A sweep job that failed in a way that cannot travel back as its own exception: the
-    worker process died, the job called ``sys.exit``, or its exception does not unpickle."""
+    """A sweep job that failed, as text: what it raised (type and message; the traceback is
+    in ``jobs.json``), or why there is nothing to raise (the worker process died, the job
+    called ``sys.exit``)."""
 
 
 class RayLauncher(Launcher):
@@ -216,12 +216,11 @@ def _run_job(
         )
     where["seconds"] = round(time.perf_counter() - start, 3)
     if ret.status != JobStatus.COMPLETED:
+        # the exception travels back as its text: the driver never unpickles what a job raised
         exc = ret._return_value
-        try:  # an exception that cannot travel back whole travels as its text
-            pickle.loads(pickle.dumps(exc))
-        except Exception:
-            ret.return_value = JobFailed(f"{type(exc).__name__}: {exc}")
         where["traceback"] = "".join(traceback.format_exception(exc))
+        if not isinstance(exc, JobFailed):
+            ret.return_value = JobFailed(f"{type(exc).__name__}: {exc}")
     return ret, where
 
 
