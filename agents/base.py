@@ -48,6 +48,7 @@ POLICY_KINDS: dict[str, str | type[Policy]] = {
     "value_iteration": "agents.tabular:ValueIterationPolicy",
     "q_learning": "agents.tabular:QLearningPolicy",
     "intent_oracle": "agents.tabular:IntentOracle",
+    "belief_value_iteration": "agents.belief:BeliefValueIteration",
     "sb3": "agents.sb3:SB3Agent",
     "slate_table": "agents.slate:SlateTablePolicy",
     "slate_value_iteration": "agents.slate:SlateValueIteration",
@@ -68,11 +69,16 @@ class Policy(ABC):
             (:meth:`predict_latent`), not on the pages alone: it plays only where types are
             known (the ground truth), is never served, and has no closing evaluation in the
             learned world.
+        recurrent: It remembers the whole visit, not only the observation: :meth:`predict`
+            takes and returns a per-visitor ``state`` (``episode_start`` marks the visitors
+            whose visit just began), as SB3's recurrent policies do, and
+            :meth:`select_state` keeps the rows of the visitors still simulated.
     """
 
     name: str = "policy"
     kind: ClassVar[str] = ""
     needs_latent_state: ClassVar[bool] = False
+    recurrent: ClassVar[bool] = False
 
     def fit(self, site: Site) -> dict[str, Any]:
         """Learn (or build) the policy for ``site``; returns metrics of the training."""
@@ -93,6 +99,11 @@ class Policy(ABC):
         obs = np.asarray(observation)
         actions = self.action_scores(np.atleast_2d(obs)).argmax(axis=1)
         return (actions[0] if obs.ndim == 1 else actions), None
+
+    def select_state(self, state: Any, keep: np.ndarray) -> Any:
+        """The per-visitor ``state`` of the visitors where ``keep`` (bool ``(B,)``) holds
+        (recurrent policies; the state of any other is ``None``)."""
+        return None
 
     def predict_latent(self, obs: torch.Tensor, core: SiteCore) -> torch.Tensor:
         """Actions ``(B,)`` from observations ``(B, K)`` and the core's hidden visitor state

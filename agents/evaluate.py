@@ -96,13 +96,21 @@ class Sessions:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__annotations__))
 
 
-def _act(policy: Policy, obs: torch.Tensor, core: SiteCore) -> torch.Tensor:
+def _act(
+    policy: Policy, obs: torch.Tensor, core: SiteCore, state: Any, starts: torch.Tensor
+) -> tuple[torch.Tensor, Any]:
+    """The policy's actions ``(B,)`` (slates ``(B, k)``) and its new per-visitor state."""
     if policy.needs_latent_state:
-        return policy.predict_latent(obs, core)
-    actions, _ = policy.predict(obs.cpu().numpy(), deterministic=True)
+        return policy.predict_latent(obs, core), None
+    if policy.recurrent:
+        actions, state = policy.predict(
+            obs.cpu().numpy(), state, starts.cpu().numpy(), deterministic=True
+        )
+    else:
+        actions, state = policy.predict(obs.cpu().numpy(), deterministic=True)
     if core.slate_model is not None:  # slates: (B, k)
-        return torch.as_tensor(np.asarray(actions).reshape(len(obs), -1), dtype=torch.long)
-    return torch.as_tensor(np.asarray(actions).reshape(-1), dtype=torch.long)
+        return torch.as_tensor(np.asarray(actions).reshape(len(obs), -1), dtype=torch.long), None
+    return torch.as_tensor(np.asarray(actions).reshape(-1), dtype=torch.long), state
 
 
 @torch.no_grad()
@@ -152,11 +160,13 @@ def simulate(
         acc["time_on_site"][mask] = time_of[entry].double()
 
     start(torch.ones(b, dtype=torch.bool, device=dev))
+    starts = torch.ones(b, dtype=torch.bool)  # a recurrent policy's visits that just began
+    state: Any = None
     out: dict[str, list[np.ndarray]] = {k: [] for k in acc}
     bar = tqdm(total=quota * b, desc=desc or policy.name, disable=not progress, leave=False)
     while True:
-        actions = _act(policy, obs, core).to(dev)
-        r = core.step(actions)
+        actions, state = _act(policy, obs, core, state, starts)
+        r = core.step(actions.to(dev))
         landed, stays = r.landed, ~r.terminated
         acc["returns"] += r.reward.double()
         acc["revenue"] += revenue_of[landed].double()
@@ -171,6 +181,7 @@ def simulate(
             bar.update(int(record.sum()))
             done += ended.long()
             start(ended)
+        starts = (r.terminated | r.truncated).cpu()
         obs = r.obs
         active = done < quota
         if not bool(active.any()):
@@ -179,7 +190,9 @@ def simulate(
         # the gathers stay rare): no idle visitors stepped while long sessions finish
         if int(active.sum()) <= 3 * len(active) // 4:
             core.keep(active)
-            obs, done = obs[active], done[active]
+            obs, done, starts = obs[active], done[active], starts[active.cpu()]
+            if policy.recurrent:
+                state = policy.select_state(state, active.cpu().numpy())
             acc = {k: v[active] for k, v in acc.items()}
     bar.close()
     return Sessions(**{k: np.concatenate(v) for k, v in out.items()})

@@ -9,8 +9,9 @@ embedding lookup), without the one-hot and at a fraction of the arithmetic.
 
 * :class:`PageHistoryExtractor`: ``(B, K)`` ids -> ``(B, K · d)`` concatenated embeddings
   (position is the place in the concatenation);
-* :class:`PageActorCriticPolicy` (PPO) and :class:`PageDQNPolicy` (DQN): SB3 policies whose
-  features extractor gets the ids (they skip SB3's one-hot preprocessing).
+* :class:`PageActorCriticPolicy` (PPO), :class:`PageRecurrentPolicy` (recurrent PPO: an LSTM
+  over the visit) and :class:`PageDQNPolicy` (DQN): SB3 policies whose features extractor
+  gets the ids (they skip SB3's one-hot preprocessing).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
@@ -71,6 +73,15 @@ class PageActorCriticPolicy(ActorCriticPolicy, _PageIds):
         super().__init__(*args, **kwargs)
 
 
+class PageRecurrentPolicy(RecurrentActorCriticPolicy, _PageIds):
+    """Recurrent PPO's actor-critic (sb3-contrib ``RecurrentPPO``): each step's page history
+    embedded (:class:`PageHistoryExtractor`), then an LSTM that carries the whole visit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", PageHistoryExtractor)
+        super().__init__(*args, **kwargs)
+
+
 class PageQNetwork(QNetwork, _PageIds):
     """DQN's Q-network over page histories."""
 
@@ -89,6 +100,7 @@ class PageDQNPolicy(DQNPolicy):
 
 POLICIES: dict[str, dict[str, type]] = {
     "ppo": {"PagePolicy": PageActorCriticPolicy},
+    "recurrent_ppo": {"PagePolicy": PageRecurrentPolicy},
     "dqn": {"PagePolicy": PageDQNPolicy},
 }
 """Policy classes by algorithm and the name a config gives (``policy: PagePolicy``); other

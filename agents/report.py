@@ -18,7 +18,7 @@ from typing import Any
 from agents.evaluate import kendall_tau
 from clickstream.io import atomic_file
 
-REFERENCES = ("true_optimum", "intent_oracle")
+REFERENCES = ("true_optimum", "intent_oracle", "belief_optimum")
 """Reference policies (not deployable) whose return others are measured against."""
 
 LEARNING = ("ppo", "dqn", "q_learning", "value_iteration")

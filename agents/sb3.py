@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
 from stable_baselines3 import DQN, PPO
 from stable_baselines3 import __version__ as sb3_version
 from stable_baselines3.common.callbacks import BaseCallback
@@ -97,7 +98,9 @@ class DoubleDQN(DQN):
         self.logger.record("train/loss", float(np.mean(losses)))
 
 
-ALGORITHMS = {"dqn": DQN, "ppo": PPO}
+ALGORITHMS = {"dqn": DQN, "ppo": PPO, "recurrent_ppo": RecurrentPPO}
+"""SB3 algorithms by config name; ``recurrent_ppo`` is sb3-contrib's PPO with an LSTM policy,
+which remembers the whole visit (its ``predict`` carries the LSTM state per visitor)."""
 
 ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU}
 """``policy_kwargs.activation_fn`` by name (configs hold names, never import paths)."""
@@ -200,7 +203,7 @@ class SB3Agent(Policy):
     :meth:`_save_state`).
 
     Args:
-        algo: ``dqn`` or ``ppo``.
+        algo: ``dqn``, ``ppo`` or ``recurrent_ppo`` (sb3-contrib: an LSTM over the visit).
         name: Policy name in results (default ``algo``).
         total_timesteps: Visitor steps of training.
         max_minutes: A wall-clock limit of training (``None``: none, the default). A result
@@ -312,13 +315,34 @@ class SB3Agent(Policy):
             raise ModelError(f"policy {self.name!r} is not trained yet")
         return self.model
 
+    @property
+    def recurrent(self) -> bool:  # type: ignore[override]
+        """Recurrent PPO remembers the visit: its state is the LSTM's, per visitor."""
+        return self.algo == "recurrent_ppo"
+
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        if self.recurrent:
+            return self._model().predict(
+                np.asarray(observation),
+                state=state,
+                episode_start=episode_start,
+                deterministic=deterministic,
+            )
         return self._model().predict(np.asarray(observation), deterministic=deterministic)
+
+    def select_state(self, state: Any, keep: np.ndarray) -> Any:
+        """The LSTM states ``(layers, B, hidden)`` of the visitors kept."""
+        if state is None:
+            return None
+        return tuple(np.asarray(s)[:, np.asarray(keep, dtype=bool)] for s in state)
 
     def table_probs(self) -> torch.Tensor | None:
         """With a one-page observation (``history_len=1``) the network is a table over pages:
-        its greedy action per page, one-hot ``(P, A)``, for exact policy evaluation."""
+        its greedy action per page, one-hot ``(P, A)``, for exact policy evaluation (not a
+        recurrent policy: it remembers more than the page)."""
         model = self._model()
+        if self.recurrent:
+            return None
         nvec = getattr(model.observation_space, "nvec", None)
         if nvec is None or len(nvec) != 1 or not isinstance(model.action_space, spaces.Discrete):
             return None
@@ -349,6 +373,14 @@ class SB3Agent(Policy):
         tensor, _ = model.policy.obs_to_tensor(np.asarray(obs))
         if isinstance(model, DQN):
             return model.q_net(tensor).cpu().numpy()
+        if self.recurrent:
+            # without a visit's state (the web app's one observation): the observation read
+            # as the start of a visit, from the LSTM's zero state
+            lstm = model.policy.lstm_actor
+            zeros = torch.zeros(lstm.num_layers, len(tensor), lstm.hidden_size)
+            starts = torch.ones(len(tensor))
+            dist, _ = model.policy.get_distribution(tensor, (zeros, zeros), starts)
+            return torch.log_softmax(dist.distribution.logits, dim=-1).cpu().numpy()
         dist = model.policy.get_distribution(tensor).distribution
         if isinstance(dist, list):  # slates (MultiDiscrete): the top position's log-probabilities
             return torch.log_softmax(dist[0].logits, dim=-1).cpu().numpy()

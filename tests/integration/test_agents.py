@@ -30,6 +30,9 @@ AGENTS = (
     "ppo",
     "true_optimum",
     "intent_oracle",
+    "recurrent_ppo",
+    "belief_value_iteration",
+    "belief_optimum",
 )
 EXPERIMENTS = ("synthetic_markov", "synthetic_intent", "ga_sample", "msnbc")
 TINY = {
@@ -50,6 +53,18 @@ TINY = {
         "agent.hyperparams.buffer_size=10000",
     ],
     "q_learning": ["agent.total_steps=20000", "agent.n_envs=256"],
+    "recurrent_ppo": [
+        "agent.total_timesteps=2048",
+        "agent.n_envs=16",
+        "agent.eval_every=1024",
+        "agent.eval_sessions=256",
+        "agent.hyperparams.n_steps=64",
+        "agent.hyperparams.batch_size=256",
+        "agent.policy_kwargs.lstm_hidden_size=16",
+    ],
+    # the tiny run learns a first-order world: one type, the belief machinery all the same
+    "belief_value_iteration": ["agent.model=markov", "agent.resolution=2"],
+    "belief_optimum": ["agent.resolution=4"],
 }
 
 

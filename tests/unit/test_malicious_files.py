@@ -249,7 +249,12 @@ def test_sb3_agent_round_trip_without_a_pickle(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("algo", "policy", "double_q"),
-    [("ppo", "PagePolicy", False), ("dqn", "MlpPolicy", True), ("dqn", "PagePolicy", False)],
+    [
+        ("ppo", "PagePolicy", False),
+        ("dqn", "MlpPolicy", True),
+        ("dqn", "PagePolicy", False),
+        ("recurrent_ppo", "PagePolicy", False),
+    ],
 )
 def test_sb3_agents_of_every_network_round_trip(
     tmp_path: Path, algo: str, policy: str, double_q: bool

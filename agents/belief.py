@@ -1,0 +1,526 @@
+"""The best any page-observing policy can do on a site of latent intents: value iteration over
+the belief about the visitor's intent.
+
+On a :class:`~agents.tabular.SiteMDP` with ``Z`` intents (each a first-order MDP; a visitor
+keeps hers for the whole visit) a policy sees the pages and its own recommendations, never the
+intent. After any visit it can know no more than the posterior over her intent, the *belief*
+``b``: at the entry page ``s0``, ``b ∝ prior ⊙ entry[:, s0]``; after recommending ``a`` on page
+``s`` and seeing her land on ``j``, ``b' ∝ b ⊙ p_z(j | s, a)``. The pair (page, belief) is a
+sufficient statistic of the visit, so the optimum over *all* history-dependent policies is the
+optimum of the MDP over (page, belief): a POMDP optimum, between the best table over pages
+(which re-mixes the intents at each step) and the intent oracle (which knows the intent).
+
+It is computed here with two bounds on a regular grid of the belief simplex (resolution
+``m``: ``C(m + Z - 1, Z - 1)`` points, 231 for 3 intents and ``m = 20``):
+
+* **lower** (:func:`belief_lower_bound`): point-based value iteration (Pineau, Gordon and Thrun,
+  2003). Each page keeps one *alpha vector* per grid point, the exact per-intent value of a
+  conditional plan (a policy tree), so ``max_alpha alpha · b`` at the entry beliefs is the
+  value of a policy that only observes pages: a value some policy reaches.
+* **upper** (:func:`belief_upper_bound`): grid value iteration with Freudenthal interpolation
+  (Lovejoy, 1991). The optimal value is convex in ``b``, so interpolating upper values between
+  a grid cell's vertices stays above it; starting from the intent oracle's values (an upper
+  bound) every backup keeps it one.
+
+Both count ``max_steps`` steps after the entry page, as the env truncates sessions and as
+:func:`agents.tabular.policy_value` scores tables (on the intent store the truncation is worth
+about 4 page value per session to the oracle), and need rewards ``>= 0`` (page values).
+The gap between the two says how close the grid is; refine ``m`` until it is small enough.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from agents.base import Policy, current_pages, load_array, policy_file
+from agents.tabular import SiteMDP
+from clickstream.errors import ConfigError, ModelError, RunFolderError
+from envs import visitors
+
+if TYPE_CHECKING:
+    from agents.site import Site
+
+
+@dataclass
+class BeliefGrid:
+    """A regular grid on the belief simplex and the lookups of its Freudenthal triangulation.
+
+    Attributes:
+        points: The grid's beliefs, ``(N, Z)`` float64 (rows sum to 1).
+        resolution: ``m``; every coordinate is a multiple of ``1 / m``.
+        lookup: Grid index of each vertex, by the mixed-radix code of its cumulative counts
+            ``x_1 .. x_{Z-1}`` (``x_i = m · sum_{k >= i} b_k``), ``((m + 1) ** (Z - 1),)``;
+            -1 where no grid point has that code.
+    """
+
+    points: torch.Tensor
+    resolution: int
+    lookup: torch.Tensor
+
+    @classmethod
+    def regular(cls, n_intents: int, resolution: int) -> BeliefGrid:
+        """All beliefs whose coordinates are multiples of ``1 / resolution``."""
+        z, m = int(n_intents), int(resolution)
+        if z < 1 or m < 1:
+            raise ModelError(f"a belief grid needs >= 1 intent and resolution >= 1, got {z}, {m}")
+        counts = [
+            (m - sum(c), *c) for c in itertools.product(range(m + 1), repeat=z - 1) if sum(c) <= m
+        ]
+        points = torch.tensor(counts, dtype=torch.float64) / m
+        lookup = torch.full(((m + 1) ** (z - 1),), -1, dtype=torch.long)
+        lookup[cls._code(_cumulative(torch.tensor(counts, dtype=torch.float64)), m)] = torch.arange(
+            len(counts)
+        )
+        return cls(points, m, lookup)
+
+    @property
+    def n_intents(self) -> int:
+        return self.points.shape[1]
+
+    @staticmethod
+    def _code(x: torch.Tensor, m: int) -> torch.Tensor:
+        """Mixed-radix code of integer cumulative counts ``(..., Z)`` (``x_0 = m`` dropped)."""
+        radix = (m + 1) ** torch.arange(x.shape[-1] - 1)
+        return (x[..., 1:].round().long() * radix).sum(-1)
+
+    def interpolation(self, beliefs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The grid cell holding each belief and its barycentric weights in that cell.
+
+        Args:
+            beliefs: ``(..., Z)``, rows on the simplex.
+
+        Returns:
+            ``(vertices, weights)``, both ``(..., Z)``: grid indices and weights (``>= 0``,
+            summing to 1) with ``sum_k weights_k · points[vertices_k] = belief``.
+        """
+        m, z = self.resolution, self.n_intents
+        if z == 1:  # one intent: the simplex is a point
+            shape = beliefs.shape
+            return torch.zeros(shape, dtype=torch.long), torch.ones(shape, dtype=beliefs.dtype)
+        x = m * _cumulative(beliefs)
+        x[..., 0] = m
+        base = x.floor().clamp(0, m)
+        frac = (x - base)[..., 1:]  # (..., Z - 1)
+        order = torch.sort(frac, dim=-1, descending=True, stable=True)
+        steps = torch.nn.functional.one_hot(order.indices + 1, z).to(x.dtype)  # (..., Z-1, Z)
+        vertices = torch.cat([base[..., None, :], base[..., None, :] + steps.cumsum(-2)], -2)
+        d = order.values
+        weights = torch.cat([1 - d[..., :1], d[..., :-1] - d[..., 1:], d[..., -1:]], dim=-1).clamp(
+            min=0
+        )
+        code = self._code(vertices.clamp(max=m), m).clamp(max=len(self.lookup) - 1)
+        index = self.lookup[code]
+        # a vertex off the simplex only ever comes with weight 0 (an exact grid coordinate)
+        weights = torch.where(index >= 0, weights, torch.zeros_like(weights))
+        return index.clamp(min=0), weights / weights.sum(-1, keepdim=True)
+
+
+def _cumulative(beliefs: torch.Tensor) -> torch.Tensor:
+    """``x_i = sum_{k >= i} b_k`` along the last axis."""
+    return beliefs.flip(-1).cumsum(-1).flip(-1)
+
+
+@dataclass
+class BeliefBound:
+    """A bound on the belief-state optimum.
+
+    Attributes:
+        value: Mean return per session, bounded, over the entry distribution.
+        per_page: Values at each page's grid points, ``(P, N)`` (the lower bound: of the
+            best alpha vector at each point).
+        horizon: Backups run (steps after the entry page).
+        plans: The lower bound: the most distinct alpha vectors (policy trees) a page kept;
+            the upper bound: the grid's points.
+    """
+
+    value: float
+    per_page: torch.Tensor
+    horizon: int
+    plans: int
+
+
+def _action_rows(mdp: SiteMDP) -> torch.Tensor:
+    """``p_z(j | s, a)`` for every intent, ``(P, A, P + 1, Z)``."""
+    return torch.stack(
+        [mdp.action_rows(z, torch.arange(mdp.n_actions)) for z in range(mdp.n_intents)], -1
+    )
+
+
+def _supports(rows: torch.Tensor) -> list[torch.Tensor]:
+    """Pages each page can lead to under any action and intent (``EXIT`` left out: it pays 0)."""
+    p = rows.shape[0]
+    reach = (rows[:, :, :p] > 0).any(-1).any(1)  # (P, P)
+    return [reach[s].nonzero().flatten() for s in range(p)]
+
+
+def _check(mdp: SiteMDP) -> None:
+    if float(mdp.reward.min()) < 0:
+        raise ModelError("the belief bounds need rewards >= 0 (page values)")
+
+
+def _entry_beliefs(mdp: SiteMDP) -> torch.Tensor:
+    """Unnormalised beliefs after the entry page, ``(P, Z)``: ``prior_z · entry_z(s)``."""
+    return (mdp.prior[:, None] * mdp.entry).T
+
+
+def belief_lower_bound(
+    mdp: SiteMDP, resolution: int = 20, horizon: int | None = None
+) -> BeliefBound:
+    """Point-based value iteration: a value some page-observing policy reaches.
+
+    Every backup at a grid belief ``b`` of page ``s`` builds, for each action, the alpha vector
+    ``alpha_a(z) = sum_j p_z(j | s, a) (r_j + alpha_j(z))``, where ``alpha_j`` is the vector of
+    page ``j`` best at the next belief ``b ⊙ p(j | s, a)``, and keeps the action whose vector
+    scores highest at ``b``. Each vector is the exact per-intent value of a policy tree with
+    ``k`` steps to go, so after ``horizon`` backups from zero the bound is attained by a policy
+    over the env's sessions (``horizon`` steps after the entry page, as
+    :func:`agents.tabular.policy_value` scores them).
+    """
+    plans = point_based_plans(mdp, resolution, horizon)
+    entry = _entry_beliefs(mdp)  # (P, Z)
+    value = float(torch.einsum("pmz,pz->pm", plans.vectors, entry).max(1).values.sum())
+    grid = BeliefGrid.regular(mdp.n_intents, resolution).points
+    per_page = torch.einsum("pmz,nz->pnm", plans.vectors, grid).max(-1).values
+    return BeliefBound(value, per_page, plans.horizon, plans.vectors.shape[1])
+
+
+@dataclass
+class Plans:
+    """Alpha vectors of point-based value iteration and the first action of each.
+
+    Attributes:
+        vectors: Per page, the distinct vectors, ``(P, M, Z)`` (padding rows: :data:`_NEVER`).
+        actions: The action each vector's plan starts with, ``(P, M)``.
+        horizon: Backups run.
+    """
+
+    vectors: torch.Tensor
+    actions: torch.Tensor
+    horizon: int
+
+
+def point_based_plans(mdp: SiteMDP, resolution: int = 20, horizon: int | None = None) -> Plans:
+    """The alpha vectors of :func:`belief_lower_bound` (see there), with their actions."""
+    _check(mdp)
+    horizon = mdp.max_steps if horizon is None else int(horizon)
+    grid = BeliefGrid.regular(mdp.n_intents, resolution)
+    rows = _action_rows(mdp)
+    supports = _supports(rows)
+    g, r = grid.points, mdp.reward
+    p, n = mdp.n_pages, len(grid.points)
+    # the vectors of each page (duplicates dropped: many grid points share a plan), padded
+    # with a vector that never wins (its score is hugely negative at any belief)
+    vectors = torch.zeros(p, 1, mdp.n_intents, dtype=torch.float64)
+    actions = torch.full((p, 1), mdp.n_actions - 1, dtype=torch.long)
+    for _ in range(horizon):
+        new = torch.empty(p, n, mdp.n_intents, dtype=torch.float64)
+        new_actions = torch.empty(p, n, dtype=torch.long)
+        for s in range(p):
+            nxt = supports[s]
+            t = rows[s][:, nxt]  # (A, d, Z)
+            # the score of every next page's vectors at every next belief b ⊙ p(j | s, a),
+            # as one matrix product over the Z intents (3x faster than the einsum)
+            u = t[:, :, None, :] * vectors[nxt][None]  # (A, d, M, Z)
+            scores = g @ u.reshape(-1, u.shape[-1]).T  # (N, A · d · M)
+            best = scores.view(n, *u.shape[:3]).argmax(-1)  # (N, A, d)
+            chosen = vectors[nxt[None, None, :], best]  # (N, A, d, Z)
+            vec = (t[None] * (r[nxt][None, None, :, None] + chosen)).sum(2)  # (N, A, Z)
+            vec = vec + rows[s][None, :, p, :] * r[p]  # EXIT pays r[P] (0 for page values)
+            pick = (vec * g[:, None, :]).sum(-1).argmax(1)  # (N,)
+            new[s], new_actions[s] = vec[torch.arange(n), pick], pick
+        vectors, actions = _unique_padded(new, new_actions)
+    return Plans(vectors, actions, horizon)
+
+
+_NEVER = -1e30
+"""The padding vector's entries: with beliefs >= 0 and not all 0 it scores below any plan."""
+
+
+def _unique_padded(
+    vectors: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each page's distinct vectors and their actions, ``(P, N, Z)`` -> ``(P, M, Z)`` padded
+    with :data:`_NEVER` (and ``(P, M)`` actions)."""
+    kept = []
+    for v, a in zip(vectors, actions, strict=True):
+        unique, inverse = torch.unique(v, dim=0, return_inverse=True)
+        first = torch.full((len(unique),), len(v), dtype=torch.long)
+        first = first.scatter_reduce(0, inverse, torch.arange(len(v)), "amin")
+        kept.append((unique, a[first]))
+    width = max(len(u) for u, _ in kept)
+    out = torch.full((len(kept), width, vectors.shape[-1]), _NEVER, dtype=vectors.dtype)
+    out_actions = torch.zeros(len(kept), width, dtype=torch.long)
+    for s, (u, a) in enumerate(kept):
+        out[s, : len(u)], out_actions[s, : len(a)] = u, a
+    return out, out_actions
+
+
+def belief_upper_bound(
+    mdp: SiteMDP, resolution: int = 20, horizon: int | None = None
+) -> BeliefBound:
+    """Grid value iteration with Freudenthal interpolation: an upper bound on what any
+    page-observing policy can reach in ``horizon`` steps after the entry page (the optimal
+    ``k``-step value is convex in the belief, so interpolating its upper values between a grid
+    cell's vertices stays above it; every backup from the exact zero keeps that)."""
+    _check(mdp)
+    horizon = mdp.max_steps if horizon is None else int(horizon)
+    grid = BeliefGrid.regular(mdp.n_intents, resolution)
+    rows = _action_rows(mdp)
+    supports = _supports(rows)
+    g, r = grid.points, mdp.reward
+    p = mdp.n_pages
+    cells = []
+    for s in range(p):  # the next beliefs do not change between backups: interpolate once
+        t = rows[s][:, supports[s]]  # (A, d, Z)
+        w = g[:, None, None, :] * t[None]  # (N, A, d, Z)
+        mass = w.sum(-1)  # (N, A, d): p(j | s, a, b)
+        beliefs = w / mass.clamp(min=1e-300)[..., None]
+        vertices, weights = grid.interpolation(beliefs)
+        exit_mass = (g[:, None, :] * rows[s][None, :, p, :]).sum(-1)  # (N, A)
+        cells.append((supports[s], mass, vertices, weights, exit_mass))
+    v = torch.zeros(p, len(g), dtype=torch.float64)
+    for _ in range(horizon):
+        new = torch.empty_like(v)
+        for s, (nxt, mass, vertices, weights, exit_mass) in enumerate(cells):
+            later = (v[nxt[None, None, :, None], vertices] * weights).sum(-1)  # (N, A, d)
+            q = (mass * (r[nxt] + later)).sum(-1) + exit_mass * r[p]  # (N, A)
+            new[s] = q.max(1).values
+        v = new
+    entry = _entry_beliefs(mdp)
+    mass = entry.sum(1)
+    seen = mass > 0
+    vertices, weights = grid.interpolation(entry[seen] / mass[seen, None])
+    pages = torch.arange(p)[seen]
+    value = float((mass[seen] * (v[pages[:, None], vertices] * weights).sum(-1)).sum())
+    return BeliefBound(value, v, horizon, len(g))
+
+
+@dataclass
+class BeliefOptimum:
+    """Both bounds of the belief-state optimum at one grid resolution."""
+
+    lower: float
+    upper: float
+    resolution: int
+    lower_plans: int
+    grid_points: int
+
+    @property
+    def gap(self) -> float:
+        return self.upper - self.lower
+
+
+def belief_optimum(mdp: SiteMDP, resolution: int = 20, horizon: int | None = None) -> BeliefOptimum:
+    """Lower and upper bounds of the best page-observing policy's mean return per session."""
+    lo = belief_lower_bound(mdp, resolution, horizon)
+    hi = belief_upper_bound(mdp, resolution, horizon)
+    return BeliefOptimum(lo.value, hi.value, int(resolution), lo.plans, hi.plans)
+
+
+# ---- a policy that plays the plans, tracking each visitor's belief -------------------------
+
+MAX_ROW_CELLS = 50_000_000
+"""Largest ``P × A × (P + 1) × Z`` table of action rows a belief policy keeps (float32:
+200 MB): the belief update needs ``p_z(j | s, a)`` for every step it may see."""
+
+
+class BeliefValueIteration(Policy):
+    """Point-based value iteration over the belief about the visitor's type, played by
+    tracking each visitor's belief through her visit (a recurrent policy: its state is the
+    belief, the page it acted on and the action it took).
+
+    With ``model: latent_class`` it plans in the learned world's visitor types and is
+    deployable (it sees only pages and its own recommendations); with ``model: true`` it plans
+    in the synthetic store's true intents: the belief-state reference, the best any
+    page-observing policy can do, between the intent-weighted table and the intent oracle.
+
+    Args:
+        name: Policy name in results.
+        model: A visitor kind with first-order tables per type (:mod:`envs.visitors`):
+            ``latent_class`` (learned types), ``true`` (the store's intents), ``markov`` (one
+            type: plain value iteration).
+        resolution: The belief grid's ``m`` (:class:`BeliefGrid`).
+        horizon: Backups (default the env's ``max_steps``).
+    """
+
+    kind = "belief_value_iteration"
+    recurrent = True
+
+    def __init__(
+        self,
+        name: str = "belief_value_iteration",
+        model: str = "latent_class",
+        resolution: int = 8,
+        horizon: int | None = None,
+    ) -> None:
+        chosen = visitors.get(model, key="model")
+        if not chosen.tables:
+            raise ConfigError(
+                f"belief value iteration plans in first-order tables per visitor type; "
+                f"model {model!r} has none (latent_class, true, markov have)"
+            )
+        self.name, self.model = name, chosen.name
+        self.resolution = int(resolution)
+        self.horizon = None if horizon is None else int(horizon)
+        self.vectors: torch.Tensor | None = None  # (P, M, Z)
+        self.actions: torch.Tensor | None = None  # (P, M)
+        self.rows: torch.Tensor | None = None  # (P, A, P + 1, Z) float32
+        self.entry: torch.Tensor | None = None  # (P, Z) the belief on entering by each page
+        self.reward: torch.Tensor | None = None  # (P + 1,)
+
+    def fit(self, site: Site) -> dict[str, Any]:
+        mdp = site.kind_mdp(self.model)
+        cells = mdp.n_pages * mdp.n_actions * (mdp.n_pages + 1) * mdp.n_intents
+        if cells > MAX_ROW_CELLS:
+            raise ConfigError(
+                f"belief value iteration keeps every action row per type: {cells:,} cells "
+                f"here, above {MAX_ROW_CELLS:,}; use page groups (env.action_level=group) or "
+                "a smaller site"
+            )
+        start = time.perf_counter()
+        value = self.plan(mdp)
+        return {
+            "model_value": value,  # the plans' value in the model planned in (a lower bound)
+            "plans_per_page": int(self._fitted()[0].shape[1]),
+            "types": mdp.n_intents,
+            "seconds": time.perf_counter() - start,
+        }
+
+    def plan(self, mdp: SiteMDP) -> float:
+        """Plan in ``mdp`` (its types are what the policy believes in); returns the plans'
+        value there, :func:`belief_lower_bound`'s."""
+        plans = point_based_plans(mdp, self.resolution, self.horizon)
+        self.vectors, self.actions = plans.vectors, plans.actions
+        self.rows = _action_rows(mdp).float()
+        entry = _entry_beliefs(mdp)
+        mass = entry.sum(1, keepdim=True)
+        # a visit first seen on a page nobody enters by (the web app's path, a window of the
+        # history) starts from the prior
+        self.entry = torch.where(mass > 0, entry / mass.clamp(min=1e-300), mdp.prior[None])
+        self.reward = mdp.reward.clone()
+        return float(torch.einsum("pmz,pz->pm", self.vectors, entry).max(1).values.sum())
+
+    def _fitted(self) -> tuple[torch.Tensor, ...]:
+        if self.vectors is None or self.actions is None or self.rows is None:
+            raise ModelError(f"policy {self.name!r} is not fitted yet")
+        assert self.entry is not None and self.reward is not None
+        return self.vectors, self.actions, self.rows, self.entry, self.reward
+
+    def _beliefs(self, pages: torch.Tensor, state: Any, starts: torch.Tensor) -> torch.Tensor:
+        """Each visitor's belief on landing on ``pages`` ``(B,)``: from her entry page where
+        ``starts``, else her last belief moved by what she did after its action."""
+        _, _, rows, entry, _ = self._fitted()
+        fresh = entry[pages]
+        if state is None:
+            return fresh / fresh.sum(1, keepdim=True).clamp(min=1e-300)
+        belief, last_page, last_action = (torch.as_tensor(x) for x in state)
+        moved = belief * rows[last_page, last_action, pages].double()
+        # a move the model calls impossible (or a new visit) restarts from the entry belief
+        lost = starts | (moved.sum(1) <= 0)
+        b = torch.where(lost[:, None], fresh, moved)
+        return b / b.sum(1, keepdim=True).clamp(min=1e-300)
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        """Actions ``(B,)`` and the new state ``(belief, page, action)`` per visitor."""
+        vectors, actions, *_ = self._fitted()
+        obs = np.atleast_2d(np.asarray(observation))
+        pages = current_pages(obs).clamp(max=len(vectors) - 1)
+        starts = (
+            torch.ones(len(pages), dtype=torch.bool)
+            if episode_start is None
+            else torch.as_tensor(np.asarray(episode_start), dtype=torch.bool).reshape(-1)
+        )
+        belief = self._beliefs(pages, state, starts)
+        best = torch.einsum("bmz,bz->bm", vectors[pages], belief).argmax(1)
+        chosen = actions[pages, best]
+        out = chosen.numpy()
+        return (out[0] if np.asarray(observation).ndim == 1 else out), (belief, pages, chosen)
+
+    def select_state(self, state: Any, keep: np.ndarray) -> Any:
+        if state is None:
+            return None
+        mask = torch.as_tensor(np.asarray(keep), dtype=torch.bool)
+        return tuple(torch.as_tensor(x)[mask] for x in state)
+
+    def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The value of each action at the belief the observed pages give (replayed with the
+        policy's own recommendations from the first page of the observation), ``(B, A)``:
+        ``sum_j max_alpha sum_z b_z p_z(j | s, a) (r_j + alpha_j(z))``."""
+        vectors, _, rows, _, reward = self._fitted()
+        hist = torch.as_tensor(np.atleast_2d(np.asarray(obs)), dtype=torch.long)
+        p = len(vectors)
+        state, started = None, torch.zeros(len(hist), dtype=torch.bool)
+        for k in range(hist.shape[1]):
+            page = hist[:, k]
+            seen = page < p
+            if not bool(seen.any()):
+                continue
+            # rows still before their first page restart at it (episode_start stays True)
+            _, state = self.predict(hist[:, : k + 1].clamp(max=p - 1).numpy(), state, ~started)
+            started |= seen
+        belief, pages, _ = state if state is not None else (None, None, None)
+        if belief is None:
+            return np.zeros((len(hist), rows.shape[1]))
+        t = rows[pages, :, :p].double()  # (B, A, P, Z)
+        w = belief[:, None, None, :] * t
+        later = torch.einsum("bajz,jmz->bajm", w, vectors).max(-1).values  # (B, A, P)
+        now = (w.sum(-1) * reward[:p]).sum(-1)  # (B, A)
+        return (now + later.sum(-1)).numpy()
+
+    def _save_state(self, out: Path) -> dict[str, Any]:
+        vectors, actions, rows, entry, reward = self._fitted()
+        arrays = {
+            "vectors": vectors.numpy(),
+            "actions": actions.numpy(),
+            "rows": rows.numpy(),
+            "entry": entry.numpy(),
+            "reward": reward.numpy(),
+        }
+        for key, array in arrays.items():
+            np.save(out / f"{key}.npy", array)
+        return {
+            **{key: f"{key}.npy" for key in arrays},
+            "model": self.model,
+            "resolution": self.resolution,
+            "horizon": self.horizon,
+        }
+
+    @classmethod
+    def _load(cls, path: Path, manifest: dict[str, Any]) -> Policy:
+        arrays = {
+            key: torch.as_tensor(load_array(policy_file(path, manifest, key)))
+            for key in ("vectors", "actions", "rows", "entry", "reward")
+        }
+        p, m, z = arrays["vectors"].shape
+        a = arrays["rows"].shape[1]
+        shapes = {
+            "actions": (p, m),
+            "rows": (p, a, p + 1, z),
+            "entry": (p, z),
+            "reward": (p + 1,),
+        }
+        for key, shape in shapes.items():
+            if tuple(arrays[key].shape) != shape:
+                raise RunFolderError(
+                    f"{key} must have shape {shape} (from vectors {(p, m, z)}), got "
+                    f"{tuple(arrays[key].shape)}",
+                    file=str(path / manifest[key]),
+                )
+        policy = cls(
+            str(manifest.get("name", cls.kind)),
+            str(manifest.get("model", "latent_class")),
+            int(manifest.get("resolution", 8)),
+            manifest.get("horizon"),
+        )
+        policy.vectors = arrays["vectors"].double()
+        policy.actions = arrays["actions"].long()
+        policy.rows = arrays["rows"].float()
+        policy.entry, policy.reward = arrays["entry"].double(), arrays["reward"].double()
+        return policy
