@@ -11,22 +11,34 @@ embedding lookup), without the one-hot and at a fraction of the arithmetic.
   (position is the place in the concatenation);
 * :class:`PageActorCriticPolicy` (PPO), :class:`PageRecurrentPolicy` (recurrent PPO: an LSTM
   over the visit) and :class:`PageDQNPolicy` (DQN): SB3 policies whose features extractor
-  gets the ids (they skip SB3's one-hot preprocessing).
+  gets the ids (they skip SB3's one-hot preprocessing);
+* :class:`PageScorePolicy` (PPO): for sites with thousands of pages. The actor scores each
+  action by the dot product of a state vector with that action's embedding, and by default
+  the action embeddings *are* the page embeddings the history is read with (tied), plus one
+  learnt vector for "show nothing". Its page-dependent parameters are one ``(P + 1, d)``
+  table and a bias per action, instead of a hidden layer per page; the table can start from
+  the visitor model's page embeddings (:func:`visitor_page_embeddings`,
+  :func:`init_page_embeddings`), frozen or fine-tuned.
+
+Each PPO policy also comes in a masked form (sb3-contrib's ``MaskablePPO``:
+``POLICIES["maskable_ppo"]``), whose masked actions get a logit of -1e8.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import torch
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
-from clickstream.errors import ModelError
+from clickstream.errors import ConfigError, ModelError
 
 
 class PageHistoryExtractor(BaseFeaturesExtractor):
@@ -98,9 +110,186 @@ class PageDQNPolicy(DQNPolicy):
         return PageQNetwork(**net_args).to(self.device)
 
 
+class MaskablePageActorCriticPolicy(MaskableActorCriticPolicy, _PageIds):
+    """:class:`PageActorCriticPolicy` for ``MaskablePPO`` (masked logits)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", PageHistoryExtractor)
+        super().__init__(*args, **kwargs)
+
+
+class ActionScoreHead(nn.Module):
+    """Action logits as dot products: ``logits = (W · latent) @ E.T + b``, ``(B, A)``.
+
+    ``E`` ``(A, d)`` holds one embedding per action. Tied (``pages`` given), the page actions
+    ``0..P-1`` read rows ``0..P-1`` of the history's page embedding table and the remaining
+    ``A - P`` actions ("show nothing") have vectors of their own; untied, ``E`` is a table of
+    its own. ``b`` ``(A,)`` is a learnt per-action bias (a popularity term).
+
+    Args:
+        latent_dim: Size of the actor's latent vector.
+        n_actions: A.
+        dim: d, size of an action embedding (the page embeddings' size when tied).
+        pages: The page embedding table ``(P + 1, d)`` to tie to, or ``None``.
+    """
+
+    def __init__(
+        self, latent_dim: int, n_actions: int, dim: int, pages: nn.Embedding | None = None
+    ) -> None:
+        super().__init__()
+        self.n_actions, self.dim = int(n_actions), int(dim)
+        self.project = nn.Linear(int(latent_dim), self.dim, bias=False)
+        # a small projection: the first policy is close to uniform (SB3's 0.01 gain)
+        nn.init.orthogonal_(self.project.weight, gain=0.01)
+        self.bias = nn.Parameter(torch.zeros(self.n_actions))
+        self.pages = pages
+        if pages is None:
+            self.table = nn.Parameter(torch.randn(self.n_actions, self.dim) / self.dim**0.5)
+        else:
+            n_pages = pages.num_embeddings - 1
+            extra = self.n_actions - n_pages
+            if extra not in (0, 1) or pages.embedding_dim != self.dim:
+                raise ModelError(
+                    f"tied action embeddings need one action per page (+ 'nothing'): {n_pages} "
+                    f"pages of dimension {pages.embedding_dim}, {self.n_actions} actions of "
+                    f"dimension {self.dim}"
+                )
+            self.n_pages = n_pages
+            self.table = nn.Parameter(torch.randn(extra, self.dim) / self.dim**0.5)
+
+    def embeddings(self) -> torch.Tensor:
+        """``E``, ``(A, d)``."""
+        if self.pages is None:
+            return self.table
+        return torch.cat([self.pages.weight[: self.n_pages], self.table])
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """``(B, latent_dim)`` -> logits ``(B, A)``."""
+        return self.project(latent) @ self.embeddings().T + self.bias
+
+
+class _ScoreHead:
+    """Replaces an SB3 actor-critic's ``action_net`` (one output unit per action) by an
+    :class:`ActionScoreHead`. Listed first among the bases, its ``_build`` wraps the SB3
+    class's: the head is swapped in and the optimizer rebuilt over the new parameters."""
+
+    def __init__(
+        self,
+        *args: Any,
+        tie_embeddings: bool = True,
+        score_dim: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.tie_embeddings, self.score_dim = bool(tie_embeddings), score_dim
+        kwargs.setdefault("features_extractor_class", PageHistoryExtractor)
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)  # type: ignore[misc]
+        policy: Any = self
+        extractor = policy.pi_features_extractor
+        pages = getattr(extractor, "embedding", None)
+        if self.tie_embeddings and not isinstance(pages, nn.Embedding):
+            raise ModelError("tie_embeddings needs the PageHistoryExtractor's page embeddings")
+        n_actions = int(policy.action_space.n)
+        if self.tie_embeddings:
+            dim = pages.embedding_dim
+            if self.score_dim is not None and int(self.score_dim) != dim:
+                raise ConfigError(
+                    f"policy_kwargs.score_dim ({self.score_dim}) must equal the page embeddings' "
+                    f"embedding_dim ({dim}) when tie_embeddings is true"
+                )
+        else:
+            dim = int(self.score_dim or getattr(pages, "embedding_dim", 32))
+        policy.action_net = ActionScoreHead(
+            policy.mlp_extractor.latent_dim_pi,
+            n_actions,
+            dim,
+            pages if self.tie_embeddings else None,
+        ).to(policy.device)
+        policy.optimizer = policy.optimizer_class(
+            policy.parameters(), lr=lr_schedule(1), **policy.optimizer_kwargs
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(tie_embeddings=self.tie_embeddings, score_dim=self.score_dim)
+        return data
+
+
+class PageScorePolicy(_ScoreHead, ActorCriticPolicy, _PageIds):
+    """PPO's actor-critic for large action spaces: page-history features, an MLP, and action
+    logits scored by embedding (:class:`ActionScoreHead`; tied to the page embeddings by
+    default). ``policy_kwargs``: ``tie_embeddings`` (default true), ``score_dim`` (untied:
+    the action embeddings' size), and SB3's own (``net_arch``, ``features_extractor_kwargs``)."""
+
+
+class MaskablePageScorePolicy(_ScoreHead, MaskableActorCriticPolicy, _PageIds):
+    """:class:`PageScorePolicy` for ``MaskablePPO``: the scored logits, then the mask."""
+
+
+def visitor_page_embeddings(source: Any) -> torch.Tensor | None:
+    """The page embeddings ``(P + 1, d)`` of a GRU visitor model, or ``None`` when it has none.
+
+    Args:
+        source: A visitor model checkpoint (a path: read as data, ``weights_only``), a
+            :class:`~envs.visitor_model.VisitorModel`, or the simulator's dynamics holding one
+            (``GRUDynamics.model``).
+    """
+    from envs.visitor_model import load_weights_only
+
+    if isinstance(source, str | Path):
+        state = load_weights_only(Path(source), "visitor model checkpoint")
+        weights = state.get("state_dict", {}) if isinstance(state, dict) else {}
+        table = weights.get("page_embedding.weight") if isinstance(weights, dict) else None
+        return table.detach().float().clone() if isinstance(table, torch.Tensor) else None
+    model = getattr(source, "model", source)
+    table = getattr(getattr(model, "net", None), "page_embedding", None)
+    return table.weight.detach().float().cpu().clone() if isinstance(table, nn.Embedding) else None
+
+
+def init_page_embeddings(policy: nn.Module, vectors: torch.Tensor, freeze: bool = False) -> int:
+    """Copy the visitor model's page vectors ``(P + 1, d)`` (row ``P``: "no page") into a page
+    policy's tables: every :class:`PageHistoryExtractor`'s embedding (all ``P + 1`` rows) and
+    an untied :class:`ActionScoreHead`'s page rows (the first ``P``; "nothing" keeps its own
+    vector). A tied head reads the extractor's table, so it starts from the vectors too.
+    ``freeze``: the extractors' tables are not trained further (the "nothing" vector, the
+    biases, an untied head's table and the networks still are). Returns the tables written.
+
+    Raises:
+        ConfigError: The vectors' shape does not fit the policy's pages (another site, or
+            another ``embedding_dim``: set ``features_extractor_kwargs.embedding_dim`` to ``d``).
+    """
+    n_rows = vectors.shape[0]
+    written = 0
+    for module in policy.modules():
+        if isinstance(module, PageHistoryExtractor):
+            table, rows = module.embedding.weight, n_rows
+        elif isinstance(module, ActionScoreHead) and module.pages is None:
+            table, rows = module.table, n_rows - 1
+        else:
+            continue
+        if vectors.shape[1] != table.shape[1] or table.shape[0] not in (rows, rows + 1):
+            raise ConfigError(
+                f"the visitor model's page embeddings are {tuple(vectors.shape)}, the policy's "
+                f"table is {tuple(table.shape)}: set policy_kwargs.features_extractor_kwargs."
+                f"embedding_dim={vectors.shape[1]} (and train on the same site)"
+            )
+        with torch.no_grad():
+            table[:rows] = vectors[:rows].to(table)
+        if freeze and isinstance(module, PageHistoryExtractor):
+            table.requires_grad_(False)
+        written += 1
+    return written
+
+
 POLICIES: dict[str, dict[str, type]] = {
-    "ppo": {"PagePolicy": PageActorCriticPolicy},
+    "ppo": {"PagePolicy": PageActorCriticPolicy, "PageScorePolicy": PageScorePolicy},
     "recurrent_ppo": {"PagePolicy": PageRecurrentPolicy},
+    "maskable_ppo": {
+        "PagePolicy": MaskablePageActorCriticPolicy,
+        "PageScorePolicy": MaskablePageScorePolicy,
+    },
     "dqn": {"PagePolicy": PageDQNPolicy},
 }
 """Policy classes by algorithm and the name a config gives (``policy: PagePolicy``); other

@@ -14,6 +14,13 @@ Training length is ``total_timesteps`` (a budget in steps, so that a seed replay
 machine's load). A user may add a wall-clock limit (``max_minutes``, off by default); a run
 that hits it stops early and says so: ``fit`` returns ``truncated: true`` with the steps
 reached, which ``scripts/train.py`` records and the report shows.
+
+``algo: maskable_ppo`` is sb3-contrib's ``MaskablePPO``: the simulator core's action mask
+(:meth:`envs.core.SiteCore.action_mask`: not the current page; on a large site, only the
+current page's candidate set; "show nothing" always) is applied while training, and the agent
+keeps what the mask needs (the action pages and the candidate table, saved with it as tensors)
+so that ``predict`` and ``action_scores`` apply the same mask from the observation alone (its
+last entry is the current page): a masked agent never picks a masked action.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
-from sb3_contrib import RecurrentPPO
+from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import DQN, PPO
 from stable_baselines3 import __version__ as sb3_version
 from stable_baselines3.common.callbacks import BaseCallback
@@ -38,9 +45,10 @@ from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor
 from tqdm.auto import tqdm
 
 from agents.base import Policy, policy_file
-from agents.networks import POLICIES
+from agents.networks import POLICIES, init_page_embeddings, visitor_page_embeddings
 from agents.site import Site, plain
 from clickstream.errors import ConfigError, ModelError, RunFolderError
+from envs.core import action_mask
 from envs.vector_env import SiteSB3VecEnv
 from envs.visitor_model import load_weights_only
 
@@ -98,9 +106,10 @@ class DoubleDQN(DQN):
         self.logger.record("train/loss", float(np.mean(losses)))
 
 
-ALGORITHMS = {"dqn": DQN, "ppo": PPO, "recurrent_ppo": RecurrentPPO}
+ALGORITHMS = {"dqn": DQN, "ppo": PPO, "recurrent_ppo": RecurrentPPO, "maskable_ppo": MaskablePPO}
 """SB3 algorithms by config name; ``recurrent_ppo`` is sb3-contrib's PPO with an LSTM policy,
-which remembers the whole visit (its ``predict`` carries the LSTM state per visitor)."""
+which remembers the whole visit (its ``predict`` carries the LSTM state per visitor);
+``maskable_ppo`` is sb3-contrib's PPO with the simulator core's action mask."""
 
 ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU}
 """``policy_kwargs.activation_fn`` by name (configs hold names, never import paths)."""
@@ -203,7 +212,8 @@ class SB3Agent(Policy):
     :meth:`_save_state`).
 
     Args:
-        algo: ``dqn``, ``ppo`` or ``recurrent_ppo`` (sb3-contrib: an LSTM over the visit).
+        algo: ``dqn``, ``ppo``, ``recurrent_ppo`` (sb3-contrib: an LSTM over the visit) or
+            ``maskable_ppo`` (PPO with the core's action mask).
         name: Policy name in results (default ``algo``).
         total_timesteps: Visitor steps of training.
         max_minutes: A wall-clock limit of training (``None``: none, the default). A result
@@ -223,6 +233,13 @@ class SB3Agent(Policy):
         log_truth: On a synthetic site, also log the exact ground-truth value of each periodic
             evaluation's policy (``truth/exact_return``; needs ``history_len: 1``). A
             diagnostic: the kept weights are still chosen in the learned simulator.
+        mask_current_page: ``maskable_ppo``: recommending the current page is invalid (the
+            candidate set of a large site masks whatever this says).
+        init_embeddings: Start the policy's page embeddings from the learned world's visitor
+            model (a GRU's input page embeddings; ``embedding_dim`` follows them): ``True``
+            (refused when the visitor model has none), ``"auto"`` (when it has them; ``fit``
+            records which) or ``False``.
+        freeze_embeddings: With ``init_embeddings``: keep those embeddings fixed.
         policy_kwargs: SB3 ``policy_kwargs`` (e.g. ``net_arch``).
         hyperparams: Any other SB3 constructor argument (``learning_rate``, ``gamma``, ...).
         device: Torch device of the networks (CPU is faster for these small MLPs).
@@ -247,6 +264,9 @@ class SB3Agent(Policy):
         double_q: bool = False,
         log_truth: bool = False,
         expected_reward: bool = False,
+        mask_current_page: bool = True,
+        init_embeddings: bool | str = False,
+        freeze_embeddings: bool = False,
         policy_kwargs: dict[str, Any] | None = None,
         hyperparams: dict[str, Any] | None = None,
         device: str = "cpu",
@@ -264,10 +284,23 @@ class SB3Agent(Policy):
             raise ConfigError(f"double_q is a DQN option, got it for algo {algo!r}")
         self.double_q, self.log_truth = bool(double_q), bool(log_truth)
         self.expected_reward = bool(expected_reward)
+        if freeze_embeddings and not init_embeddings:
+            raise ConfigError("freeze_embeddings needs init_embeddings: true (nothing to keep)")
+        self.mask_current_page = bool(mask_current_page)
+        if init_embeddings not in (True, False, "auto"):
+            raise ConfigError(
+                f"init_embeddings must be true, false or auto, got {init_embeddings!r}"
+            )
+        self.init_embeddings, self.freeze_embeddings = init_embeddings, bool(freeze_embeddings)
         self.policy_kwargs = plain(policy_kwargs or {})
         self.hyperparams = plain(hyperparams or {})
         self.device, self.verbose = device, bool(verbose)
-        self.model: DQN | PPO | None = None
+        self.model: DQN | PPO | MaskablePPO | None = None
+        self.mask: ActionMaskTable | None = None
+
+    @property
+    def masked(self) -> bool:
+        return self.algo == "maskable_ppo"
 
     def fit(self, site: Site) -> dict[str, Any]:
         torch.manual_seed(site.seed)
@@ -279,6 +312,26 @@ class SB3Agent(Policy):
             self.n_envs, seed=site.seed, data_dir=site.data_dir, **site.world_options("learned")
         )
         env.core.expected_reward = self.expected_reward
+        env.mask_current_page = self.mask_current_page
+        if self.masked:
+            self.mask = ActionMaskTable.from_core(env.core, self.mask_current_page)
+        vectors = None
+        if self.init_embeddings:
+            vectors = visitor_page_embeddings(env.core.dynamics)
+            if vectors is None and self.init_embeddings == "auto":
+                if self.verbose:
+                    print(
+                        f"[{self.name}] init_embeddings=auto: the learned world's visitor "
+                        "model has no page embeddings; they start at random"
+                    )
+            elif vectors is None:
+                raise ConfigError(
+                    f"init_embeddings: the learned world's visitor model "
+                    f"({site.env.get('dynamics')!r}) has no page embeddings; use a GRU "
+                    "(env.dynamics=gru) or set init_embeddings: false"
+                )
+            else:
+                self.policy_kwargs = _with_embedding_dim(self.policy_kwargs, int(vectors.shape[1]))
         venv = ScaleReward(VecMonitor(env), self.reward_scale)
         algorithm = DoubleDQN if self.double_q else ALGORITHMS[self.algo]
         self.model = algorithm(
@@ -290,6 +343,13 @@ class SB3Agent(Policy):
             verbose=0,
             **hyper,
         )
+        if vectors is not None and not init_page_embeddings(
+            self.model.policy, vectors, self.freeze_embeddings
+        ):
+            raise ConfigError(
+                f"init_embeddings: policy {self.policy!r} has no page embeddings to start from "
+                "the visitor model's (use PagePolicy or PageScorePolicy)"
+            )
         formats = ["tensorboard", "csv"] if site.log_dir is not None else []
         self.model.set_logger(configure(str(site.log_dir) if formats else None, formats))
         start = time.perf_counter()
@@ -308,9 +368,10 @@ class SB3Agent(Policy):
             "fps": self.model.num_timesteps / max(seconds, 1e-9),
             "curve": progress.history,
             "kept_eval_return": progress.best if progress.best_params is not None else None,
+            "embeddings_from_visitor_model": vectors is not None,
         }
 
-    def _model(self) -> DQN | PPO:
+    def _model(self) -> DQN | PPO | MaskablePPO:
         if self.model is None:
             raise ModelError(f"policy {self.name!r} is not trained yet")
         return self.model
@@ -320,15 +381,27 @@ class SB3Agent(Policy):
         """Recurrent PPO remembers the visit: its state is the LSTM's, per visitor."""
         return self.algo == "recurrent_ppo"
 
+    def action_masks(self, obs: np.ndarray | torch.Tensor) -> np.ndarray | None:
+        """Valid actions for observations ``(B, K)`` (their last entry is the current page),
+        ``(B, A)`` bool; ``None`` for an agent without a mask."""
+        if not self.masked:
+            return None
+        if self.mask is None:
+            raise ModelError(f"masked policy {self.name!r} has no action mask table")
+        return self.mask(np.atleast_2d(np.asarray(obs))).cpu().numpy()
+
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        obs = np.asarray(observation)
         if self.recurrent:
             return self._model().predict(
-                np.asarray(observation),
-                state=state,
-                episode_start=episode_start,
-                deterministic=deterministic,
+                obs, state=state, episode_start=episode_start, deterministic=deterministic
             )
-        return self._model().predict(np.asarray(observation), deterministic=deterministic)
+        if self.masked:
+            actions, _ = self._model().predict(
+                obs, deterministic=deterministic, action_masks=self.action_masks(obs)
+            )
+            return (actions.reshape(-1)[0] if obs.ndim == 1 else actions), None
+        return self._model().predict(obs, deterministic=deterministic)
 
     def select_state(self, state: Any, keep: np.ndarray) -> Any:
         """The LSTM states ``(layers, B, hidden)`` of the visitors kept."""
@@ -347,7 +420,7 @@ class SB3Agent(Policy):
         if nvec is None or len(nvec) != 1 or not isinstance(model.action_space, spaces.Discrete):
             return None
         pages = np.arange(int(nvec[0]) - 1)[:, None]
-        actions = np.asarray(model.predict(pages, deterministic=True)[0])
+        actions = np.asarray(self.predict(pages, deterministic=True)[0])
         probs = torch.zeros(len(pages), int(model.action_space.n), dtype=torch.float64)
         probs[torch.arange(len(pages)), torch.as_tensor(actions)] = 1.0
         return probs
@@ -368,9 +441,11 @@ class SB3Agent(Policy):
 
     @torch.no_grad()
     def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
-        """DQN: Q-values; PPO: action log-probabilities; ``(B, A)``."""
+        """DQN: Q-values; PPO: action log-probabilities; ``(B, A)``. Masked agents: masked
+        actions get a log-probability near -1e8 (sb3-contrib's masked logit)."""
         model = self._model()
-        tensor, _ = model.policy.obs_to_tensor(np.asarray(obs))
+        obs = np.asarray(obs)
+        tensor, _ = model.policy.obs_to_tensor(obs)
         if isinstance(model, DQN):
             return model.q_net(tensor).cpu().numpy()
         if self.recurrent:
@@ -381,7 +456,11 @@ class SB3Agent(Policy):
             starts = torch.ones(len(tensor))
             dist, _ = model.policy.get_distribution(tensor, (zeros, zeros), starts)
             return torch.log_softmax(dist.distribution.logits, dim=-1).cpu().numpy()
-        dist = model.policy.get_distribution(tensor).distribution
+        if isinstance(model, MaskablePPO):
+            masks = self.action_masks(obs)
+            dist = model.policy.get_distribution(tensor, action_masks=masks).distribution
+        else:
+            dist = model.policy.get_distribution(tensor).distribution
         if isinstance(dist, list):  # slates (MultiDiscrete): the top position's log-probabilities
             return torch.log_softmax(dist[0].logits, dim=-1).cpu().numpy()
         return torch.log_softmax(dist.logits, dim=-1).cpu().numpy()
@@ -404,6 +483,10 @@ class SB3Agent(Policy):
             "weights": WEIGHTS,
             "sb3_version": sb3_version,
         }
+        if self.masked:
+            if self.mask is None:
+                raise ModelError(f"masked policy {self.name!r} has no action mask table")
+            state["mask"] = self.mask.save(out)
         try:
             json.dumps(state, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -470,6 +553,15 @@ class SB3Agent(Policy):
                 f": {str(exc)[:300]})",
                 file=str(weights_file),
             ) from None
+        if agent.masked:
+            agent.mask = ActionMaskTable.load(path, manifest.get("mask"))
+            agent.mask_current_page = agent.mask.exclude_current
+            if len(agent.mask.action_pages) != int(action_space.n):
+                raise RunFolderError(
+                    f"the action mask has {len(agent.mask.action_pages)} actions, the policy "
+                    f"{int(action_space.n)}",
+                    file=str(path / MASK),
+                )
         agent.model.policy.set_training_mode(False)
         return agent
 
@@ -477,14 +569,126 @@ class SB3Agent(Policy):
 WEIGHTS = "policy.pt"
 """The SB3 policy network's state dict in a saved agent's folder."""
 
+MASK = "mask.pt"
+"""A masked agent's :class:`ActionMaskTable` tensors in its folder."""
+
+
+class ActionMaskTable:
+    """What a masked agent needs to rebuild the simulator core's action mask from an
+    observation alone (:func:`envs.core.action_mask`): the page of each action, the candidate
+    table of a large site and whether the current page is masked.
+
+    Args:
+        action_pages: Page id of each action, ``(A,)`` (-1: "show nothing").
+        n_pages: P.
+        candidates: The pages each page can lead to, ``(P, k)`` padded with -1, or ``None``.
+        exclude_current: Recommending the current page is invalid.
+    """
+
+    def __init__(
+        self,
+        action_pages: torch.Tensor,
+        n_pages: int,
+        candidates: torch.Tensor | None = None,
+        exclude_current: bool = True,
+    ) -> None:
+        self.action_pages = action_pages.detach().cpu().long()
+        self.candidates = None if candidates is None else candidates.detach().cpu().long()
+        self.n_pages, self.exclude_current = int(n_pages), bool(exclude_current)
+
+    @classmethod
+    def from_core(cls, core: Any, exclude_current: bool = True) -> ActionMaskTable:
+        if core.page_groups is not None or core.slate_model is not None:
+            raise ConfigError(
+                "maskable_ppo masks page actions: it needs env.action_level=page and "
+                "env.slate_size=1"
+            )
+        return cls(core.action_pages, core.n_pages, core.candidates, exclude_current)
+
+    def __call__(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` observations -> ``(B, A)`` bool (the last entry is the current page)."""
+        pages = torch.as_tensor(np.asarray(obs), dtype=torch.long)[:, -1]
+        return action_mask(
+            pages, self.action_pages, self.n_pages, self.candidates, self.exclude_current
+        )
+
+    def save(self, out: Path) -> dict[str, Any]:
+        tensors = {"action_pages": self.action_pages}
+        if self.candidates is not None:
+            tensors["candidates"] = self.candidates
+        torch.save(tensors, out / MASK)
+        return {"file": MASK, "n_pages": self.n_pages, "exclude_current": self.exclude_current}
+
+    @classmethod
+    def load(cls, path: Path, record: Any) -> ActionMaskTable:
+        """The table a masked agent saved (tensors read as data), checked.
+
+        Raises:
+            RunFolderError: No mask record, or tensors that are not a mask table.
+        """
+        file = path / "policy.json"
+        if not isinstance(record, dict) or not isinstance(record.get("exclude_current"), bool):
+            raise RunFolderError("a maskable_ppo agent needs its 'mask' record", file=str(file))
+        n_pages = record.get("n_pages")
+        if not isinstance(n_pages, int) or isinstance(n_pages, bool) or not 0 < n_pages < 2**31:
+            raise RunFolderError(
+                f"mask.n_pages must be a page count, got {n_pages!r}", file=str(file)
+            )
+        tensors_file = policy_file(path, record, "file")
+        tensors = load_weights_only(tensors_file, "action mask table")
+        pages = tensors.get("action_pages") if isinstance(tensors, dict) else None
+        cand = tensors.get("candidates") if isinstance(tensors, dict) else None
+        ok = (
+            isinstance(pages, torch.Tensor)
+            and pages.ndim == 1
+            and len(pages) > 0
+            and not pages.is_floating_point()
+            and int(pages.min()) >= -1
+            and int(pages.max()) < n_pages
+        )
+        if cand is not None:
+            ok = ok and (
+                isinstance(cand, torch.Tensor)
+                and cand.ndim == 2
+                and cand.shape[0] == n_pages
+                and not cand.is_floating_point()
+                and (cand.numel() == 0 or (int(cand.min()) >= -1 and int(cand.max()) < n_pages))
+            )
+        if not ok:
+            raise RunFolderError(
+                f"not an action mask table of {n_pages} pages (action_pages (A,) page ids or -1, "
+                "candidates (P, k) page ids or -1)",
+                file=str(tensors_file),
+            )
+        return cls(pages, n_pages, cand, record["exclude_current"])
+
+
+def _with_embedding_dim(policy_kwargs: dict[str, Any], dim: int) -> dict[str, Any]:
+    """``policy_kwargs`` whose page embeddings have the visitor model's size ``dim``.
+
+    Raises:
+        ConfigError: ``features_extractor_kwargs.embedding_dim`` says another size.
+    """
+    out = dict(policy_kwargs)
+    extractor = dict(out.get("features_extractor_kwargs") or {})
+    if extractor.get("embedding_dim", dim) != dim:
+        raise ConfigError(
+            f"init_embeddings: policy_kwargs.features_extractor_kwargs.embedding_dim is "
+            f"{extractor['embedding_dim']}, the visitor model's page embeddings have {dim} "
+            "dimensions: drop the setting (it follows the visitor model) or set it to that"
+        )
+    extractor["embedding_dim"] = dim
+    out["features_extractor_kwargs"] = extractor
+    return out
+
 
 def _rebuild(
-    algorithm: type[DQN] | type[PPO],
+    algorithm: type[DQN] | type[PPO] | type[MaskablePPO],
     policy: type | str,
     observation_space: spaces.Space,
     action_space: spaces.Space,
     policy_kwargs: dict[str, Any],
-) -> DQN | PPO:
+) -> DQN | PPO | MaskablePPO:
     """An untrained SB3 model for prediction, built from our own record (no environment):
     what ``BaseAlgorithm.load`` does after unpickling, with the spaces from JSON and the
     policy class from SB3's aliases or :data:`agents.networks.POLICIES` (by name). The replay

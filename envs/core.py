@@ -16,6 +16,11 @@ has left, shown by a last entry of ``P`` (``EXIT``) after the pages seen.
 model's ``apply_set``); with ``allow_no_recommendation`` one more action, the last, shows
 nothing.
 
+**Action mask** (:meth:`SiteCore.action_mask`, for masked policies such as sb3-contrib's
+``MaskablePPO``): recommending the page the visitor is on is invalid, and on a large site with
+``candidates`` so is any page outside the current page's candidate set; "show nothing" and page
+groups stay valid.
+
 **Slates** (``slate_model``, ``env.slate_size = k > 1``): an action is ``k`` indices into
 ``action_pages``, one per position, top first (``(B, k)``); the "nothing" action or a page
 already shown at an earlier position shows nothing at its position. The slate choice model
@@ -38,6 +43,57 @@ from clickstream.errors import ConfigError, ModelError
 from envs.click_model import NO_RECOMMENDATION, ClickModel
 from envs.dynamics import Dynamics, sample_categorical
 from envs.slate import SlateModel, dedupe
+
+
+def action_mask(
+    pages: torch.Tensor,
+    action_pages: torch.Tensor,
+    n_pages: int,
+    candidates: torch.Tensor | None = None,
+    exclude_current: bool = True,
+) -> torch.Tensor:
+    """Valid actions of visitors on ``pages``, ``(B, A)`` bool, without a loop over visitors.
+
+    An action is invalid when it recommends the visitor's current page (``exclude_current``)
+    or, with ``candidates``, a page outside the current page's candidate set. The "show
+    nothing" action (page id :data:`~envs.click_model.NO_RECOMMENDATION`) is always valid. A
+    current page of ``n_pages`` (no page: ``EXIT`` or before the first page) masks nothing. A
+    row that would have no valid action (no "nothing" action, no candidate but the current
+    page) keeps every action but the current page, and if that is none too, every action:
+    a masked policy needs at least one action to choose.
+
+    Args:
+        pages: Current page of each visitor, ``(B,)`` (``n_pages``: none).
+        action_pages: Page id of each action, ``(A,)`` (``NO_RECOMMENDATION``: shows nothing).
+        n_pages: P.
+        candidates: The pages each page can lead to, ``(P, k)`` padded with -1, or ``None``.
+        exclude_current: Mask the current page.
+    """
+    pages = pages.to(torch.long)
+    on_page = pages < n_pages
+    is_page = action_pages >= 0
+    current = (action_pages[None, :] == pages[:, None]) & on_page[:, None]
+    if candidates is None:
+        valid = ~current if exclude_current else torch.ones_like(current)
+    else:
+        # the action index of each page (A: not an action), then one scatter per visitor row
+        # over its k candidates: (B, k) work and a (B, A + 1) result, never (B, A, k)
+        n_actions = len(action_pages)
+        index = torch.full((n_pages + 1,), n_actions, dtype=torch.long, device=pages.device)
+        index[action_pages[is_page]] = torch.nonzero(is_page)[:, 0]
+        cand = candidates[pages.clamp(max=n_pages - 1)]
+        cols = torch.where(cand >= 0, index[cand.clamp(min=0)], n_actions)
+        listed = torch.zeros(len(pages), n_actions + 1, dtype=torch.bool, device=pages.device)
+        listed.scatter_(1, cols, True)
+        valid = listed[:, :n_actions] | ~on_page[:, None]
+        if exclude_current:
+            valid &= ~current
+    valid |= ~is_page[None, :]  # "show nothing" (and groups have no page of their own here)
+    empty = ~valid.any(1)
+    if bool(empty.any()):
+        valid[empty] = ~current[empty]
+        valid[~valid.any(1)] = True
+    return valid
 
 
 @dataclass
@@ -205,6 +261,25 @@ class SiteCore:
         self.steps[idx] = 0
         self.history[idx] = self.n_pages
         self.history[idx, -1] = pages
+
+    def action_mask(self, exclude_current: bool = True) -> torch.Tensor:
+        """Valid actions of the current visitors, ``(B, A)`` bool (:func:`action_mask`): not
+        the page a visitor is on, within its candidate set on a large site (``candidates``);
+        "show nothing" always. Page groups (``page_groups``) are all valid.
+
+        Raises:
+            ModelError: Before :meth:`reset`, or with slates (a slate has one mask per
+                position, which this does not give).
+        """
+        if not self._started:
+            raise ModelError("call reset() before action_mask()")
+        if self.slate_model is not None:
+            raise ModelError("action masks are for single recommendations (env.slate_size=1)")
+        if self.page_groups is not None:
+            return torch.ones(self.n_visitors, self.n_actions, dtype=torch.bool, device=self.device)
+        return action_mask(
+            self.page, self.action_pages, self.n_pages, self.candidates, exclude_current
+        )
 
     # ---- dynamics ----------------------------------------------------------------------
 

@@ -6,7 +6,10 @@
   returned observation is the new visitor's, and ``infos["final_obs"]`` holds the last
   observation of the one who left (masked by ``infos["_final_obs"]``).
 * :class:`SiteSB3VecEnv`: a Stable-Baselines3 ``VecEnv`` with SB3's conventions
-  (``infos[i]["terminal_observation"]``, ``infos[i]["TimeLimit.truncated"]``).
+  (``infos[i]["terminal_observation"]``, ``infos[i]["TimeLimit.truncated"]``), and the
+  core's action mask as ``action_masks()``, the method sb3-contrib's ``MaskablePPO`` asks a
+  VecEnv for (``env_method("action_masks")``): computed once for all visitors, not once per
+  visitor.
 
 Both take the keyword arguments of :func:`envs.site_env.build_core`.
 """
@@ -89,6 +92,7 @@ class SiteSB3VecEnv(VecEnv):
         super().__init__(num_envs, obs_space, act_space)
         self._actions: torch.Tensor | None = None
         self._seed = seed
+        self.mask_current_page = True  # action_masks(): recommending the current page is invalid
 
     def reset(self) -> np.ndarray:
         seed, self._seed = self._seed, None
@@ -133,6 +137,11 @@ class SiteSB3VecEnv(VecEnv):
     def close(self) -> None:
         pass
 
+    def action_masks(self) -> np.ndarray:
+        """Valid actions of every visitor, ``(num_envs, A)`` bool (:meth:`SiteCore.action_mask`:
+        not the current page, within the candidate set on a large site, "nothing" always)."""
+        return self.core.action_mask(self.mask_current_page).cpu().numpy()
+
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
         return [getattr(self, attr_name)] * len(self._indices(indices))
 
@@ -142,6 +151,9 @@ class SiteSB3VecEnv(VecEnv):
     def env_method(
         self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any
     ) -> list[Any]:
+        if method_name == "action_masks":  # one batched call, split into the visitors' rows
+            rows = self.action_masks()
+            return [rows[i] for i in self._indices(indices)]
         return [getattr(self, method_name)(*args, **kwargs) for _ in self._indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
