@@ -12,7 +12,8 @@ embedding lookup), without the one-hot and at a fraction of the arithmetic.
 * :class:`PageActorCriticPolicy` (PPO), :class:`PageRecurrentPolicy` (recurrent PPO: an LSTM
   over the visit) and :class:`PageDQNPolicy` (DQN): SB3 policies whose features extractor
   gets the ids (they skip SB3's one-hot preprocessing);
-* :class:`PageScorePolicy` (PPO): for sites with thousands of pages. The actor scores each
+* :class:`PageScorePolicy` (PPO; :class:`PageScoreDQNPolicy` for DQN): for sites with
+  thousands of pages. The actor scores each
   action by the dot product of a state vector with that action's embedding, and by default
   the action embeddings *are* the page embeddings the history is read with (tied), plus one
   learnt vector for "show nothing". Its page-dependent parameters are one ``(P + 1, d)``
@@ -228,6 +229,61 @@ class MaskablePageScorePolicy(_ScoreHead, MaskableActorCriticPolicy, _PageIds):
     """:class:`PageScorePolicy` for ``MaskablePPO``: the scored logits, then the mask."""
 
 
+class PageScoreQNetwork(QNetwork, _PageIds):
+    """DQN's Q-network for large action spaces: ``Q(s, ·)`` is an MLP's state vector scored
+    against each action's embedding (:class:`ActionScoreHead`, tied to this network's page
+    embeddings by default) instead of one output unit per action."""
+
+    def __init__(
+        self, *args: Any, tie_embeddings: bool = True, score_dim: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        arch = list(self.net_arch)
+        if not arch:
+            raise ConfigError("PageScorePolicy (DQN) needs a hidden layer: policy_kwargs.net_arch")
+        pages = getattr(self.features_extractor, "embedding", None)
+        if tie_embeddings and not isinstance(pages, nn.Embedding):
+            raise ModelError("tie_embeddings needs the PageHistoryExtractor's page embeddings")
+        if tie_embeddings and score_dim is not None and int(score_dim) != pages.embedding_dim:
+            raise ConfigError(
+                f"policy_kwargs.score_dim ({score_dim}) must equal the page embeddings' "
+                f"embedding_dim ({pages.embedding_dim}) when tie_embeddings is true"
+            )
+        dim = pages.embedding_dim if tie_embeddings else int(score_dim or 32)
+        layers: list[nn.Module] = []
+        width = self.features_dim
+        for size in arch:
+            layers += [nn.Linear(width, size), self.activation_fn()]
+            width = size
+        head = ActionScoreHead(
+            width, int(self.action_space.n), dim, pages if tie_embeddings else None
+        )
+        self.q_net = nn.Sequential(*layers, head)
+
+
+class PageScoreDQNPolicy(DQNPolicy):
+    """DQN's policy with :class:`PageScoreQNetwork` online and target networks.
+    ``policy_kwargs``: ``tie_embeddings``, ``score_dim`` and SB3's own."""
+
+    def __init__(
+        self, *args: Any, tie_embeddings: bool = True, score_dim: int | None = None, **kwargs: Any
+    ) -> None:
+        self.tie_embeddings, self.score_dim = bool(tie_embeddings), score_dim
+        kwargs.setdefault("features_extractor_class", PageHistoryExtractor)
+        super().__init__(*args, **kwargs)
+
+    def make_q_net(self) -> PageScoreQNetwork:
+        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
+        return PageScoreQNetwork(
+            **net_args, tie_embeddings=self.tie_embeddings, score_dim=self.score_dim
+        ).to(self.device)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(tie_embeddings=self.tie_embeddings, score_dim=self.score_dim)
+        return data
+
+
 def visitor_page_embeddings(source: Any) -> torch.Tensor | None:
     """The page embeddings ``(P + 1, d)`` of a GRU visitor model, or ``None`` when it has none.
 
@@ -290,7 +346,7 @@ POLICIES: dict[str, dict[str, type]] = {
         "PagePolicy": MaskablePageActorCriticPolicy,
         "PageScorePolicy": MaskablePageScorePolicy,
     },
-    "dqn": {"PagePolicy": PageDQNPolicy},
+    "dqn": {"PagePolicy": PageDQNPolicy, "PageScorePolicy": PageScoreDQNPolicy},
 }
 """Policy classes by algorithm and the name a config gives (``policy: PagePolicy``); other
 names (``MlpPolicy``) are SB3's own."""

@@ -28,6 +28,9 @@ AGENTS = (
     "q_learning",
     "dqn",
     "ppo",
+    "maskable_ppo",
+    "ppo_scored",
+    "dqn_scored",
     "true_optimum",
     "intent_oracle",
     "recurrent_ppo",
@@ -66,6 +69,8 @@ TINY = {
     "belief_value_iteration": ["agent.model=markov", "agent.resolution=2"],
     "belief_optimum": ["agent.resolution=4"],
 }
+TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo"]
+TINY["dqn_scored"] = TINY["dqn"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -144,3 +144,28 @@ def test_scored_agent_round_trips_with_identical_scores(tmp_path: Path) -> None:
     scores = agent.action_scores(obs)
     assert scores.shape == (20, 2001)
     np.testing.assert_array_equal(back.action_scores(obs), scores)
+
+
+def test_scored_dqn_round_trips_and_grows_by_an_embedding_per_page(tmp_path: Path) -> None:
+    from stable_baselines3 import DQN
+
+    from agents.networks import PageScoreDQNPolicy
+
+    kwargs = {"net_arch": [32], "features_extractor_kwargs": {"embedding_dim": D}}
+
+    def build(p: int) -> DQN:
+        obs, act = spaces.MultiDiscrete([p + 1] * 4), spaces.Discrete(p + 1)
+        return _rebuild(DQN, PageScoreDQNPolicy, obs, act, kwargs)
+
+    small, large = count(build(1000).q_net), count(build(2000).q_net)
+    assert large - small == 1000 * (D + 1)
+    model = build(200)
+    q = model.q_net
+    assert q.q_net[-1].pages is q.features_extractor.embedding  # tied, in each network
+    assert init_page_embeddings(model.policy, torch.randn(201, D)) == 2  # online and target
+    agent = SB3Agent("dqn", "dqn_scored", policy="PageScorePolicy", policy_kwargs=kwargs)
+    agent.model = model
+    back = load_policy(agent.save(tmp_path / "dqn_scored"))
+    obs = np.random.default_rng(0).integers(0, 201, size=(20, 4))
+    np.testing.assert_array_equal(back.action_scores(obs), agent.action_scores(obs))
+    assert back.action_scores(obs).shape == (20, 201)
