@@ -14,6 +14,15 @@ world of a pipeline run) and the script prints env steps per second of training:
   job's agent): the batched :class:`~envs.vector_env.SiteSB3VecEnv`, the
   embedding policy (:mod:`agents.networks`), the configured number of visitors.
 
+``--configs a b c`` instead measures NextPage agent configs against each other in one run (no
+plain SB3): each config's rate and its ratio to the first, e.g. the embedding-scored PPO on a
+large site against PPO with one output per page and SB3's one-hot ``MlpPolicy``::
+
+    python scripts/bench_agents.py --data-dir runs/p2k/data --configs ppo_mlp ppo ppo_scored
+
+(``ppo_mlp``: ``configs/agent/ppo.yaml`` with ``policy: MlpPolicy``; ``--top-k 50``: the large
+site's candidate mode, which masked agents use as their action mask.)
+
 Periodic evaluations are off in both (they are not training). The ratio is what the speed-up
 is worth on this machine at this moment; the absolute figures move with the machine's load.
 """
@@ -67,6 +76,30 @@ def rate_nextpage(algo: str, site: Site, steps: int, settings: dict) -> float:
     return agent.fit(site)["fps"]
 
 
+def compare_configs(site: Site, names: list[str], steps: int, overrides: str) -> None:
+    """Train each agent config ``steps`` env steps in the same world; print each rate and its
+    ratio to the first config's (measured in this run)."""
+    print(
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"thread(s), {site.env}, {steps:,} env steps each"
+    )
+    print(f"{'agent':<14} {'policy':<16} {'parameters':>11} {'steps/s':>9} {'ratio':>7}")
+    first = None
+    for name in names:
+        settings = agent_settings("ppo" if name == "ppo_mlp" else name, overrides)
+        if name == "ppo_mlp":  # SB3's one-hot MLP on the batched env
+            settings["policy"] = "MlpPolicy"
+        settings = {**settings, "name": name, "total_timesteps": steps, "eval_every": 0}
+        agent = SB3Agent(**{**settings, "verbose": False})
+        rate = agent.fit(site)["fps"]
+        size = sum(p.numel() for p in agent._model().policy.parameters())
+        first = first or rate
+        print(
+            f"{name:<14} {settings['policy']:<16} {size:>11,} {rate:>9,.0f} {rate / first:>6.2f}x",
+            flush=True,
+        )
+
+
 def profiled(label: str, measure: Callable[[], float], top: int) -> float:
     """``measure()`` under cProfile, printing where the time went (``top`` functions by own
     time, with their share of the run)."""
@@ -96,9 +129,20 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="profile each run: top N functions"
     )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        metavar="NAME",
+        help="NextPage agent configs to compare (ratio to the first; ppo_mlp: ppo with MlpPolicy)",
+    )
+    parser.add_argument("--top-k", type=int, help="env.top_k: candidate mode of a large site")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    site = Site(data_dir=Path(args.data_dir), env={"dynamics": args.dynamics}, seed=0)
+    env = {"dynamics": args.dynamics, "top_k": args.top_k}
+    site = Site(data_dir=Path(args.data_dir), env=env, seed=0)
+    if args.configs:
+        compare_configs(site, args.configs, args.steps, args.overrides or "none")
+        return
     print(
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
         f"thread(s), world: {args.dynamics}, {args.steps:,} env steps each"
