@@ -70,28 +70,34 @@ def action_mask(
         exclude_current: Mask the current page.
     """
     pages = pages.to(torch.long)
+    b, n_actions = len(pages), len(action_pages)
     on_page = pages < n_pages
     is_page = action_pages >= 0
-    current = (action_pages[None, :] == pages[:, None]) & on_page[:, None]
+    # the action index of each page id (n_actions: none, a spare column that is cut off), so
+    # that every step below is a scatter of (B,) or (B, k) entries, never a (B, A) comparison
+    index = torch.full((n_pages + 1,), n_actions, dtype=torch.long, device=pages.device)
+    index[action_pages[is_page]] = torch.nonzero(is_page)[:, 0]
+    current = torch.where(on_page, index[pages.clamp(0, n_pages)], n_actions)[:, None]
     if candidates is None:
-        valid = ~current if exclude_current else torch.ones_like(current)
+        valid = torch.ones(b, n_actions + 1, dtype=torch.bool, device=pages.device)
     else:
-        # the action index of each page (A: not an action), then one scatter per visitor row
-        # over its k candidates: (B, k) work and a (B, A + 1) result, never (B, A, k)
-        n_actions = len(action_pages)
-        index = torch.full((n_pages + 1,), n_actions, dtype=torch.long, device=pages.device)
-        index[action_pages[is_page]] = torch.nonzero(is_page)[:, 0]
         cand = candidates[pages.clamp(max=n_pages - 1)]
         cols = torch.where(cand >= 0, index[cand.clamp(min=0)], n_actions)
-        listed = torch.zeros(len(pages), n_actions + 1, dtype=torch.bool, device=pages.device)
-        listed.scatter_(1, cols, True)
-        valid = listed[:, :n_actions] | ~on_page[:, None]
-        if exclude_current:
-            valid &= ~current
-    valid |= ~is_page[None, :]  # "show nothing" (and groups have no page of their own here)
+        valid = torch.zeros(b, n_actions + 1, dtype=torch.bool, device=pages.device)
+        valid.scatter_(1, cols, True)
+        if not bool(on_page.all()):
+            valid[~on_page] = True
+    if exclude_current:
+        valid.scatter_(1, current, False)
+    valid = valid[:, :n_actions]
+    nothing = torch.nonzero(~is_page)[:, 0]
+    if len(nothing):  # "show nothing" is always valid, so no row is empty
+        return valid.index_fill_(1, nothing, True)
     empty = ~valid.any(1)
-    if bool(empty.any()):
-        valid[empty] = ~current[empty]
+    if bool(empty.any()):  # all but the current page, or else everything
+        rows = torch.ones(int(empty.sum()), n_actions + 1, dtype=torch.bool, device=pages.device)
+        rows.scatter_(1, current[empty], False)
+        valid[empty] = rows[:, :n_actions]
         valid[~valid.any(1)] = True
     return valid
 
