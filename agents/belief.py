@@ -342,10 +342,10 @@ class BeliefValueIteration(Policy):
     page-observing policy can do, between the intent-weighted table and the intent oracle.
 
     Args:
-        name: Policy name in results.
         model: A visitor kind with first-order tables per type (:mod:`envs.visitors`):
             ``latent_class`` (learned types), ``true`` (the store's intents), ``markov`` (one
             type: plain value iteration).
+        name: Policy name in results.
         resolution: The belief grid's ``m`` (:class:`BeliefGrid`).
         horizon: Backups (default the env's ``max_steps``).
     """
@@ -355,16 +355,17 @@ class BeliefValueIteration(Policy):
 
     def __init__(
         self,
+        model: str,
         name: str = "belief_value_iteration",
-        model: str = "latent_class",
         resolution: int = 8,
         horizon: int | None = None,
     ) -> None:
         chosen = visitors.get(model, key="model")
         if not chosen.tables:
+            with_tables = [k.name for k in visitors.kinds().values() if k.tables]
             raise ConfigError(
                 f"belief value iteration plans in first-order tables per visitor type; "
-                f"model {model!r} has none (latent_class, true, markov have)"
+                f"model {model!r} has none ({with_tables} have)"
             )
         self.name, self.model = name, chosen.name
         self.resolution = int(resolution)
@@ -514,8 +515,8 @@ class BeliefValueIteration(Policy):
                     file=str(path / manifest[key]),
                 )
         policy = cls(
+            str(manifest["model"]),
             str(manifest.get("name", cls.kind)),
-            str(manifest.get("model", "latent_class")),
             int(manifest.get("resolution", 8)),
             manifest.get("horizon"),
         )

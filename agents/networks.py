@@ -9,6 +9,8 @@ embedding lookup), without the one-hot and at a fraction of the arithmetic.
 
 * :class:`PageHistoryExtractor`: ``(B, K)`` ids -> ``(B, K · d)`` concatenated embeddings
   (position is the place in the concatenation);
+* :class:`PageSequenceExtractor`: the same embeddings read in order by a GRU, ``(B, H)``: an
+  encoder of the whole visit when ``K`` covers it (policy name ``VisitPolicy``);
 * :class:`PageActorCriticPolicy` (PPO), :class:`PageRecurrentPolicy` (recurrent PPO: an LSTM
   over the visit) and :class:`PageDQNPolicy` (DQN): SB3 policies whose features extractor
   gets the ids (they skip SB3's one-hot preprocessing);
@@ -66,6 +68,38 @@ class PageHistoryExtractor(BaseFeaturesExtractor):
         return self.embedding(observations.long()).flatten(1)
 
 
+class PageSequenceExtractor(BaseFeaturesExtractor):
+    """Reads the visit so far as a sequence: each of the ``K`` page ids embedded, then a GRU
+    over them in order (oldest first), whose last state is the features. With ``K`` as long as
+    most visits (``env.history_len: 16``) it is an encoder of the whole visit that PPO and DQN
+    can use as they are; the padding id ``P`` (before the visit began) has its own embedding,
+    so the GRU also knows how far into the visit it is.
+
+    Args:
+        observation_space: ``MultiDiscrete([P + 1] * K)``.
+        embedding_dim: ``d``, size of a page's embedding.
+        hidden_size: The GRU's state (the features' size).
+    """
+
+    def __init__(
+        self, observation_space: gym.spaces.Space, embedding_dim: int = 32, hidden_size: int = 64
+    ) -> None:
+        nvec = getattr(observation_space, "nvec", None)
+        if nvec is None or len(set(int(n) for n in nvec)) != 1:
+            raise ModelError(
+                "PageSequenceExtractor needs the simulator's MultiDiscrete([P + 1] * K) "
+                f"observation space, got {observation_space}"
+            )
+        super().__init__(observation_space, features_dim=int(hidden_size))
+        self.embedding = nn.Embedding(int(nvec[0]), int(embedding_dim))
+        self.gru = nn.GRU(int(embedding_dim), int(hidden_size), batch_first=True)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` page ids -> ``(B, hidden_size)``."""
+        _, last = self.gru(self.embedding(observations.long()))
+        return last[-1]
+
+
 class _PageIds(BaseModel):
     """Hands a features extractor the page ids themselves instead of SB3's preprocessing
     (which one-hot encodes a ``MultiDiscrete`` observation). Listed after an SB3 policy class
@@ -92,6 +126,14 @@ class PageRecurrentPolicy(RecurrentActorCriticPolicy, _PageIds):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("features_extractor_class", PageHistoryExtractor)
+        super().__init__(*args, **kwargs)
+
+
+class PageSequenceActorCriticPolicy(PageActorCriticPolicy):
+    """PPO's actor-critic over the visit read by a GRU (:class:`PageSequenceExtractor`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", PageSequenceExtractor)
         super().__init__(*args, **kwargs)
 
 
@@ -339,14 +381,30 @@ def init_page_embeddings(policy: nn.Module, vectors: torch.Tensor, freeze: bool 
     return written
 
 
+class PageSequenceDQNPolicy(PageDQNPolicy):
+    """DQN over the visit read by a GRU (:class:`PageSequenceExtractor`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", PageSequenceExtractor)
+        super().__init__(*args, **kwargs)
+
+
 POLICIES: dict[str, dict[str, type]] = {
-    "ppo": {"PagePolicy": PageActorCriticPolicy, "PageScorePolicy": PageScorePolicy},
+    "ppo": {
+        "PagePolicy": PageActorCriticPolicy,
+        "PageScorePolicy": PageScorePolicy,
+        "VisitPolicy": PageSequenceActorCriticPolicy,
+    },
     "recurrent_ppo": {"PagePolicy": PageRecurrentPolicy},
     "maskable_ppo": {
         "PagePolicy": MaskablePageActorCriticPolicy,
         "PageScorePolicy": MaskablePageScorePolicy,
     },
-    "dqn": {"PagePolicy": PageDQNPolicy, "PageScorePolicy": PageScoreDQNPolicy},
+    "dqn": {
+        "PagePolicy": PageDQNPolicy,
+        "PageScorePolicy": PageScoreDQNPolicy,
+        "VisitPolicy": PageSequenceDQNPolicy,
+    },
 }
 """Policy classes by algorithm and the name a config gives (``policy: PagePolicy``); other
 names (``MlpPolicy``) are SB3's own."""

@@ -34,6 +34,8 @@ AGENTS = (
     "true_optimum",
     "intent_oracle",
     "recurrent_ppo",
+    "ppo_visit",
+    "dqn_visit",
     "belief_value_iteration",
     "belief_optimum",
 )
@@ -64,6 +66,22 @@ TINY = {
         "agent.hyperparams.n_steps=64",
         "agent.hyperparams.batch_size=256",
         "agent.policy_kwargs.lstm_hidden_size=16",
+    ],
+    "ppo_visit": [
+        "agent.total_timesteps=2048",
+        "agent.n_envs=16",
+        "agent.eval_every=1024",
+        "agent.eval_sessions=256",
+        "agent.hyperparams.n_steps=64",
+        "agent.hyperparams.batch_size=256",
+    ],
+    "dqn_visit": [
+        "agent.total_timesteps=2048",
+        "agent.n_envs=16",
+        "agent.eval_every=1024",
+        "agent.eval_sessions=256",
+        "agent.hyperparams.learning_starts=256",
+        "agent.hyperparams.buffer_size=10000",
     ],
     # the tiny run learns a first-order world: one type, the belief machinery all the same
     "belief_value_iteration": ["agent.model=markov", "agent.resolution=2"],

@@ -165,7 +165,7 @@ def intent_site():
     store = build_store(n_pages=50, mode="intent", seed=5)
     core = build_core(1, store=store, action_level="group", max_steps=20)
     mdp = SiteMDP.from_core(core)
-    policy = BeliefValueIteration("belief_optimum", model="true", resolution=8)
+    policy = BeliefValueIteration("true", "belief_optimum", resolution=8)
     value = policy.plan(mdp)
     return store, mdp, policy, value
 

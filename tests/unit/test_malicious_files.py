@@ -206,8 +206,10 @@ def test_a_policy_file_outside_its_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_every_policy_class_is_registered_by_its_kind() -> None:
+    import agents.belief
     import agents.heuristics
     import agents.sb3
+    import agents.slate
     import agents.tabular  # noqa: F401
 
     def subclasses(cls: type) -> set[type]:
@@ -254,6 +256,8 @@ def test_sb3_agent_round_trip_without_a_pickle(tmp_path: Path) -> None:
         ("dqn", "MlpPolicy", True),
         ("dqn", "PagePolicy", False),
         ("recurrent_ppo", "PagePolicy", False),
+        ("ppo", "VisitPolicy", False),
+        ("dqn", "VisitPolicy", True),
     ],
 )
 def test_sb3_agents_of_every_network_round_trip(
