@@ -160,9 +160,20 @@ def _supports(rows: torch.Tensor) -> list[torch.Tensor]:
     return [reach[s].nonzero().flatten() for s in range(p)]
 
 
-def _check(mdp: SiteMDP) -> None:
+def _problem(
+    mdp: SiteMDP, resolution: int, horizon: int | None
+) -> tuple[int, BeliefGrid, torch.Tensor, list[torch.Tensor]]:
+    """What both bounds start from: the horizon (default the env's), the grid, the action rows
+    ``(P, A, P + 1, Z)`` and each page's successors.
+
+    Raises:
+        ClickstreamError: A negative reward (the bounds need rewards ``>= 0``).
+    """
     if float(mdp.reward.min()) < 0:
         raise ModelError("the belief bounds need rewards >= 0 (page values)")
+    horizon = mdp.max_steps if horizon is None else int(horizon)
+    rows = _action_rows(mdp)
+    return horizon, BeliefGrid.regular(mdp.n_intents, resolution), rows, _supports(rows)
 
 
 def _entry_beliefs(mdp: SiteMDP) -> torch.Tensor:
@@ -208,11 +219,7 @@ class Plans:
 
 def point_based_plans(mdp: SiteMDP, resolution: int = 20, horizon: int | None = None) -> Plans:
     """The alpha vectors of :func:`belief_lower_bound` (see there), with their actions."""
-    _check(mdp)
-    horizon = mdp.max_steps if horizon is None else int(horizon)
-    grid = BeliefGrid.regular(mdp.n_intents, resolution)
-    rows = _action_rows(mdp)
-    supports = _supports(rows)
+    horizon, grid, rows, supports = _problem(mdp, resolution, horizon)
     g, r = grid.points, mdp.reward
     p, n = mdp.n_pages, len(grid.points)
     # the vectors of each page (duplicates dropped: many grid points share a plan), padded
@@ -269,11 +276,7 @@ def belief_upper_bound(
     page-observing policy can reach in ``horizon`` steps after the entry page (the optimal
     ``k``-step value is convex in the belief, so interpolating its upper values between a grid
     cell's vertices stays above it; every backup from the exact zero keeps that)."""
-    _check(mdp)
-    horizon = mdp.max_steps if horizon is None else int(horizon)
-    grid = BeliefGrid.regular(mdp.n_intents, resolution)
-    rows = _action_rows(mdp)
-    supports = _supports(rows)
+    horizon, grid, rows, supports = _problem(mdp, resolution, horizon)
     g, r = grid.points, mdp.reward
     p = mdp.n_pages
     cells = []

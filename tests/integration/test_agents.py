@@ -58,37 +58,13 @@ TINY = {
         "agent.hyperparams.buffer_size=10000",
     ],
     "q_learning": ["agent.total_steps=20000", "agent.n_envs=256"],
-    "recurrent_ppo": [
-        "agent.total_timesteps=2048",
-        "agent.n_envs=16",
-        "agent.eval_every=1024",
-        "agent.eval_sessions=256",
-        "agent.hyperparams.n_steps=64",
-        "agent.hyperparams.batch_size=256",
-        "agent.policy_kwargs.lstm_hidden_size=16",
-    ],
-    "ppo_visit": [
-        "agent.total_timesteps=2048",
-        "agent.n_envs=16",
-        "agent.eval_every=1024",
-        "agent.eval_sessions=256",
-        "agent.hyperparams.n_steps=64",
-        "agent.hyperparams.batch_size=256",
-    ],
-    "dqn_visit": [
-        "agent.total_timesteps=2048",
-        "agent.n_envs=16",
-        "agent.eval_every=1024",
-        "agent.eval_sessions=256",
-        "agent.hyperparams.learning_starts=256",
-        "agent.hyperparams.buffer_size=10000",
-    ],
     # the tiny run learns a first-order world: one type, the belief machinery all the same
     "belief_value_iteration": ["agent.model=markov", "agent.resolution=2"],
     "belief_optimum": ["agent.resolution=4"],
 }
-TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo"]
-TINY["dqn_scored"] = TINY["dqn"]
+TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo_visit"] = TINY["ppo"]
+TINY["dqn_scored"] = TINY["dqn_visit"] = TINY["dqn"]
+TINY["recurrent_ppo"] = [*TINY["ppo"], "agent.policy_kwargs.lstm_hidden_size=16"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
