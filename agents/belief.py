@@ -210,11 +210,13 @@ class Plans:
         vectors: Per page, the distinct vectors, ``(P, M, Z)`` (padding rows: :data:`_NEVER`).
         actions: The action each vector's plan starts with, ``(P, M)``.
         horizon: Backups run.
+        rows: The action rows planned with, ``p_z(j | s, a)``, ``(P, A, P + 1, Z)``.
     """
 
     vectors: torch.Tensor
     actions: torch.Tensor
     horizon: int
+    rows: torch.Tensor
 
 
 def point_based_plans(mdp: SiteMDP, resolution: int = 20, horizon: int | None = None) -> Plans:
@@ -243,7 +245,7 @@ def point_based_plans(mdp: SiteMDP, resolution: int = 20, horizon: int | None = 
             pick = (vec * g[:, None, :]).sum(-1).argmax(1)  # (N,)
             new[s], new_actions[s] = vec[torch.arange(n), pick], pick
         vectors, actions = _unique_padded(new, new_actions)
-    return Plans(vectors, actions, horizon)
+    return Plans(vectors, actions, horizon, rows)
 
 
 _NEVER = -1e30
@@ -402,7 +404,7 @@ class BeliefValueIteration(Policy):
         value there, :func:`belief_lower_bound`'s."""
         plans = point_based_plans(mdp, self.resolution, self.horizon)
         self.vectors, self.actions = plans.vectors, plans.actions
-        self.rows = _action_rows(mdp).float()
+        self.rows = plans.rows.float()
         entry = _entry_beliefs(mdp)
         mass = entry.sum(1, keepdim=True)
         # a visit first seen on a page nobody enters by (the web app's path, a window of the

@@ -395,18 +395,7 @@ class SiteCore:
             reward = reward.to(self.reward_per_page.dtype)
         else:
             reward = self.reward_per_page[landed]
-        terminated = landed == self.n_pages
-        self.steps += 1
-        truncated = ~terminated & (self.steps >= self.max_steps)
-
-        # everyone's history moves on (EXIT shows as P at the end of a terminal observation)
-        self.history = torch.cat([self.history[:, 1:], landed[:, None]], dim=1)
-        final_obs = self.history.clone()
-        # everyone advances, without gathering the rows still in session: a visitor who
-        # left stays on her page for this (wasted, harmless) update and is replaced below
-        self.page = torch.where(terminated, self.page, landed)
-        self.state = self.dynamics.advance(self.page, self.state)
-        self._arrive(terminated | truncated)
+        terminated, truncated, final_obs = self._move(landed)
         return StepResult(
             obs=self.history.clone(),
             reward=reward,
@@ -416,6 +405,23 @@ class SiteCore:
             landed=landed,
             followed=self._followed(landed, recommended),
         )
+
+    def _move(self, landed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every visitor moves to the page she landed on ``(B,)``; those who left or reached
+        ``max_steps`` are replaced by new arrivals. Returns ``terminated``, ``truncated`` and
+        the observations before the replacement (``final_obs``)."""
+        terminated = landed == self.n_pages
+        self.steps += 1
+        truncated = ~terminated & (self.steps >= self.max_steps)
+        # everyone's history moves on (EXIT shows as P at the end of a terminal observation)
+        self.history = torch.cat([self.history[:, 1:], landed[:, None]], dim=1)
+        final_obs = self.history.clone()
+        # everyone advances, without gathering the rows still in session: a visitor who
+        # left stays on her page for this (wasted, harmless) update and is replaced below
+        self.page = torch.where(terminated, self.page, landed)
+        self.state = self.dynamics.advance(self.page, self.state)
+        self._arrive(terminated | truncated)
+        return terminated, truncated, final_obs
 
     # ---- slates ------------------------------------------------------------------------
 
@@ -450,14 +456,7 @@ class SiteCore:
             reward = (probs @ self.reward_per_page.to(probs.dtype)).to(self.reward_per_page.dtype)
         else:
             reward = self.reward_per_page[landed]
-        terminated = landed == self.n_pages
-        self.steps += 1
-        truncated = ~terminated & (self.steps >= self.max_steps)
-        self.history = torch.cat([self.history[:, 1:], landed[:, None]], dim=1)
-        final_obs = self.history.clone()
-        self.page = torch.where(terminated, self.page, landed)
-        self.state = self.dynamics.advance(self.page, self.state)
-        self._arrive(terminated | truncated)
+        terminated, truncated, final_obs = self._move(landed)
         hit = slate == landed[:, None]
         position = torch.where(hit.any(1), hit.long().argmax(1), torch.full_like(landed, -1))
         return StepResult(
