@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -336,10 +337,93 @@ MAX_ROW_CELLS = 50_000_000
 200 MB): the belief update needs ``p_z(j | s, a)`` for every step it may see."""
 
 
-class BeliefValueIteration(Policy):
+class BeliefPolicy(Policy):
+    """A policy that tracks each visitor's belief about her type through her visit with a
+    visitor model's first-order rows per type, and acts on (page, belief): a recurrent policy
+    whose state is the belief, the page it acted on and the action it took.
+
+    Subclasses say how to act on a belief (:meth:`choose`) and how to score the actions
+    there (:meth:`scores`); the rows ``p_z(j | s, a)`` and the entry beliefs are shared.
+    """
+
+    recurrent = True
+    rows: torch.Tensor | None = None  # (P, A, P + 1, Z) float32
+    entry: torch.Tensor | None = None  # (P, Z) the belief on entering by each page
+
+    def tracking(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows and the entry beliefs the belief is tracked with."""
+        if self.rows is None or self.entry is None:
+            raise ModelError(f"policy {self.name!r} is not fitted yet")
+        return self.rows, self.entry
+
+    def beliefs(self, pages: torch.Tensor, state: Any, starts: torch.Tensor) -> torch.Tensor:
+        """Each visitor's belief on landing on ``pages`` ``(B,)``: from her entry page where
+        ``starts``, else her last belief moved by what she did after its action."""
+        rows, entry = self.tracking()
+        fresh = entry[pages]
+        if state is None:
+            return fresh / fresh.sum(1, keepdim=True).clamp(min=1e-300)
+        belief, last_page, last_action = (torch.as_tensor(x) for x in state)
+        moved = belief * rows[last_page, last_action, pages].double()
+        # a move the model calls impossible (or a new visit) restarts from the entry belief
+        lost = starts | (moved.sum(1) <= 0)
+        b = torch.where(lost[:, None], fresh, moved)
+        return b / b.sum(1, keepdim=True).clamp(min=1e-300)
+
+    def choose(self, pages: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        """The action ``(B,)`` at each (page, belief)."""
+        return self.scores(pages, belief).argmax(1)
+
+    @abstractmethod
+    def scores(self, pages: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        """The score of every action at each (page, belief), ``(B, A)``; higher is better."""
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        """Actions ``(B,)`` and the new state ``(belief, page, action)`` per visitor."""
+        rows, _ = self.tracking()
+        obs = np.atleast_2d(np.asarray(observation))
+        pages = current_pages(obs).clamp(max=rows.shape[0] - 1)
+        starts = (
+            torch.ones(len(pages), dtype=torch.bool)
+            if episode_start is None
+            else torch.as_tensor(np.asarray(episode_start), dtype=torch.bool).reshape(-1)
+        )
+        belief = self.beliefs(pages, state, starts)
+        chosen = self.choose(pages, belief)
+        out = chosen.numpy()
+        return (out[0] if np.asarray(observation).ndim == 1 else out), (belief, pages, chosen)
+
+    def select_state(self, state: Any, keep: np.ndarray) -> Any:
+        if state is None:
+            return None
+        mask = torch.as_tensor(np.asarray(keep), dtype=torch.bool)
+        return tuple(torch.as_tensor(x)[mask] for x in state)
+
+    def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """:meth:`scores` at the belief the observed pages give, replayed with the policy's
+        own recommendations from the first page of the observation (the web app's path),
+        ``(B, A)``."""
+        rows, _ = self.tracking()
+        hist = torch.as_tensor(np.atleast_2d(np.asarray(obs)), dtype=torch.long)
+        p = rows.shape[0]
+        state, started = None, torch.zeros(len(hist), dtype=torch.bool)
+        for k in range(hist.shape[1]):
+            page = hist[:, k]
+            seen = page < p
+            if not bool(seen.any()):
+                continue
+            # rows still before their first page restart at it (episode_start stays True)
+            _, state = self.predict(hist[:, : k + 1].clamp(max=p - 1).numpy(), state, ~started)
+            started |= seen
+        if state is None:
+            return np.zeros((len(hist), rows.shape[1]))
+        belief, pages, _ = state
+        return self.scores(pages, belief).numpy()
+
+
+class BeliefValueIteration(BeliefPolicy):
     """Point-based value iteration over the belief about the visitor's type, played by
-    tracking each visitor's belief through her visit (a recurrent policy: its state is the
-    belief, the page it acted on and the action it took).
+    tracking each visitor's belief through her visit (:class:`BeliefPolicy`).
 
     With ``model: latent_class`` it plans in the learned world's visitor types and is
     deployable (it sees only pages and its own recommendations); with ``model: true`` it plans
@@ -356,7 +440,6 @@ class BeliefValueIteration(Policy):
     """
 
     kind = "belief_value_iteration"
-    recurrent = True
 
     def __init__(
         self,
@@ -377,8 +460,6 @@ class BeliefValueIteration(Policy):
         self.horizon = None if horizon is None else int(horizon)
         self.vectors: torch.Tensor | None = None  # (P, M, Z)
         self.actions: torch.Tensor | None = None  # (P, M)
-        self.rows: torch.Tensor | None = None  # (P, A, P + 1, Z) float32
-        self.entry: torch.Tensor | None = None  # (P, Z) the belief on entering by each page
         self.reward: torch.Tensor | None = None  # (P + 1,)
 
     def fit(self, site: Site) -> dict[str, Any]:
@@ -419,66 +500,22 @@ class BeliefValueIteration(Policy):
         assert self.entry is not None and self.reward is not None
         return self.vectors, self.actions, self.rows, self.entry, self.reward
 
-    def _beliefs(self, pages: torch.Tensor, state: Any, starts: torch.Tensor) -> torch.Tensor:
-        """Each visitor's belief on landing on ``pages`` ``(B,)``: from her entry page where
-        ``starts``, else her last belief moved by what she did after its action."""
-        _, _, rows, entry, _ = self._fitted()
-        fresh = entry[pages]
-        if state is None:
-            return fresh / fresh.sum(1, keepdim=True).clamp(min=1e-300)
-        belief, last_page, last_action = (torch.as_tensor(x) for x in state)
-        moved = belief * rows[last_page, last_action, pages].double()
-        # a move the model calls impossible (or a new visit) restarts from the entry belief
-        lost = starts | (moved.sum(1) <= 0)
-        b = torch.where(lost[:, None], fresh, moved)
-        return b / b.sum(1, keepdim=True).clamp(min=1e-300)
-
-    def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        """Actions ``(B,)`` and the new state ``(belief, page, action)`` per visitor."""
+    def choose(self, pages: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        """The action of the best plan at each (page, belief)."""
         vectors, actions, *_ = self._fitted()
-        obs = np.atleast_2d(np.asarray(observation))
-        pages = current_pages(obs).clamp(max=len(vectors) - 1)
-        starts = (
-            torch.ones(len(pages), dtype=torch.bool)
-            if episode_start is None
-            else torch.as_tensor(np.asarray(episode_start), dtype=torch.bool).reshape(-1)
-        )
-        belief = self._beliefs(pages, state, starts)
         best = torch.einsum("bmz,bz->bm", vectors[pages], belief).argmax(1)
-        chosen = actions[pages, best]
-        out = chosen.numpy()
-        return (out[0] if np.asarray(observation).ndim == 1 else out), (belief, pages, chosen)
+        return actions[pages, best]
 
-    def select_state(self, state: Any, keep: np.ndarray) -> Any:
-        if state is None:
-            return None
-        mask = torch.as_tensor(np.asarray(keep), dtype=torch.bool)
-        return tuple(torch.as_tensor(x)[mask] for x in state)
-
-    def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
-        """The value of each action at the belief the observed pages give (replayed with the
-        policy's own recommendations from the first page of the observation), ``(B, A)``:
+    def scores(self, pages: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        """The value of each action at (page, belief), ``(B, A)``:
         ``sum_j max_alpha sum_z b_z p_z(j | s, a) (r_j + alpha_j(z))``."""
         vectors, _, rows, _, reward = self._fitted()
-        hist = torch.as_tensor(np.atleast_2d(np.asarray(obs)), dtype=torch.long)
         p = len(vectors)
-        state, started = None, torch.zeros(len(hist), dtype=torch.bool)
-        for k in range(hist.shape[1]):
-            page = hist[:, k]
-            seen = page < p
-            if not bool(seen.any()):
-                continue
-            # rows still before their first page restart at it (episode_start stays True)
-            _, state = self.predict(hist[:, : k + 1].clamp(max=p - 1).numpy(), state, ~started)
-            started |= seen
-        belief, pages, _ = state if state is not None else (None, None, None)
-        if belief is None:
-            return np.zeros((len(hist), rows.shape[1]))
         t = rows[pages, :, :p].double()  # (B, A, P, Z)
         w = belief[:, None, None, :] * t
         later = torch.einsum("bajz,jmz->bajm", w, vectors).max(-1).values  # (B, A, P)
         now = (w.sum(-1) * reward[:p]).sum(-1)  # (B, A)
-        return (now + later.sum(-1)).numpy()
+        return now + later.sum(-1)
 
     def _save_state(self, out: Path) -> dict[str, Any]:
         vectors, actions, rows, entry, reward = self._fitted()

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 
 from agents.base import Policy, load_policy
 from agents.evaluate import RECORD_FIELDS
+from clickstream.errors import ConfigError
 from tests.hydra_configs import compose_cfg, prepare_synthetic
 
 pytestmark = pytest.mark.integration
@@ -38,6 +39,7 @@ AGENTS = (
     "dqn_visit",
     "belief_value_iteration",
     "belief_optimum",
+    "belief_distillation",
 )
 EXPERIMENTS = ("synthetic_markov", "synthetic_intent", "ga_sample", "msnbc")
 TINY = {
@@ -61,6 +63,16 @@ TINY = {
     # the tiny run learns a first-order world: one type, the belief machinery all the same
     "belief_value_iteration": ["agent.model=markov", "agent.resolution=2"],
     "belief_optimum": ["agent.resolution=4"],
+    "belief_distillation": [
+        "agent.teacher_model=markov",
+        "agent.teacher_resolution=2",
+        "agent.total_timesteps=4096",
+        "agent.rounds=2",
+        "agent.n_visitors=64",
+        "agent.batch_size=256",
+        "agent.hidden=[16]",
+        "agent.eval_sessions=256",
+    ],
 }
 TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo_visit"] = TINY["ppo"]
 TINY["dqn_scored"] = TINY["dqn_visit"] = TINY["dqn"]
@@ -164,6 +176,29 @@ def test_a_tiny_train_runs_for_each_agent(run_dir: Path, trained: dict, agent: s
 def test_sb3_training_replays_under_a_seed(run_dir: Path, trained: dict) -> None:
     again = train(run_dir, "ppo", "agent_dir=" + str(run_dir / "replay"))
     assert again["eval_learned"] == trained["ppo"]["eval_learned"]
+
+
+def test_distillation_learns_from_a_saved_planner_and_refuses_other_teachers(
+    run_dir: Path, trained: dict
+) -> None:
+    agents = run_dir / "agents"
+    tiny = TINY["belief_distillation"][2:]  # the teacher is loaded, not planned
+    record = train(
+        run_dir,
+        "belief_distillation",
+        *tiny,
+        f"agent.teacher_dir={agents / 'belief_value_iteration' / 'seed_0'}",
+        f"agent_dir={run_dir / 'distilled_from_saved'}",
+    )
+    assert record["fit"]["steps"] >= 4096 and record["fit"]["teacher_seconds"] < 60
+    with pytest.raises(ConfigError, match="belief_value_iteration"):
+        train(
+            run_dir,
+            "belief_distillation",
+            *tiny,
+            f"agent.teacher_dir={agents / 'greedy' / 'seed_0'}",
+            f"agent_dir={run_dir / 'distilled_from_greedy'}",
+        )
 
 
 def test_an_env_refuses_a_reward_that_is_zero_everywhere(run_dir: Path, tmp_path: Path) -> None:

@@ -207,6 +207,7 @@ def test_a_policy_file_outside_its_folder_is_refused(tmp_path: Path) -> None:
 
 def test_every_policy_class_is_registered_by_its_kind() -> None:
     import agents.belief
+    import agents.distill
     import agents.heuristics
     import agents.sb3
     import agents.slate
@@ -287,6 +288,25 @@ def test_sb3_weights_with_a_pickled_object_are_refused(tmp_path: Path, marker: P
     weights["payload"] = Marker(marker)
     torch.save(weights, folder / "policy.pt")
     refused(lambda: load_policy(folder), folder / "policy.pt", "refused unread")
+    assert not marker.exists()
+
+
+def test_belief_network_weights_with_a_pickled_object_are_refused(
+    tmp_path: Path, marker: Path
+) -> None:
+    from agents.distill import BeliefDistillation, BeliefNet
+
+    policy = BeliefDistillation(embed_dim=2, hidden=[4])
+    policy.rows, policy.entry = torch.full((3, 4, 4, 2), 0.25), torch.full((3, 2), 0.5).double()
+    policy.net = BeliefNet(3, 2, 4, embed_dim=2, hidden=[4])
+    folder = policy.save(tmp_path / "distilled")
+    np.testing.assert_allclose(
+        load_policy(folder).action_scores([[0, 1]]), policy.action_scores([[0, 1]])
+    )
+    weights = torch.load(folder / "net.pt", weights_only=True)
+    weights["payload"] = Marker(marker)
+    torch.save(weights, folder / "net.pt")
+    refused(lambda: load_policy(folder), folder / "net.pt", "refused unread")
     assert not marker.exists()
 
 
