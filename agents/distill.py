@@ -75,8 +75,8 @@ class BeliefDistillation(BeliefPolicy):
         teacher_dir: A saved ``belief_value_iteration`` policy folder (``scripts/train.py``'s)
             planned on the same data; ``None``: plan the teacher here (``teacher_model``,
             ``teacher_resolution``), which on a large site is most of the cost.
-        teacher_model: The visitor kind the teacher plans in (``latent_class``: the learned
-            world's types).
+        teacher_model: The visitor kind the teacher plans in when it is planned here (the
+            config's ``latent_class``: the learned world's types).
         teacher_resolution: The teacher's belief grid.
         total_timesteps: Visitor steps simulated, over all rounds (the budget).
         rounds: DAgger rounds.
@@ -97,7 +97,7 @@ class BeliefDistillation(BeliefPolicy):
         self,
         name: str = "belief_distillation",
         teacher_dir: str | None = None,
-        teacher_model: str = "latent_class",
+        teacher_model: str | None = None,
         teacher_resolution: int = 8,
         total_timesteps: int = 1_048_576,
         rounds: int = 8,
@@ -112,7 +112,7 @@ class BeliefDistillation(BeliefPolicy):
     ) -> None:
         self.name = name
         self.teacher_dir = None if teacher_dir in (None, "") else str(teacher_dir)
-        self.teacher_model = str(teacher_model)
+        self.teacher_model = None if teacher_model is None else str(teacher_model)
         self.teacher_resolution = int(teacher_resolution)
         self.total_timesteps = int(total_timesteps)
         self.rounds = int(rounds)
@@ -159,6 +159,12 @@ class BeliefDistillation(BeliefPolicy):
         """The planner to learn from: loaded from ``teacher_dir`` (checked to be planned in
         this site's learned visitor types) or planned here."""
         if self.teacher_dir is None:
+            if self.teacher_model is None:
+                raise ConfigError(
+                    "belief distillation needs a teacher: teacher_dir (a saved "
+                    "belief_value_iteration folder) or teacher_model (a visitor kind with "
+                    "tables per type, e.g. the learned world's latent classes)"
+                )
             teacher = BeliefValueIteration(self.teacher_model, resolution=self.teacher_resolution)
             teacher.fit(site)
             return teacher

@@ -102,3 +102,8 @@ def test_bad_settings_are_refused() -> None:
         BeliefDistillation(rounds=0)
     with pytest.raises(ConfigError, match="beta_decay"):
         BeliefDistillation(beta_decay=1.5)
+
+
+def test_a_student_without_a_teacher_is_refused() -> None:
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        BeliefDistillation()._teacher(site=None)  # type: ignore[arg-type]
