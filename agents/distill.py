@@ -220,7 +220,6 @@ class BeliefDistillation(BeliefPolicy):
         steps = 0
         for round_ in range(self.rounds):
             beta = self.beta_decay**round_
-            fresh: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
             agree = 0
             for _ in range(steps_per_round):
                 pages = obs[:, -1].cpu().clamp(max=n_pages - 1)
@@ -230,14 +229,14 @@ class BeliefDistillation(BeliefPolicy):
                 agree += int((own == label).sum())
                 follow = torch.rand(b, generator=gen) < beta
                 action = torch.where(follow, label, own)
-                fresh.append((pages, belief.float(), label))
+                pages_seen.append(pages)
+                beliefs_seen.append(belief.float())
+                labels_seen.append(label)
                 r = core.step(action.to(core.device))
                 state = (belief, pages, action)
                 starts = (r.terminated | r.truncated).cpu()
                 obs = r.obs
                 steps += b
-            for k, part in enumerate(zip(*fresh, strict=True)):
-                (pages_seen, beliefs_seen, labels_seen)[k].append(torch.cat(part))
             loss = self._train(
                 torch.cat(pages_seen),
                 torch.cat(beliefs_seen),
