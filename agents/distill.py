@@ -31,6 +31,7 @@ from torch import nn
 
 from agents.base import MANIFEST, load_array, load_published_policy, policy_file
 from agents.belief import BeliefPolicy, BeliefValueIteration, _action_rows
+from agents.evaluate import quick_eval
 from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs.core import SiteCore
 
@@ -142,8 +143,6 @@ class BeliefDistillation(BeliefPolicy):
         core = site.core(self.n_visitors, "learned")
 
         def evaluate() -> float:
-            from agents.evaluate import quick_eval
-
             return quick_eval(self, site, self.eval_sessions)["eval/mean_return"]
 
         out = self.distil(
