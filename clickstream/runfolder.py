@@ -416,7 +416,10 @@ class StageWriter:
         data_fingerprint: The prepared data's fingerprint (computed from the files for the
             ``prepare_data`` stage itself).
         work_dir: Write here instead of a fresh temporary folder, and keep it on an exception
-            (a stage that can resume: ``train_simulator``'s ``.<name>.partial``).
+            (a stage that can resume: ``train_simulator``'s ``.<name>.partial``). The folder is
+            locked (:func:`lock_work_dir`) for the whole block: a second writer is refused.
+        fresh: With ``work_dir``: empty it first (once locked, and after :func:`recover` has
+            published it if it was finished): a run that does not resume.
         extra: More JSON-able fields for the manifest (e.g. ``source``).
 
     Example:
@@ -434,6 +437,7 @@ class StageWriter:
         inputs: Mapping[str, str | None] | None = None,
         data_fingerprint: str | None = None,
         work_dir: str | os.PathLike[str] | None = None,
+        fresh: bool = False,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         if stage not in STAGES:
@@ -444,9 +448,11 @@ class StageWriter:
         self.inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
         self.data_fingerprint = data_fingerprint
         self.work_dir = Path(work_dir) if work_dir is not None else None
+        self.fresh = bool(fresh)
         self.extra = dict(extra or {})
         self.manifest: Manifest | None = None
         self._dir: Path | None = None
+        self._lock: Any = None
 
     @property
     def dir(self) -> Path:
@@ -456,7 +462,16 @@ class StageWriter:
 
     def __enter__(self) -> StageWriter:
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        recover(self.out_dir)
+        if self.work_dir is not None:  # before recover(): it may publish a finished work folder
+            self._lock = lock_work_dir(self.work_dir)
+        try:
+            recover(self.out_dir)
+            if self.work_dir is not None and self.fresh:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.close()
+            raise
         if self.work_dir is not None:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self._dir = self.work_dir
@@ -549,6 +564,9 @@ class StageWriter:
                 self._discard()
         finally:
             _active.discard(str(self._dir))
+            if self._lock is not None:
+                self._lock.close()  # releases the work folder's lock
+                self._lock = None
 
     def _discard(self) -> None:
         if self._dir is not None and self.work_dir is None:
@@ -657,6 +675,42 @@ def _carry_nested(old: Path, new: Path) -> None:
         ):
             boundary(f"publish {new.name}: carry over {child.name}")
             os.rename(child, new / child.name)
+
+
+def lock_work_dir(work_dir: str | os.PathLike[str]) -> Any:
+    """Hold the lock of a resumable stage's work folder (``.<name>.partial``) until the
+    returned file is closed: an exclusive ``flock`` on ``.<name>.partial.lock`` beside it, which
+    the kernel releases when its process ends, however it ends.
+
+    Two runs writing one work folder would mix their checkpoints and curves (and the first to
+    finish would publish the folder under the other), so the second is refused.
+
+    Raises:
+        RunFolderError: Another process holds the lock; names its pid.
+    """
+    work_dir = Path(work_dir)
+    lock_path = work_dir.parent / f"{work_dir.name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held open: the lock)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        owner = fh.read().strip() or "unknown"
+        fh.close()
+        raise RunFolderError(
+            f"another run (pid {owner}) is writing {work_dir}: wait for it to finish or stop it "
+            "(its worker processes too); two runs in one work folder would mix their files"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
 
 
 def _owner_alive(match: re.Match[str], path: Path) -> bool:

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clickstream.errors import ConfigError
 from clickstream.prepare import git_commit
-from clickstream.runfolder import StageWriter, config_hash, recover, verified_file
+from clickstream.runfolder import StageWriter, config_hash, verified_file
 from clickstream.synthetic import SyntheticStore
 from envs import visitors
 from envs.baselines import FirstOrderMarkov, Popularity, SecondOrderMarkov, TrueModel
@@ -68,9 +68,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     kinds = visitors.trained_kinds(sim)
     resume = bool(resolved.get("resume", False))
     work = work_dir(out_dir)
-    recover(out_dir)  # a run killed after its manifest was written is published, not redone
-    if not resume:
-        shutil.rmtree(work, ignore_errors=True)
+    # locks the work folder, publishes a run killed after its manifest was written (not
+    # redone), then empties the work folder unless this run resumes it
     stage = StageWriter(
         out_dir,
         "train_simulator",
@@ -78,6 +77,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         inputs={"data": data.manifest.digest},
         data_fingerprint=data.manifest.data_fingerprint,
         work_dir=work,
+        fresh=not resume,
     )
     with stage as out:
         if resume:

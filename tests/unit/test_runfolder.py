@@ -236,3 +236,49 @@ def test_a_finished_work_folder_is_published_and_an_unfinished_one_kept(tmp_path
         w.write_text("last.pt", "epoch 1")
         w.write_text("model.pt", "x")
     assert recover(out) == [] and (work / "last.pt").read_text() == "epoch 1"
+
+
+def test_a_work_folder_has_one_writer_at_a_time(tmp_path: Path) -> None:
+    """Two runs in one ``.partial`` folder would mix their checkpoints and curves, and the first
+    to finish would publish the other's files: the second writer is refused, naming the pid."""
+    out, work = tmp_path / "sim", tmp_path / ".sim.partial"
+    with StageWriter(out, "train_simulator", work_dir=work) as first:
+        first.write_text("last.pt", "epoch 3 of the first run")
+        second = StageWriter(out, "train_simulator", work_dir=work, fresh=True)
+        with pytest.raises(RunFolderError, match=rf"another run \(pid {os.getpid()}\)"):
+            second.__enter__()
+        # refused before touching anything: the first run's work is intact
+        assert (work / "last.pt").read_text() == "epoch 3 of the first run"
+        first.write_text("model.pt", "m")
+    assert sorted(verify_folder(out).files) == ["last.pt", "model.pt"]
+    # released with the block: the next run gets the folder, emptied when it starts fresh
+    (work / "stale.pt").parent.mkdir(parents=True, exist_ok=True)
+    (work / "stale.pt").write_text("x")
+    with StageWriter(out, "train_simulator", work_dir=work, fresh=True) as again:
+        assert not (work / "stale.pt").exists()
+        again.write_text("model.pt", "m2")
+    assert (out / "model.pt").read_text() == "m2"
+
+
+def test_a_work_folder_lock_is_released_when_its_process_dies(tmp_path: Path) -> None:
+    out, work = tmp_path / "sim", tmp_path / ".sim.partial"
+    holder = (
+        "import sys, time\n"
+        "from clickstream.runfolder import StageWriter\n"
+        f"w = StageWriter({str(out)!r}, 'train_simulator', work_dir={str(work)!r}).__enter__()\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderError, match=rf"pid {proc.pid}\)"):
+            StageWriter(out, "train_simulator", work_dir=work).__enter__()
+    finally:
+        proc.kill()
+        proc.wait()
+    with StageWriter(out, "train_simulator", work_dir=work) as w:  # the kernel let go
+        w.write_text("model.pt", "m")
+    assert verify_folder(out).files["model.pt"]["size"] == 1
