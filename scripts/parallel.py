@@ -8,7 +8,9 @@ networks gain little from a second intra-op thread). ``jobs=1`` runs them here, 
 
 Workers are started with ``spawn`` (a fresh interpreter: no torch state forked from the parent)
 and each piece is a module-level function called with plain data, so nothing but
-configuration crosses the process boundary.
+configuration crosses the process boundary. A worker whose pipeline is gone (killed, however)
+stops within a second or two instead of finishing its piece unseen: a pipeline started again
+would otherwise meet it still writing the same run folder.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
@@ -39,10 +44,31 @@ def resolve_jobs(jobs: int | str | None) -> int:
     return n
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+    threading.Thread(
+        target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True
+    ).start()
+
+
+def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
+    """End this worker when its parent ``parent`` has ended (the worker was re-parented).
+
+    A pool's workers outlive a parent killed by a signal that reaches the parent only (``kill
+    <pid>``): they would finish their piece unseen, writing the run folder a new run then
+    finds locked or half-written. ``os._exit`` skips cleanup on purpose: temporary folders of a
+    dead process are removed by the next run's ``recover()``, a work folder kept for resume."""
+    while True:
+        time.sleep(interval_s)
+        if os.getppid() != parent:
+            print(
+                f"worker {os.getpid()}: the pipeline (pid {parent}) is gone; stopping",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(1)
 
 
 @contextlib.contextmanager
@@ -55,6 +81,7 @@ def worker_pool(jobs: int) -> Iterator[Executor | None]:
         max_workers=jobs,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
+        initargs=(os.getpid(),),
     )
     try:
         yield pool
