@@ -36,6 +36,7 @@ supported); temporary folders of a live process are never removed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import glob
 import hashlib
@@ -75,6 +76,7 @@ REMAKE = {
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<token>[0-9a-f]+)$")
 _WORK = re.compile(r"^\.(?P<name>.+)\.partial$")
+_WORK_LOCK = re.compile(r"^\.(?P<name>.+)\.partial\.lock$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 COSMETIC_KEYS = frozenset({"show_progress", "verbose", "log_truth"})
@@ -292,6 +294,8 @@ def safe_name(name: Any) -> bool:
 
 _verified: dict[str, tuple[tuple, Manifest]] = {}
 _verified_lock = threading.Lock()
+# work folders' lock files this process holds (lock_work_dir); recover() must not lock them again
+_held_locks: set[str] = set()
 
 
 def verify_folder(
@@ -564,8 +568,8 @@ class StageWriter:
                 self._discard()
         finally:
             _active.discard(str(self._dir))
-            if self._lock is not None:
-                self._lock.close()  # releases the work folder's lock
+            if self._lock is not None:  # removed with the work folder once published
+                release_work_dir_lock(self._lock, remove=self.manifest is not None)
                 self._lock = None
 
     def _discard(self) -> None:
@@ -691,26 +695,60 @@ def lock_work_dir(work_dir: str | os.PathLike[str]) -> Any:
     work_dir = Path(work_dir)
     lock_path = work_dir.parent / f"{work_dir.name}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held open: the lock)
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock, as before
-        return fh
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        owner = fh.read().strip() or "unknown"
+        return open(lock_path, "a+", encoding="utf-8")
+    while True:
+        fh = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held open: the lock)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            fh.close()
+            raise RunFolderError(
+                f"another run (pid {owner}) is writing {work_dir}: wait for it to finish or stop "
+                "it (its worker processes too); two runs in one work folder would mix their files"
+            ) from None
+        # The holder removes the file when it publishes (release_work_dir_lock); a lock won on
+        # a file already removed guards nothing, so open the path again.
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fh.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         fh.close()
-        raise RunFolderError(
-            f"another run (pid {owner}) is writing {work_dir}: wait for it to finish or stop it "
-            "(its worker processes too); two runs in one work folder would mix their files"
-        ) from None
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
     fh.flush()
+    _held_locks.add(str(lock_path))
     return fh
+
+
+def release_work_dir_lock(lock: Any, *, remove: bool) -> None:
+    """Release a lock taken by :func:`lock_work_dir`; with ``remove`` (the stage published, so
+    no work folder is left to guard) delete its file first, while still holding it."""
+    if remove:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock.name)
+    _held_locks.discard(str(lock.name))
+    lock.close()
+
+
+def _claim_work_dir(work: Path) -> Any:
+    """For :func:`recover`: the work folder's lock when no other process holds it (``True``
+    when this process holds it already), ``None`` while another run is writing the folder."""
+    lock_path = work.parent / f"{work.name}.lock"
+    if str(lock_path) in _held_locks:
+        return True
+    if not (work.exists() or lock_path.exists()):
+        return True  # nothing there to guard or to clean up
+    try:
+        return lock_work_dir(work)
+    except RunFolderError:
+        return None
 
 
 def _owner_alive(match: re.Match[str], path: Path) -> bool:
@@ -761,12 +799,28 @@ def recover(target: str | os.PathLike[str]) -> list[str]:
     # a resumable stage's work folder that got its manifest was finished too (killed before
     # its rename); an unfinished one is kept for resume=true
     work = parent / f".{target.name}.partial"
-    finished_work = work.is_dir() and str(work) not in _active and _complete(work)
+    claim = _claim_work_dir(work)  # None: a live run is writing it, so it is left alone
+    finished_work = (
+        claim is not None and work.is_dir() and str(work) not in _active and _complete(work)
+    )
+    try:
+        done += _recover(target, temps, olds, work if finished_work else None)
+    finally:
+        if claim is not None and claim is not True:  # its file goes once no work folder is left
+            release_work_dir_lock(claim, remove=not work.exists())
+    if target.is_dir() and not target.is_symlink():
+        done += recover_tree(target)
+    return done
+
+
+def _recover(target: Path, temps: list[Path], olds: list[Path], work: Path | None) -> list[str]:
+    """:func:`recover`'s publication or roll-back; ``work`` is a finished work folder."""
+    parent, done = target.parent, []
     complete = sorted(
-        [*(p for p in temps if p.is_dir() and _complete(p)), *([work] if finished_work else [])],
+        [*(p for p in temps if p.is_dir() and _complete(p)), *([work] if work else [])],
         key=lambda p: (p / MANIFEST).stat().st_mtime_ns,
     )
-    for path in [*temps, *([work] if finished_work else [])]:
+    for path in [*temps, *([work] if work else [])]:
         if not complete or path != complete[-1]:
             shutil.rmtree(path, ignore_errors=True)
             done.append(f"removed the unfinished or superseded {path.name}")
@@ -791,8 +845,6 @@ def recover(target: str | os.PathLike[str]) -> list[str]:
     if legacy.is_dir() and not legacy.is_symlink():
         shutil.rmtree(legacy, ignore_errors=True)
         done.append(f"removed the stale {legacy.name}")
-    if target.is_dir() and not target.is_symlink():
-        done += recover_tree(target)
     return done
 
 
@@ -803,9 +855,13 @@ def recover_tree(root: str | os.PathLike[str]) -> list[str]:
     if not root.is_dir():
         return done
     targets = set()
-    for dirpath, dirnames, _ in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames:
             match = _TEMP.match(name) or _WORK.match(name)
+            if match is not None:
+                targets.add(Path(dirpath) / match["name"])
+        for name in filenames:  # a work folder's lock left by a run killed as it published
+            match = _WORK_LOCK.match(name)
             if match is not None:
                 targets.add(Path(dirpath) / match["name"])
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,11 @@ from clickstream.runfolder import (
     MANIFEST,
     StageWriter,
     config_hash,
+    lock_work_dir,
     read_manifest,
     recover,
     recover_tree,
+    release_work_dir_lock,
     verify_folder,
 )
 
@@ -258,6 +261,36 @@ def test_a_work_folder_has_one_writer_at_a_time(tmp_path: Path) -> None:
         assert not (work / "stale.pt").exists()
         again.write_text("model.pt", "m2")
     assert (out / "model.pt").read_text() == "m2"
+    # published: nothing is left to guard, so the lock's file goes with the work folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]
+
+
+def test_a_lock_won_on_a_removed_file_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that opened the lock file just before the holder published and removed it would
+    lock a file nobody else can see; it opens the path again and locks the file that is there."""
+    import fcntl
+
+    work, path = tmp_path / ".sim.partial", tmp_path / ".sim.partial.lock"
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_the_holder_published(fd: int, op: int) -> None:
+        real_flock(fd, op)
+        calls.append(fd)
+        if len(calls) == 1:  # the holder removes the file between our open and our lock
+            path.unlink()
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_holder_published)
+    lock = lock_work_dir(work)
+    monkeypatch.undo()
+    assert len(calls) == 2 and path.read_text() == str(os.getpid())
+    with pytest.raises(RunFolderError, match="another run"):  # the file on disk is the locked one
+        lock_work_dir(work)
+    release_work_dir_lock(lock, remove=False)
+    assert path.exists()  # kept after a stage that did not publish: its work may be resumed
+    release_work_dir_lock(lock_work_dir(work), remove=True)
+    assert not path.exists()
 
 
 def test_a_work_folder_lock_is_released_when_its_process_dies(tmp_path: Path) -> None:
@@ -276,9 +309,21 @@ def test_a_work_folder_lock_is_released_when_its_process_dies(tmp_path: Path) ->
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
         with pytest.raises(RunFolderError, match=rf"pid {proc.pid}\)"):
             StageWriter(out, "train_simulator", work_dir=work).__enter__()
+        # nor does recovery publish a folder a live run is writing, even once it looks finished
+        with StageWriter(tmp_path / "elsewhere" / "sim", "train_simulator") as other:
+            other.write_text("model.pt", "m")
+        for path in (tmp_path / "elsewhere" / "sim").iterdir():
+            shutil.copy(path, work / path.name)
+        assert recover_tree(tmp_path) == [] and work.is_dir() and not out.exists()
     finally:
         proc.kill()
         proc.wait()
+    shutil.rmtree(tmp_path / "elsewhere")
+    assert recover_tree(tmp_path) == [f"published the finished {work.name} as sim"]
     with StageWriter(out, "train_simulator", work_dir=work) as w:  # the kernel let go
-        w.write_text("model.pt", "m")
-    assert verify_folder(out).files["model.pt"]["size"] == 1
+        w.write_text("model.pt", "mm")
+    assert verify_folder(out).files["model.pt"]["size"] == 2
+    # a lock file left by a run killed as it published guards nothing: recovery removes it
+    (tmp_path / ".sim.partial.lock").write_text("12345")
+    recover_tree(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]
