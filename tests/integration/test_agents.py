@@ -37,6 +37,7 @@ AGENTS = (
     "recurrent_ppo",
     "ppo_visit",
     "dqn_visit",
+    "dqn_visit_myopic",
     "belief_value_iteration",
     "belief_optimum",
     "belief_distillation",
@@ -75,7 +76,7 @@ TINY = {
     ],
 }
 TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo_visit"] = TINY["ppo"]
-TINY["dqn_scored"] = TINY["dqn_visit"] = TINY["dqn"]
+TINY["dqn_scored"] = TINY["dqn_visit"] = TINY["dqn_visit_myopic"] = TINY["dqn"]
 TINY["recurrent_ppo"] = [*TINY["ppo"], "agent.policy_kwargs.lstm_hidden_size=16"]
 
 
