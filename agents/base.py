@@ -101,6 +101,16 @@ class Policy(ABC):
         actions = self.action_scores(np.atleast_2d(obs)).argmax(axis=1)
         return (actions[0] if obs.ndim == 1 else actions), None
 
+    def check_observations(self, core: SiteCore) -> None:
+        """Refuse a world whose observations this policy cannot read (a network trained on
+        another layout: ``env.history_len``, ``env.observe_*``). Policies that read only the
+        current page (the last column) read every layout; this one does nothing.
+
+        Raises:
+            ConfigError: The world's observations are not the ones the policy was trained on.
+        """
+        return None
+
     def select_state(self, state: Any, keep: np.ndarray) -> Any:
         """The per-visitor ``state`` of the visitors where ``keep`` (bool ``(B,)``) holds
         (recurrent policies; the state of any other is ``None``)."""

@@ -337,6 +337,22 @@ MAX_ROW_CELLS = 50_000_000
 200 MB): the belief update needs ``p_z(j | s, a)`` for every step it may see."""
 
 
+def refuse_observation_extras(site: Site, name: str) -> None:
+    """A belief policy tracks the visit from the pages themselves and replays an observation
+    as pages (:meth:`BeliefPolicy.action_scores`): the env's observation extras would be read
+    as pages, so they are refused.
+
+    Raises:
+        ConfigError: ``env.observe_entry_page`` or ``env.observe_position`` is on.
+    """
+    on = [key for key in ("observe_entry_page", "observe_position") if site.env.get(key)]
+    if on:
+        raise ConfigError(
+            f"{name} tracks the visitor's belief from the pages she viewed and reads "
+            f"observations as pages only: set {' and '.join(f'env.{k}=false' for k in on)}"
+        )
+
+
 class BeliefPolicy(Policy):
     """A policy that tracks each visitor's belief about her type through her visit with a
     visitor model's first-order rows per type, and acts on (page, belief): a recurrent policy
@@ -463,6 +479,7 @@ class BeliefValueIteration(BeliefPolicy):
         self.reward: torch.Tensor | None = None  # (P + 1,)
 
     def fit(self, site: Site) -> dict[str, Any]:
+        refuse_observation_extras(site, self.name)
         mdp = site.kind_mdp(self.model)
         cells = mdp.n_pages * mdp.n_actions * (mdp.n_pages + 1) * mdp.n_intents
         if cells > MAX_ROW_CELLS:

@@ -30,7 +30,12 @@ import torch
 from torch import nn
 
 from agents.base import MANIFEST, load_array, load_published_policy, policy_file
-from agents.belief import BeliefPolicy, BeliefValueIteration, _action_rows
+from agents.belief import (
+    BeliefPolicy,
+    BeliefValueIteration,
+    _action_rows,
+    refuse_observation_extras,
+)
 from agents.evaluate import quick_eval
 from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs.core import SiteCore
@@ -137,6 +142,7 @@ class BeliefDistillation(BeliefPolicy):
     # ---- training ----------------------------------------------------------------------
 
     def fit(self, site: Site) -> dict[str, Any]:
+        refuse_observation_extras(site, self.name)
         start = time.perf_counter()
         teacher = self._teacher(site)
         teacher_seconds = time.perf_counter() - start

@@ -137,6 +137,7 @@ def simulate(
     Slots that have played their quota leave the core (:meth:`SiteCore.keep`), which
     therefore ends smaller than it started: build a fresh core (or ``reset``) per call.
     """
+    policy.check_observations(core)
     obs = core.reset(seed)
     b = core.n_visitors
     quota = -(-int(n_sessions) // b)

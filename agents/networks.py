@@ -23,12 +23,19 @@ embedding lookup), without the one-hot and at a fraction of the arithmetic.
   the visitor model's page embeddings (:func:`visitor_page_embeddings`,
   :func:`init_page_embeddings`), frozen or fine-tuned.
 
+With the env's observation extras on (``env.observe_entry_page``, ``env.observe_position``:
+columns before the pages, :mod:`envs.core`) the extractors take ``extras`` (their names, in
+order; :class:`~agents.sb3.SB3Agent` passes the env's): the entry page is read through the same
+page embedding table, the position in the visit through an embedding of its own, and both are
+concatenated to the features.
+
 Each PPO policy also comes in a masked form (sb3-contrib's ``MaskablePPO``:
 ``POLICIES["maskable_ppo"]``), whose masked actions get a logit of -1e8.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,29 +50,86 @@ from torch import nn
 
 from clickstream.errors import ConfigError, ModelError
 
+EXTRAS = ("entry_page", "position")
+"""The observation extras an extractor can read (:attr:`envs.core.SiteCore.extras`)."""
+
+
+def _columns(
+    observation_space: gym.spaces.Space, extras: Sequence[str], who: str
+) -> tuple[int, int, int | None]:
+    """``(K, P + 1, position values or None)`` of an observation space laid out as
+    ``[*extras, K pages]``.
+
+    Raises:
+        ModelError: Not such a space (naming ``who`` and what was expected).
+    """
+    extras = tuple(extras)
+    nvec = getattr(observation_space, "nvec", None)
+    bad = [e for e in extras if e not in EXTRAS] or len(set(extras)) != len(extras)
+    pages = None if nvec is None else [int(n) for n in nvec[len(extras) :]]
+    if bad or not pages or len(set(pages)) != 1:
+        raise ModelError(
+            f"{who} needs the simulator's MultiDiscrete observation space ([extras], then "
+            f"[P + 1] * K pages; extras among {EXTRAS}), got {observation_space} with extras "
+            f"{list(extras)}"
+        )
+    assert nvec is not None
+    sizes = dict(zip(extras, (int(n) for n in nvec[: len(extras)]), strict=True))
+    if sizes.get("entry_page", pages[0]) != pages[0]:
+        raise ModelError(
+            f"{who}: the entry page column has {sizes['entry_page']} values, the pages {pages[0]}"
+        )
+    return len(pages), pages[0], sizes.get("position")
+
+
+class _Extras(nn.Module):
+    """The observation extras as features: the entry page through the page table, the
+    position through a table of its own; ``(B, n) -> (B, n · d)``."""
+
+    def __init__(self, extras: Sequence[str], position_values: int | None, dim: int) -> None:
+        super().__init__()
+        self.extras = tuple(extras)
+        self.position = None if position_values is None else nn.Embedding(position_values, dim)
+
+    def forward(self, columns: torch.Tensor, pages: nn.Embedding) -> torch.Tensor:
+        parts = []
+        for i, name in enumerate(self.extras):
+            table = pages if name == "entry_page" else self.position
+            assert table is not None
+            parts.append(table(columns[:, i].long().clamp(0, table.num_embeddings - 1)))
+        return torch.cat(parts, dim=1)
+
 
 class PageHistoryExtractor(BaseFeaturesExtractor):
-    """Embeds each of the ``K`` page ids of a history and concatenates them.
+    """Embeds each of the ``K`` page ids of a history and concatenates them (and the
+    observation extras', when there are).
 
     Args:
-        observation_space: ``MultiDiscrete([P + 1] * K)`` (id ``P``: no page / ``EXIT``).
+        observation_space: ``MultiDiscrete([P + 1] * K)`` (id ``P``: no page / ``EXIT``),
+            after a column per extra.
         embedding_dim: ``d``, size of a page's embedding.
+        extras: The observation extras before the pages, in order (``entry_page``,
+            ``position``): the env's ``SiteCore.extras``.
     """
 
-    def __init__(self, observation_space: gym.spaces.Space, embedding_dim: int = 32) -> None:
-        nvec = getattr(observation_space, "nvec", None)
-        if nvec is None or len(set(int(n) for n in nvec)) != 1:
-            raise ModelError(
-                "PageHistoryExtractor needs the simulator's MultiDiscrete([P + 1] * K) "
-                f"observation space, got {observation_space}"
-            )
-        k, vocab = len(nvec), int(nvec[0])
-        super().__init__(observation_space, features_dim=k * int(embedding_dim))
-        self.embedding = nn.Embedding(vocab, int(embedding_dim))
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        embedding_dim: int = 32,
+        extras: Sequence[str] = (),
+    ) -> None:
+        k, vocab, positions = _columns(observation_space, extras, "PageHistoryExtractor")
+        dim, self.n_extras = int(embedding_dim), len(extras)
+        super().__init__(observation_space, features_dim=(k + self.n_extras) * dim)
+        self.embedding = nn.Embedding(vocab, dim)
+        self.extras = _Extras(extras, positions, dim) if extras else None
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        """``(B, K)`` page ids (any dtype holding integers) -> ``(B, K · d)``."""
-        return self.embedding(observations.long()).flatten(1)
+        """``(B, n + K)`` ids (any dtype holding integers) -> ``(B, (n + K) · d)``."""
+        pages = self.embedding(observations[:, self.n_extras :].long()).flatten(1)
+        if self.extras is None:
+            return pages
+        return torch.cat([self.extras(observations[:, : self.n_extras], self.embedding), pages], 1)
 
 
 class PageSequenceExtractor(BaseFeaturesExtractor):
@@ -76,28 +140,36 @@ class PageSequenceExtractor(BaseFeaturesExtractor):
     so the GRU also knows how far into the visit it is.
 
     Args:
-        observation_space: ``MultiDiscrete([P + 1] * K)``.
+        observation_space: ``MultiDiscrete([P + 1] * K)``, after a column per extra.
         embedding_dim: ``d``, size of a page's embedding.
-        hidden_size: The GRU's state (the features' size).
+        hidden_size: The GRU's state (the features' size, plus ``d`` per extra).
+        extras: The observation extras before the pages (the env's ``SiteCore.extras``): the
+            entry page and the position reach the features beside the GRU's state, so a visit
+            longer than ``K`` keeps where it began and how long it is.
     """
 
     def __init__(
-        self, observation_space: gym.spaces.Space, embedding_dim: int = 32, hidden_size: int = 64
+        self,
+        observation_space: gym.spaces.Space,
+        embedding_dim: int = 32,
+        hidden_size: int = 64,
+        extras: Sequence[str] = (),
     ) -> None:
-        nvec = getattr(observation_space, "nvec", None)
-        if nvec is None or len(set(int(n) for n in nvec)) != 1:
-            raise ModelError(
-                "PageSequenceExtractor needs the simulator's MultiDiscrete([P + 1] * K) "
-                f"observation space, got {observation_space}"
-            )
-        super().__init__(observation_space, features_dim=int(hidden_size))
-        self.embedding = nn.Embedding(int(nvec[0]), int(embedding_dim))
-        self.gru = nn.GRU(int(embedding_dim), int(hidden_size), batch_first=True)
+        _, vocab, positions = _columns(observation_space, extras, "PageSequenceExtractor")
+        dim, self.n_extras = int(embedding_dim), len(extras)
+        super().__init__(observation_space, features_dim=int(hidden_size) + self.n_extras * dim)
+        self.embedding = nn.Embedding(vocab, dim)
+        self.gru = nn.GRU(dim, int(hidden_size), batch_first=True)
+        self.extras = _Extras(extras, positions, dim) if extras else None
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        """``(B, K)`` page ids -> ``(B, hidden_size)``."""
-        _, last = self.gru(self.embedding(observations.long()))
-        return last[-1]
+        """``(B, n + K)`` ids -> ``(B, hidden_size + n · d)``."""
+        _, last = self.gru(self.embedding(observations[:, self.n_extras :].long()))
+        if self.extras is None:
+            return last[-1]
+        return torch.cat(
+            [self.extras(observations[:, : self.n_extras], self.embedding), last[-1]], 1
+        )
 
 
 class _PageIds(BaseModel):

@@ -313,6 +313,9 @@ class SB3Agent(Policy):
         )
         env.core.expected_reward = self.expected_reward
         env.mask_current_page = self.mask_current_page
+        if env.core.extras and self.policy in POLICIES[self.algo]:
+            # our extractors read the extra columns by name (SB3's own one-hot them as they are)
+            self.policy_kwargs = _with_extras(self.policy_kwargs, list(env.core.extras))
         if self.masked:
             self.mask = ActionMaskTable.from_core(env.core, self.mask_current_page)
         vectors = None
@@ -370,6 +373,17 @@ class SB3Agent(Policy):
             "kept_eval_return": progress.best if progress.best_params is not None else None,
             "embeddings_from_visitor_model": vectors is not None,
         }
+
+    def check_observations(self, core: Any) -> None:
+        nvec = getattr(self._model().observation_space, "nvec", None)
+        if nvec is not None and list(nvec) != list(core.obs_nvec):
+            raise ConfigError(
+                f"policy {self.name!r} reads observations of {len(nvec)} columns with "
+                f"{[int(n) for n in nvec]} values, this world gives {len(core.obs_nvec)} with "
+                f"{[int(n) for n in core.obs_nvec]} (env.history_len={core.history_len}, "
+                f"extras {list(core.extras)}): evaluate with the env.history_len, "
+                "env.observe_entry_page and env.observe_position it was trained with"
+            )
 
     def _model(self) -> DQN | PPO | MaskablePPO:
         if self.model is None:
@@ -661,6 +675,25 @@ class ActionMaskTable:
                 file=str(tensors_file),
             )
         return cls(pages, n_pages, cand, record["exclude_current"])
+
+
+def _with_extras(policy_kwargs: dict[str, Any], extras: list[str]) -> dict[str, Any]:
+    """``policy_kwargs`` whose features extractor reads the observation ``extras`` (the env's
+    ``SiteCore.extras``), recorded with the policy so that a saved agent rebuilds it.
+
+    Raises:
+        ConfigError: ``features_extractor_kwargs.extras`` says other extras than the env's.
+    """
+    out = dict(policy_kwargs)
+    extractor = dict(out.get("features_extractor_kwargs") or {})
+    if list(extractor.get("extras", extras)) != extras:
+        raise ConfigError(
+            f"policy_kwargs.features_extractor_kwargs.extras is {extractor['extras']}, the env "
+            f"observes {extras} (env.observe_entry_page, env.observe_position): drop the setting"
+        )
+    extractor["extras"] = extras
+    out["features_extractor_kwargs"] = extractor
+    return out
 
 
 def _with_embedding_dim(policy_kwargs: dict[str, Any], dim: int) -> dict[str, Any]:

@@ -415,7 +415,8 @@ class SlateQ(SlateTablePolicy):
         p, k, a = core.n_pages, core.slate_size, core.n_actions
         items = core.action_pages[core.action_pages >= 0].cpu()
         allow_empty = bool((core.action_pages < 0).any())
-        net = _ItemQ(p, core.history_len)
+        hist = core.history_len  # the page columns (the observation extras come first)
+        net = _ItemQ(p, hist)
         target_net = _ItemQ(p, core.history_len)
         target_net.load_state_dict(net.state_dict())
         opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
@@ -429,7 +430,11 @@ class SlateQ(SlateTablePolicy):
             eps = cfg["epsilon_start"] + frac * (cfg["epsilon_end"] - cfg["epsilon_start"])
             with torch.no_grad():
                 _, chosen = best_slates(
-                    model, rows[obs[:, -1]], net(obs).double(), items, allow_empty=allow_empty
+                    model,
+                    rows[obs[:, -1]],
+                    net(obs[:, -hist:]).double(),
+                    items,
+                    allow_empty=allow_empty,
                 )
             acts = _to_actions(chosen, items, core)
             explore = torch.rand(len(obs), generator=rng) < eps
@@ -449,12 +454,12 @@ class SlateQ(SlateTablePolicy):
                 v_next, _ = best_slates(
                     model,
                     rows[nxt[:, -1].clamp(max=p - 1)],
-                    target_net(nxt).double(),
+                    target_net(nxt[:, -hist:]).double(),
                     items,
                     allow_empty=allow_empty,
                 )
                 y = rew.double() + cfg["gamma"] * v_next * live
-            q = net(o).gather(1, j[:, None])[:, 0]
+            q = net(o[:, -hist:]).gather(1, j[:, None])[:, 0]
             loss = nn.functional.mse_loss(q, y.float())
             opt.zero_grad()
             loss.backward()
@@ -491,7 +496,7 @@ class SlateQ(SlateTablePolicy):
         _, chosen = best_slates(
             self._model,
             self._rows[page],
-            net(obs).double(),
+            net(obs[:, -self._history_len :]).double(),
             self._items,
             allow_empty=self._allow_empty,
         )

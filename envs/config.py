@@ -35,6 +35,8 @@ class EnvConfig:
     slate_size: int = MISSING
     # {examination: [k values] | null, examination_decay, continue_prob}: envs/slate.py
     slate_params: dict[str, Any] = MISSING
+    observe_entry_page: bool = MISSING
+    observe_position: bool = MISSING
 
 
 def register_configs() -> None:

@@ -11,6 +11,14 @@ shape ``(history_len,)`` int64; positions before the session's first page hold `
 page). The visitor's current page is the last entry. In a *terminal* observation the visitor
 has left, shown by a last entry of ``P`` (``EXIT``) after the pages seen.
 
+Two optional columns (``observe_entry_page``, ``observe_position``) come *before* the pages, so
+that the last entry stays the current page for every consumer: the session's entry page (the
+first page viewed, which a window of ``K`` pages loses on a long visit) and the position in
+the visit (pages viewed so far minus one: 0 on the entry page; ``max_steps`` at the end of a
+truncated session), which the window cannot count beyond ``K``. :attr:`SiteCore.extras`
+names them in order, :func:`observation_space` gives the space, and
+:meth:`SiteCore.observe_pages` builds an observation from a page list (the web app's).
+
 **Action**: an index into ``action_pages`` (the recommendable page ids), or with
 ``page_groups`` a page group (every page of the group is recommended at once: the click
 model's ``apply_set``); with ``allow_no_recommendation`` one more action, the last, shows
@@ -34,6 +42,7 @@ this class; a B=1 core replays the single env exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,12 +116,12 @@ class StepResult:
     """What :meth:`SiteCore.step` returns, one entry per visitor (all torch, on the device).
 
     Attributes:
-        obs: Observations after the step, ``(B, K)``; for visitors whose session ended, the
+        obs: Observations after the step, ``(B, len(extras) + K)``; for visitors whose session ended, the
             first observation of the visitor who replaced them.
         reward: Reward of the page landed on, ``(B,)`` (0 for ``EXIT``).
         terminated: The visitor left (``EXIT``), ``(B,)``.
         truncated: The visitor reached ``max_steps`` without leaving, ``(B,)``.
-        final_obs: Observations at the end of the finished sessions, ``(B, K)`` (rows of
+        final_obs: Observations at the end of the finished sessions (rows of
             visitors still in session repeat ``obs``).
         landed: Page landed on (``P`` = ``EXIT``), ``(B,)``.
         followed: The visitor landed on the recommended page, ``(B,)``.
@@ -151,6 +160,9 @@ class SiteCore:
         device: Torch device of every tensor.
         slate_model: Show slates of ``slate_model.slate_size`` positions chosen among by this
             model (:mod:`envs.slate`); ``None``: one recommendation per step.
+        observe_entry_page: Observations start with the session's entry page.
+        observe_position: Observations carry the position in the visit (after the entry page
+            when both are on): steps taken so far, ``0..max_steps``.
     """
 
     def __init__(
@@ -168,6 +180,8 @@ class SiteCore:
         candidates: np.ndarray | None = None,
         device: str | torch.device = "cpu",
         slate_model: SlateModel | None = None,
+        observe_entry_page: bool = False,
+        observe_position: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.dynamics = dynamics.to(self.device)
@@ -202,6 +216,11 @@ class SiteCore:
         self.n_pages, self.n_visitors = p, int(n_visitors)
         self.capacity = self.n_visitors  # what reset() restores after keep()
         self.max_steps, self.history_len = int(max_steps), int(history_len)
+        self.extras: tuple[str, ...] = tuple(
+            name
+            for name, on in (("entry_page", observe_entry_page), ("position", observe_position))
+            if on
+        )
         self.candidates = None
         if candidates is not None:
             cand = np.asarray(candidates, dtype=np.int64)
@@ -225,10 +244,44 @@ class SiteCore:
     def n_actions(self) -> int:
         return len(self.action_pages)
 
+    @property
+    def obs_nvec(self) -> np.ndarray:
+        """The number of values of each observation column, ``(len(extras) + K,)``: ``P + 1``
+        for the entry page and each page, ``max_steps + 1`` for the position."""
+        sizes = {"entry_page": self.n_pages + 1, "position": self.max_steps + 1}
+        extras = [sizes[name] for name in self.extras]
+        return np.array(extras + [self.n_pages + 1] * self.history_len, dtype=np.int64)
+
+    def _observe(self, history: torch.Tensor) -> torch.Tensor:
+        """The observations ``(B, len(extras) + K)`` of visitors with page windows
+        ``history`` ``(B, K)``, from their entry pages and step counts now."""
+        if not self.extras:
+            return history.clone()
+        columns = {"entry_page": self.entry, "position": self.steps}
+        return torch.cat([torch.stack([columns[n] for n in self.extras], 1), history], dim=1)
+
+    def observe_pages(self, pages: Sequence[int]) -> np.ndarray:
+        """The observation ``(len(extras) + K,)`` int64 of a visitor who has viewed the page
+        ids ``pages`` so far (entry page first, current page last), as the simulator would
+        give it: the last ``K`` pages left-padded with ``P``, and the extras (the position
+        capped at ``max_steps``).
+
+        Raises:
+            ModelError: No page, or an id outside ``[0, P)``.
+        """
+        ids = [int(p) for p in pages]
+        if not ids or min(ids) < 0 or max(ids) >= self.n_pages:
+            raise ModelError(f"an observation needs page ids in [0, {self.n_pages}), got {ids[:5]}")
+        window = ids[-self.history_len :]
+        values = {"entry_page": ids[0], "position": min(len(ids) - 1, self.max_steps)}
+        padded = [self.n_pages] * (self.history_len - len(window)) + window
+        return np.array([values[n] for n in self.extras] + padded, dtype=np.int64)
+
     # ---- state -------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
-        """Reseed (when ``seed`` is given) and start B new visitors; returns obs ``(B, K)``."""
+        """Reseed (when ``seed`` is given) and start B new visitors; returns their
+        observations ``(B, len(extras) + K)``."""
         if seed is not None:
             self.generator.manual_seed(int(seed))
         b = self.n_visitors = self.capacity
@@ -238,9 +291,10 @@ class SiteCore:
         )
         self.steps = torch.zeros(b, dtype=torch.long, device=self.device)
         self.state = torch.zeros(b, self.dynamics.state_dim, device=self.device)
+        self.entry = torch.empty(b, dtype=torch.long, device=self.device)
         self._arrive(torch.ones(b, dtype=torch.bool, device=self.device))
         self._started = True
-        return self.history.clone()
+        return self._observe(self.history)
 
     def keep(self, mask: torch.Tensor) -> None:
         """Drop the visitors not in ``mask`` ``(B,)``: B shrinks to ``mask.sum()`` (at least
@@ -253,6 +307,7 @@ class SiteCore:
             raise ModelError("keep() needs at least one visitor")
         self.page, self.history = self.page[idx], self.history[idx]
         self.steps, self.state = self.steps[idx], self.state[idx]
+        self.entry = self.entry[idx]
         self.n_visitors = len(idx)
 
     def _arrive(self, mask: torch.Tensor) -> None:
@@ -267,6 +322,7 @@ class SiteCore:
         self.steps[idx] = 0
         self.history[idx] = self.n_pages
         self.history[idx, -1] = pages
+        self.entry[idx] = pages
 
     def action_mask(self, exclude_current: bool = True) -> torch.Tensor:
         """Valid actions of the current visitors, ``(B, A)`` bool (:func:`action_mask`): not
@@ -397,7 +453,7 @@ class SiteCore:
             reward = self.reward_per_page[landed]
         terminated, truncated, final_obs = self._move(landed)
         return StepResult(
-            obs=self.history.clone(),
+            obs=self._observe(self.history),
             reward=reward,
             terminated=terminated,
             truncated=truncated,
@@ -415,7 +471,7 @@ class SiteCore:
         truncated = ~terminated & (self.steps >= self.max_steps)
         # everyone's history moves on (EXIT shows as P at the end of a terminal observation)
         self.history = torch.cat([self.history[:, 1:], landed[:, None]], dim=1)
-        final_obs = self.history.clone()
+        final_obs = self._observe(self.history)
         # everyone advances, without gathering the rows still in session: a visitor who
         # left stays on her page for this (wasted, harmless) update and is replaced below
         self.page = torch.where(terminated, self.page, landed)
@@ -460,7 +516,7 @@ class SiteCore:
         hit = slate == landed[:, None]
         position = torch.where(hit.any(1), hit.long().argmax(1), torch.full_like(landed, -1))
         return StepResult(
-            obs=self.history.clone(),
+            obs=self._observe(self.history),
             reward=reward,
             terminated=terminated,
             truncated=truncated,

@@ -54,6 +54,8 @@ def build_core(
     reward_key: str = "env.reward",
     slate_size: int = 1,
     slate_params: Mapping[str, Any] | None = None,
+    observe_entry_page: bool = False,
+    observe_position: bool = False,
 ) -> SiteCore:
     """Build the simulator core from a dataset (or the default synthetic store).
 
@@ -92,6 +94,9 @@ def build_core(
         slate_params: The slate choice model's parameters (:func:`envs.slate.build_slate_model`:
             ``examination``, ``examination_decay`` for the position-biased MNL of ``boost``,
             ``continue_prob`` for the cascade of ``follow``).
+        observe_entry_page: Observations start with the session's entry page
+            (:mod:`envs.core`).
+        observe_position: Observations carry the position in the visit (steps so far).
     """
     kind = visitors.ground_truth() if dynamics is None else visitors.get(dynamics, key="dynamics")
     if action_level not in ("page", "group"):
@@ -135,7 +140,15 @@ def build_core(
         page_groups=group_ids if action_level == "group" else None,
         device=device,
         slate_model=slate_model,
+        observe_entry_page=bool(observe_entry_page),
+        observe_position=bool(observe_position),
     )
+
+
+def observation_space(core: SiteCore) -> spaces.MultiDiscrete:
+    """``MultiDiscrete``: the optional entry page (``P + 1`` values) and position
+    (``max_steps + 1``), then ``K`` pages (``P + 1`` each): :attr:`SiteCore.obs_nvec`."""
+    return spaces.MultiDiscrete(core.obs_nvec)
 
 
 def action_space(core: SiteCore) -> spaces.Space:
@@ -149,7 +162,8 @@ class SiteEnv(gym.Env):
     """One simulated visitor at a time (a B=1 :class:`~envs.core.SiteCore`).
 
     Observation: ``MultiDiscrete([P + 1] * history_len)``, the last pages viewed (``P`` = none
-    / ``EXIT``). Action: ``Discrete(n_actions)``, a recommendable page, or (last) nothing;
+    / ``EXIT``), after the entry page and the position in the visit when
+    ``observe_entry_page`` / ``observe_position`` are on (:func:`observation_space`). Action: ``Discrete(n_actions)``, a recommendable page, or (last) nothing;
     with ``slate_size = k > 1``, ``MultiDiscrete([n_actions] * k)``, one per position, top
     first (a page repeated lower down, or "nothing", leaves its position empty); ``info``
     then also has ``position``, the slate position followed (-1: none).
@@ -161,9 +175,7 @@ class SiteEnv(gym.Env):
 
     def __init__(self, **kwargs: Any) -> None:
         self.core = build_core(1, **kwargs)
-        self.observation_space = spaces.MultiDiscrete(
-            np.full(self.core.history_len, self.core.n_pages + 1, dtype=np.int64)
-        )
+        self.observation_space = observation_space(self.core)
         self.action_space = action_space(self.core)
         self.page_names = (*self.core.dynamics.pages, "EXIT")
         self._pending: np.ndarray | None = None  # the next visitor, already arrived
@@ -204,6 +216,7 @@ class SiteEnv(gym.Env):
             "pages": self.core.n_pages,
             "actions": self.core.n_actions,
             "history_len": self.core.history_len,
+            "observation_extras": len(self.core.extras),
             "max_steps": self.core.max_steps,
             "slate_size": self.core.slate_size,
         }

@@ -28,12 +28,11 @@ from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from clickstream.errors import ModelError
-from envs.site_env import action_space, build_core
+from envs.site_env import action_space, build_core, observation_space
 
 
 def _spaces(core) -> tuple[spaces.MultiDiscrete, spaces.Space]:
-    obs = spaces.MultiDiscrete(np.full(core.history_len, core.n_pages + 1, dtype=np.int64))
-    return obs, action_space(core)
+    return observation_space(core), action_space(core)
 
 
 class SiteVectorEnv(VectorEnv):

@@ -107,6 +107,7 @@ def policies() -> Any:
             "count": len(rec.action_pages),
             "show_nothing": rec.nothing is not None,
             "history_len": rec.history_len,
+            "observation_extras": list(rec.template.extras),
         },
         policies=[
             {

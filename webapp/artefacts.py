@@ -39,9 +39,19 @@ from envs.visitors import Visitors
 
 log = logging.getLogger(__name__)
 
-ACTION_KEYS = ("action_level", "allow_no_recommendation", "history_len")
+ACTION_KEYS = (
+    "action_level",
+    "allow_no_recommendation",
+    "history_len",
+    "observe_entry_page",
+    "observe_position",
+)
 """Env options that change what a policy's actions or observations mean: a policy trained with
 other values than the run's is not served (it would be read against the wrong action table)."""
+
+
+OBSERVE_OFF = {"observe_entry_page": False, "observe_position": False}
+"""The observation options' values in a record written before they existed."""
 
 
 def pipeline_hint(run_dir: Path) -> str:
@@ -328,8 +338,7 @@ def load_run(
 
     served: dict[str, ServedPolicy] = {}
     skipped: dict[str, str] = {}
-    probe = np.full((1, template.history_len), vocab.n_pages, dtype=np.int64)
-    probe[0, -1] = 0
+    probe = template.observe_pages([0])[None, :]
     for policy_name, folders in sorted(saved.items()):
         seeds = tuple(sorted(folders))
         chosen = seed if seed is not None else seeds[0]
@@ -428,6 +437,8 @@ def _run_env(results: dict[str, Any] | None, saved: dict[str, dict[int, Path]]) 
 def _env_mismatch(env: dict[str, Any], trained: dict[str, Any]) -> str | None:
     if not trained:
         return None  # no record: the probe of the action count still guards the shape
+    # options added later default to off in a record that predates them
+    env, trained = {**OBSERVE_OFF, **env}, {**OBSERVE_OFF, **trained}
     diff = [k for k in ACTION_KEYS if k in env and k in trained and env[k] != trained[k]]
     if diff:
         return "trained with other env options than the run's: " + ", ".join(

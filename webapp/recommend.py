@@ -17,7 +17,8 @@ A history entry that is not a non-empty string of printable characters (at most
 :data:`MAX_PAGE_CHARS`) is malformed: a bad request, whatever ``unknown`` says.
 
 **Recommendations.** The observation is the last ``history_len`` page ids (the env's, padded
-with ``P``), as in the simulator. The policy scores every action (``action_scores``, higher is
+with ``P``), after the entry page and the position in the visit when the env observes them,
+as in the simulator. The policy scores every action (``action_scores``, higher is
 better); "show nothing" and the current page are never recommended, nor are actions the policy
 scores ``-inf``. Ties keep the lower action index, as the policy's own ``argmax`` does.
 
@@ -365,9 +366,10 @@ class Recommender:
         return resolved, ids[-int(self.max_history) :]
 
     def observation(self, ids: tuple[int, ...]) -> tuple[int, ...]:
-        """The env's observation: the last ``history_len`` ids, left-padded with ``P``."""
-        window = ids[-self.history_len :]
-        return (self.n_pages,) * (self.history_len - len(window)) + tuple(window)
+        """The env's observation: the last ``history_len`` ids, left-padded with ``P``, after
+        the entry page and the position in the visit when the env observes them
+        (:meth:`envs.core.SiteCore.observe_pages`)."""
+        return tuple(int(v) for v in self.template.observe_pages(ids))
 
     def organic(self, ids: tuple[int, ...]) -> np.ndarray:
         """Organic next-page distribution after ``ids``, ``(P + 1,)`` (read-only, cached)."""

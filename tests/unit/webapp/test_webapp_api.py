@@ -35,7 +35,13 @@ def test_policies_lists_each_once_with_the_best_as_default(client: FlaskClient, 
     assert [p["name"] for p in body["policies"]] == POLICIES
     assert [p["baseline"] for p in body["policies"]] == [False, True, False, False]
     assert all(p["seed"] == 0 and p["seeds"] == [0] for p in body["policies"])
-    assert body["actions"] == {"level": "page", "count": 51, "show_nothing": True, "history_len": 4}
+    assert body["actions"] == {
+        "level": "page",
+        "count": 51,
+        "show_nothing": True,
+        "history_len": 4,
+        "observation_extras": [],
+    }
     truth = [
         r
         for r in run.results["records"]
