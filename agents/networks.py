@@ -49,9 +49,7 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from clickstream.errors import ConfigError, ModelError
-
-EXTRAS = ("entry_page", "position")
-"""The observation extras an extractor can read (:attr:`envs.core.SiteCore.extras`)."""
+from envs.core import OBSERVATION_EXTRAS
 
 
 def _columns(
@@ -65,12 +63,12 @@ def _columns(
     """
     extras = tuple(extras)
     nvec = getattr(observation_space, "nvec", None)
-    bad = [e for e in extras if e not in EXTRAS] or len(set(extras)) != len(extras)
+    bad = any(e not in OBSERVATION_EXTRAS for e in extras) or len(set(extras)) != len(extras)
     pages = None if nvec is None else [int(n) for n in nvec[len(extras) :]]
     if bad or not pages or len(set(pages)) != 1:
         raise ModelError(
             f"{who} needs the simulator's MultiDiscrete observation space ([extras], then "
-            f"[P + 1] * K pages; extras among {EXTRAS}), got {observation_space} with extras "
+            f"[P + 1] * K pages; extras among {OBSERVATION_EXTRAS}), got {observation_space} with extras "
             f"{list(extras)}"
         )
     assert nvec is not None

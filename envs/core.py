@@ -53,6 +53,9 @@ from envs.click_model import NO_RECOMMENDATION, ClickModel
 from envs.dynamics import Dynamics, sample_categorical
 from envs.slate import SlateModel, dedupe
 
+OBSERVATION_EXTRAS = ("entry_page", "position")
+"""The optional observation columns, in the order they come before the pages."""
+
 
 def action_mask(
     pages: torch.Tensor,
@@ -116,8 +119,8 @@ class StepResult:
     """What :meth:`SiteCore.step` returns, one entry per visitor (all torch, on the device).
 
     Attributes:
-        obs: Observations after the step, ``(B, len(extras) + K)``; for visitors whose session ended, the
-            first observation of the visitor who replaced them.
+        obs: Observations after the step, ``(B, len(extras) + K)``; for visitors whose
+            session ended, the first observation of the visitor who replaced them.
         reward: Reward of the page landed on, ``(B,)`` (0 for ``EXIT``).
         terminated: The visitor left (``EXIT``), ``(B,)``.
         truncated: The visitor reached ``max_steps`` without leaving, ``(B,)``.
@@ -216,11 +219,8 @@ class SiteCore:
         self.n_pages, self.n_visitors = p, int(n_visitors)
         self.capacity = self.n_visitors  # what reset() restores after keep()
         self.max_steps, self.history_len = int(max_steps), int(history_len)
-        self.extras: tuple[str, ...] = tuple(
-            name
-            for name, on in (("entry_page", observe_entry_page), ("position", observe_position))
-            if on
-        )
+        on = {"entry_page": observe_entry_page, "position": observe_position}
+        self.extras = tuple(name for name in OBSERVATION_EXTRAS if on[name])
         self.candidates = None
         if candidates is not None:
             cand = np.asarray(candidates, dtype=np.int64)

@@ -163,7 +163,8 @@ class SiteEnv(gym.Env):
 
     Observation: ``MultiDiscrete([P + 1] * history_len)``, the last pages viewed (``P`` = none
     / ``EXIT``), after the entry page and the position in the visit when
-    ``observe_entry_page`` / ``observe_position`` are on (:func:`observation_space`). Action: ``Discrete(n_actions)``, a recommendable page, or (last) nothing;
+    ``observe_entry_page`` / ``observe_position`` are on (:func:`observation_space`).
+    Action: ``Discrete(n_actions)``, a recommendable page, or (last) nothing;
     with ``slate_size = k > 1``, ``MultiDiscrete([n_actions] * k)``, one per position, top
     first (a page repeated lower down, or "nothing", leaves its position empty); ``info``
     then also has ``position``, the slate position followed (-1: none).
