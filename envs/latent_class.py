@@ -302,18 +302,31 @@ class LatentClassModel(_Predictor):
 
 
 class _Problem:
-    """The marginal likelihood of the training sessions as a torch function of the parameters."""
+    """The marginal likelihood of the training sessions as a torch function of the parameters.
+
+    A type only re-weights destination *groups*, so the normaliser of a row needs only the base
+    table's mass per group, ``S[i, g] = Σ_{j in g} m(i, j)``: ``log Z[z, i] = logsumexp_g(log
+    S[i, g] + v[z, g(i), g])``. The likelihood then reads the observed transitions and a
+    ``(Z, P, G + 1)`` normaliser, never the dense ``(Z, P, P + 1)`` table: a fitting step costs
+    ``O(Z · (P · G + steps))`` instead of ``O(Z · P²)`` (2,000 pages: about 100 times less).
+    """
 
     def __init__(self, train: SessionSequences, groups: np.ndarray, smoothing: float) -> None:
         src, dst = train.pages, train.targets()
         table = first_order_table(train, smoothing)
         self.n_groups = int(groups.max()) + 1 if len(groups) else 1
+        dst_group = np.r_[groups, self.n_groups]  # EXIT: a group of its own
+        mass = np.zeros((table.shape[0], self.n_groups + 1))
+        np.add.at(mass.T, dst_group, table.T)  # S[i, g]: row i's base mass on group g
+        with np.errstate(divide="ignore"):  # a group without pages has no mass: -inf
+            self.log_mass = torch.as_tensor(np.log(mass))
         self.base = torch.as_tensor(np.log(table))  # (P, P + 1), shared by every type
         self.entry_base = torch.as_tensor(np.log(entry_distribution(train)))
         self.src_group = torch.as_tensor(groups)
-        self.dst_group = torch.as_tensor(np.r_[groups, self.n_groups])  # EXIT: a group of its own
+        self.dst_group = torch.as_tensor(dst_group)
         self.src = torch.as_tensor(src)
         self.dst = torch.as_tensor(dst)
+        self.observed_base = self.base[self.src, self.dst]
         self.session = torch.as_tensor(np.repeat(np.arange(len(train)), train.lengths))
         self.first = torch.as_tensor(train.pages[train.offsets[:-1]])
         self.n_sessions = len(train)
@@ -321,17 +334,25 @@ class _Problem:
     def tables(
         self, v: torch.Tensor, c: torch.Tensor, a: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Log prior ``(Z,)``, log entry ``(Z, P)`` and log transitions ``(Z, P, P + 1)``."""
+        """Log prior ``(Z,)``, log entry ``(Z, P)`` and log transitions ``(Z, P, P + 1)``
+        (dense: built once, for the fitted model)."""
         log_t = torch.log_softmax(
             self.base[None] + v[:, self.src_group][:, :, self.dst_group], dim=-1
         )
-        log_e = torch.log_softmax(self.entry_base[None] + c[:, self.src_group], dim=-1)
-        return torch.log_softmax(a, dim=0), log_e, log_t
+        return torch.log_softmax(a, dim=0), self._log_entry(c), log_t
+
+    def _log_entry(self, c: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.entry_base[None] + c[:, self.src_group], dim=-1)
 
     def log_likelihood(self, v: torch.Tensor, c: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        log_prior, log_e, log_t = self.tables(v, c, a)
-        per_type = log_prior[None] + log_e[:, self.first].T  # (S, Z)
-        per_type = per_type.index_add(0, self.session, log_t[:, self.src, self.dst].T)
+        log_norm = torch.logsumexp(self.log_mass[None] + v[:, self.src_group], dim=-1)  # (Z, P)
+        log_t = (
+            self.observed_base[None]
+            + v[:, self.src_group[self.src], self.dst_group[self.dst]]
+            - log_norm[:, self.src]
+        )  # (Z, steps): log p(dst | src, z) of each observed transition
+        per_type = torch.log_softmax(a, dim=0)[None] + self._log_entry(c)[:, self.first].T
+        per_type = per_type.index_add(0, self.session, log_t.T)  # (S, Z)
         return torch.logsumexp(per_type, dim=1).sum()
 
     def fit(self, k: int, cfg: LatentClassConfig, seed: int) -> dict[str, Any]:

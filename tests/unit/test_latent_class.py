@@ -98,6 +98,28 @@ def test_fit_replays_under_a_seed() -> None:
     assert a.info["classes"] == 2 and a.info["parameters"] == 2 * (2 * 4 + 1) - 1
 
 
+def test_fitting_likelihood_equals_the_dense_tables_one() -> None:
+    """The fit never builds the (Z, P, P + 1) table: its likelihood (per-group normalisers and
+    the observed transitions) must equal the one read off the dense tables, also with a group
+    id that has no pages (its mass is zero)."""
+    from envs.latent_class import _Problem
+
+    train = sample(two_types(), 500, seed=4)
+    for groups in (GROUPS, np.array([0, 0, 2, 2])):  # group 1 empty in the second
+        problem = _Problem(train, groups, smoothing=20.0)
+        gen = torch.Generator().manual_seed(5)
+        g = problem.n_groups
+        v = torch.randn(3, g, g + 1, generator=gen, dtype=torch.float64)
+        c = torch.randn(3, g, generator=gen, dtype=torch.float64)
+        a = torch.randn(3, generator=gen, dtype=torch.float64)
+        log_prior, log_e, log_t = problem.tables(v, c, a)
+        src, dst, dense = train.pages, train.targets(), 0.0
+        for start, end in zip(train.offsets[:-1], train.offsets[1:], strict=True):
+            steps = log_t[:, src[start:end], dst[start:end]].sum(-1)  # (Z,)
+            dense += float(torch.logsumexp(log_prior + log_e[:, src[start]] + steps, dim=0))
+        assert float(problem.log_likelihood(v, c, a)) == pytest.approx(dense, rel=1e-12)
+
+
 def test_save_and_load_round_trip(tmp_path) -> None:
     m = two_types()
     m.info = {"classes": 2}
