@@ -176,6 +176,23 @@ class SiteMDP:
             out = self.click_model.apply_set(organic, self.shown[actions].repeat(p, 1))
         return out.reshape(p, n, p + 1)
 
+    def policy_rows(self, z: int, probs: torch.Tensor) -> torch.Tensor:
+        """Next-state distributions of every page under a policy table, ``(P, P + 1)``:
+        ``Σ_a π(a | s) p_a(· | s)``, over the (page, action) pairs the policy can take only (a
+        deterministic table: ``P`` rows, not the ``P × A`` of every action)."""
+        p = self.n_pages
+        pages, actions = torch.nonzero(probs > 0, as_tuple=True)
+        rows = torch.zeros(p, p + 1, dtype=torch.float64)
+        for chunk in torch.arange(len(pages)).split(max(1, MAX_DENSE_CELLS // (p + 1))):
+            s, a = pages[chunk], actions[chunk]
+            organic = self.transitions[z][s]
+            if self.shown is None:
+                out = self.click_model.apply(organic, self.action_pages[a])
+            else:
+                out = self.click_model.apply_set(organic, self.shown[a])
+            rows.index_add_(0, s, out * probs[s, a][:, None])
+        return rows
+
     def q_backup(self, z: int, v: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
         """``Q(s, a) = Σ_j p_a(j | s) · (r_j + γ · V(j))`` with ``V(EXIT) = 0``: ``(P, A)``."""
         target = self.reward + gamma * torch.cat([v, v.new_zeros(1)])
@@ -286,9 +303,7 @@ def policy_value(mdp: SiteMDP, probs: torch.Tensor, horizon: int | None = None) 
     per_intent = []
     for z in range(mdp.n_intents):
         pi = probs[z] if probs.ndim == 3 else probs
-        rows = torch.zeros(mdp.n_pages, mdp.n_pages + 1, dtype=torch.float64)
-        for chunk in mdp._chunks():
-            rows += torch.einsum("sa,saj->sj", pi[:, chunk], mdp.action_rows(z, chunk))
+        rows = mdp.policy_rows(z, pi)
         expected = rows @ mdp.reward  # (P,) reward of the next step
         inner = rows[:, : mdp.n_pages]
         v = torch.zeros(mdp.n_pages, dtype=torch.float64)

@@ -147,3 +147,33 @@ def test_large_site_backup_in_closed_form_equals_the_dense_one(monkeypatch) -> N
     slow = value_iteration(mdp)
     torch.testing.assert_close(fast.v, slow.v, rtol=1e-10, atol=1e-10)
     assert torch.equal(fast.q.argmax(1), slow.q.argmax(1))
+
+
+@pytest.mark.parametrize("action_level", ["page", "group"])
+def test_policy_rows_read_only_the_actions_taken_and_equal_the_dense_sum(
+    action_level: str, monkeypatch
+) -> None:
+    """Exact evaluation builds a policy's rows from the (page, action) pairs it can take: the
+    dense sum over every action's rows for a stochastic table and a deterministic one, also
+    when the pairs come in several chunks."""
+    import agents.tabular as tabular
+    from clickstream.synthetic import build_store
+    from envs.site_env import build_core
+
+    store = build_store(n_pages=50, seed=3)
+    mdp = SiteMDP.from_core(build_core(1, store=store, action_level=action_level))
+    gen = torch.Generator().manual_seed(1)
+    stochastic = torch.rand(mdp.n_pages, mdp.n_actions, generator=gen, dtype=torch.float64)
+    stochastic /= stochastic.sum(1, keepdim=True)
+    chosen = torch.randint(mdp.n_actions, (mdp.n_pages,), generator=gen)
+    deterministic = torch.nn.functional.one_hot(chosen, mdp.n_actions).double()
+    everything = torch.arange(mdp.n_actions)
+    for probs in (stochastic, deterministic):
+        dense = torch.einsum("sa,saj->sj", probs, mdp.action_rows(0, everything))
+        torch.testing.assert_close(mdp.policy_rows(0, probs), dense, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            mdp.policy_rows(0, probs).sum(1), torch.ones(mdp.n_pages).double()
+        )
+    monkeypatch.setattr(tabular, "MAX_DENSE_CELLS", 7 * (mdp.n_pages + 1))  # 7 pairs a chunk
+    dense = torch.einsum("sa,saj->sj", stochastic, mdp._action_rows(0, everything))
+    torch.testing.assert_close(mdp.policy_rows(0, stochastic), dense, rtol=1e-12, atol=1e-12)
