@@ -31,6 +31,7 @@ class EnvConfig:
     allow_no_recommendation: bool = MISSING
     action_level: str = MISSING
     top_k: int | None = MISSING
+    candidate_fill: str = MISSING
     device: str = MISSING
     slate_size: int = MISSING
     # {examination: [k values] | null, examination_decay, continue_prob}: envs/slate.py

@@ -49,6 +49,7 @@ def build_core(
     history_len: int = 4,
     allow_no_recommendation: bool = True,
     top_k: int | None = None,
+    candidate_fill: str = "none",
     action_level: str = "page",
     device: str = "cpu",
     reward_key: str = "env.reward",
@@ -83,6 +84,9 @@ def build_core(
         top_k: Large sites: each page leads only to its ``top_k`` most frequent successors
             in the training split (plus ``EXIT`` and the recommended page), so a step scores
             ``top_k + 2`` outcomes instead of ``P + 1``. Needs ``data_dir``.
+        candidate_fill: With ``top_k``: ``none`` (only observed successors) or ``group`` (rows
+            with fewer than ``top_k`` completed from the page group's successors, then the
+            site's most frequent pages: :func:`envs.dynamics.top_successors`).
         action_level: ``page`` (recommend a page) or ``group`` (recommend a page group: all
             its pages at once).
         device: ``cpu`` or ``cuda``.
@@ -136,7 +140,9 @@ def build_core(
         allow_no_recommendation=allow_no_recommendation,
         max_steps=max_steps,
         history_len=history_len,
-        candidates=None if top_k is None else top_successors(data.splits["train"], int(top_k)),
+        candidates=None
+        if top_k is None
+        else top_successors(data.splits["train"], int(top_k), candidate_fill, group_ids),
         page_groups=group_ids if action_level == "group" else None,
         device=device,
         slate_model=slate_model,

@@ -242,6 +242,33 @@ def test_top_successors_table() -> None:
     np.testing.assert_array_equal(top_successors(seqs, 1), np.array([[1], [2], [-1]]))
 
 
+def test_top_successors_filled_from_the_group_then_the_site() -> None:
+    """Short rows are completed by the group's successors, then the site's most frequent next
+    pages: each page once, never the page itself, the observed successors first."""
+    from clickstream.errors import ConfigError
+    from envs.dynamics import top_successors
+    from envs.sequences import SessionSequences
+
+    # pages 0, 1, 2 are products (group 0), 3 the basket, 4 a policy page (group 1)
+    seqs = SessionSequences.from_lists(
+        [[0, 3], [0, 3], [1, 4], [1, 4], [1, 4], [2, 0], [3, 4], [3, 4], [4, 3]], exit_id=5
+    )
+    groups = np.array([0, 0, 0, 1, 1])
+    # group 0 leads to 4 (3 times), 3 (twice), 0 (once), group 1 to 4, 3; the site to 4, 3, 0;
+    # page 0 has only the site left after its group, and that adds nothing new
+    filled = top_successors(seqs, 3, "group", groups)
+    np.testing.assert_array_equal(
+        filled,
+        np.array([[3, 4, -1], [4, 3, 0], [0, 4, 3], [4, 0, -1], [3, 0, -1]]),
+    )
+    np.testing.assert_array_equal(top_successors(seqs, 3), top_successors(seqs, 3, "none"))
+    assert (top_successors(seqs, 3)[:, 1] == -1).all()  # one observed successor per page
+    with pytest.raises(ConfigError, match="candidate_fill"):
+        top_successors(seqs, 3, "popular", groups)
+    with pytest.raises(ConfigError, match="page group"):
+        top_successors(seqs, 3, "group")
+
+
 @pytest.mark.parametrize("kind", ["boost", "follow"])
 def test_candidate_mode_matches_the_full_model_when_it_covers_every_link(kind: str) -> None:
     from envs.click_model import build_click_model
