@@ -308,7 +308,8 @@ class _Problem:
     table's mass per group, ``S[i, g] = Σ_{j in g} m(i, j)``: ``log Z[z, i] = logsumexp_g(log
     S[i, g] + v[z, g(i), g])``. The likelihood then reads the observed transitions and a
     ``(Z, P, G + 1)`` normaliser, never the dense ``(Z, P, P + 1)`` table: a fitting step costs
-    ``O(Z · (P · G + steps))`` instead of ``O(Z · P²)`` (2,000 pages: about 100 times less).
+    ``O(Z · (P · G + steps))`` instead of ``O(Z · P²)`` (1,713 pages, 3 types: 13x faster a step,
+    docs/benchmarks.md).
     """
 
     def __init__(self, train: SessionSequences, groups: np.ndarray, smoothing: float) -> None:

@@ -29,7 +29,7 @@ from clickstream.synthetic import SyntheticStore, build_store
 from envs import visitors
 from envs.click_model import build_click_model
 from envs.core import SiteCore
-from envs.dynamics import top_successors
+from envs.dynamics import CANDIDATE_FILLS, top_successors
 from envs.rewards import check_learnable, reward_from_catalog, reward_from_store
 from envs.sequences import load_prepared
 from envs.slate import build_slate_model
@@ -86,7 +86,8 @@ def build_core(
             ``top_k + 2`` outcomes instead of ``P + 1``. Needs ``data_dir``.
         candidate_fill: With ``top_k``: ``none`` (only observed successors) or ``group`` (rows
             with fewer than ``top_k`` completed from the page group's successors, then the
-            site's most frequent pages: :func:`envs.dynamics.top_successors`).
+            site's most frequent pages: :func:`envs.dynamics.top_successors`); the rows are
+            both the masked agents' candidates and the outcomes each step scores.
         action_level: ``page`` (recommend a page) or ``group`` (recommend a page group: all
             its pages at once).
         device: ``cpu`` or ``cuda``.
@@ -105,6 +106,10 @@ def build_core(
     kind = visitors.ground_truth() if dynamics is None else visitors.get(dynamics, key="dynamics")
     if action_level not in ("page", "group"):
         raise ConfigError(f"action_level must be 'page' or 'group', got {action_level!r}")
+    if candidate_fill not in CANDIDATE_FILLS:
+        raise ConfigError(
+            f"env.candidate_fill must be one of {CANDIDATE_FILLS}, got {candidate_fill!r}"
+        )
     if top_k is not None and data_dir is None:
         raise ConfigError("top_k needs a prepared data_dir (successors are counted there)")
     params = dict(click_params or {})

@@ -267,6 +267,10 @@ def test_top_successors_filled_from_the_group_then_the_site() -> None:
         top_successors(seqs, 3, "popular", groups)
     with pytest.raises(ConfigError, match="page group"):
         top_successors(seqs, 3, "group")
+    from envs.site_env import build_core
+
+    with pytest.raises(ConfigError, match="candidate_fill"):  # named even without top_k
+        build_core(1, candidate_fill="popular")
 
 
 @pytest.mark.parametrize("kind", ["boost", "follow"])
