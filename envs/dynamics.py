@@ -160,7 +160,8 @@ def top_successors(
     n_groups = int(groups.max()) + 1 if p else 0
     by_group = _ranked_rows(groups[src[keep]], dst[keep], n_groups, p, k + 1)[groups]  # (P, k+1)
     site = np.bincount(dst[keep], minlength=p)
-    popular = np.lexsort((np.arange(p), -site))[: 2 * k + 1]  # by count, then id
+    # by count, then id; k + 1 of them fill any row, the page itself left out
+    popular = np.lexsort((np.arange(p), -site))[: k + 1]
     popular = popular[site[popular] > 0]
     pool = np.concatenate([table, by_group, np.broadcast_to(popular, (p, len(popular)))], axis=1)
     filled = np.full((p, k), -1, dtype=np.int64)

@@ -51,7 +51,7 @@ from envs.dynamics import MixtureDynamics, entry_distribution, first_order_table
 from envs.sequences import SessionSequences
 
 MAX_DENSE_CELLS = 40_000_000
-"""Largest ``Z × P × (P + 1)`` table fitted and held densely (float64 while fitting: 320 MB)."""
+"""Largest ``Z × P × (P + 1)`` table held densely (the fitted model; float64 when built: 320 MB)."""
 
 
 @dataclass(frozen=True)
@@ -327,7 +327,8 @@ class _Problem:
         self.dst_group = torch.as_tensor(dst_group)
         self.src = torch.as_tensor(src)
         self.dst = torch.as_tensor(dst)
-        self.observed_base = self.base[self.src, self.dst]
+        self.observed_base = self.base[self.src, self.dst]  # per step, fixed while fitting
+        self.step_groups = (self.src_group[self.src], self.dst_group[self.dst])
         self.session = torch.as_tensor(np.repeat(np.arange(len(train)), train.lengths))
         self.first = torch.as_tensor(train.pages[train.offsets[:-1]])
         self.n_sessions = len(train)
@@ -349,7 +350,7 @@ class _Problem:
         log_norm = torch.logsumexp(self.log_mass[None] + v[:, self.src_group], dim=-1)  # (Z, P)
         log_t = (
             self.observed_base[None]
-            + v[:, self.src_group[self.src], self.dst_group[self.dst]]
+            + v[:, self.step_groups[0], self.step_groups[1]]
             - log_norm[:, self.src]
         )  # (Z, steps): log p(dst | src, z) of each observed transition
         per_type = torch.log_softmax(a, dim=0)[None] + self._log_entry(c)[:, self.first].T
