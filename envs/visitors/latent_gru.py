@@ -81,6 +81,7 @@ class LatentGRUKind(VisitorKind):
                 label=f"{label}, {k} type{'s' if k > 1 else ''}",
                 identity=identity,
                 memory_lr=types.memory_lr,
+                restarts=types.restarts,
             )
             keep = "memory" if model.latent.memory else "first_order"
             models[k] = model
@@ -99,6 +100,8 @@ class LatentGRUKind(VisitorKind):
                     for name, h in stages.items()
                 },
                 "prior": [round(float(x), 4) for x in prior],
+                "first_order_restarts": stages["first_order"]["restarts"],
+                "kept_restart": stages["first_order"]["kept_restart"],
             }
         chosen = choose_types({k: r["valid_log_loss"] for k, r in tried.items()}, types.min_gain)
         model = models[chosen]

@@ -53,7 +53,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "simulator.model.embedding_dim=8",
                 "simulator.baselines.tune_on_valid=false",
                 "simulator.latent_class={classes: 2, restarts: 1, iters: 30}",
-                "simulator.latent_gru={types: 2}",
+                "simulator.latent_gru={types: 2, restarts: 2}",
                 "show_progress=false",
             ],
         )
@@ -200,3 +200,14 @@ def test_a_learned_kind_loads_only_from_a_verified_folder_of_these_data(
         visitors.ground_truth().load(
             type(data)(tmp_path, data.vocab, data.splits, data.meta, data.manifest)
         )
+
+
+def test_latent_gru_restarts_are_recorded_and_the_best_start_kept(data_dir: Path) -> None:
+    import json
+
+    record = json.loads((data_dir / "simulator" / "metrics.json").read_text())["latent_gru"]
+    tried = record["tried"]["2"]
+    losses = tried["first_order_restarts"]
+    assert len(losses) == 2 and losses[0] != losses[1]
+    assert losses[tried["kept_restart"]] == min(losses)
+    assert tried["stages"]["first_order"]["valid_log_loss"] == min(losses)

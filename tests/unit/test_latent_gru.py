@@ -310,3 +310,38 @@ def test_on_cuda_the_types_score_and_simulate_as_on_the_cpu() -> None:
     pages, state = dyn.start(4096, torch.Generator(device="cuda").manual_seed(0))
     probs = dyn.next_probs(pages, dyn.advance(pages, state))
     torch.testing.assert_close(probs.sum(1), torch.ones(4096, device="cuda"))
+
+
+def test_restarts_keep_the_start_the_validation_split_prefers() -> None:
+    """``restarts: 1`` replays the single-start run exactly; with 3 starts the kept first
+    stage is the one of the lowest validation log-loss, and the starts really differ."""
+    train_s, _ = two_type_sessions(1500, 0)
+    valid_s, _ = two_type_sessions(500, 1)
+    cfg = TrainerConfig(
+        epochs=3, batch_sessions=128, max_len=32, lr=0.01, show_progress=False, patience=2
+    )
+
+    def fit(restarts: int) -> tuple[LatentGRUModel, dict]:
+        torch.manual_seed(0)
+        model = LatentGRUModel(
+            vocab(), ModelConfig(embedding_dim=8, hidden_size=8, dropout=0.0), n_types=2
+        )
+        return model, train_in_stages(model, train_s, valid_s, cfg, restarts=restarts)
+
+    _, one = fit(1)
+    three_model, three = fit(3)
+    assert one["first_order"]["restarts"] == [one["first_order"]["best_valid_log_loss"]]
+    losses = three["first_order"]["restarts"]
+    assert len(losses) == 3 and len(set(losses)) == 3  # different random starts
+    # start 1 is the single-start run, bit for bit
+    assert losses[0] == one["first_order"]["best_valid_log_loss"]
+    kept = three["first_order"]["kept_restart"]
+    assert losses[kept] == min(losses) == three["first_order"]["best_valid_log_loss"]
+    # the memory stage starts from the kept start and the model ends with the better stage
+    final = min(three["first_order"]["best_valid_log_loss"], three["memory"]["best_valid_log_loss"])
+    assert mean_log_loss(three_model, valid_s) == pytest.approx(final, abs=2e-4)
+    # here a later start wins (seeded), so the memory stage is not the single-start run's
+    assert kept > 0
+    assert three["memory"]["best_valid_log_loss"] != one["memory"]["best_valid_log_loss"]
+    with pytest.raises(ClickstreamError, match="restarts"):
+        LatentTypesConfig.from_dict({"types": 2, "restarts": 0})
