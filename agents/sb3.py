@@ -238,7 +238,10 @@ class SB3Agent(Policy):
         init_embeddings: Start the policy's page embeddings from the learned world's visitor
             model (a GRU's input page embeddings; ``embedding_dim`` follows them): ``True``
             (refused when the visitor model has none), ``"auto"`` (when it has them; ``fit``
-            records which) or ``False``.
+            records which), ``"gru"`` (from the run's GRU visitor model,
+            ``simulator/model.pt``, whatever kind the learned world is: a world without page
+            vectors of its own, such as the latent-class model, still gets the GRU's view of
+            which pages are alike) or ``False``.
         freeze_embeddings: With ``init_embeddings``: keep those embeddings fixed.
         policy_kwargs: SB3 ``policy_kwargs`` (e.g. ``net_arch``).
         hyperparams: Any other SB3 constructor argument (``learning_rate``, ``gamma``, ...).
@@ -287,9 +290,9 @@ class SB3Agent(Policy):
         if freeze_embeddings and not init_embeddings:
             raise ConfigError("freeze_embeddings needs init_embeddings: true (nothing to keep)")
         self.mask_current_page = bool(mask_current_page)
-        if init_embeddings not in (True, False, "auto"):
+        if init_embeddings not in (True, False, "auto", "gru"):
             raise ConfigError(
-                f"init_embeddings must be true, false or auto, got {init_embeddings!r}"
+                f"init_embeddings must be true, false, auto or gru, got {init_embeddings!r}"
             )
         self.init_embeddings, self.freeze_embeddings = init_embeddings, bool(freeze_embeddings)
         self.policy_kwargs = plain(policy_kwargs or {})
@@ -319,7 +322,10 @@ class SB3Agent(Policy):
         if self.masked:
             self.mask = ActionMaskTable.from_core(env.core, self.mask_current_page)
         vectors = None
-        if self.init_embeddings:
+        if self.init_embeddings == "gru":
+            vectors = _gru_page_embeddings(site.data_dir)
+            self.policy_kwargs = _with_embedding_dim(self.policy_kwargs, int(vectors.shape[1]))
+        elif self.init_embeddings:
             vectors = visitor_page_embeddings(env.core.dynamics)
             if vectors is None and self.init_embeddings == "auto":
                 if self.verbose:
@@ -694,6 +700,22 @@ def _with_extras(policy_kwargs: dict[str, Any], extras: list[str]) -> dict[str, 
     extractor["extras"] = extras
     out["features_extractor_kwargs"] = extractor
     return out
+
+
+def _gru_page_embeddings(data_dir: str | Path) -> torch.Tensor:
+    """The page embeddings of the GRU visitor model trained on ``data_dir`` (its published
+    ``simulator/model.pt``, verified against these data and read as data only).
+
+    Raises:
+        RunFolderError: No GRU was trained on these data (naming the command that trains one).
+    """
+    from envs import visitors
+    from envs.sequences import load_prepared
+
+    data = load_prepared(data_dir, splits=("train",))
+    vectors = visitor_page_embeddings(visitors.get("gru").load(data).model)
+    assert vectors is not None  # a GRU always has page embeddings
+    return vectors
 
 
 def _with_embedding_dim(policy_kwargs: dict[str, Any], dim: int) -> dict[str, Any]:

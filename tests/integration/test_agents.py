@@ -297,3 +297,44 @@ def test_evaluate_writes_a_record_per_policy_and_world(run_dir: Path, trained: d
     assert len(saved["records"]) == len(records) and "ground_truth" in saved["rank_agreement"]
     assert (out / "results.md").read_text().count("## World:") == 2
     assert (out / "mean_return.png").stat().st_size > 5000
+
+
+def test_scored_ppo_starts_from_the_runs_gru_whatever_the_world(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """``init_embeddings=gru``: the page vectors of the GRU trained on these data, in a world
+    (here the Markov chain; in the 2,000-page study the latent-class model) that has none."""
+    import shutil
+
+    from agents.networks import visitor_page_embeddings
+    from clickstream.errors import RunFolderError
+    from scripts.train_simulator import run as train_simulator
+
+    data = shutil.copytree(run_dir / "data", tmp_path / "data")
+    args = ("agent.init_embeddings=gru", "agent.freeze_embeddings=true")
+    with pytest.raises(RunFolderError, match="train_simulator"):  # no GRU trained here yet
+        train(tmp_path, "ppo_scored", *args)
+    train_simulator(
+        compose_cfg(
+            "train_simulator",
+            [
+                f"data_dir={data}",
+                "simulator.trainer.epochs=1",
+                "simulator.model.hidden_size=8",
+                "simulator.model.embedding_dim=8",
+                "simulator.baselines.tune_on_valid=false",
+                "show_progress=false",
+            ],
+        )
+    )
+    record = train(tmp_path, "ppo_scored", *args)
+    assert record["fit"]["embeddings_from_visitor_model"] is True
+    policy = load_policy(tmp_path / "agents" / "ppo_scored" / "seed_0").model.policy
+    table = policy.features_extractor.embedding.weight
+    gru = visitor_page_embeddings(data / "simulator" / "model.pt")
+    assert table.shape == (61, 8) and torch.equal(table.detach(), gru)  # frozen: as the GRU's
+    assert policy.action_net.pages is policy.features_extractor.embedding  # the scores' too
+    from agents.sb3 import SB3Agent
+
+    with pytest.raises(ConfigError, match="true, false, auto or gru"):
+        SB3Agent("maskable_ppo", init_embeddings="glove")
