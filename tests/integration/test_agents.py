@@ -307,6 +307,7 @@ def test_scored_ppo_starts_from_the_runs_gru_whatever_the_world(
     import shutil
 
     from agents.networks import visitor_page_embeddings
+    from agents.sb3 import SB3Agent
     from clickstream.errors import RunFolderError
     from scripts.train_simulator import run as train_simulator
 
@@ -334,7 +335,5 @@ def test_scored_ppo_starts_from_the_runs_gru_whatever_the_world(
     gru = visitor_page_embeddings(data / "simulator" / "model.pt")
     assert table.shape == (61, 8) and torch.equal(table.detach(), gru)  # frozen: as the GRU's
     assert policy.action_net.pages is policy.features_extractor.embedding  # the scores' too
-    from agents.sb3 import SB3Agent
-
     with pytest.raises(ConfigError, match="true, false, auto or gru"):
         SB3Agent("maskable_ppo", init_embeddings="glove")
