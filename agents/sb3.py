@@ -48,6 +48,7 @@ from agents.base import Policy, policy_file
 from agents.networks import POLICIES, init_page_embeddings, visitor_page_embeddings
 from agents.site import Site, plain
 from clickstream.errors import ConfigError, ModelError, RunFolderError
+from envs import visitors
 from envs.core import action_mask
 from envs.vector_env import SiteSB3VecEnv
 from envs.visitor_model import load_weights_only
@@ -238,10 +239,10 @@ class SB3Agent(Policy):
         init_embeddings: Start the policy's page embeddings from the learned world's visitor
             model (a GRU's input page embeddings; ``embedding_dim`` follows them): ``True``
             (refused when the visitor model has none), ``"auto"`` (when it has them; ``fit``
-            records which), ``"gru"`` (from the run's GRU visitor model,
-            ``simulator/model.pt``, whatever kind the learned world is: a world without page
-            vectors of its own, such as the latent-class model, still gets the GRU's view of
-            which pages are alike) or ``False``.
+            records which), the name of a visitor kind (``gru``, ``latent_gru``: that model as
+            trained on the run's data, whatever kind the learned world is, so a world without
+            page vectors of its own, such as the latent-class model, can still start from a
+            GRU's view of which pages are alike) or ``False``.
         freeze_embeddings: With ``init_embeddings``: keep those embeddings fixed.
         policy_kwargs: SB3 ``policy_kwargs`` (e.g. ``net_arch``).
         hyperparams: Any other SB3 constructor argument (``learning_rate``, ``gamma``, ...).
@@ -290,9 +291,10 @@ class SB3Agent(Policy):
         if freeze_embeddings and not init_embeddings:
             raise ConfigError("freeze_embeddings needs init_embeddings: true (nothing to keep)")
         self.mask_current_page = bool(mask_current_page)
-        if init_embeddings not in (True, False, "auto", "gru"):
+        if init_embeddings not in (True, False, "auto") and not _is_kind(init_embeddings):
             raise ConfigError(
-                f"init_embeddings must be true, false, auto or gru, got {init_embeddings!r}"
+                "init_embeddings must be true, false, auto or a visitor kind's name "
+                f"({', '.join(sorted(visitors.kinds()))}), got {init_embeddings!r}"
             )
         self.init_embeddings, self.freeze_embeddings = init_embeddings, bool(freeze_embeddings)
         self.policy_kwargs = plain(policy_kwargs or {})
@@ -322,8 +324,8 @@ class SB3Agent(Policy):
         if self.masked:
             self.mask = ActionMaskTable.from_core(env.core, self.mask_current_page)
         vectors = None
-        if self.init_embeddings == "gru":
-            vectors = _gru_page_embeddings(site.data_dir)
+        if _is_kind(self.init_embeddings):
+            vectors = _kind_page_embeddings(site.data_dir, str(self.init_embeddings))
             self.policy_kwargs = _with_embedding_dim(self.policy_kwargs, int(vectors.shape[1]))
         elif self.init_embeddings:
             vectors = visitor_page_embeddings(env.core.dynamics)
@@ -702,19 +704,28 @@ def _with_extras(policy_kwargs: dict[str, Any], extras: list[str]) -> dict[str, 
     return out
 
 
-def _gru_page_embeddings(data_dir: str | Path) -> torch.Tensor:
-    """The page embeddings of the GRU visitor model trained on ``data_dir`` (its published
-    ``simulator/model.pt``, verified against these data and read as data only).
+def _is_kind(value: Any) -> bool:
+    """Whether ``value`` names a visitor kind (``init_embeddings``'s explicit source)."""
+    return isinstance(value, str) and value in visitors.kinds()
+
+
+def _kind_page_embeddings(data_dir: str | Path, kind: str) -> torch.Tensor:
+    """The page embeddings of the ``kind`` visitor model trained on ``data_dir`` (its
+    published file under ``simulator/``, verified against these data and read as data only).
 
     Raises:
-        RunFolderError: No GRU was trained on these data (naming the command that trains one).
+        RunFolderError: No such model was trained on these data (naming the command).
+        ConfigError: That kind of model has no page embeddings.
     """
-    from envs import visitors
     from envs.sequences import load_prepared
 
     data = load_prepared(data_dir, splits=("train",))
-    vectors = visitor_page_embeddings(visitors.get("gru").load(data).model)
-    assert vectors is not None  # a GRU always has page embeddings
+    vectors = visitor_page_embeddings(visitors.get(kind, "agent.init_embeddings").load(data))
+    if vectors is None:
+        raise ConfigError(
+            f"agent.init_embeddings: the {kind!r} visitor model has no page embeddings; name "
+            "one that has (a GRU's), or use true, auto or false"
+        )
     return vectors
 
 

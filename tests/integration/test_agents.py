@@ -335,5 +335,13 @@ def test_scored_ppo_starts_from_the_runs_gru_whatever_the_world(
     gru = visitor_page_embeddings(data / "simulator" / "model.pt")
     assert table.shape == (61, 8) and torch.equal(table.detach(), gru)  # frozen: as the GRU's
     assert policy.action_net.pages is policy.features_extractor.embedding  # the scores' too
-    with pytest.raises(ConfigError, match="true, false, auto or gru"):
+    with pytest.raises(ConfigError, match=r"auto or a visitor kind's name .*latent_gru"):
         SB3Agent("maskable_ppo", init_embeddings="glove")
+    # a kind whose model has no page vectors is named
+    with pytest.raises(ConfigError, match="'markov' visitor model has no page embeddings"):
+        train(
+            tmp_path,
+            "ppo_scored",
+            "agent.init_embeddings=markov",
+            "agent_dir=" + str(tmp_path / "m"),
+        )
