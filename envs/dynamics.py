@@ -122,6 +122,12 @@ successors: ``none`` (pad with -1) or ``group`` (then its page group's most freq
 then the site's most frequent next pages)."""
 
 
+def check_candidate_fill(fill: str) -> None:
+    """Refuse a ``fill`` that is not one of :data:`CANDIDATE_FILLS`, naming the setting."""
+    if fill not in CANDIDATE_FILLS:
+        raise ConfigError(f"env.candidate_fill must be one of {CANDIDATE_FILLS}, got {fill!r}")
+
+
 def top_successors(
     train: SessionSequences,
     k: int,
@@ -146,8 +152,7 @@ def top_successors(
         fill: One of :data:`CANDIDATE_FILLS`.
         page_groups: Group id per page, ``(P,)``; needed by ``fill="group"``.
     """
-    if fill not in CANDIDATE_FILLS:
-        raise ConfigError(f"env.candidate_fill must be one of {CANDIDATE_FILLS}, got {fill!r}")
+    check_candidate_fill(fill)
     p = train.exit_id
     src, dst = train.pages, train.targets()
     keep = dst < p

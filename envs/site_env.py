@@ -29,7 +29,7 @@ from clickstream.synthetic import SyntheticStore, build_store
 from envs import visitors
 from envs.click_model import build_click_model
 from envs.core import SiteCore
-from envs.dynamics import CANDIDATE_FILLS, top_successors
+from envs.dynamics import check_candidate_fill, top_successors
 from envs.rewards import check_learnable, reward_from_catalog, reward_from_store
 from envs.sequences import load_prepared
 from envs.slate import build_slate_model
@@ -106,10 +106,7 @@ def build_core(
     kind = visitors.ground_truth() if dynamics is None else visitors.get(dynamics, key="dynamics")
     if action_level not in ("page", "group"):
         raise ConfigError(f"action_level must be 'page' or 'group', got {action_level!r}")
-    if candidate_fill not in CANDIDATE_FILLS:
-        raise ConfigError(
-            f"env.candidate_fill must be one of {CANDIDATE_FILLS}, got {candidate_fill!r}"
-        )
+    check_candidate_fill(candidate_fill)  # named even without top_k
     if top_k is not None and data_dir is None:
         raise ConfigError("top_k needs a prepared data_dir (successors are counted there)")
     params = dict(click_params or {})
