@@ -49,6 +49,7 @@ POLICY_KINDS: dict[str, str | type[Policy]] = {
     "q_learning": "agents.tabular:QLearningPolicy",
     "intent_oracle": "agents.tabular:IntentOracle",
     "belief_value_iteration": "agents.belief:BeliefValueIteration",
+    "belief_qmdp": "agents.belief:BeliefQMDP",
     "belief_distillation": "agents.distill:BeliefDistillation",
     "sb3": "agents.sb3:SB3Agent",
     "slate_table": "agents.slate:SlateTablePolicy",

@@ -41,9 +41,10 @@ import numpy as np
 import torch
 
 from agents.base import Policy, current_pages, load_array, policy_file
-from agents.tabular import SiteMDP
+from agents.tabular import SiteMDP, value_iteration
 from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs import visitors
+from envs.click_model import build_click_model, click_model_options
 
 if TYPE_CHECKING:
     from agents.site import Site
@@ -358,29 +359,55 @@ class BeliefPolicy(Policy):
     visitor model's first-order rows per type, and acts on (page, belief): a recurrent policy
     whose state is the belief, the page it acted on and the action it took.
 
+    The belief is moved by ``p_z(j | s, a)``, read from one of two forms of the same rows:
+    ``rows``, every action's rows per type at once (``(P, A, P + 1, Z)``: the point-based
+    planner's own table, small sites only), or ``world``, the types' organic rows with the
+    click model (:meth:`agents.tabular.SiteMDP.landing_likelihood`: any size).
+
     Subclasses say how to act on a belief (:meth:`choose`) and how to score the actions
-    there (:meth:`scores`); the rows ``p_z(j | s, a)`` and the entry beliefs are shared.
+    there (:meth:`scores`).
     """
 
     recurrent = True
     rows: torch.Tensor | None = None  # (P, A, P + 1, Z) float32
+    world: SiteMDP | None = None  # or the types' organic rows and the click model
     entry: torch.Tensor | None = None  # (P, Z) the belief on entering by each page
 
-    def tracking(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rows and the entry beliefs the belief is tracked with."""
-        if self.rows is None or self.entry is None:
+    def tracking(self) -> torch.Tensor:
+        """The entry beliefs, ``(P, Z)``, once the policy can track a belief."""
+        if self.entry is None or (self.rows is None and self.world is None):
             raise ModelError(f"policy {self.name!r} is not fitted yet")
-        return self.rows, self.entry
+        return self.entry
+
+    def track_like(self, other: BeliefPolicy) -> None:
+        """Track beliefs exactly as ``other`` does (a student of its teacher)."""
+        self.entry = other.tracking().clone()
+        self.rows, self.world = other.rows, other.world
+
+    def likelihood(
+        self, pages: torch.Tensor, actions: torch.Tensor, landed: torch.Tensor
+    ) -> torch.Tensor:
+        """``p_z(landed | page, action)`` per type, ``(B, Z)`` float64."""
+        self.tracking()
+        if self.world is not None:
+            return self.world.landing_likelihood(pages, actions, landed)
+        assert self.rows is not None
+        return self.rows[pages, actions, landed].double()
+
+    def n_actions(self) -> int:
+        """Actions the policy chooses among."""
+        self.tracking()
+        return self.world.n_actions if self.world is not None else self.rows.shape[1]
 
     def beliefs(self, pages: torch.Tensor, state: Any, starts: torch.Tensor) -> torch.Tensor:
         """Each visitor's belief on landing on ``pages`` ``(B,)``: from her entry page where
         ``starts``, else her last belief moved by what she did after its action."""
-        rows, entry = self.tracking()
+        entry = self.tracking()
         fresh = entry[pages]
         if state is None:
             return fresh / fresh.sum(1, keepdim=True).clamp(min=1e-300)
         belief, last_page, last_action = (torch.as_tensor(x) for x in state)
-        moved = belief * rows[last_page, last_action, pages].double()
+        moved = belief * self.likelihood(last_page, last_action, pages)
         # a move the model calls impossible (or a new visit) restarts from the entry belief
         lost = starts | (moved.sum(1) <= 0)
         b = torch.where(lost[:, None], fresh, moved)
@@ -396,9 +423,9 @@ class BeliefPolicy(Policy):
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
         """Actions ``(B,)`` and the new state ``(belief, page, action)`` per visitor."""
-        rows, _ = self.tracking()
+        n_pages = len(self.tracking())
         obs = np.atleast_2d(np.asarray(observation))
-        pages = current_pages(obs).clamp(max=rows.shape[0] - 1)
+        pages = current_pages(obs).clamp(max=n_pages - 1)
         starts = (
             torch.ones(len(pages), dtype=torch.bool)
             if episode_start is None
@@ -419,9 +446,8 @@ class BeliefPolicy(Policy):
         """:meth:`scores` at the belief the observed pages give, replayed with the policy's
         own recommendations from the first page of the observation (the web app's path),
         ``(B, A)``."""
-        rows, _ = self.tracking()
+        p = len(self.tracking())
         hist = torch.as_tensor(np.atleast_2d(np.asarray(obs)), dtype=torch.long)
-        p = rows.shape[0]
         state, started = None, torch.zeros(len(hist), dtype=torch.bool)
         for k in range(hist.shape[1]):
             page = hist[:, k]
@@ -432,7 +458,7 @@ class BeliefPolicy(Policy):
             _, state = self.predict(hist[:, : k + 1].clamp(max=p - 1).numpy(), state, ~started)
             started |= seen
         if state is None:
-            return np.zeros((len(hist), rows.shape[1]))
+            return np.zeros((len(hist), self.n_actions()))
         belief, pages, _ = state
         return self.scores(pages, belief).numpy()
 
@@ -503,13 +529,11 @@ class BeliefValueIteration(BeliefPolicy):
         plans = point_based_plans(mdp, self.resolution, self.horizon)
         self.vectors, self.actions = plans.vectors, plans.actions
         self.rows = plans.rows.float()
-        entry = _entry_beliefs(mdp)
-        mass = entry.sum(1, keepdim=True)
-        # a visit first seen on a page nobody enters by (the web app's path, a window of the
-        # history) starts from the prior
-        self.entry = torch.where(mass > 0, entry / mass.clamp(min=1e-300), mdp.prior[None])
+        self.entry = _entry_belief(mdp)
         self.reward = mdp.reward.clone()
-        return float(torch.einsum("pmz,pz->pm", self.vectors, entry).max(1).values.sum())
+        return float(
+            torch.einsum("pmz,pz->pm", self.vectors, _entry_beliefs(mdp)).max(1).values.sum()
+        )
 
     def _fitted(self) -> tuple[torch.Tensor, ...]:
         if self.vectors is None or self.actions is None or self.rows is None:
@@ -583,4 +607,149 @@ class BeliefValueIteration(BeliefPolicy):
         policy.actions = arrays["actions"].long()
         policy.rows = arrays["rows"].float()
         policy.entry, policy.reward = arrays["entry"].double(), arrays["reward"].double()
+        return policy
+
+
+# ---- QMDP: the types' own values, weighed by the belief ------------------------------------
+
+
+def save_world(out: Path, world: SiteMDP, prefix: str = "world_") -> dict[str, Any]:
+    """Write the tables a belief is tracked with (``.npy``, data only) and return their
+    manifest entries; :func:`load_world` reads them back."""
+    arrays = {
+        "transitions": world.transitions.numpy(),
+        "entry": world.entry.numpy(),
+        "prior": world.prior.numpy(),
+        "reward": world.reward.numpy(),
+        "action_pages": world.action_pages.numpy(),
+    }
+    if world.shown is not None:
+        arrays["shown"] = world.shown.numpy()
+    files = {}
+    for key, array in arrays.items():
+        np.save(out / f"{prefix}{key}.npy", array)
+        files[f"{prefix}{key}"] = f"{prefix}{key}.npy"
+    kind, params = click_model_options(world.click_model)
+    return {
+        **files,
+        f"{prefix}click_model": {"kind": kind, "params": params},
+        f"{prefix}max_steps": world.max_steps,
+    }
+
+
+def load_world(path: Path, manifest: dict[str, Any], prefix: str = "world_") -> SiteMDP:
+    """The tables :func:`save_world` wrote, checked to fit one another.
+
+    Raises:
+        RunFolderError: A missing or malformed table or click model.
+    """
+
+    def array(key: str) -> torch.Tensor:
+        return torch.as_tensor(load_array(policy_file(path, manifest, prefix + key)))
+
+    click = manifest.get(f"{prefix}click_model")
+    if not isinstance(click, dict) or not isinstance(click.get("params"), dict):
+        raise RunFolderError(
+            f"{prefix}click_model must be {{kind, params}}, got {click!r}", file=str(path)
+        )
+    try:
+        click_model = build_click_model(str(click.get("kind")), **click["params"])
+        world = SiteMDP(
+            transitions=array("transitions").double(),
+            entry=array("entry").double(),
+            prior=array("prior").double(),
+            reward=array("reward").double(),
+            click_model=click_model,
+            action_pages=array("action_pages").long(),
+            shown=array("shown").bool() if f"{prefix}shown" in manifest else None,
+            max_steps=int(manifest.get(f"{prefix}max_steps", 50)),
+        )
+    except (ConfigError, ModelError, TypeError, ValueError) as exc:
+        raise RunFolderError(
+            f"the saved world's tables do not fit: {exc}", file=str(path)
+        ) from None
+    bad = (world.action_pages < -1) | (world.action_pages >= world.n_pages)
+    if world.shown is not None:
+        bad = bad | (world.action_pages >= len(world.shown))
+    if bool(bad.any()):
+        raise RunFolderError(
+            f"{prefix}action_pages holds ids outside [-1, {world.n_pages})", file=str(path)
+        )
+    return world
+
+
+def _entry_belief(world: SiteMDP) -> torch.Tensor:
+    """The belief on entering by each page, ``(P, Z)``; a visit first seen on a page nobody
+    enters by (the web app's path, a window of the history) starts from the prior."""
+    entry = _entry_beliefs(world)
+    mass = entry.sum(1, keepdim=True)
+    return torch.where(mass > 0, entry / mass.clamp(min=1e-300), world.prior[None])
+
+
+class BeliefQMDP(BeliefPolicy):
+    """Each type's optimal action values, weighed by the belief: ``Q(s, b, a) = Σ_z b_z
+    Q*_z(s, a)`` (QMDP; Littman, Cassandra and Kaelbling, 1995), the belief tracked through
+    the visit with the types' rows.
+
+    It acts as if the visitor's type would be known from the next step on, so it never
+    recommends a page only to learn her type; it is not the belief-state optimum
+    (:class:`BeliefValueIteration`) but costs ``Z`` value iterations (``O(Z · P · A)`` per
+    sweep with the multinomial boost) and no ``P × A × P`` table, so it plans for sites of
+    thousands of pages, where it is the history-aware planner to beat and to learn from.
+
+    Args:
+        model: A visitor kind with first-order tables per type (``latent_class``: the
+            learned world's types, deployable; ``true``: the store's intents, a reference).
+        name: Policy name in results.
+    """
+
+    kind = "belief_qmdp"
+
+    def __init__(self, model: str, name: str = "belief_qmdp") -> None:
+        chosen = visitors.get(model, key="model")
+        if not chosen.tables:
+            with_tables = [k.name for k in visitors.kinds().values() if k.tables]
+            raise ConfigError(
+                f"QMDP plans in first-order tables per visitor type; model {model!r} has none "
+                f"({with_tables} have)"
+            )
+        self.name, self.model = name, chosen.name
+        self.q: torch.Tensor | None = None  # (Z, P, A) float32
+
+    def fit(self, site: Site) -> dict[str, Any]:
+        refuse_observation_extras(site, self.name)
+        start = time.perf_counter()
+        self.plan(site.kind_mdp(self.model))
+        return {"types": int(self.q.shape[0]), "seconds": time.perf_counter() - start}
+
+    def plan(self, world: SiteMDP) -> None:
+        """Value iteration per type of ``world`` (what the policy believes in)."""
+        self.q = torch.stack([value_iteration(world, z).q for z in range(world.n_intents)]).float()
+        self.world, self.rows, self.entry = world, None, _entry_belief(world)
+
+    def scores(self, pages: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        """``Σ_z b_z Q*_z(s, a)`` at each (page, belief), ``(B, A)``."""
+        if self.q is None:
+            raise ModelError(f"policy {self.name!r} is not fitted yet")
+        return torch.einsum("bz,zba->ba", belief.float(), self.q[:, pages])
+
+    def _save_state(self, out: Path) -> dict[str, Any]:
+        if self.q is None or self.world is None:
+            raise ModelError(f"policy {self.name!r} is not fitted yet")
+        np.save(out / "q.npy", self.q.numpy())
+        return {"q": "q.npy", "model": self.model, **save_world(out, self.world)}
+
+    @classmethod
+    def _load(cls, path: Path, manifest: dict[str, Any]) -> Policy:
+        world = load_world(path, manifest)
+        q = torch.as_tensor(load_array(policy_file(path, manifest, "q"))).float()
+        shape = (world.n_intents, world.n_pages, world.n_actions)
+        if tuple(q.shape) != shape:
+            raise RunFolderError(
+                f"q must have shape {shape} (types, pages, actions of the saved world), got "
+                f"{tuple(q.shape)}",
+                file=str(path / manifest["q"]),
+            )
+        policy = cls(str(manifest["model"]), str(manifest.get("name", cls.kind)))
+        policy.q, policy.world, policy.entry = q, world, _entry_belief(world)
         return policy

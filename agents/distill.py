@@ -32,11 +32,16 @@ from torch import nn
 from agents.base import MANIFEST, load_array, load_published_policy, policy_file
 from agents.belief import (
     BeliefPolicy,
+    BeliefQMDP,
     BeliefValueIteration,
     _action_rows,
+    _entry_belief,
+    load_world,
     refuse_observation_extras,
+    save_world,
 )
 from agents.evaluate import quick_eval
+from agents.networks import ActionScoreHead
 from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs.core import SiteCore
 
@@ -44,10 +49,20 @@ if TYPE_CHECKING:
     from agents.site import Site
 
 
+TEACHERS = ("belief_value_iteration", "belief_qmdp")
+"""The planners a student learns from (:mod:`agents.belief`)."""
+
+
 class BeliefNet(nn.Module):
     """Scores of every action from the current page and the belief over ``Z`` types:
     ``[embed(page), b, log b]`` through an MLP (the log lets it tell 0.01 from 0.001, where
-    the planner's choices change on a buyer's small share)."""
+    the planner's choices change on a buyer's small share).
+
+    The last layer is one output per action (``scored=False``) or, for sites of thousands of
+    pages, the dot product of a state vector with each action's embedding plus a bias
+    (:class:`agents.networks.ActionScoreHead`), the action embeddings tied to the page
+    embeddings the input is read with when the actions are the pages (+ "show nothing").
+    """
 
     def __init__(
         self,
@@ -56,21 +71,29 @@ class BeliefNet(nn.Module):
         n_actions: int,
         embed_dim: int = 32,
         hidden: Sequence[int] = (256, 256),
+        scored: bool = False,
     ) -> None:
         super().__init__()
-        self.pages = nn.Embedding(n_pages, embed_dim)
+        # scored: one more row, as the env's page tables have (the head's tie expects it)
+        self.pages = nn.Embedding(n_pages + int(scored), embed_dim)
         layers: list[nn.Module] = []
         width = embed_dim + 2 * n_types
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
-        layers.append(nn.Linear(width, n_actions))
+        self.head: ActionScoreHead | None = None
+        if scored:
+            tied = self.pages if n_actions - n_pages in (0, 1) else None
+            self.head = ActionScoreHead(width, n_actions, embed_dim, tied)
+        else:
+            layers.append(nn.Linear(width, n_actions))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, pages: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
         b = belief.float()
         x = torch.cat([self.pages(pages), b, torch.log(b.clamp(min=1e-6))], dim=1)
-        return self.mlp(x)
+        out = self.mlp(x)
+        return out if self.head is None else self.head(out)
 
 
 class BeliefDistillation(BeliefPolicy):
@@ -78,12 +101,16 @@ class BeliefDistillation(BeliefPolicy):
 
     Args:
         name: Policy name in results.
-        teacher_dir: A saved ``belief_value_iteration`` policy folder (``scripts/train.py``'s)
-            planned on the same data; ``None``: plan the teacher here (``teacher_model``,
-            ``teacher_resolution``), which on a large site is most of the cost.
+        teacher_dir: A saved ``belief_value_iteration`` or ``belief_qmdp`` policy folder
+            (``scripts/train.py``'s) planned on the same data; ``None``: plan the teacher here
+            (``teacher_kind``, ``teacher_model``, ``teacher_resolution``), which on a large
+            site is most of the cost.
+        teacher_kind: The planner planned here: ``belief_value_iteration`` (point-based, the
+            belief-state optimum's lower bound; small sites) or ``belief_qmdp`` (the types'
+            values weighed by the belief; any size).
         teacher_model: The visitor kind the teacher plans in when it is planned here (the
             config's ``latent_class``: the learned world's types).
-        teacher_resolution: The teacher's belief grid.
+        teacher_resolution: The point-based teacher's belief grid.
         total_timesteps: Visitor steps simulated, over all rounds (the budget).
         rounds: DAgger rounds.
         beta_decay: The teacher's share of the actions in round ``i`` is ``beta_decay ** i``.
@@ -93,6 +120,8 @@ class BeliefDistillation(BeliefPolicy):
         learning_rate: Adam's.
         embed_dim: Page embedding size.
         hidden: The MLP's hidden layers.
+        head: ``dense`` (one output per action) or ``scored`` (each action scored by
+            embedding: :class:`BeliefNet`, for thousands of pages).
         eval_sessions: Sessions of the learned world simulated after each round (the
             training curve; 0: none).
     """
@@ -103,6 +132,7 @@ class BeliefDistillation(BeliefPolicy):
         self,
         name: str = "belief_distillation",
         teacher_dir: str | None = None,
+        teacher_kind: str = "belief_value_iteration",
         teacher_model: str | None = None,
         teacher_resolution: int = 8,
         total_timesteps: int = 1_048_576,
@@ -114,10 +144,19 @@ class BeliefDistillation(BeliefPolicy):
         learning_rate: float = 1e-3,
         embed_dim: int = 32,
         hidden: Sequence[int] = (256, 256),
+        head: str = "dense",
         eval_sessions: int = 8192,
     ) -> None:
         self.name = name
         self.teacher_dir = None if teacher_dir in (None, "") else str(teacher_dir)
+        self.teacher_kind = str(teacher_kind)
+        if self.teacher_kind not in TEACHERS:
+            raise ConfigError(
+                f"teacher_kind must be one of {sorted(TEACHERS)}, got {self.teacher_kind!r}"
+            )
+        self.head = str(head)
+        if self.head not in ("dense", "scored"):
+            raise ConfigError(f"head must be 'dense' or 'scored', got {self.head!r}")
         self.teacher_model = None if teacher_model is None else str(teacher_model)
         self.teacher_resolution = int(teacher_resolution)
         self.total_timesteps = int(total_timesteps)
@@ -160,32 +199,42 @@ class BeliefDistillation(BeliefPolicy):
         )
         return {**out, "teacher_seconds": teacher_seconds}
 
-    def _teacher(self, site: Site) -> BeliefValueIteration:
+    def _teacher(self, site: Site) -> BeliefValueIteration | BeliefQMDP:
         """The planner to learn from: loaded from ``teacher_dir`` (checked to be planned in
         this site's learned visitor types) or planned here."""
         if self.teacher_dir is None:
             if self.teacher_model is None:
                 raise ConfigError(
                     "belief distillation needs a teacher: teacher_dir (a saved "
-                    "belief_value_iteration folder) or teacher_model (a visitor kind with "
-                    "tables per type, e.g. the learned world's latent classes)"
+                    "belief_value_iteration or belief_qmdp folder) or teacher_model (a visitor "
+                    "kind with tables per type, e.g. the learned world's latent classes)"
                 )
-            teacher = BeliefValueIteration(self.teacher_model, resolution=self.teacher_resolution)
+            if self.teacher_kind == "belief_qmdp":
+                teacher: BeliefValueIteration | BeliefQMDP = BeliefQMDP(self.teacher_model)
+            else:
+                teacher = BeliefValueIteration(
+                    self.teacher_model, resolution=self.teacher_resolution
+                )
             teacher.fit(site)
             return teacher
         path = Path(self.teacher_dir)
         teacher = load_published_policy(path)
-        if not isinstance(teacher, BeliefValueIteration):
+        if not isinstance(teacher, BeliefValueIteration | BeliefQMDP):
             raise ConfigError(
-                f"teacher_dir must hold a belief_value_iteration policy, it holds {teacher.kind!r}",
+                f"teacher_dir must hold a {' or a '.join(TEACHERS)} policy, it holds "
+                f"{teacher.kind!r}",
                 file=str(path),
             )
-        rows, _ = teacher.tracking()
-        ours = _action_rows(site.kind_mdp(teacher.model)).float()
-        if rows.shape != ours.shape or not torch.allclose(rows, ours, atol=1e-6):
+        world = site.kind_mdp(teacher.model)
+        if teacher.world is not None:
+            theirs, ours, what = teacher.world.transitions, world.transitions, "organic rows"
+        else:
+            assert teacher.rows is not None
+            theirs, ours, what = teacher.rows, _action_rows(world).float(), "action rows"
+        if theirs.shape != ours.shape or not torch.allclose(theirs, ours.to(theirs), atol=1e-6):
             raise ConfigError(
                 f"the teacher was planned in other visitor types than this site's "
-                f"{teacher.model!r} world (its action rows {tuple(rows.shape)} differ from "
+                f"{teacher.model!r} world (its {what} {tuple(theirs.shape)} differ from "
                 f"this world's {tuple(ours.shape)}): plan it on this data",
                 file=str(path),
             )
@@ -205,11 +254,17 @@ class BeliefDistillation(BeliefPolicy):
         states where the network already agreed with the teacher, the loss, and (with
         ``evaluate``) the learned world's mean return.
         """
-        rows, entry = teacher.tracking()
-        self.rows, self.entry = rows.clone(), entry.clone()
-        n_pages, n_actions, _, n_types = rows.shape
+        self.track_like(teacher)
+        n_pages, n_types = self.tracking().shape
         torch.manual_seed(seed)
-        self.net = BeliefNet(n_pages, n_types, n_actions, self.embed_dim, self.hidden)
+        self.net = BeliefNet(
+            n_pages,
+            n_types,
+            teacher.n_actions(),
+            self.embed_dim,
+            self.hidden,
+            scored=self.head == "scored",
+        )
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.learning_rate)
         gen = torch.Generator().manual_seed(seed)
         b = core.n_visitors
@@ -305,42 +360,66 @@ class BeliefDistillation(BeliefPolicy):
     # ---- persistence -------------------------------------------------------------------
 
     def _save_state(self, out: Path) -> dict[str, Any]:
-        rows, entry = self.tracking()
+        entry = self.tracking()
         if self.net is None:
             raise ModelError(f"policy {self.name!r} is not fitted yet")
-        np.save(out / "rows.npy", rows.numpy())
-        np.save(out / "entry.npy", entry.numpy())
+        # the belief is tracked as the teacher tracked it: its dense rows, or its world's
+        if self.world is not None:
+            tracked = save_world(out, self.world)
+        else:
+            assert self.rows is not None
+            np.save(out / "rows.npy", self.rows.numpy())
+            np.save(out / "entry.npy", entry.numpy())
+            tracked = {"rows": "rows.npy", "entry": "entry.npy"}
         torch.save(self.net.state_dict(), out / "net.pt")
         return {
-            "rows": "rows.npy",
-            "entry": "entry.npy",
+            **tracked,
             "weights": "net.pt",
             "embed_dim": self.embed_dim,
             "hidden": list(self.hidden),
+            "head": self.head,
         }
 
     @classmethod
     def _load(cls, path: Path, manifest: dict[str, Any]) -> BeliefDistillation:
         from envs.visitor_model import load_weights_only
 
-        rows = torch.as_tensor(load_array(policy_file(path, manifest, "rows"))).float()
-        entry = torch.as_tensor(load_array(policy_file(path, manifest, "entry"))).double()
-        if rows.ndim != 4 or tuple(entry.shape) != (rows.shape[0], rows.shape[3]):
-            raise RunFolderError(
-                f"rows (P, A, P + 1, Z) and entry (P, Z) do not fit: {tuple(rows.shape)} and "
-                f"{tuple(entry.shape)}",
-                file=str(path / MANIFEST),
-            )
+        rows, world = None, None
+        if "rows" in manifest:
+            rows = torch.as_tensor(load_array(policy_file(path, manifest, "rows"))).float()
+            entry = torch.as_tensor(load_array(policy_file(path, manifest, "entry"))).double()
+            if rows.ndim != 4 or tuple(entry.shape) != (rows.shape[0], rows.shape[3]):
+                raise RunFolderError(
+                    f"rows (P, A, P + 1, Z) and entry (P, Z) do not fit: {tuple(rows.shape)} "
+                    f"and {tuple(entry.shape)}",
+                    file=str(path / MANIFEST),
+                )
+            n_pages, n_actions, _, n_types = rows.shape
+        else:
+            world = load_world(path, manifest)
+            entry = _entry_belief(world)
+            n_pages, n_actions, n_types = world.n_pages, world.n_actions, world.n_intents
         hidden = manifest.get("hidden", [256, 256])
         if not isinstance(hidden, list) or not all(isinstance(h, int) for h in hidden):
             raise RunFolderError(f"hidden must be a list of ints, got {hidden!r}", file=str(path))
+        if manifest.get("head", "dense") not in ("dense", "scored"):
+            raise RunFolderError(
+                f"head must be 'dense' or 'scored', got {manifest.get('head')!r}", file=str(path)
+            )
         policy = cls(
             name=str(manifest.get("name", cls.kind)),
             embed_dim=int(manifest.get("embed_dim", 32)),
             hidden=hidden,
+            head=str(manifest.get("head", "dense")),
         )
-        n_pages, n_actions, _, n_types = rows.shape
-        net = BeliefNet(n_pages, n_types, n_actions, policy.embed_dim, policy.hidden)
+        net = BeliefNet(
+            n_pages,
+            n_types,
+            n_actions,
+            policy.embed_dim,
+            policy.hidden,
+            scored=policy.head == "scored",
+        )
         weights_file = policy_file(path, manifest, "weights")
         weights = load_weights_only(weights_file, "belief network weights")
         try:
@@ -351,5 +430,5 @@ class BeliefDistillation(BeliefPolicy):
                 file=str(weights_file),
             ) from None
         net.eval()
-        policy.rows, policy.entry, policy.net = rows, entry, net
+        policy.rows, policy.world, policy.entry, policy.net = rows, world, entry, net
         return policy

@@ -176,6 +176,24 @@ class SiteMDP:
             out = self.click_model.apply_set(organic, self.shown[actions].repeat(p, 1))
         return out.reshape(p, n, p + 1)
 
+    def landing_likelihood(
+        self, pages: torch.Tensor, actions: torch.Tensor, landed: torch.Tensor
+    ) -> torch.Tensor:
+        """``p_z(landed | page, action)`` for every intent, ``(B, Z)``: what a belief about
+        the visitor's intent is moved by after one step, computed from the organic rows of
+        the pages seen only (``O(B · Z · P)``: no ``P × A × P`` table, so it tracks beliefs
+        on sites of thousands of pages)."""
+        pages, actions, landed = (torch.as_tensor(x).long().cpu() for x in (pages, actions, landed))
+        out = torch.empty(len(pages), self.n_intents, dtype=torch.float64)
+        for z in range(self.n_intents):
+            organic = self.transitions[z][pages]
+            if self.shown is None:
+                moved = self.click_model.apply(organic, self.action_pages[actions])
+            else:
+                moved = self.click_model.apply_set(organic, self.shown[actions])
+            out[:, z] = moved.gather(1, landed[:, None])[:, 0]
+        return out
+
     def policy_rows(self, z: int, probs: torch.Tensor) -> torch.Tensor:
         """Next-state distributions of every page under a policy table, ``(P, P + 1)``:
         ``Σ_a π(a | s) p_a(· | s)``, over the (page, action) pairs the policy can take only (a

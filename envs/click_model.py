@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -172,6 +172,15 @@ def build_click_model(kind: str = "boost", **params: float) -> ClickModel:
     if kind not in models:
         raise ConfigError(f"click model must be one of {sorted(models)}, got {kind!r}")
     return from_options(models[kind], params, f"click model {kind!r}")
+
+
+def click_model_options(model: ClickModel) -> tuple[str, dict[str, float]]:
+    """The name and parameters :func:`build_click_model` rebuilds ``model`` from (what a
+    saved policy records of the click model it planned with)."""
+    for kind, cls in (("boost", MultinomialBoost), ("follow", RelevanceFollow)):
+        if type(model) is cls:
+            return kind, {k: float(v) for k, v in asdict(model).items()}
+    raise ModelError(f"no saved form for click model {type(model).__name__}")
 
 
 def describe_click_model(kind: str = "boost", click_params: Mapping[str, Any] | None = None) -> str:

@@ -41,6 +41,8 @@ AGENTS = (
     "belief_value_iteration",
     "belief_optimum",
     "belief_distillation",
+    "belief_qmdp",
+    "scored_distillation",
 )
 EXPERIMENTS = ("synthetic_markov", "synthetic_intent", "ga_sample", "msnbc")
 TINY = {
@@ -75,6 +77,8 @@ TINY = {
         "agent.eval_sessions=256",
     ],
 }
+TINY["belief_qmdp"] = ["agent.model=markov"]
+TINY["scored_distillation"] = TINY["belief_distillation"][:1] + TINY["belief_distillation"][2:]
 TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo_visit"] = TINY["ppo"]
 TINY["dqn_scored"] = TINY["dqn_visit"] = TINY["dqn_visit_myopic"] = TINY["dqn"]
 TINY["recurrent_ppo"] = [*TINY["ppo"], "agent.policy_kwargs.lstm_hidden_size=16"]
@@ -192,6 +196,14 @@ def test_distillation_learns_from_a_saved_planner_and_refuses_other_teachers(
         f"agent_dir={run_dir / 'distilled_from_saved'}",
     )
     assert record["fit"]["steps"] >= 4096 and record["fit"]["teacher_seconds"] < 60
+    scored = train(
+        run_dir,
+        "scored_distillation",
+        *tiny,
+        f"agent.teacher_dir={agents / 'belief_qmdp' / 'seed_0'}",
+        f"agent_dir={run_dir / 'scored_from_saved_qmdp'}",
+    )
+    assert scored["fit"]["steps"] >= 4096
     with pytest.raises(ConfigError, match="belief_value_iteration"):
         train(
             run_dir,

@@ -14,6 +14,7 @@ import torch
 from agents.base import load_policy
 from agents.belief import (
     BeliefGrid,
+    BeliefQMDP,
     BeliefValueIteration,
     _action_rows,
     belief_lower_bound,
@@ -22,8 +23,9 @@ from agents.belief import (
 )
 from agents.evaluate import mean_ci, simulate
 from agents.tabular import SiteMDP, intent_weighted_q, policy_value, value_iteration
+from clickstream.errors import RunFolderError
 from clickstream.synthetic import build_store
-from envs.click_model import MultinomialBoost
+from envs.click_model import MultinomialBoost, RelevanceFollow
 from envs.site_env import build_core
 
 
@@ -73,20 +75,25 @@ def _two_intents(beta: float = 1.0) -> SiteMDP:
     )
 
 
-def _expectimax(mdp: SiteMDP) -> float:
+def _expectimax(mdp: SiteMDP, policy: BeliefQMDP | None = None) -> float:
     """The exact optimum over every history-dependent policy, by searching all histories
-    (pages and actions) for ``max_steps`` steps: the value the bounds must bracket."""
+    (pages and actions) for ``max_steps`` steps: the value the bounds must bracket. With
+    ``policy``: that belief policy's exact value, its action taken at every history."""
     rows = _action_rows(mdp).numpy()  # (P, A, P + 1, Z)
     r, p = mdp.reward.numpy(), mdp.n_pages
 
     @cache
     def value(page: int, weights: tuple[float, ...], steps: int) -> float:
         # ``weights``: the unnormalised belief, so values come out already weighted
-        if steps == 0:
-            return 0.0
         w = np.asarray(weights)
+        if steps == 0 or w.sum() <= 0:  # nobody is here: worth nothing, whatever is shown
+            return 0.0
         best = -math.inf
-        for a in range(rows.shape[1]):
+        actions = range(rows.shape[1])
+        if policy is not None:
+            belief = torch.as_tensor(w / w.sum())[None]
+            actions = [int(policy.choose(torch.tensor([page]), belief)[0])]
+        for a in actions:
             total = 0.0
             for j in range(p + 1):
                 nxt = w * rows[page, a, j]
@@ -224,3 +231,76 @@ def test_the_reference_script_orders_the_references() -> None:
     assert values["belief_lower_m2"] <= values["belief_lower_m16"] + 1e-9
     assert values["belief_upper_m16"] <= values["belief_upper_m2"] + 1e-9
     assert max(values["value_iteration"], values["intent_weighted"]) <= values["belief_upper_m16"]
+
+
+# ---- tracking without the P x A x P table, and QMDP --------------------------------------
+
+
+@pytest.mark.parametrize("click", [MultinomialBoost(beta=1.5), RelevanceFollow()])
+def test_landing_likelihood_is_the_action_rows_without_the_table(intent_site, click) -> None:
+    _, grouped, _, _ = intent_site  # group actions: a page group shown at once
+    pages = dataclasses.replace(_two_intents(), click_model=click)  # one page per action
+    gen = torch.Generator().manual_seed(0)
+    for mdp in (grouped, pages):
+        rows = _action_rows(mdp)  # (P, A, P + 1, Z)
+        s = torch.randint(mdp.n_pages, (400,), generator=gen)
+        a = torch.randint(mdp.n_actions, (400,), generator=gen)
+        j = torch.randint(mdp.n_pages + 1, (400,), generator=gen)
+        torch.testing.assert_close(mdp.landing_likelihood(s, a, j), rows[s, a, j])
+
+
+def test_qmdp_sits_between_the_best_table_and_the_belief_state_optimum() -> None:
+    """Exact values over every history of the two-intent site (a strong boost: 2.0)."""
+    mdp = _two_intents(beta=2.0)
+    qmdp = BeliefQMDP("true")
+    qmdp.plan(mdp)
+    value = _expectimax(mdp, qmdp)
+    tables = [value_iteration(mdp.first_order()).q, intent_weighted_q(mdp)]
+    best_table = max(
+        policy_value(mdp, torch.nn.functional.one_hot(q.argmax(1), mdp.n_actions).double())[
+            "mean_return"
+        ]
+        for q in tables
+    )
+    assert value == pytest.approx(8.8619, abs=1e-4)  # computed once; the tables: 8.7657
+    assert best_table + 0.09 < value < _expectimax(mdp) - 1.6  # the optimum: 10.4805
+
+
+def test_qmdp_with_one_type_is_value_iteration() -> None:
+    one = _two_intents().first_order()
+    policy = BeliefQMDP("markov")
+    policy.plan(one)
+    q = value_iteration(one).q
+    obs = np.array([[one.n_pages, s] for s in range(one.n_pages)])
+    actions, (belief, _, _) = policy.predict(obs, None, np.ones(len(obs), dtype=bool))
+    np.testing.assert_allclose(belief, 1.0)
+    np.testing.assert_array_equal(actions, q.argmax(1).numpy())
+    np.testing.assert_allclose(policy.action_scores(obs), q.numpy(), rtol=1e-6)
+
+
+def test_qmdp_tracks_the_belief_as_the_table_does_and_saves(intent_site, tmp_path) -> None:
+    store, mdp, planner, _ = intent_site
+    qmdp = BeliefQMDP("true")
+    qmdp.plan(mdp)
+    assert qmdp.rows is None  # no P x A x P table: the world's organic rows
+    # the same visits, tracked by both forms of the rows: the same beliefs
+    core = build_core(256, store=store, action_level="group", max_steps=20)
+    obs, state_q, state_p = core.reset(11), None, None
+    starts = np.ones(256, dtype=bool)
+    for _ in range(6):
+        # the planner's state with the action QMDP took, so both track the same visits
+        given = None if state_q is None else (*state_p[:2], state_q[2])
+        _, state_p = planner.predict(obs.numpy(), given, starts)
+        actions, state_q = qmdp.predict(obs.numpy(), state_q, starts)
+        torch.testing.assert_close(state_q[0], state_p[0], rtol=0, atol=1e-6)
+        step = core.step(torch.as_tensor(actions))
+        obs, starts = step.obs, (step.terminated | step.truncated).numpy()
+    # saved as data, replayed the same; a table that does not fit is refused by name
+    folder = qmdp.save(tmp_path / "qmdp")
+    loaded = load_policy(folder)
+    obs = np.array([[mdp.n_pages, 3, 7], [mdp.n_pages, mdp.n_pages, 4]])
+    np.testing.assert_array_equal(loaded.predict(obs)[0], qmdp.predict(obs)[0])
+    np.testing.assert_allclose(loaded.action_scores(obs), qmdp.action_scores(obs), rtol=1e-6)
+    np.save(folder / "q.npy", np.zeros((2, 3, 4), dtype=np.float32))
+    with pytest.raises(RunFolderError, match="q must have shape"):
+        load_policy(folder)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents.base import load_policy
-from agents.belief import BeliefValueIteration
+from agents.belief import BeliefQMDP, BeliefValueIteration
 from agents.distill import BeliefDistillation
 from agents.evaluate import mean_ci, simulate
 from agents.tabular import SiteMDP
@@ -102,8 +102,58 @@ def test_bad_settings_are_refused() -> None:
         BeliefDistillation(rounds=0)
     with pytest.raises(ConfigError, match="beta_decay"):
         BeliefDistillation(beta_decay=1.5)
+    with pytest.raises(ConfigError, match="teacher_kind"):
+        BeliefDistillation(teacher_kind="greedy")
+    with pytest.raises(ConfigError, match="head must be"):
+        BeliefDistillation(head="wide")
 
 
 def test_a_student_without_a_teacher_is_refused() -> None:
     with pytest.raises(ConfigError, match="needs a teacher"):
         BeliefDistillation()._teacher(site=None)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def scored_student():
+    """The scored head taught by QMDP on the 50-page store recommending single pages (the
+    action embeddings tied to the page embeddings)."""
+    store = build_store(n_pages=50, mode="intent", seed=5)
+    mdp = SiteMDP.from_core(build_core(1, store=store, action_level="page", max_steps=20))
+    teacher = BeliefQMDP("true")
+    teacher.plan(mdp)
+    student = _student(head="scored", teacher_kind="belief_qmdp")
+    core = build_core(512, store=store, action_level="page", max_steps=20)
+    return store, mdp, teacher, student, student.distil(teacher, core, seed=0)
+
+
+def test_the_scored_student_learns_qmdp_without_the_action_table(scored_student, tmp_path) -> None:
+    store, mdp, teacher, student, out = scored_student
+    assert student.rows is None and student.world is teacher.world  # tracked as QMDP tracks
+    net = student.net
+    assert net is not None and net.head is not None and net.head.pages is net.pages  # tied
+    assert net.pages.num_embeddings == mdp.n_pages + 1 and mdp.n_actions == mdp.n_pages + 1
+    agreement = [point["distill/agreement"] for point in out["curve"]]
+    assert agreement[0] < 0.2 and agreement[-1] >= 0.97
+    tables = {k: torch.zeros(mdp.n_pages + 1) for k in ("revenue", "time_on_page_s")}
+
+    def play(policy):
+        core = build_core(512, store=store, action_level="page", max_steps=20)
+        return mean_ci(simulate(policy, core, 40_000, seed=3, tables=tables).returns)
+
+    (t_mean, t_half), (s_mean, s_half) = play(teacher), play(student)
+    assert abs(s_mean - t_mean) <= t_half + s_half
+    folder = student.save(tmp_path / "scored")
+    assert not (folder / "rows.npy").exists() and (folder / "world_transitions.npy").exists()
+    loaded = load_policy(folder)
+    obs = np.array([[50, 3, 7, 1], [50, 50, 50, 4]])
+    np.testing.assert_array_equal(loaded.predict(obs, None, None)[0], student.predict(obs)[0])
+    np.testing.assert_allclose(loaded.action_scores(obs), student.action_scores(obs), rtol=1e-6)
+    manifest = json.loads((folder / "policy.json").read_text())
+    manifest["head"] = "dense"  # the weights are a scored head's
+    (folder / "policy.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunFolderError, match="do not fit"):
+        load_policy(folder)
+    manifest["head"] = "exec"
+    (folder / "policy.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunFolderError, match="head must be"):
+        load_policy(folder)
