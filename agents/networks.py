@@ -144,6 +144,9 @@ class PageSequenceExtractor(BaseFeaturesExtractor):
         extras: The observation extras before the pages (the env's ``SiteCore.extras``): the
             entry page and the position reach the features beside the GRU's state, so a visit
             longer than ``K`` keeps where it began and how long it is.
+        current_page: Also pass the current page's embedding beside the GRU's state: a
+            direct path for what a first-order policy reads, so the network need not learn
+            to carry the last page through the GRU before it can act on it.
     """
 
     def __init__(
@@ -152,22 +155,28 @@ class PageSequenceExtractor(BaseFeaturesExtractor):
         embedding_dim: int = 32,
         hidden_size: int = 64,
         extras: Sequence[str] = (),
+        current_page: bool = False,
     ) -> None:
         _, vocab, positions = _columns(observation_space, extras, "PageSequenceExtractor")
         dim, self.n_extras = int(embedding_dim), len(extras)
-        super().__init__(observation_space, features_dim=int(hidden_size) + self.n_extras * dim)
+        self.current_page = bool(current_page)
+        width = int(hidden_size) + (self.n_extras + int(self.current_page)) * dim
+        super().__init__(observation_space, features_dim=width)
         self.embedding = nn.Embedding(vocab, dim)
         self.gru = nn.GRU(dim, int(hidden_size), batch_first=True)
         self.extras = _Extras(extras, positions, dim) if extras else None
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        """``(B, n + K)`` ids -> ``(B, hidden_size + n · d)``."""
-        _, last = self.gru(self.embedding(observations[:, self.n_extras :].long()))
-        if self.extras is None:
-            return last[-1]
-        return torch.cat(
-            [self.extras(observations[:, : self.n_extras], self.embedding), last[-1]], 1
-        )
+        """``(B, n + K)`` ids -> ``(B, hidden_size + n · d)`` (``+ d`` with
+        ``current_page``)."""
+        pages = self.embedding(observations[:, self.n_extras :].long())
+        _, last = self.gru(pages)
+        parts = [last[-1]]
+        if self.extras is not None:
+            parts.insert(0, self.extras(observations[:, : self.n_extras], self.embedding))
+        if self.current_page:
+            parts.append(pages[:, -1])
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
 class _PageIds(BaseModel):

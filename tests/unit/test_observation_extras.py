@@ -101,6 +101,14 @@ def test_the_extractors_read_entry_page_and_position() -> None:
         assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
     # the entry page is read with the page table: its features are that page's embedding
     assert torch.equal(flat(obs)[:, :8], flat.embedding(obs[:, 0]))
+    # current_page: the last page's embedding beside the GRU's state, after the extras
+    direct = PageSequenceExtractor(
+        space, embedding_dim=8, hidden_size=16, extras=["entry_page", "position"], current_page=True
+    )
+    assert direct.features_dim == 16 + 3 * 8
+    assert torch.equal(direct(obs)[:, -8:], direct.embedding(obs[:, -1]))
+    alone = PageSequenceExtractor(spaces.MultiDiscrete([P + 1] * K), 8, 16, current_page=True)
+    torch.testing.assert_close(alone(obs[:, 2:])[:, -8:], alone.embedding(obs[:, -1]))
     with pytest.raises(ModelError, match="extras among"):
         PageHistoryExtractor(space, extras=["time_on_page", "position"])
     with pytest.raises(ModelError, match="MultiDiscrete"):  # the extras not declared
