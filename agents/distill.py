@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 TEACHERS = ("belief_value_iteration", "belief_qmdp")
 """The planners a student learns from (:mod:`agents.belief`)."""
 
+HEADS = ("dense", "scored")
+"""The network's last layer: one output per action, or each action scored by embedding."""
+
 
 class BeliefNet(nn.Module):
     """Scores of every action from the current page and the belief over ``Z`` types:
@@ -155,8 +158,8 @@ class BeliefDistillation(BeliefPolicy):
                 f"teacher_kind must be one of {sorted(TEACHERS)}, got {self.teacher_kind!r}"
             )
         self.head = str(head)
-        if self.head not in ("dense", "scored"):
-            raise ConfigError(f"head must be 'dense' or 'scored', got {self.head!r}")
+        if self.head not in HEADS:
+            raise ConfigError(f"head must be one of {list(HEADS)}, got {self.head!r}")
         self.teacher_model = None if teacher_model is None else str(teacher_model)
         self.teacher_resolution = int(teacher_resolution)
         self.total_timesteps = int(total_timesteps)
@@ -227,6 +230,16 @@ class BeliefDistillation(BeliefPolicy):
             )
         world = site.kind_mdp(teacher.model)
         if teacher.world is not None:
+            same_actions = teacher.world.click_model == world.click_model and torch.equal(
+                teacher.world.action_pages, world.action_pages
+            )
+            if not same_actions:
+                raise ConfigError(
+                    "the teacher was planned with another click model or other actions than "
+                    f"this site's ({teacher.world.click_model} against {world.click_model}): "
+                    "plan it with this env's settings",
+                    file=str(path),
+                )
             theirs, ours, what = teacher.world.transitions, world.transitions, "organic rows"
         else:
             assert teacher.rows is not None
@@ -402,9 +415,9 @@ class BeliefDistillation(BeliefPolicy):
         hidden = manifest.get("hidden", [256, 256])
         if not isinstance(hidden, list) or not all(isinstance(h, int) for h in hidden):
             raise RunFolderError(f"hidden must be a list of ints, got {hidden!r}", file=str(path))
-        if manifest.get("head", "dense") not in ("dense", "scored"):
+        if manifest.get("head", "dense") not in HEADS:
             raise RunFolderError(
-                f"head must be 'dense' or 'scored', got {manifest.get('head')!r}", file=str(path)
+                f"head must be one of {list(HEADS)}, got {manifest.get('head')!r}", file=str(path)
             )
         policy = cls(
             name=str(manifest.get("name", cls.kind)),

@@ -204,6 +204,15 @@ def test_distillation_learns_from_a_saved_planner_and_refuses_other_teachers(
         f"agent_dir={run_dir / 'scored_from_saved_qmdp'}",
     )
     assert scored["fit"]["steps"] >= 4096
+    with pytest.raises(ConfigError, match="another click model"):
+        train(
+            run_dir,
+            "scored_distillation",
+            *tiny,
+            f"agent.teacher_dir={agents / 'belief_qmdp' / 'seed_0'}",
+            "env.click_params.boost.beta=2.0",
+            f"agent_dir={run_dir / 'scored_other_clicks'}",
+        )
     with pytest.raises(ConfigError, match="belief_value_iteration"):
         train(
             run_dir,
