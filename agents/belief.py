@@ -668,10 +668,18 @@ def load_world(path: Path, manifest: dict[str, Any], prefix: str = "world_") -> 
         raise RunFolderError(
             f"the saved world's tables do not fit: {exc}", file=str(path)
         ) from None
+    if world.shown is not None and tuple(world.shown.shape) != (
+        world.n_actions,
+        world.n_pages + 1,
+    ):
+        raise RunFolderError(
+            f"{prefix}shown must have shape {(world.n_actions, world.n_pages + 1)} (actions, "
+            f"pages + 1), got {tuple(world.shown.shape)}",
+            file=str(path),
+        )
+    # page actions name the page shown (group actions: ``shown`` lists the pages)
     bad = (world.action_pages < -1) | (world.action_pages >= world.n_pages)
-    if world.shown is not None:
-        bad = bad | (world.action_pages >= len(world.shown))
-    if bool(bad.any()):
+    if world.shown is None and bool(bad.any()):
         raise RunFolderError(
             f"{prefix}action_pages holds ids outside [-1, {world.n_pages})", file=str(path)
         )

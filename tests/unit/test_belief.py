@@ -301,6 +301,11 @@ def test_qmdp_tracks_the_belief_as_the_table_does_and_saves(intent_site, tmp_pat
     obs = np.array([[mdp.n_pages, 3, 7], [mdp.n_pages, mdp.n_pages, 4]])
     np.testing.assert_array_equal(loaded.predict(obs)[0], qmdp.predict(obs)[0])
     np.testing.assert_allclose(loaded.action_scores(obs), qmdp.action_scores(obs), rtol=1e-6)
+    shown = np.load(folder / "world_shown.npy")  # group actions: the pages each one shows
+    np.save(folder / "world_shown.npy", shown[:, :-1])
+    with pytest.raises(RunFolderError, match="world_shown must have shape"):
+        load_policy(folder)
+    np.save(folder / "world_shown.npy", shown)
     np.save(folder / "q.npy", np.zeros((2, 3, 4), dtype=np.float32))
     with pytest.raises(RunFolderError, match="q must have shape"):
         load_policy(folder)

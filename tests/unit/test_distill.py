@@ -148,6 +148,11 @@ def test_the_scored_student_learns_qmdp_without_the_action_table(scored_student,
     obs = np.array([[50, 3, 7, 1], [50, 50, 50, 4]])
     np.testing.assert_array_equal(loaded.predict(obs, None, None)[0], student.predict(obs)[0])
     np.testing.assert_allclose(loaded.action_scores(obs), student.action_scores(obs), rtol=1e-6)
+    pages = np.load(folder / "world_action_pages.npy")
+    np.save(folder / "world_action_pages.npy", pages + 1000)  # pages the site does not have
+    with pytest.raises(RunFolderError, match="action_pages holds ids outside"):
+        load_policy(folder)
+    np.save(folder / "world_action_pages.npy", pages)
     manifest = json.loads((folder / "policy.json").read_text())
     manifest["head"] = "dense"  # the weights are a scored head's
     (folder / "policy.json").write_text(json.dumps(manifest))
