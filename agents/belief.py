@@ -354,6 +354,22 @@ def refuse_observation_extras(site: Site, name: str) -> None:
         )
 
 
+def kind_with_tables(model: str, planner: str) -> str:
+    """The name of the visitor kind ``model``, which must have first-order tables per type.
+
+    Raises:
+        ConfigError: An unknown kind, or one without tables (a GRU), naming those with.
+    """
+    chosen = visitors.get(model, key="model")
+    if not chosen.tables:
+        with_tables = [k.name for k in visitors.kinds().values() if k.tables]
+        raise ConfigError(
+            f"{planner} plans in first-order tables per visitor type; model {model!r} has none "
+            f"({with_tables} have)"
+        )
+    return chosen.name
+
+
 class BeliefPolicy(Policy):
     """A policy that tracks each visitor's belief about her type through her visit with a
     visitor model's first-order rows per type, and acts on (page, belief): a recurrent policy
@@ -490,14 +506,7 @@ class BeliefValueIteration(BeliefPolicy):
         resolution: int = 8,
         horizon: int | None = None,
     ) -> None:
-        chosen = visitors.get(model, key="model")
-        if not chosen.tables:
-            with_tables = [k.name for k in visitors.kinds().values() if k.tables]
-            raise ConfigError(
-                f"belief value iteration plans in first-order tables per visitor type; "
-                f"model {model!r} has none ({with_tables} have)"
-            )
-        self.name, self.model = name, chosen.name
+        self.name, self.model = name, kind_with_tables(model, "belief value iteration")
         self.resolution = int(resolution)
         self.horizon = None if horizon is None else int(horizon)
         self.vectors: torch.Tensor | None = None  # (P, M, Z)
@@ -714,14 +723,7 @@ class BeliefQMDP(BeliefPolicy):
     kind = "belief_qmdp"
 
     def __init__(self, model: str, name: str = "belief_qmdp") -> None:
-        chosen = visitors.get(model, key="model")
-        if not chosen.tables:
-            with_tables = [k.name for k in visitors.kinds().values() if k.tables]
-            raise ConfigError(
-                f"QMDP plans in first-order tables per visitor type; model {model!r} has none "
-                f"({with_tables} have)"
-            )
-        self.name, self.model = name, chosen.name
+        self.name, self.model = name, kind_with_tables(model, "QMDP")
         self.q: torch.Tensor | None = None  # (Z, P, A) float32
 
     def fit(self, site: Site) -> dict[str, Any]:

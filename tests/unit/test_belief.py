@@ -309,3 +309,11 @@ def test_qmdp_tracks_the_belief_as_the_table_does_and_saves(intent_site, tmp_pat
     np.save(folder / "q.npy", np.zeros((2, 3, 4), dtype=np.float32))
     with pytest.raises(RunFolderError, match="q must have shape"):
         load_policy(folder)
+
+
+def test_planners_refuse_a_visitor_kind_without_tables() -> None:
+    from clickstream.errors import ConfigError
+
+    for planner in (BeliefQMDP, BeliefValueIteration):
+        with pytest.raises(ConfigError, match="'gru' has none"):
+            planner("gru")
