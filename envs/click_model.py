@@ -166,18 +166,24 @@ class RelevanceFollow:
 ClickModel = MultinomialBoost | RelevanceFollow
 
 
+CLICK_MODELS: dict[str, type[MultinomialBoost] | type[RelevanceFollow]] = {
+    "boost": MultinomialBoost,
+    "follow": RelevanceFollow,
+}
+"""The click models by the name ``env.click_model`` gives."""
+
+
 def build_click_model(kind: str = "boost", **params: float) -> ClickModel:
     """A click model by name (``boost`` or ``follow``) and parameters (from ``configs/env/``)."""
-    models = {"boost": MultinomialBoost, "follow": RelevanceFollow}
-    if kind not in models:
-        raise ConfigError(f"click model must be one of {sorted(models)}, got {kind!r}")
-    return from_options(models[kind], params, f"click model {kind!r}")
+    if kind not in CLICK_MODELS:
+        raise ConfigError(f"click model must be one of {sorted(CLICK_MODELS)}, got {kind!r}")
+    return from_options(CLICK_MODELS[kind], params, f"click model {kind!r}")
 
 
 def click_model_options(model: ClickModel) -> tuple[str, dict[str, float]]:
     """The name and parameters :func:`build_click_model` rebuilds ``model`` from (what a
     saved policy records of the click model it planned with)."""
-    for kind, cls in (("boost", MultinomialBoost), ("follow", RelevanceFollow)):
+    for kind, cls in CLICK_MODELS.items():
         if type(model) is cls:
             return kind, {k: float(v) for k, v in asdict(model).items()}
     raise ModelError(f"no saved form for click model {type(model).__name__}")

@@ -13,6 +13,7 @@ from envs.click_model import (
     MultinomialBoost,
     RelevanceFollow,
     build_click_model,
+    click_model_options,
     describe_click_model,
 )
 
@@ -185,3 +186,10 @@ def test_click_models_in_words() -> None:
     assert "as often as without it" in describe_click_model("boost", {"beta": 0.0})
     with pytest.raises(ClickstreamError, match="beta"):
         describe_click_model("boost", {"beta": 100.0})
+
+
+def test_a_click_model_rebuilds_from_its_saved_name_and_numbers() -> None:
+    for model in (MultinomialBoost(beta=1.7), RelevanceFollow(alpha=-0.5, gamma=0.8)):
+        kind, params = click_model_options(model)
+        assert build_click_model(kind, **params) == model
+    assert click_model_options(MultinomialBoost(2.0)) == ("boost", {"beta": 2.0})
