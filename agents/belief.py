@@ -178,9 +178,17 @@ def _problem(
     return horizon, BeliefGrid.regular(mdp.n_intents, resolution), rows, _supports(rows)
 
 
-def _entry_beliefs(mdp: SiteMDP) -> torch.Tensor:
+def _entry_weights(mdp: SiteMDP) -> torch.Tensor:
     """Unnormalised beliefs after the entry page, ``(P, Z)``: ``prior_z · entry_z(s)``."""
     return (mdp.prior[:, None] * mdp.entry).T
+
+
+def entry_belief(world: SiteMDP) -> torch.Tensor:
+    """The belief on entering by each page, ``(P, Z)``; a visit first seen on a page nobody
+    enters by (the web app's path, a window of the history) starts from the prior."""
+    entry = _entry_weights(world)
+    mass = entry.sum(1, keepdim=True)
+    return torch.where(mass > 0, entry / mass.clamp(min=1e-300), world.prior[None])
 
 
 def belief_lower_bound(
@@ -197,7 +205,7 @@ def belief_lower_bound(
     :func:`agents.tabular.policy_value` scores them).
     """
     plans = point_based_plans(mdp, resolution, horizon)
-    entry = _entry_beliefs(mdp)  # (P, Z)
+    entry = _entry_weights(mdp)  # (P, Z)
     value = float(torch.einsum("pmz,pz->pm", plans.vectors, entry).max(1).values.sum())
     grid = BeliefGrid.regular(mdp.n_intents, resolution).points
     per_page = torch.einsum("pmz,nz->pnm", plans.vectors, grid).max(-1).values
@@ -300,7 +308,7 @@ def belief_upper_bound(
             q = (mass * (r[nxt] + later)).sum(-1) + exit_mass * r[p]  # (N, A)
             new[s] = q.max(1).values
         v = new
-    entry = _entry_beliefs(mdp)
+    entry = _entry_weights(mdp)
     mass = entry.sum(1)
     seen = mass > 0
     vertices, weights = grid.interpolation(entry[seen] / mass[seen, None])
@@ -538,10 +546,10 @@ class BeliefValueIteration(BeliefPolicy):
         plans = point_based_plans(mdp, self.resolution, self.horizon)
         self.vectors, self.actions = plans.vectors, plans.actions
         self.rows = plans.rows.float()
-        self.entry = _entry_belief(mdp)
+        self.entry = entry_belief(mdp)
         self.reward = mdp.reward.clone()
         return float(
-            torch.einsum("pmz,pz->pm", self.vectors, _entry_beliefs(mdp)).max(1).values.sum()
+            torch.einsum("pmz,pz->pm", self.vectors, _entry_weights(mdp)).max(1).values.sum()
         )
 
     def _fitted(self) -> tuple[torch.Tensor, ...]:
@@ -695,14 +703,6 @@ def load_world(path: Path, manifest: dict[str, Any], prefix: str = "world_") -> 
     return world
 
 
-def _entry_belief(world: SiteMDP) -> torch.Tensor:
-    """The belief on entering by each page, ``(P, Z)``; a visit first seen on a page nobody
-    enters by (the web app's path, a window of the history) starts from the prior."""
-    entry = _entry_beliefs(world)
-    mass = entry.sum(1, keepdim=True)
-    return torch.where(mass > 0, entry / mass.clamp(min=1e-300), world.prior[None])
-
-
 class BeliefQMDP(BeliefPolicy):
     """Each type's optimal action values, weighed by the belief: ``Q(s, b, a) = Σ_z b_z
     Q*_z(s, a)`` (QMDP; Littman, Cassandra and Kaelbling, 1995), the belief tracked through
@@ -735,7 +735,7 @@ class BeliefQMDP(BeliefPolicy):
     def plan(self, world: SiteMDP) -> None:
         """Value iteration per type of ``world`` (what the policy believes in)."""
         self.q = torch.stack([value_iteration(world, z).q for z in range(world.n_intents)]).float()
-        self.world, self.rows, self.entry = world, None, _entry_belief(world)
+        self.world, self.rows, self.entry = world, None, entry_belief(world)
 
     def scores(self, pages: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
         """``Σ_z b_z Q*_z(s, a)`` at each (page, belief), ``(B, A)``."""
@@ -761,5 +761,5 @@ class BeliefQMDP(BeliefPolicy):
                 file=str(path / manifest["q"]),
             )
         policy = cls(str(manifest["model"]), str(manifest.get("name", cls.kind)))
-        policy.q, policy.world, policy.entry = q, world, _entry_belief(world)
+        policy.q, policy.world, policy.entry = q, world, entry_belief(world)
         return policy

@@ -35,7 +35,7 @@ from agents.belief import (
     BeliefQMDP,
     BeliefValueIteration,
     _action_rows,
-    _entry_belief,
+    entry_belief,
     load_world,
     refuse_observation_extras,
     save_world,
@@ -410,7 +410,7 @@ class BeliefDistillation(BeliefPolicy):
             n_pages, n_actions, _, n_types = rows.shape
         else:
             world = load_world(path, manifest)
-            entry = _entry_belief(world)
+            entry = entry_belief(world)
             n_pages, n_actions, n_types = world.n_pages, world.n_actions, world.n_intents
         hidden = manifest.get("hidden", [256, 256])
         if not isinstance(hidden, list) or not all(isinstance(h, int) for h in hidden):

@@ -4,6 +4,7 @@ expectimax over every history, and the policy that plays the plans in the simula
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from functools import cache
 
@@ -306,6 +307,13 @@ def test_qmdp_tracks_the_belief_as_the_table_does_and_saves(intent_site, tmp_pat
     with pytest.raises(RunFolderError, match="world_shown must have shape"):
         load_policy(folder)
     np.save(folder / "world_shown.npy", shown)
+    manifest = json.loads((folder / "policy.json").read_text())
+    manifest["world_click_model"] = {"kind": "os.system", "params": {}}  # a name, not code
+    (folder / "policy.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunFolderError, match="click model must be one of"):
+        load_policy(folder)
+    manifest["world_click_model"] = {"kind": "boost", "params": {"beta": 1.0}}
+    (folder / "policy.json").write_text(json.dumps(manifest))
     np.save(folder / "q.npy", np.zeros((2, 3, 4), dtype=np.float32))
     with pytest.raises(RunFolderError, match="q must have shape"):
         load_policy(folder)
