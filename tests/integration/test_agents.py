@@ -36,6 +36,7 @@ AGENTS = (
     "intent_oracle",
     "recurrent_ppo",
     "ppo_visit",
+    "ppo_visit_wide",
     "dqn_visit",
     "dqn_visit_myopic",
     "belief_value_iteration",
@@ -79,7 +80,7 @@ TINY = {
 }
 TINY["belief_qmdp"] = ["agent.model=markov"]
 TINY["scored_distillation"] = TINY["belief_distillation"][:1] + TINY["belief_distillation"][2:]
-TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo_visit"] = TINY["ppo"]
+TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo_visit"] = TINY["ppo_visit_wide"] = TINY["ppo"]
 TINY["dqn_scored"] = TINY["dqn_visit"] = TINY["dqn_visit_myopic"] = TINY["dqn"]
 TINY["recurrent_ppo"] = [*TINY["ppo"], "agent.policy_kwargs.lstm_hidden_size=16"]
 
@@ -123,6 +124,29 @@ def test_intent_experiment_learns_in_the_latent_class_world() -> None:
     # the other experiments keep the GRU world and fit no visitor types
     other = compose_cfg("pipeline", ["experiment=synthetic_markov"])
     assert other.env.dynamics == "gru" and other.simulator.latent_class is None
+
+
+def test_ppo_visit_wide_is_ppo_visit_with_a_wider_network() -> None:
+    # the markov study compares the two: everything but the network must be the same
+    from omegaconf import OmegaConf
+
+    def agent(name: str) -> dict:
+        cfg = compose_cfg("train", ["experiment=synthetic_markov", f"agent={name}"])
+        return OmegaConf.to_container(cfg.agent)  # type: ignore[return-value]
+
+    narrow, wide = agent("ppo_visit"), agent("ppo_visit_wide")
+    assert wide.pop("name") == "ppo_visit_wide" and narrow.pop("name") == "ppo_visit"
+    assert wide.pop("policy_kwargs") == {
+        "net_arch": [256, 256],
+        "activation_fn": "tanh",
+        "features_extractor_kwargs": {
+            "embedding_dim": 128,
+            "hidden_size": 64,
+            "current_page": True,
+        },
+    }
+    assert narrow.pop("policy_kwargs")["net_arch"] == [128, 128]
+    assert wide == narrow
 
 
 def test_msnbc_experiment_rewards_session_depth() -> None:
