@@ -44,7 +44,7 @@ import torch
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtractor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
@@ -201,11 +201,59 @@ class PageActorCriticPolicy(ActorCriticPolicy, _PageIds):
 
 class PageRecurrentPolicy(RecurrentActorCriticPolicy, _PageIds):
     """Recurrent PPO's actor-critic (sb3-contrib ``RecurrentPPO``): each step's page history
-    embedded (:class:`PageHistoryExtractor`), then an LSTM that carries the whole visit."""
+    embedded (:class:`PageHistoryExtractor`), then an LSTM that carries the whole visit.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Args:
+        features_beside_lstm: Also pass this step's features (the embedded pages it observes:
+            the current page when ``env.history_len`` is 1) beside the LSTM's output into the
+            actor's and the critic's layers: a direct path for what a first-order policy
+            reads, so the network need not learn to carry the current page through the LSTM
+            before it can act on it (:class:`PageSequenceExtractor`'s ``current_page`` for
+            the recurrent policy). Needs an LSTM for the actor and one for the critic (the
+            default).
+        *args, **kwargs: Those of sb3-contrib's ``RecurrentActorCriticPolicy``.
+    """
+
+    def __init__(self, *args: Any, features_beside_lstm: bool = False, **kwargs: Any) -> None:
+        self.features_beside_lstm = bool(features_beside_lstm)
+        if self.features_beside_lstm and (
+            kwargs.get("shared_lstm", False) or not kwargs.get("enable_critic_lstm", True)
+        ):
+            # the critic's other paths (a shared LSTM's detached output, or a linear layer
+            # of the features) are sized for the LSTM's output alone
+            raise ConfigError(
+                "features_beside_lstm needs an LSTM for the actor and one for the critic "
+                "(shared_lstm: false, enable_critic_lstm: true)"
+            )
         kwargs.setdefault("features_extractor_class", PageHistoryExtractor)
         super().__init__(*args, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        width = self.lstm_output_dim + (self.features_dim if self.features_beside_lstm else 0)
+        self.mlp_extractor = MlpExtractor(
+            width, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device
+        )
+
+    def _process_sequence(  # type: ignore[override]
+        self,
+        features: torch.Tensor,
+        lstm_states: tuple[torch.Tensor, torch.Tensor],
+        episode_starts: torch.Tensor,
+        lstm: nn.LSTM,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The LSTM's output for each step (sb3-contrib's), with that step's features beside
+        it when ``features_beside_lstm``; both are in the batch's order, so rows line up."""
+        output, states = RecurrentActorCriticPolicy._process_sequence(
+            features, lstm_states, episode_starts, lstm
+        )
+        if self.features_beside_lstm:
+            output = torch.cat([output, features], dim=1)
+        return output, states
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data["features_beside_lstm"] = self.features_beside_lstm
+        return data
 
 
 class PageSequenceActorCriticPolicy(PageActorCriticPolicy):

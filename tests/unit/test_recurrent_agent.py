@@ -4,15 +4,18 @@ each visitor, is reset where a visit starts and is kept row by row when visitors
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 
 from agents.networks import PageRecurrentPolicy
 from agents.sb3 import SB3Agent, _rebuild
+from clickstream.errors import ConfigError
 
 
-def _agent() -> SB3Agent:
-    kwargs = {"net_arch": [8], "lstm_hidden_size": 8}
+def _agent(**extra: object) -> SB3Agent:
+    kwargs = {"net_arch": [8], "lstm_hidden_size": 8, **extra}
     agent = SB3Agent("recurrent_ppo", policy="PagePolicy", policy_kwargs=kwargs, verbose=False)
     agent.model = _rebuild(
         RecurrentPPO, PageRecurrentPolicy, spaces.MultiDiscrete([6, 6]), spaces.Discrete(6), kwargs
@@ -20,8 +23,9 @@ def _agent() -> SB3Agent:
     return agent
 
 
-def test_the_lstm_state_is_per_visitor_and_reset_at_a_visits_start() -> None:
-    agent = _agent()
+@pytest.mark.parametrize("beside", [False, True], ids=["lstm_only", "features_beside_lstm"])
+def test_the_lstm_state_is_per_visitor_and_reset_at_a_visits_start(beside: bool) -> None:
+    agent = _agent(features_beside_lstm=beside)
     assert agent.recurrent and agent.table_probs() is None
     obs = np.array([[0, 1], [5, 3], [2, 2]])
     _, first = agent.predict(obs, None, np.ones(3, dtype=bool))
@@ -37,3 +41,38 @@ def test_the_lstm_state_is_per_visitor_and_reset_at_a_visits_start() -> None:
     _, together = agent.predict(obs, second, np.zeros(3, dtype=bool))
     np.testing.assert_allclose(alone[0], together[0][:, [0, 2]], atol=1e-6)
     assert agent.action_scores(obs).shape == (3, 6)
+
+
+def _silence_lstm(agent: SB3Agent) -> None:
+    """All of the actor's LSTM weights to zero: its output is then 0 whatever it reads
+    (every gate 0.5, the cell input tanh(0) = 0)."""
+    with torch.no_grad():
+        for weight in agent.model.policy.lstm_actor.parameters():
+            weight.zero_()
+
+
+def test_features_beside_the_lstm_give_the_actor_the_current_page_directly() -> None:
+    pages = np.array([[0, 1], [0, 3], [4, 2]])  # observed pages (history of 2, per visitor)
+    starts = np.ones(3, dtype=bool)
+    plain, beside = _agent(), _agent(features_beside_lstm=True)
+    # the actor's first layer reads the LSTM's 8 outputs, and beside them 2 pages x 32
+    assert plain.model.policy.mlp_extractor.policy_net[0].in_features == 8
+    assert beside.model.policy.mlp_extractor.policy_net[0].in_features == 8 + 2 * 32
+    assert beside.model.policy.mlp_extractor.value_net[0].in_features == 8 + 2 * 32
+    for agent in (plain, beside):
+        _silence_lstm(agent)
+    # through a silent LSTM every page looks alike; beside it, the pages still tell apart
+    flat = plain.action_scores(pages)
+    np.testing.assert_allclose(flat, np.broadcast_to(flat[0], flat.shape), atol=1e-6)
+    scores = beside.action_scores(pages)
+    assert np.abs(scores[0] - scores[1]).max() > 1e-4
+    np.testing.assert_allclose(np.exp(scores).sum(axis=1), 1.0, atol=1e-5)
+    # the step's actions follow the same path as the web app's scores
+    actions, _ = beside.predict(pages, None, starts)
+    assert actions.shape == (3,)
+
+
+def test_features_beside_the_lstm_need_their_own_critic_lstm() -> None:
+    for bad in ({"shared_lstm": True, "enable_critic_lstm": False}, {"enable_critic_lstm": False}):
+        with pytest.raises(ConfigError, match="features_beside_lstm needs an LSTM"):
+            _agent(features_beside_lstm=True, **bad)
