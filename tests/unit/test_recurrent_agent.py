@@ -3,12 +3,15 @@ each visitor, is reset where a visit starts and is kept row by row when visitors
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 
+from agents.base import load_policy
 from agents.networks import PageRecurrentPolicy
 from agents.sb3 import SB3Agent, _rebuild
 from clickstream.errors import ConfigError
@@ -76,3 +79,11 @@ def test_features_beside_the_lstm_need_their_own_critic_lstm() -> None:
     for bad in ({"shared_lstm": True, "enable_critic_lstm": False}, {"enable_critic_lstm": False}):
         with pytest.raises(ConfigError, match="features_beside_lstm needs an LSTM"):
             _agent(features_beside_lstm=True, **bad)
+
+
+def test_features_beside_the_lstm_round_trip_with_identical_scores(tmp_path: Path) -> None:
+    agent = _agent(features_beside_lstm=True)
+    back = load_policy(agent.save(tmp_path / "recurrent"))
+    assert back.model.policy.features_beside_lstm
+    pages = np.array([[0, 1], [5, 3], [2, 2]])
+    np.testing.assert_array_equal(back.action_scores(pages), agent.action_scores(pages))
