@@ -29,6 +29,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,17 @@ which remembers the whole visit (its ``predict`` carries the LSTM state per visi
 
 ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU}
 """``policy_kwargs.activation_fn`` by name (configs hold names, never import paths)."""
+
+
+def linear_learning_rate(start: float, end_fraction: float) -> Callable[[float], float]:
+    """SB3's learning-rate schedule falling linearly from ``start`` to ``start · end_fraction``
+    over the budget (SB3 calls it with the fraction of the budget left: 1 at the first update,
+    0 at the end)."""
+
+    def rate(left: float) -> float:
+        return start * (end_fraction + (1.0 - end_fraction) * left)
+
+    return rate
 
 
 def _policy_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -311,8 +323,8 @@ class SB3Agent(Policy):
         torch.manual_seed(site.seed)
         hyper = dict(self.hyperparams)
         if self.lr_decay != 1.0:
-            lr0, end = float(hyper.get("learning_rate", 3e-4)), self.lr_decay
-            hyper["learning_rate"] = lambda left: lr0 * (end + (1.0 - end) * left)
+            lr0 = float(hyper.get("learning_rate", 3e-4))
+            hyper["learning_rate"] = linear_learning_rate(lr0, self.lr_decay)
         env = SiteSB3VecEnv(
             self.n_envs, seed=site.seed, data_dir=site.data_dir, **site.world_options("learned")
         )

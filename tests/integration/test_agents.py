@@ -126,8 +126,9 @@ def test_intent_experiment_learns_in_the_latent_class_world() -> None:
     assert other.env.dynamics == "gru" and other.simulator.latent_class is None
 
 
-def test_ppo_visit_wide_is_ppo_visit_with_a_wider_network() -> None:
-    # the markov study compares the two: everything but the network must be the same
+def test_ppo_visit_wide_is_ppo_visit_with_a_wider_network_and_an_annealed_step() -> None:
+    # the markov study compares the two: everything but the network and the learning rate's
+    # schedule must be the same
     from omegaconf import OmegaConf
 
     def agent(name: str) -> dict:
@@ -136,6 +137,7 @@ def test_ppo_visit_wide_is_ppo_visit_with_a_wider_network() -> None:
 
     narrow, wide = agent("ppo_visit"), agent("ppo_visit_wide")
     assert wide.pop("name") == "ppo_visit_wide" and narrow.pop("name") == "ppo_visit"
+    assert wide.pop("lr_decay") == 0.0 and narrow.pop("lr_decay") == 1.0  # annealed to 0
     assert wide.pop("policy_kwargs") == {
         "net_arch": [256, 256],
         "activation_fn": "tanh",

@@ -61,3 +61,13 @@ def test_double_dqn_training_step_regresses_on_the_double_q_target() -> None:
 def test_double_q_is_a_dqn_option_only() -> None:
     with pytest.raises(ClickstreamError, match="double_q is a DQN option"):
         SB3Agent("ppo", double_q=True)
+
+
+def test_the_learning_rate_falls_linearly_to_its_end_fraction() -> None:
+    from agents.sb3 import linear_learning_rate
+
+    # SB3 passes the fraction of the budget left: 1 at the first update, 0 at the last
+    annealed = linear_learning_rate(1e-4, 0.0)
+    assert [annealed(left) for left in (1.0, 0.5, 0.0)] == pytest.approx([1e-4, 5e-5, 0.0])
+    tenth = linear_learning_rate(3e-4, 0.1)
+    assert [tenth(left) for left in (1.0, 0.0)] == pytest.approx([3e-4, 3e-5])
