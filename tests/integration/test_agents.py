@@ -392,3 +392,22 @@ def test_scored_ppo_starts_from_the_runs_gru_whatever_the_world(
             "agent.init_embeddings=markov",
             "agent_dir=" + str(tmp_path / "m"),
         )
+
+
+def test_recurrent_ppo_trains_with_the_current_page_beside_its_lstm(run_dir: Path) -> None:
+    # the rollouts' padded sequences go through the same path as a step: the features must
+    # line up with the LSTM's output row by row for training to run at all
+    folder = run_dir / "recurrent_beside"
+    record = train(
+        run_dir,
+        "recurrent_ppo",
+        *TINY["recurrent_ppo"],
+        "agent.policy_kwargs.features_beside_lstm=true",
+        f"agent_dir={folder}",
+    )
+    assert record["fit"]["steps"] >= 2048 and not record["fit"]["truncated"]
+    assert math.isfinite(record["eval_learned"]["eval/mean_return"])
+    policy = load_policy(folder)
+    assert policy.model.policy.features_beside_lstm
+    scores = policy.action_scores(np.array([[60, 0, 1, 2], [60, 60, 60, 5]]))
+    np.testing.assert_allclose(np.exp(scores).sum(axis=1), 1.0, atol=1e-5)
