@@ -250,11 +250,6 @@ class PageRecurrentPolicy(RecurrentActorCriticPolicy, _PageIds):
             output = torch.cat([output, features], dim=1)
         return output, states
 
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data["features_beside_lstm"] = self.features_beside_lstm
-        return data
-
 
 class PageSequenceActorCriticPolicy(PageActorCriticPolicy):
     """PPO's actor-critic over the visit read by a GRU (:class:`PageSequenceExtractor`)."""

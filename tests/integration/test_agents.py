@@ -395,8 +395,8 @@ def test_scored_ppo_starts_from_the_runs_gru_whatever_the_world(
 
 
 def test_recurrent_ppo_trains_with_the_current_page_beside_its_lstm(run_dir: Path) -> None:
-    # the rollouts' padded sequences go through the same path as a step: the features must
-    # line up with the LSTM's output row by row for training to run at all
+    # training feeds padded rollout sequences through the option's path (a step feeds one
+    # row); the saved policy is rebuilt with it from policy.json
     folder = run_dir / "recurrent_beside"
     record = train(
         run_dir,
