@@ -35,6 +35,7 @@ AGENTS = (
     "true_optimum",
     "intent_oracle",
     "recurrent_ppo",
+    "recurrent_ppo_wide",
     "ppo_visit",
     "ppo_visit_wide",
     "dqn_visit",
@@ -83,6 +84,7 @@ TINY["scored_distillation"] = TINY["belief_distillation"][:1] + TINY["belief_dis
 TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo_visit"] = TINY["ppo_visit_wide"] = TINY["ppo"]
 TINY["dqn_scored"] = TINY["dqn_visit"] = TINY["dqn_visit_myopic"] = TINY["dqn"]
 TINY["recurrent_ppo"] = [*TINY["ppo"], "agent.policy_kwargs.lstm_hidden_size=16"]
+TINY["recurrent_ppo_wide"] = TINY["recurrent_ppo"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -149,6 +151,35 @@ def test_ppo_visit_wide_is_ppo_visit_with_a_wider_network_and_an_annealed_step()
     }
     assert narrow.pop("policy_kwargs")["net_arch"] == [128, 128]
     assert wide == narrow
+
+
+def test_recurrent_ppo_wide_is_recurrent_ppo_as_wide_as_ppo_visit_wide() -> None:
+    # the same LSTM, discount and entropy as recurrent_ppo; the network, the rollouts and the
+    # learning rate's schedule those of ppo_visit_wide
+    from omegaconf import OmegaConf
+
+    def agent(name: str) -> dict:
+        cfg = compose_cfg("train", ["experiment=synthetic_markov", f"agent={name}"])
+        return OmegaConf.to_container(cfg.agent)  # type: ignore[return-value]
+
+    base, wide, visit = agent("recurrent_ppo"), agent("recurrent_ppo_wide"), agent("ppo_visit_wide")
+    assert wide["policy_kwargs"] == {
+        **base["policy_kwargs"],
+        "net_arch": [256, 256],
+        "features_beside_lstm": True,
+        "features_extractor_kwargs": {"embedding_dim": 128},
+    }
+    for key in ("n_envs", "lr_decay", "total_timesteps"):
+        assert wide[key] == visit[key]
+    for key in ("n_steps", "batch_size", "n_epochs", "learning_rate", "clip_range"):
+        assert wide["hyperparams"][key] == visit["hyperparams"][key]
+    for key in ("gamma", "gae_lambda", "ent_coef"):
+        assert wide["hyperparams"][key] == base["hyperparams"][key]
+    assert (wide["algo"], wide["policy"], wide["name"]) == (
+        "recurrent_ppo",
+        "PagePolicy",
+        "recurrent_ppo_wide",
+    )
 
 
 def test_msnbc_experiment_rewards_session_depth() -> None:
