@@ -37,7 +37,7 @@ AGENTS = (
     "recurrent_ppo",
     "recurrent_ppo_wide",
     "ppo_visit",
-    "ppo_visit_wide",
+    "ppo_visit_narrow",
     "dqn_visit",
     "dqn_visit_myopic",
     "belief_value_iteration",
@@ -81,7 +81,7 @@ TINY = {
 }
 TINY["belief_qmdp"] = ["agent.model=markov"]
 TINY["scored_distillation"] = TINY["belief_distillation"][:1] + TINY["belief_distillation"][2:]
-TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo_visit"] = TINY["ppo_visit_wide"] = TINY["ppo"]
+TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo_visit"] = TINY["ppo_visit_narrow"] = TINY["ppo"]
 TINY["dqn_scored"] = TINY["dqn_visit"] = TINY["dqn_visit_myopic"] = TINY["dqn"]
 TINY["recurrent_ppo"] = [*TINY["ppo"], "agent.policy_kwargs.lstm_hidden_size=16"]
 TINY["recurrent_ppo_wide"] = TINY["recurrent_ppo"]
@@ -128,17 +128,17 @@ def test_intent_experiment_learns_in_the_latent_class_world() -> None:
     assert other.env.dynamics == "gru" and other.simulator.latent_class is None
 
 
-def test_ppo_visit_wide_is_ppo_visit_with_a_wider_network_and_an_annealed_step() -> None:
-    # the markov study compares the two: everything but the network and the learning rate's
-    # schedule must be the same
+def test_ppo_visit_narrow_is_ppo_visit_with_its_first_network_and_a_constant_step() -> None:
+    # the markov and intent studies compare the two: everything but the network and the
+    # learning rate's schedule must be the same
     from omegaconf import OmegaConf
 
     def agent(name: str) -> dict:
         cfg = compose_cfg("train", ["experiment=synthetic_markov", f"agent={name}"])
         return OmegaConf.to_container(cfg.agent)  # type: ignore[return-value]
 
-    narrow, wide = agent("ppo_visit"), agent("ppo_visit_wide")
-    assert wide.pop("name") == "ppo_visit_wide" and narrow.pop("name") == "ppo_visit"
+    wide, narrow = agent("ppo_visit"), agent("ppo_visit_narrow")
+    assert wide.pop("name") == "ppo_visit" and narrow.pop("name") == "ppo_visit_narrow"
     assert wide.pop("lr_decay") == 0.0 and narrow.pop("lr_decay") == 1.0  # annealed to 0
     assert wide.pop("policy_kwargs") == {
         "net_arch": [256, 256],
@@ -149,20 +149,28 @@ def test_ppo_visit_wide_is_ppo_visit_with_a_wider_network_and_an_annealed_step()
             "current_page": True,
         },
     }
-    assert narrow.pop("policy_kwargs")["net_arch"] == [128, 128]
+    assert narrow.pop("policy_kwargs") == {
+        "net_arch": [128, 128],
+        "activation_fn": "tanh",
+        "features_extractor_kwargs": {
+            "embedding_dim": 32,
+            "hidden_size": 64,
+            "current_page": False,
+        },
+    }
     assert wide == narrow
 
 
-def test_recurrent_ppo_wide_is_recurrent_ppo_as_wide_as_ppo_visit_wide() -> None:
+def test_recurrent_ppo_wide_is_recurrent_ppo_as_wide_as_ppo_visit() -> None:
     # the same LSTM, discount and entropy as recurrent_ppo; the network, the rollouts and the
-    # learning rate's schedule those of ppo_visit_wide
+    # learning rate's schedule those of ppo_visit
     from omegaconf import OmegaConf
 
     def agent(name: str) -> dict:
         cfg = compose_cfg("train", ["experiment=synthetic_markov", f"agent={name}"])
         return OmegaConf.to_container(cfg.agent)  # type: ignore[return-value]
 
-    base, wide, visit = agent("recurrent_ppo"), agent("recurrent_ppo_wide"), agent("ppo_visit_wide")
+    base, wide, visit = agent("recurrent_ppo"), agent("recurrent_ppo_wide"), agent("ppo_visit")
     assert wide["policy_kwargs"] == {
         **base["policy_kwargs"],
         "net_arch": [256, 256],
