@@ -81,7 +81,8 @@ TINY = {
 }
 TINY["belief_qmdp"] = ["agent.model=markov"]
 TINY["scored_distillation"] = TINY["belief_distillation"][:1] + TINY["belief_distillation"][2:]
-TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo_visit"] = TINY["ppo_visit_narrow"] = TINY["ppo"]
+TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo"]
+TINY["ppo_visit"] = TINY["ppo_visit_narrow"] = TINY["ppo"]
 TINY["dqn_scored"] = TINY["dqn_visit"] = TINY["dqn_visit_myopic"] = TINY["dqn"]
 TINY["recurrent_ppo"] = [*TINY["ppo"], "agent.policy_kwargs.lstm_hidden_size=16"]
 TINY["recurrent_ppo_wide"] = TINY["recurrent_ppo"]
