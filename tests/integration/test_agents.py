@@ -129,49 +129,39 @@ def test_intent_experiment_learns_in_the_latent_class_world() -> None:
     assert other.env.dynamics == "gru" and other.simulator.latent_class is None
 
 
+def _markov_agent(name: str) -> dict:
+    """The agent config ``train.py`` composes for ``agent=name`` on the markov store."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_cfg("train", ["experiment=synthetic_markov", f"agent={name}"])
+    return OmegaConf.to_container(cfg.agent)  # type: ignore[return-value]
+
+
+def _visit_network(net_arch: list[int], embedding_dim: int, current_page: bool) -> dict:
+    """``VisitPolicy``'s policy_kwargs: the GRU's state is 64 wide, the layers tanh."""
+    extractor = {"embedding_dim": embedding_dim, "hidden_size": 64, "current_page": current_page}
+    return {"net_arch": net_arch, "activation_fn": "tanh", "features_extractor_kwargs": extractor}
+
+
 def test_ppo_visit_narrow_is_ppo_visit_with_its_first_network_and_a_constant_step() -> None:
     # the markov and intent studies compare the two: everything but the network and the
     # learning rate's schedule must be the same
-    from omegaconf import OmegaConf
-
-    def agent(name: str) -> dict:
-        cfg = compose_cfg("train", ["experiment=synthetic_markov", f"agent={name}"])
-        return OmegaConf.to_container(cfg.agent)  # type: ignore[return-value]
-
-    wide, narrow = agent("ppo_visit"), agent("ppo_visit_narrow")
+    wide, narrow = _markov_agent("ppo_visit"), _markov_agent("ppo_visit_narrow")
     assert wide.pop("name") == "ppo_visit" and narrow.pop("name") == "ppo_visit_narrow"
     assert wide.pop("lr_decay") == 0.0 and narrow.pop("lr_decay") == 1.0  # annealed to 0
-    assert wide.pop("policy_kwargs") == {
-        "net_arch": [256, 256],
-        "activation_fn": "tanh",
-        "features_extractor_kwargs": {
-            "embedding_dim": 128,
-            "hidden_size": 64,
-            "current_page": True,
-        },
-    }
-    assert narrow.pop("policy_kwargs") == {
-        "net_arch": [128, 128],
-        "activation_fn": "tanh",
-        "features_extractor_kwargs": {
-            "embedding_dim": 32,
-            "hidden_size": 64,
-            "current_page": False,
-        },
-    }
+    assert wide.pop("policy_kwargs") == _visit_network([256, 256], 128, current_page=True)
+    assert narrow.pop("policy_kwargs") == _visit_network([128, 128], 32, current_page=False)
     assert wide == narrow
 
 
 def test_recurrent_ppo_wide_is_recurrent_ppo_as_wide_as_ppo_visit() -> None:
     # the same LSTM, discount and entropy as recurrent_ppo; the network, the rollouts and the
     # learning rate's schedule those of ppo_visit
-    from omegaconf import OmegaConf
-
-    def agent(name: str) -> dict:
-        cfg = compose_cfg("train", ["experiment=synthetic_markov", f"agent={name}"])
-        return OmegaConf.to_container(cfg.agent)  # type: ignore[return-value]
-
-    base, wide, visit = agent("recurrent_ppo"), agent("recurrent_ppo_wide"), agent("ppo_visit")
+    base, wide, visit = (
+        _markov_agent("recurrent_ppo"),
+        _markov_agent("recurrent_ppo_wide"),
+        _markov_agent("ppo_visit"),
+    )
     assert wide["policy_kwargs"] == {
         **base["policy_kwargs"],
         "net_arch": [256, 256],
