@@ -192,7 +192,7 @@ class _Progress(BaseCallback):
         self.bar.close()
 
     def evaluate(self) -> None:
-        from agents.evaluate import quick_eval
+        from agents.evaluate import SELECTION_SEED, quick_eval
 
         if self._eval_core is None:
             self._eval_core = self.site.core(min(2048, self.agent.eval_sessions), "learned")
@@ -200,6 +200,7 @@ class _Progress(BaseCallback):
             self.agent,
             self.site,
             self.agent.eval_sessions,
+            seed=SELECTION_SEED,
             truth=self.agent.log_truth,
             core=self._eval_core,
         )
@@ -390,6 +391,8 @@ class SB3Agent(Policy):
             "seconds": seconds,
             "fps": self.model.num_timesteps / max(seconds, 1e-9),
             "curve": progress.history,
+            # the score that picked the kept weights: the best of the curve, so above their value
+            # (the run record's eval_learned scores them on fresh sessions)
             "kept_eval_return": progress.best if progress.best_params is not None else None,
             "embeddings_from_visitor_model": vectors is not None,
         }

@@ -35,7 +35,7 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from agents.evaluate import quick_eval
+from agents.evaluate import CLOSING_SEED, quick_eval
 from agents.site import Site
 from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.prepare import git_commit
@@ -131,9 +131,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             fit = agent.fit(site)
             seconds = time.perf_counter() - start
             n_eval = int(resolved.get("eval_sessions", 4096))
+            # on fresh sessions, not the ones that picked the kept weights (SELECTION_SEED);
             # the intent oracle plays in the ground truth only: no closing evaluation here
             scores = (
-                {} if agent.needs_latent_state or n_eval <= 0 else quick_eval(agent, site, n_eval)
+                {}
+                if agent.needs_latent_state or n_eval <= 0
+                else quick_eval(agent, site, n_eval, seed=CLOSING_SEED)
             )
             site.log_scalars(scores, int(fit.get("steps", 0)))
             agent.save(out.dir)

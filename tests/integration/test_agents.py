@@ -239,6 +239,23 @@ def test_sb3_training_replays_under_a_seed(run_dir: Path, trained: dict) -> None
     assert again["eval_learned"] == trained["ppo"]["eval_learned"]
 
 
+def test_the_closing_evaluation_scores_the_kept_weights_on_fresh_sessions(run_dir: Path) -> None:
+    from agents.evaluate import CLOSING_SEED, SELECTION_SEED, quick_eval
+    from agents.site import Site
+
+    folder = run_dir / "ppo_closing"
+    record = train(run_dir, "ppo", f"agent_dir={folder}")
+    curve = [c["eval/mean_return"] for c in record["fit"]["curve"]]
+    assert len(curve) == 2 and record["fit"]["kept_eval_return"] == max(curve)
+    site = Site.from_config(record["config"])
+    policy = load_policy(folder)
+    fresh = quick_eval(policy, site, 512, seed=CLOSING_SEED)
+    selecting = quick_eval(policy, site, 512, seed=SELECTION_SEED)
+    assert CLOSING_SEED != SELECTION_SEED
+    assert record["eval_learned"] == fresh  # the saved weights, replayed on the closing sessions
+    assert selecting["eval/mean_return"] != fresh["eval/mean_return"]
+
+
 def test_distillation_learns_from_a_saved_planner_and_refuses_other_teachers(
     run_dir: Path, trained: dict
 ) -> None:
