@@ -199,6 +199,17 @@ class PageActorCriticPolicy(ActorCriticPolicy, _PageIds):
         super().__init__(*args, **kwargs)
 
 
+class _WithInput(nn.Module):
+    """A layer's output with the layer's input beside it."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.layer(x), x], dim=1)
+
+
 class PageRecurrentPolicy(RecurrentActorCriticPolicy, _PageIds):
     """Recurrent PPO's actor-critic (sb3-contrib ``RecurrentPPO``): each step's page history
     embedded (:class:`PageHistoryExtractor`), then an LSTM that carries the whole visit.
@@ -209,24 +220,21 @@ class PageRecurrentPolicy(RecurrentActorCriticPolicy, _PageIds):
             actor's and the critic's layers: a direct path for what a first-order policy
             reads, so the network need not learn to carry the current page through the LSTM
             before it can act on it (:class:`PageSequenceExtractor`'s ``current_page`` for
-            the recurrent policy). Needs an LSTM for the actor and one for the critic (the
-            default).
+            the recurrent policy). With any critic: its own LSTM (the default), the actor's
+            (``shared_lstm``: its output, detached, already holds the features) or none
+            (``enable_critic_lstm: false``: sb3-contrib's linear layer of the features, with
+            the features beside it).
         *args, **kwargs: Those of sb3-contrib's ``RecurrentActorCriticPolicy``.
     """
 
     def __init__(self, *args: Any, features_beside_lstm: bool = False, **kwargs: Any) -> None:
         self.features_beside_lstm = bool(features_beside_lstm)
-        if self.features_beside_lstm and (
-            kwargs.get("shared_lstm", False) or not kwargs.get("enable_critic_lstm", True)
-        ):
-            # the critic's other paths (a shared LSTM's detached output, or a linear layer
-            # of the features) are sized for the LSTM's output alone
-            raise ConfigError(
-                "features_beside_lstm needs an LSTM for the actor and one for the critic "
-                "(shared_lstm: false, enable_critic_lstm: true)"
-            )
         kwargs.setdefault("features_extractor_class", PageHistoryExtractor)
         super().__init__(*args, **kwargs)
+        if self.features_beside_lstm and self.critic is not None:
+            # the critic without an LSTM: as wide as the others' paths into the critic's layers
+            # (the linear layer is the one the optimizer already holds)
+            self.critic = _WithInput(self.critic)
 
     def _build_mlp_extractor(self) -> None:
         width = self.lstm_output_dim + (self.features_dim if self.features_beside_lstm else 0)

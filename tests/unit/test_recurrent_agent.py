@@ -14,7 +14,6 @@ from sb3_contrib import RecurrentPPO
 from agents.base import load_policy
 from agents.networks import PageRecurrentPolicy
 from agents.sb3 import SB3Agent, _rebuild
-from clickstream.errors import ConfigError
 
 
 def _agent(**extra: object) -> SB3Agent:
@@ -75,15 +74,42 @@ def test_features_beside_the_lstm_give_the_actor_the_current_page_directly() -> 
     assert actions.shape == (3,)
 
 
-def test_features_beside_the_lstm_need_their_own_critic_lstm() -> None:
-    for bad in ({"shared_lstm": True, "enable_critic_lstm": False}, {"enable_critic_lstm": False}):
-        with pytest.raises(ConfigError, match="features_beside_lstm needs an LSTM"):
-            _agent(features_beside_lstm=True, **bad)
+CRITICS = {
+    "own_lstm": ({}, "lstm_critic"),
+    "shared_lstm": ({"shared_lstm": True, "enable_critic_lstm": False}, None),
+    "no_lstm": ({"enable_critic_lstm": False}, "critic"),
+}
 
 
-def test_features_beside_the_lstm_round_trip_with_identical_scores(tmp_path: Path) -> None:
-    agent = _agent(features_beside_lstm=True)
+@pytest.mark.parametrize("kind", list(CRITICS))
+def test_features_beside_the_lstm_reach_every_kind_of_critic(kind: str) -> None:
+    options, own_layer = CRITICS[kind]
+    policy = _agent(features_beside_lstm=True, **options).model.policy
+    assert policy.mlp_extractor.value_net[0].in_features == 8 + 2 * 32
+    obs = torch.as_tensor(np.array([[0, 1], [0, 3], [4, 2]]))
+    zeros = (torch.zeros(1, 3, 8), torch.zeros(1, 3, 8))
+    values = policy.predict_values(obs, zeros, torch.ones(3))
+    assert values.shape == (3, 1)
+    values.sum().backward()
+    if own_layer is not None:  # the value loss trains the critic's own layer before the MLP
+        grads = [p.grad for p in getattr(policy, own_layer).parameters()]
+        assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    if kind == "no_lstm":  # its value reads the observed pages only, whatever the visit was
+        later = (torch.randn(1, 3, 8), torch.randn(1, 3, 8))
+        torch.testing.assert_close(policy.predict_values(obs, later, torch.zeros(3)), values)
+    held = {id(p) for group in policy.optimizer.param_groups for p in group["params"]}
+    assert all(id(p) in held for p in policy.parameters())  # the optimizer trains them all
+
+
+@pytest.mark.parametrize("kind", list(CRITICS))
+def test_features_beside_the_lstm_round_trip_with_identical_scores(
+    tmp_path: Path, kind: str
+) -> None:
+    agent = _agent(features_beside_lstm=True, **CRITICS[kind][0])
     back = load_policy(agent.save(tmp_path / "recurrent"))
     assert back.model.policy.features_beside_lstm
     pages = np.array([[0, 1], [5, 3], [2, 2]])
     np.testing.assert_array_equal(back.action_scores(pages), agent.action_scores(pages))
+    saved, loaded = agent.model.policy.state_dict(), back.model.policy.state_dict()
+    assert saved.keys() == loaded.keys()  # the critic's weights too
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
