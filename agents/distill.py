@@ -40,7 +40,7 @@ from agents.belief import (
     refuse_observation_extras,
     save_world,
 )
-from agents.evaluate import SELECTION_SEED, quick_eval
+from agents.evaluate import quick_eval
 from agents.networks import ActionScoreHead
 from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs.core import SiteCore
@@ -191,9 +191,7 @@ class BeliefDistillation(BeliefPolicy):
         core = site.core(self.n_visitors, "learned")
 
         def evaluate() -> float:
-            return quick_eval(self, site, self.eval_sessions, seed=SELECTION_SEED)[
-                "eval/mean_return"
-            ]
+            return quick_eval(self, site, self.eval_sessions)["eval/mean_return"]
 
         out = self.distil(
             teacher,

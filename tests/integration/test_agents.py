@@ -157,11 +157,7 @@ def test_ppo_visit_narrow_is_ppo_visit_with_its_first_network_and_a_constant_ste
 def test_recurrent_ppo_wide_is_recurrent_ppo_as_wide_as_ppo_visit() -> None:
     # the same LSTM, discount and entropy as recurrent_ppo; the network, the rollouts and the
     # learning rate's schedule those of ppo_visit
-    base, wide, visit = (
-        _markov_agent("recurrent_ppo"),
-        _markov_agent("recurrent_ppo_wide"),
-        _markov_agent("ppo_visit"),
-    )
+    base, wide, visit = map(_markov_agent, ("recurrent_ppo", "recurrent_ppo_wide", "ppo_visit"))
     assert wide["policy_kwargs"] == {
         **base["policy_kwargs"],
         "net_arch": [256, 256],
