@@ -156,7 +156,7 @@ def test_ppo_visit_narrow_is_ppo_visit_with_its_first_network_and_a_constant_ste
 
 def test_recurrent_ppo_wide_is_recurrent_ppo_as_wide_as_ppo_visit() -> None:
     # the same LSTM, discount and entropy as recurrent_ppo; the network, the rollouts and the
-    # learning rate's schedule those of ppo_visit
+    # learning rate's schedule those of ppo_visit; GAE's lambda its own
     base, wide, visit = map(_markov_agent, ("recurrent_ppo", "recurrent_ppo_wide", "ppo_visit"))
     assert wide["policy_kwargs"] == {
         **base["policy_kwargs"],
@@ -168,8 +168,9 @@ def test_recurrent_ppo_wide_is_recurrent_ppo_as_wide_as_ppo_visit() -> None:
         assert wide[key] == visit[key]
     for key in ("n_steps", "batch_size", "n_epochs", "learning_rate", "clip_range"):
         assert wide["hyperparams"][key] == visit["hyperparams"][key]
-    for key in ("gamma", "gae_lambda", "ent_coef"):
+    for key in ("gamma", "ent_coef"):
         assert wide["hyperparams"][key] == base["hyperparams"][key]
+    assert (wide["hyperparams"]["gae_lambda"], base["hyperparams"]["gae_lambda"]) == (0.8, 0.95)
     assert (wide["algo"], wide["policy"], wide["name"]) == (
         "recurrent_ppo",
         "PagePolicy",
