@@ -82,6 +82,9 @@ class LatentTypesConfig:
             random starts and the one of the lowest validation log-loss is kept, as the
             latent-class fit does: a single start can miss the visitor types (one did on the
             intent store: prior 0.36 / 0.38 / 0.26 against the truth's 0.72 / 0.23 / 0.05).
+        page_preferences: Give each type its own preference for each outcome (``b_z``,
+            ``K × (P + 1)``); ``false``: types differ only by group moves and entries, as in
+            the latent-class model.
     """
 
     types: int | str = "auto"
@@ -91,6 +94,7 @@ class LatentTypesConfig:
     max_len: int = 64
     memory_lr: float = 0.25
     restarts: int = 1
+    page_preferences: bool = True
 
     def __post_init__(self) -> None:
         self.candidates = tuple(int(k) for k in self.candidates)
@@ -124,6 +128,7 @@ class LatentGRUNet(GRUNet):
         n_pages, page_group, n_groups, cfg: As for :class:`GRUNet`.
         n_types: ``K``.
         init_scale: Standard deviation of the random initial type preferences.
+        page_preferences: Train ``type_page`` (else it stays zero).
 
     Attributes:
         type_logit: ``(K,)``, the prior ``p(z)`` after a softmax.
@@ -143,6 +148,7 @@ class LatentGRUNet(GRUNet):
         cfg: ModelConfig,
         n_types: int,
         init_scale: float = 0.5,
+        page_preferences: bool = True,
     ) -> None:
         super().__init__(n_pages, page_group, n_groups, cfg)
         self.n_types, self.n_groups = int(n_types), int(n_groups)
@@ -155,7 +161,11 @@ class LatentGRUNet(GRUNet):
         self.type_move = nn.Parameter(torch.randn(self.n_types, g, g) * init_scale)
         self.entry_page = nn.Parameter(torch.zeros(n_pages))
         self.entry_type = nn.Parameter(torch.randn(self.n_types, n_groups) * init_scale)
-        self.type_page = nn.Parameter(torch.zeros(self.n_types, n_pages + 1))
+        type_page = torch.zeros(self.n_types, n_pages + 1)
+        if page_preferences:
+            self.type_page = nn.Parameter(type_page)
+        else:  # the same zeros, never trained
+            self.register_buffer("type_page", type_page)
         self.memory = True  # False: every position from an empty state (the warm start)
 
     def encode(
@@ -248,6 +258,7 @@ class LatentGRUModel(VisitorModel):
         device: Torch device.
         n_types: ``K``.
         init_scale: Standard deviation of the random initial type preferences.
+        page_preferences: Each type has its own preference for each outcome.
     """
 
     name = "latent_gru"
@@ -261,14 +272,22 @@ class LatentGRUModel(VisitorModel):
         *,
         n_types: int = 3,
         init_scale: float = 0.5,
+        page_preferences: bool = True,
     ) -> None:
         self.n_types, self.init_scale = int(n_types), float(init_scale)
+        self.page_preferences = bool(page_preferences)
         super().__init__(vocab, cfg, device)
 
     def _make_net(self) -> GRUNet:
         v = self.vocab
         return LatentGRUNet(
-            v.n_pages, v.page_group, v.n_groups, self.cfg, self.n_types, self.init_scale
+            v.n_pages,
+            v.page_group,
+            v.n_groups,
+            self.cfg,
+            self.n_types,
+            self.init_scale,
+            self.page_preferences,
         )
 
     @property
@@ -412,6 +431,7 @@ class LatentGRUModel(VisitorModel):
             "latent_types": {
                 "n_types": self.n_types,
                 "init_scale": self.init_scale,
+                "page_preferences": self.page_preferences,
                 "memory": self.latent.memory,
             }
         }
@@ -427,6 +447,7 @@ class LatentGRUModel(VisitorModel):
             device,
             n_types=int(types["n_types"]),
             init_scale=float(types["init_scale"]),
+            page_preferences=bool(types.get("page_preferences", True)),
         )
         model.latent.memory = bool(types.get("memory", True))
         return model

@@ -66,7 +66,12 @@ class LatentGRUKind(VisitorKind):
         for k in types.tried:
             torch.manual_seed(trainer.seed)  # the initial weights: same seed, same model
             model = LatentGRUModel(
-                ctx.data.vocab, trunk, device, n_types=k, init_scale=types.init_scale
+                ctx.data.vocab,
+                trunk,
+                device,
+                n_types=k,
+                init_scale=types.init_scale,
+                page_preferences=types.page_preferences,
             )
             identity = resume_identity(ctx.settings, fingerprint)
             identity["config"]["latent_gru"] = {**dataclasses.asdict(types), "k": k}

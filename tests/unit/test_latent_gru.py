@@ -345,3 +345,33 @@ def test_restarts_keep_the_start_the_validation_split_prefers() -> None:
     assert three["memory"]["best_valid_log_loss"] != one["memory"]["best_valid_log_loss"]
     with pytest.raises(ClickstreamError, match="restarts"):
         LatentTypesConfig.from_dict({"types": 2, "restarts": 0})
+
+
+def test_without_page_preferences_types_differ_by_group_moves_only(tmp_path) -> None:
+    """``page_preferences: false`` leaves ``type_page`` a zero buffer that training never
+    moves, and a saved model keeps the setting (so it reloads with the same parameters)."""
+    assert LatentTypesConfig.from_dict({"types": 2}).page_preferences is True
+    assert (
+        LatentTypesConfig.from_dict({"types": 2, "page_preferences": False}).page_preferences
+        is False
+    )
+    train_s, _ = two_type_sessions(400, 0)
+    valid_s, _ = two_type_sessions(200, 1)
+    torch.manual_seed(0)
+    model = LatentGRUModel(
+        vocab(),
+        ModelConfig(embedding_dim=8, hidden_size=8, dropout=0.0),
+        n_types=2,
+        page_preferences=False,
+    )
+    names = {name for name, _ in model.net.named_parameters()}
+    assert "type_page" not in names and "type_move" in names
+    before = model.latent.type_move.detach().clone()
+    cfg = TrainerConfig(epochs=2, batch_sessions=64, max_len=32, lr=0.01, show_progress=False)
+    train_in_stages(model, train_s, valid_s, cfg)
+    assert torch.count_nonzero(model.latent.type_page) == 0
+    assert not torch.equal(model.latent.type_move, before)  # the group moves did learn
+    back = LatentGRUModel.load(model.save(tmp_path / "latent_gru.pt"))
+    assert back.page_preferences is False
+    assert "type_page" not in {name for name, _ in back.net.named_parameters()}
+    assert mean_log_loss(back, valid_s) == pytest.approx(mean_log_loss(model, valid_s), rel=1e-6)
