@@ -14,37 +14,26 @@ it writes nothing.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+from omegaconf import OmegaConf
 
 from envs.dynamics import entry_distribution
 from envs.sequences import SessionSequences, load_prepared
 from envs.training import TrainerConfig, mean_log_loss, train
 from envs.visitor_model import ModelConfig, VisitorModel
-
-ROOT = Path(__file__).resolve().parents[1]
+from scripts.configs import compose_stage
 
 
 def recipe(name: str) -> tuple[ModelConfig, TrainerConfig]:
-    """The model and trainer settings of a simulator config (its ``defaults`` chain)."""
-    model: dict = {}
-    trainer: dict = {}
-    for part in _chain(name):
-        model.update(part.get("model") or {})
-        trainer.update(part.get("trainer") or {})
-    trainer = {k: v for k, v in trainer.items() if not str(v).startswith("${")}
-    return ModelConfig.from_dict(model), TrainerConfig.from_dict(
-        {**trainer, "show_progress": False}
-    )
-
-
-def _chain(name: str) -> list[dict]:
-    cfg = yaml.safe_load((ROOT / "configs" / "simulator" / f"{name}.yaml").read_text("utf-8"))
-    parents = [d for d in cfg.get("defaults", []) if isinstance(d, str) and d != "_self_"]
-    return [part for parent in parents for part in _chain(parent)] + [cfg]
+    """The model and trainer settings of ``simulator=<name>``, composed as
+    ``scripts/train_simulator.py`` composes them."""
+    cfg = compose_stage("train_simulator", (f"simulator={name}",))
+    sim = OmegaConf.to_container(cfg.simulator, resolve=True)
+    assert isinstance(sim, dict)
+    trainer = {**sim["trainer"], "show_progress": False}
+    return ModelConfig.from_dict(sim["model"]), TrainerConfig.from_dict(trainer)
 
 
 def shorter_than(seqs: SessionSequences, max_length: int) -> SessionSequences:
