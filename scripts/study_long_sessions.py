@@ -19,11 +19,17 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from envs.dynamics import entry_distribution
+from envs.click_model import MultinomialBoost
+from envs.core import SiteCore
+from envs.dynamics import GRUDynamics, entry_distribution
+from envs.fidelity import simulate_organic_sessions
 from envs.sequences import SessionSequences, load_prepared
 from envs.training import TrainerConfig, mean_log_loss, train
 from envs.visitor_model import ModelConfig, VisitorModel
 from scripts.configs import compose_stage
+
+ROLL_OUT_VISITORS = 4096
+"""Visitors simulated together (``check_simulator``'s ``n_visitors``)."""
 
 
 def recipe(name: str) -> tuple[ModelConfig, TrainerConfig]:
@@ -38,12 +44,7 @@ def recipe(name: str) -> tuple[ModelConfig, TrainerConfig]:
 
 def shorter_than(seqs: SessionSequences, max_length: int) -> SessionSequences:
     """The sessions of at most ``max_length`` page views (0: all)."""
-    keep = np.ones(len(seqs.lengths), bool) if max_length <= 0 else seqs.lengths <= max_length
-    offsets = seqs.offsets
-    return SessionSequences.from_lists(
-        [list(seqs.pages[offsets[i] : offsets[i + 1]]) for i in np.flatnonzero(keep)],
-        seqs.exit_id,
-    )
+    return seqs if max_length <= 0 else seqs.select(seqs.lengths <= max_length)
 
 
 @torch.no_grad()
@@ -54,30 +55,21 @@ def entry_exit(model: VisitorModel, seqs: SessionSequences) -> float:
     return float(torch.softmax(logits.float(), -1)[:, seqs.exit_id].mean())
 
 
-@torch.no_grad()
 def roll_out(
     model: VisitorModel, entry: np.ndarray, n: int, max_steps: int, seed: int
 ) -> tuple[float, float, float]:
-    """``n`` organic sessions: (pages per session, bounce rate, share cut at ``max_steps``)."""
-    gen = torch.Generator().manual_seed(seed)
-    exit_id = model.vocab.n_pages
-    page = torch.multinomial(torch.as_tensor(entry, dtype=torch.float), n, True, generator=gen)
-    hidden = model.initial_hidden(n)
-    length = torch.ones(n, dtype=torch.long)
-    alive = torch.ones(n, dtype=torch.bool)
-    bounce = 0.0
-    for t in range(max_steps - 1):
-        logits, hidden = model.step(page, hidden)
-        nxt = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=gen)[:, 0]
-        leaves = nxt == exit_id
-        if t == 0:
-            bounce = float(leaves.float().mean())
-        alive &= ~leaves
-        length += alive.long()
-        page = torch.where(leaves, torch.zeros_like(nxt), nxt)  # any page id: no longer read
-        if not alive.any():
-            break
-    return float(length.float().mean()), bounce, float(alive.float().mean())
+    """``n`` organic sessions through the simulator core, as ``scripts/check_simulator.py``
+    runs them: (pages per session, bounce rate, share cut at ``max_steps``)."""
+    core = SiteCore(
+        GRUDynamics(model, entry),
+        MultinomialBoost(),  # never used: nothing is recommended
+        torch.zeros(model.vocab.n_pages + 1),
+        min(n, ROLL_OUT_VISITORS),
+        max_steps=max_steps,
+    )
+    sim = simulate_organic_sessions(core, n, seed=seed)
+    lengths = sim.lengths
+    return float(lengths.mean()), float(np.mean(lengths == 1)), float(sim.truncated.mean())
 
 
 def main() -> None:
