@@ -624,6 +624,9 @@ class VisitorModel:
         self.net = self._make_net().to(self.device)
         self.metrics: dict[str, Any] = {}
         self.train_state: dict[str, Any] = {}
+        # when simulated visitors leave, fitted to the data (envs/exit_calibration.py):
+        # {"edges": [...], "offsets": [...]}, or None
+        self.exit_calibration: dict[str, list[Any]] | None = None
 
     def _make_net(self) -> GRUNet:
         """The network (a subclass adds its own parameters)."""
@@ -915,6 +918,7 @@ class VisitorModel:
                     "vocab": self.vocab.to_dict(),
                     "metrics": self.metrics,
                     "train_state": self.train_state,
+                    "exit_calibration": self.exit_calibration,
                     **dict(extra or {}),
                 }
             ),
@@ -954,6 +958,7 @@ class VisitorModel:
             ) from None
         model.metrics = dict(state.get("metrics") or {})
         model.train_state = dict(state.get("train_state") or {})
+        model.exit_calibration = _checked_calibration(state.get("exit_calibration"), path)
         return model
 
     def _checkpoint_settings(self) -> dict[str, Any]:
@@ -966,6 +971,35 @@ class VisitorModel:
     ) -> VisitorModel:
         """An untrained model of a checkpoint's shape (its weights are loaded next)."""
         return cls(vocab, cfg, device=device)
+
+
+def _checked_calibration(value: Any, path: Path) -> dict[str, list[Any]] | None:
+    """A checkpoint's exit calibration, checked: increasing integer ``edges`` from 1 and as
+    many finite ``offsets`` (``None``: none was fitted).
+
+    Raises:
+        RunFolderError: Anything else, naming the file.
+    """
+    if value is None:
+        return None
+    try:
+        edges = [int(e) for e in value["edges"]]
+        offsets = [float(o) for o in value["offsets"]]
+        ok = (
+            len(edges) == len(offsets) > 0
+            and edges[0] == 1
+            and bool(np.all(np.diff(edges) > 0))
+            and all(math.isfinite(o) for o in offsets)
+        )
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise RunFolderError(
+            "visitor model checkpoint has a malformed exit_calibration (expected increasing "
+            "integer edges from 1 and as many finite offsets)",
+            file=str(path),
+        )
+    return {"edges": edges, "offsets": offsets}
 
 
 def plain_data(value: Any) -> Any:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from clickstream.runfolder import plain_config
-from envs.dynamics import GRUDynamics, entry_distribution
+from envs.dynamics import Dynamics, GRUDynamics, entry_distribution
+from envs.exit_calibration import calibrate_trained, calibrated, describe
 from envs.sequences import PreparedData
 from envs.training import resolve_device, train
 from envs.visitor_model import ModelConfig, VisitorModel
@@ -35,9 +36,10 @@ class GRUVisitors(Visitors):
         self.kind, self.model, self.entry = kind, model, entry
         self.pages = model.vocab.pages
 
-    def dynamics(self, top_k: int | None = None) -> GRUDynamics:
+    def dynamics(self, top_k: int | None = None) -> Dynamics:
         # candidate mode (top_k) scores only the candidates from the top-layer output
-        return GRUDynamics(self.model, self.entry, full_logits=top_k is None)
+        dyn = GRUDynamics(self.model, self.entry, full_logits=top_k is None)
+        return calibrated(dyn, self.model.exit_calibration)
 
     def next_distribution(self, history: Sequence[int]) -> NextPage:
         logp = self.model.log_prob_next(np.asarray(history, dtype=np.int64)[None, :])[0, -1]
@@ -72,11 +74,19 @@ class GRUKind(VisitorKind):
             label=f"GRU ({ctx.label})" if ctx.label else "GRU",
             identity=resume_identity(ctx.settings, manifest.data_fingerprint if manifest else None),
         )
+        entry = entry_distribution(ctx.splits["train"])
+        calibration = calibrate_trained(
+            model,
+            GRUVisitors(self, model, entry).dynamics,
+            ctx.splits,
+            ctx.settings.get("exit_calibration"),
+        )
         record = {
             "history": history,
             "train_events_per_sec": history["train_events_per_sec"],
             "best_epoch": history["best_epoch"],
             "parameters": sum(p.numel() for p in model.net.parameters()),
+            "exit_calibration": calibration,
         }
 
         def write(path_of: Any, metrics: dict[str, Any]) -> None:
@@ -84,6 +94,8 @@ class GRUKind(VisitorKind):
             model.save(path_of("model.pt"), extra={"data_dir": ctx.data_dir})
 
         summary = f"GRU training: {history['train_events_per_sec']:,.0f} events/s"
+        if calibration is not None:
+            summary += f"; {describe(calibration)}"
         return Trained(model, record, summary, write)
 
     def load(

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from envs.dynamics import Dynamics
+from envs.exit_calibration import calibrate_trained, calibrated, describe
 from envs.latent_gru import (
     LatentGRUDynamics,
     LatentGRUModel,
@@ -37,9 +39,10 @@ class LatentGRUVisitors(Visitors):
     def __init__(self, kind: VisitorKind, model: LatentGRUModel) -> None:
         self.kind, self.model, self.pages = kind, model, model.vocab.pages
 
-    def dynamics(self, top_k: int | None = None) -> LatentGRUDynamics:
+    def dynamics(self, top_k: int | None = None) -> Dynamics:
         # candidate mode (top_k) scores only the candidates from the top-layer output
-        return LatentGRUDynamics(self.model, full_logits=top_k is None)
+        dyn = LatentGRUDynamics(self.model, full_logits=top_k is None)
+        return calibrated(dyn, self.model.exit_calibration)
 
     def next_distribution(self, history: Sequence[int]) -> NextPage:
         weights, rows = self.model.next_types(history)
@@ -110,12 +113,19 @@ class LatentGRUKind(VisitorKind):
             }
         chosen = choose_types({k: r["valid_log_loss"] for k, r in tried.items()}, types.min_gain)
         model = models[chosen]
+        calibration = calibrate_trained(
+            model,
+            LatentGRUVisitors(self, model).dynamics,
+            ctx.splits,
+            ctx.settings.get("exit_calibration"),
+        )
         record = {
             "types": chosen,
             "tried": {str(k): r for k, r in tried.items()},
             "history": model.train_state.get("history"),
             "train_events_per_sec": tried[chosen]["stages"]["memory"]["train_events_per_sec"],
             "parameters": sum(p.numel() for p in model.net.parameters()),
+            "exit_calibration": calibration,
         }
 
         def write(path_of: Any, metrics: dict[str, Any]) -> None:
@@ -127,6 +137,8 @@ class LatentGRUKind(VisitorKind):
             + ", ".join(f"K={k} {r['valid_log_loss']:.4f}" for k, r in tried.items())
             + f"), {record['train_events_per_sec']:,.0f} events/s"
         )
+        if calibration is not None:
+            summary += f"; {describe(calibration)}"
         return Trained(model, record, summary, write)
 
     def load(

@@ -143,6 +143,34 @@ def test_train_simulator_fits_the_latent_class_world(synthetic_dir: Path, tmp_pa
     assert site.worlds()[:2] == ["learned", "held_out"]
 
 
+def test_train_simulator_calibrates_when_simulated_visitors_leave(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
+    from envs.exit_calibration import ExitCalibratedDynamics
+    from envs.fidelity import simulate_organic_sessions
+    from envs.site_env import build_core
+
+    out = tmp_path / "calibrated"
+    options = "{edges: [1, 2, 4, 8], iterations: 3, sessions: 3000, visitors: 512}"
+    record = train_run(_sim_cfg(synthetic_dir, out, f"simulator.exit_calibration={options}"))
+    fit = record["gru"]["exit_calibration"]
+    assert len(fit["offsets"]) == 4 and set(fit["log_loss"]) == {"valid", "test"}
+    # the next-page metrics are the model's own: the offsets' log-loss is recorded beside it
+    assert fit["log_loss"]["test"]["model"] == pytest.approx(
+        record["models"]["gru"]["with_exit"]["log_loss"], rel=1e-6
+    )
+    target = fit["target"]["pages_per_session"]
+    assert abs(fit["after"]["pages_per_session"] - target) < 0.05 * target
+    assert "exit calibration: pages per session" in " ".join(record["trained"])
+    model = VisitorModel.load(out / "model.pt")
+    assert model.exit_calibration == {"edges": [1, 2, 4, 8], "offsets": fit["offsets"]}
+    # the simulator runs the calibrated model: the same sessions as the fit's last round
+    core = build_core(512, data_dir=synthetic_dir, dynamics="gru", model_path=out / "model.pt", max_steps=200)  # fmt: skip
+    assert isinstance(core.dynamics, ExitCalibratedDynamics)
+    sim = simulate_organic_sessions(core, 3000, seed=0)
+    assert sim.lengths.mean() == pytest.approx(fit["after"]["pages_per_session"], rel=1e-6)
+
+
 def _sim_cfg(data_dir: Path, out: Path, *extra: str):
     return compose_cfg(
         "train_simulator",
