@@ -56,6 +56,7 @@ from envs.visitor_model import (
 )
 
 CHECKPOINT_KIND = "nextpage.latent_gru"
+TRUNKS = ("learned", "counted")
 EVAL_CELLS = 1 << 23
 """Per-type log-probabilities held at once when scoring whole sessions (``K · tokens · (P +
 1)`` floats, 32 MB): bounds a batch's padded positions."""
@@ -85,6 +86,11 @@ class LatentTypesConfig:
         page_preferences: Give each type its own preference for each outcome (``b_z``,
             ``K × (P + 1)``); ``false``: types differ only by group moves and entries, as in
             the latent-class model.
+        trunk: The first stage's shared part: ``learned`` (the GRU trunk on the current page)
+            or ``counted`` (the trunk's first-order prior, the table counted on the training
+            split, with the output layer's biases only, as the latent-class model takes its
+            counted table; the output weights start from zero in the memory stage, so that
+            stage adds only what history says beyond the types).
     """
 
     types: int | str = "auto"
@@ -95,6 +101,7 @@ class LatentTypesConfig:
     memory_lr: float = 0.25
     restarts: int = 1
     page_preferences: bool = True
+    trunk: str = "learned"
 
     def __post_init__(self) -> None:
         self.candidates = tuple(int(k) for k in self.candidates)
@@ -109,6 +116,8 @@ class LatentTypesConfig:
         if isinstance(self.restarts, bool) or int(self.restarts) < 1:
             raise ConfigError(f"latent_gru.restarts must be >= 1, got {self.restarts!r}")
         self.restarts = int(self.restarts)
+        if self.trunk not in TRUNKS:
+            raise ConfigError(f"latent_gru.trunk must be one of {TRUNKS}, got {self.trunk!r}")
 
     @property
     def tried(self) -> tuple[int, ...]:
@@ -533,6 +542,33 @@ class LatentGRUDynamics(GRUDynamics):
         return torch.cat([hidden, types, scores.float()], dim=1)
 
 
+def counted_trunk(net: LatentGRUNet, on: bool) -> None:
+    """Make the trunk's logits its first-order prior plus the output biases (``on``): the
+    output weights are set to zero and, with everything else of the trunk, frozen, so only
+    the biases and the types' parameters train. ``on=False`` unfreezes every parameter (the
+    weights keep their values: zero after a counted stage, so the memory stage starts from
+    its model exactly)."""
+    table = {"head.bias", "group_head.bias"} | {
+        name for name, _ in net.named_parameters() if not name.startswith(TRUNK_PREFIXES)
+    }
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if on and name in ("head.weight", "group_head.weight"):
+                param.zero_()
+            param.requires_grad_(not on or name in table)
+
+
+TRUNK_PREFIXES = (
+    "page_embedding",
+    "group_embedding",
+    "time_embedding",
+    "gru",
+    "head",
+    "group_head",
+)
+"""The GRU trunk's parameters (the rest are the types' and the entry's)."""
+
+
 RESTART_SEED_STRIDE = 7919
 """Restart ``r`` of the first stage draws its initial weights and batch order from seed
 ``trainer.seed + r * RESTART_SEED_STRIDE`` (restart 0 is the plain run, so ``restarts: 1``
@@ -552,6 +588,7 @@ def train_in_stages(
     identity: Mapping[str, Any] | None = None,
     memory_lr: float = 0.25,
     restarts: int = 1,
+    trunk: str = "learned",
 ) -> dict[str, dict[str, Any]]:
     """Train ``model`` in place in two stages, each early-stopped on the validation split.
 
@@ -561,6 +598,10 @@ def train_in_stages(
        model as given); the start of the lowest validation log-loss is kept.
     2. ``memory``: the whole GRU, from there (at ``memory_lr`` times the learning rate);
        history now adds what the types leave.
+
+    With ``trunk="counted"`` the first stage's shared part is the counted first-order prior
+    alone (:func:`counted_trunk`): the latent-class model's parametrisation, with the GRU
+    unused until the memory stage, whose output weights start from zero.
 
     A plain GRU trained on its own would learn to read the visitor's type from the history
     (the mix seen after it), which is what a recommendation must not move; the warm start
@@ -574,6 +615,13 @@ def train_in_stages(
     """
     if int(restarts) < 1:
         raise ConfigError(f"latent_gru.restarts must be >= 1, got {restarts!r}")
+    if trunk not in TRUNKS:
+        raise ConfigError(f"latent_gru.trunk must be one of {TRUNKS}, got {trunk!r}")
+    if trunk == "counted" and not model.latent.use_prior:
+        raise ConfigError(
+            "latent_gru.trunk=counted needs the trunk's first-order prior "
+            "(simulator.model.markov_prior: true, or auto with at most 4,096 pages)"
+        )
 
     def stage_identity(name: str, restart: int = 0) -> dict[str, Any] | None:
         if identity is None:
@@ -597,6 +645,8 @@ def train_in_stages(
             model.net = model._make_net().to(model.device)
             stage_cfg = dataclasses.replace(cfg, seed=seed)
         model.latent.memory = False
+        if trunk == "counted":
+            counted_trunk(model.latent, True)
         tag = "" if restarts == 1 else f" (start {restart + 1} of {restarts})"
         history = train(
             model,
@@ -620,6 +670,7 @@ def train_in_stages(
     model.net.load_state_dict(first_state)
 
     # 2. the memory stage, from the kept start
+    counted_trunk(model.latent, False)
     model.latent.memory = True
     memory = train(
         model,

@@ -90,6 +90,7 @@ class LatentGRUKind(VisitorKind):
                 identity=identity,
                 memory_lr=types.memory_lr,
                 restarts=types.restarts,
+                trunk=types.trunk,
             )
             keep = "memory" if model.latent.memory else "first_order"
             models[k] = model

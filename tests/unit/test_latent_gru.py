@@ -14,10 +14,11 @@ from envs.latent_gru import (
     LatentGRUDynamics,
     LatentGRUModel,
     LatentTypesConfig,
+    counted_trunk,
     train_in_stages,
 )
 from envs.sequences import SessionSequences, Vocabulary
-from envs.training import TrainerConfig, mean_log_loss
+from envs.training import TrainerConfig, mean_log_loss, train
 from envs.visitor_model import ModelConfig, NegativeSampler, TrainingBatch, VisitorModel
 from envs.visitors.latent_gru import choose_types
 
@@ -375,3 +376,51 @@ def test_without_page_preferences_types_differ_by_group_moves_only(tmp_path) -> 
     assert back.page_preferences is False
     assert "type_page" not in {name for name, _ in back.net.named_parameters()}
     assert mean_log_loss(back, valid_s) == pytest.approx(mean_log_loss(model, valid_s), rel=1e-6)
+
+
+def test_a_counted_trunk_is_the_prior_and_the_memory_stage_starts_from_it() -> None:
+    """``trunk: counted``: in the first stage only the types, the entry and the output biases
+    train; the logits are the counted first-order prior plus biases, whatever the history;
+    the memory stage then starts from exactly that model (zero output weights)."""
+    assert LatentTypesConfig.from_dict({"types": 2}).trunk == "learned"
+    with pytest.raises(ClickstreamError, match=r"latent_gru\.trunk"):
+        LatentTypesConfig.from_dict({"types": 2, "trunk": "frozen"})
+    train_s, _ = two_type_sessions(3000, 0)
+    valid_s, _ = two_type_sessions(1000, 1)
+    cfg = TrainerConfig(
+        epochs=8, batch_sessions=128, max_len=32, lr=0.01, show_progress=False, patience=3
+    )
+
+    def fresh() -> LatentGRUModel:
+        torch.manual_seed(0)
+        config = ModelConfig(embedding_dim=8, hidden_size=16, dropout=0.0)
+        model = LatentGRUModel(vocab(), config, n_types=2)
+        model.fit_prior(train_s)
+        return model
+
+    # the first stage alone
+    model = fresh()
+    gru_before = model.latent.gru.weight_hh_l0.detach().clone()
+    model.latent.memory = False
+    counted_trunk(model.latent, True)
+    trainable = {name for name, p in model.net.named_parameters() if p.requires_grad}
+    assert trainable == {"type_logit", "type_move", "entry_page", "entry_type", "type_page", "head.bias", "group_head.bias"}  # fmt: skip
+    history = train(model, train_s, valid_s, cfg)
+    assert torch.count_nonzero(model.latent.head.weight) == 0
+    assert torch.equal(model.latent.gru.weight_hh_l0, gru_before)  # never trained
+    _w, after_a = model.next_types([0, 1, 2])
+    _w, after_b = model.next_types([4, 1, 2])
+    np.testing.assert_allclose(after_a, after_b, atol=1e-6)  # each type's row: the page only
+    # it finds the two types, as the latent-class model does
+    prior = np.sort(model.latent.log_type_prior().exp().detach().numpy())
+    np.testing.assert_allclose(prior, [0.4, 0.6], atol=0.08)
+
+    # both stages: the first replays the above, the memory stage starts where it ended
+    model = fresh()
+    stages = train_in_stages(model, train_s, valid_s, cfg, trunk="counted")
+    first = stages["first_order"]["best_valid_log_loss"]
+    assert first == pytest.approx(history["best_valid_log_loss"], rel=1e-9)
+    # the model ends with the better stage on validation
+    kept = min(first, stages["memory"]["best_valid_log_loss"])
+    assert mean_log_loss(model, valid_s) == pytest.approx(kept, rel=1e-6)
+    assert all(p.requires_grad for p in model.net.parameters())  # unfrozen after
