@@ -142,11 +142,15 @@ def test_the_typed_env_config_refuses_a_wrong_key_or_type(override: str, named: 
         compose_stage("pipeline", [override])
 
 
-def test_the_small_export_recipe_is_the_gru_with_a_weaker_prior() -> None:
-    """``simulator=gru_small`` changes the first-order prior's pseudo-count and nothing else."""
+def test_the_small_export_recipe_is_the_gru_with_a_weaker_prior_and_calibrated_exits() -> None:
+    """``simulator=gru_small`` changes the first-order prior's pseudo-count and turns the exit
+    calibration on (its defaults), and nothing else."""
     small = OmegaConf.to_container(compose_stage("train_simulator", ("simulator=gru_small",)))
     plain = OmegaConf.to_container(compose_stage("train_simulator", ()))
     assert small["simulator"]["model"]["prior_smoothing"] == 200.0
     assert plain["simulator"]["model"]["prior_smoothing"] == 10.0
+    assert small["simulator"]["exit_calibration"] == {}
+    assert plain["simulator"]["exit_calibration"] is None
     small["simulator"]["model"]["prior_smoothing"] = 10.0
+    small["simulator"]["exit_calibration"] = None
     assert small == plain
