@@ -91,6 +91,7 @@ class LatentGRUKind(VisitorKind):
                 memory_lr=types.memory_lr,
                 restarts=types.restarts,
                 trunk=types.trunk,
+                table_lr=types.table_lr,
             )
             keep = "memory" if model.latent.memory else "first_order"
             models[k] = model

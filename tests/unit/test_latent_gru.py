@@ -3,6 +3,8 @@ simulator's visitors keeping their type, persistence, and recovery of known type
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -385,6 +387,8 @@ def test_a_counted_trunk_is_the_prior_and_the_memory_stage_starts_from_it() -> N
     assert LatentTypesConfig.from_dict({"types": 2}).trunk == "learned"
     with pytest.raises(ClickstreamError, match=r"latent_gru\.trunk"):
         LatentTypesConfig.from_dict({"types": 2, "trunk": "frozen"})
+    with pytest.raises(ClickstreamError, match=r"latent_gru\.table_lr"):
+        LatentTypesConfig.from_dict({"types": 2, "trunk": "counted", "table_lr": 0})
     train_s, _ = two_type_sessions(3000, 0)
     valid_s, _ = two_type_sessions(1000, 1)
     cfg = TrainerConfig(
@@ -405,7 +409,8 @@ def test_a_counted_trunk_is_the_prior_and_the_memory_stage_starts_from_it() -> N
     counted_trunk(model.latent, True)
     trainable = {name for name, p in model.net.named_parameters() if p.requires_grad}
     assert trainable == {"type_logit", "type_move", "entry_page", "entry_type", "type_page", "head.bias", "group_head.bias"}  # fmt: skip
-    history = train(model, train_s, valid_s, cfg)
+    # a table's learning rate, no weight decay (latent_gru.table_lr, default 0.01)
+    history = train(model, train_s, valid_s, dataclasses.replace(cfg, lr=0.01, weight_decay=0.0))
     assert torch.count_nonzero(model.latent.head.weight) == 0
     assert torch.equal(model.latent.gru.weight_hh_l0, gru_before)  # never trained
     _w, after_a = model.next_types([0, 1, 2])
