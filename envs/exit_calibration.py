@@ -34,7 +34,10 @@ import numpy as np
 import torch
 
 from clickstream.errors import ConfigError, ModelError, from_options
+from envs.click_model import MultinomialBoost
+from envs.core import SiteCore
 from envs.dynamics import Chains, Dynamics
+from envs.fidelity import simulate_organic_sessions
 from envs.sequences import SessionSequences
 
 
@@ -202,11 +205,6 @@ def fit_exit_calibration(
         and the simulation's hazards before and after, pages per session and bounce rate
         before and after against the target's, and pages per session after each round.
     """
-    # imported here: envs.core and envs.fidelity import the dynamics module this one extends
-    from envs.click_model import MultinomialBoost
-    from envs.core import SiteCore
-    from envs.fidelity import simulate_organic_sessions
-
     inner = dynamics()
     edges = cfg.edges
     t_exits, t_views = position_hazard(target.lengths, edges)
