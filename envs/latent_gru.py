@@ -556,25 +556,26 @@ def counted_trunk(net: LatentGRUNet, on: bool) -> None:
     the biases and the types' parameters train. ``on=False`` unfreezes every parameter (the
     weights keep their values: zero after a counted stage, so the memory stage starts from
     its model exactly)."""
-    table = {"head.bias", "group_head.bias"} | {
-        name for name, _ in net.named_parameters() if not name.startswith(TRUNK_PREFIXES)
-    }
     with torch.no_grad():
         for name, param in net.named_parameters():
             if on and name in ("head.weight", "group_head.weight"):
                 param.zero_()
-            param.requires_grad_(not on or name in table)
+            param.requires_grad_(not on or name in TABLE_PARAMETERS)
 
 
-TRUNK_PREFIXES = (
-    "page_embedding",
-    "group_embedding",
-    "time_embedding",
-    "gru",
-    "head",
-    "group_head",
+TABLE_PARAMETERS = frozenset(
+    {
+        "type_logit",
+        "type_move",
+        "entry_page",
+        "entry_type",
+        "type_page",
+        "head.bias",
+        "group_head.bias",
+    }
 )
-"""The GRU trunk's parameters (the rest are the types' and the entry's)."""
+"""What a counted first stage trains: the types', the entry's and the output biases (the rest
+is the GRU trunk's)."""
 
 
 RESTART_SEED_STRIDE = 7919
