@@ -34,10 +34,8 @@ import numpy as np
 import torch
 
 from clickstream.errors import ConfigError, ModelError, from_options
-from envs.click_model import MultinomialBoost
-from envs.core import SiteCore
 from envs.dynamics import Chains, Dynamics
-from envs.fidelity import simulate_organic_sessions
+from envs.fidelity import simulate_organic
 from envs.sequences import SessionSequences
 
 
@@ -211,16 +209,14 @@ def fit_exit_calibration(
     goal = _logit(t_exits, t_views)
 
     def simulate(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dyn = ExitCalibratedDynamics(inner, edges, offsets)
-        core = SiteCore(
-            dyn,
-            MultinomialBoost(),  # never used: nothing is recommended
-            torch.zeros(dyn.n_pages + 1),
-            min(cfg.sessions, cfg.visitors),
+        sim = simulate_organic(
+            ExitCalibratedDynamics(inner, edges, offsets),
+            cfg.sessions,
             max_steps=cfg.max_steps,
+            visitors=cfg.visitors,
+            seed=cfg.seed,
             device=device,
         )
-        sim = simulate_organic_sessions(core, cfg.sessions, seed=cfg.seed)
         exits, views = position_hazard(sim.lengths, edges, sim.truncated)
         return exits, views, sim.lengths
 

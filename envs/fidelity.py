@@ -48,8 +48,9 @@ import torch
 from tqdm.auto import tqdm
 
 from clickstream.errors import ConfigError, DataError
-from envs.click_model import NO_RECOMMENDATION
+from envs.click_model import NO_RECOMMENDATION, MultinomialBoost
 from envs.core import SiteCore
+from envs.dynamics import Dynamics
 from envs.sequences import SessionSequences, Vocabulary
 
 SCALAR_FIGURES = (
@@ -171,6 +172,29 @@ def simulate_organic_sessions(
         exit_id=core.n_pages,
         truncated=truncated,
     )
+
+
+def simulate_organic(
+    dynamics: Dynamics,
+    n_sessions: int,
+    *,
+    max_steps: int,
+    visitors: int = 4096,
+    seed: int | None = 0,
+    device: str | torch.device = "cpu",
+) -> SimulatedSessions:
+    """:func:`simulate_organic_sessions` of visitor ``dynamics`` alone: a core with no
+    rewards whose click model is never used (nothing is recommended), ``min(n_sessions,
+    visitors)`` visitors at a time, sessions cut at ``max_steps``."""
+    core = SiteCore(
+        dynamics,
+        MultinomialBoost(),  # never used: nothing is recommended
+        torch.zeros(dynamics.n_pages + 1),
+        min(int(n_sessions), int(visitors)),
+        max_steps=max_steps,
+        device=device,
+    )
+    return simulate_organic_sessions(core, n_sessions, seed=seed)
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:

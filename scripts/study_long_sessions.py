@@ -19,10 +19,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from envs.click_model import MultinomialBoost
-from envs.core import SiteCore
 from envs.dynamics import GRUDynamics, entry_distribution
-from envs.fidelity import simulate_organic_sessions
+from envs.fidelity import simulate_organic
 from envs.sequences import SessionSequences, load_prepared
 from envs.training import TrainerConfig, mean_log_loss, train
 from envs.visitor_model import ModelConfig, VisitorModel
@@ -60,14 +58,9 @@ def roll_out(
 ) -> tuple[float, float, float]:
     """``n`` organic sessions through the simulator core, as ``scripts/check_simulator.py``
     runs them: (pages per session, bounce rate, share cut at ``max_steps``)."""
-    core = SiteCore(
-        GRUDynamics(model, entry),
-        MultinomialBoost(),  # never used: nothing is recommended
-        torch.zeros(model.vocab.n_pages + 1),
-        min(n, ROLL_OUT_VISITORS),
-        max_steps=max_steps,
+    sim = simulate_organic(
+        GRUDynamics(model, entry), n, max_steps=max_steps, visitors=ROLL_OUT_VISITORS, seed=seed
     )
-    sim = simulate_organic_sessions(core, n, seed=seed)
     lengths = sim.lengths
     return float(lengths.mean()), float(np.mean(lengths == 1)), float(sim.truncated.mean())
 
