@@ -126,9 +126,9 @@ class ExitCalibratedDynamics(Dynamics):
         self.n_pages, self.pages = inner.n_pages, inner.pages
         self.state_dim = inner.state_dim + 1
         self.latent_state = inner.latent_state
-        self.edges = tuple(int(e) for e in edges)
-        # on the CPU until the simulator core moves the dynamics to its device (to())
-        self._upper = torch.as_tensor(self.edges[1:], dtype=torch.float32)
+        # on the CPU until the simulator core moves the dynamics to its device (to()); a
+        # position's bucket is the number of bucket starts after the first at or below it
+        self._upper = torch.as_tensor([int(e) for e in edges[1:]], dtype=torch.float32)
         self._offsets = torch.as_tensor(np.asarray(offsets, dtype=np.float32))
 
     def _offset(self, state: torch.Tensor) -> torch.Tensor:
