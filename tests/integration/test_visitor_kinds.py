@@ -23,6 +23,7 @@ from envs.latent_gru import LatentGRUDynamics, LatentGRUModel
 from envs.rewards import reward_from_catalog
 from envs.sequences import load_prepared
 from envs.site_env import build_core
+from envs.training import mean_log_loss
 from envs.visitor_model import VisitorModel
 from scripts.train_simulator import run as train_run
 from tests.hydra_configs import compose_cfg, prepare_synthetic
@@ -211,3 +212,46 @@ def test_latent_gru_restarts_are_recorded_and_the_best_start_kept(data_dir: Path
     assert len(losses) == 2 and losses[0] != losses[1]
     assert losses[tried["kept_restart"]] == min(losses)
     assert tried["stages"]["first_order"]["valid_log_loss"] == min(losses)
+
+
+@pytest.mark.parametrize("one_type", ["one_stage", "two_stages"])
+def test_one_type_picked_by_auto_is_kept_as_one_stage_trains_it(
+    data_dir: Path, tmp_path: Path, one_type: str
+) -> None:
+    """``auto`` compares candidates trained alike (two stages); when it picks one type the kept
+    model is trained again in one stage (``one_type: one_stage``), and the saved model is that
+    one; ``two_stages`` keeps the candidate itself."""
+    import json
+
+    out = tmp_path / "sim"
+    train_run(
+        compose_cfg(
+            "train_simulator",
+            [
+                f"data_dir={data_dir}",
+                f"out_dir={out}",
+                "simulator.trainer.epochs=1",
+                "simulator.model.hidden_size=16",
+                "simulator.model.embedding_dim=8",
+                "simulator.baselines.tune_on_valid=false",
+                # a gain no second type can earn: auto picks one type
+                f"simulator.latent_gru={{types: auto, candidates: [1, 2], min_gain: 10.0, one_type: {one_type}}}",
+                "show_progress=false",
+            ],
+        )
+    )
+    record = json.loads((out / "metrics.json").read_text())["latent_gru"]
+    assert record["types"] == 1
+    assert set(record["tried"]) == {"1", "2"}
+    assert set(record["tried"]["1"]["stages"]) == {"first_order", "memory"}  # like against like
+    kept = record["kept"]
+    if one_type == "one_stage":
+        assert set(kept["stages"]) == {"one_stage"} and kept["kept"] == "one_stage"
+        assert set(record["history"]) == {"one_stage"}
+    else:
+        assert kept == record["tried"]["1"]
+    data = load_prepared(data_dir, splits=("valid",))
+    model = LatentGRUModel.load(out / "latent_gru.pt")
+    assert model.n_types == 1
+    loss = mean_log_loss(model, data.splits["valid"])
+    assert loss == pytest.approx(kept["valid_log_loss"], rel=1e-5)

@@ -18,6 +18,7 @@ from envs.latent_gru import (
     LatentTypesConfig,
     counted_trunk,
     train_in_stages,
+    train_one_stage,
 )
 from envs.sequences import SessionSequences, Vocabulary
 from envs.training import TrainerConfig, mean_log_loss, train
@@ -429,3 +430,39 @@ def test_a_counted_trunk_is_the_prior_and_the_memory_stage_starts_from_it() -> N
     kept = min(first, stages["memory"]["best_valid_log_loss"])
     assert mean_log_loss(model, valid_s) == pytest.approx(kept, rel=1e-6)
     assert all(p.requires_grad for p in model.net.parameters())  # unfrozen after
+
+
+def test_one_type_trains_in_one_stage_from_zero_type_terms(monkeypatch) -> None:
+    """``one_type: one_stage``: a model of one type is trained as the plain GRU is: one stage
+    with memory, at the trainer's rate, its type terms starting from zero (they only break the
+    symmetry between types), and it ends on its best validation epoch."""
+    assert LatentTypesConfig.from_dict({"types": 1}).one_type == "one_stage"
+    with pytest.raises(ClickstreamError, match=r"latent_gru\.one_type"):
+        LatentTypesConfig.from_dict({"types": 1, "one_type": "three_stages"})
+    train_s, _ = two_type_sessions(800, 0)
+    valid_s, _ = two_type_sessions(300, 1)
+    cfg = TrainerConfig(epochs=4, batch_sessions=64, max_len=32, lr=0.01, show_progress=False)
+    seen = {}
+
+    def spy(model, *args, **kwargs):
+        net = model.latent
+        seen["type_terms"] = float(
+            net.type_move.detach().abs().sum() + net.entry_type.detach().abs().sum()
+        )
+        seen["memory"], seen["lr"] = net.memory, args[2].lr
+        seen["frozen"] = [n for n, p in net.named_parameters() if not p.requires_grad]
+        return train(model, *args, **kwargs)
+
+    monkeypatch.setattr("envs.latent_gru.train", spy)
+    torch.manual_seed(0)
+    config = ModelConfig(embedding_dim=8, hidden_size=16, dropout=0.0)
+    model = LatentGRUModel(vocab(), config, n_types=1, init_scale=1.0)
+    assert float(model.latent.type_move.detach().abs().sum()) > 1.0  # random at construction
+    counted_trunk(model.latent, True)  # whatever froze it before, the one stage trains all
+    history = train_one_stage(model, train_s, valid_s, cfg)
+    assert seen == {"type_terms": 0.0, "memory": True, "lr": 0.01, "frozen": []}
+    assert model.train_state["history"] == {"one_stage": history}
+    assert model.latent.memory
+    assert mean_log_loss(model, valid_s) == pytest.approx(history["best_valid_log_loss"], rel=1e-6)
+    with pytest.raises(ClickstreamError, match="one type, the model has 2"):
+        train_one_stage(small_model(k=2), train_s, valid_s, cfg)
