@@ -67,21 +67,27 @@ def by_world(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str
 
 
 def rank_agreement(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Kendall's tau of the policies' mean returns: learned simulator against every other
-    world (deployable policies present in both; references left out)."""
-    worlds = by_world(records)
-    learned = {
-        r["policy"]: r["mean_return"]
-        for r in worlds.get("learned", [])
-        if r["policy"] not in REFERENCES
+    """Kendall's tau of the policies' mean returns: the learned simulator against every other
+    world, and the held-out simulator against the ground truth (key ``held_out vs
+    ground_truth``) where both were evaluated: a visitor model trained with another seed
+    should rank as the truth does too. Deployable policies present in both; references left
+    out."""
+    worlds = {
+        world: {r["policy"]: r["mean_return"] for r in rows if r["policy"] not in REFERENCES}
+        for world, rows in by_world(records).items()
     }
-    out = {}
-    for world, rows in worlds.items():
-        if world == "learned":
-            continue
-        other = {r["policy"]: r["mean_return"] for r in rows}
-        names = sorted(set(learned) & set(other))
-        out[world] = kendall_tau([learned[n] for n in names], [other[n] for n in names])
+
+    def tau(first: str, second: str) -> float:
+        names = sorted(set(worlds[first]) & set(worlds[second]))
+        return kendall_tau([worlds[first][n] for n in names], [worlds[second][n] for n in names])
+
+    out = {
+        world: tau("learned", world)
+        for world in worlds
+        if world != "learned" and "learned" in worlds
+    }
+    if "held_out" in worlds and "ground_truth" in worlds:
+        out["held_out vs ground_truth"] = tau("held_out", "ground_truth")
     return out
 
 
@@ -248,7 +254,8 @@ def markdown(
             "## Does the learned simulator rank policies right?",
             "",
             "Kendall's tau between the policies' mean returns in the learned simulator "
-            "and in each other world (1: same order):",
+            "and in each other world, and in the held-out simulator and the ground truth "
+            "(1: same order):",
             "",
         ]
         lines += [f"- {world}: tau = {_fmt(tau)}" for world, tau in taus.items()]

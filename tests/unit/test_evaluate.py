@@ -131,6 +131,17 @@ def test_report_tables_and_rank_agreement() -> None:
         rec("true_optimum", "ground_truth", 4),
     ]
     assert rank_agreement(records) == {"ground_truth": pytest.approx(-1.0)}
+    # a held-out world: against the learned one, and against the truth (one pair of three
+    # swapped: tau = (2 - 1) / 3)
+    held_out = [rec("a", "held_out", 1), rec("b", "held_out", 3), rec("c", "held_out", 2)]
+    assert rank_agreement(records + held_out) == {
+        "ground_truth": pytest.approx(-1.0),
+        "held_out": pytest.approx(-1 / 3),
+        "held_out vs ground_truth": pytest.approx(1 / 3),
+    }
+    # no learned world evaluated: only the held-out world against the truth
+    without = [r for r in records + held_out if r["world"] != "learned"]
+    assert rank_agreement(without) == {"held_out vs ground_truth": pytest.approx(1 / 3)}
     text = markdown(records)
     assert "## World: learned" in text and "| a | 3.000 ± 1.000 |" in text
     assert "| ground_truth | c | true_optimum | 0.750 |" in text
