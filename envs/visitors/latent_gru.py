@@ -152,7 +152,8 @@ class LatentGRUKind(VisitorKind):
             model.save(path_of(self.files[0]), extra={"data_dir": ctx.data_dir})
 
         summary = (
-            f"latent-type GRU: {chosen} visitor types (validation log-loss "
+            f"latent-type GRU: {chosen} visitor type{'s' if chosen > 1 else ''} (validation "
+            "log-loss "
             + ", ".join(f"K={k} {r['valid_log_loss']:.4f}" for k, r in tried.items())
             + ")"
         )
