@@ -1,13 +1,16 @@
 """Study: what a page table that knows the intents' values gains, and how each world ranks it.
 
     python scripts/intent_tables.py [--run-dir runs/synthetic_intent] [--sessions 32768] [--seed 0]
+        [--held-out-dir <simulator folder>]
 
 On a synthetic intent store (a run folder whose ``agents/value_iteration/seed_0`` gives the
 env settings), three tables over pages, each by exact policy evaluation in the ground truth
 and simulated in every world of the run: value iteration on the true first-order marginal,
 the intent-weighted table (:func:`agents.tabular.intent_weighted_q`), the same table built
 from the learned world's own visitor types when that world is a latent-class model (what a
-deployable policy can build), and, for the ground truth only, the intent oracle's bound. A learned world that ranks the first two the other way round
+deployable policy can build), and, for the ground truth only, the intent oracle's bound.
+``--held-out-dir`` names the held-out world's simulator folder (another seed's model, say)
+instead of the run's. A learned world that ranks the first two the other way round
 than the truth steers agents trained in it away from what the truth rewards
 (docs/results.md, the intent experiment).
 """
@@ -31,10 +34,14 @@ def main() -> None:
     parser.add_argument("--run-dir", default="runs/synthetic_intent")
     parser.add_argument("--sessions", type=int, default=32_768)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out-dir", default=None, help="default: the run's")
     args = parser.parse_args()
 
     record = Path(args.run_dir) / "agents" / "value_iteration" / "seed_0" / "run.json"
-    site = Site.from_config(json.loads(record.read_text(encoding="utf-8"))["config"])
+    config = json.loads(record.read_text(encoding="utf-8"))["config"]
+    if args.held_out_dir is not None:
+        config = {**config, "held_out_dir": args.held_out_dir}
+    site = Site.from_config(config)
     truth = site.true_mdp()
 
     def greedy(q: torch.Tensor) -> torch.Tensor:
