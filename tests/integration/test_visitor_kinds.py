@@ -255,3 +255,33 @@ def test_one_type_picked_by_auto_is_kept_as_one_stage_trains_it(
     assert model.n_types == 1
     loss = mean_log_loss(model, data.splits["valid"])
     assert loss == pytest.approx(kept["valid_log_loss"], rel=1e-5)
+
+
+def test_types_one_trains_one_stage_only(data_dir: Path, tmp_path: Path) -> None:
+    """``types: 1``: nothing to compare, so the one type is trained once, in one stage."""
+    import json
+
+    out = tmp_path / "sim"
+    train_run(
+        compose_cfg(
+            "train_simulator",
+            [
+                f"data_dir={data_dir}",
+                f"out_dir={out}",
+                "simulator.trainer.epochs=1",
+                "simulator.model.hidden_size=16",
+                "simulator.model.embedding_dim=8",
+                "simulator.baselines.tune_on_valid=false",
+                "simulator.latent_gru={types: 1}",
+                "show_progress=false",
+            ],
+        )
+    )
+    record = json.loads((out / "metrics.json").read_text())["latent_gru"]
+    assert record["types"] == 1 and set(record["tried"]) == {"1"}
+    assert set(record["tried"]["1"]["stages"]) == {"one_stage"}
+    assert record["kept"] == record["tried"]["1"]
+    assert (
+        record["train_events_per_sec"]
+        == record["kept"]["stages"]["one_stage"]["train_events_per_sec"]
+    )
