@@ -214,16 +214,11 @@ def test_latent_gru_restarts_are_recorded_and_the_best_start_kept(data_dir: Path
     assert tried["stages"]["first_order"]["valid_log_loss"] == min(losses)
 
 
-@pytest.mark.parametrize("one_type", ["one_stage", "two_stages"])
-def test_one_type_picked_by_auto_is_kept_as_one_stage_trains_it(
-    data_dir: Path, tmp_path: Path, one_type: str
-) -> None:
-    """``auto`` compares candidates trained alike (two stages); when it picks one type the kept
-    model is trained again in one stage (``one_type: one_stage``), and the saved model is that
-    one; ``two_stages`` keeps the candidate itself."""
+def _latent_gru_record(data_dir: Path, out: Path, options: str) -> dict:
+    """Train a tiny simulator on ``data_dir`` into ``out`` with ``simulator.latent_gru =
+    options``; the latent-type GRU's record in its ``metrics.json``."""
     import json
 
-    out = tmp_path / "sim"
     train_run(
         compose_cfg(
             "train_simulator",
@@ -234,13 +229,24 @@ def test_one_type_picked_by_auto_is_kept_as_one_stage_trains_it(
                 "simulator.model.hidden_size=16",
                 "simulator.model.embedding_dim=8",
                 "simulator.baselines.tune_on_valid=false",
-                # a gain no second type can earn: auto picks one type
-                f"simulator.latent_gru={{types: auto, candidates: [1, 2], min_gain: 10.0, one_type: {one_type}}}",
+                f"simulator.latent_gru={options}",
                 "show_progress=false",
             ],
         )
     )
-    record = json.loads((out / "metrics.json").read_text())["latent_gru"]
+    return json.loads((out / "metrics.json").read_text())["latent_gru"]
+
+
+@pytest.mark.parametrize("one_type", ["one_stage", "two_stages"])
+def test_one_type_picked_by_auto_is_kept_as_one_stage_trains_it(
+    data_dir: Path, tmp_path: Path, one_type: str
+) -> None:
+    """``auto`` compares candidates trained alike (two stages); when it picks one type the kept
+    model is trained again in one stage (``one_type: one_stage``), and the saved model is that
+    one; ``two_stages`` keeps the candidate itself."""
+    # a gain no second type can earn: auto picks one type
+    options = f"{{types: auto, candidates: [1, 2], min_gain: 10.0, one_type: {one_type}}}"
+    record = _latent_gru_record(data_dir, tmp_path / "sim", options)
     assert record["types"] == 1
     assert set(record["tried"]) == {"1", "2"}
     assert set(record["tried"]["1"]["stages"]) == {"first_order", "memory"}  # like against like
@@ -251,7 +257,7 @@ def test_one_type_picked_by_auto_is_kept_as_one_stage_trains_it(
     else:
         assert kept == record["tried"]["1"]
     data = load_prepared(data_dir, splits=("valid",))
-    model = LatentGRUModel.load(out / "latent_gru.pt")
+    model = LatentGRUModel.load(tmp_path / "sim" / "latent_gru.pt")
     assert model.n_types == 1
     loss = mean_log_loss(model, data.splits["valid"])
     assert loss == pytest.approx(kept["valid_log_loss"], rel=1e-5)
@@ -259,29 +265,9 @@ def test_one_type_picked_by_auto_is_kept_as_one_stage_trains_it(
 
 def test_types_one_trains_one_stage_only(data_dir: Path, tmp_path: Path) -> None:
     """``types: 1``: nothing to compare, so the one type is trained once, in one stage."""
-    import json
-
-    out = tmp_path / "sim"
-    train_run(
-        compose_cfg(
-            "train_simulator",
-            [
-                f"data_dir={data_dir}",
-                f"out_dir={out}",
-                "simulator.trainer.epochs=1",
-                "simulator.model.hidden_size=16",
-                "simulator.model.embedding_dim=8",
-                "simulator.baselines.tune_on_valid=false",
-                "simulator.latent_gru={types: 1}",
-                "show_progress=false",
-            ],
-        )
-    )
-    record = json.loads((out / "metrics.json").read_text())["latent_gru"]
+    record = _latent_gru_record(data_dir, tmp_path / "sim", "{types: 1}")
     assert record["types"] == 1 and set(record["tried"]) == {"1"}
     assert set(record["tried"]["1"]["stages"]) == {"one_stage"}
     assert record["kept"] == record["tried"]["1"]
-    assert (
-        record["train_events_per_sec"]
-        == record["kept"]["stages"]["one_stage"]["train_events_per_sec"]
-    )
+    one_stage = record["kept"]["stages"]["one_stage"]
+    assert record["train_events_per_sec"] == one_stage["train_events_per_sec"]
