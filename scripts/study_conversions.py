@@ -1,6 +1,6 @@
 """Study: where do a simulator's conversions come from, against the real sessions?
 
-    python scripts/study_conversions.py --data-dir data/ga_sample --dynamics gru [--model-path P]
+    python scripts/study_conversions.py --data-dir data/ga_sample [--dynamics <kind>] [--model-path P]
 
 Rolls out ``--sessions`` organic sessions of a trained visitor kind (its simulator dynamics, the
 exit calibration included, as ``scripts/check_simulator.py`` runs them) and prints, for the
@@ -70,7 +70,9 @@ def funnel(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default="data/ga_sample")
-    parser.add_argument("--dynamics", default="gru", help="a trained visitor kind")
+    parser.add_argument(
+        "--dynamics", default=None, help="a trained visitor kind (default: the default kind)"
+    )
     parser.add_argument("--model-path", default=None, help="default: the data's simulator")
     parser.add_argument("--sessions", type=int, default=20_000)
     parser.add_argument("--max-steps", type=int, default=200)
@@ -81,7 +83,8 @@ def main() -> None:
     vocab = data.vocab
     converting = converting_pages(read_parquet(data.data_dir / "pages.parquet"), vocab)
     page_group = np.asarray(vocab.page_group)
-    dynamics = visitors.get(args.dynamics).load(data, args.model_path).dynamics()
+    kind = visitors.default_kind() if args.dynamics is None else visitors.get(args.dynamics)
+    dynamics = kind.load(data, args.model_path).dynamics()
     simulated = simulate_organic(dynamics, args.sessions, max_steps=args.max_steps, seed=args.seed)
     sides = {"train": data.splits["train"], "test": data.splits["test"], "sim": simulated}
     rows = {name: funnel(s, page_group, len(vocab.groups), converting) for name, s in sides.items()}
