@@ -224,6 +224,11 @@ def converting_pages(catalog: pd.DataFrame, vocab: Vocabulary) -> np.ndarray:
     return (revenue.reindex(list(vocab.pages)).fillna(0.0).to_numpy() > 0).astype(bool)
 
 
+def sessions_viewing(seqs: SessionSequences, pages: np.ndarray) -> np.ndarray:
+    """Which sessions view at least one of ``pages`` (a boolean per page), ``(S,)``."""
+    return np.add.reduceat(pages[seqs.pages].astype(np.int64), seqs.offsets[:-1]) > 0
+
+
 class _Side:
     """Per-session aggregates of one sample, so a bootstrap only reweights sessions."""
 
@@ -237,8 +242,7 @@ class _Side:
         self.pages = seqs.pages
         self.view_group = group[seqs.pages]
         self.exit_group = group[seqs.pages[seqs.offsets[1:] - 1]]
-        conv_view = converting[seqs.pages].astype(np.int64)
-        self.converted = np.add.reduceat(conv_view, seqs.offsets[:-1]) > 0
+        self.converted = sessions_viewing(seqs, converting)
         self.n_pages, self.n_groups = len(group), n_groups
 
     def summary(self, w: np.ndarray | None = None) -> dict[str, Any]:

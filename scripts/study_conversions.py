@@ -19,23 +19,11 @@ import numpy as np
 
 from clickstream.runfolder import read_parquet
 from envs import visitors
-from envs.fidelity import converting_pages, simulate_organic
+from envs.fidelity import converting_pages, sessions_viewing, simulate_organic
 from envs.sequences import SessionSequences, load_prepared
 
 LENGTHS = ((1, 4), (5, 9), (10, 19), (20, None))
 """Session-length bands of the last table (``None``: no upper end)."""
-
-
-def session_of_view(seqs: SessionSequences) -> np.ndarray:
-    """The session index of every page view, ``(n_views,)``."""
-    return np.repeat(np.arange(len(seqs)), seqs.lengths)
-
-
-def sessions_viewing(seqs: SessionSequences, mask: np.ndarray) -> np.ndarray:
-    """Which sessions view at least one page of ``mask`` (a boolean per page), ``(S,)``."""
-    out = np.zeros(len(seqs), dtype=bool)
-    np.logical_or.at(out, session_of_view(seqs), mask[seqs.pages])
-    return out
 
 
 def funnel(
