@@ -260,6 +260,10 @@ class PreparedData:
     meta: dict[str, object]
     manifest: Manifest | None = None
 
+    def catalog(self) -> pd.DataFrame:
+        """The page catalog (``pages.parquet``: page, group, value, revenue, ...)."""
+        return read_parquet(self.data_dir / "pages.parquet")
+
     @property
     def true_model_path(self) -> Path | None:
         """``true_model`` base path of a synthetic dataset, else ``None``."""

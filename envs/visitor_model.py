@@ -958,7 +958,9 @@ class VisitorModel:
             ) from None
         model.metrics = dict(state.get("metrics") or {})
         model.train_state = dict(state.get("train_state") or {})
-        model.exit_calibration = _checked_calibration(state.get("exit_calibration"), path)
+        model.exit_calibration = _checked_calibration(
+            state.get("exit_calibration"), path, len(model.vocab.pages)
+        )
         return model
 
     def _checkpoint_settings(self) -> dict[str, Any]:
@@ -973,15 +975,17 @@ class VisitorModel:
         return cls(vocab, cfg, device=device)
 
 
-def _checked_calibration(value: Any, path: Path) -> dict[str, list[Any]] | None:
+def _checked_calibration(value: Any, path: Path, n_pages: int) -> dict[str, Any] | None:
     """A checkpoint's exit calibration, checked: increasing integer ``edges`` from 1 and as
-    many finite ``offsets`` (``None``: none was fitted).
+    many finite ``offsets``; when the conversion was fitted, ``converting`` page ids in
+    ``0..n_pages-1`` and a finite ``conversion_offset`` (``None``: nothing was fitted).
 
     Raises:
         RunFolderError: Anything else, naming the file.
     """
     if value is None:
         return None
+    out: dict[str, Any] = {}
     try:
         edges = [int(e) for e in value["edges"]]
         offsets = [float(o) for o in value["offsets"]]
@@ -991,15 +995,26 @@ def _checked_calibration(value: Any, path: Path) -> dict[str, list[Any]] | None:
             and bool(np.all(np.diff(edges) > 0))
             and all(math.isfinite(o) for o in offsets)
         )
+        out = {"edges": edges, "offsets": offsets}
+        if ok and ("converting" in value or "conversion_offset" in value):
+            converting = [int(p) for p in value["converting"]]
+            conversion_offset = float(value["conversion_offset"])
+            ok = (
+                len(converting) > 0
+                and all(0 <= p < n_pages for p in converting)
+                and math.isfinite(conversion_offset)
+            )
+            out |= {"converting": converting, "conversion_offset": conversion_offset}
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:
         raise RunFolderError(
             "visitor model checkpoint has a malformed exit_calibration (expected increasing "
-            "integer edges from 1 and as many finite offsets)",
+            "integer edges from 1 and as many finite offsets; converting page ids of the "
+            "model's vocabulary with a finite conversion_offset)",
             file=str(path),
         )
-    return {"edges": edges, "offsets": offsets}
+    return out
 
 
 def plain_data(value: Any) -> Any:

@@ -18,6 +18,7 @@ import torch
 from clickstream.runfolder import plain_config
 from envs.dynamics import Dynamics, GRUDynamics, entry_distribution
 from envs.exit_calibration import calibrate_trained, calibrated, describe
+from envs.fidelity import converting_pages
 from envs.sequences import PreparedData
 from envs.training import resolve_device, train
 from envs.visitor_model import ModelConfig, VisitorModel
@@ -80,6 +81,7 @@ class GRUKind(VisitorKind):
             GRUVisitors(self, model, entry).dynamics,
             ctx.splits,
             ctx.settings.get("exit_calibration"),
+            converting_pages(ctx.data.catalog(), ctx.data.vocab),
         )
         record = {
             "history": history,

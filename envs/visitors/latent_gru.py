@@ -22,6 +22,7 @@ import torch
 
 from envs.dynamics import Dynamics
 from envs.exit_calibration import calibrate_trained, calibrated, describe
+from envs.fidelity import converting_pages
 from envs.latent_gru import (
     LatentGRUDynamics,
     LatentGRUModel,
@@ -135,6 +136,7 @@ class LatentGRUKind(VisitorKind):
             LatentGRUVisitors(self, model).dynamics,
             ctx.splits,
             ctx.settings.get("exit_calibration"),
+            converting_pages(ctx.data.catalog(), ctx.data.vocab),
         )
         gru_stage = "one_stage" if "one_stage" in kept["stages"] else "memory"  # the GRU's speed
         record = {

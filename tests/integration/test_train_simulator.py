@@ -147,7 +147,7 @@ def test_train_simulator_calibrates_when_simulated_visitors_leave(
     synthetic_dir: Path, tmp_path: Path
 ) -> None:
     from envs.exit_calibration import ExitCalibratedDynamics
-    from envs.fidelity import simulate_organic_sessions
+    from envs.fidelity import sessions_viewing, simulate_organic_sessions
     from envs.site_env import build_core
 
     out = tmp_path / "calibrated"
@@ -160,15 +160,29 @@ def test_train_simulator_calibrates_when_simulated_visitors_leave(
         record["models"]["gru"]["with_exit"]["log_loss"], rel=1e-6
     )
     target = fit["target"]["pages_per_session"]
-    assert abs(fit["after"]["pages_per_session"] - target) < 0.05 * target
+    # 3,000 simulated sessions of lengths with a standard deviation near 6.8: the mean has a
+    # standard error of 0.12 (3 % of the target), so 10 % is about three of them
+    assert abs(fit["after"]["pages_per_session"] - target) < 0.10 * target
     assert "exit calibration: pages per session" in " ".join(record["trained"])
+    assert "conversion" in " ".join(record["trained"])
+    # the store's one converting page (the order confirmation) gets the conversion offset
+    vocab = load_prepared(synthetic_dir, splits=("train",)).vocab
+    assert [vocab.pages[i] for i in fit["converting"]] == ["/ordercompleted.html"]
+    assert fit["target"]["conversion_rate"] > 0 and fit["config"]["conversion"]
     model = VisitorModel.load(out / "model.pt")
-    assert model.exit_calibration == {"edges": [1, 2, 4, 8], "offsets": fit["offsets"]}
+    assert model.exit_calibration == {
+        "edges": [1, 2, 4, 8],
+        "offsets": fit["offsets"],
+        "converting": fit["converting"],
+        "conversion_offset": fit["conversion_offset"],
+    }
     # the simulator runs the calibrated model: the same sessions as the fit's last round
     core = build_core(512, data_dir=synthetic_dir, dynamics="gru", model_path=out / "model.pt", max_steps=200)  # fmt: skip
     assert isinstance(core.dynamics, ExitCalibratedDynamics)
     sim = simulate_organic_sessions(core, 3000, seed=0)
     assert sim.lengths.mean() == pytest.approx(fit["after"]["pages_per_session"], rel=1e-6)
+    converted = sessions_viewing(sim, np.isin(np.arange(len(vocab.pages)), fit["converting"]))
+    assert converted.mean() == pytest.approx(fit["after"]["conversion_rate"], rel=1e-6)
 
 
 def _sim_cfg(data_dir: Path, out: Path, *extra: str):

@@ -110,6 +110,65 @@ def test_fit_recovers_a_known_position_dependent_hazard() -> None:
     assert fit_exit_calibration(lambda: one_page, target, cfg)["offsets"] == result["offsets"]
 
 
+def test_the_conversion_offset_scales_the_converting_pages_odds() -> None:
+    """Page /c converts: its odds times e^c, EXIT's times e^o; /a and /b keep their ratio."""
+    inner = toy()
+    c, o = float(np.log(0.5)), 0.7
+    dyn = ExitCalibratedDynamics(inner, (1,), (o,), converting=[2], conversion_offset=c)
+    pages, state = dyn.start(4, torch.Generator().manual_seed(2))
+    p = dyn.next_probs(pages, state).double()
+    q = inner.next_probs(pages, state[:, :-1]).double()
+    assert torch.allclose(p.sum(1), torch.ones(4, dtype=p.dtype), atol=1e-6)
+    # against an untouched page: the odds ratio is exactly the factor
+    a_or_b = torch.where(pages == 0, 1, 0)  # a page other than the current one and /c
+    rows = torch.arange(4)
+    untouched = p[rows, a_or_b] / q[rows, a_or_b]
+    assert torch.allclose(p[:, 2] / q[:, 2] / untouched, torch.full((4,), 0.5, dtype=p.dtype), rtol=1e-5)  # fmt: skip
+    assert torch.allclose(p[:, 3] / q[:, 3] / untouched, torch.full((4,), np.exp(o), dtype=p.dtype), rtol=1e-5)  # fmt: skip
+    every = torch.arange(4).expand(4, -1)
+    from_scores = torch.softmax(dyn.log_scores(pages, state, every).double(), dim=1)
+    assert torch.allclose(from_scores, p, atol=1e-6)
+    with pytest.raises(ClickstreamError, match=r"converting page ids outside 0\.\.2"):
+        ExitCalibratedDynamics(inner, (1,), (0.0,), converting=[3])
+
+
+def conversion_site() -> MarkovDynamics:
+    """/a (entry) -> /a 0.4, /b 0.1, EXIT 0.5; /b (converting) -> /a 0.5, EXIT 0.5."""
+    rows = np.array([[0.4, 0.1, 0.5], [0.5, 0.0, 0.5]])
+    return MarkovDynamics(np.array([1.0, 0.0]), rows, ("/a", "/b"))
+
+
+def test_fit_recovers_a_known_conversion_offset() -> None:
+    """The data come from the same site with /b half as likely (c = log 0.5) and EXIT's odds
+    1.5 times as high from the second page view on: the fit finds both, and the
+    simulation then converts as often as the data."""
+    truth = ExitCalibratedDynamics(conversion_site(), (1, 2), (0.0, np.log(1.5)), [1], np.log(0.5))  # fmt: skip
+    from envs.fidelity import simulate_organic
+
+    target = simulate_organic(truth, 20_000, max_steps=200, seed=7)
+    converting = np.array([False, True])
+    cfg = ExitCalibrationConfig(edges=(1, 2), iterations=4, sessions=20_000, visitors=2048)
+    result = fit_exit_calibration(conversion_site, target, cfg, converting=converting)
+    assert result["converting"] == [1]
+    # both sides are samples of 20,000 sessions (about 0.05 of noise on each logit)
+    assert result["conversion_offset"] == pytest.approx(np.log(0.5), abs=0.15)
+    assert result["offsets"] == pytest.approx([0.0, np.log(1.5)], abs=0.15)
+    target_rate = result["target"]["conversion_rate"]
+    assert result["before"]["conversion_rate"] > target_rate + 0.02  # twice as likely before
+    assert result["after"]["conversion_rate"] == pytest.approx(target_rate, abs=0.008)
+    assert len(result["conversion_rate_by_round"]) == 4 and result["config"]["conversion"]
+    # off, or a site without converting pages: the exits alone, as before
+    off = ExitCalibrationConfig(edges=(1, 2), iterations=4, sessions=20_000, visitors=2048, conversion=False)  # fmt: skip
+    plain = fit_exit_calibration(conversion_site, target, off, converting=converting)
+    alone = fit_exit_calibration(conversion_site, target, off)
+    assert "conversion_offset" not in plain and not plain["config"]["conversion"]
+    assert plain["offsets"] == alone["offsets"]
+    assert plain["after"]["conversion_rate"] > target_rate + 0.02
+    assert alone["after"]["conversion_rate"] is None
+    with pytest.raises(ClickstreamError, match="converting pages given for 3 pages"):
+        fit_exit_calibration(conversion_site, target, cfg, converting=np.ones(3, dtype=bool))
+
+
 class FixedModel:
     """Every step: P(/a) = P(/b) = 0.25, P(EXIT) = 0.5."""
 
@@ -126,6 +185,11 @@ def test_calibrated_log_loss_by_hand() -> None:
     cal = {"edges": [1, 2], "offsets": [0.0, float(np.log(3.0))]}
     by_hand = -(np.log(0.5) + np.log(0.25) + np.log(0.75)) / 3
     assert calibrated_log_loss(FixedModel(), seqs, cal) == pytest.approx(by_hand)
+    # /b converts, its odds x2 everywhere: first step P(EXIT) = 0.5 / 1.25, then
+    # P(/b) = 0.5 / 1.25, then at position 2 P(EXIT) = 1.5 / 2.25
+    both = cal | {"converting": [1], "conversion_offset": float(np.log(2.0))}
+    by_hand = -(np.log(0.5 / 1.25) + np.log(0.5 / 1.25) + np.log(1.5 / 2.25)) / 3
+    assert calibrated_log_loss(FixedModel(), seqs, both) == pytest.approx(by_hand)
 
 
 @pytest.fixture
@@ -151,11 +215,30 @@ def test_calibrate_trained_fits_records_and_sets_the_model(gru_model: VisitorMod
     assert result["after"]["pages_per_session"] == pytest.approx(2.0, rel=0.05)
     assert result["log_loss"]["valid"]["model"] == pytest.approx(mean_log_loss(gru_model, seqs))
     assert set(result["log_loss"]) == {"valid", "test"}
+    # with a converting page the conversion offset is fitted and kept with the model
+    converting = np.array([False, False, True])
+    result = calibrate_trained(
+        gru_model, lambda: GRUDynamics(gru_model, entry), splits, options, converting
+    )
+    assert gru_model.exit_calibration == {
+        "edges": [1, 2, 3],
+        "offsets": result["offsets"],
+        "converting": [2],
+        "conversion_offset": result["conversion_offset"],
+    }
+    assert result["target"]["conversion_rate"] == pytest.approx(2 / 3)
+    assert result["after"]["conversion_rate"] == pytest.approx(2 / 3, abs=0.03)
+    assert result["log_loss"]["valid"]["calibrated"] == pytest.approx(
+        calibrated_log_loss(gru_model, seqs, gru_model.exit_calibration)
+    )
 
 
 def test_the_calibration_travels_with_the_checkpoint(gru_model: VisitorModel, tmp_path: Path) -> None:  # fmt: skip
     gru_model.exit_calibration = {"edges": [1, 2, 5], "offsets": [0.1, -0.2, 1.5]}
     path = gru_model.save(tmp_path / "model.pt")
+    assert VisitorModel.load(path).exit_calibration == gru_model.exit_calibration
+    gru_model.exit_calibration |= {"converting": [2], "conversion_offset": -0.4}
+    path = gru_model.save(tmp_path / "converting.pt")
     assert VisitorModel.load(path).exit_calibration == gru_model.exit_calibration
     gru_model.exit_calibration = None
     assert VisitorModel.load(gru_model.save(tmp_path / "plain.pt")).exit_calibration is None
@@ -169,6 +252,10 @@ def test_the_calibration_travels_with_the_checkpoint(gru_model: VisitorModel, tm
         {"edges": [1, 1], "offsets": [0.1, 0.2]},
         {"edges": [1, 2], "offsets": [0.1, float("nan")]},
         {"offsets": [0.1]},
+        {"edges": [1], "offsets": [0.1], "converting": [3], "conversion_offset": 0.1},
+        {"edges": [1], "offsets": [0.1], "converting": [], "conversion_offset": 0.1},
+        {"edges": [1], "offsets": [0.1], "converting": [1], "conversion_offset": float("inf")},
+        {"edges": [1], "offsets": [0.1], "conversion_offset": 0.1},
         "os.system('echo hi')",
     ],
 )
@@ -189,6 +276,7 @@ def test_a_malformed_calibration_in_a_checkpoint_is_refused(
         ({"iterations": 0}, "iterations must be >= 1"),
         ({"edges": [1, 300]}, "beyond max_steps"),
         ({"rounds": 3}, "rounds"),
+        ({"conversion": "yes"}, "conversion must be true or false"),
     ],
 )
 def test_bad_settings_are_named(options: dict, message: str) -> None:
