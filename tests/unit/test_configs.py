@@ -154,3 +154,13 @@ def test_the_small_export_recipe_is_the_gru_with_a_weaker_prior_and_calibrated_e
     small["simulator"]["model"]["prior_smoothing"] = 10.0
     small["simulator"]["exit_calibration"] = None
     assert small == plain
+
+
+def test_the_ga_sample_study_simulates_with_the_small_export_recipe() -> None:
+    """The GA day is a small export: its study's worlds are ``gru_small``'s (weaker prior,
+    calibrated exits and conversion), the other experiments keep theirs."""
+    ga = OmegaConf.to_container(compose_stage("pipeline", ("experiment=ga_sample",)))
+    small = OmegaConf.to_container(compose_stage("train_simulator", ("simulator=gru_small",)))
+    assert ga["simulator"] == small["simulator"]
+    intent = OmegaConf.to_container(compose_stage("pipeline", ("experiment=synthetic_intent",)))
+    assert intent["simulator"]["exit_calibration"] is None
