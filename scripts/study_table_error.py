@@ -1,0 +1,114 @@
+"""Study: how much of a model's log-loss on a synthetic store is the sampling error of its
+first-order table?
+
+    python scripts/study_table_error.py --data-dir runs/synthetic_intent/data
+
+On a synthetic store the truth is known, so the test log-loss of three predictors that need no
+training can be put side by side: the store's own model (the Bayes rate: each visitor's intent
+filtered from her history), the store's exact first-order marginal (the first-order chain
+closest to the intent mixture, what ``mode=markov`` simulates) and the first-order table
+counted on the training split (popularity back-off, its pseudo-count picked on the validation
+split), counted again on the first quarter and half of the training sessions. The counted
+table's excess over the exact marginal is its sampling error; how it falls with the sessions
+counted says how much data a model whose shared part is such a table needs to come within a
+given distance of the Bayes rate (issue 20's log-loss bar on the ``intent`` store). A study for
+docs/results.md (the latent-type GRU section); it writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from clickstream.synthetic import SyntheticConfig, SyntheticStore, build_store
+from envs.dynamics import store_tables
+from envs.sequences import SessionSequences, load_prepared
+
+PSEUDO_COUNTS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+"""Back-off strengths tried for the counted table (picked on the validation split)."""
+
+
+def first_order_log_loss(table: np.ndarray, seqs: SessionSequences) -> float:
+    """Mean next-page log-loss (with ``EXIT``) of a first-order ``table`` ``(P, P + 1)``."""
+    return float(-np.log(table[seqs.pages, seqs.targets()]).mean())
+
+
+def bayes_log_loss(
+    prior: np.ndarray, entry: np.ndarray, transitions: np.ndarray, seqs: SessionSequences
+) -> float:
+    """Mean next-page log-loss of the intent mixture, each step predicted with the posterior
+    of the visitor's intent given her history (entry page included), ``transitions``
+    ``(Z, P, P + 1)``."""
+    targets = seqs.targets()
+    total = 0.0
+    for i in range(len(seqs)):
+        start, end = seqs.offsets[i], seqs.offsets[i + 1]
+        belief = prior * entry[:, seqs.pages[start]]
+        for t in range(start, end):
+            belief = belief / belief.sum()
+            step = transitions[:, seqs.pages[t], targets[t]]
+            total -= np.log(belief @ step)
+            belief = belief * step
+    return total / seqs.n_steps
+
+
+def counted_table(
+    seqs: SessionSequences, n_pages: int, valid: SessionSequences
+) -> tuple[np.ndarray, float]:
+    """The first-order table counted on ``seqs`` with popularity back-off, its pseudo-count
+    the best of :data:`PSEUDO_COUNTS` on ``valid``; returns the table and the pseudo-count."""
+    counts = np.zeros((n_pages, n_pages + 1))
+    np.add.at(counts, (seqs.pages, seqs.targets()), 1.0)
+    popularity = counts.sum(axis=0) + 0.5  # a half count each: no outcome has probability 0
+    popularity /= popularity.sum()
+    rows = counts.sum(axis=1, keepdims=True)
+    tables = {k: (counts + k * popularity) / (rows + k) for k in PSEUDO_COUNTS}
+    best = min(tables, key=lambda k: first_order_log_loss(tables[k], valid))
+    return tables[best], best
+
+
+def first_sessions(seqs: SessionSequences, n: int) -> SessionSequences:
+    """The first ``n`` sessions of ``seqs``."""
+    end = seqs.offsets[n]
+    return SessionSequences(
+        pages=seqs.pages[:end],
+        offsets=seqs.offsets[: n + 1],
+        time_bucket=seqs.time_bucket[:end],
+        session_ids=seqs.session_ids[:n],
+        exit_id=seqs.exit_id,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default="runs/synthetic_intent/data")
+    args = parser.parse_args()
+
+    data = load_prepared(args.data_dir)
+    if data.true_model_path is None:
+        parser.error(f"{args.data_dir} is not a synthetic dataset (no true_model.npz)")
+    train, valid, test = data.splits["train"], data.splits["valid"], data.splits["test"]
+    pages, n = data.vocab.pages, len(data.vocab.pages)
+    store = SyntheticStore.load(data.true_model_path)
+    prior, entry, transitions, _ = store_tables(store, pages)
+    # the same site in markov mode: the exact first-order marginal of the intent mixture
+    cfg = SyntheticConfig.from_dict({**store.config.to_dict(), "mode": "markov"})
+    _, _, marginal, _ = store_tables(build_store(cfg), pages)
+
+    print(f"{args.data_dir}: {len(train):,} training sessions, test split {test.n_steps:,} steps")
+    bayes = bayes_log_loss(prior, entry, transitions, test)
+    exact = first_order_log_loss(marginal[0], test)
+    print(f"{'predictor':58s} {'test log-loss':>13s} {'above Bayes':>12s}")
+    print(f"{'the store (Bayes: intent filtered from the history)':58s} {bayes:13.4f}")
+    print(f"{'exact first-order marginal':58s} {exact:13.4f} {exact - bayes:+12.4f}")
+    for share in (0.25, 0.5, 1.0):
+        part = first_sessions(train, max(1, round(share * len(train))))
+        table, k = counted_table(part, n, valid)
+        loss = first_order_log_loss(table, test)
+        label = f"counted on {len(part):,} sessions (pseudo-count {k:g})"
+        print(f"{label:58s} {loss:13.4f} {loss - bayes:+12.4f}   sampling error {loss - exact:.4f}")
+
+
+if __name__ == "__main__":
+    main()
