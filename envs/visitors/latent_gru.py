@@ -122,6 +122,7 @@ class LatentGRUKind(VisitorKind):
                     restarts=types.restarts,
                     trunk=types.trunk,
                     table_lr=types.table_lr,
+                    memory_min_gain=types.memory_min_gain,
                 )
             tried[k] = _candidate_record(models[k], stages)
         chosen = choose_types({k: r["valid_log_loss"] for k, r in tried.items()}, types.min_gain)

@@ -270,6 +270,37 @@ def test_training_recovers_two_types_and_beats_one() -> None:
     assert losses[2] <= losses[1] + 0.003
 
 
+def test_the_memory_stage_is_kept_only_when_it_earns_its_keep() -> None:
+    """The same two stages (same seed, same data) keep the memory stage when it is lower on
+    validation at all (the default), and the first-order stage when it must win by more than
+    it does (``memory_min_gain``); the model then scores what that stage scored."""
+    train_s, _ = two_type_sessions(1500, 0)
+    valid_s, _ = two_type_sessions(500, 1)
+    cfg = TrainerConfig(
+        epochs=4, batch_sessions=128, max_len=32, lr=0.01, show_progress=False, patience=3
+    )
+
+    def trained(memory_min_gain: float) -> tuple[LatentGRUModel, dict]:
+        torch.manual_seed(0)
+        model = LatentGRUModel(
+            vocab(), ModelConfig(embedding_dim=8, hidden_size=16, dropout=0.0), n_types=2
+        )
+        return model, train_in_stages(model, train_s, valid_s, cfg, memory_min_gain=memory_min_gain)
+
+    model, stages = trained(0.0)
+    first = stages["first_order"]["best_valid_log_loss"]
+    memory = stages["memory"]["best_valid_log_loss"]
+    assert memory < first  # history helps a little even here: the rule has something to refuse
+    assert model.latent.memory
+    assert mean_log_loss(model, valid_s) == pytest.approx(memory, abs=1e-4)
+    model, stages = trained(first - memory + 1e-3)
+    assert stages["first_order"]["best_valid_log_loss"] == pytest.approx(first)
+    assert not model.latent.memory
+    assert mean_log_loss(model, valid_s) == pytest.approx(first, abs=1e-4)
+    with pytest.raises(ClickstreamError, match="memory_min_gain must be >= 0"):
+        LatentTypesConfig.from_dict({"memory_min_gain": -0.1})
+
+
 def test_a_large_site_trains_on_sampled_terms_and_simulates_candidates() -> None:
     """3,000 pages: the sampled normaliser and the simulator's candidate mode (the paths that
     never score all pages per position; scripts/bench_latent_gru.py measures them at 10,000)."""
