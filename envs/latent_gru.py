@@ -105,7 +105,7 @@ class LatentTypesConfig:
             candidates ``auto`` compares are all trained in two stages either way, so the
             number of types is chosen like against like.
         memory_min_gain: The memory stage is kept only when it lowers the validation
-            log-loss by this much or more than the first-order stage (as more types must earn
+            log-loss by more than this below the first-order stage's (as more types must earn
             their keep by ``min_gain``); 0 (the default) keeps it whenever it is lower at
             all. On the intent store, whose visitors are first-order given their intent, the
             memory stage gains 0.00001 to 0.0003 on validation; 0.001 drops it there, which
