@@ -4,6 +4,7 @@ simulator's visitors keeping their type, persistence, and recovery of known type
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -270,22 +271,31 @@ def test_training_recovers_two_types_and_beats_one() -> None:
     assert losses[2] <= losses[1] + 0.003
 
 
+def two_stage_fit(
+    cfg: TrainerConfig, hidden_size: int, **options: Any
+) -> tuple[LatentGRUModel, dict]:
+    """A two-type model trained in two stages on the two-type store (1,500 training and 500
+    validation sessions), from seed 0's initial weights."""
+    train_s, _ = two_type_sessions(1500, 0)
+    valid_s, _ = two_type_sessions(500, 1)
+    torch.manual_seed(0)
+    model = LatentGRUModel(
+        vocab(), ModelConfig(embedding_dim=8, hidden_size=hidden_size, dropout=0.0), n_types=2
+    )
+    return model, train_in_stages(model, train_s, valid_s, cfg, **options)
+
+
 def test_the_memory_stage_is_kept_only_when_it_earns_its_keep() -> None:
     """The same two stages (same seed, same data) keep the memory stage when it is lower on
     validation at all (the default), and the first-order stage when it must win by more than
     it does (``memory_min_gain``); the model then scores what that stage scored."""
-    train_s, _ = two_type_sessions(1500, 0)
     valid_s, _ = two_type_sessions(500, 1)
     cfg = TrainerConfig(
         epochs=4, batch_sessions=128, max_len=32, lr=0.01, show_progress=False, patience=3
     )
 
     def trained(memory_min_gain: float) -> tuple[LatentGRUModel, dict]:
-        torch.manual_seed(0)
-        model = LatentGRUModel(
-            vocab(), ModelConfig(embedding_dim=8, hidden_size=16, dropout=0.0), n_types=2
-        )
-        return model, train_in_stages(model, train_s, valid_s, cfg, memory_min_gain=memory_min_gain)
+        return two_stage_fit(cfg, 16, memory_min_gain=memory_min_gain)
 
     model, stages = trained(0.0)
     first = stages["first_order"]["best_valid_log_loss"]
@@ -350,18 +360,13 @@ def test_on_cuda_the_types_score_and_simulate_as_on_the_cpu() -> None:
 def test_restarts_keep_the_start_the_validation_split_prefers() -> None:
     """``restarts: 1`` replays the single-start run exactly; with 3 starts the kept first
     stage is the one of the lowest validation log-loss, and the starts really differ."""
-    train_s, _ = two_type_sessions(1500, 0)
     valid_s, _ = two_type_sessions(500, 1)
     cfg = TrainerConfig(
         epochs=3, batch_sessions=128, max_len=32, lr=0.01, show_progress=False, patience=2
     )
 
     def fit(restarts: int) -> tuple[LatentGRUModel, dict]:
-        torch.manual_seed(0)
-        model = LatentGRUModel(
-            vocab(), ModelConfig(embedding_dim=8, hidden_size=8, dropout=0.0), n_types=2
-        )
-        return model, train_in_stages(model, train_s, valid_s, cfg, restarts=restarts)
+        return two_stage_fit(cfg, 8, restarts=restarts)
 
     _, one = fit(1)
     three_model, three = fit(3)
