@@ -38,6 +38,7 @@ test split checks that this holds out of sample (``scripts/check_simulator.py``)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -164,7 +165,6 @@ class ExitCalibratedDynamics(Dynamics):
         self._offsets = torch.as_tensor(np.asarray(offsets, dtype=np.float32))
         self._converting = torch.zeros(inner.n_pages + 1, dtype=torch.bool)
         self._converting[converting] = True
-        self._conversion_odds = float(np.exp(conversion_offset)) if converting else 1.0
         self._conversion_offset = float(conversion_offset) if converting else 0.0
 
     def _offset(self, state: torch.Tensor) -> torch.Tensor:
@@ -196,13 +196,14 @@ class ExitCalibratedDynamics(Dynamics):
         odds = self._offset(state).exp().to(probs.dtype)
         p_exit = probs[:, -1]
         total = 1.0 + p_exit * (odds - 1.0)
-        if self._conversion_odds != 1.0:
+        conversion_odds = math.exp(self._conversion_offset)
+        if self._conversion_offset:
             p_convert = probs[:, self._converting].sum(dim=1)
-            total = total + p_convert * (self._conversion_odds - 1.0)
+            total = total + p_convert * (conversion_odds - 1.0)
         scale = 1.0 / total
         out = probs * scale[:, None]
-        if self._conversion_odds != 1.0:
-            out[:, self._converting] *= self._conversion_odds
+        if self._conversion_offset:
+            out[:, self._converting] *= conversion_odds
         out[:, -1] = p_exit * odds * scale
         return out
 
@@ -280,7 +281,7 @@ def fit_exit_calibration(
         return int(sessions_viewing(seqs, mask).sum()), len(seqs)
 
     t_converted, t_sessions = conversions(target)
-    conversion_goal = _logit(np.float64(t_converted), np.float64(t_sessions))
+    conversion_goal = _logit(t_converted, t_sessions)
 
     def simulate(offsets: np.ndarray, conversion_offset: float) -> SimulatedSessions:
         return simulate_organic(

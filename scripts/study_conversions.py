@@ -17,7 +17,6 @@ import argparse
 
 import numpy as np
 
-from clickstream.runfolder import read_parquet
 from envs import visitors
 from envs.fidelity import converting_pages, sessions_viewing, simulate_organic
 from envs.sequences import SessionSequences, load_prepared
@@ -69,7 +68,7 @@ def main() -> None:
 
     data = load_prepared(args.data_dir)
     vocab = data.vocab
-    converting = converting_pages(read_parquet(data.data_dir / "pages.parquet"), vocab)
+    converting = converting_pages(data.catalog(), vocab)
     page_group = np.asarray(vocab.page_group)
     kind = visitors.default_kind() if args.dynamics is None else visitors.get(args.dynamics)
     dynamics = kind.load(data, args.model_path).dynamics()

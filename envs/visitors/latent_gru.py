@@ -184,7 +184,7 @@ def _candidate_record(model: LatentGRUModel, stages: Mapping[str, Any]) -> dict[
     log-loss, every stage's figures, the type prior and the first stage's restarts."""
     if "one_stage" in stages:
         keep = "one_stage"
-    else:  # two stages: the model holds the one of the lower validation log-loss
+    else:  # two stages: the model holds the one train_in_stages kept
         keep = "memory" if model.latent.memory else "first_order"
     with torch.no_grad():
         prior = model.latent.log_type_prior().exp().cpu().numpy()
