@@ -293,17 +293,13 @@ def test_the_memory_stage_is_kept_only_when_it_earns_its_keep() -> None:
     cfg = TrainerConfig(
         epochs=4, batch_sessions=128, max_len=32, lr=0.01, show_progress=False, patience=3
     )
-
-    def trained(memory_min_gain: float) -> tuple[LatentGRUModel, dict]:
-        return two_stage_fit(cfg, 16, memory_min_gain=memory_min_gain)
-
-    model, stages = trained(0.0)
+    model, stages = two_stage_fit(cfg, 16, memory_min_gain=0.0)
     first = stages["first_order"]["best_valid_log_loss"]
     memory = stages["memory"]["best_valid_log_loss"]
     assert memory < first  # history helps a little even here: the rule has something to refuse
     assert model.latent.memory
     assert mean_log_loss(model, valid_s) == pytest.approx(memory, abs=1e-4)
-    model, stages = trained(first - memory + 1e-3)
+    model, stages = two_stage_fit(cfg, 16, memory_min_gain=first - memory + 1e-3)
     assert stages["first_order"]["best_valid_log_loss"] == pytest.approx(first)
     assert not model.latent.memory
     assert mean_log_loss(model, valid_s) == pytest.approx(first, abs=1e-4)
@@ -364,12 +360,8 @@ def test_restarts_keep_the_start_the_validation_split_prefers() -> None:
     cfg = TrainerConfig(
         epochs=3, batch_sessions=128, max_len=32, lr=0.01, show_progress=False, patience=2
     )
-
-    def fit(restarts: int) -> tuple[LatentGRUModel, dict]:
-        return two_stage_fit(cfg, 8, restarts=restarts)
-
-    _, one = fit(1)
-    three_model, three = fit(3)
+    _, one = two_stage_fit(cfg, 8, restarts=1)
+    three_model, three = two_stage_fit(cfg, 8, restarts=3)
     assert one["first_order"]["restarts"] == [one["first_order"]["best_valid_log_loss"]]
     losses = three["first_order"]["restarts"]
     assert len(losses) == 3 and len(set(losses)) == 3  # different random starts
