@@ -4,7 +4,9 @@ The Markdown report has one table per world (policies sorted by return, with 95 
 half-widths, uplift over organic, and the exact value of table policies), the share of the
 reference optimum each policy reaches where one exists (``true_optimum``, ``intent_oracle``),
 and Kendall's tau between the ranking of policies in the learned simulator and in the other
-worlds: how far the learned simulator can be trusted to pick the best policy.
+worlds: how far the learned simulator can be trusted to pick the best policy. Beside tau, the
+pairs the other world resolves and those of them the learned one swaps: a pair the truth's own
+evaluation cannot order says nothing about the simulator.
 """
 
 from __future__ import annotations
@@ -88,6 +90,79 @@ def rank_agreement(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     }
     if "held_out" in worlds and "ground_truth" in worlds:
         out["held_out vs ground_truth"] = tau("held_out", "ground_truth")
+    return out
+
+
+def _estimate(record: Mapping[str, Any]) -> tuple[float, float]:
+    """A policy's value in a world and its 95 % half-width: the exact value (no error) where
+    exact policy evaluation gave one, else the simulated mean."""
+    exact = record.get("exact_return")
+    if exact is not None and math.isfinite(exact):
+        return float(exact), 0.0
+    return float(record["mean_return"]), float(record["ci95"])
+
+
+def resolved_pairs(
+    first: Mapping[str, Mapping[str, Any]], second: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Pairs of policies that ``second`` (the reference, e.g. the ground truth) resolves, and
+    those of them that ``first`` orders the other way round.
+
+    Kendall's tau counts every pair, also one that the reference's own evaluation cannot order:
+    two policies 0.03 apart with half-widths of 0.4 make tau a coin flip. Here a pair counts as
+    resolved when its difference exceeds the 95 % half-width of the difference of two
+    independent means (``hypot`` of the two half-widths; exact values have none), which errs
+    on the side of calling a pair unresolved when the two ran on common random numbers.
+
+    Args:
+        first, second: Per policy, its record (``mean_return``, ``ci95``, optional
+            ``exact_return``) in each world.
+
+    Returns:
+        ``pairs`` (policies in both), ``resolved`` (pairs ``second`` resolves), ``discordant``
+        (of those, pairs ``first`` orders the other way or ties) and ``confident_errors`` (of
+        those, pairs ``first`` resolves too), each list of pairs as ``"a / b"``, and
+        ``unresolved`` (the pairs ``second`` does not resolve).
+    """
+    names = sorted(set(first) & set(second))
+    out: dict[str, Any] = {
+        "pairs": 0,
+        "resolved": 0,
+        "discordant": [],
+        "confident_errors": [],
+        "unresolved": [],
+    }
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            out["pairs"] += 1
+            (ref_a, ref_ha), (ref_b, ref_hb) = _estimate(second[a]), _estimate(second[b])
+            if abs(ref_a - ref_b) <= math.hypot(ref_ha, ref_hb):
+                out["unresolved"].append(f"{a} / {b}")
+                continue
+            out["resolved"] += 1
+            (own_a, own_ha), (own_b, own_hb) = _estimate(first[a]), _estimate(first[b])
+            if (own_a - own_b) * (ref_a - ref_b) > 0:
+                continue
+            out["discordant"].append(f"{a} / {b}")
+            if abs(own_a - own_b) > math.hypot(own_ha, own_hb):
+                out["confident_errors"].append(f"{a} / {b}")
+    return out
+
+
+def rank_resolution(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`resolved_pairs` for the comparisons of :func:`rank_agreement` (same keys): the
+    learned simulator against every other world, the held-out one against the ground truth."""
+    worlds = {
+        world: {r["policy"]: r for r in rows if r["policy"] not in REFERENCES}
+        for world, rows in by_world(records).items()
+    }
+    out = {
+        world: resolved_pairs(worlds["learned"], worlds[world])
+        for world in worlds
+        if world != "learned" and "learned" in worlds
+    }
+    if "held_out" in worlds and "ground_truth" in worlds:
+        out["held_out vs ground_truth"] = resolved_pairs(worlds["held_out"], worlds["ground_truth"])
     return out
 
 
@@ -258,9 +333,32 @@ def markdown(
             "(1: same order):",
             "",
         ]
-        lines += [f"- {world}: tau = {_fmt(tau)}" for world, tau in taus.items()]
-        lines.append("")
+        resolution = rank_resolution(records)
+        for world, tau in taus.items():
+            lines.append(f"- {world}: tau = {_fmt(tau)}{_resolution_note(resolution[world])}")
+        lines += [
+            "",
+            "A pair is *resolved* when its difference in the second world exceeds the 95 % "
+            "half-width of a difference of two independent means (exact values have none); "
+            "tau also counts the pairs that are not, whose order is a coin flip.",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def _resolution_note(r: Mapping[str, Any]) -> str:
+    """One clause: how many pairs the second world resolves, which of them the first swaps."""
+    note = f"; {r['resolved']} of {r['pairs']} pairs resolved there"
+    if r["discordant"]:
+        note += f", {len(r['discordant'])} of them in the other order ({', '.join(r['discordant'])}"
+        if r["confident_errors"]:
+            note += f"; significantly so here: {', '.join(r['confident_errors'])}"
+        note += ")"
+    else:
+        note += ", all in the same order"
+    if r["unresolved"]:
+        note += f"; unresolved: {', '.join(r['unresolved'])}"
+    return note
 
 
 def bar_charts(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
@@ -326,6 +424,7 @@ def write_report(
         "context": dict(context or {}),
         "records": list(records),
         "rank_agreement": rank_agreement(records),
+        "rank_resolution": rank_resolution(records),
         **dict(extra or {}),
     }
     with atomic_file(out / "results.json") as tmp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -10,7 +11,13 @@ import pytest
 
 from agents.evaluate import Z95, kendall_tau, mean_ci, ratio_ci
 from agents.heuristics import Greedy, HighestValue, MostLikely, Organic, Popular, RandomPolicy
-from agents.report import markdown, rank_agreement
+from agents.report import (
+    markdown,
+    rank_agreement,
+    rank_resolution,
+    resolved_pairs,
+    write_report,
+)
 from agents.tabular import SiteMDP
 from tests.unit.test_tabular import NOTHING, A, B, C, core
 
@@ -145,6 +152,77 @@ def test_report_tables_and_rank_agreement() -> None:
     text = markdown(records)
     assert "## World: learned" in text and "| a | 3.000 ± 1.000 |" in text
     assert "| ground_truth | c | true_optimum | 0.750 |" in text
+
+
+def test_resolved_pairs_counts_only_what_the_reference_resolves() -> None:
+    def est(mean, ci, exact=None):
+        return {"mean_return": mean, "ci95": ci, "exact_return": exact}
+
+    # the reference: a and b 0.2 apart with half-widths 0.5 (unresolved: 0.2 < 0.71); c exact
+    # at 12 (its simulated 11 +- 3 alone would leave a / c unresolved); d and e simulated
+    reference = {
+        "a": est(10.0, 0.5),
+        "b": est(10.2, 0.5),
+        "c": est(11.0, 3.0, exact=12.0),
+        "d": est(5.0, 1.0),
+        "e": est(7.0, 0.5),
+    }
+    world = {
+        "a": est(11.0, 0.5),
+        "b": est(10.0, 0.5),  # b below a: the reference cannot say, so no error
+        "c": est(10.9, 0.5),  # c below a by 0.1: swapped, but not resolved in this world
+        "d": est(4.0, 1.0),
+        "e": est(12.0, 0.5),  # e on top: swapped against a, b and c, each resolved here too
+    }
+    r = resolved_pairs(world, reference)
+    assert r["pairs"] == 10 and r["resolved"] == 9
+    assert r["unresolved"] == ["a / b"]
+    assert r["discordant"] == ["a / c", "a / e", "b / e", "c / e"]
+    assert r["confident_errors"] == ["a / e", "b / e", "c / e"]
+    # the same order everywhere: nothing discordant, whatever the noise
+    same = resolved_pairs(reference, reference)
+    assert same["discordant"] == [] and same["resolved"] == 9
+
+
+def test_report_names_the_pairs_the_truth_does_not_resolve(tmp_path) -> None:
+    def rec(policy, world, ret, ci, exact=None):
+        return {
+            "policy": policy,
+            "world": world,
+            "mean_return": ret,
+            "ci95": ci,
+            "revenue_per_session": 1.0,
+            "conversion_rate": 0.1,
+            "pages_per_session": 3.0,
+            "bounce_rate": 0.3,
+            "time_on_site_s": 100.0,
+            "n_sessions": 10,
+            "uplift_pct": 0.0,
+            "uplift_ci95": 1.0,
+            "exact_return": exact,
+        }
+
+    # the learned world swaps dqn and ppo, which the truth has 0.03 apart (+- 0.43 each)
+    records = [
+        rec("dqn", "learned", 147.1, 1.0),
+        rec("ppo", "learned", 145.3, 1.0),
+        rec("value_iteration", "learned", 141.6, 1.0),
+        rec("dqn", "ground_truth", 149.66, 0.43),
+        rec("ppo", "ground_truth", 149.69, 0.43),
+        rec("value_iteration", "ground_truth", 140.9, 0.41, exact=141.42),
+    ]
+    assert rank_agreement(records) == {"ground_truth": pytest.approx(1 / 3)}
+    r = rank_resolution(records)["ground_truth"]
+    assert (r["pairs"], r["resolved"], r["discordant"]) == (3, 2, [])
+    assert r["unresolved"] == ["dqn / ppo"]
+    text = markdown(records)
+    assert (
+        "- ground_truth: tau = 0.333; 2 of 3 pairs resolved there, all in the same order; "
+        "unresolved: dqn / ppo" in text
+    )
+    write_report(records, tmp_path, charts=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rank_resolution"]["ground_truth"]["unresolved"] == ["dqn / ppo"]
 
 
 def test_beats_baselines_needs_the_difference_beyond_its_interval() -> None:
