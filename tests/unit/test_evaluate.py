@@ -110,24 +110,26 @@ def test_table_policies_save_and_load(tmp_path) -> None:
     assert again.name == "greedy"
 
 
-def test_report_tables_and_rank_agreement() -> None:
-    def rec(policy, world, ret):
-        return {
-            "policy": policy,
-            "world": world,
-            "mean_return": ret,
-            "ci95": 1.0,
-            "revenue_per_session": 1.0,
-            "conversion_rate": 0.1,
-            "pages_per_session": 3.0,
-            "bounce_rate": 0.3,
-            "time_on_site_s": 100.0,
-            "n_sessions": 10,
-            "uplift_pct": 0.0,
-            "uplift_ci95": 1.0,
-            "exact_return": None,
-        }
+def rec(policy: str, world: str, ret: float, ci: float = 1.0, exact: float | None = None) -> dict:
+    """An evaluation record with the given return; the other figures are placeholders."""
+    return {
+        "policy": policy,
+        "world": world,
+        "mean_return": ret,
+        "ci95": ci,
+        "revenue_per_session": 1.0,
+        "conversion_rate": 0.1,
+        "pages_per_session": 3.0,
+        "bounce_rate": 0.3,
+        "time_on_site_s": 100.0,
+        "n_sessions": 10,
+        "uplift_pct": 0.0,
+        "uplift_ci95": 1.0,
+        "exact_return": exact,
+    }
 
+
+def test_report_tables_and_rank_agreement() -> None:
     records = [
         rec("a", "learned", 3),
         rec("b", "learned", 2),
@@ -185,23 +187,6 @@ def test_resolved_pairs_counts_only_what_the_reference_resolves() -> None:
 
 
 def test_report_names_the_pairs_the_truth_does_not_resolve(tmp_path) -> None:
-    def rec(policy, world, ret, ci, exact=None):
-        return {
-            "policy": policy,
-            "world": world,
-            "mean_return": ret,
-            "ci95": ci,
-            "revenue_per_session": 1.0,
-            "conversion_rate": 0.1,
-            "pages_per_session": 3.0,
-            "bounce_rate": 0.3,
-            "time_on_site_s": 100.0,
-            "n_sessions": 10,
-            "uplift_pct": 0.0,
-            "uplift_ci95": 1.0,
-            "exact_return": exact,
-        }
-
     # the learned world swaps dqn and ppo, which the truth has 0.03 apart (+- 0.43 each)
     records = [
         rec("dqn", "learned", 147.1, 1.0),
