@@ -156,6 +156,7 @@ class LatentClassModel(_Predictor):
         pages: tuple[str, ...],
         config: LatentClassConfig | None = None,
         valid: SessionSequences | None = None,
+        base_table: np.ndarray | None = None,
     ) -> LatentClassModel:
         """Fit on ``train``; with ``classes='auto'`` pick the number of types on ``valid``.
 
@@ -165,10 +166,15 @@ class LatentClassModel(_Predictor):
             pages: Page names, length P.
             config: Fitting options (default :class:`LatentClassConfig`).
             valid: Validation sessions (needed for ``classes='auto'``).
+            base_table: The first-order table the types re-weight, ``(P, P + 1)``; default:
+                counted on ``train`` with ``config.smoothing``. A study passes a synthetic
+                store's exact first-order marginal, to see what the types would make of a
+                table without sampling error (``scripts/study_table_error.py``).
 
         Raises:
-            ClickstreamError: Bad groups, no sessions, a site too large for dense tables, or
-                ``auto`` without validation sessions.
+            ClickstreamError: Bad groups, no sessions, a site too large for dense tables,
+                ``auto`` without validation sessions, or a base table of the wrong shape,
+                with negative entries or rows that do not sum to 1.
         """
         cfg = config or LatentClassConfig()
         p = train.exit_id
@@ -192,8 +198,17 @@ class LatentClassModel(_Predictor):
                 f"{worst:,} dense cells (at most {MAX_DENSE_CELLS:,}): group pages "
                 "(pages config) or use fewer types"
             )
+        if base_table is not None:
+            base_table = np.asarray(base_table, dtype=np.float64)
+            if base_table.shape != (p, p + 1) or not (
+                np.all(base_table >= 0) and np.allclose(base_table.sum(axis=1), 1.0)
+            ):
+                raise ModelError(
+                    f"latent-class base table must be ({p}, {p + 1}) with non-negative rows "
+                    f"that sum to 1, got shape {base_table.shape}"
+                )
         start = time.perf_counter()
-        problem = _Problem(train, groups, cfg.smoothing)
+        problem = _Problem(train, groups, cfg.smoothing, base_table)
         fits, scores = {}, {}
         for k in cfg.candidates():
             fits[k] = max(
@@ -312,16 +327,23 @@ class _Problem:
     docs/benchmarks.md).
     """
 
-    def __init__(self, train: SessionSequences, groups: np.ndarray, smoothing: float) -> None:
+    def __init__(
+        self,
+        train: SessionSequences,
+        groups: np.ndarray,
+        smoothing: float,
+        table: np.ndarray | None = None,
+    ) -> None:
         src, dst = train.pages, train.targets()
-        table = first_order_table(train, smoothing)
+        if table is None:
+            table = first_order_table(train, smoothing)
         self.n_groups = int(groups.max()) + 1 if len(groups) else 1
         dst_group = np.r_[groups, self.n_groups]  # EXIT: a group of its own
         mass = np.zeros((table.shape[0], self.n_groups + 1))
         np.add.at(mass.T, dst_group, table.T)  # S[i, g]: row i's base mass on group g
         with np.errstate(divide="ignore"):  # a group without pages has no mass: -inf
             self.log_mass = torch.as_tensor(np.log(mass))
-        self.base = torch.as_tensor(np.log(table))  # (P, P + 1), shared by every type
+            self.base = torch.as_tensor(np.log(table))  # (P, P + 1), shared by every type
         self.entry_base = torch.as_tensor(np.log(entry_distribution(train)))
         self.src_group = torch.as_tensor(groups)
         self.dst_group = torch.as_tensor(dst_group)

@@ -11,8 +11,12 @@ counted on the training split (popularity back-off, its pseudo-count picked on t
 split), counted again on the first quarter and half of the training sessions. The counted
 table's excess over the exact marginal is its sampling error; how it falls with the sessions
 counted says how much data a model whose shared part is such a table needs to come within a
-given distance of the Bayes rate (issue 20's log-loss bar on the ``intent`` store). A study for
-docs/results.md (the latent-type GRU section); it writes nothing.
+given distance of the Bayes rate (issue 20's log-loss bar on the ``intent`` store). Last, the
+intent study's latent-class model (visitor types re-weighting a shared first-order table) is
+fitted twice on the training split: with its table counted, as the study fits it, and with the
+exact marginal in the table's place, which says what the types would reach without the
+table's sampling error. A study for docs/results.md (the latent-type GRU section); it writes
+nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import argparse
 import numpy as np
 
 from clickstream.synthetic import SyntheticConfig, SyntheticStore, build_store
+from envs.baselines import mean_log_loss
 from envs.dynamics import store_tables
+from envs.latent_class import LatentClassConfig, LatentClassModel
 from envs.sequences import SessionSequences, load_prepared
 
 PSEUDO_COUNTS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
@@ -80,9 +86,29 @@ def first_sessions(seqs: SessionSequences, n: int) -> SessionSequences:
     )
 
 
+def latent_class_log_losses(
+    train: SessionSequences,
+    test: SessionSequences,
+    groups: np.ndarray,
+    pages: tuple[str, ...],
+    exact_table: np.ndarray,
+    config: LatentClassConfig,
+) -> dict[str, float]:
+    """Test log-loss of the latent-class model fitted on ``train`` with its shared table
+    counted (``"counted"``) and with ``exact_table`` ``(P, P + 1)`` in its place
+    (``"exact"``), the same types, starts and seeds otherwise."""
+    return {
+        label: mean_log_loss(
+            LatentClassModel.fit(train, groups, pages, config, base_table=base), test
+        )
+        for label, base in (("counted", None), ("exact", exact_table))
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default="runs/synthetic_intent/data")
+    parser.add_argument("--types", type=int, default=3, help="latent-class types (the study's 3)")
     args = parser.parse_args()
 
     data = load_prepared(args.data_dir)
@@ -108,6 +134,12 @@ def main() -> None:
         loss = first_order_log_loss(table, test)
         label = f"counted on {len(part):,} sessions (pseudo-count {k:g})"
         print(f"{label:58s} {loss:13.4f} {loss - bayes:+12.4f}   sampling error {loss - exact:.4f}")
+    # the study's fit of 3 types: the starts and seeds its `classes: auto` run used for 3
+    config = LatentClassConfig(classes=args.types, restarts=3)
+    losses = latent_class_log_losses(train, test, data.vocab.page_group, pages, marginal[0], config)
+    for label, loss in losses.items():
+        text = f"latent-class, {args.types} types, {label} shared table"
+        print(f"{text:58s} {loss:13.4f} {loss - bayes:+12.4f}")
 
 
 if __name__ == "__main__":
