@@ -199,14 +199,7 @@ class LatentClassModel(_Predictor):
                 "(pages config) or use fewer types"
             )
         if base_table is not None:
-            base_table = np.asarray(base_table, dtype=np.float64)
-            if base_table.shape != (p, p + 1) or not (
-                np.all(base_table >= 0) and np.allclose(base_table.sum(axis=1), 1.0)
-            ):
-                raise ModelError(
-                    f"latent-class base table must be ({p}, {p + 1}) with non-negative rows "
-                    f"that sum to 1, got shape {base_table.shape}"
-                )
+            base_table = _checked_base_table(base_table, train, pages)
         start = time.perf_counter()
         problem = _Problem(train, groups, cfg.smoothing, base_table)
         fits, scores = {}, {}
@@ -314,6 +307,36 @@ class LatentClassModel(_Predictor):
                 json.loads(str(z["info"])),
             ),
         )
+
+
+def _checked_base_table(
+    table: np.ndarray, train: SessionSequences, pages: tuple[str, ...]
+) -> np.ndarray:
+    """A given shared table as float64, ``(P, P + 1)`` rows of probabilities that give every
+    training transition a chance (else its likelihood, and the fit, would be -inf).
+
+    Raises:
+        ModelError: Naming the shape, the rows' sums or the first transition given 0.
+    """
+    p = len(pages)
+    table = np.asarray(table, dtype=np.float64)
+    if table.shape != (p, p + 1):
+        raise ModelError(f"latent-class base table must be ({p}, {p + 1}), got {table.shape}")
+    sums = table.sum(axis=1)
+    if not (np.all(table >= 0) and np.allclose(sums, 1.0)):
+        raise ModelError(
+            "latent-class base table: rows must be non-negative and sum to 1 (row sums "
+            f"{sums.min():.6g} to {sums.max():.6g}, smallest entry {table.min():.6g})"
+        )
+    impossible = np.flatnonzero(table[train.pages, train.targets()] == 0)
+    if len(impossible):
+        src, dst = train.pages[impossible[0]], train.targets()[impossible[0]]
+        after = "EXIT" if dst == p else repr(pages[dst])
+        raise ModelError(
+            f"latent-class base table gives probability 0 to {len(impossible):,} training "
+            f"transitions, the first {pages[src]!r} -> {after}"
+        )
+    return table
 
 
 class _Problem:

@@ -144,8 +144,15 @@ def test_a_given_base_table_replaces_the_counted_one() -> None:
     assert mean_log_loss(counted, valid) - truth_loss > 0.015
     with pytest.raises(ClickstreamError, match=r"base table must be \(4, 5\)"):
         LatentClassModel.fit(train, GROUPS, PAGES, cfg, base_table=np.asarray(SHARED)[:, :4])
-    with pytest.raises(ClickstreamError, match="sum to 1"):
+    with pytest.raises(ClickstreamError, match=r"sum to 1 \(row sums 2 to 2"):
         LatentClassModel.fit(train, GROUPS, PAGES, cfg, base_table=2 * np.asarray(SHARED))
+    # a table that rules out a move the training sessions make: /a1 -> /a2
+    blocked = np.asarray(SHARED).copy()
+    blocked[0] = [0.2, 0.0, 0.3, 0.2, 0.3]
+    with pytest.raises(
+        ClickstreamError, match=r"probability 0 to [\d,]+ training .*'/a1' -> '/a2'"
+    ):
+        LatentClassModel.fit(train, GROUPS, PAGES, cfg, base_table=blocked)
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:
