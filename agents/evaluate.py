@@ -18,7 +18,8 @@ sessions from its start, so long sessions are not cut off when the count is reac
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,6 +276,7 @@ def evaluate(
     n_visitors: int = 8192,
     world_sessions: Mapping[str, int] | None = None,
     progress: bool = True,
+    announce: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One record per (policy, world).
 
@@ -287,6 +289,9 @@ def evaluate(
         n_sessions: Sessions per seed.
         n_visitors: Visitors simulated together.
         world_sessions: Per-world override of ``n_sessions`` (e.g. fewer in slow GRU worlds).
+        progress: Progress bars.
+        announce: Called with one line per (policy, world) done, its figure and time: what a
+            worker process without bars shows of a long evaluation.
     """
     worlds = list(worlds or site.worlds())
     records = []
@@ -295,6 +300,7 @@ def evaluate(
         tables = site.side_tables(world)
         n = int((world_sessions or {}).get(world, n_sessions))
         for name, instances in policies.items():
+            start = time.perf_counter()
             runs: dict[int, Sessions] = {}
             if len(instances) == 1:
                 only = next(iter(instances.values()))
@@ -325,6 +331,12 @@ def evaluate(
                 None if any(e is None for e in exact) else float(np.mean(exact))
             )
             records.append(record)
+            if announce is not None:
+                announce(
+                    f"evaluated {name} in {world}: {record['mean_return']:,.3f} ± "
+                    f"{record['ci95']:,.3f} over {record['n_sessions']:,} sessions "
+                    f"({time.perf_counter() - start:,.0f} s)"
+                )
     _add_uplift(records)
     return [{k: r.get(k) for k in RECORD_FIELDS} for r in records]
 

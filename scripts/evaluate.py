@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import sys
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,7 @@ def world_records(resolved: dict[str, Any], world: str) -> list[dict[str, Any]]:
     over ``n_sessions`` sessions per seed. A module-level function of plain data, so that a
     worker process can run it."""
     site = Site.from_config(resolved)
+    show_progress = bool(resolved.get("show_progress", True))
     policies = saved_policies(Path(resolved["out_dir"]) / "agents", resolved.get("policies"))
     chosen = {
         n: p
@@ -199,8 +201,14 @@ def world_records(resolved: dict[str, Any], world: str) -> list[dict[str, Any]]:
         seeds=resolved["seeds"],
         n_visitors=int(resolved["n_visitors"]),
         world_sessions=resolved.get("world_sessions") or {},
-        progress=bool(resolved.get("show_progress", True)),
+        progress=show_progress,
+        announce=None if show_progress else _announce,
     )
+
+
+def _announce(line: str) -> None:
+    """A finished (policy, world) on stderr, flushed: a worker process shows no bars."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _sessions_asked(resolved: dict[str, Any], worlds: list[str]) -> str:

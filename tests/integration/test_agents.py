@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 
 from agents.base import Policy, load_policy
 from agents.evaluate import RECORD_FIELDS
+from agents.report import REFERENCES
 from clickstream.errors import ConfigError
 from tests.hydra_configs import compose_cfg, prepare_synthetic
 
@@ -351,7 +352,9 @@ def test_sb3_training_can_log_its_exact_value_in_the_ground_truth(run_dir: Path)
     assert min(abs(kept - v) for v in exact) < 1e-9
 
 
-def test_evaluate_writes_a_record_per_policy_and_world(run_dir: Path, trained: dict) -> None:
+def test_evaluate_writes_a_record_per_policy_and_world(
+    run_dir: Path, trained: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
     from scripts.evaluate import run
 
     cfg = compose_cfg(
@@ -386,7 +389,19 @@ def test_evaluate_writes_a_record_per_policy_and_world(run_dir: Path, trained: d
     out = run_dir / "eval"
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["records"]) == len(records) and "ground_truth" in saved["rank_agreement"]
+    deployable = {r["policy"] for r in records if r["world"] == "learned"} - set(REFERENCES)
+    pairs = saved["rank_resolution"]["ground_truth"]
+    assert pairs["pairs"] == len(deployable) * (len(deployable) - 1) // 2
+    assert pairs["resolved"] + len(pairs["unresolved"]) == pairs["pairs"]
     assert (out / "results.md").read_text().count("## World:") == 2
+    # without bars, one line per policy and world as each is done, with its figure
+    done = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evaluated ")]
+    assert len(done) == len(records)
+    organic = truth["organic"]
+    assert (
+        f"evaluated organic in ground_truth: {organic['mean_return']:,.3f} ± "
+        f"{organic['ci95']:,.3f} over {organic['n_sessions']:,} sessions"
+    ) in "\n".join(done)
     assert (out / "mean_return.png").stat().st_size > 5000
 
 
