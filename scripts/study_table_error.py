@@ -26,8 +26,8 @@ import argparse
 import numpy as np
 
 from clickstream.synthetic import SyntheticConfig, SyntheticStore, build_store
-from envs.baselines import mean_log_loss
-from envs.dynamics import store_tables
+from envs.baselines import TrueModel, mean_log_loss
+from envs.dynamics import first_order_table, store_tables
 from envs.latent_class import LatentClassConfig, LatentClassModel
 from envs.sequences import SessionSequences, load_prepared
 
@@ -40,36 +40,11 @@ def first_order_log_loss(table: np.ndarray, seqs: SessionSequences) -> float:
     return float(-np.log(table[seqs.pages, seqs.targets()]).mean())
 
 
-def bayes_log_loss(
-    prior: np.ndarray, entry: np.ndarray, transitions: np.ndarray, seqs: SessionSequences
-) -> float:
-    """Mean next-page log-loss of the intent mixture, each step predicted with the posterior
-    of the visitor's intent given her history (entry page included), ``transitions``
-    ``(Z, P, P + 1)``."""
-    targets = seqs.targets()
-    total = 0.0
-    for i in range(len(seqs)):
-        start, end = seqs.offsets[i], seqs.offsets[i + 1]
-        belief = prior * entry[:, seqs.pages[start]]
-        for t in range(start, end):
-            belief = belief / belief.sum()
-            step = transitions[:, seqs.pages[t], targets[t]]
-            total -= np.log(belief @ step)
-            belief = belief * step
-    return total / seqs.n_steps
-
-
-def counted_table(
-    seqs: SessionSequences, n_pages: int, valid: SessionSequences
-) -> tuple[np.ndarray, float]:
-    """The first-order table counted on ``seqs`` with popularity back-off, its pseudo-count
-    the best of :data:`PSEUDO_COUNTS` on ``valid``; returns the table and the pseudo-count."""
-    counts = np.zeros((n_pages, n_pages + 1))
-    np.add.at(counts, (seqs.pages, seqs.targets()), 1.0)
-    popularity = counts.sum(axis=0) + 0.5  # a half count each: no outcome has probability 0
-    popularity /= popularity.sum()
-    rows = counts.sum(axis=1, keepdims=True)
-    tables = {k: (counts + k * popularity) / (rows + k) for k in PSEUDO_COUNTS}
+def counted_table(seqs: SessionSequences, valid: SessionSequences) -> tuple[np.ndarray, float]:
+    """The first-order table counted on ``seqs`` with popularity back-off
+    (:func:`envs.dynamics.first_order_table`), its pseudo-count the best of
+    :data:`PSEUDO_COUNTS` on ``valid``; returns the table and the pseudo-count."""
+    tables = {k: first_order_table(seqs, k) for k in PSEUDO_COUNTS}
     best = min(tables, key=lambda k: first_order_log_loss(tables[k], valid))
     return tables[best], best
 
@@ -115,22 +90,21 @@ def main() -> None:
     if data.true_model_path is None:
         parser.error(f"{args.data_dir} is not a synthetic dataset (no true_model.npz)")
     train, valid, test = data.splits["train"], data.splits["valid"], data.splits["test"]
-    pages, n = data.vocab.pages, len(data.vocab.pages)
+    pages = data.vocab.pages
     store = SyntheticStore.load(data.true_model_path)
-    prior, entry, transitions, _ = store_tables(store, pages)
     # the same site in markov mode: the exact first-order marginal of the intent mixture
     cfg = SyntheticConfig.from_dict({**store.config.to_dict(), "mode": "markov"})
     _, _, marginal, _ = store_tables(build_store(cfg), pages)
 
     print(f"{args.data_dir}: {len(train):,} training sessions, test split {test.n_steps:,} steps")
-    bayes = bayes_log_loss(prior, entry, transitions, test)
+    bayes = mean_log_loss(TrueModel(store, pages), test)
     exact = first_order_log_loss(marginal[0], test)
     print(f"{'predictor':58s} {'test log-loss':>13s} {'above Bayes':>12s}")
     print(f"{'the store (Bayes: intent filtered from the history)':58s} {bayes:13.4f}")
     print(f"{'exact first-order marginal':58s} {exact:13.4f} {exact - bayes:+12.4f}")
     for share in (0.25, 0.5, 1.0):
         part = first_sessions(train, max(1, round(share * len(train))))
-        table, k = counted_table(part, n, valid)
+        table, k = counted_table(part, valid)
         loss = first_order_log_loss(table, test)
         label = f"counted on {len(part):,} sessions (pseudo-count {k:g})"
         print(f"{label:58s} {loss:13.4f} {loss - bayes:+12.4f}   sampling error {loss - exact:.4f}")

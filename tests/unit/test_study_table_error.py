@@ -1,4 +1,6 @@
-"""``scripts/study_table_error.py``: the three predictors' log-losses by hand on tiny chains."""
+"""``scripts/study_table_error.py``: its table predictors by hand on tiny chains, and the
+latent-class fit with a given table (the Bayes rate is ``envs.baselines.TrueModel``'s,
+tested in ``test_baselines.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import pytest
 
 from envs.sequences import SessionSequences
 from scripts.study_table_error import (
-    bayes_log_loss,
     counted_table,
     first_order_log_loss,
     first_sessions,
@@ -18,27 +19,15 @@ from scripts.study_table_error import (
 ROWS = np.array([[0.0, 0.5, 0.5], [0.25, 0.0, 0.75]])
 
 
-def test_a_first_order_table_scores_each_step_and_one_intent_is_bayes() -> None:
+def test_a_first_order_table_scores_each_step() -> None:
     seqs = SessionSequences.from_lists([[0, 1], [1]], exit_id=2)  # steps 0->1, 1->EXIT, 1->EXIT
     by_hand = -(np.log(0.5) + 2 * np.log(0.75)) / 3
     assert first_order_log_loss(ROWS, seqs) == pytest.approx(by_hand)
-    one = bayes_log_loss(np.ones(1), np.array([[0.5, 0.5]]), ROWS[None], seqs)
-    assert one == pytest.approx(by_hand)
-
-
-def test_the_posterior_of_the_intent_follows_the_history() -> None:
-    """Intent a always moves 0 -> 1 -> EXIT; intent b leaves at once. Both enter on page 0
-    with prior 1/2: the first step is a coin (log 2), then the history says a (log 1)."""
-    a = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    b = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-    seqs = SessionSequences.from_lists([[0, 1]], exit_id=2)
-    prior, entry = np.array([0.5, 0.5]), np.array([[1.0, 0.0], [1.0, 0.0]])
-    assert bayes_log_loss(prior, entry, np.stack([a, b]), seqs) == pytest.approx(np.log(2) / 2)
 
 
 def test_the_counted_table_backs_off_to_popularity_and_the_first_sessions_are_cut() -> None:
     seqs = SessionSequences.from_lists([[0, 1], [0], [1, 0, 1]], exit_id=2)
-    table, k = counted_table(seqs, 2, seqs)
+    table, k = counted_table(seqs, seqs)
     np.testing.assert_allclose(table.sum(axis=1), 1.0)
     assert (table > 0).all() and k > 0
     first = first_sessions(seqs, 2)
