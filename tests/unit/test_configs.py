@@ -164,3 +164,27 @@ def test_the_ga_sample_study_simulates_with_the_small_export_recipe() -> None:
     assert ga["simulator"] == small["simulator"]
     intent = OmegaConf.to_container(compose_stage("pipeline", ("experiment=synthetic_intent",)))
     assert intent["simulator"]["exit_calibration"] is None
+
+
+def test_the_latent_type_gru_study_is_the_intent_study_in_another_world() -> None:
+    """``synthetic_intent_latent_gru`` trains and evaluates as ``synthetic_intent`` does (the
+    same store, splits, agents, budgets and evaluation), so their figures compare; only the
+    learned world (and where the run is written) differs."""
+    intent = OmegaConf.to_container(
+        compose_stage("pipeline", ("experiment=synthetic_intent",)), resolve=True
+    )
+    latent = OmegaConf.to_container(
+        compose_stage("pipeline", ("experiment=synthetic_intent_latent_gru",)), resolve=True
+    )
+    assert latent["env"]["dynamics"] == "latent_gru"
+    assert latent["simulator"]["latent_gru"] == {"types": 3, "trunk": "counted", "restarts": 3}
+    assert latent["simulator"]["latent_class"] is None
+    assert intent["env"]["dynamics"] == "latent_class"
+    for cfg in (intent, latent):
+        for key in ("experiment_name", "out_dir", "data_dir", "simulator_dir", "held_out_dir",
+                    "eval_dir"):  # fmt: skip
+            del cfg[key]
+        del cfg["env"]["dynamics"]
+        for key in ("latent_gru", "latent_class"):
+            del cfg["simulator"][key]
+    assert latent == intent
