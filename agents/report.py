@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,28 +68,39 @@ def by_world(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str
     return out
 
 
-def rank_agreement(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Kendall's tau of the policies' mean returns: the learned simulator against every other
-    world, and the held-out simulator against the ground truth (key ``held_out vs
-    ground_truth``) where both were evaluated: a visitor model trained with another seed
-    should rank as the truth does too. Deployable policies present in both; references left
-    out."""
-    worlds = {
-        world: {r["policy"]: r["mean_return"] for r in rows if r["policy"] not in REFERENCES}
+def _deployable_by_world(
+    records: Sequence[Mapping[str, Any]],
+) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """Per world, each deployable policy's record (references left out)."""
+    return {
+        world: {r["policy"]: r for r in rows if r["policy"] not in REFERENCES}
         for world, rows in by_world(records).items()
     }
 
-    def tau(first: str, second: str) -> float:
-        names = sorted(set(worlds[first]) & set(worlds[second]))
-        return kendall_tau([worlds[first][n] for n in names], [worlds[second][n] for n in names])
 
-    out = {
-        world: tau("learned", world)
-        for world in worlds
-        if world != "learned" and "learned" in worlds
-    }
+def _compared_worlds(worlds: Iterable[str]) -> list[tuple[str, str, str]]:
+    """``(key, first, second)`` of each ranking comparison the report makes: the learned
+    simulator against every other world, and the held-out simulator against the ground truth
+    (key ``held_out vs ground_truth``) where both were evaluated."""
+    worlds = list(worlds)
+    out = [(w, "learned", w) for w in worlds if w != "learned" and "learned" in worlds]
     if "held_out" in worlds and "ground_truth" in worlds:
-        out["held_out vs ground_truth"] = tau("held_out", "ground_truth")
+        out.append(("held_out vs ground_truth", "held_out", "ground_truth"))
+    return out
+
+
+def rank_agreement(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Kendall's tau of the policies' mean returns for each comparison of
+    :func:`_compared_worlds`: a visitor model trained with another seed should rank as the
+    truth does too. Deployable policies present in both worlds; references left out."""
+    worlds = _deployable_by_world(records)
+    out = {}
+    for key, first, second in _compared_worlds(worlds):
+        names = sorted(set(worlds[first]) & set(worlds[second]))
+        out[key] = kendall_tau(
+            [worlds[first][n]["mean_return"] for n in names],
+            [worlds[second][n]["mean_return"] for n in names],
+        )
     return out
 
 
@@ -150,20 +161,12 @@ def resolved_pairs(
 
 
 def rank_resolution(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """:func:`resolved_pairs` for the comparisons of :func:`rank_agreement` (same keys): the
-    learned simulator against every other world, the held-out one against the ground truth."""
-    worlds = {
-        world: {r["policy"]: r for r in rows if r["policy"] not in REFERENCES}
-        for world, rows in by_world(records).items()
+    """:func:`resolved_pairs` for the comparisons of :func:`rank_agreement` (same keys)."""
+    worlds = _deployable_by_world(records)
+    return {
+        key: resolved_pairs(worlds[first], worlds[second])
+        for key, first, second in _compared_worlds(worlds)
     }
-    out = {
-        world: resolved_pairs(worlds["learned"], worlds[world])
-        for world in worlds
-        if world != "learned" and "learned" in worlds
-    }
-    if "held_out" in worlds and "ground_truth" in worlds:
-        out["held_out vs ground_truth"] = resolved_pairs(worlds["held_out"], worlds["ground_truth"])
-    return out
 
 
 def reference_shares(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -364,7 +364,8 @@ class _Problem:
         dst_group = np.r_[groups, self.n_groups]  # EXIT: a group of its own
         mass = np.zeros((table.shape[0], self.n_groups + 1))
         np.add.at(mass.T, dst_group, table.T)  # S[i, g]: row i's base mass on group g
-        with np.errstate(divide="ignore"):  # a group without pages has no mass: -inf
+        # -inf: a group without pages has no mass, a given table's ruled-out moves none
+        with np.errstate(divide="ignore"):
             self.log_mass = torch.as_tensor(np.log(mass))
             self.base = torch.as_tensor(np.log(table))  # (P, P + 1), shared by every type
         self.entry_base = torch.as_tensor(np.log(entry_distribution(train)))

@@ -31,7 +31,6 @@ SHARED = np.array(
 def two_types() -> LatentClassModel:
     """Type 0 (70 %) stays in group a, type 1 (30 %) moves on to group b: the model's own
     family (a shared page table re-weighted by group per type)."""
-    shared = SHARED
     weight = {
         0: np.array([[3.0, 0.2, 1.0], [3.0, 0.2, 1.0]]),
         1: np.array([[0.2, 4.0, 1.0], [0.2, 4.0, 1.0]]),
@@ -39,7 +38,7 @@ def two_types() -> LatentClassModel:
     dest = np.r_[GROUPS, 2]
     rows = []
     for z in (0, 1):
-        t = shared * weight[z][GROUPS][:, dest]
+        t = SHARED * weight[z][GROUPS][:, dest]
         rows.append(t / t.sum(1, keepdims=True))
     entry = np.array([[0.6, 0.4, 0.0, 0.0], [0.3, 0.3, 0.2, 0.2]])
     return LatentClassModel(np.array([0.7, 0.3]), entry, np.stack(rows), PAGES)
