@@ -108,8 +108,10 @@ class SiteMDP:
         if transitions is None:
             if chains is None:
                 raise ModelError(
-                    f"{type(core.dynamics).__name__} has no transition table; pass "
-                    "transitions= (e.g. a first-order model fitted on the train split)"
+                    f"{type(core.dynamics).__name__} has no first-order transition tables (a "
+                    "model with memory, such as a GRU or a latent-type GRU that kept its memory "
+                    "stage, or a site too large for dense tables); plan in a kind with tables "
+                    "or pass transitions= (e.g. a first-order model fitted on the train split)"
                 )
             transitions, entry = chains.transitions, chains.entry
         t = torch.as_tensor(transitions, dtype=torch.float64).cpu()
@@ -428,8 +430,8 @@ class ValueIterationPolicy(TablePolicy):
         tol: float = 1e-9,
     ) -> None:
         chosen = visitors.first_order() if model is None else visitors.get(model, key="model")
-        if not chosen.tables:
-            with_tables = [k.name for k in visitors.kinds().values() if k.tables]
+        if not chosen.plannable:
+            with_tables = [k.name for k in visitors.kinds().values() if k.plannable]
             raise ConfigError(
                 f"value iteration model must be a visitor model of first-order tables "
                 f"{with_tables}, got {model!r}"

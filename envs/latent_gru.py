@@ -43,7 +43,8 @@ import torch
 from torch import nn
 
 from clickstream.errors import ConfigError, DataError, from_options
-from envs.dynamics import GRUDynamics, entry_distribution, sample_categorical
+from envs.dynamics import Chains, GRUDynamics, entry_distribution, sample_categorical
+from envs.latent_class import MAX_DENSE_CELLS
 from envs.sequences import SessionSequences, Vocabulary
 from envs.training import TrainerConfig, train
 from envs.visitor_model import (
@@ -523,6 +524,27 @@ class LatentGRUDynamics(GRUDynamics):
     def intent(self, state: torch.Tensor) -> torch.Tensor:
         """Type index per visitor, ``(B,)``."""
         return state[:, self.hidden_dim].long()
+
+    @torch.no_grad()
+    def chains(self) -> Chains | None:
+        """Each type's first-order table, when the trunk is first-order (the memory stage was
+        not kept, so a page's row does not depend on the pages before it): what the planners
+        over visitor types (value iteration, belief value iteration) and exact evaluation read.
+
+        ``None`` with memory, in candidate mode, or when the dense ``K × P × (P + 1)`` tables
+        would exceed :data:`~envs.latent_class.MAX_DENSE_CELLS` (large sites). The rows are
+        the simulator's own (:meth:`advance` from an empty state, then :meth:`next_probs`).
+        """
+        k, p = self.model.n_types, self.n_pages
+        if self.model.net.memory or not self.full_logits or k * p * (p + 1) > MAX_DENSE_CELLS:
+            return None
+        pages = torch.arange(p, device=self.type_prior.device)
+        rows = []
+        for z in range(k):
+            empty = torch.zeros(p, self.state_dim, device=pages.device)
+            empty[:, self.hidden_dim] = z
+            rows.append(self.next_probs(pages, self.advance(pages, empty)))
+        return Chains(self.type_prior, self.type_entry, torch.stack(rows))
 
     def _scores(self, state: torch.Tensor) -> torch.Tensor:
         return state[:, self.hidden_dim + 1 :]

@@ -60,6 +60,7 @@ class LatentGRUKind(VisitorKind):
     files = ("latent_gru.pt",)
     config_key = "latent_gru"
     latent_state = True
+    tables_when_first_order = True  # LatentGRUDynamics.chains: without the memory stage
 
     def train(self, options: Mapping[str, Any], ctx: TrainContext) -> Trained:
         types = LatentTypesConfig.from_dict(options)

@@ -325,3 +325,4 @@ def test_planners_refuse_a_visitor_kind_without_tables() -> None:
     for planner in (BeliefQMDP, BeliefValueIteration):
         with pytest.raises(ConfigError, match="'gru' has none"):
             planner("gru")
+        assert planner("latent_gru").model == "latent_gru"  # tables without its memory stage

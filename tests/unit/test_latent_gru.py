@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from agents.base import TablePolicy
+from agents.evaluate import mean_ci, simulate
+from agents.tabular import SiteMDP, policy_value
 from clickstream.errors import ClickstreamError, RunFolderError
 from envs.click_model import MultinomialBoost
 from envs.core import SiteCore
@@ -184,6 +187,43 @@ def test_simulated_visitors_keep_their_type_and_follow_its_row() -> None:
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_a_first_order_trunk_gives_its_types_tables_and_their_exact_value() -> None:
+    model = small_model()
+    model.net.eval()
+    model.latent.memory = False  # the trunk sees the current page only
+    dyn = LatentGRUDynamics(model)
+    chains = dyn.chains()
+    assert chains is not None and chains.transitions.shape == (3, len(PAGES), len(PAGES) + 1)
+    torch.testing.assert_close(chains.transitions.sum(-1), torch.ones(3, len(PAGES)))
+    net = model.latent
+    torch.testing.assert_close(chains.prior, net.log_type_prior().exp().detach())
+    torch.testing.assert_close(chains.entry, net.entry_log_probs().exp().detach())
+    # first-order: whatever came before page 2, type z moves by row (z, 2) of its table
+    for history in ([2], [0, 4, 2], [5, 5, 1, 2]):
+        _, rows = model.next_types(history)
+        np.testing.assert_allclose(
+            rows, chains.transitions[:, 2].double().numpy(), rtol=1e-4, atol=1e-7
+        )
+    # the exact value of a table in those chains is what the simulator pays it
+    reward = torch.tensor([0.0, 1.0, 2.0, 0.5, 3.0, 1.0, 0.0])
+    core = SiteCore(dyn, MultinomialBoost(2.0), reward, 512, action_pages=np.array([1, 4]))
+    mdp = SiteMDP.from_core(core)
+    assert mdp.n_intents == 3
+    rng = np.random.default_rng(0)
+    table = TablePolicy(rng.normal(size=(len(PAGES), len(core.action_pages))))  # /a2, /b2, none
+    exact = policy_value(mdp, table.table_probs())["mean_return"]
+    zeros = {k: torch.zeros(len(PAGES) + 1) for k in ("revenue", "time_on_page_s")}
+    sessions = simulate(table, core, 102_400, seed=1, tables=zeros)
+    mean, half = mean_ci(sessions.returns)
+    assert abs(mean - exact) <= half and half < 0.01 * exact
+    # with memory, in candidate mode or too large for dense tables: no tables to plan in
+    assert LatentGRUDynamics(model, full_logits=False).chains() is None
+    model.latent.memory = True
+    assert LatentGRUDynamics(model).chains() is None
+    with pytest.raises(ClickstreamError, match="no first-order transition tables"):
+        SiteMDP.from_core(SiteCore(LatentGRUDynamics(model), MultinomialBoost(2.0), reward, 4))
 
 
 def test_save_load_round_trip_and_kinds_are_not_confused(tmp_path) -> None:

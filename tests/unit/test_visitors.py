@@ -39,6 +39,9 @@ def test_the_registry_knows_every_kind_and_their_capabilities() -> None:
     assert latent.files == ("latent_class.npz",) and latent.config_key == "latent_class"
     assert latent.latent_state and latent.tables and not gru.tables and not gru.latent_state
     assert not markov.learned and markov.tables and not markov.latent_state
+    # the planners take the latent-type GRU, whose tables exist when its trunk is first-order
+    lgru = kinds["latent_gru"]
+    assert lgru.plannable and not lgru.tables and latent.plannable and not gru.plannable
     assert truth.ground_truth and truth.latent_state and not truth.learned
     assert visitors.default_kind().name == "gru"
     assert visitors.ground_truth().name == "true"
