@@ -369,8 +369,8 @@ def kind_with_tables(model: str, planner: str) -> str:
         ConfigError: An unknown kind, or one without tables (a GRU), naming those with.
     """
     chosen = visitors.get(model, key="model")
-    if not chosen.plannable:
-        with_tables = [k.name for k in visitors.kinds().values() if k.plannable]
+    if not chosen.tables:
+        with_tables = [k.name for k in visitors.kinds().values() if k.tables]
         raise ConfigError(
             f"{planner} plans in first-order tables per visitor type; model {model!r} has none "
             f"({with_tables} have)"

@@ -308,7 +308,7 @@ class SlateValueIteration(SlateTablePolicy):
     ) -> None:
         super().__init__(name)
         chosen = visitors.first_order() if model is None else visitors.get(model, key="model")
-        if not chosen.plannable:
+        if not chosen.tables:
             raise ConfigError(f"slate value iteration needs a model with tables, got {model!r}")
         self.model, self.tol = chosen.name, float(tol)
 

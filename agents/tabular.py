@@ -430,8 +430,8 @@ class ValueIterationPolicy(TablePolicy):
         tol: float = 1e-9,
     ) -> None:
         chosen = visitors.first_order() if model is None else visitors.get(model, key="model")
-        if not chosen.plannable:
-            with_tables = [k.name for k in visitors.kinds().values() if k.plannable]
+        if not chosen.tables:
+            with_tables = [k.name for k in visitors.kinds().values() if k.tables]
             raise ConfigError(
                 f"value iteration model must be a visitor model of first-order tables "
                 f"{with_tables}, got {model!r}"

@@ -211,10 +211,9 @@ class VisitorKind(ABC):
         latent_state: Its visitors carry a hidden type, kept for the session; a
             recommendation acts on each type's row (:class:`NextPage` has several rows).
         tables: Its dynamics are first-order chains (:meth:`envs.dynamics.Dynamics.chains`),
-            so the exact MDP of :mod:`agents.tabular` can be built from it.
-        tables_when_first_order: Its dynamics are first-order chains when the trained model
-            is (the latent-type GRU whose validation split did not keep the memory stage):
-            the planners accept it and refuse, when they plan, a model with memory.
+            so the exact MDP of :mod:`agents.tabular` can be built from it: always, or (the
+            latent-type GRU) when the trained model is first-order; the planners accept the
+            kind and refuse, when they plan, a model whose dynamics give no chains.
         default: The kind a run uses unless told otherwise (the learned world, and the
             held-out world's model when the learned world's kind needs no training).
         first_order: The first-order model counted on the train split, which needs no
@@ -233,16 +232,9 @@ class VisitorKind(ABC):
     ground_truth: ClassVar[bool] = False
     latent_state: ClassVar[bool] = False
     tables: ClassVar[bool] = False
-    tables_when_first_order: ClassVar[bool] = False
     default: ClassVar[bool] = False
     first_order: ClassVar[bool] = False
     seeded: ClassVar[bool] = True
-
-    @property
-    def plannable(self) -> bool:
-        """The planners over first-order tables may use it (``tables`` or
-        ``tables_when_first_order``)."""
-        return self.tables or self.tables_when_first_order
 
     @property
     def learned(self) -> bool:

@@ -60,7 +60,7 @@ class LatentGRUKind(VisitorKind):
     files = ("latent_gru.pt",)
     config_key = "latent_gru"
     latent_state = True
-    tables_when_first_order = True  # LatentGRUDynamics.chains: without the memory stage
+    tables = True  # when first-order (the memory stage not kept): LatentGRUDynamics.chains
 
     def train(self, options: Mapping[str, Any], ctx: TrainContext) -> Trained:
         types = LatentTypesConfig.from_dict(options)

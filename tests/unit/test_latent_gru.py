@@ -189,7 +189,7 @@ def test_simulated_visitors_keep_their_type_and_follow_its_row() -> None:
     )
 
 
-def test_a_first_order_trunk_gives_its_types_tables_and_their_exact_value() -> None:
+def test_a_first_order_trunk_gives_its_types_tables_and_their_exact_value(monkeypatch) -> None:
     model = small_model()
     model.net.eval()
     model.latent.memory = False  # the trunk sees the current page only
@@ -220,6 +220,9 @@ def test_a_first_order_trunk_gives_its_types_tables_and_their_exact_value() -> N
     assert abs(mean - exact) <= half and half < 0.01 * exact
     # with memory, in candidate mode or too large for dense tables: no tables to plan in
     assert LatentGRUDynamics(model, full_logits=False).chains() is None
+    with monkeypatch.context() as patch:
+        patch.setattr("envs.latent_gru.MAX_DENSE_CELLS", 3 * len(PAGES) * (len(PAGES) + 1) - 1)
+        assert dyn.chains() is None
     model.latent.memory = True
     assert LatentGRUDynamics(model).chains() is None
     with pytest.raises(ClickstreamError, match="no first-order transition tables"):

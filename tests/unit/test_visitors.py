@@ -41,7 +41,7 @@ def test_the_registry_knows_every_kind_and_their_capabilities() -> None:
     assert not markov.learned and markov.tables and not markov.latent_state
     # the planners take the latent-type GRU, whose tables exist when its trunk is first-order
     lgru = kinds["latent_gru"]
-    assert lgru.plannable and not lgru.tables and latent.plannable and not gru.plannable
+    assert lgru.tables and lgru.latent_state
     assert truth.ground_truth and truth.latent_state and not truth.learned
     assert visitors.default_kind().name == "gru"
     assert visitors.ground_truth().name == "true"
