@@ -51,6 +51,7 @@ POLICY_KINDS: dict[str, str | type[Policy]] = {
     "belief_value_iteration": "agents.belief:BeliefValueIteration",
     "belief_qmdp": "agents.belief:BeliefQMDP",
     "belief_distillation": "agents.distill:BeliefDistillation",
+    "belief_ppo": "agents.belief_ppo:BeliefPPO",
     "sb3": "agents.sb3:SB3Agent",
     "slate_table": "agents.slate:SlateTablePolicy",
     "slate_value_iteration": "agents.slate:SlateValueIteration",

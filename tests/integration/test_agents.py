@@ -46,6 +46,7 @@ AGENTS = (
     "belief_distillation",
     "belief_qmdp",
     "scored_distillation",
+    "belief_ppo",
 )
 EXPERIMENTS = ("synthetic_markov", "synthetic_intent", "ga_sample", "msnbc")
 TINY = {
@@ -81,6 +82,7 @@ TINY = {
     ],
 }
 TINY["belief_qmdp"] = ["agent.model=markov"]
+TINY["belief_ppo"] = [*TINY["ppo"], "agent.model=markov", "agent.policy_kwargs.net_arch=[16]"]
 TINY["scored_distillation"] = TINY["belief_distillation"][:1] + TINY["belief_distillation"][2:]
 TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo"]
 TINY["ppo_visit"] = TINY["ppo_visit_narrow"] = TINY["ppo"]
@@ -235,6 +237,9 @@ def test_a_tiny_train_runs_for_each_agent(run_dir: Path, trained: dict, agent: s
 def test_sb3_training_replays_under_a_seed(run_dir: Path, trained: dict) -> None:
     again = train(run_dir, "ppo", "agent_dir=" + str(run_dir / "replay"))
     assert again["eval_learned"] == trained["ppo"]["eval_learned"]
+    # PPO over the belief too: its observation is tracked, not drawn
+    belief = train(run_dir, "belief_ppo", "agent_dir=" + str(run_dir / "replay_belief"))
+    assert belief["eval_learned"] == trained["belief_ppo"]["eval_learned"]
 
 
 def test_the_closing_evaluation_scores_the_kept_weights_on_fresh_sessions(run_dir: Path) -> None:
