@@ -207,6 +207,7 @@ def test_a_policy_file_outside_its_folder_is_refused(tmp_path: Path) -> None:
 
 def test_every_policy_class_is_registered_by_its_kind() -> None:
     import agents.belief
+    import agents.belief_ppo
     import agents.distill
     import agents.heuristics
     import agents.sb3
@@ -307,6 +308,34 @@ def test_belief_network_weights_with_a_pickled_object_are_refused(
     weights["payload"] = Marker(marker)
     torch.save(weights, folder / "net.pt")
     refused(lambda: load_policy(folder), folder / "net.pt", "refused unread")
+    assert not marker.exists()
+
+
+def test_belief_ppo_weights_with_a_pickled_object_are_refused(tmp_path: Path, marker: Path) -> None:
+    from gymnasium import spaces
+    from stable_baselines3 import PPO
+
+    from agents.belief import BeliefQMDP
+    from agents.belief_ppo import BeliefPPO, feature_space
+    from agents.sb3 import _rebuild
+    from agents.tabular import SiteMDP
+    from clickstream.synthetic import build_store
+    from envs.site_env import build_core
+
+    store = build_store(n_pages=50, mode="intent", seed=1)
+    tracker = BeliefQMDP("true")
+    tracker.plan(SiteMDP.from_core(build_core(1, store=store, action_level="group")))
+    policy = BeliefPPO("true", policy_kwargs={"net_arch": [4]}, verbose=False)
+    policy.world, policy.entry = tracker.world, tracker.tracking()
+    n_pages, n_types = tracker.tracking().shape
+    space = feature_space(n_pages, n_types)
+    actions = spaces.Discrete(tracker.n_actions())
+    policy.sb3 = _rebuild(PPO, "MlpPolicy", space, actions, {"net_arch": [4]})
+    folder = policy.save(tmp_path / "belief_ppo")
+    weights = torch.load(folder / "policy.pt", weights_only=True)
+    weights["payload"] = Marker(marker)
+    torch.save(weights, folder / "policy.pt")
+    refused(lambda: load_policy(folder), folder / "policy.pt", "refused unread")
     assert not marker.exists()
 
 
