@@ -157,6 +157,28 @@ def test_ppo_visit_narrow_is_ppo_visit_with_its_first_network_and_a_constant_ste
     assert wide == narrow
 
 
+def test_belief_ppo_is_the_study_ppos_network_with_the_main_jobs_rollouts() -> None:
+    # docs/results.md compares it with the intent study's PPO: what differs must be these
+    from omegaconf import OmegaConf
+
+    from scripts.configs import with_agent_overrides
+
+    study = with_agent_overrides(
+        compose_cfg("train", ["experiment=synthetic_intent", "agent=ppo"])
+    ).agent
+    main = compose_cfg("train", ["agent=ppo"]).agent
+    belief = compose_cfg("train", ["experiment=synthetic_intent", "agent=belief_ppo"]).agent
+    study, main, belief = (OmegaConf.to_container(c) for c in (study, main, belief))
+    assert belief["policy_kwargs"] == study["policy_kwargs"]
+    for key in ("gamma", "gae_lambda", "ent_coef", "clip_range", "n_epochs"):
+        assert belief["hyperparams"][key] == study["hyperparams"][key]
+    for key in ("n_steps", "batch_size", "learning_rate"):
+        assert belief["hyperparams"][key] == main["hyperparams"][key]
+    for key in ("n_envs", "lr_decay", "expected_reward", "reward_scale", "total_timesteps"):
+        assert belief[key] == main[key]
+    assert belief["model"] == "latent_class"  # the study's learned world
+
+
 def test_recurrent_ppo_wide_is_recurrent_ppo_as_wide_as_ppo_visit() -> None:
     # the same LSTM, discount and entropy as recurrent_ppo; the network, the rollouts and the
     # learning rate's schedule those of ppo_visit; GAE's lambda its own
