@@ -52,6 +52,9 @@ from envs.vector_env import SiteSB3VecEnv
 if TYPE_CHECKING:
     from agents.site import Site
 
+LEARNED = "learned"
+"""``model``'s default: track the belief with the learned world's own visitor kind."""
+
 LOG_FLOOR = 1e-6
 """Beliefs are floored here before the log; the log is divided by ``-log(LOG_FLOOR)`` so that
 the feature lies in ``[-1, 0]``."""
@@ -124,8 +127,9 @@ class BeliefPPO(BeliefPolicy):
     """SB3 PPO over (page, the learned visitor model's belief about the visitor's type).
 
     Args:
-        model: The visitor kind whose first-order rows per type track the belief: the learned
-            world's (``latent_class``, or ``latent_gru`` when its memory stage was not kept).
+        model: The visitor kind whose first-order rows per type track the belief: ``learned``
+            (the default), the learned world's own kind (``env.dynamics``: ``latent_class``, or
+            ``latent_gru`` when its memory stage was not kept), or a kind's name.
         name: Policy name in results.
         total_timesteps: Visitor steps of training (the budget).
         max_minutes: A wall-clock limit (``None``: none); a run that hits it is marked
@@ -148,7 +152,7 @@ class BeliefPPO(BeliefPolicy):
 
     def __init__(
         self,
-        model: str = "latent_class",
+        model: str = LEARNED,
         name: str = "belief_ppo",
         total_timesteps: int = 3_000_000,
         max_minutes: float | None = None,
@@ -163,7 +167,8 @@ class BeliefPPO(BeliefPolicy):
         hyperparams: dict[str, Any] | None = None,
         verbose: bool = True,
     ) -> None:
-        self.name, self.model = name, kind_with_tables(model, "belief PPO")
+        self.name = name
+        self.model = LEARNED if model == LEARNED else kind_with_tables(model, "belief PPO")
         self.total_timesteps, self.max_minutes = int(total_timesteps), max_minutes
         self.n_envs, self.reward_scale = int(n_envs), float(reward_scale)
         self.expected_reward = bool(expected_reward)
@@ -181,6 +186,8 @@ class BeliefPPO(BeliefPolicy):
     def fit(self, site: Site) -> dict[str, Any]:
         refuse_observation_extras(site, self.name)
         torch.manual_seed(site.seed)
+        if self.model == LEARNED:  # the kind is fixed now, and saved with the agent
+            self.model = kind_with_tables(site.learned_kind.name, "belief PPO")
         world = site.kind_mdp(self.model)
         self.world, self.rows, self.entry = world, None, entry_belief(world)
         hyper = dict(self.hyperparams)
@@ -261,7 +268,7 @@ class BeliefPPO(BeliefPolicy):
         if not isinstance(policy_kwargs, dict):
             raise RunFolderError("policy_kwargs must be a JSON object", file=str(path))
         policy = cls(
-            str(manifest.get("model", "latent_class")),
+            str(manifest.get("model")),
             str(manifest.get("name", cls.kind)),
             policy_kwargs=policy_kwargs,
             verbose=False,

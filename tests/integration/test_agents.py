@@ -82,7 +82,7 @@ TINY = {
     ],
 }
 TINY["belief_qmdp"] = ["agent.model=markov"]
-TINY["belief_ppo"] = [*TINY["ppo"], "agent.model=markov", "agent.policy_kwargs.net_arch=[16]"]
+TINY["belief_ppo"] = [*TINY["ppo"], "agent.policy_kwargs.net_arch=[16]"]  # tracks with markov
 TINY["scored_distillation"] = TINY["belief_distillation"][:1] + TINY["belief_distillation"][2:]
 TINY["maskable_ppo"] = TINY["ppo_scored"] = TINY["ppo"]
 TINY["ppo_visit"] = TINY["ppo_visit_narrow"] = TINY["ppo"]
@@ -176,7 +176,7 @@ def test_belief_ppo_is_the_study_ppos_network_with_the_main_jobs_rollouts() -> N
         assert belief["hyperparams"][key] == main["hyperparams"][key]
     for key in ("n_envs", "lr_decay", "expected_reward", "reward_scale", "total_timesteps"):
         assert belief[key] == main[key]
-    assert belief["model"] == "latent_class"  # the study's learned world
+    assert belief["model"] == "learned"  # tracked with the learned world's own kind
 
 
 def test_recurrent_ppo_wide_is_recurrent_ppo_as_wide_as_ppo_visit() -> None:
@@ -262,6 +262,29 @@ def test_sb3_training_replays_under_a_seed(run_dir: Path, trained: dict) -> None
     # PPO over the belief too: its observation is tracked, not drawn
     belief = train(run_dir, "belief_ppo", "agent_dir=" + str(run_dir / "replay_belief"))
     assert belief["eval_learned"] == trained["belief_ppo"]["eval_learned"]
+
+
+def test_belief_ppo_tracks_with_the_learned_worlds_kind_and_refuses_a_gru_world(
+    run_dir: Path, trained: dict
+) -> None:
+    from scripts.train import run
+
+    saved = json.loads((run_dir / "agents/belief_ppo/seed_0/policy.json").read_text())
+    assert saved["model"] == "markov"  # "learned" resolved to env.dynamics when it trained
+    cfg = compose_cfg(
+        "train",
+        [
+            "agent=belief_ppo",
+            f"out_dir={run_dir}",
+            "env.dynamics=gru",
+            "held_out_dir=null",
+            *TINY["belief_ppo"],
+            f"agent_dir={run_dir / 'belief_ppo_gru'}",
+        ],
+    )
+    with pytest.raises(ConfigError, match="'gru' has none"):
+        run(cfg)
+    assert not (run_dir / "belief_ppo_gru").exists()  # nothing half-written
 
 
 def test_the_closing_evaluation_scores_the_kept_weights_on_fresh_sessions(run_dir: Path) -> None:

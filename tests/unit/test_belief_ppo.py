@@ -128,3 +128,4 @@ def test_belief_ppo_saves_as_data_and_acts_the_same_after_loading(
 def test_a_kind_without_tables_is_refused() -> None:
     with pytest.raises(ConfigError, match="first-order tables per visitor type"):
         BeliefPPO("gru")
+    assert BeliefPPO().model == "learned"  # resolved to env.dynamics when it trains
