@@ -17,7 +17,6 @@ agent stays deployable: in the ground truth it tracks the visitor with the same 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
-from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor
 
 from agents.base import current_pages, policy_file
@@ -41,9 +39,9 @@ from agents.sb3 import (
     WEIGHTS,
     ScaleReward,
     _policy_kwargs,
-    _Progress,
     _rebuild,
-    linear_learning_rate,
+    learn_with_progress,
+    with_schedule,
 )
 from agents.site import plain
 from clickstream.errors import ConfigError, ModelError, RunFolderError
@@ -190,10 +188,7 @@ class BeliefPPO(BeliefPolicy):
             self.model = kind_with_tables(site.learned_kind.name, "belief PPO")
         world = site.kind_mdp(self.model)
         self.world, self.rows, self.entry = world, None, entry_belief(world)
-        hyper = dict(self.hyperparams)
-        if self.lr_decay != 1.0:
-            lr0 = float(hyper.get("learning_rate", 3e-4))
-            hyper["learning_rate"] = linear_learning_rate(lr0, self.lr_decay)
+        hyper = with_schedule(self.hyperparams, self.lr_decay)
         env = SiteSB3VecEnv(
             self.n_envs, seed=site.seed, data_dir=site.data_dir, **site.world_options("learned")
         )
@@ -213,26 +208,9 @@ class BeliefPPO(BeliefPolicy):
             verbose=0,
             **hyper,
         )
-        formats = ["tensorboard", "csv"] if site.log_dir is not None else []
-        self.sb3.set_logger(configure(str(site.log_dir) if formats else None, formats))
-        start = time.perf_counter()
-        progress = _Progress(self, site, start)  # type: ignore[arg-type]
-        self.sb3.learn(self.total_timesteps, callback=progress, progress_bar=False)
-        seconds = time.perf_counter() - start
-        if not progress.history or progress.history[-1]["steps"] != self.sb3.num_timesteps:
-            progress.evaluate()
-        if progress.best_params is not None:
-            self.sb3.policy.load_state_dict(progress.best_params)
+        out = learn_with_progress(self, self.sb3, site)
         self.sb3.policy.set_training_mode(False)
-        return {
-            "steps": int(self.sb3.num_timesteps),
-            "budget_steps": self.total_timesteps,
-            "truncated": progress.truncated,
-            "seconds": seconds,
-            "fps": self.sb3.num_timesteps / max(seconds, 1e-9),
-            "curve": progress.history,
-            "kept_eval_return": progress.best if progress.best_params is not None else None,
-        }
+        return out
 
     # ---- acting ------------------------------------------------------------------------
 

@@ -159,7 +159,7 @@ class ScaleReward(VecEnvWrapper):
 class _Progress(BaseCallback):
     """Periodic evaluation, a user's time limit (if any), and a progress bar."""
 
-    def __init__(self, agent: SB3Agent, site: Site, start: float) -> None:
+    def __init__(self, agent: Any, site: Site, start: float) -> None:
         super().__init__()
         self.agent, self.site, self.start = agent, site, start
         self.next_eval = agent.eval_every
@@ -219,6 +219,43 @@ class _Progress(BaseCallback):
                 f"eval/mean_return {scores['eval/mean_return']:.3f}"
                 + ("" if exact is None else f"  truth/exact_return {exact:.3f}")
             )
+
+
+def with_schedule(hyperparams: dict[str, Any], lr_decay: float) -> dict[str, Any]:
+    """SB3 arguments with the learning rate falling linearly to ``lr_decay`` of itself over
+    the budget (``lr_decay`` 1: the constant rate, as given)."""
+    hyper = dict(hyperparams)
+    if lr_decay != 1.0:
+        lr0 = float(hyper.get("learning_rate", 3e-4))
+        hyper["learning_rate"] = linear_learning_rate(lr0, lr_decay)
+    return hyper
+
+
+def learn_with_progress(agent: Any, model: DQN | PPO | MaskablePPO, site: Site) -> dict[str, Any]:
+    """Train ``model`` for ``agent.total_timesteps`` steps with the periodic evaluation (and
+    the user's time limit) of :class:`_Progress`, end with the best evaluation's weights when
+    ``agent.keep_best``, and return what the run record keeps of it."""
+    formats = ["tensorboard", "csv"] if site.log_dir is not None else []
+    model.set_logger(configure(str(site.log_dir) if formats else None, formats))
+    start = time.perf_counter()
+    progress = _Progress(agent, site, start)
+    model.learn(agent.total_timesteps, callback=progress, progress_bar=False)
+    seconds = time.perf_counter() - start
+    if not progress.history or progress.history[-1]["steps"] != model.num_timesteps:
+        progress.evaluate()
+    if progress.best_params is not None:
+        model.policy.load_state_dict(progress.best_params)
+    return {
+        "steps": int(model.num_timesteps),
+        "budget_steps": agent.total_timesteps,
+        "truncated": progress.truncated,
+        "seconds": seconds,
+        "fps": model.num_timesteps / max(seconds, 1e-9),
+        "curve": progress.history,
+        # the score that picked the kept weights: the best of the curve, so above their value
+        # (the run record's eval_learned scores them on fresh sessions)
+        "kept_eval_return": progress.best if progress.best_params is not None else None,
+    }
 
 
 class SB3Agent(Policy):
@@ -322,10 +359,7 @@ class SB3Agent(Policy):
 
     def fit(self, site: Site) -> dict[str, Any]:
         torch.manual_seed(site.seed)
-        hyper = dict(self.hyperparams)
-        if self.lr_decay != 1.0:
-            lr0 = float(hyper.get("learning_rate", 3e-4))
-            hyper["learning_rate"] = linear_learning_rate(lr0, self.lr_decay)
+        hyper = with_schedule(self.hyperparams, self.lr_decay)
         env = SiteSB3VecEnv(
             self.n_envs, seed=site.seed, data_dir=site.data_dir, **site.world_options("learned")
         )
@@ -374,26 +408,8 @@ class SB3Agent(Policy):
                 f"init_embeddings: policy {self.policy!r} has no page embeddings to start from "
                 "the visitor model's (use PagePolicy or PageScorePolicy)"
             )
-        formats = ["tensorboard", "csv"] if site.log_dir is not None else []
-        self.model.set_logger(configure(str(site.log_dir) if formats else None, formats))
-        start = time.perf_counter()
-        progress = _Progress(self, site, start)
-        self.model.learn(self.total_timesteps, callback=progress, progress_bar=False)
-        seconds = time.perf_counter() - start
-        if not progress.history or progress.history[-1]["steps"] != self.model.num_timesteps:
-            progress.evaluate()
-        if progress.best_params is not None:
-            self.model.policy.load_state_dict(progress.best_params)
         return {
-            "steps": int(self.model.num_timesteps),
-            "budget_steps": self.total_timesteps,
-            "truncated": progress.truncated,
-            "seconds": seconds,
-            "fps": self.model.num_timesteps / max(seconds, 1e-9),
-            "curve": progress.history,
-            # the score that picked the kept weights: the best of the curve, so above their value
-            # (the run record's eval_learned scores them on fresh sessions)
-            "kept_eval_return": progress.best if progress.best_params is not None else None,
+            **learn_with_progress(self, self.model, site),
             "embeddings_from_visitor_model": vectors is not None,
         }
 
