@@ -145,7 +145,6 @@ class BeliefPPO(BeliefPolicy):
     """
 
     kind = "belief_ppo"
-    algo = "ppo"
     log_truth = False  # read by the periodic evaluation (agents.sb3._Progress)
 
     def __init__(
