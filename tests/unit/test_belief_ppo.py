@@ -56,7 +56,8 @@ def test_the_observed_belief_is_the_one_the_policy_tracks(store_and_tracker) -> 
     env = SiteSB3VecEnv(n, seed=3, store=store, action_level="group", max_steps=MAX_STEPS)
     wrapped = BeliefObservation(env, tracker)
     rng = np.random.default_rng(0)
-    obs, starts, state, cut = wrapped.reset(), np.ones(n, dtype=bool), None, 0
+    obs, starts, state = wrapped.reset(), np.ones(n, dtype=bool), None
+    cut = differs = 0
     for _ in range(40):
         # replay the visit with the policy's own tracking, acting as the wrapper's caller did
         actions = rng.integers(0, tracker.n_actions(), size=n)
@@ -80,9 +81,11 @@ def test_the_observed_belief_is_the_one_the_policy_tracks(store_and_tracker) -> 
                 torch.testing.assert_close(
                     torch.as_tensor(last[n_pages : n_pages + n_types]), moved[0].float()
                 )
+                fresh = tracker.beliefs(page, None, torch.ones(1, dtype=torch.bool))
                 cut += 1
+                differs += int(not torch.allclose(moved, fresh, atol=1e-4))
         starts = np.asarray(done, dtype=bool)
-    assert cut > 0  # some visits ran into the step limit and were checked
+    assert cut > 0 and differs > 0  # cut visits were checked, and restarting would show
 
 
 def _untrained(tracker: BeliefQMDP) -> BeliefPPO:
