@@ -39,8 +39,8 @@ from agents.sb3 import (
     WEIGHTS,
     ScaleReward,
     _policy_kwargs,
-    _rebuild,
     learn_with_progress,
+    rebuild_with_weights,
     with_schedule,
 )
 from agents.site import plain
@@ -238,8 +238,6 @@ class BeliefPPO(BeliefPolicy):
 
     @classmethod
     def _load(cls, path: Path, manifest: dict[str, Any]) -> BeliefPPO:
-        from envs.visitor_model import load_weights_only
-
         world = load_world(path, manifest)
         policy_kwargs = manifest.get("policy_kwargs") or {}
         if not isinstance(policy_kwargs, dict):
@@ -250,23 +248,13 @@ class BeliefPPO(BeliefPolicy):
             policy_kwargs=policy_kwargs,
             verbose=False,
         )
-        weights_file = policy_file(path, manifest, "weights")
-        weights = load_weights_only(weights_file, "belief PPO policy weights")
-        try:
-            policy.sb3 = _rebuild(
-                PPO,
-                "MlpPolicy",
-                feature_space(world.n_pages, world.n_intents),
-                spaces.Discrete(world.n_actions),
-                policy_kwargs,
-            )
-            policy.sb3.policy.load_state_dict(weights)
-        except (TypeError, ValueError, KeyError, RuntimeError, AssertionError) as exc:
-            raise RunFolderError(
-                f"the weights do not fit the network the manifest describes "
-                f"({type(exc).__name__}: {str(exc)[:300]})",
-                file=str(weights_file),
-            ) from None
-        policy.sb3.policy.set_training_mode(False)
+        policy.sb3 = rebuild_with_weights(
+            PPO,
+            "MlpPolicy",
+            feature_space(world.n_pages, world.n_intents),
+            spaces.Discrete(world.n_actions),
+            policy_kwargs,
+            policy_file(path, manifest, "weights"),
+        )
         policy.world, policy.rows, policy.entry = world, None, entry_belief(world)
         return policy

@@ -581,11 +581,6 @@ class SB3Agent(Policy):
         obs_space = space_from_json(manifest["observation_space"], file)
         action_space = space_from_json(manifest["action_space"], file)
         weights_file = policy_file(path, manifest, "weights")
-        weights = load_weights_only(weights_file, "SB3 policy weights")
-        if not isinstance(weights, dict) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
-        ):
-            raise RunFolderError("not a state dict of tensors", file=str(weights_file))
         agent = cls(
             algo,
             manifest.get("name"),
@@ -594,18 +589,9 @@ class SB3Agent(Policy):
             policy_kwargs=policy_kwargs,
             verbose=False,
         )
-        try:
-            agent.model = _rebuild(
-                algorithm, known[policy_name], obs_space, action_space, policy_kwargs
-            )
-            agent.model.policy.load_state_dict(weights)
-        except (TypeError, ValueError, KeyError, RuntimeError, AssertionError) as exc:
-            # ConfigError (an activation name not in ACTIVATIONS) is a ValueError too
-            raise RunFolderError(
-                f"the weights do not fit the network policy.json describes ({type(exc).__name__}"
-                f": {str(exc)[:300]})",
-                file=str(weights_file),
-            ) from None
+        agent.model = rebuild_with_weights(
+            algorithm, known[policy_name], obs_space, action_space, policy_kwargs, weights_file
+        )
         if agent.masked:
             agent.mask = ActionMaskTable.load(path, manifest.get("mask"))
             agent.mask_current_page = agent.mask.exclude_current
@@ -810,6 +796,39 @@ def _rebuild(
         1,
     )
     model._setup_model()
+    return model
+
+
+def rebuild_with_weights(
+    algorithm: type[DQN] | type[PPO] | type[MaskablePPO],
+    policy: type | str,
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    policy_kwargs: dict[str, Any],
+    weights_file: Path,
+) -> DQN | PPO | MaskablePPO:
+    """:func:`_rebuild`'s model with the saved state dict in ``weights_file`` loaded (read
+    with ``weights_only``: a pickled object is refused unread).
+
+    Raises:
+        RunFolderError: Not a state dict of tensors, or weights that do not fit the network.
+    """
+    weights = load_weights_only(weights_file, "SB3 policy weights")
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise RunFolderError("not a state dict of tensors", file=str(weights_file))
+    try:
+        model = _rebuild(algorithm, policy, observation_space, action_space, policy_kwargs)
+        model.policy.load_state_dict(weights)
+    except (TypeError, ValueError, KeyError, RuntimeError, AssertionError) as exc:
+        # ConfigError (an activation name not in ACTIVATIONS) is a ValueError too
+        raise RunFolderError(
+            f"the weights do not fit the network policy.json describes ({type(exc).__name__}"
+            f": {str(exc)[:300]})",
+            file=str(weights_file),
+        ) from None
+    model.policy.set_training_mode(False)
     return model
 
 
