@@ -41,6 +41,7 @@ from agents.sb3 import (
     _policy_kwargs,
     learn_with_progress,
     rebuild_with_weights,
+    save_weights,
     with_schedule,
 )
 from agents.site import plain
@@ -153,13 +154,13 @@ class BeliefPPO(BeliefPolicy):
         name: str = "belief_ppo",
         total_timesteps: int = 3_000_000,
         max_minutes: float | None = None,
-        n_envs: int = 64,
+        n_envs: int = 256,
         reward_scale: float = 0.01,
-        expected_reward: bool = False,
+        expected_reward: bool = True,
         eval_every: int = 250_000,
         eval_sessions: int = 32_768,
         keep_best: bool = True,
-        lr_decay: float = 1.0,
+        lr_decay: float = 0.0,
         policy_kwargs: dict[str, Any] | None = None,
         hyperparams: dict[str, Any] | None = None,
         verbose: bool = True,
@@ -227,8 +228,7 @@ class BeliefPPO(BeliefPolicy):
     def _save_state(self, out: Path) -> dict[str, Any]:
         if self.sb3 is None or self.world is None:
             raise ModelError(f"policy {self.name!r} is not trained yet")
-        weights = {k: v.detach().cpu() for k, v in self.sb3.policy.state_dict().items()}
-        torch.save(weights, out / WEIGHTS)
+        save_weights(self.sb3, out)
         return {
             "model": self.model,
             "policy_kwargs": self.policy_kwargs,

@@ -546,8 +546,7 @@ class SB3Agent(Policy):
             raise ConfigError(
                 f"agent {self.name!r}: policy_kwargs must be plain JSON data to be saved ({exc})"
             ) from None
-        weights = {k: v.detach().cpu() for k, v in model.policy.state_dict().items()}
-        torch.save(weights, out / WEIGHTS)
+        save_weights(model, out)
         return state
 
     @classmethod
@@ -601,7 +600,6 @@ class SB3Agent(Policy):
                     f"{int(action_space.n)}",
                     file=str(path / MASK),
                 )
-        agent.model.policy.set_training_mode(False)
         return agent
 
 
@@ -797,6 +795,13 @@ def _rebuild(
     )
     model._setup_model()
     return model
+
+
+def save_weights(model: DQN | PPO | MaskablePPO, out: Path) -> None:
+    """The policy network's state dict as tensors on the CPU (``out/policy.pt``), what
+    :func:`rebuild_with_weights` reads back."""
+    weights = {k: v.detach().cpu() for k, v in model.policy.state_dict().items()}
+    torch.save(weights, out / WEIGHTS)
 
 
 def rebuild_with_weights(
