@@ -362,7 +362,7 @@ def refuse_observation_extras(site: Site, name: str) -> None:
         )
 
 
-def kind_with_tables(model: str, planner: str) -> str:
+def kind_with_tables(model: str, agent: str) -> str:
     """The name of the visitor kind ``model``, which must have first-order tables per type.
 
     Raises:
@@ -372,7 +372,7 @@ def kind_with_tables(model: str, planner: str) -> str:
     if not chosen.tables:
         with_tables = [k.name for k in visitors.kinds().values() if k.tables]
         raise ConfigError(
-            f"{planner} plans in first-order tables per visitor type; model {model!r} has none "
+            f"{agent} needs first-order tables per visitor type; model {model!r} has none "
             f"({with_tables} have)"
         )
     return chosen.name
