@@ -45,6 +45,9 @@ def credited_moves(
 
     At step ``t`` of a session the type probabilities are filtered on its pages up to ``t``
     (the entry page and each move before ``t``), as the simulator's visitor would be known.
+
+    Raises:
+        DataError: A session enters or moves as no type can (naming the session).
     """
     prior = chains.prior.double().cpu().numpy()
     entry = chains.entry.double().cpu().numpy()
@@ -53,7 +56,11 @@ def credited_moves(
     lengths, starts = seqs.lengths, seqs.offsets[:-1]
     exit_id = rows.shape[2] - 1
     post = prior[None, :] * entry[:, seqs.pages[starts]].T  # (N, Z), after the entry page
-    post /= post.sum(axis=1, keepdims=True)
+    total = post.sum(axis=1, keepdims=True)
+    if (total == 0).any():
+        session = seqs.session_ids[np.flatnonzero(total[:, 0] == 0)[0]]
+        raise DataError(f"session {session!r}: no type enters by its first page")
+    post /= total
     credited = np.zeros(len(prior))
     for t in range(int(lengths.max())):
         live = lengths > t
@@ -64,7 +71,11 @@ def credited_moves(
         nxt = np.full(len(here), exit_id)
         nxt[after] = seqs.pages[starts[live][after] + t + 1]
         moved = post[live] * rows[:, here, nxt].T
-        post[live] = moved / moved.sum(axis=1, keepdims=True)
+        total = moved.sum(axis=1, keepdims=True)
+        if (total == 0).any():  # a move no type can make: the world cannot read this session
+            session = seqs.session_ids[np.flatnonzero(live)[np.flatnonzero(total[:, 0] == 0)[0]]]
+            raise DataError(f"session {session!r}: its move after step {t} has probability 0")
+        post[live] = moved / total
     return credited
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from clickstream.errors import DataError
 from envs.dynamics import Chains
 from envs.sequences import SessionSequences
 from scripts.study_type_moves import counted_moves, credited_moves
@@ -46,3 +47,12 @@ def test_one_type_is_credited_with_the_rows_expected_moves() -> None:
 def test_the_moves_are_counted_per_step_from_a_source_page() -> None:
     seqs = SessionSequences.from_lists([[0, 1], [0, 0, 1], [0]], exit_id=2)
     assert counted_moves(seqs, SOURCE, TARGET) == (4, 2)
+
+
+def test_a_session_no_type_can_make_is_refused_naming_it() -> None:
+    no_move = SessionSequences.from_lists([[0, 1], [0, 1, 1]], exit_id=2)  # none goes 1 -> 1
+    with pytest.raises(DataError, match="session 's1': its move after step 1 has probability 0"):
+        credited_moves(chains([0.5, 0.5]), no_move, SOURCE, TARGET)
+    no_entry = SessionSequences.from_lists([[0, 1], [1]], exit_id=2)  # all enter by page 0
+    with pytest.raises(DataError, match="session 's1': no type enters by its first page"):
+        credited_moves(chains([0.5, 0.5]), no_entry, SOURCE, TARGET)
