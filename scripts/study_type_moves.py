@@ -1,8 +1,8 @@
 """Study: which visitor type a first-order world credits with a move, against the sessions'
 true intents.
 
-    python scripts/study_type_moves.py --data-dir runs/intent_125k/data
-        [--kind latent_gru] [--model-path <file>] [--source product] [--target basket]
+    python scripts/study_type_moves.py --data-dir runs/intent_125k/data --kind latent_gru
+        [--model-path <file>] [--source product] [--target basket]
 
 A world whose visitors keep a type and follow first-order rows per type (the latent-class
 model, a latent-type GRU whose memory stage was not kept, the store's own model) can be read
@@ -91,7 +91,7 @@ def counted_moves(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--kind", default="latent_gru", help="the world's visitor kind")
+    parser.add_argument("--kind", required=True, help="the world's visitor kind (with tables)")
     parser.add_argument("--model-path", default=None, help="default: the kind's file")
     parser.add_argument("--source", default="product", help="page group moved from")
     parser.add_argument("--target", default="basket", help="page group moved to")
