@@ -64,13 +64,14 @@ def credited_moves(
     credited = np.zeros(len(prior))
     for t in range(int(lengths.max())):
         live = lengths > t
-        here = seqs.pages[starts[live] + t]
+        begin, weights = starts[live], post[live]
+        here = seqs.pages[begin + t]
         at_source = source[here]
-        credited += (post[live][at_source] * to_target[:, here[at_source]].T).sum(axis=0)
+        credited += (weights[at_source] * to_target[:, here[at_source]].T).sum(axis=0)
         after = lengths[live] > t + 1
         nxt = np.full(len(here), exit_id)
-        nxt[after] = seqs.pages[starts[live][after] + t + 1]
-        moved = post[live] * rows[:, here, nxt].T
+        nxt[after] = seqs.pages[begin[after] + t + 1]
+        moved = weights * rows[:, here, nxt].T
         total = moved.sum(axis=1, keepdims=True)
         if (total == 0).any():  # a move no type can make: the world cannot read this session
             session = seqs.session_ids[np.flatnonzero(live)[np.flatnonzero(total[:, 0] == 0)[0]]]
