@@ -123,6 +123,7 @@ class LatentGRUKind(VisitorKind):
                     restarts=types.restarts,
                     trunk=types.trunk,
                     table_lr=types.table_lr,
+                    table_fit=types.table_fit,
                     memory_min_gain=types.memory_min_gain,
                 )
             tried[k] = _candidate_record(models[k], stages)

@@ -21,6 +21,7 @@ from envs.latent_gru import (
     LatentGRUModel,
     LatentTypesConfig,
     counted_trunk,
+    fit_counted_full_batch,
     train_in_stages,
     train_one_stage,
 )
@@ -501,6 +502,86 @@ def test_a_counted_trunk_is_the_prior_and_the_memory_stage_starts_from_it() -> N
     kept = min(first, stages["memory"]["best_valid_log_loss"])
     assert mean_log_loss(model, valid_s) == pytest.approx(kept, rel=1e-6)
     assert all(p.requires_grad for p in model.net.parameters())  # unfrozen after
+
+
+def counted_model(k: int, seed: int = 0, **options: Any) -> LatentGRUModel:
+    """A small model of ``k`` types for the counted first stage, from ``seed``'s weights."""
+    torch.manual_seed(seed)
+    config = ModelConfig(embedding_dim=8, hidden_size=16, dropout=0.0)
+    return LatentGRUModel(vocab(), config, n_types=k, **options)
+
+
+def test_a_full_batch_counted_stage_reaches_the_likelihood_optimum() -> None:
+    """``table_fit: full_batch`` maximises the whole sessions' likelihood to convergence. At
+    the optimum the free per-page terms match what was counted: one type's entry distribution
+    is the training split's entry frequencies, and the output biases make the expected number
+    of moves to each outcome the number made (their gradient is zero there)."""
+    train_s, _ = two_type_sessions(3000, 0)
+    valid_s, _ = two_type_sessions(1000, 1)
+    model = counted_model(1, page_preferences=False)
+    history = fit_counted_full_batch(model, train_s, valid_s)
+    record = history["epochs"][0]
+    assert record["converged"] and history["fit"] == "full_batch"
+    assert record["events"] == len(train_s.pages) + len(train_s)  # every step, every entry
+    assert history["best_valid_log_loss"] == pytest.approx(mean_log_loss(model, valid_s))
+    assert not model.latent.memory and model.net.head.weight.dtype == torch.float32
+    p = len(PAGES)
+    entries = np.bincount(train_s.pages[train_s.offsets[:-1]], minlength=p) / len(train_s)
+    fitted = model.latent.entry_log_probs()[0].exp().detach().numpy()
+    np.testing.assert_allclose(fitted, entries, atol=1e-5)
+    with torch.no_grad():
+        every = torch.arange(p)
+        out, _ = model.latent.encode(every[None])
+        rows = model.latent.type_rows(out[0], every)[0].exp().double().numpy()  # (P, P + 1)
+    expected = rows[train_s.pages].sum(0)
+    made = np.bincount(train_s.targets(), minlength=p + 1)
+    np.testing.assert_allclose(expected, made, rtol=1e-4, atol=0.05)
+    # same seed, same fit
+    again = counted_model(1, page_preferences=False)
+    fit_counted_full_batch(again, train_s, valid_s)
+    for (name, a), (_, b) in zip(
+        model.net.named_parameters(), again.net.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_full_batch_restarts_find_the_two_types() -> None:
+    """In two stages with ``table_fit: full_batch`` every start is fitted to convergence and
+    the one the validation split prefers is kept; the types are the store's (40 % / 60 %, the
+    b-bound type staying in group b). The setting needs the counted trunk, and a site too
+    large for the dense per-type rows is refused with the way out."""
+    train_s, _ = two_type_sessions(3000, 0)
+    valid_s, _ = two_type_sessions(1000, 1)
+    cfg = TrainerConfig(
+        epochs=2, batch_sessions=128, max_len=32, lr=0.01, show_progress=False, patience=2
+    )
+    model = counted_model(2, page_preferences=False)
+    stages = train_in_stages(
+        model, train_s, valid_s, cfg, trunk="counted", table_fit="full_batch", restarts=2
+    )
+    first = stages["first_order"]
+    assert first["fit"] == "full_batch" and len(first["restarts"]) == 2
+    assert first["best_valid_log_loss"] == min(first["restarts"])
+    assert first["restarts"][first["kept_restart"]] == first["best_valid_log_loss"]
+    kept = min(first["best_valid_log_loss"], stages["memory"]["best_valid_log_loss"])
+    assert mean_log_loss(model, valid_s) == pytest.approx(kept, abs=2e-4)
+    prior = np.sort(model.latent.log_type_prior().exp().detach().numpy())
+    np.testing.assert_allclose(prior, [0.4, 0.6], atol=0.05)
+
+    assert LatentTypesConfig.from_dict({"types": 2}).table_fit == "minibatch"
+    with pytest.raises(ClickstreamError, match=r"needs latent_gru\.trunk=counted"):
+        LatentTypesConfig.from_dict({"types": 2, "table_fit": "full_batch"})
+    with pytest.raises(ClickstreamError, match=r"latent_gru\.table_fit must be one of"):
+        LatentTypesConfig.from_dict({"types": 2, "trunk": "counted", "table_fit": "lbfgs"})
+    with pytest.raises(ClickstreamError, match=r"needs latent_gru\.trunk=counted"):
+        train_in_stages(counted_model(2), train_s, valid_s, cfg, table_fit="full_batch")
+
+
+def test_a_full_batch_fit_too_large_for_dense_rows_is_refused(monkeypatch) -> None:
+    train_s, _ = two_type_sessions(50, 0)
+    monkeypatch.setattr("envs.latent_gru.MAX_DENSE_CELLS", 2 * 6 * 7 - 1)
+    with pytest.raises(ClickstreamError, match=r"2 x 6 x 7 = 84 cells.*table_fit=minibatch"):
+        fit_counted_full_batch(counted_model(2), train_s, train_s)
 
 
 def test_one_type_trains_in_one_stage_from_zero_type_terms(monkeypatch) -> None:
