@@ -271,3 +271,18 @@ def test_types_one_trains_one_stage_only(data_dir: Path, tmp_path: Path) -> None
     assert record["kept"] == record["tried"]["1"]
     one_stage = record["kept"]["stages"]["one_stage"]
     assert record["train_events_per_sec"] == one_stage["train_events_per_sec"]
+
+
+def test_a_full_batch_table_fit_reaches_the_first_stage(data_dir: Path, tmp_path: Path) -> None:
+    """``table_fit: full_batch`` in the config fits the counted first stage by L-BFGS
+    (converged, its history says so), and the saved model scores what its record says."""
+    options = "{types: 2, trunk: counted, table_fit: full_batch, page_preferences: false}"
+    record = _latent_gru_record(data_dir, tmp_path / "sim", options)
+    first = record["history"]["first_order"]
+    assert first["fit"] == "full_batch" and first["epochs"][0]["converged"]
+    assert record["kept"]["stages"]["first_order"]["valid_log_loss"] == first["best_valid_log_loss"]
+    data = load_prepared(data_dir, splits=("valid",))
+    model = LatentGRUModel.load(tmp_path / "sim" / "latent_gru.pt")
+    assert not model.page_preferences
+    loss = mean_log_loss(model, data.splits["valid"])
+    assert loss == pytest.approx(record["kept"]["valid_log_loss"], rel=1e-5)
