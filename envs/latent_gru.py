@@ -108,8 +108,8 @@ class LatentTypesConfig:
             sessions against the counted table the simulator uses, maximised by L-BFGS in
             float64 to convergence; :func:`fit_counted_full_batch`). On the intent store the
             minibatch fit credited buyers with 64 more product-to-basket moves than they made
-            (5.2 % fewer to researchers); the full-batch fit without page preferences, 12
-            more (docs/results.md).
+            (researchers 5.2 % fewer); the full-batch fit without page preferences 24 more
+            (researchers 1.5 % fewer; docs/results.md).
         one_type: How a model of one type is trained (the kept model of ``auto`` when it
             picks one type, or ``types: 1``): ``one_stage`` (as the plain GRU is, in one
             stage, with its type terms starting from zero: one type has nothing to warm-start,
