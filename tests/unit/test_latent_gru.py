@@ -548,8 +548,7 @@ def test_a_full_batch_counted_stage_reaches_the_likelihood_optimum() -> None:
 def test_full_batch_restarts_find_the_two_types() -> None:
     """In two stages with ``table_fit: full_batch`` every start is fitted to convergence and
     the one the validation split prefers is kept; the types are the store's (40 % / 60 %, the
-    b-bound type staying in group b). The setting needs the counted trunk, and a site too
-    large for the dense per-type rows is refused with the way out."""
+    b-bound type staying in group b). The setting needs the counted trunk."""
     train_s, _ = two_type_sessions(3000, 0)
     valid_s, _ = two_type_sessions(1000, 1)
     cfg = TrainerConfig(
@@ -567,6 +566,9 @@ def test_full_batch_restarts_find_the_two_types() -> None:
     assert mean_log_loss(model, valid_s) == pytest.approx(kept, abs=2e-4)
     prior = np.sort(model.latent.log_type_prior().exp().detach().numpy())
     np.testing.assert_allclose(prior, [0.4, 0.6], atol=0.05)
+    _weights, rows = model.next_types([0])
+    b_type = int(np.argmax(rows[:, 3:6].sum(1)))
+    assert rows[b_type, 3:6].sum() > 0.6 and rows[1 - b_type, 3:6].sum() < 0.1
 
     assert LatentTypesConfig.from_dict({"types": 2}).table_fit == "minibatch"
     with pytest.raises(ClickstreamError, match=r"needs latent_gru\.trunk=counted"):
@@ -578,6 +580,8 @@ def test_full_batch_restarts_find_the_two_types() -> None:
 
 
 def test_a_full_batch_fit_too_large_for_dense_rows_is_refused(monkeypatch) -> None:
+    """The fit holds each type's rows densely: past the cell limit it is refused, naming the
+    size and the way out (``table_fit=minibatch``)."""
     train_s, _ = two_type_sessions(50, 0)
     monkeypatch.setattr("envs.latent_gru.MAX_DENSE_CELLS", 2 * 6 * 7 - 1)
     with pytest.raises(ClickstreamError, match=r"2 x 6 x 7 = 84 cells.*table_fit=minibatch"):
