@@ -874,19 +874,18 @@ def train_in_stages(
                 label=f"{label}, first-order, full batch{tag}",
                 show_progress=cfg.show_progress,
             )
-            starts.append((history, copy.deepcopy(model.net.state_dict())))
-            continue
-        history = train(
-            model,
-            train_seqs,
-            valid_seqs,
-            stage_cfg,
-            checkpoint=checkpoint("first_order", restart),
-            resume=resume,
-            writer=writer,
-            label=f"{label}, first-order{tag}",
-            identity=stage_identity("first_order", restart),
-        )
+        else:
+            history = train(
+                model,
+                train_seqs,
+                valid_seqs,
+                stage_cfg,
+                checkpoint=checkpoint("first_order", restart),
+                resume=resume,
+                writer=writer,
+                label=f"{label}, first-order{tag}",
+                identity=stage_identity("first_order", restart),
+            )
         starts.append((history, copy.deepcopy(model.net.state_dict())))
     best = min(range(len(starts)), key=lambda r: starts[r][0]["best_valid_log_loss"])
     first, first_state = starts[best]

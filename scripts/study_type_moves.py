@@ -81,12 +81,17 @@ def credited_moves(
 
 
 def counted_moves(
-    seqs: SessionSequences, source: np.ndarray, target: np.ndarray
+    seqs: SessionSequences,
+    source: np.ndarray,
+    target: np.ndarray,
+    steps: np.ndarray | None = None,
 ) -> tuple[int, int]:
-    """Steps from a source page, and those that moved to a target: ``(views, moves)``."""
-    nxt = seqs.targets()
+    """Steps from a source page, and those that moved to a target: ``(views, moves)``; only
+    the steps where ``steps`` (``(page views,)`` bool) is true, when given."""
     at_source = source[seqs.pages]
-    return int(at_source.sum()), int(target[nxt[at_source]].sum())
+    if steps is not None:
+        at_source &= steps
+    return int(at_source.sum()), int(target[seqs.targets()[at_source]].sum())
 
 
 def main() -> None:
@@ -131,11 +136,9 @@ def main() -> None:
         if pd.isna(train_intents).any():
             raise DataError("a training session has no recorded intent", file=str(intents_file))
         by_step = np.repeat(train_intents, train.lengths)
-        nxt = train.targets()
-        at_source = source[train.pages]
         shares = pd.Series(train_intents).value_counts(normalize=True)
         counted = {
-            intent: int(target[nxt[at_source & (by_step == intent)]].sum())
+            intent: counted_moves(train, source, target, by_step == intent)[1]
             for intent in shares.index
         }
         print(

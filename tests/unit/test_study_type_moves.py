@@ -47,6 +47,8 @@ def test_one_type_is_credited_with_the_rows_expected_moves() -> None:
 def test_the_moves_are_counted_per_step_from_a_source_page() -> None:
     seqs = SessionSequences.from_lists([[0, 1], [0, 0, 1], [0]], exit_id=2)
     assert counted_moves(seqs, SOURCE, TARGET) == (4, 2)
+    second_session = np.array([False, False, True, True, True, False])  # its three views
+    assert counted_moves(seqs, SOURCE, TARGET, second_session) == (2, 1)
 
 
 def test_a_session_no_type_can_make_is_refused_naming_it() -> None:
