@@ -110,6 +110,13 @@ class LatentTypesConfig:
             minibatch fit credited buyers with 64 more product-to-basket moves than they made
             (researchers 5.2 % fewer); the full-batch fit without page preferences 24 more
             (researchers 1.5 % fewer; docs/results.md).
+        table_biases: With ``trunk: counted``, the first stage also trains the output
+            layer's biases, one preference per outcome shared by every type on top of the
+            counted table; ``false`` keeps them at zero there, so the types re-weight the
+            counted table by group moves and entries alone: the latent-class model's
+            parametrisation. On the intent store the full-batch fit with them credited
+            buyers with 24 product-to-basket moves more than they made, without them 3
+            (docs/results.md).
         one_type: How a model of one type is trained (the kept model of ``auto`` when it
             picks one type, or ``types: 1``): ``one_stage`` (as the plain GRU is, in one
             stage, with its type terms starting from zero: one type has nothing to warm-start,
@@ -137,6 +144,7 @@ class LatentTypesConfig:
     trunk: str = "learned"
     table_lr: float = 0.01
     table_fit: str = "minibatch"
+    table_biases: bool = True
     one_type: str = "one_stage"
     memory_min_gain: float = 0.0
 
@@ -162,6 +170,11 @@ class LatentTypesConfig:
         if self.table_fit == "full_batch" and self.trunk != "counted":
             raise ConfigError(
                 "latent_gru.table_fit=full_batch fits the counted first stage: "
+                f"it needs latent_gru.trunk=counted, got {self.trunk!r}"
+            )
+        if not self.table_biases and self.trunk != "counted":
+            raise ConfigError(
+                "latent_gru.table_biases=false concerns the counted first stage: "
                 f"it needs latent_gru.trunk=counted, got {self.trunk!r}"
             )
         if self.one_type not in ONE_TYPE:
@@ -619,17 +632,8 @@ class LatentGRUDynamics(GRUDynamics):
         return torch.cat([hidden, types, scores.float()], dim=1)
 
 
-def counted_trunk(net: LatentGRUNet, on: bool) -> None:
-    """Make the trunk's logits its first-order prior plus the output biases (``on``): the
-    output weights are set to zero and, with everything else of the trunk, frozen, so only
-    the biases and the types' parameters train. ``on=False`` unfreezes every parameter (the
-    weights keep their values: zero after a counted stage, so the memory stage starts from
-    its model exactly)."""
-    with torch.no_grad():
-        for name, param in net.named_parameters():
-            if on and name in ("head.weight", "group_head.weight"):
-                param.zero_()
-            param.requires_grad_(not on or name in TABLE_PARAMETERS)
+OUTPUT_WEIGHTS = frozenset({"head.weight", "group_head.weight"})
+OUTPUT_BIASES = frozenset({"head.bias", "group_head.bias"})
 
 
 TABLE_PARAMETERS = frozenset(
@@ -639,12 +643,26 @@ TABLE_PARAMETERS = frozenset(
         "entry_page",
         "entry_type",
         "type_page",
-        "head.bias",
-        "group_head.bias",
+        *OUTPUT_BIASES,
     }
 )
 """What a counted first stage trains: the types', the entry's and the output biases (the rest
 is the GRU trunk's)."""
+
+
+def counted_trunk(net: LatentGRUNet, on: bool, biases: bool = True) -> None:
+    """Make the trunk's logits its first-order prior plus the output biases (``on``): the
+    output weights are set to zero and, with everything else of the trunk, frozen, so only
+    the biases and the types' parameters train (without ``biases`` the biases are set to
+    zero and frozen too). ``on=False`` unfreezes every parameter (the weights keep their
+    values: zero after a counted stage, so the memory stage starts from its model
+    exactly)."""
+    trained = TABLE_PARAMETERS if biases else TABLE_PARAMETERS - OUTPUT_BIASES
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if on and (name in OUTPUT_WEIGHTS or name in OUTPUT_BIASES - trained):
+                param.zero_()
+            param.requires_grad_(not on or name in trained)
 
 
 FULL_BATCH_ROUNDS = 30
@@ -662,6 +680,7 @@ def fit_counted_full_batch(
     *,
     label: str = "latent-type GRU, first-order (full batch)",
     show_progress: bool = False,
+    biases: bool = True,
 ) -> dict[str, Any]:
     """Fit the counted first stage in place as the latent-class model is fitted.
 
@@ -675,7 +694,8 @@ def fit_counted_full_batch(
     so the fit does not depend on when an early stop came (a minibatch fit stopped early
     under-counts rare moves: docs/results.md).
 
-    Each type's rows are held densely while fitting (``K × P × (P + 1)``).
+    Each type's rows are held densely while fitting (``K × P × (P + 1)``). Without
+    ``biases`` the output biases stay at zero (:func:`counted_trunk`).
 
     Returns:
         A history shaped like :func:`envs.training.train`'s (one record): the final training
@@ -695,7 +715,7 @@ def fit_counted_full_batch(
     start = time.perf_counter()
     model.fit_prior(train_seqs)
     net.memory = False
-    counted_trunk(net, True)
+    counted_trunk(net, True, biases)
     device = model.device
     src = torch.as_tensor(train_seqs.pages, device=device)
     dst = torch.as_tensor(train_seqs.targets(), device=device)
@@ -797,6 +817,7 @@ def train_in_stages(
     table_lr: float = 0.01,
     memory_min_gain: float = 0.0,
     table_fit: str = "minibatch",
+    table_biases: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Train ``model`` in place in two stages, each early-stopped on the validation split.
 
@@ -811,7 +832,8 @@ def train_in_stages(
     alone (:func:`counted_trunk`): the latent-class model's parametrisation, trained at
     ``table_lr`` without weight decay, with the GRU unused until the memory stage, whose
     output weights start from zero. ``table_fit="full_batch"`` fits that stage as the
-    latent-class model is fitted instead (:func:`fit_counted_full_batch`).
+    latent-class model is fitted instead (:func:`fit_counted_full_batch`); without
+    ``table_biases`` the output biases stay at zero in that stage.
 
     A plain GRU trained on its own would learn to read the visitor's type from the history
     (the mix seen after it), which is what a recommendation must not move; the warm start
@@ -837,6 +859,8 @@ def train_in_stages(
         raise ConfigError(f"latent_gru.table_fit must be one of {TABLE_FITS}, got {table_fit!r}")
     if table_fit == "full_batch" and trunk != "counted":
         raise ConfigError("latent_gru.table_fit=full_batch needs latent_gru.trunk=counted")
+    if not table_biases and trunk != "counted":
+        raise ConfigError("latent_gru.table_biases=false needs latent_gru.trunk=counted")
 
     def stage_identity(name: str, restart: int = 0) -> dict[str, Any] | None:
         if identity is None:
@@ -864,7 +888,7 @@ def train_in_stages(
             stage_cfg = dataclasses.replace(first_cfg, seed=seed)
         model.latent.memory = False
         if trunk == "counted":
-            counted_trunk(model.latent, True)
+            counted_trunk(model.latent, True, table_biases)
         tag = "" if restarts == 1 else f" (start {restart + 1} of {restarts})"
         if table_fit == "full_batch":
             history = fit_counted_full_batch(
@@ -873,6 +897,7 @@ def train_in_stages(
                 valid_seqs,
                 label=f"{label}, first-order, full batch{tag}",
                 show_progress=cfg.show_progress,
+                biases=table_biases,
             )
         else:
             history = train(

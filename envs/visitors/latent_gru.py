@@ -124,6 +124,7 @@ class LatentGRUKind(VisitorKind):
                     trunk=types.trunk,
                     table_lr=types.table_lr,
                     table_fit=types.table_fit,
+                    table_biases=types.table_biases,
                     memory_min_gain=types.memory_min_gain,
                 )
             tried[k] = _candidate_record(models[k], stages)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.synthetic import SyntheticStore
-from envs import visitors
+from envs import latent_gru, visitors
 from envs.baselines import TrueModel
 from envs.click_model import MultinomialBoost
 from envs.core import SiteCore
@@ -273,11 +274,26 @@ def test_types_one_trains_one_stage_only(data_dir: Path, tmp_path: Path) -> None
     assert record["train_events_per_sec"] == one_stage["train_events_per_sec"]
 
 
-def test_a_full_batch_table_fit_reaches_the_first_stage(data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("table_biases", [True, False])
+def test_a_full_batch_table_fit_reaches_the_first_stage(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table_biases: bool
+) -> None:
     """``table_fit: full_batch`` in the config fits the counted first stage by L-BFGS
-    (converged, its history says so), and the saved model scores what its record says."""
-    options = "{types: 2, trunk: counted, table_fit: full_batch, page_preferences: false}"
+    (converged, its history says so), with the output biases or without them as
+    ``table_biases`` says, and the saved model scores what its record says."""
+    fit, asked = latent_gru.fit_counted_full_batch, []
+
+    def spy(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        asked.append(kwargs["biases"])
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(latent_gru, "fit_counted_full_batch", spy)
+    options = (
+        "{types: 2, trunk: counted, table_fit: full_batch, page_preferences: false, "
+        f"table_biases: {str(table_biases).lower()}}}"
+    )
     record = _latent_gru_record(data_dir, tmp_path / "sim", options)
+    assert asked and set(asked) == {table_biases}  # every start
     first = record["history"]["first_order"]
     assert first["fit"] == "full_batch" and first["epochs"][0]["converged"]
     assert record["kept"]["stages"]["first_order"]["valid_log_loss"] == first["best_valid_log_loss"]

@@ -3,6 +3,7 @@ simulator's visitors keeping their type, persistence, and recovery of known type
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -577,6 +578,57 @@ def test_full_batch_restarts_find_the_two_types() -> None:
         LatentTypesConfig.from_dict({"types": 2, "trunk": "counted", "table_fit": "lbfgs"})
     with pytest.raises(ClickstreamError, match=r"needs latent_gru\.trunk=counted"):
         train_in_stages(counted_model(2), train_s, valid_s, cfg, table_fit="full_batch")
+
+
+def counted_table(seqs: SessionSequences, smoothing: float) -> np.ndarray:
+    """``(c(i, j) + k · pop(j)) / (c(i) + k)`` counted on ``seqs``, dense ``(P, P + 1)``."""
+    p = len(PAGES)
+    src, dst = seqs.pages, seqs.targets()
+    counts = np.zeros((p, p + 1))
+    np.add.at(counts, (src, dst), 1.0)
+    pop = (np.bincount(dst, minlength=p + 1) + 1.0) / (len(dst) + p + 1)
+    return (counts + smoothing * pop) / (counts.sum(1, keepdims=True) + smoothing)
+
+
+def test_without_table_biases_types_reweight_the_counted_table_by_group() -> None:
+    """``table_biases: false`` keeps the output biases at zero in the counted first stage, so
+    each type's row is the counted table re-weighted by the group moved to (the latent-class
+    model's parametrisation): within a destination group every outcome keeps the counted
+    table's proportions. With the biases trained they do not. The setting needs the counted
+    trunk."""
+    train_s, _ = two_type_sessions(3000, 0)
+    valid_s, _ = two_type_sessions(1000, 1)
+    p = len(PAGES)
+    dest_group = np.r_[vocab().page_group, 2]  # EXIT: a group of its own
+
+    def spread_within_groups(biases: bool) -> tuple[float, LatentGRUModel, dict[str, Any]]:
+        model = counted_model(2, page_preferences=False)
+        history = fit_counted_full_batch(model, train_s, valid_s, biases=biases)
+        with torch.no_grad():
+            every = torch.arange(p)
+            net = copy.deepcopy(model.latent).double()  # the rows to 1e-7, not float32's 1e-5
+            out, _ = net.encode(every[None])
+            rows = net.type_rows(out[0], every).numpy()  # (K, P, P + 1)
+        table = counted_table(train_s, model.cfg.prior_smoothing)
+        ratio = rows - np.log(table)[None]  # log(row / table): one number per group if bias-free
+        spread = max(float(np.ptp(ratio[:, :, dest_group == g], axis=-1).max()) for g in range(3))
+        return spread, model, history
+
+    spread, model, history = spread_within_groups(biases=False)
+    assert history["epochs"][0]["converged"]
+    assert spread < 1e-6
+    assert not model.net.head.bias.any() and not model.net.group_head.bias.any()
+    assert all(q.requires_grad for q in model.net.parameters())  # unfrozen for the memory stage
+    with_biases, _, fitted = spread_within_groups(biases=True)
+    assert with_biases > 1e-5  # 2e-4 here: the biases trained
+    assert fitted["epochs"][0]["train_loss"] <= history["epochs"][0]["train_loss"] + 1e-9
+
+    assert LatentTypesConfig.from_dict({"types": 2}).table_biases is True
+    with pytest.raises(ClickstreamError, match=r"table_biases=false .*needs latent_gru\.trunk"):
+        LatentTypesConfig.from_dict({"types": 2, "table_biases": False})
+    cfg = TrainerConfig(epochs=1, batch_sessions=128, max_len=32, show_progress=False)
+    with pytest.raises(ClickstreamError, match=r"table_biases=false needs latent_gru\.trunk"):
+        train_in_stages(counted_model(2), train_s, valid_s, cfg, table_biases=False)
 
 
 def test_a_full_batch_fit_too_large_for_dense_rows_is_refused(monkeypatch) -> None:
