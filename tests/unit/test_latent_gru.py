@@ -590,12 +590,12 @@ def counted_table(seqs: SessionSequences, smoothing: float) -> np.ndarray:
     return (counts + smoothing * pop) / (counts.sum(1, keepdims=True) + smoothing)
 
 
-def test_without_table_biases_types_reweight_the_counted_table_by_group() -> None:
+def test_without_table_biases_types_reweight_the_counted_table_by_group(monkeypatch) -> None:
     """``table_biases: false`` keeps the output biases at zero in the counted first stage, so
     each type's row is the counted table re-weighted by the group moved to (the latent-class
     model's parametrisation): within a destination group every outcome keeps the counted
-    table's proportions. With the biases trained they do not. The setting needs the counted
-    trunk."""
+    table's proportions. With the biases trained they do not. The minibatch fit keeps them at
+    zero too; the memory stage trains them. The setting needs the counted trunk."""
     train_s, _ = two_type_sessions(3000, 0)
     valid_s, _ = two_type_sessions(1000, 1)
     p = len(PAGES)
@@ -623,10 +623,25 @@ def test_without_table_biases_types_reweight_the_counted_table_by_group() -> Non
     assert with_biases > 1e-5  # 2e-4 here: the biases trained
     assert fitted["epochs"][0]["train_loss"] <= history["epochs"][0]["train_loss"] + 1e-9
 
+    # the minibatch fit too: the first stage ends with the biases still at zero
+    first_biases = []
+
+    def spy(model: LatentGRUModel, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        history = train(model, *args, **kwargs)
+        if "first-order" in kwargs["label"]:
+            first_biases.append(float(model.net.head.bias.abs().max()))
+        return history
+
+    monkeypatch.setattr("envs.latent_gru.train", spy)
+    cfg = TrainerConfig(epochs=1, batch_sessions=128, max_len=32, show_progress=False)
+    model = counted_model(2, page_preferences=False)
+    train_in_stages(model, train_s, valid_s, cfg, trunk="counted", table_biases=False)
+    assert first_biases == [0.0]
+    assert model.net.head.bias.abs().max() > 0  # the memory stage trains them
+
     assert LatentTypesConfig.from_dict({"types": 2}).table_biases is True
     with pytest.raises(ClickstreamError, match=r"table_biases=false .*needs latent_gru\.trunk"):
         LatentTypesConfig.from_dict({"types": 2, "table_biases": False})
-    cfg = TrainerConfig(epochs=1, batch_sessions=128, max_len=32, show_progress=False)
     with pytest.raises(ClickstreamError, match=r"table_biases=false needs latent_gru\.trunk"):
         train_in_stages(counted_model(2), train_s, valid_s, cfg, table_biases=False)
 
