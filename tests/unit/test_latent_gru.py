@@ -581,7 +581,8 @@ def test_full_batch_restarts_find_the_two_types() -> None:
 
 
 def counted_table(seqs: SessionSequences, smoothing: float) -> np.ndarray:
-    """``(c(i, j) + k · pop(j)) / (c(i) + k)`` counted on ``seqs``, dense ``(P, P + 1)``."""
+    """``(c(i, j) + k · pop(j)) / (c(i) + k)`` counted on ``seqs``, dense ``(P, P + 1)``, with
+    the GRU prior's add-one ``pop`` (``envs.dynamics.first_order_table`` adds one half)."""
     p = len(PAGES)
     src, dst = seqs.pages, seqs.targets()
     counts = np.zeros((p, p + 1))
