@@ -1,0 +1,74 @@
+"""Compare two trained policies by training seed (agents/compare.py): per-seed scores, the mean
+paired difference with its Student-t 95 % interval and p-value.
+
+    python scripts/compare_policies.py RESULTS:POLICY RESULTS:POLICY [--world ground_truth]
+
+Each side is an evaluation's ``results.json`` (or the ``eval_dir`` holding it) and a policy in
+it, e.g. PPO trained in two worlds and evaluated in the truth:
+
+    python scripts/compare_policies.py runs/a/eval:ppo runs/b/eval:ppo
+
+Seeds only one side has are named and left out. It writes nothing; the exit status is 1 on a
+bad argument or file (the message names it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agents.compare import paired_by_seed, seed_scores
+from clickstream.errors import ClickstreamError
+
+
+def _side(text: str) -> tuple[str, str]:
+    path, sep, policy = text.rpartition(":")
+    if not sep or not path or not policy:
+        raise argparse.ArgumentTypeError(f"expected RESULTS:POLICY, got {text!r}")
+    return path, policy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("a", type=_side, help="RESULTS:POLICY, the policy compared")
+    parser.add_argument("b", type=_side, help="RESULTS:POLICY, the one it is compared against")
+    parser.add_argument("--world", default="ground_truth", help="the world both were scored in")
+    parser.add_argument("--world-b", default=None, help="b's world, when it differs from a's")
+    args = parser.parse_args(argv)
+
+    (path_a, policy_a), (path_b, policy_b) = args.a, args.b
+    world_b = args.world_b or args.world
+    try:
+        scores_a = seed_scores(path_a, policy_a, args.world)
+        scores_b = seed_scores(path_b, policy_b, world_b)
+        result = paired_by_seed(scores_a, scores_b)
+    except (ClickstreamError, ValueError) as exc:
+        print(f"compare_policies: {exc}", file=sys.stderr)
+        return 1
+
+    name_a, name_b = f"{policy_a} ({path_a})", f"{policy_b} ({path_b})"
+    print(f"a: {name_a}, in {args.world}")
+    print(f"b: {name_b}, in {world_b}")
+    print(f"\n{'seed':>6} {'a':>10} {'b':>10} {'a - b':>9}")
+    for seed, x, y in zip(result.seeds, result.a, result.b, strict=True):
+        print(f"{seed:>6} {x:>10.3f} {y:>10.3f} {x - y:>+9.3f}")
+    print(f"{'mean':>6} {result.mean_a:>10.3f} {result.mean_b:>10.3f} {result.difference:>+9.3f}")
+    lo, hi = result.interval
+    n = len(result.seeds)
+    print(
+        f"\npaired a - b over {n} seeds: {result.difference:+.3f}, 95 % interval "
+        f"[{lo:+.3f}, {hi:+.3f}], p = {result.p_value:.3f}, a ahead on {result.ahead} of {n}"
+    )
+    needed = result.seeds_to_resolve()
+    if needed is not None and result.p_value >= 0.05:  # unresolved at 95 %
+        print(f"seeds to resolve a difference this size (80 % power): about {needed}")
+    if result.only_a or result.only_b:
+        print(
+            f"left out (one side only): a's seeds {list(result.only_a)}, "
+            f"b's seeds {list(result.only_b)}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
