@@ -165,3 +165,21 @@ def test_the_script_refuses_bad_arguments(tmp_path, capsys) -> None:
     assert "no record of policy 'dqn'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         compare_policies.main(["no-policy-given", f"{tmp_path / 'a'}:ppo"])
+
+
+def test_the_script_compares_across_worlds(tmp_path, capsys) -> None:
+    _write_results(
+        tmp_path / "a",
+        [
+            _record("ppo", "ground_truth", [0, 1, 2], [10.0, 20.0, 30.0]),
+            _record("ppo", "learned", [0, 1, 2], [12.0, 21.0, 33.0]),
+        ],
+    )
+    folder = f"{tmp_path / 'a'}:ppo"
+    assert (
+        compare_policies.main([folder, folder, "--world", "learned", "--world-b", "ground_truth"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "a: ppo" in out and "in learned" in out and "in ground_truth" in out
+    assert "paired a - b over 3 seeds: +2.000" in out  # differences 2, 1, 3
