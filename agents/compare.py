@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 from clickstream.errors import DataError
 from clickstream.runfolder import read_json
@@ -176,14 +177,13 @@ def paired_by_seed(a: dict[int, float], b: dict[int, float]) -> PairedComparison
     )
 
 
-def seed_scores(results: str | Path, policy: str, world: str = "ground_truth") -> dict[int, float]:
-    """A policy's mean return per training seed in one world, from an evaluation's
-    ``results.json`` (a file, or the ``eval_dir`` that holds it).
+def find_record(results: str | Path, policy: str, world: str) -> tuple[dict[str, Any], Path]:
+    """The record of ``policy`` in ``world`` in an evaluation's ``results.json`` (a file, or
+    the ``eval_dir`` that holds it), and the file's path.
 
     Raises:
         RunFolderError: The file is missing or not JSON.
-        DataError: It has no record of ``policy`` in ``world`` (naming those it has), or the
-            record's seeds and scores do not pair up.
+        DataError: It has no such record (naming the policies and worlds it has).
     """
     path = Path(results)
     if path.is_dir():
@@ -192,34 +192,43 @@ def seed_scores(results: str | Path, policy: str, world: str = "ground_truth") -
     records = report.get("records") if isinstance(report, dict) else None
     if not isinstance(records, list):
         raise DataError("has no 'records' list: not an evaluation's results.json", file=str(path))
+    records = [r for r in records if isinstance(r, dict)]
     for record in records:
-        if not isinstance(record, dict):
-            continue
         if record.get("policy") == policy and record.get("world") == world:
-            seeds, means = record.get("seeds"), record.get("seed_means")
-            if (
-                not isinstance(seeds, list)
-                or not isinstance(means, list)
-                or len(seeds) != len(means)
-                or len(set(map(str, seeds))) != len(seeds)
-            ):
-                raise DataError(
-                    f"the record of {policy!r} in {world!r} has no distinct seeds with one "
-                    f"score each ('seeds', 'seed_means')",
-                    file=str(path),
-                )
-            try:
-                return {int(s): float(m) for s, m in zip(seeds, means, strict=True)}
-            except (TypeError, ValueError):
-                raise DataError(
-                    f"the record of {policy!r} in {world!r} has a seed or score that is not a "
-                    f"number",
-                    file=str(path),
-                ) from None
-    present = sorted(
-        {f"{r.get('policy')} in {r.get('world')}" for r in records if isinstance(r, dict)}
-    )
+            return record, path
+    present = sorted({f"{r.get('policy')} in {r.get('world')}" for r in records})
     raise DataError(
         f"no record of policy {policy!r} in world {world!r}; it has: {', '.join(present) or 'none'}",
         file=str(path),
     )
+
+
+def seed_scores(results: str | Path, policy: str, world: str = "ground_truth") -> dict[int, float]:
+    """A policy's mean return per training seed in one world, from an evaluation's
+    ``results.json`` (a file, or the ``eval_dir`` that holds it).
+
+    Raises:
+        RunFolderError: The file is missing or not JSON.
+        DataError: It has no record of ``policy`` in ``world`` (naming those it has), or the
+            record's seeds and scores do not pair up one to one.
+    """
+    record, path = find_record(results, policy, world)
+    seeds, means = record.get("seeds"), record.get("seed_means")
+    where = f"the record of {policy!r} in {world!r}"
+    if not isinstance(seeds, list) or not isinstance(means, list) or len(seeds) != len(means):
+        raise DataError(
+            f"{where} has no seeds with one score each ('seeds', 'seed_means')", file=str(path)
+        )
+    if not all(type(x) is int for x in seeds) or not all(type(x) in (int, float) for x in means):
+        raise DataError(f"{where} has a seed or score that is not a number", file=str(path))
+    scores = {s: float(m) for s, m in zip(seeds, means, strict=True)}
+    if len(scores) != len(seeds):
+        raise DataError(f"{where} lists a seed twice: {seeds}", file=str(path))
+    return scores
+
+
+def truncated_training(results: str | Path, policy: str, world: str = "ground_truth") -> bool:
+    """Whether a time limit cut the training of any of the policy's seeds short (the record's
+    ``truncated``, which ``scripts/evaluate.py`` takes from each seed's ``run.json``)."""
+    record, _ = find_record(results, policy, world)
+    return bool(record.get("truncated"))

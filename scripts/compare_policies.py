@@ -8,8 +8,9 @@ it, e.g. PPO trained in two worlds and evaluated in the truth:
 
     python scripts/compare_policies.py runs/a/eval:ppo runs/b/eval:ppo
 
-Seeds only one side has are named and left out. It writes nothing; the exit status is 1 on a
-bad argument or file (the message names it).
+Seeds only one side has are named and left out, and a policy whose training a time limit cut
+short is named in a warning. It writes nothing; the exit status is 1 on a bad argument or file
+(the message names it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.compare import paired_by_seed, seed_scores
+from agents.compare import paired_by_seed, seed_scores, truncated_training
 from clickstream.errors import ClickstreamError
 
 
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         scores_a = seed_scores(path_a, policy_a, args.world)
         scores_b = seed_scores(path_b, policy_b, world_b)
         result = paired_by_seed(scores_a, scores_b)
+        cut_short = [
+            f"{policy} ({path})"
+            for path, policy, world in ((path_a, policy_a, args.world), (path_b, policy_b, world_b))
+            if truncated_training(path, policy, world)
+        ]
     except (ClickstreamError, ValueError) as exc:
         print(f"compare_policies: {exc}", file=sys.stderr)
         return 1
@@ -66,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"left out (one side only): a's seeds {list(result.only_a)}, "
             f"b's seeds {list(result.only_b)}"
+        )
+    for name in cut_short:  # a comparison of budgets that were not spent is not like for like
+        print(
+            f"WARNING: a time limit cut the training of {name} short on some seed "
+            f"(its results.json record: 'truncated', 'training')",
+            file=sys.stderr,
         )
     return 0
 

@@ -120,9 +120,11 @@ def test_seed_scores_reads_one_policy_in_one_world(tmp_path) -> None:
     ("records", "message"),
     [
         ({"rows": []}, "has no 'records' list"),
-        ([_record("ppo", "ground_truth", [0, 1], [1.0])], "no distinct seeds with one score"),
-        ([_record("ppo", "ground_truth", [0, 0], [1.0, 2.0])], "no distinct seeds with one score"),
-        ([_record("ppo", "ground_truth", [0, "x"], [1.0, 2.0])], "not a number"),
+        ([_record("ppo", "ground_truth", [0, 1], [1.0])], "no seeds with one score each"),
+        ([_record("ppo", "ground_truth", [0, 0], [1.0, 2.0])], r"lists a seed twice: \[0, 0\]"),
+        ([_record("ppo", "ground_truth", [0, "1"], [1.0, 2.0])], "not a number"),
+        ([_record("ppo", "ground_truth", [0, 1.5], [1.0, 2.0])], "not a number"),
+        ([_record("ppo", "ground_truth", [0, 1], [1.0, None])], "not a number"),
     ],
 )
 def test_seed_scores_names_a_malformed_file(tmp_path, records, message) -> None:
@@ -183,3 +185,13 @@ def test_the_script_compares_across_worlds(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "a: ppo" in out and "in learned" in out and "in ground_truth" in out
     assert "paired a - b over 3 seeds: +2.000" in out  # differences 2, 1, 3
+
+
+def test_the_script_warns_of_training_a_time_limit_cut_short(tmp_path, capsys) -> None:
+    record = _record("ppo", "ground_truth", [0, 1], [1.0, 2.0])
+    _write_results(tmp_path / "a", [{**record, "truncated": True}])
+    _write_results(tmp_path / "b", [{**record, "truncated": False}])
+    assert compare_policies.main([f"{tmp_path / 'a'}:ppo", f"{tmp_path / 'b'}:ppo"]) == 0
+    err = capsys.readouterr().err
+    assert f"WARNING: a time limit cut the training of ppo ({tmp_path / 'a'}) short" in err
+    assert str(tmp_path / "b") not in err
