@@ -92,6 +92,7 @@ class PairedComparison:
         only_a, only_b: Seeds one has and the other lacks (left out of the comparison).
         mean_a, mean_b: Their means over ``seeds``.
         difference: The mean of ``a - b`` over ``seeds``.
+        sd: The standard deviation of ``a - b`` over ``seeds``.
         half_width: The 95 % Student-t half-width of ``difference``.
         p_value: Two-sided, against no difference.
         ahead: Seeds on which ``a`` scores more than ``b``.
@@ -105,6 +106,7 @@ class PairedComparison:
     mean_a: float
     mean_b: float
     difference: float
+    sd: float
     half_width: float
     p_value: float
     ahead: int
@@ -117,16 +119,14 @@ class PairedComparison:
     def seeds_to_resolve(self, power: float = 0.8) -> int | None:
         """About how many seeds a comparison as noisy as this one needs for its 95 % interval
         to exclude zero with probability ``power`` if the true difference is the one measured:
-        the least ``n`` with ``(t(n - 1) + z(power)) · s / √n <= |difference|`` (``s`` the
-        per-seed sd). ``None`` when the difference is zero."""
+        the least ``n`` with ``(t(n - 1) + z(power)) · sd / √n <= |difference|``. ``None``
+        when the difference is zero."""
         if self.difference == 0:
             return None
-        n = len(self.seeds)
-        sd = self.half_width / student_t_quantile(0.95, n - 1) * math.sqrt(n)
         z_power = NormalDist().inv_cdf(power)
 
         def enough(m: int) -> bool:
-            return (student_t_quantile(0.95, m - 1) + z_power) * sd / math.sqrt(m) <= abs(
+            return (student_t_quantile(0.95, m - 1) + z_power) * self.sd / math.sqrt(m) <= abs(
                 self.difference
             )
 
@@ -171,6 +171,7 @@ def paired_by_seed(a: dict[int, float], b: dict[int, float]) -> PairedComparison
         mean_a=sum(xa) / n,
         mean_b=sum(xb) / n,
         difference=mean,
+        sd=sd,
         half_width=student_t_quantile(0.95, n - 1) * se,
         p_value=p,
         ahead=sum(d > 0 for d in diffs),
@@ -203,18 +204,15 @@ def find_record(results: str | Path, policy: str, world: str) -> tuple[dict[str,
     )
 
 
-def seed_scores(results: str | Path, policy: str, world: str = "ground_truth") -> dict[int, float]:
-    """A policy's mean return per training seed in one world, from an evaluation's
-    ``results.json`` (a file, or the ``eval_dir`` that holds it).
+def record_scores(record: dict[str, Any], path: Path) -> dict[int, float]:
+    """A ``results.json`` record's mean return per training seed (``path`` names the file in
+    errors).
 
     Raises:
-        RunFolderError: The file is missing or not JSON.
-        DataError: It has no record of ``policy`` in ``world`` (naming those it has), or the
-            record's seeds and scores do not pair up one to one.
+        DataError: The record's seeds and scores do not pair up one to one.
     """
-    record, path = find_record(results, policy, world)
     seeds, means = record.get("seeds"), record.get("seed_means")
-    where = f"the record of {policy!r} in {world!r}"
+    where = f"the record of {record.get('policy')!r} in {record.get('world')!r}"
     if not isinstance(seeds, list) or not isinstance(means, list) or len(seeds) != len(means):
         raise DataError(
             f"{where} has no seeds with one score each ('seeds', 'seed_means')", file=str(path)
@@ -227,8 +225,13 @@ def seed_scores(results: str | Path, policy: str, world: str = "ground_truth") -
     return scores
 
 
-def truncated_training(results: str | Path, policy: str, world: str = "ground_truth") -> bool:
-    """Whether a time limit cut the training of any of the policy's seeds short (the record's
-    ``truncated``, which ``scripts/evaluate.py`` takes from each seed's ``run.json``)."""
-    record, _ = find_record(results, policy, world)
-    return bool(record.get("truncated"))
+def seed_scores(results: str | Path, policy: str, world: str = "ground_truth") -> dict[int, float]:
+    """A policy's mean return per training seed in one world, from an evaluation's
+    ``results.json`` (a file, or the ``eval_dir`` that holds it).
+
+    Raises:
+        RunFolderError: The file is missing or not JSON.
+        DataError: It has no record of ``policy`` in ``world`` (naming those it has), or the
+            record's seeds and scores do not pair up one to one.
+    """
+    return record_scores(*find_record(results, policy, world))

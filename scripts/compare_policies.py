@@ -18,8 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.compare import paired_by_seed, seed_scores, truncated_training
-from clickstream.errors import ClickstreamError
+from agents.compare import find_record, paired_by_seed, record_scores
 
 
 def _side(text: str) -> tuple[str, str]:
@@ -40,17 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     (path_a, policy_a), (path_b, policy_b) = args.a, args.b
     world_b = args.world_b or args.world
     try:
-        scores_a = seed_scores(path_a, policy_a, args.world)
-        scores_b = seed_scores(path_b, policy_b, world_b)
-        result = paired_by_seed(scores_a, scores_b)
-        cut_short = [
-            f"{policy} ({path})"
-            for path, policy, world in ((path_a, policy_a, args.world), (path_b, policy_b, world_b))
-            if truncated_training(path, policy, world)
-        ]
-    except (ClickstreamError, ValueError) as exc:
+        record_a, file_a = find_record(path_a, policy_a, args.world)
+        record_b, file_b = find_record(path_b, policy_b, world_b)
+        result = paired_by_seed(record_scores(record_a, file_a), record_scores(record_b, file_b))
+    except ValueError as exc:  # a ClickstreamError is one: a file or record that is wrong
         print(f"compare_policies: {exc}", file=sys.stderr)
         return 1
+    # the record's "truncated": a time limit cut the training of one of its seeds short
+    cut_short = [
+        f"{policy} ({path})"
+        for path, policy, record in ((path_a, policy_a, record_a), (path_b, policy_b, record_b))
+        if record.get("truncated")
+    ]
 
     name_a, name_b = f"{policy_a} ({path_a})", f"{policy_b} ({path_b})"
     print(f"a: {name_a}, in {args.world}")

@@ -59,7 +59,7 @@ def test_paired_difference_interval_and_p_value() -> None:
     assert result.a == (11.0, 22.0, 33.0) and result.b == (10.0, 20.0, 30.0)
     assert result.mean_a == pytest.approx(22.0) and result.mean_b == pytest.approx(20.0)
     # differences 1, 2, 3: mean 2, sd 1, standard error 1/sqrt(3), t = 2 sqrt(3) on 2 df
-    assert result.difference == pytest.approx(2.0)
+    assert result.difference == pytest.approx(2.0) and result.sd == pytest.approx(1.0)
     assert result.half_width == pytest.approx(4.3026527 / math.sqrt(3), abs=1e-6)
     t = 2 * math.sqrt(3)
     assert result.p_value == pytest.approx(1 - t / math.sqrt(t * t + 2))
