@@ -7,6 +7,12 @@ seed start from the same network and exploration stream and, in ``scripts/evalua
 played on the same simulation seed, so whatever the pair shares drops out of the difference.
 Reported: the mean of the per-seed differences, its Student-t 95 % interval (``n - 1`` degrees
 of freedom; the normal's 1.96 is too narrow for ten seeds) and its two-sided p-value.
+
+A bar of the form "a scores at least what b scores" cannot be shown by a test against no
+difference: a tie never resolves. What seeds can show is non-inferiority within a stated margin
+``m``, the one-sided test of ``a - b <= -m`` against ``a - b > -m``
+(``PairedComparison.non_inferiority``); ``PairedComparison.lower_bound`` is the least margin
+the seeds rule out at 95 %.
 ``scripts/compare_policies.py`` reads the seeds' scores from the ``results.json`` files that
 ``scripts/evaluate.py`` writes.
 """
@@ -116,29 +122,70 @@ class PairedComparison:
         """The difference's 95 % interval."""
         return self.difference - self.half_width, self.difference + self.half_width
 
+    @property
+    def standard_error(self) -> float:
+        """The standard error of ``difference``."""
+        return self.sd / math.sqrt(len(self.seeds))
+
+    @property
+    def lower_bound(self) -> float:
+        """The one-sided 95 % lower confidence bound of ``a - b`` (the two-sided 90 %
+        interval's lower end): ``a`` is non-inferior to ``b`` at 95 % for every margin above
+        ``-lower_bound``."""
+        df = len(self.seeds) - 1
+        return self.difference - student_t_quantile(0.90, df) * self.standard_error
+
+    def non_inferiority(self, margin: float) -> float:
+        """The one-sided p-value of "``a`` is worse than ``b`` by ``margin`` or more"
+        (``a - b <= -margin``); below 0.05, ``a`` is shown non-inferior within ``margin``,
+        which is the same as ``lower_bound > -margin``.
+
+        Raises:
+            ValueError: A negative or non-finite margin.
+        """
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ValueError(f"the margin must be a finite number >= 0, got {margin}")
+        shift = self.difference + margin
+        if self.standard_error == 0:  # the same difference on every seed
+            return 0.0 if shift > 0 else 1.0
+        t = shift / self.standard_error
+        two_sided = student_t_two_sided_p(t, len(self.seeds) - 1)
+        return two_sided / 2 if t > 0 else 1.0 - two_sided / 2
+
     def seeds_to_resolve(self, power: float = 0.8) -> int | None:
         """About how many seeds a comparison as noisy as this one needs for its 95 % interval
         to exclude zero with probability ``power`` if the true difference is the one measured:
         the least ``n`` with ``(t(n - 1) + z(power)) · sd / √n <= |difference|``. ``None``
         when the difference is zero."""
-        if self.difference == 0:
-            return None
-        z_power = NormalDist().inv_cdf(power)
+        return _seeds_needed(self.sd, abs(self.difference), level=0.95, power=power)
 
-        def enough(m: int) -> bool:
-            return (student_t_quantile(0.95, m - 1) + z_power) * self.sd / math.sqrt(m) <= abs(
-                self.difference
-            )
+    def seeds_to_show_non_inferiority(self, margin: float, power: float = 0.8) -> int | None:
+        """About how many seeds would show ``a`` non-inferior within ``margin`` (one-sided,
+        95 %) with probability ``power`` if the true difference is the one measured. ``None``
+        when the measured difference is ``-margin`` or worse: no number of seeds would."""
+        return _seeds_needed(self.sd, self.difference + margin, level=0.90, power=power)
 
-        if enough(2):
-            return 2
-        lo, hi = 2, 4  # enough(lo) is false; double hi until enough(hi), then bisect
-        while not enough(hi):
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if enough(mid) else (mid, hi)
-        return hi
+
+def _seeds_needed(sd: float, effect: float, *, level: float, power: float) -> int | None:
+    """The least ``n >= 2`` with ``(t_level(n - 1) + z(power)) · sd / √n <= effect``, where
+    ``t_level`` is the two-sided ``level`` quantile of Student's t; ``None`` when
+    ``effect <= 0``."""
+    if effect <= 0:
+        return None
+    z_power = NormalDist().inv_cdf(power)
+
+    def enough(m: int) -> bool:
+        return (student_t_quantile(level, m - 1) + z_power) * sd / math.sqrt(m) <= effect
+
+    if enough(2):
+        return 2
+    lo, hi = 2, 4  # enough(lo) is false; double hi until enough(hi), then bisect
+    while not enough(hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
 
 
 def paired_by_seed(a: dict[int, float], b: dict[int, float]) -> PairedComparison:

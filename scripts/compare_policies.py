@@ -1,12 +1,18 @@
 """Compare two trained policies by training seed (agents/compare.py): per-seed scores, the mean
-paired difference with its Student-t 95 % interval and p-value.
+paired difference with its Student-t 95 % interval and p-value, and how far below b the seeds
+allow a to be (non-inferiority).
 
-    python scripts/compare_policies.py RESULTS:POLICY RESULTS:POLICY [--world ground_truth]
+    python scripts/compare_policies.py RESULTS:POLICY RESULTS:POLICY [--world ground_truth] [--margin M]
 
 Each side is an evaluation's ``results.json`` (or the ``eval_dir`` holding it) and a policy in
 it, e.g. PPO trained in two worlds and evaluated in the truth:
 
     python scripts/compare_policies.py runs/a/eval:ppo runs/b/eval:ppo
+
+``--margin`` asks whether a is non-inferior to b within a margin: an absolute score (``2.5``) or
+a share of b's mean (``1.5%``); it prints the one-sided p-value and, while not shown, about how
+many seeds would show it. Without it, the one-sided 95 % lower bound of ``a - b`` says the
+least margin the seeds support.
 
 Seeds only one side has are named and left out, and a policy whose training a time limit cut
 short is named in a warning. It writes nothing; the exit status is 1 on a bad argument or file
@@ -28,12 +34,34 @@ def _side(text: str) -> tuple[str, str]:
     return path, policy
 
 
+def _margin(text: str) -> tuple[float, bool]:
+    """``"2.5"`` -> ``(2.5, False)``, an absolute margin; ``"1.5%"`` -> ``(1.5, True)``, a
+    percentage of b's mean."""
+    relative = text.endswith("%")
+    try:
+        value = float(text[:-1] if relative else text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(
+            f"expected a margin >= 0, a score (2.5) or a share of b's mean (1.5%), got {text!r}"
+        )
+    return value, relative
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("a", type=_side, help="RESULTS:POLICY, the policy compared")
     parser.add_argument("b", type=_side, help="RESULTS:POLICY, the one it is compared against")
     parser.add_argument("--world", default="ground_truth", help="the world both were scored in")
     parser.add_argument("--world-b", default=None, help="b's world, when it differs from a's")
+    parser.add_argument(
+        "--margin",
+        type=_margin,
+        default=None,
+        help="test a's non-inferiority to b within this margin: a score (2.5) or a share of "
+        "b's mean (1.5%%)",
+    )
     args = parser.parse_args(argv)
 
     (path_a, policy_a), (path_b, policy_b) = args.a, args.b
@@ -68,6 +96,32 @@ def main(argv: list[str] | None = None) -> int:
     needed = result.seeds_to_resolve()
     if needed is not None and result.p_value >= 0.05:  # unresolved at 95 %
         print(f"seeds to resolve a difference this size (80 % power): about {needed}")
+    scale = abs(result.mean_b)
+
+    def share(x: float, sign: str = "") -> str:  # of b's mean, when b's mean is not zero
+        return f" ({x / scale:{sign}.2%} of b's mean)" if scale > 0 else ""
+
+    bound = result.lower_bound
+    print(f"one-sided 95 % lower bound of a - b: {bound:+.3f}{share(bound, '+')}")
+    if args.margin is not None:
+        value, relative = args.margin
+        if relative and scale == 0:
+            print("compare_policies: b's mean is 0; give the margin as a score", file=sys.stderr)
+            return 1
+        margin = value / 100 * scale if relative else value
+        p = result.non_inferiority(margin)
+        verdict = "shown" if p < 0.05 else "not shown"
+        print(
+            f"a non-inferior to b within {margin:.3f}{share(margin)}: p = {p:.3f}, "
+            f"{verdict} at 95 %"
+        )
+        needed = result.seeds_to_show_non_inferiority(margin)
+        if p >= 0.05:
+            print(
+                f"seeds to show it (80 % power): about {needed}"
+                if needed is not None
+                else "seeds to show it: none would (a - b is measured at -margin or below)"
+            )
     if result.only_a or result.only_b:
         print(
             f"left out (one side only): a's seeds {list(result.only_a)}, "

@@ -71,6 +71,33 @@ def test_paired_difference_interval_and_p_value() -> None:
     assert result.seeds_to_resolve(power=0.5) == 4  # (3.182 + 0) / 2 = 1.591
 
 
+def test_non_inferiority_within_a_margin() -> None:
+    # differences 1, 2, 3: mean 2, standard error 1/sqrt(3), 2 df; the tabulated 95 % one-sided
+    # quantile of t with 2 df is 2.9199856
+    result = paired_by_seed({0: 11.0, 1: 22.0, 2: 33.0}, {0: 10.0, 1: 20.0, 2: 30.0})
+    assert result.standard_error == pytest.approx(1 / math.sqrt(3))
+    assert result.lower_bound == pytest.approx(2 - 2.9199856 / math.sqrt(3), abs=1e-6)
+    # margin 1: t = (2 + 1) sqrt(3) on 2 df, one-sided p = (1 - t / sqrt(t^2 + 2)) / 2
+    t = 3 * math.sqrt(3)
+    assert result.non_inferiority(1.0) == pytest.approx((1 - t / math.sqrt(t * t + 2)) / 2)
+    # b against a: differences -1, -2, -3, worse than the margin of 1 on the mean
+    reverse = paired_by_seed({0: 10.0, 1: 20.0, 2: 30.0}, {0: 11.0, 1: 22.0, 2: 33.0})
+    t = -1 * math.sqrt(3)  # (-2 + 1) sqrt(3)
+    assert reverse.non_inferiority(1.0) == pytest.approx(1 - (1 - abs(t) / math.sqrt(5)) / 2)
+    assert reverse.lower_bound == pytest.approx(-2 - 2.9199856 / math.sqrt(3), abs=1e-6)
+    # at a margin of -lower_bound the test sits exactly on 95 %
+    assert reverse.non_inferiority(-reverse.lower_bound) == pytest.approx(0.05, abs=1e-9)
+    # sd 1: (t_90(n - 1) + 0.8416) / sqrt(n) is 2.172 at n = 3, 1.597 at n = 4, 1.053 at
+    # n = 7 and 0.967 at n = 8 (t_90: the two-sided 90 % quantile, one-sided 95 %)
+    assert result.seeds_to_show_non_inferiority(0.0) == 4  # effect 2
+    assert result.seeds_to_show_non_inferiority(1.0) == 3  # effect 3
+    assert reverse.seeds_to_show_non_inferiority(3.0) == 8  # effect -2 + 3 = 1
+    assert reverse.seeds_to_show_non_inferiority(1.0) is None  # -2 + 1 < 0: no seeds would
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
+            result.non_inferiority(bad)
+
+
 def test_a_policy_against_itself_and_a_constant_shift() -> None:
     scores = {s: 100.0 + 3.0 * s for s in range(5)}
     same = paired_by_seed(scores, scores)
@@ -159,6 +186,36 @@ def test_the_script_prints_the_paired_comparison(tmp_path, capsys) -> None:
     assert compare_policies.main([f"{tmp_path / 'c'}:ppo", f"{tmp_path / 'b'}:ppo"]) == 0
     out = capsys.readouterr().out
     assert "[+1.752, +2.248], p = 0.001" in out and "seeds to resolve" not in out
+
+
+def test_the_script_tests_non_inferiority(tmp_path, capsys) -> None:
+    _write_results(tmp_path / "a", [_record("ppo", "ground_truth", [0, 1, 2], [9.0, 18.0, 27.0])])
+    _write_results(tmp_path / "b", [_record("ppo", "ground_truth", [0, 1, 2], [10, 20, 30])])
+    sides = [f"{tmp_path / 'a'}:ppo", f"{tmp_path / 'b'}:ppo"]
+    # differences -1, -2, -3: the lower bound -2 - 2.92/sqrt(3) = -3.686, 18.43 % of b's 20
+    assert compare_policies.main(sides) == 0
+    out = capsys.readouterr().out
+    assert "one-sided 95 % lower bound of a - b: -3.686 (-18.43% of b's mean)" in out
+    assert "non-inferior" not in out
+    # within 5 (t = 3 sqrt(3)) shown; within 10 % of b's mean (2: t = 0) not, and 8 seeds
+    # would not show it either, since the measured difference sits on the margin
+    assert compare_policies.main([*sides, "--margin", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "a non-inferior to b within 5.000 (25.00% of b's mean): p = 0.018, shown" in out
+    assert "seeds to show it" not in out
+    assert compare_policies.main([*sides, "--margin", "10%"]) == 0
+    out = capsys.readouterr().out
+    assert "within 2.000 (10.00% of b's mean): p = 0.500, not shown at 95 %" in out
+    assert "seeds to show it: none would" in out
+    assert compare_policies.main([*sides, "--margin", "15%"]) == 0  # effect 1, sd 1: 8 seeds
+    assert "seeds to show it (80 % power): about 8" in capsys.readouterr().out
+    for bad in ("-1", "abc", "inf%", "%"):
+        with pytest.raises(SystemExit):
+            compare_policies.main([*sides, "--margin", bad])
+        assert "expected a margin >= 0" in capsys.readouterr().err
+    _write_results(tmp_path / "z", [_record("ppo", "ground_truth", [0, 1, 2], [1.0, 0.0, -1.0])])
+    assert compare_policies.main([sides[0], f"{tmp_path / 'z'}:ppo", "--margin", "1%"]) == 1
+    assert "b's mean is 0; give the margin as a score" in capsys.readouterr().err
 
 
 def test_the_script_refuses_bad_arguments(tmp_path, capsys) -> None:
