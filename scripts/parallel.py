@@ -4,7 +4,11 @@ The main job's work splits into independent pieces: the learned and the held-out
 models, one training per agent and seed, one evaluation per world. Each piece seeds itself, so
 it gives the same result wherever it runs; on a machine of N cores, N of them at a time in
 processes of one torch thread each are close to N times faster than one after another (small
-networks gain little from a second intra-op thread). ``jobs=1`` runs them here, in order.
+networks gain little from a second intra-op thread). ``jobs=1`` runs them here, in order, on
+one torch thread too: the thread count changes how torch splits its sums, so a model trained on
+two threads differs from one trained on one in the last bits of its weights, and its simulated
+visitors then diverge (measured on the main job: organic 33.060 against 33.095 in the learned
+world before this was so).
 
 Workers are started with ``spawn`` (a fresh interpreter: no torch state forked from the parent)
 and each piece is a module-level function called with plain data, so nothing but
@@ -97,8 +101,24 @@ class Done(Future):
         self.set_result(result)
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block on one intra-op torch thread, as a worker does; the caller's count is
+    restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def submit(pool: Executor | None, fn: Callable[..., Any], *args: Any) -> Future:
-    """``fn(*args)`` in the pool, or here at once (an exception then raises at once too)."""
+    """``fn(*args)`` in the pool, or here at once on one torch thread, as in a worker (an
+    exception then raises at once too)."""
     if pool is None:
-        return Done(fn(*args))
+        with one_torch_thread():
+            return Done(fn(*args))
     return pool.submit(fn, *args)

@@ -42,6 +42,27 @@ def test_a_pool_of_one_runs_here_and_a_pool_of_two_elsewhere() -> None:
         assert submit(pool, os.getpid).result() != os.getpid()
 
 
+def test_a_piece_runs_on_one_torch_thread_wherever_it_runs() -> None:
+    """A model trained on two intra-op threads differs in the last bits from one trained on
+    one (the main job's GRU by 1e-6, enough for its simulated visitors to diverge), so a
+    piece run here (jobs=1) gets the single thread a worker has, and the caller keeps its own."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with worker_pool(1) as pool:
+            assert submit(pool, torch.get_num_threads).result() == 1
+        assert torch.get_num_threads() == 2
+        with worker_pool(2) as pool:
+            assert submit(pool, torch.get_num_threads).result() == 1
+        with pytest.raises(ZeroDivisionError), worker_pool(1) as pool:
+            submit(pool, divmod, 1, 0)
+        assert torch.get_num_threads() == 2  # restored after a piece that raised, too
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_workers_stop_when_their_pipeline_is_killed() -> None:
     """``kill <pipeline pid>`` reaches the parent only; its workers once went on training
