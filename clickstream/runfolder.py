@@ -16,6 +16,7 @@ The manifest::
       "stage": "train_simulator",
       "created_utc": "2025-01-01T00:00:00+00:00",
       "code_version": "nextpage 0.1.0 (git 3527820...)",
+      "libraries": {"python": "3.11.2", "torch": "2.13.0+cpu", ...},
       "config_hash": "sha256:...",        # the settings that change the outputs
       "data_fingerprint": "sha256:...",   # the prepared data they were made from (content)
       "inputs": {"data": "sha256:..."},   # sha256 of each manifest read (data, simulator, ...)
@@ -124,6 +125,27 @@ def code_version() -> str:
         release = "unknown"
     commit = git_commit()
     return f"nextpage {release}" + (f" (git {commit})" if commit else "")
+
+
+LIBRARIES = ("torch", "numpy", "pandas", "gymnasium", "stable-baselines3")
+"""Installed distributions whose versions a manifest records: a figure computed with another
+build of them may differ in its last bits, and a simulation fed those bits then diverges
+(docs/benchmarks.md, "What the numbers depend on")."""
+
+
+def library_versions() -> dict[str, str]:
+    """The Python version and each of :data:`LIBRARIES`' installed versions (``"absent"`` when
+    one is not installed), for a manifest."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -259,6 +281,11 @@ def _schema_problem(record: Any) -> str | None:
     for key in ("config_hash", "data_fingerprint", "created_utc", "code_version"):
         if record.get(key) is not None and not isinstance(record[key], str):
             return f"{key} is not a string"
+    libraries = record.get("libraries", {})  # absent from manifests written before 2026-12-07
+    if not isinstance(libraries, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in libraries.items()
+    ):
+        return "libraries is not a mapping of names to versions"
     inputs = record.get("inputs", {})
     if not isinstance(inputs, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()
@@ -529,6 +556,7 @@ class StageWriter:
             "stage": self.stage,
             "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "code_version": code_version(),
+            "libraries": library_versions(),
             "config_hash": self.config_hash,
             "data_fingerprint": fingerprint,
             "inputs": self.inputs,
@@ -611,6 +639,7 @@ def seal(
         "stage": stage,
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "code_version": code_version(),
+        "libraries": library_versions(),
         "config_hash": config_hash,
         "data_fingerprint": fingerprint_files(files)
         if data_fingerprint is None and stage == "prepare_data"

@@ -400,6 +400,22 @@ def test_a_manifest_pointing_outside_its_folder_is_refused(tmp_path: Path) -> No
     refused(lambda: verify_folder(folder), folder / "manifest.json", "plain relative path")
 
 
+def test_a_manifest_whose_library_versions_are_not_names_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "results.json").write_text("{}")
+    seal(folder, "evaluate")
+    record = json.loads((folder / "manifest.json").read_text())
+    assert set(record["libraries"]) >= {"python", "torch"}
+    verify_folder(folder)
+    record["libraries"] = {"torch": {"__class__": "os.system"}}
+    (folder / "manifest.json").write_text(json.dumps(record))
+    refused(lambda: verify_folder(folder), folder / "manifest.json", "libraries is not a mapping")
+    del record["libraries"]  # a manifest written before libraries were recorded still reads
+    (folder / "manifest.json").write_text(json.dumps(record))
+    verify_folder(folder)
+
+
 def test_a_deeply_nested_manifest_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
     refused(lambda: read_manifest(tmp_path), tmp_path / "manifest.json", "not valid JSON")

@@ -55,6 +55,20 @@ def test_a_stage_publishes_a_verified_folder(tmp_path: Path) -> None:
     assert manifest.inputs == {"data": "sha256:abc"}  # None inputs are left out
     assert manifest.config_hash == "sha256:v1" and manifest.stage == "evaluate"
     assert manifest.record["code_version"].startswith("nextpage ")
+    # the builds a figure may depend on, down to the last bits of a model's weights
+    import pandas as pd
+    import torch
+
+    libraries = manifest.record["libraries"]
+    assert libraries["torch"] == torch.__version__ and libraries["pandas"] == pd.__version__
+    assert set(libraries) == {
+        "python",
+        "torch",
+        "numpy",
+        "pandas",
+        "gymnasium",
+        "stable-baselines3",
+    }
     assert sorted(p.name for p in out.iterdir()) == [
         "charts",
         MANIFEST,
