@@ -283,12 +283,13 @@ def _introduce(cfg: DictConfig) -> None:
     from envs.training import resolve_device
 
     device = resolve_device(str(cfg.device))
+    jobs = resolve_jobs(cfg.jobs)
+    # each piece runs on one torch thread, in a worker or here (scripts/parallel.py)
+    pieces = f"one torch thread per piece, {jobs} piece{'s' * (jobs != 1)} at a time"
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        where = f"{device} ({name}), {torch.get_num_threads()} CPU threads beside it"
+        where = f"{device} ({torch.cuda.get_device_name(device)}), {pieces}"
     else:
-        threads = torch.get_num_threads()
-        where = f"cpu ({threads} torch thread{'s' * (threads != 1)})"
+        where = f"cpu ({pieces})"
     print(f"NextPage main job: {cfg.experiment_name} -> {show_path(cfg.out_dir)}", flush=True)
     print(f"device: {where}")
     print(f"click model: {describe_click_model(cfg.env.click_model, cfg.env.click_params)}")

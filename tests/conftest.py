@@ -63,9 +63,7 @@ def _one_torch_thread():
     """One intra-op torch thread for the test run: the tensors are small, and on a busy 2-core
     machine torch's thread pool spins against the other work (measured in a tiny pipeline run:
     142 s with two threads under load, 4.6 s with one)."""
-    import torch
+    from scripts.parallel import one_torch_thread
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield

@@ -61,19 +61,14 @@ TINY_RUN = (
 def tiny_run(out: Path, *overrides: str) -> Path:
     """A complete pipeline run folder in ``out`` (``scripts/pipeline.py``), as small as it gets
     (:data:`TINY_RUN`; seconds); ``overrides`` appended."""
-    import torch
-
+    from scripts.parallel import one_torch_thread
     from scripts.pipeline import run
 
-    threads = torch.get_num_threads()
     # one intra-op thread: on a busy 2-core machine torch's thread pool spins against the
     # other jobs, and these tensors are tiny (measured: evaluation 40 s with 2 threads, 2 s
     # with one, load average 5)
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         run(compose_cfg("pipeline", [f"out_dir={out}", *TINY_RUN, *overrides]))
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 

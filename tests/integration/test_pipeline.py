@@ -200,6 +200,9 @@ def test_cli_says_what_it_does_and_fails_on_a_truncated_agent(tmp_path: Path) ->
     ends = re.findall(r"^      (ran|reused \(up to date\)) in [\d.]+ s$", out, flags=re.M)
     assert ends == ["reused (up to date)"] * 3 + ["ran"]
     assert out.count("device: cpu") == 1
+    assert re.search(
+        r"^device: cpu \(one torch thread per piece, \d+ pieces? at a time\)$", out, re.M
+    )
     assert "click model: a shown page's odds of being chosen are multiplied by e^1 = 2.72" in out
     assert "{'boost'" not in out + second.stderr  # no raw config dicts
     # quiet mode (show_progress=false): no progress bars, no epoch lines
