@@ -99,9 +99,10 @@ class PairedComparison:
         mean_a, mean_b: Their means over ``seeds``.
         difference: The mean of ``a - b`` over ``seeds``.
         sd: The standard deviation of ``a - b`` over ``seeds``.
-        half_width: The 95 % Student-t half-width of ``difference``.
-        p_value: Two-sided, against no difference.
         ahead: Seeds on which ``a`` scores more than ``b``.
+
+    What is inferred from them (standard error, interval, p-values, bounds) is computed from
+    ``difference`` and ``sd`` when asked.
     """
 
     seeds: tuple[int, ...]
@@ -113,9 +114,17 @@ class PairedComparison:
     mean_b: float
     difference: float
     sd: float
-    half_width: float
-    p_value: float
     ahead: int
+
+    @property
+    def standard_error(self) -> float:
+        """The standard error of ``difference``."""
+        return self.sd / math.sqrt(len(self.seeds))
+
+    @property
+    def half_width(self) -> float:
+        """The 95 % Student-t half-width of ``difference`` (``n - 1`` degrees of freedom)."""
+        return student_t_quantile(0.95, len(self.seeds) - 1) * self.standard_error
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -123,9 +132,12 @@ class PairedComparison:
         return self.difference - self.half_width, self.difference + self.half_width
 
     @property
-    def standard_error(self) -> float:
-        """The standard error of ``difference``."""
-        return self.sd / math.sqrt(len(self.seeds))
+    def p_value(self) -> float:
+        """Two-sided, against no difference."""
+        se = self.standard_error
+        if se == 0:  # the same difference on every seed: certain unless it is none
+            return float(self.difference == 0)
+        return student_t_two_sided_p(self.difference / se, len(self.seeds) - 1)
 
     @property
     def lower_bound(self) -> float:
@@ -206,9 +218,6 @@ def paired_by_seed(a: dict[int, float], b: dict[int, float]) -> PairedComparison
     n = len(diffs)
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    se = sd / math.sqrt(n)
-    # se 0: the same difference on every seed, certain unless it is none
-    p = student_t_two_sided_p(mean / se, n - 1) if se > 0 else float(mean == 0)
     return PairedComparison(
         seeds=seeds,
         a=xa,
@@ -219,8 +228,6 @@ def paired_by_seed(a: dict[int, float], b: dict[int, float]) -> PairedComparison
         mean_b=sum(xb) / n,
         difference=mean,
         sd=sd,
-        half_width=student_t_quantile(0.95, n - 1) * se,
-        p_value=p,
         ahead=sum(d > 0 for d in diffs),
     )
 

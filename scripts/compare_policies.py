@@ -22,6 +22,7 @@ short is named in a warning. It writes nothing; the exit status is 1 on a bad ar
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from agents.compare import find_record, paired_by_seed, record_scores
@@ -42,7 +43,7 @@ def _margin(text: str) -> tuple[float, bool]:
         value = float(text[:-1] if relative else text)
     except ValueError:
         value = float("nan")
-    if not (value >= 0 and value != float("inf")):
+    if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(
             f"expected a margin >= 0, a score (2.5) or a share of b's mean (1.5%), got {text!r}"
         )
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             f"a non-inferior to b within {margin:.3f}{share(margin)}: p = {p:.3f}, "
             f"{verdict} at 95 %"
         )
-        needed = result.seeds_to_show_non_inferiority(margin)
         if p >= 0.05:
+            needed = result.seeds_to_show_non_inferiority(margin)
             print(
                 f"seeds to show it (80 % power): about {needed}"
                 if needed is not None

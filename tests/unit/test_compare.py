@@ -197,8 +197,8 @@ def test_the_script_tests_non_inferiority(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "one-sided 95 % lower bound of a - b: -3.686 (-18.43% of b's mean)" in out
     assert "non-inferior" not in out
-    # within 5 (t = 3 sqrt(3)) shown; within 10 % of b's mean (2: t = 0) not, and 8 seeds
-    # would not show it either, since the measured difference sits on the margin
+    # within 5 (t = 3 sqrt(3)) shown; within 10 % of b's mean (2: t = 0) not, and no number of
+    # seeds would show it, since the measured difference sits on the margin
     assert compare_policies.main([*sides, "--margin", "5"]) == 0
     out = capsys.readouterr().out
     assert "a non-inferior to b within 5.000 (25.00% of b's mean): p = 0.018, shown" in out
