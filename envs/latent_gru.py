@@ -374,10 +374,13 @@ class LatentGRUModel(VisitorModel):
         assert isinstance(net, LatentGRUNet)
         return net
 
-    def fit_prior(self, train_seqs: SessionSequences) -> None:
-        """The trunk's first-order prior, and the shared entry logits started at the training
-        split's entry frequencies."""
-        super().fit_prior(train_seqs)
+    def start_entry(self, train_seqs: SessionSequences) -> None:
+        """Start the shared entry logits at the training split's entry frequencies.
+
+        A fresh model's starting point, apart from :meth:`fit_prior` (which every stage's
+        :func:`~envs.training.train` calls to count the trunk's prior): the memory stage must
+        start from the entry logits its first stage fitted, not from the frequencies again.
+        """
         with torch.no_grad():
             entry = torch.as_tensor(np.log(entry_distribution(train_seqs)), dtype=torch.float32)
             self.latent.entry_page.copy_(entry.to(self.device))
@@ -714,6 +717,7 @@ def fit_counted_full_batch(
         )
     start = time.perf_counter()
     model.fit_prior(train_seqs)
+    model.start_entry(train_seqs)
     net.memory = False
     counted_trunk(net, True, biases)
     device = model.device
@@ -900,6 +904,7 @@ def train_in_stages(
                 biases=table_biases,
             )
         else:
+            model.start_entry(train_seqs)
             history = train(
                 model,
                 train_seqs,
@@ -973,6 +978,7 @@ def train_one_stage(
     with torch.no_grad():
         model.latent.type_move.zero_()
         model.latent.entry_type.zero_()
+    model.start_entry(train_seqs)
     counted_trunk(model.latent, False)
     model.latent.memory = True
     if identity is not None:

@@ -262,14 +262,19 @@ def test_config_and_choice_of_types() -> None:
         model.next_types([])
 
 
-def two_type_sessions(n: int, seed: int) -> tuple[SessionSequences, np.ndarray]:
+def two_type_sessions(
+    n: int, seed: int, b_enters_in_b: float = 0.0
+) -> tuple[SessionSequences, np.ndarray]:
     """Type 0 (60 %) browses group a and leaves, type 1 goes a -> b and stays in b: what the
-    page alone cannot tell (both enter on group a pages), the visit's type can."""
+    page alone cannot tell (both enter on group a pages), the visit's type can. With
+    ``b_enters_in_b`` type 1 enters on a group b page that often: the entry says who it is."""
     rng = np.random.default_rng(seed)
     out, types = [], []
     for _ in range(n):
         z = int(rng.random() < 0.4)
         page, s = int(rng.integers(0, 3)), []
+        if z == 1 and b_enters_in_b > 0 and rng.random() < b_enters_in_b:
+            page += 3
         while page != len(PAGES) and len(s) < 12:
             s.append(page)
             in_b = page >= 3
@@ -473,7 +478,7 @@ def test_a_counted_trunk_is_the_prior_and_the_memory_stage_starts_from_it() -> N
         torch.manual_seed(0)
         config = ModelConfig(embedding_dim=8, hidden_size=16, dropout=0.0)
         model = LatentGRUModel(vocab(), config, n_types=2)
-        model.fit_prior(train_s)
+        model.start_entry(train_s)
         return model
 
     # the first stage alone
@@ -503,6 +508,36 @@ def test_a_counted_trunk_is_the_prior_and_the_memory_stage_starts_from_it() -> N
     kept = min(first, stages["memory"]["best_valid_log_loss"])
     assert mean_log_loss(model, valid_s) == pytest.approx(kept, rel=1e-6)
     assert all(p.requires_grad for p in model.net.parameters())  # unfrozen after
+
+
+def test_the_memory_stage_starts_from_the_entry_its_first_stage_fitted(monkeypatch) -> None:
+    """Where the types enter by different groups, the first stage fits the shared entry logits
+    with the types' entry terms; the memory stage (whose ``train`` counts the trunk's prior
+    again) must start from that model exactly, not from the entry frequencies again, which
+    would count each type's entry preference twice and blur the types' posterior."""
+    train_s, _ = two_type_sessions(3000, 0, b_enters_in_b=0.5)
+    valid_s, _ = two_type_sessions(1000, 1, b_enters_in_b=0.5)
+    seen: dict[str, Any] = {}
+
+    def spy(model: LatentGRUModel, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if "memory" in kwargs["label"]:
+            seen["handed_over"] = model.latent.entry_log_probs().detach().clone()
+            model.fit_prior(train_s)  # what train() does first
+            seen["entry"] = model.latent.entry_log_probs().detach().clone()
+            seen["start"] = mean_log_loss(model, valid_s)
+        return train(model, *args, **kwargs)
+
+    monkeypatch.setattr("envs.latent_gru.train", spy)
+    cfg = TrainerConfig(epochs=2, batch_sessions=128, max_len=32, show_progress=False)
+    stages = train_in_stages(
+        counted_model(2), train_s, valid_s, cfg, trunk="counted", table_fit="full_batch"
+    )
+    entry = seen["entry"].exp().numpy()
+    # the types' entries differ (one enters on group b about half the time, the other never)
+    assert abs(entry[:, 3:].sum(1)[0] - entry[:, 3:].sum(1)[1]) > 0.3
+    assert torch.equal(seen["entry"], seen["handed_over"])
+    first = stages["first_order"]["best_valid_log_loss"]
+    assert seen["start"] == pytest.approx(first, rel=1e-9)
 
 
 def counted_model(k: int, seed: int = 0, **options: Any) -> LatentGRUModel:
