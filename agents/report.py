@@ -89,27 +89,43 @@ def _compared_worlds(worlds: Iterable[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def rank_agreement(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def rank_agreement(
+    records: Sequence[Mapping[str, Any]], *, exact: bool = False
+) -> dict[str, float]:
     """Kendall's tau of the policies' mean returns for each comparison of
     :func:`_compared_worlds`: a visitor model trained with another seed should rank as the
-    truth does too. Deployable policies present in both worlds; references left out."""
+    truth does too. Deployable policies present in both worlds; references left out.
+
+    With ``exact``, a policy's exact value stands in for its simulated mean wherever exact
+    policy evaluation gave one (:func:`_estimate`, what :func:`resolved_pairs` judges on), and
+    only the comparisons where some policy has one are made: the truth's own ranking, without
+    its simulation noise, where it is known.
+    """
     worlds = _deployable_by_world(records)
     out = {}
     for key, first, second in _compared_worlds(worlds):
         names = sorted(set(worlds[first]) & set(worlds[second]))
-        out[key] = kendall_tau(
-            [worlds[first][n]["mean_return"] for n in names],
-            [worlds[second][n]["mean_return"] for n in names],
-        )
+        pair = (worlds[first], worlds[second])
+        if exact:
+            if not any(_has_exact(w[n]) for w in pair for n in names):
+                continue
+            values = [[_estimate(w[n])[0] for n in names] for w in pair]
+        else:
+            values = [[w[n]["mean_return"] for n in names] for w in pair]
+        out[key] = kendall_tau(*values)
     return out
+
+
+def _has_exact(record: Mapping[str, Any]) -> bool:
+    exact = record.get("exact_return")
+    return exact is not None and math.isfinite(exact)
 
 
 def _estimate(record: Mapping[str, Any]) -> tuple[float, float]:
     """A policy's value in a world and its 95 % half-width: the exact value (no error) where
     exact policy evaluation gave one, else the simulated mean."""
-    exact = record.get("exact_return")
-    if exact is not None and math.isfinite(exact):
-        return float(exact), 0.0
+    if _has_exact(record):
+        return float(record["exact_return"]), 0.0
     return float(record["mean_return"]), float(record["ci95"])
 
 
@@ -337,13 +353,20 @@ def markdown(
             "",
         ]
         resolution = rank_resolution(records)
+        exact_taus = rank_agreement(records, exact=True)
         for world, tau in taus.items():
-            lines.append(f"- {world}: tau = {_fmt(tau)}{_resolution_note(resolution[world])}")
+            exact_tau = exact_taus.get(world, tau)
+            on_exact = f", {_fmt(exact_tau)} on the exact values" if exact_tau != tau else ""
+            lines.append(
+                f"- {world}: tau = {_fmt(tau)}{on_exact}{_resolution_note(resolution[world])}"
+            )
         lines += [
             "",
-            "A pair is *resolved* when its difference in the second world exceeds the 95 % "
-            "half-width of a difference of two independent means (exact values have none); "
-            "tau also counts the pairs that are not, whose order is a coin flip.",
+            "Tau is on the simulated means. Where exact policy evaluation gave a policy's value, "
+            "the pairs' resolution (and a second tau, where it differs) uses that instead. A pair is *resolved* "
+            "when its difference in the second world exceeds the 95 % half-width of a "
+            "difference of two independent means (exact values have none); tau also counts "
+            "the pairs that are not, whose order is a coin flip.",
             "",
         ]
     return "\n".join(lines)
@@ -427,6 +450,7 @@ def write_report(
         "context": dict(context or {}),
         "records": list(records),
         "rank_agreement": rank_agreement(records),
+        "rank_agreement_exact": rank_agreement(records, exact=True),
         "rank_resolution": rank_resolution(records),
         **dict(extra or {}),
     }

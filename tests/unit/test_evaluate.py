@@ -210,6 +210,50 @@ def test_report_names_the_pairs_the_truth_does_not_resolve(tmp_path) -> None:
     assert saved["rank_resolution"]["ground_truth"]["unresolved"] == ["dqn / ppo"]
 
 
+def test_rank_agreement_on_the_exact_values_where_the_truth_has_them(tmp_path) -> None:
+    """The markov store's case (2026-12-07): the truth's simulation has DQN 1.5 above value
+    iteration, its exact evaluation value iteration 0.08 above DQN, as the learned world has
+    them. Tau on the simulated means counts the swap; on the exact values it does not, and the
+    resolution (judged on the exact values) says the order is the same."""
+    records = [
+        rec("value_iteration", "learned", 118.9, 1.5),
+        rec("dqn", "learned", 118.1, 1.5),
+        rec("random", "learned", 32.5, 0.6),
+        rec("value_iteration", "held_out", 120.8, 1.5),
+        rec("dqn", "held_out", 121.2, 1.5),
+        rec("random", "held_out", 32.3, 0.6),
+        rec("value_iteration", "ground_truth", 115.66, 1.5, exact=115.92),
+        rec("dqn", "ground_truth", 117.12, 1.5, exact=115.84),
+        rec("random", "ground_truth", 31.51, 0.5, exact=31.50),
+    ]
+    assert rank_agreement(records) == {
+        "held_out": pytest.approx(1 / 3),
+        "ground_truth": pytest.approx(1 / 3),
+        "held_out vs ground_truth": pytest.approx(1.0),
+    }
+    # no exact values in the simulators: only the comparisons with the truth
+    assert rank_agreement(records, exact=True) == {
+        "ground_truth": pytest.approx(1.0),
+        "held_out vs ground_truth": pytest.approx(1 / 3),
+    }
+    text = markdown(records)
+    assert (
+        "- ground_truth: tau = 0.333, 1.000 on the exact values; 3 of 3 pairs resolved there, "
+        "all in the same order" in text
+    )
+    assert "- held_out: tau = 0.333; 2 of 3 pairs resolved there" in text
+    assert (
+        "- held_out vs ground_truth: tau = 1.000, 0.333 on the exact values; 3 of 3 pairs "
+        "resolved there, 1 of them in the other order (dqn / value_iteration)" in text
+    )
+    write_report(records, tmp_path, charts=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rank_agreement_exact"] == {
+        "ground_truth": pytest.approx(1.0),
+        "held_out vs ground_truth": pytest.approx(1 / 3),
+    }
+
+
 def test_beats_baselines_needs_the_difference_beyond_its_interval() -> None:
     from agents.report import beats_baselines
 
