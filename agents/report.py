@@ -362,11 +362,11 @@ def markdown(
             )
         lines += [
             "",
-            "Tau is on the simulated means. Where exact policy evaluation gave a policy's value, "
-            "the pairs' resolution (and a second tau, where it differs) uses that instead. A pair is *resolved* "
-            "when its difference in the second world exceeds the 95 % half-width of a "
-            "difference of two independent means (exact values have none); tau also counts "
-            "the pairs that are not, whose order is a coin flip.",
+            "Tau is on the simulated means. Where exact policy evaluation gave a policy's "
+            "value, the pairs' resolution (and a second tau, where it differs) uses that "
+            "instead. A pair is *resolved* when its difference in the second world exceeds the "
+            "95 % half-width of a difference of two independent means (exact values have "
+            "none); tau also counts the pairs that are not, whose order is a coin flip.",
             "",
         ]
     return "\n".join(lines)
