@@ -266,6 +266,13 @@ def read_manifest(folder: str | os.PathLike[str], stage: str | None = None) -> M
     return Manifest(folder, record, "sha256:" + hashlib.sha256(raw).hexdigest())
 
 
+def _names_to_strings(value: Any) -> bool:
+    """Whether ``value`` is a JSON object of strings to strings."""
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
 def _schema_problem(record: Any) -> str | None:
     if not isinstance(record, dict):
         return "not a JSON object"
@@ -281,15 +288,10 @@ def _schema_problem(record: Any) -> str | None:
     for key in ("config_hash", "data_fingerprint", "created_utc", "code_version"):
         if record.get(key) is not None and not isinstance(record[key], str):
             return f"{key} is not a string"
-    libraries = record.get("libraries", {})  # absent from manifests written before 2026-12-07
-    if not isinstance(libraries, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in libraries.items()
-    ):
+    # libraries: absent from manifests written before 2026-12-07
+    if not _names_to_strings(record.get("libraries", {})):
         return "libraries is not a mapping of names to versions"
-    inputs = record.get("inputs", {})
-    if not isinstance(inputs, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()
-    ):
+    if not _names_to_strings(record.get("inputs", {})):
         return "inputs is not a mapping of names to manifest digests"
     files = record.get("files")
     if not isinstance(files, dict):
@@ -547,22 +549,9 @@ class StageWriter:
                 continue
             fsync_file(path)
             files[name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-        fingerprint = self.data_fingerprint
-        if fingerprint is None and self.stage == "prepare_data":
-            fingerprint = fingerprint_files(files)
-        record = {
-            "format": FORMAT,
-            "version": VERSION,
-            "stage": self.stage,
-            "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "code_version": code_version(),
-            "libraries": library_versions(),
-            "config_hash": self.config_hash,
-            "data_fingerprint": fingerprint,
-            "inputs": self.inputs,
-            **self.extra,
-            "files": files,
-        }
+        record = _manifest_record(
+            self.stage, files, self.config_hash, self.data_fingerprint, self.inputs, self.extra
+        )
         boundary(f"{self.stage}: write {MANIFEST}")
         tmp = folder / (MANIFEST + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -633,7 +622,26 @@ def seal(
         if name == MANIFEST or any(n in path.parents for n in nested):
             continue
         files[name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-    record = {
+    inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
+    record = _manifest_record(stage, files, config_hash, data_fingerprint, inputs)
+    (folder / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return read_manifest(folder, stage)
+
+
+def _manifest_record(
+    stage: str,
+    files: dict[str, Any],
+    config_hash: str | None,
+    data_fingerprint: str | None,
+    inputs: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A manifest's content: what made the folder (code, libraries, settings, data, inputs),
+    ``extra`` and its ``files``. A prepared dataset's fingerprint, when not given, is its
+    files'."""
+    if data_fingerprint is None and stage == "prepare_data":
+        data_fingerprint = fingerprint_files(files)
+    return {
         "format": FORMAT,
         "version": VERSION,
         "stage": stage,
@@ -641,14 +649,11 @@ def seal(
         "code_version": code_version(),
         "libraries": library_versions(),
         "config_hash": config_hash,
-        "data_fingerprint": fingerprint_files(files)
-        if data_fingerprint is None and stage == "prepare_data"
-        else data_fingerprint,
-        "inputs": {k: v for k, v in (inputs or {}).items() if v is not None},
+        "data_fingerprint": data_fingerprint,
+        "inputs": inputs,
+        **(extra or {}),
         "files": files,
     }
-    (folder / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return read_manifest(folder, stage)
 
 
 def _token() -> str:
