@@ -329,9 +329,9 @@ def _build_hits(
     sid_dtype = pd.CategoricalDtype(pd.Index(pd.array(sid_text, dtype="str")))
     code_dtype = np.int32 if n_sessions < 2**31 else np.int64
     session_id = pd.Categorical.from_codes(session_of_hit.astype(code_dtype), dtype=sid_dtype)
-    page = pd.Categorical.from_codes(
-        (ids - 1).astype(np.int8), categories=pd.Index(names, dtype="str")
-    )
+    # The smallest code type that holds every category: int8 wraps above 127 names.
+    page_codes = (ids - 1).astype(np.min_scalar_type(-max(len(names), 1)))
+    page = pd.Categorical.from_codes(page_codes, categories=pd.Index(names, dtype="str"))
     start_ns = session_of_hit  # reuse the buffer: the codes above are a copy
     start_ns *= 1_000_000_000
     start_ns += origin.as_unit("ns").value

@@ -145,6 +145,17 @@ def test_two_digit_ids_tabs_and_extra_spaces(tmp_path: Path) -> None:
     assert result.dropped == {"empty_sessions": 0}
 
 
+def test_more_categories_than_a_byte_holds(tmp_path: Path) -> None:
+    # 300 names: ids above 127 once wrapped around (id 257 read as 'c1') or crashed (id 130).
+    names = [f"c{i}" for i in range(1, 301)]
+    path = write_seq(tmp_path, seq_text(["257 130", "300 1 128"], header=[" ".join(names)]))
+    result = msnbc.load(path)
+    assert result.hits["page_raw"].astype(str).tolist() == ["c257", "c130", "c300", "c1", "c128"]
+    assert result.info["category_counts"]["c257"] == 1
+    assert sum(result.info["category_counts"].values()) == 5
+    validate_hits(result.hits, source="test")
+
+
 def reference_parse(text: str) -> tuple[list[str], list[tuple[int, list[int]]]]:
     """Plain-Python reading of a .seq text: names and (line number, ids) of non-empty lines."""
     lines = text.splitlines()
