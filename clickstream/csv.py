@@ -214,6 +214,8 @@ TIMESTAMP_UNITS = ("s", "ms", "us", "ns")
 SYNTHETIC_START = pd.Timestamp("1970-01-01", tz="UTC")
 """Without timestamps, session ``i`` (order of first appearance) starts ``i`` seconds later."""
 
+BOM = "\ufeff"
+
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 _PARQUET_MAGIC = b"PAR1"
@@ -286,18 +288,21 @@ def load(
         shown = where[0] if len(where) == 1 else f"{len(where)} files"
         notice(
             f"csv: field {fld!r} read from column {col!r} ({shown}): not mapped, found under "
-            f"its usual name; map another with data.columns={fld}=<column>, or none with "
-            f"{fld}=null",
+            f"its usual name; {_remap_hint(fld)}",
             notices,
         )
     has_session = _same_structure(sources, "session_id")
     has_time = _same_structure(sources, "timestamp")
-    frames = [_parse(src, k, timestamp_unit, timestamp_format) for k, src in enumerate(sources)]
+    frames = [
+        _parse(src, k, timestamp_unit, timestamp_format, notices) for k, src in enumerate(sources)
+    ]
     df = pd.concat(frames, ignore_index=True)
     del frames
+    if has_time:
+        _refuse_mixed_zones(sources)
     hit_order = "hit_time" if has_time else None
     if order:
-        df["_order"] = _order_rank(sources, order)
+        df["_order"] = _order_rank(sources, order, notices)
         hit_order = "_order"
 
     if not has_session:
@@ -311,6 +316,10 @@ def load(
         df["visitor_id"] = visitor.where(~no_visitor, df["session_id"])
     if has_session:
         _check_one_visitor_per_session(df, sources)
+    if has_time:
+        if order:
+            _refuse_order_against_time(df, sources)
+        _note_repeated_rows(df, sources, notices)
 
     if has_time:
         df["session_start"] = df.groupby("session_id", sort=False)["hit_time"].transform("min")
@@ -477,6 +486,12 @@ def _order_columns(order_by: Sequence[str] | str | None) -> list[str]:
     return cols
 
 
+def _remap_hint(fld: str) -> str:
+    """How to map field ``fld`` to another column, or to none where the field is optional."""
+    hint = f"map another with data.columns={fld}=<column>"
+    return hint if fld == "page" else f"{hint}, or none with {fld}=null"
+
+
 def _norm_name(name: str) -> str:
     return re.sub(r"[\s_\-.]+", "", str(name)).lower()
 
@@ -496,6 +511,7 @@ class _Source:
     delimiter: str = ","
     order: pa.Table | None = None  # the order_by columns, as read
     guessed: frozenset[str] = frozenset()  # fields read from a column found by its name
+    zones: str | None = None  # the timestamps: "zoned" or "zone-less" (for mixing across files)
     _lines: list[int] | None = field(default=None, repr=False)
 
     @property
@@ -508,7 +524,7 @@ class _Source:
         if fld in self.guessed:
             message = (
                 f"{message} (the column was not mapped, only found under its usual name: "
-                f"map another with data.columns={fld}=<column>, or none with {fld}=null)"
+                f"{_remap_hint(fld)})"
             )
         if record is None:
             return DataError(message, file=str(self.file), column=column)
@@ -517,6 +533,12 @@ class _Source:
         if not self.is_csv:
             return DataError(message, file=str(self.file), row=record, column=column)
         return DataError(message, file=str(self.file), line=self.line_of(record), column=column)
+
+    def where(self, record: int) -> str:
+        """Where data record ``record`` (0-based) is, for a notice: ``file, line N``."""
+        if self.is_csv:
+            return f"{self.file}, line {self.line_of(record)}"
+        return f"{self.file}, row {record}"
 
     def line_of(self, record: int) -> int:
         """1-based line where data record ``record`` starts (only computed on an error)."""
@@ -677,9 +699,10 @@ def _read_csv(
     header, header_line = _header(text, delimiter, file)
     used = _resolve_columns(header, given, order, file, header_line, guessed)
     needed = sorted(set(used.values()) | set(order))
+    data = text.encode("utf-8")
     try:
         table = pa_csv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            io.BytesIO(data),
             parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
             convert_options=pa_csv.ConvertOptions(
                 column_types={c: pa.string() for c in needed},
@@ -695,9 +718,10 @@ def _read_csv(
             line, message = problem
             raise DataError(message, file=str(file), line=line) from None
         raise DataError(f"cannot parse as CSV: {exc}", file=str(file)) from None
-    if text.count('"') % 2:
-        # Arrow reads a quote left open as a field running to the end of the file, swallowing
-        # the rows after it; an odd number of quotes is the cheap sign to look closer.
+    if text.count('"') % 2 or table.num_rows + 1 != _non_empty_lines(data):
+        # Arrow reads a quote left open as a field running on over the next lines (to the end
+        # of the file, or to the next stray quote), swallowing the rows in between. A record
+        # spanning lines is the cheap sign to look closer: legitimate quoted line breaks pass.
         _, problem = _record_lines(text, delimiter, n_fields=len(header), strict=True)
         if problem is not None:
             raise DataError(problem[1], file=str(file), line=problem[0])
@@ -716,6 +740,18 @@ def _read_csv(
         delimiter,
         order=_order_table(table, order),
     )
+
+
+def _non_empty_lines(data: bytes) -> int:
+    """Lines holding anything in UTF-8 text, whatever the line ends (LF, CRLF or CR)."""
+    if not data:
+        return 0
+    if b"\r" not in data and b"\n\n" not in data and not data.startswith(b"\n"):
+        return data.count(b"\n") + (not data.endswith(b"\n"))  # no blank lines: every line
+    codes = np.frombuffer(data, dtype=np.uint8)
+    is_end = (codes == 10) | (codes == 13)
+    starts = ~is_end[1:] & is_end[:-1]  # a character right after a line end
+    return int(starts.sum()) + int(not is_end[0])
 
 
 def _sniff(text: str, file: Path) -> str:
@@ -746,7 +782,7 @@ def _decode(data: bytes, encoding: str, file: Path) -> str:
             file=str(file),
             line=data.count(b"\n", 0, exc.start) + 1,
         ) from None
-    return text.removeprefix("\ufeff")  # a byte order mark would stick to the first name
+    return text.removeprefix(BOM)  # a byte order mark would stick to the first name
 
 
 def _header(text: str, delimiter: str, file: Path) -> tuple[list[str], int]:
@@ -799,6 +835,12 @@ def _record_lines(
     except stdlib_csv.Error as exc:
         if "unexpected end of data" in str(exc):
             return starts, (previous + 1, "a quoted field is never closed (no matching '\"')")
+        if "expected after" in str(exc):  # strict: text right after a closing quote
+            return starts, (
+                previous + 1,
+                f"a quoted field is followed by text ({exc}): a quote left open here ran on "
+                "to a later quote?",
+            )
         return starts, (previous + 1, f"cannot parse the record: {exc}")
     return starts, None
 
@@ -904,7 +946,8 @@ def _check_repeated_header(src: _Source) -> None:
     """Refuse records that repeat the header (files concatenated with their headers): every
     text column read holds its own column name."""
     checks = [
-        pc.equal(pc.utf8_trim_whitespace(src.table.column(fld)), col)
+        # A byte order mark sticks to a repeated header when files are joined with `cat`.
+        pc.equal(pc.utf8_trim_whitespace(pc.replace_substring(src.table.column(fld), BOM, "")), col)
         for fld, col in src.columns.items()
         if pa.types.is_string(src.table.column(fld).type)
     ]
@@ -944,11 +987,12 @@ def _same_structure(sources: list[_Source], fld: str) -> bool:
     return bool(has[0])
 
 
-def _order_rank(sources: list[_Source], order: list[str]) -> np.ndarray:
+def _order_rank(sources: list[_Source], order: list[str], notices: list[str]) -> np.ndarray:
     """Global rank of every row by the ``order_by`` keys (then file, then row), shape ``(N,)``.
 
     Each key column is compared as numbers when every value is one, else as ISO timestamps
-    when every value is one, else as text; an empty key is an error.
+    when every value is one, else as text, with a notice; an empty key is an error, and so are
+    dates in another format (``31/12/2016``), which as text would sort by day.
     """
     keys = []
     for col in order:
@@ -969,7 +1013,10 @@ def _order_rank(sources: list[_Source], order: list[str]) -> np.ndarray:
                 ) from None
             parts.append(pd.Series(arr.to_pandas()))
         values = pd.concat(parts, ignore_index=True)
-        keys.append(_comparable(values))
+        key = _comparable(values)
+        if key is None:
+            key = _text_order(values, col, sources, notices)
+        keys.append(key)
     n = len(keys[0])
     keys.append(np.arange(n))  # file order breaks ties: files are concatenated in order
     order_idx = np.lexsort(tuple(reversed(keys)))
@@ -978,8 +1025,8 @@ def _order_rank(sources: list[_Source], order: list[str]) -> np.ndarray:
     return rank
 
 
-def _comparable(values: pd.Series) -> np.ndarray:
-    """Sort keys for one ``order_by`` column: numbers, else timestamps, else text codes."""
+def _comparable(values: pd.Series) -> np.ndarray | None:
+    """Sort keys for one ``order_by`` column: numbers, else timestamps, else ``None`` (text)."""
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.to_numpy(np.float64)
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
@@ -991,24 +1038,98 @@ def _comparable(values: pd.Series) -> np.ndarray:
     times = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     if times.notna().all():
         return times.to_numpy("datetime64[ns]").view(np.int64)
+    return None
+
+
+_OTHER_DATE = re.compile(r"^\s*\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}\b")
+"""A date written day or month first (``31/12/2016``, ``12.31.2016``), or ISO-like but invalid."""
+
+
+def _text_order(
+    values: pd.Series, col: str, sources: list[_Source], notices: list[str]
+) -> np.ndarray:
+    """Sort keys of an ``order_by`` column compared as text, said in a notice; dates in a
+    format other than ISO 8601 are refused (as text ``31/12/2016`` sorts after ``01/08/2017``)."""
+    text = values.astype("str").str.strip()
+    numeric = pd.to_numeric(text, errors="coerce").notna()
+    iso = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce").notna()
+    dates = text.str.match(_OTHER_DATE).to_numpy() & ~iso.to_numpy()
+    if dates.any():
+        src, record = _locate(sources, int(np.flatnonzero(dates)[0]))
+        raise src.error(
+            f"data.order_by column {col!r} holds a date that is not ISO 8601 "
+            f"({text.iat[int(np.flatnonzero(dates)[0])]!r}): compared as text, dates would "
+            "sort by their first digits, not in time; write them as YYYY-MM-DD (or order by "
+            "a timestamp column read with data.timestamp_format)",
+            record,
+            col,
+        )
+    i = int(np.flatnonzero(~(numeric | iso).to_numpy())[0])
+    src, record = _locate(sources, i)
+    notice(
+        f"csv: data.order_by column {col!r} is compared as text: not every value is a number "
+        f"or an ISO 8601 time ({text.iat[i]!r} at {src.where(record)}), so '10' sorts before "
+        "'9'",
+        notices,
+    )
     return pd.factorize(text, sort=True)[0]
+
+
+def _locate(sources: list[_Source], i: int) -> tuple[_Source, int]:
+    """The file and record of row ``i`` of the files' rows concatenated in order."""
+    for src in sources:
+        if i < src.table.num_rows:
+            return src, i
+        i -= src.table.num_rows
+    raise IndexError(i)
+
+
+def _refuse_order_against_time(df: pd.DataFrame, sources: list[_Source]) -> None:
+    """Refuse ``order_by`` keys that put a page view before an earlier one of its session:
+    time on page would come out negative."""
+    by_order = df.sort_values(["session_id", "_order"], kind="stable")
+    times = by_order["hit_time"].to_numpy("datetime64[ns]")
+    same = by_order["session_id"].to_numpy()[1:] == by_order["session_id"].to_numpy()[:-1]
+    back = np.flatnonzero(same & (times[1:] < times[:-1]))
+    if len(back):
+        k = int(back[0])
+        before, after = by_order.iloc[k], by_order.iloc[k + 1]
+        src = sources[int(after["_part"])]
+        earlier = sources[int(before["_part"])].where(int(before["_record"]))
+        raise src.error(
+            f"data.order_by puts this page view of session {after['session_id']!r} after the "
+            f"one at {earlier}, but its timestamp is earlier ({after['hit_time']} < "
+            f"{before['hit_time']}): the order and the times disagree; leave data.order_by "
+            "out to order by time, or fix the times",
+            int(after["_record"]),
+            "timestamp",
+        )
 
 
 # --------------------------------------------------------------------------- parsing
 
 
 def _parse(
-    src: _Source, part: int, timestamp_unit: str | None, timestamp_format: str | None
+    src: _Source,
+    part: int,
+    timestamp_unit: str | None,
+    timestamp_format: str | None,
+    notices: list[str],
 ) -> pd.DataFrame:
     """The page views of one file as typed columns (raw hits' names), checked row by row."""
     n = src.table.num_rows
     absent = pd.Series([None] * n, dtype="str")
     out: dict[str, object] = {
-        "page_raw": _text(src, "page", required="empty page value: a page view needs a page")
+        "page_raw": _text(
+            src, "page", required="empty page value: a page view needs a page", key=True
+        )
     }
     for fld in ("session_id", "visitor_id"):
         why = f"empty {fld.replace('_', ' ')}"
-        out[fld] = _text(src, fld, required=why) if fld in src.columns else absent
+        if fld in src.columns:
+            out[fld] = _text(src, fld, required=why, key=True, notices=notices)
+        else:
+            out[fld] = absent
     for fld in ("page_title", "content_group"):
         out[fld] = _text(src, fld, required=None) if fld in src.columns else absent
     if "timestamp" in src.columns:
@@ -1049,8 +1170,20 @@ def _parse(
     return pd.DataFrame(out)
 
 
-def _text(src: _Source, fld: str, required: str | None) -> pd.Series:
-    """Field ``fld`` as strings; empty cells are missing, an error if ``required`` says why."""
+def _text(
+    src: _Source,
+    fld: str,
+    required: str | None,
+    key: bool = False,
+    notices: list[str] | None = None,
+) -> pd.Series:
+    """Field ``fld`` as strings; empty cells are missing, an error if ``required`` says why.
+
+    A ``key`` (an id or a page) holding a line break or a byte order mark is refused: the trace
+    of a quote left open (the field ran on over the next rows) or of files joined with ``cat``.
+    Given ``notices``, the key is read without the spaces around it (``" s1"`` and ``"s1"``
+    name one session: the spaces are the export's layout), saying so.
+    """
     arr = src.table.column(fld)
     if not pa.types.is_string(arr.type):
         try:
@@ -1060,10 +1193,38 @@ def _text(src: _Source, fld: str, required: str | None) -> pd.Series:
     missing = _missing(arr)
     if required is not None and missing.any():
         raise src.error(required, int(np.flatnonzero(missing)[0]), fld)
+    if key:
+        broken = _where_true(pc.match_substring_regex(arr, "[\r\n\ufeff]"))
+        if broken.any():
+            i = int(np.flatnonzero(broken)[0])
+            raise src.error(
+                f"{fld.replace('_', ' ')} {arr[i].as_py()!r} holds a line break or a byte order "
+                "mark: a quote left open (the field ran on over the next rows), or files joined "
+                "with their byte order marks?",
+                i,
+                fld,
+            )
+    if notices is not None:
+        trimmed = pc.utf8_trim_whitespace(arr)
+        changed = _where_true(pc.not_equal(trimmed, arr))
+        if changed.any():
+            i = int(np.flatnonzero(changed)[0])
+            notice(
+                f"csv: {int(changed.sum())} {fld.replace('_', ' ')} value(s) had spaces around "
+                f"them, read without ({arr[i].as_py()!r} as {trimmed[i].as_py()!r} at "
+                f"{src.where(i)})",
+                notices,
+            )
+            arr = trimmed
     s = arr.to_pandas()
     if missing.any():
         s = s.where(~missing)  # blank titles are unknown, not a title
     return s.astype("str")
+
+
+def _where_true(mask: pa.ChunkedArray) -> np.ndarray:
+    """A boolean Arrow array as numpy, nulls as ``False``."""
+    return mask.fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
 
 
 def _missing(arr: pa.ChunkedArray) -> np.ndarray:
@@ -1131,6 +1292,7 @@ def _times(src: _Source, unit: str | None, fmt: str | None) -> pd.Series:
         if pa.types.is_date(t):
             arr = arr.cast(pa.timestamp("s"))
         times = pd.Series(arr.to_pandas())
+        src.zones = "zone-less" if times.dt.tz is None else "zoned"
         times = times.dt.tz_localize("UTC") if times.dt.tz is None else times.dt.tz_convert("UTC")
         shown = times.to_numpy()
     elif pa.types.is_integer(t) or pa.types.is_floating(t):
@@ -1165,7 +1327,85 @@ def _times(src: _Source, unit: str | None, fmt: str | None) -> pd.Series:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise src.error(_time_message(shown[i], unit, fmt), i, "timestamp")
+    if pa.types.is_string(t) and unit is None and fmt is None:
+        _zones_of_text(src, arr)
     return times.astype("datetime64[ns, UTC]").reset_index(drop=True)
+
+
+_ZONE = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+"""An ISO 8601 time of day followed by its zone (``10:00:00Z``, ``10:00+02:00``)."""
+
+
+def _zones_of_text(src: _Source, arr: pa.ChunkedArray) -> None:
+    """Set ``src.zones``; refuse times with a zone and without in one file (those without
+    would be read as UTC, silently shifting them against the others)."""
+    text = pc.utf8_trim_whitespace(arr)
+    zoned = _where_true(pc.match_substring_regex(text, _ZONE))
+    if zoned.all() or not zoned.any():
+        src.zones = "zoned" if zoned.all() else "zone-less"
+        return
+    i = int(np.flatnonzero(~zoned)[0])
+    j = int(np.flatnonzero(zoned)[0])
+    raise src.error(
+        f"timestamp {text[i].as_py()!r} has no time zone, but {text[j].as_py()!r} at "
+        f"{src.where(j)} has one: a time without a zone would be read as UTC; give every "
+        "time its zone (or none)",
+        i,
+        "timestamp",
+    )
+
+
+def _refuse_mixed_zones(sources: list[_Source]) -> None:
+    """Refuse files whose timestamps have zones beside files whose timestamps have none."""
+    kinds = {src.zones: src for src in sources if src.zones is not None}
+    if len(kinds) > 1:
+        raise DataError(
+            f"this file's timestamps have no time zone, but those of {kinds['zoned'].file} "
+            "have one: times without a zone would be read as UTC; give every time its zone "
+            "(or none)",
+            file=str(kinds["zone-less"].file),
+            column=kinds["zone-less"].columns.get("timestamp"),
+        )
+
+
+_REPEAT_KEYS = (
+    "session_id",
+    "visitor_id",
+    "hit_time",
+    "page_raw",
+    "revenue",
+    "value",
+    "time_on_page_s",
+    "is_transaction",
+)
+"""A page view equal to another in all of these is a repeated row."""
+
+
+def _note_repeated_rows(df: pd.DataFrame, sources: list[_Source], notices: list[str]) -> None:
+    """Say how many page views repeat another exactly (same session, time, page, revenue):
+    kept, since a page can be viewed twice in one second, but a doubled export doubles its
+    revenue."""
+    # Hashing three columns first is three times faster than all eight, and finds no
+    # candidates in an export without repeats.
+    candidates = df.duplicated(subset=["session_id", "hit_time", "page_raw"], keep=False)
+    if not candidates.any():
+        return
+    repeated = np.zeros(len(df), dtype=bool)
+    repeated[np.flatnonzero(candidates.to_numpy())] = (
+        df[candidates].duplicated(subset=list(_REPEAT_KEYS), keep="first").to_numpy()
+    )
+    if not repeated.any():
+        return
+    i = int(np.flatnonzero(repeated)[0])
+    src = sources[int(df["_part"].iat[i])]
+    revenue = float(df["revenue"].to_numpy()[repeated].sum())
+    paid = f", with revenue {revenue:.2f}" if revenue > 0 else ""
+    notice(
+        f"csv: {int(repeated.sum())} page view(s) repeat an earlier row exactly (same "
+        f"session, time, page and revenue; the first at {src.where(int(df['_record'].iat[i]))})"
+        f"{paid}: kept and counted; if the export doubled rows, remove the copies",
+        notices,
+    )
 
 
 def _no_missing_time(src: _Source, missing: np.ndarray) -> None:

@@ -35,7 +35,8 @@ def resolve_inputs(spec: PathSpec, patterns: Sequence[str] = ("*",)) -> list[Pat
         patterns: Filename globs used for folders, e.g. ``("*.parquet", "*.json")``.
 
     Raises:
-        ClickstreamError: Nothing matches, or a named file is empty.
+        ClickstreamError: Nothing matches, a named file is empty, or a file would be read
+            twice (named twice, through a link, or beside its compressed copy).
     """
     items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
     if not items:
@@ -63,7 +64,43 @@ def resolve_inputs(spec: PathSpec, patterns: Sequence[str] = ("*",)) -> list[Pat
     for f in files:
         if f.stat().st_size == 0:
             raise DataError("file is empty", file=str(f))
+    _refuse_repeated_files(files)
     return files
+
+
+COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
+"""Suffixes that name a compressed copy of the file without them (``views.csv.gz``)."""
+
+
+def _refuse_repeated_files(files: list[Path]) -> None:
+    """Refuse a file read twice: named twice (or through a link), or beside its own compressed
+    copy (``views.csv`` and ``views.csv.gz``). Either would count every page view twice."""
+    seen: dict[Path, Path] = {}
+    stems: dict[Path, Path] = {}
+    for f in files:
+        real = f.resolve()
+        if real in seen:
+            raise DataError(
+                f"the same file is given twice (also as {seen[real]}): its page views would "
+                "count twice",
+                file=str(f),
+            )
+        seen[real] = f
+        stem = real.with_name(_without_compression(real.name))
+        if stem in stems:
+            raise DataError(
+                f"this file and {stems[stem]} are the same data, compressed and not (or "
+                "compressed two ways): its page views would count twice; keep one of them",
+                file=str(f),
+            )
+        stems[stem] = f
+
+
+def _without_compression(name: str) -> str:
+    for suffix in COMPRESSION_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 GZIP_MAGIC = b"\x1f\x8b"

@@ -252,6 +252,24 @@ def test_folder_glob_list_and_gzip(tmp_path: Path) -> None:
     )
 
 
+def test_a_file_read_twice_is_refused(tmp_path: Path) -> None:
+    """Named twice, through a link, or beside its compressed copy: every view would count
+    twice (the audit's folder of views.csv and views.csv.gz gave 60 sessions for 30)."""
+    text = "session_id,page,revenue\na,/x,\na,/buy,100\n"
+    plain = write(tmp_path, text, "views.csv")
+    assert csv_loader.load(plain).info["revenue"] == 100.0
+    msg = error_of([plain, tmp_path / "." / "views.csv"])
+    assert "given twice" in msg and "views.csv" in msg
+    link = tmp_path / "link.csv"
+    link.symlink_to(plain)
+    msg = error_of([plain, link])
+    assert "link.csv" in msg and "given twice (also as" in msg
+    link.unlink()
+    write(tmp_path, gzip.compress(text.encode()), "views.csv.gz")
+    msg = error_of(tmp_path)
+    assert "views.csv.gz" in msg and "compressed and not" in msg
+
+
 def test_mixed_csv_and_parquet_folder(tmp_path: Path) -> None:
     write(tmp_path, WITH_SESSIONS.replace("s1", "t1").replace("s2", "t2"), "a.csv")
     _typed_table().to_parquet(tmp_path / "b.parquet", index=False)
@@ -281,7 +299,7 @@ def test_missing_mapped_column_names_field_column_and_file_columns(tmp_path: Pat
     assert res.hits["page_raw"].tolist() == ["/x"]
     assert res.notices == [
         "csv: field 'page' read from column 'url' (hits.csv): not mapped, found under its usual "
-        "name; map another with data.columns=page=<column>, or none with page=null"
+        "name; map another with data.columns=page=<column>"  # not page=null: a page is needed
     ]
     msg = error_of(write(tmp_path, "sid,address\na,/x\n"), columns={"session_id": "sid"})
     assert "no page column: map one with data.columns=page=<column>" in msg
@@ -439,6 +457,92 @@ def test_unclosed_quote_does_not_swallow_the_rest(tmp_path: Path) -> None:
     # A quote inside an unquoted field is text, not an error.
     hits = csv_loader.load(write(tmp_path, 'session_id,page\na,/tv-32"\n')).hits
     assert hits["page_raw"].tolist() == ['/tv-32"']
+
+
+def test_a_quote_left_open_up_to_a_later_quote_swallows_nothing(tmp_path: Path) -> None:
+    # An even number of quotes: the field opened on line 2 ran on to the stray quote on
+    # line 4, taking session s2 with it (2 sessions and a page '/home\ns1,/shop\ns2,/xy').
+    text = 'session_id,page\ns1,"/home\ns1,/shop\ns2,/x"y\ns3,/z\ns3,/w\n'
+    msg = error_of(write(tmp_path, text))
+    assert "hits.csv, line 2" in msg and "a quoted field is followed by text" in msg
+    # ... and when the field closes at a line end, the page itself gives it away.
+    msg = error_of(write(tmp_path, 'session_id,page\ns1,"/home\ns2,"\ns3,/z\n'))
+    assert "hits.csv, line 2, column 'page'" in msg and "holds a line break" in msg
+    # Quoted line breaks where they belong (a title) still load.
+    text = 'session_id,page,page_title\ns1,/a,"two\nlines"\ns1,/b,t\n'
+    assert csv_loader.load(write(tmp_path, text)).info["page_views"] == 2
+
+
+def test_a_header_repeated_with_its_byte_order_mark_is_refused(tmp_path: Path) -> None:
+    bom = "\ufeff"
+    text = f"{bom}session_id,page\ns1,/home\n{bom}session_id,page\ns2,/cart\n"  # cat a.csv b.csv
+    msg = error_of(write(tmp_path, text))
+    assert "hits.csv, line 3" in msg and "repeats the header" in msg
+    msg = error_of(write(tmp_path, f"session_id,page\ns1,/home\n{bom}s2,/cart\n"))
+    assert "hits.csv, line 3, column 'session_id'" in msg and "byte order mark" in msg
+
+
+def test_spaces_around_ids_are_read_without_and_said(tmp_path: Path) -> None:
+    text = "session_id,page\ns1,/home\ns1 ,/shop\n s1,/cart\nS1,/x\n"
+    res = csv_loader.load(write(tmp_path, text))
+    assert sessions(res.hits) == {"s1": ["/home", "/shop", "/cart"], "S1": ["/x"]}
+    assert res.notices[-1:] == [
+        f"csv: 2 session id value(s) had spaces around them, read without ('s1 ' as 's1' at "
+        f"{tmp_path / 'hits.csv'}, line 3)"
+    ]
+
+
+def test_times_with_and_without_a_zone_are_refused(tmp_path: Path) -> None:
+    text = "session_id,timestamp,page\ns1,2017-08-01T10:00:00+02:00,/a\ns1,2017-08-01 10:45:00,/b\n"
+    msg = error_of(write(tmp_path, text))
+    assert "hits.csv, line 3, column 'timestamp'" in msg
+    assert "'2017-08-01 10:45:00' has no time zone" in msg and "line 2 has one" in msg
+    # Across files too: one file's times carry zones, the other's do not.
+    a = write(tmp_path, "session_id,timestamp,page\ns1,2017-08-01T10:00:00Z,/a\n", "a.csv")
+    b = write(tmp_path, "session_id,timestamp,page\ns2,2017-08-01T10:00:00,/a\n", "b.csv")
+    msg = error_of([a, b])
+    assert str(b) in msg and "no time zone" in msg and str(a) in msg
+    # All without (read as UTC) or all with: fine; a date alone has no zone.
+    assert csv_loader.load(b).hits["hit_time"].iat[0] == pd.Timestamp("2017-08-01T10:00Z")
+    dates = write(tmp_path, "session_id,timestamp,page\ns1,2017-08-01,/a\ns1,2017-08-02,/b\n")
+    assert csv_loader.load(dates).info["page_views"] == 2
+
+
+def test_order_by_dates_not_in_iso_are_refused_and_text_keys_said(tmp_path: Path) -> None:
+    text = "sid;item;day;frame\n1;100;02/07/2017;5\n2;200;01/08/2017;1\n4;400;31/12/2016;1\n"
+    path = write(tmp_path, text)
+    cols = "session=sid,page=item"
+    msg = error_of(path, columns=cols, order_by="day,frame")
+    assert "hits.csv, line 2, column 'day'" in msg and "'02/07/2017'" in msg
+    assert "not ISO 8601" in msg
+    res = csv_loader.load(
+        write(tmp_path, "sid,item,k\n1,/a,b10\n1,/b,b9\n"), columns=cols, order_by="k"
+    )
+    assert sessions(res.hits) == {"1": ["/a", "/b"]}  # as text 'b10' < 'b9'
+    assert any("order_by column 'k' is compared as text" in n and "'b10'" in n for n in res.notices)
+
+
+def test_order_by_against_the_timestamps_is_refused(tmp_path: Path) -> None:
+    text = (
+        "session_id,timestamp,seq,page\ns,2017-08-01T10:00:00Z,2,/a\ns,2017-08-01T10:05:00Z,1,/b\n"
+    )
+    msg = error_of(write(tmp_path, text), order_by="seq")
+    assert "hits.csv, line 2, column 'timestamp'" in msg and "order and the times disagree" in msg
+    assert "hits.csv, line 3" in msg  # the page view it was put after
+
+
+def test_repeated_rows_are_counted_and_said(tmp_path: Path) -> None:
+    text = (
+        "session_id,timestamp,page,revenue\ns1,2017-08-01T10:00:00Z,/home,\n"
+        "s1,2017-08-01T10:01:00Z,/thanks,100\ns1,2017-08-01T10:01:00Z,/thanks,100\n"
+    )
+    res = csv_loader.load(write(tmp_path, text))
+    assert res.info["revenue"] == 200.0 and res.info["page_views"] == 3  # kept: said, not guessed
+    assert res.notices[-1:] == [
+        "csv: 1 page view(s) repeat an earlier row exactly (same session, time, page and "
+        f"revenue; the first at {tmp_path / 'hits.csv'}, line 4), with revenue 100.00: kept and "
+        "counted; if the export doubled rows, remove the copies"
+    ]
 
 
 def test_one_visitor_per_session(tmp_path: Path) -> None:
