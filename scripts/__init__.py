@@ -35,9 +35,10 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-HYDRA_QUOTED_KEYS = ("data.columns", "data.order_by", "data.delimiter")
+HYDRA_QUOTED_KEYS = ("data.columns", "data.order_by", "data.delimiter", "data.path")
 """Overrides whose natural spelling Hydra's grammar cannot read: ``=`` inside a value
-(``data.columns=session=sid,page=item``), a bare ``;`` or a comma list without brackets."""
+(``data.columns=session=sid,page=item``, a Hive-style folder ``exports/dt=2017-08-01``), a bare
+``;``, a comma list without brackets, or a space (``"my exports/views, aug.csv"``)."""
 
 
 def hydra_argv(argv: list[str]) -> list[str]:

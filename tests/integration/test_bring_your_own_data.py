@@ -137,6 +137,10 @@ def test_hydra_argv_reads_the_forms_users_type() -> None:
     assert cfg.data.loader.columns == "session=sid,page=item,time=ts"
     cfg = compose_cfg("prepare_data", ["data=csv", "data.path=x", *hydra_argv(args[3:4])])
     assert cfg.data.loader.order_by == "eventdate,timeframe"
+    # Paths Hydra's grammar cannot read as typed: a Hive-style folder, spaces and a comma.
+    for path in ("lake/dt=2017-08-01/part.csv", "my exports/views, aug.csv"):
+        cfg = compose_cfg("prepare_data", ["data=csv", *hydra_argv([f"data.path={path}"])])
+        assert cfg.data.path == path
 
 
 @pytest.fixture
