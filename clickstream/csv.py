@@ -401,7 +401,9 @@ def parse_columns(columns: Mapping[str, Any] | str | os.PathLike[str] | None) ->
             if not sep or not name.strip():
                 raise ConfigError(
                     f"data.columns: cannot read {part!r}: expected field=column, e.g. "
-                    "data.columns=session=sid,page=item,time=ts"
+                    "data.columns=session=sid,page=item,time=ts (spaces and commas separate "
+                    "the pairs: for a column named with them use a YAML file, "
+                    "data.columns=columns.yaml, or data.columns='{page: \"Page URL\"}')"
                 )
             value = col.strip()
             pairs[name.strip()] = None if value.lower() in ("", "null", "none", "~") else value

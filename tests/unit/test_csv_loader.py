@@ -673,6 +673,8 @@ def test_column_map_as_one_string_a_yaml_file_or_aliases(tmp_path: Path) -> None
         np.testing.assert_array_equal(res.hits["value"].to_numpy(), [9.5, np.nan])
         assert res.notices == [] and res.info["value_column"] == "price"
     assert "cannot read 'sid'" in error_of(path, columns="session=sid,sid")
+    msg = error_of(path, columns="page=Page URL")  # a name with a space: the mapping form
+    assert "cannot read 'URL'" in msg and "data.columns='{page: \"Page URL\"}'" in msg
     assert "unknown field(s) ['colour']" in error_of(path, columns="colour=sid")
     assert "names the field 'page' twice" in error_of(path, columns="page=item,item=item")
     assert "cannot read the column map" in error_of(path, columns=str(tmp_path / "no.yaml"))
