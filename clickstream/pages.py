@@ -11,7 +11,9 @@ precomposed letter are one page.
   (``title``; the study used ``hits.page.pageTitle`` as its states) or the value as exported
   (``raw``: item ids, category names; nothing but NFC and trimming).
 * **Normalisation** of a path or URL: strip scheme, host, query string (except parameters named
-  in ``keep_query_params``) and fragment; lowercase; collapse repeated slashes; drop a trailing
+  in ``keep_query_params``), fragment and session tokens carried as path parameters
+  (``;jsessionid=...``, ``;phpsessid=...``: one per visit, they would make every visit's pages
+  new pages); lowercase; collapse repeated slashes; drop a trailing
   slash; replace id-like segments (numbers, long hex, UUIDs) by ``:id`` (``/product/123`` and
   ``/product/456`` are one template), except where the id is the whole page (``12345`` or
   ``/12345``: an item log's item id; collapsing it would merge every page); then the extra
@@ -70,6 +72,9 @@ ID_SEGMENT = re.compile(
     r"^(?:\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|(?=[0-9a-f]*\d)[0-9a-f]{12,})$"
 )
 """Segments that identify one record rather than a page: numbers, UUIDs, hex ids of 12+ chars."""
+
+SESSION_TOKEN = re.compile(r";(?:jsessionid|phpsessid)=[^/;]*", re.IGNORECASE)
+"""A server's session token as a path parameter (``/cart;jsessionid=0A1B2C``)."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,7 @@ def normalise_path(raw: str, cfg: PageConfig) -> str:
         path, query = _url_path_and_query(text if "://" in text else "//" + text)
     else:  # a path: a leading "//" is a doubled slash, not a host
         path, _, query = text.split("#", 1)[0].partition("?")
-    path = path.strip() or "/"
+    path = SESSION_TOKEN.sub("", path).strip() or "/"
     if cfg.lowercase:
         path = path.lower()
     path = re.sub(r"/{2,}", "/", path)

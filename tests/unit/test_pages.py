@@ -54,6 +54,10 @@ def raw_hits(
         ("/bags?colour=red", "/bags"),
         ("/bags#reviews", "/bags"),
         ("/bags?x=1#frag", "/bags"),
+        # session tokens as path parameters: one per visit, never part of the page
+        ("/cart;jsessionid=0A1B2C3D4E?step=2", "/cart"),
+        ("/shop;JSESSIONID=ab12/item;x=1", "/shop/item;x=1"),
+        ("https://shop.example.com/a;phpsessid=9f8e7d/", "/a"),
         # lowercase, trailing slash, repeated slashes, surrounding whitespace
         ("/Google+Redesign/Apparel/", "/google+redesign/apparel"),
         ("//a///b//", "/a/b"),
