@@ -30,6 +30,26 @@ What the hits table takes from the export:
   hits carry 8,902.00 USD, the session totals 8,890.00, differing in two sessions); both are
   reported in ``LoadResult.info``.
 
+**Repeated, overlapping and disordered records.** BigQuery exports occasionally hold a session
+record twice, and overlapping exports (a date range exported twice) repeat records.
+A record equal to one already read (same ``fullVisitorId``, ``visitId`` and ``visitStartTime``
+and the same hits: every hit field the loader reads, EVENT hits included) is read once; the
+copies are dropped, counted and noticed. Other records of one session are the parts of a
+session that GA360 split at midnight: parts from different files stay apart (each its own
+session, counted in ``info["sessions_split_across_files"]``). Parts that overlap are an error
+naming the session, the hit number and the file(s), never concatenated: two records of one
+session in one file holding the same hit number (their hits would interleave), or two in
+different files holding the same hit (same hit number at the same time). GA numbers a
+session's hits in time order, so a page view's time must not decrease with ``hitNumber`` (its
+time on page would be negative): an error naming the session and both hits. A flat table has
+no records: a row equal in every column to an earlier row is dropped, counted and noticed.
+
+``LoadResult.dropped`` keys: ``sessions_without_page_views`` (records left without a page view:
+no PAGE hit, or only ones without a path), ``page_views_without_path`` (``pagePath`` null,
+empty or only whitespace: dropped, never read as the home page), ``duplicate_session_records``
+(repeated records, above) and, where a flat table was read, ``duplicate_flat_rows``.
+``info["source_sessions"]`` counts every record read, repeated ones included.
+
 **Exports larger than memory.** With ``memory_limit`` (``data.loader.memory_limit=2GB``) the
 nested export is flattened out of core first (:func:`flatten_out_of_core`): DuckDB, held to
 that much memory and spilling to ``temp_dir``, streams each file through the flattening query
@@ -45,6 +65,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -62,6 +83,7 @@ from clickstream.io import (
     duckdb_errors,
     first_line,
     json_layout,
+    notice,
     open_binary,
     resolve_inputs,
     unwrap_json,
@@ -160,12 +182,14 @@ def load(
 
     Returns:
         Raw hits sorted by session start, session and hit number. ``info`` holds the counts
-        of the source (sessions, EVENT hits, session-level revenue totals) for the record.
+        of the source (sessions, EVENT hits, session-level revenue totals) for the record;
+        ``dropped`` and ``notices`` say what was left out (module docstring).
 
     Raises:
         ClickstreamError: A file is empty, not UTF-8, holds a malformed JSON line, lacks a
-            required column, or has negative revenue; the message names the file and the line
-            or column.
+            required column, or has negative revenue; two records of one session overlap;
+            a page view's time decreases with ``hitNumber``. The message names the file and
+            the line, column or session and hit.
     """
     if memory_limit is not None:
         with tempfile.TemporaryDirectory(prefix="ga360-flat-", dir=temp_dir) as tmp:
@@ -176,17 +200,36 @@ def load(
                 temp_dir=Path(tmp) / "spill",
                 show_progress=show_progress,
             )
-            result = load(Path(tmp) / "flat", show_progress=show_progress)
+            parts = sorted((Path(tmp) / "flat").glob("part-*.parquet"))
+            # part i is input file i: messages name the input, not the temporary part
+            result = _load_files(
+                parts, [Path(f) for f in counts["files"]], show_progress, flattened=True
+            )
         # the source's own counts, as the in-memory path gives them
         result.info.update({k: counts[k] for k in _SOURCE_COUNTS})
-        result.dropped["sessions_without_page_views"] = max(
-            0, counts["source_sessions"] - counts["sessions"]
-        )
+        # records without any PAGE hit and repeated records are known to the flattening only
+        result.dropped["sessions_without_page_views"] += counts["sessions_without_page_views"]
+        result.dropped["duplicate_session_records"] = counts["duplicate_session_records"]
+        result.notices[:0] = counts["notices"]
         result.files = counts["files"]
         result.info["out_of_core_memory_limit"] = memory_limit
-        return result
-    files = resolve_inputs(path, PATTERNS)
+    else:
+        files = resolve_inputs(path, PATTERNS)
+        result = _load_files(files, files, show_progress, flattened=False)
+    _notice_drops(result.dropped, result.notices)
+    return result
+
+
+def _load_files(
+    files: list[Path], names: list[Path], show_progress: bool, *, flattened: bool
+) -> LoadResult:
+    """:func:`load` of ``files`` (``names``: what messages call them, file by file).
+
+    ``flattened``: the files are :func:`flatten_out_of_core`'s parts, whose repeated records
+    are gone already (and are not read as a user's flat table).
+    """
     con = duckdb.connect()
+    con.execute(_SEEN_TABLE_SQL)
     frames: list[pd.DataFrame] = []
     info: dict[str, float | int] = {
         "source_sessions": 0,
@@ -194,39 +237,56 @@ def load(
         "totals_transactions": 0,
         "totals_transaction_revenue": 0.0,
     }
-    dropped = {"sessions_without_page_views": 0, "page_views_without_path": 0}
-    for file_index, file in enumerate(
-        tqdm(files, desc="ga360", unit="file", disable=not show_progress)
+    dropped = {
+        "sessions_without_page_views": 0,
+        "page_views_without_path": 0,
+        "duplicate_session_records": 0,
+    }
+    notices: list[str] = []
+    repeats = _Repeats()
+    for file_index, (file, name) in enumerate(
+        tqdm(
+            list(zip(files, names, strict=True)),
+            desc="ga360",
+            unit="file",
+            disable=not show_progress,
+        )
     ):
         relation, columns = _relation(con, file)
         if "hits" in columns:
             for col in NESTED_REQUIRED:
                 if col not in columns:
                     raise DataError(
-                        "missing required column of a GA360 export", file=str(file), column=col
+                        "missing required column of a GA360 export", file=str(name), column=col
                     )
             relation = _with_schema(con, relation, columns, file)
-            flat = _query(con, flatten_sql(relation), file)
-            _add_source_counts(con, relation, info, file)
+            with duckdb_errors(name, "missing required field of a GA360 export"):
+                records = _keep_first_records(con, relation)
+            flat = _query(con, flatten_sql(_KEPT), name)
+            dropped["sessions_without_page_views"] += _account(con, records, name, info, repeats)
         else:
             missing = [c for c in FLAT_COLUMNS if c not in columns]
             if missing:
                 raise DataError(
                     "neither a GA360 export (no 'hits' column) nor a flat GA360 table "
                     f"(missing {missing}); columns found: {sorted(columns)}",
-                    file=str(file),
+                    file=str(name),
                     column=missing[0],
                 )
-            flat = _query(con, f"SELECT {', '.join(FLAT_COLUMNS)} FROM {relation}", file)
+            flat = _query(con, f"SELECT {', '.join(FLAT_COLUMNS)} FROM {relation}", name)
             info["source_sessions"] += int(flat["session_id"].nunique())
-        flat = _check_flat(flat, file, dropped)
+            if not flattened:
+                dropped.setdefault("duplicate_flat_rows", 0)
+        flat = _check_flat(flat, name, dropped)
         flat["file_index"] = file_index
+        flat["flat_table"] = not flattened and "hits" not in columns
         frames.append(flat)
+    con.close()
     flat = pd.concat(frames, ignore_index=True)
-    sessions_with_views = int(flat["session_id"].nunique())
-    dropped["sessions_without_page_views"] = max(
-        0, int(info["source_sessions"]) - sessions_with_views
-    )
+    dropped["duplicate_session_records"] = repeats.count
+    repeats.notify(notices)
+    flat = _drop_repeated_rows(flat, dropped)
+    _check_parts(flat, names)
     flat = _separate_split_sessions(flat, info)
     hits = finish_raw_hits(
         pd.DataFrame(
@@ -245,13 +305,46 @@ def load(
         ),
         hit_order="hit_number",
     )
-    validate_hits(hits, source=", ".join(str(f) for f in files))
+    validate_hits(hits, source=", ".join(str(f) for f in names))
     info["raw_page_paths"] = int(hits["page_raw"].nunique())
     info["page_column"] = "hits.page.pagePath"
     info["hit_transaction_revenue"] = float(hits["revenue"].sum())
     return LoadResult(
-        hits=hits, source="ga360", files=[str(f) for f in files], dropped=dropped, info=info
+        hits=hits,
+        source="ga360",
+        files=[str(f) for f in names],
+        dropped=dropped,
+        info=info,
+        notices=notices,
     )
+
+
+def _notice_drops(dropped: dict[str, int], notices: list[str]) -> None:
+    """Say what :func:`load` left out (the repeated records are said where they are found)."""
+    said = {
+        "page_views_without_path": (
+            "page view",
+            "without a page path (hits.page.pagePath null, empty or only whitespace): dropped, "
+            "not read as the home page",
+        ),
+        "sessions_without_page_views": (
+            "session record",
+            "without a page view (no PAGE hit, or none with a page path): no session in the "
+            "hits table",
+        ),
+        "duplicate_flat_rows": (
+            "flat-table row",
+            "equal in every column to an earlier row: each read once",
+        ),
+    }
+    for key, (noun, text) in said.items():
+        if dropped.get(key, 0):
+            notice(f"ga360: {_count(dropped[key], noun)} {text} (dropped.{key})", notices)
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 page view"``, ``"2 page views"``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 _SOURCE_COUNTS = (
@@ -291,11 +384,16 @@ def flatten_out_of_core(
             eighth of ``memory_limit``, at least 1 MB).
         show_progress: A progress bar over files.
 
+    A record repeating one read before (in any file or piece) is left out, as :func:`load`
+    leaves it out (module docstring), and said in a notice.
+
     Returns:
         Counts of the flat table (``page_views``, ``sessions``, ``page_paths``,
         ``transactions``, ``revenue``) and of the source (``source_sessions``,
         ``source_event_hits``, ``totals_transactions``, ``totals_transaction_revenue``),
-        ``files`` (the inputs) and ``flat_bytes``, all computed by DuckDB out of core.
+        of what was left out (``duplicate_session_records``; ``sessions_without_page_views``:
+        records without any PAGE hit), ``files`` (the inputs), ``flat_bytes`` and
+        ``notices`` (a list of lines), all computed by DuckDB out of core.
 
     Raises:
         ClickstreamError: ``out_dir`` exists, or an input is not a nested GA360 export (a
@@ -317,7 +415,9 @@ def flatten_out_of_core(
         con.execute("SET preserve_insertion_order = false")  # streams without buffering
         if threads is not None:
             con.execute(f"SET threads = {int(threads)}")
-        info = dict.fromkeys(_SOURCE_COUNTS, 0)
+        con.execute(_SEEN_TABLE_SQL)
+        info = dict.fromkeys((*_SOURCE_COUNTS, "sessions_without_page_views"), 0)
+        repeats = _Repeats()
         if chunk_bytes is None:
             chunk_bytes = max(1 << 20, _limit_bytes(con) // 8)
         for i, file in enumerate(
@@ -326,7 +426,7 @@ def flatten_out_of_core(
             part = work / f"part-{i:05d}.parquet"
             pieces = _json_chunks(file, spill / f"chunks-{i:05d}", chunk_bytes)
             if pieces is None:  # Parquet, CSV: DuckDB streams them by row group itself
-                _flatten_file(con, file, file, part, info)
+                _flatten_file(con, file, file, part, info, repeats)
                 continue
             # DuckDB's JSON reader holds buffers in proportion to the file it reads, so a big
             # NDJSON file is cut, between lines (one session each), into pieces of at most
@@ -335,7 +435,7 @@ def flatten_out_of_core(
             piece_parts = []
             for piece in pieces:
                 piece_part = piece.with_suffix(".parquet")
-                _flatten_file(con, piece, file, piece_part, info)
+                _flatten_file(con, piece, file, piece_part, info, repeats)
                 piece.unlink()
                 piece_parts.append(piece_part)
             listed = ", ".join(f"'{_sql_text(str(q))}'" for q in piece_parts)
@@ -358,6 +458,8 @@ def flatten_out_of_core(
         if temp_dir is None:
             shutil.rmtree(spill, ignore_errors=True)
     os.rename(work, out)
+    notices: list[str] = []
+    repeats.notify(notices)
     return {
         "page_views": int(views),
         "sessions": int(sessions),
@@ -365,16 +467,25 @@ def flatten_out_of_core(
         "transactions": int(tx),
         "revenue": float(revenue),
         **{k: info[k] for k in _SOURCE_COUNTS},
+        "sessions_without_page_views": info["sessions_without_page_views"],
+        "duplicate_session_records": repeats.count,
         "files": [str(f) for f in files],
         "flat_bytes": sum(p.stat().st_size for p in out.glob("part-*.parquet")),
+        "notices": notices,
     }
 
 
 def _flatten_file(
-    con: duckdb.DuckDBPyConnection, file: Path, source: Path, part: Path, info: dict
+    con: duckdb.DuckDBPyConnection,
+    file: Path,
+    source: Path,
+    part: Path,
+    info: dict,
+    repeats: _Repeats,
 ) -> None:
     """Flatten one nested export ``file`` (``source``: the input it comes from, for messages)
-    into the Parquet file ``part``, adding its source counts to ``info``.
+    into the Parquet file ``part``, less the records read before, adding its source counts to
+    ``info`` and its repeated records to ``repeats``.
 
     A piece of NDJSON is read by DuckDB's JSON reader straight into the GA360 schema
     (:data:`SESSION_FIELDS`; numbers written as text are cast), which streams in little
@@ -387,9 +498,8 @@ def _flatten_file(
             f"read_json('{_sql_text(str(file))}', format='newline_delimited', columns={{{typed}}})"
         )
         try:
-            _copy_flat(con, relation, part)
-            _add_source_counts(con, relation, info, source)
-            return
+            records = _keep_first_records(con, relation)
+            _copy_flat(con, _KEPT, part)
         except (duckdb.ConversionException, duckdb.InvalidInputException):
             part.unlink(missing_ok=True)
         except duckdb.Error as exc:  # out of memory: one session larger than the limit
@@ -397,6 +507,9 @@ def _flatten_file(
                 f"cannot flatten within memory_limit: {first_line(exc)}; raise memory_limit",
                 file=str(source),
             ) from None
+        else:
+            info["sessions_without_page_views"] += _account(con, records, source, info, repeats)
+            return
     relation, columns = _relation(con, file)
     if "hits" not in columns:
         raise DataError(
@@ -412,8 +525,121 @@ def _flatten_file(
             )
     relation = _with_schema(con, relation, columns, source)
     with duckdb_errors(source, "missing required field of a GA360 export"):
-        _copy_flat(con, relation, part)
-    _add_source_counts(con, relation, info, source)
+        records = _keep_first_records(con, relation)
+        _copy_flat(con, _KEPT, part)
+    info["sessions_without_page_views"] += _account(con, records, source, info, repeats)
+
+
+_KEPT = "ga360_kept"
+"""Temporary table of the records of the file being read that were not read before."""
+
+_SEEN_TABLE_SQL = (
+    "CREATE OR REPLACE TEMP TABLE ga360_seen "
+    "(visitor VARCHAR, visit VARCHAR, start BIGINT, fingerprint UBIGINT)"
+)
+"""The records read so far (ids, start and a hash of the hits), to know a repeated one."""
+
+
+@dataclass
+class _Records:
+    """What :func:`_keep_first_records` found in one file."""
+
+    read: int
+    repeated: int
+    example: str | None  # a repeated record's session id
+
+
+@dataclass
+class _Repeats:
+    """Repeated records over all files: how many, the first one and the files holding them."""
+
+    count: int = 0
+    example: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    def add(self, records: _Records, source: Path) -> None:
+        if records.repeated:
+            self.count += records.repeated
+            self.example = self.example or records.example
+            if str(source) not in self.files:
+                self.files.append(str(source))
+
+    def notify(self, notices: list[str]) -> None:
+        if not self.count:
+            return
+        where = self.files[0] + (f" and {len(self.files) - 1} more" if len(self.files) > 1 else "")
+        notice(
+            f"ga360: {_count(self.count, 'session record')} repeated a record read before (same "
+            f"fullVisitorId, visitId, visitStartTime and hits; the first: session "
+            f"{self.example!r} in {where}): each read once "
+            "(dropped.duplicate_session_records)",
+            notices,
+        )
+
+
+def _keep_first_records(con: duckdb.DuckDBPyConnection, relation: str) -> _Records:
+    """Materialise as table :data:`_KEPT` the records of ``relation`` not read before.
+
+    A record is read before when one with the same ``fullVisitorId``, ``visitId``,
+    ``visitStartTime`` and hits (a hash of the whole typed ``hits`` list: every hit field the
+    loader reads, EVENT hits included) came earlier in this file or is in ``ga360_seen`` (the
+    files before; :func:`_account` adds this file's records once they are flattened). Records
+    that differ in any of those are kept: parts of a split session, judged by
+    :func:`_check_parts`.
+    """
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE ga360_read AS SELECT *, "
+        "row_number() OVER () AS ga360_record, hash(hits) AS ga360_fp "
+        f"FROM {relation}"
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_KEPT} AS
+        SELECT r.* EXCLUDE (ga360_copy) FROM (
+            SELECT *, row_number() OVER (
+                PARTITION BY fullVisitorId, visitId, visitStartTime, ga360_fp
+                ORDER BY ga360_record
+            ) AS ga360_copy
+            FROM ga360_read
+        ) AS r
+        WHERE r.ga360_copy = 1 AND NOT EXISTS (
+            SELECT 1 FROM ga360_seen AS s
+            WHERE s.visitor IS NOT DISTINCT FROM r.fullVisitorId
+              AND s.visit IS NOT DISTINCT FROM r.visitId
+              AND s.start IS NOT DISTINCT FROM r.visitStartTime
+              AND s.fingerprint = r.ga360_fp
+        )
+        ORDER BY r.ga360_record
+        """
+    )
+    read, kept = con.execute(
+        f"SELECT (SELECT count(*) FROM ga360_read), (SELECT count(*) FROM {_KEPT})"
+    ).fetchall()[0]
+    example = None
+    if read > kept:
+        example = con.execute(
+            "SELECT fullVisitorId || '-' || visitId FROM ga360_read AS r "
+            f"WHERE r.ga360_record NOT IN (SELECT ga360_record FROM {_KEPT}) "
+            "ORDER BY r.ga360_record LIMIT 1"
+        ).fetchall()[0][0]
+    con.execute("DROP TABLE ga360_read")
+    return _Records(read=int(read), repeated=int(read - kept), example=example)
+
+
+def _account(
+    con: duckdb.DuckDBPyConnection, records: _Records, source: Path, info: dict, repeats: _Repeats
+) -> int:
+    """Count a flattened file's records (all read ones in ``source_sessions``, the kept ones in
+    the other source counts), note its repeats and remember its kept records; returns how many
+    kept records have no PAGE hit."""
+    without_pages = _add_source_counts(con, _KEPT, info, source)
+    info["source_sessions"] += records.read
+    repeats.add(records, source)
+    con.execute(
+        f"INSERT INTO ga360_seen SELECT fullVisitorId, visitId, visitStartTime, ga360_fp "
+        f"FROM {_KEPT}"
+    )
+    return without_pages
 
 
 def _copy_flat(con: duckdb.DuckDBPyConnection, relation: str, part: Path) -> None:
@@ -559,25 +785,36 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, file: Path) -> pd.DataFrame
 
 def _add_source_counts(
     con: duckdb.DuckDBPyConnection, relation: str, info: dict, file: Path
-) -> None:
+) -> int:
+    """Add the EVENT hits and session totals of ``relation``'s records to ``info``; returns how
+    many of the records have no PAGE hit (the sessions counted ``sessions_without_page_views``
+    whose page views are not merely without a path)."""
     totals = (
         "coalesce(sum(s.totals.transactions), 0), "
         "coalesce(sum(TRY_CAST(s.totals.totalTransactionRevenue AS DOUBLE)), 0) / 1e6"
     )
-    sessions, events, tx, revenue = _query(
+    events, no_pages, tx, revenue = _query(
         con,
-        f"SELECT count(*), "
-        f"coalesce(sum(len(list_filter(s.hits, lambda h: h.type = 'EVENT'))), 0), {totals} "
+        f"SELECT "
+        f"coalesce(sum(len(list_filter(s.hits, lambda h: h.type = 'EVENT'))), 0), "
+        f"count(*) FILTER (WHERE coalesce(len(list_filter(s.hits, lambda h: h.type = 'PAGE')), 0)"
+        f" = 0), {totals} "
         f"FROM {relation} AS s",
         file,
     ).iloc[0]
-    info["source_sessions"] += int(sessions)
     info["source_event_hits"] += int(events)
     info["totals_transactions"] += int(tx)
     info["totals_transaction_revenue"] += float(revenue)
+    return int(no_pages)
 
 
 def _check_flat(flat: pd.DataFrame, file: Path, dropped: dict[str, int]) -> pd.DataFrame:
+    """Refuse missing ids and times and bad revenue; drop page views without a path.
+
+    A path that is null, empty or only whitespace is no page (pandas' ``str.strip``): such
+    page views are dropped and counted, never read as ``/``; a session left without page views
+    by that is counted in ``sessions_without_page_views``.
+    """
     for col in ("session_id", "visitor_id", "session_start_s", "hit_time_ms"):
         bad = flat[col].isna().to_numpy()
         if bad.any():
@@ -604,11 +841,95 @@ def _check_flat(flat: pd.DataFrame, file: Path, dropped: dict[str, int]) -> pd.D
             column="hits.transaction.transactionRevenue",
         )
     flat["revenue"] = revenue
-    no_path = flat["page_path"].isna().to_numpy()
+    no_path = _blank(flat["page_path"])
     if no_path.any():
-        dropped["page_views_without_path"] += int(no_path.sum())
+        sessions = flat["session_id"].nunique()
         flat = flat.loc[~no_path].reset_index(drop=True)
+        dropped["page_views_without_path"] += int(no_path.sum())
+        dropped["sessions_without_page_views"] += sessions - flat["session_id"].nunique()
     return flat
+
+
+def _blank(text: pd.Series) -> np.ndarray:
+    """Where ``text`` is null, empty or only whitespace, shape ``(N,)``."""
+    stripped = text.astype(object).where(text.notna(), "").astype(str).str.strip()
+    return (stripped == "").to_numpy(dtype=bool)
+
+
+def _drop_repeated_rows(flat: pd.DataFrame, dropped: dict[str, int]) -> pd.DataFrame:
+    """Drop the rows of a user's flat table that repeat an earlier row in every column.
+
+    A flat table has no records to compare; a row equal in every column is the same page view
+    written twice (a repeated export record flattened in BigQuery, a file read twice).
+    """
+    repeated = flat.duplicated(subset=list(FLAT_COLUMNS), keep="first").to_numpy()
+    repeated = repeated & flat["flat_table"].to_numpy(dtype=bool)
+    if not repeated.any():
+        return flat
+    dropped["duplicate_flat_rows"] += int(repeated.sum())
+    return flat.loc[~repeated].reset_index(drop=True)
+
+
+def _check_parts(flat: pd.DataFrame, names: list[Path]) -> None:
+    """Refuse overlapping records of one session and page views whose time goes back.
+
+    Rows of one session in one file must have distinct hit numbers (two records of a session
+    in one file that share a hit number would interleave); the same hit (session, hit number
+    and time) must not be in two files (a record exported twice, with changes); and a page
+    view's time must not decrease with its hit number (its predecessor's time on page would
+    be negative). Each error names the session, the hit numbers and the file.
+    """
+    if flat.empty:
+        return
+    f = flat.sort_values(["file_index", "session_id", "hit_number"], kind="stable")
+    index = f["file_index"].to_numpy()
+    sid = f["session_id"].to_numpy(dtype=object)
+    number = f["hit_number"].to_numpy(dtype=np.float64, na_value=np.nan)
+    time_ms = f["hit_time_ms"].to_numpy(dtype=np.int64)
+    relative = time_ms - f["session_start_s"].to_numpy(dtype=np.int64) * 1000
+    path = f["page_path"].to_numpy(dtype=object)
+    nested = ~f["flat_table"].to_numpy(dtype=bool)
+    same = np.r_[False, (index[1:] == index[:-1]) & (sid[1:] == sid[:-1])]
+
+    def hit(i: int) -> str:
+        return f"hit {number[i]:.0f} ({path[i]!r} at {relative[i]:,} ms)"
+
+    twice = same & (np.r_[np.nan, np.diff(number)] == 0)
+    if twice.any():
+        i = int(np.flatnonzero(twice)[0])
+        what = "records" if nested[i] else "rows"
+        raise DataError(
+            f"session {sid[i]!r} (fullVisitorId-visitId) holds hit number {number[i]:.0f} "
+            f"twice, in two different {what}: {hit(i - 1)} and {hit(i)} after the session "
+            "start. Two records of one session in one file overlap (their hits would "
+            "interleave): remove the stale record, or keep each day of a session split at "
+            "midnight in its own file",
+            file=str(names[index[i]]),
+            column="hits.hitNumber" if nested[i] else "hit_number",
+        )
+    back = same & (np.r_[0, np.diff(time_ms)] < 0)
+    if back.any():
+        i = int(np.flatnonzero(back)[0])
+        raise DataError(
+            f"session {sid[i]!r} (fullVisitorId-visitId): page view {hit(i - 1)} is "
+            f"followed by {hit(i)} after the session start: page-view times must not "
+            "decrease with hitNumber (GA numbers a session's hits in time order; the time "
+            f"on page of hit {number[i - 1]:.0f} would be negative)",
+            file=str(names[index[i]]),
+            column="hits.time" if nested[i] else "hit_time_ms",
+        )
+    shared = f.duplicated(["session_id", "hit_number", "hit_time_ms"], keep=False).to_numpy()
+    if shared.any():
+        rows = np.flatnonzero(shared)
+        i = int(rows[0])
+        other = int(next(j for j in rows[1:] if sid[j] == sid[i] and number[j] == number[i]))
+        raise DataError(
+            f"session {sid[i]!r} (fullVisitorId-visitId): {hit(i)} is also in "
+            f"{names[index[other]]}, in a record that differs: the two files overlap (a day "
+            "exported twice, with changes?); read each day once",
+            file=str(names[index[i]]),
+            column="hits.hitNumber" if nested[i] else "hit_number",
+        )
 
 
 def _separate_split_sessions(flat: pd.DataFrame, info: dict) -> pd.DataFrame:
@@ -616,6 +937,7 @@ def _separate_split_sessions(flat: pd.DataFrame, info: dict) -> pd.DataFrame:
 
     GA360 splits a session at midnight and writes each part to its day's table under the same
     ``visitId``; merged, their hit numbers would interleave. Each part stays its own session.
+    Repeated records are gone and overlapping ones refused before (:func:`_check_parts`).
     """
     files_per_session = flat.groupby("session_id", sort=False)["file_index"].nunique()
     split_ids = files_per_session.index[files_per_session.to_numpy() > 1]

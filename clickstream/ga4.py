@@ -27,27 +27,38 @@ What the hits table takes from the export:
   and time on page is the gap to the next page view (unknown on the session's last page);
 * ``page_raw`` is the ``page_location`` parameter (a full URL; normalised later by
   :mod:`clickstream.pages`), ``page_title`` and ``content_group`` the parameters of those names.
-  Page views without a page are dropped and counted;
+  Page views without a page (the parameter absent, null, empty or only whitespace) are dropped
+  and counted, never read as the home page;
 * ``revenue``: each ``purchase`` event's ``ecommerce.purchase_revenue_in_usd`` is credited to the
   last page view of the same session at or before the purchase (a page view at the very same
   microsecond counts), which gets ``is_transaction = True``; several purchases on one page view
   add up. A purchase with no such page view cannot be placed: dropped and counted, its revenue
   recorded in ``info``. A purchase with no revenue value counts as a transaction of 0 USD
-  (counted in ``info``). Negative, NaN or non-numeric revenue raises :class:`ClickstreamError`
-  naming the file, the line (NDJSON) or row (Parquet) and the column: a refund belongs in
+  (counted in ``info``). Revenue that is negative, not a number, infinite or above
+  :data:`clickstream.schema.MAX_AMOUNT` raises :class:`ClickstreamError` naming the file, the
+  line (NDJSON, CSV) or row (Parquet) and the column: a refund belongs in
   ``ecommerce.refund_value_in_usd``, so a negative purchase means a broken export.
+
+**Repeated events.** GA4 exports are known to hold exact duplicate rows, and overlapping
+exports repeat events. A page view or purchase equal to an earlier one in every field the
+loader reads (session, visitor, ``event_timestamp`` to the microsecond, event name, page, title,
+content group, revenue) and, in an export, in all its ``event_params`` (keys and values) is the
+same event written twice: it is dropped, counted and noticed, so that neither page views nor
+revenue count twice. Events that differ in any of these are kept.
 
 A GA4 session that runs past midnight keeps its ``ga_session_id``; its events land in two daily
 tables and are joined again here (unlike GA360, whose split sessions stay apart).
 
 ``LoadResult.dropped`` keys: ``page_views_without_session_id``, ``purchases_without_session_id``,
-``page_views_without_page_location``, ``purchases_without_page_view``. ``LoadResult.info`` keys:
+``page_views_without_page_location``, ``purchases_without_page_view``, and ``duplicate_events``
+where some were repeated (page views and purchases together). ``LoadResult.info`` keys:
 ``source_events`` (events read; for a flat table only its page view and purchase rows),
 ``source_page_views``, ``source_purchases``, ``source_purchase_revenue`` (all purchases, placed or
 not), ``events_without_session_id``, ``purchases_placed``, ``purchase_revenue_placed``,
 ``purchase_revenue_without_session_id``, ``purchase_revenue_without_page_view``,
-``purchases_without_revenue``, ``sessions``, ``raw_page_paths``. Placed plus the two dropped
-revenues equal the source revenue.
+``purchase_revenue_duplicate`` (of the repeated purchases), ``purchases_without_revenue``,
+``sessions``, ``raw_page_paths``. Placed plus the three dropped revenues equal the source
+revenue. Each nonzero ``dropped`` count is also said in a notice.
 """
 
 from __future__ import annotations
@@ -69,10 +80,11 @@ from clickstream.io import (
     first_line,
     iter_text_lines,
     json_layout,
+    notice,
     resolve_inputs,
     unwrap_json,
 )
-from clickstream.schema import LoadResult, validate_hits
+from clickstream.schema import MAX_AMOUNT, LoadResult, validate_hits
 from clickstream.sessions import finish_raw_hits
 
 PATTERNS = (
@@ -141,7 +153,9 @@ SELECT
     CASE WHEN e.event_name = 'page_view' THEN {page_param} END  AS page_location,
     CASE WHEN e.event_name = 'page_view' THEN {title_param} END AS page_title,
     CASE WHEN e.event_name = 'page_view' THEN {group_param} END AS content_group,
-    CASE WHEN e.event_name = 'purchase' THEN {revenue} END      AS revenue_raw
+    CASE WHEN e.event_name = 'purchase' THEN {revenue} END      AS revenue_raw,
+    -- all event parameters, to tell a repeated event from another one at the same microsecond
+    CASE WHEN e.event_name IN ('page_view', 'purchase') THEN {params_fp} END AS params_fp
 FROM {source} AS e;
 """
 """DuckDB: one slim row per event of the export ``{source}`` (parameters picked from
@@ -166,7 +180,8 @@ SELECT
     page_title,
     content_group,
     TRY_CAST(revenue_raw AS DOUBLE)                           AS revenue,
-    revenue_raw IS NOT NULL                                   AS has_revenue
+    revenue_raw IS NOT NULL                                   AS has_revenue,
+    params_fp
 FROM sessions
 QUALIFY event_name IN ('page_view', 'purchase')
 """
@@ -189,13 +204,13 @@ def load(
     Returns:
         Raw hits sorted by session start, session and hit time, with revenue placed on page
         views. ``dropped`` and ``info`` hold the counts and revenue totals listed in the module
-        docstring.
+        docstring; ``notices`` says each drop.
 
     Raises:
         ClickstreamError: A file is empty, not UTF-8, holds a malformed JSON line, lacks a
             required column, has a page view or purchase without a valid ``event_timestamp``,
-            or a negative / NaN / non-numeric purchase revenue (the message names the file and
-            the line, row or column); or no page view survives.
+            or a negative / NaN / infinite / non-numeric / absurdly large purchase revenue (the
+            message names the file and the line, row or column); or no page view survives.
     """
     files = resolve_inputs(path, PATTERNS)
     con = duckdb.connect()
@@ -215,14 +230,24 @@ def load(
         flat["file_index"] = file_index
         frames.append(flat)
     events = pd.concat(frames, ignore_index=True)
+    notices: list[str] = []
+    events, repeated = _drop_repeated_events(events, info, files, notices)
     hits, dropped = _place_purchases(events, info, files)
+    if repeated:  # only then: a clean export keeps the four keys it always had
+        dropped["duplicate_events"] = repeated
+    _notice_drops(dropped, page_field, notices)
     hits = finish_raw_hits(hits, hit_order="hit_time")
     validate_hits(hits, source=", ".join(str(f) for f in files))
     info["sessions"] = int(hits["session_id"].nunique())
     info["raw_page_paths"] = int(hits["page_raw"].nunique())
     info["page_column"] = page_field  # type: ignore[assignment]
     return LoadResult(
-        hits=hits, source="ga4", files=[str(f) for f in files], dropped=dropped, info=info
+        hits=hits,
+        source="ga4",
+        files=[str(f) for f in files],
+        dropped=dropped,
+        info=info,
+        notices=notices,
     )
 
 
@@ -313,6 +338,7 @@ def _flatten_nested(
         title_param=_param(value_fields, "page_title", as_int=False),
         group_param=_param(value_fields, "content_group", as_int=False),
         revenue="e.ecommerce.purchase_revenue_in_usd" if has_revenue_field else "NULL",
+        params_fp=_params_fingerprint(value_fields),
     )
     _execute(con, sql, file)
     counts = _query(
@@ -359,7 +385,8 @@ def _read_flat(
             CAST(page_title AS VARCHAR)                 AS page_title,
             {group}                                     AS content_group,
             TRY_CAST(revenue AS DOUBLE)                 AS revenue,
-            revenue IS NOT NULL AND event_name = 'purchase' AS has_revenue
+            revenue IS NOT NULL AND event_name = 'purchase' AS has_revenue,
+            CAST(NULL AS UBIGINT)                       AS params_fp
         FROM src
         WHERE event_name IN ('page_view', 'purchase')
     """
@@ -370,7 +397,8 @@ def _read_flat(
 
 
 def _check_rows(flat: pd.DataFrame, file: Path, is_text: bool, revenue_column: str) -> None:
-    """Reject page views and purchases without a time, and purchases with invalid revenue."""
+    """Reject page views and purchases without a time, and purchases with invalid revenue
+    (negative, not a number, infinite or above :data:`~clickstream.schema.MAX_AMOUNT`)."""
     bad = flat["event_timestamp"].isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -383,17 +411,101 @@ def _check_rows(flat: pd.DataFrame, file: Path, is_text: bool, revenue_column: s
     is_purchase = flat["event_name"].to_numpy() == PURCHASE
     revenue = flat["revenue"].to_numpy(np.float64, na_value=np.nan)
     has_value = flat["has_revenue"].to_numpy(bool)
-    unparsed = is_purchase & has_value & np.isnan(revenue)
-    # NaN stored as a float and text that is no number both end up NaN here
-    invalid = is_purchase & (unparsed | (revenue < 0))
+    # NaN stored as a float and text that is no number both end up NaN here; the bounds are
+    # validate_hits' own, checked here so that the message names the file's line or row
+    with np.errstate(invalid="ignore"):
+        out_of_range = ~np.isfinite(revenue) | (revenue < 0) | (revenue > MAX_AMOUNT)
+    invalid = is_purchase & has_value & out_of_range
     if invalid.any():
         i = int(np.flatnonzero(invalid)[0])
+        shown = "a value that is not a number" if np.isnan(revenue[i]) else repr(float(revenue[i]))
         raise DataError(
-            "purchase revenue must be a number >= 0 (refunds belong in refund_value_in_usd), "
-            f"got {flat['revenue'].iloc[i]!r}",
+            f"purchase revenue must be a finite number >= 0 and at most {MAX_AMOUNT:.0e} "
+            f"(refunds belong in refund_value_in_usd), got {shown}",
             column=revenue_column,
             **_where(file, int(flat["record"].iloc[i]), is_text),
         )
+
+
+_EVENT_KEY = (
+    "session_id",
+    "visitor_id",
+    "event_timestamp",
+    "event_name",
+    "page_location",
+    "page_title",
+    "content_group",
+    "revenue",
+    "has_revenue",
+    "params_fp",
+)
+"""What makes two rows the same event (``params_fp``: a hash of all its ``event_params``, null
+for a flat table, which has none). ``session_start_us`` is not part of an event: an export's
+is computed from the file's events."""
+
+
+def _drop_repeated_events(
+    events: pd.DataFrame, info: dict, files: list[Path], notices: list[str]
+) -> tuple[pd.DataFrame, int]:
+    """Drop page views and purchases equal to an earlier one (:data:`_EVENT_KEY`): the same
+    event written twice (duplicate export rows, overlapping exports). The first is kept, in
+    file and row order; the repeated purchases' revenue goes to ``info``."""
+    repeated = events.duplicated(subset=list(_EVENT_KEY), keep="first").to_numpy()
+    revenue = events["revenue"].to_numpy(np.float64, na_value=np.nan)
+    info["purchase_revenue_duplicate"] = float(np.nansum(revenue[repeated]))
+    if not repeated.any():
+        return events, 0
+    is_pv = events["event_name"].to_numpy() == PAGE_VIEW
+    first = events.loc[repeated].iloc[0]
+    notice(
+        f"ga4: {int(repeated.sum()):,} events repeat an earlier event in every field "
+        f"({int((repeated & is_pv).sum()):,} page views, {int((repeated & ~is_pv).sum()):,} "
+        f"purchases of {info['purchase_revenue_duplicate']:,.2f} USD; the first: "
+        f"{first['event_name']} of session {first['session_id']!r} at event_timestamp "
+        f"{first['event_timestamp']} in {files[int(first['file_index'])]}): each counted once "
+        "(dropped.duplicate_events)",
+        notices,
+    )
+    return events.loc[~repeated].reset_index(drop=True), int(repeated.sum())
+
+
+_DROPS = {
+    "page_views_without_session_id": (
+        "page view",
+        "without a session id (user_pseudo_id and ga_session_id)",
+    ),
+    "purchases_without_session_id": (
+        "purchase",
+        "without a session id (user_pseudo_id and ga_session_id; revenue in "
+        "info.purchase_revenue_without_session_id)",
+    ),
+    "page_views_without_page_location": (
+        "page view",
+        "without a page ({field} absent, null, empty or only whitespace; not read as the "
+        "home page)",
+    ),
+    "purchases_without_page_view": (
+        "purchase",
+        "without a page view of the same session at or before the purchase (revenue in "
+        "info.purchase_revenue_without_page_view)",
+    ),
+}
+"""What each count of :func:`_place_purchases` drops: (noun, the rest of the sentence)."""
+
+
+def _notice_drops(dropped: dict[str, int], page_field: str, notices: list[str]) -> None:
+    """One notice for each nonzero count of :func:`_place_purchases` (repeats: said apart)."""
+    for key, (noun, text) in _DROPS.items():
+        n = dropped.get(key, 0)
+        if n:
+            what = f"{n:,} {noun}{'' if n == 1 else 's'} {text.format(field=page_field)}"
+            notice(f"ga4: dropped {what} (dropped.{key})", notices)
+
+
+def _blank(text: pd.Series) -> np.ndarray:
+    """Where ``text`` is null, empty or only whitespace, shape ``(N,)``."""
+    stripped = text.astype(object).where(text.notna(), "").astype(str).str.strip()
+    return (stripped == "").to_numpy(dtype=bool)
 
 
 def _place_purchases(
@@ -405,12 +517,11 @@ def _place_purchases(
     no_session = events["session_id"].isna().to_numpy()
     revenue = events["revenue"].to_numpy(np.float64, na_value=np.nan)
     revenue = np.where(np.isnan(revenue), 0.0, revenue)  # validated: NaN only where absent
+    no_page = _blank(events["page_location"])  # "" or "  " is no page, not the home page
     dropped = {
         "page_views_without_session_id": int((is_pv & no_session).sum()),
         "purchases_without_session_id": int((~is_pv & no_session).sum()),
-        "page_views_without_page_location": int(
-            (is_pv & ~no_session & events["page_location"].isna().to_numpy()).sum()
-        ),
+        "page_views_without_page_location": int((is_pv & ~no_session & no_page).sum()),
         "purchases_without_page_view": 0,
     }
     info["purchase_revenue_without_session_id"] = float(revenue[~is_pv & no_session].sum())
@@ -421,7 +532,7 @@ def _place_purchases(
         revenue=revenue,
         kind=np.where(is_pv, 0, 1),  # a page view at the purchase's microsecond comes first
     )
-    keep = ~no_session & ~(is_pv & events["page_location"].isna().to_numpy())
+    keep = ~no_session & ~(is_pv & no_page)
     events = events.loc[keep].sort_values(
         ["session_id", "event_timestamp", "kind", "file_index", "record"], kind="stable"
     )
@@ -555,6 +666,17 @@ def _param(value_fields: set[str], key: str, *, as_int: bool) -> str:
     literal = "'" + key.replace("'", "''") + "'"
     # list comprehension, not a lambda: its syntax is the same in every DuckDB >= 1.0
     return f"[{value} FOR p IN e.event_params IF p.key = {literal}][1]"
+
+
+def _params_fingerprint(value_fields: set[str]) -> str:
+    """SQL hashing all of event ``e``'s parameters, the same for an event read from Parquet
+    or JSON (every value as text: BigQuery's JSON writes INT64 as strings)."""
+    values = ", ".join(
+        f"'{f}': "
+        + (f"CAST(p.value.{f} AS VARCHAR)" if f in value_fields else "CAST(NULL AS VARCHAR)")
+        for f in ("string_value", "int_value", "float_value", "double_value")
+    )
+    return f"hash([{{'key': CAST(p.key AS VARCHAR), {values}}} FOR p IN e.event_params])"
 
 
 def _execute(con: duckdb.DuckDBPyConnection, sql: str, file: Path) -> None:

@@ -238,3 +238,122 @@ def test_out_of_core_refuses_an_array_document_and_an_existing_folder(tmp_path: 
     (tmp_path / "taken").mkdir()
     with pytest.raises(ClickstreamError, match=r"taken: the output folder exists already"):
         ga360.flatten_out_of_core(lines, tmp_path / "taken", show_progress=False)
+
+
+# repeated, overlapping and disordered records ----------------------------------------------
+
+
+def test_a_repeated_session_record_is_read_once(export_json: Path, tmp_path: Path) -> None:
+    """BigQuery exports occasionally hold a record twice: dropped, counted, not a split."""
+    once = ga360.load(export_json, show_progress=False)
+    path = write_ndjson(tmp_path / "dup.json", [*SESSIONS, SESSIONS[0]])
+    twice = ga360.load(path, show_progress=False)
+    pd.testing.assert_frame_equal(twice.hits, once.hits)
+    pages = twice.hits.loc[twice.hits["session_id"] == "v1-100", "page_raw"].tolist()
+    assert pages == ["/home", "/google+redesign/apparel", "/basket.html", "/ordercompleted.html"]
+    assert twice.hits["revenue"].sum() == pytest.approx(25.5)
+    assert twice.dropped == {
+        "sessions_without_page_views": 1,  # v3 only: the copy is no phantom session
+        "page_views_without_path": 0,
+        "duplicate_session_records": 1,
+    }
+    assert twice.info["source_sessions"] == 4 and twice.info["sessions_split_across_files"] == 0
+    assert twice.info["totals_transaction_revenue"] == pytest.approx(25.5)  # counted once
+    assert len(twice.notices) == 2 and "1 session record repeated" in twice.notices[0]
+    # the out-of-core path drops the same record
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    ooc = ga360.load(path, show_progress=False, memory_limit="96MB", temp_dir=spill)
+    pd.testing.assert_frame_equal(ooc.hits, once.hits)
+    assert ooc.dropped == twice.dropped
+
+
+def test_a_record_repeated_in_another_file_is_read_once(tmp_path: Path) -> None:
+    write_ndjson(tmp_path / "ga_sessions_20240101.json", SESSIONS)
+    write_ndjson(tmp_path / "ga_sessions_20240102.json", [SESSIONS[1], SESSIONS[0]])
+    result = ga360.load(str(tmp_path / "ga_sessions_*.json"), show_progress=False)
+    assert result.hits["session_id"].tolist() == ["v2-200"] + ["v1-100"] * 4
+    assert result.dropped["duplicate_session_records"] == 2
+    assert result.dropped["sessions_without_page_views"] == 1
+    assert result.info["sessions_split_across_files"] == 0
+    assert result.hits["revenue"].sum() == pytest.approx(25.5)
+
+
+def test_a_session_split_across_files_is_no_session_without_page_views(tmp_path: Path) -> None:
+    day2 = [session("v1", 100, 1_500_000_000, [hit(1, 90_000, "/home")], None), SESSIONS[1]]
+    write_ndjson(tmp_path / "ga_sessions_20240101.json", SESSIONS[::2])  # v1, v3
+    write_ndjson(tmp_path / "ga_sessions_20240102.json", day2)
+    result = ga360.load(str(tmp_path / "ga_sessions_*.json"), show_progress=False)
+    assert result.hits["session_id"].nunique() == 3
+    assert result.dropped["sessions_without_page_views"] == 1  # v3, not the second part of v1
+    assert result.dropped["duplicate_session_records"] == 0
+
+
+def test_overlapping_records_of_one_session_are_refused(tmp_path: Path) -> None:
+    # a re-export of v1 with a late hit: not the same record, and not a later part either
+    changed = session("v1", 100, 1_500_000_000, [*SESSIONS[0]["hits"], hit(6, 80_000, "/x")], None)
+    path = write_ndjson(tmp_path / "one.json", [SESSIONS[0], changed])
+    with pytest.raises(
+        ClickstreamError,
+        match=r"one\.json, column 'hits\.hitNumber': session 'v1-100' \(fullVisitorId-visitId\) "
+        r"holds hit number 1 twice, in two different records",
+    ):
+        ga360.load(path, show_progress=False)
+    write_ndjson(tmp_path / "ga_sessions_20240101.json", [SESSIONS[0]])
+    write_ndjson(tmp_path / "ga_sessions_20240102.json", [changed])
+    with pytest.raises(
+        ClickstreamError,
+        match=r"ga_sessions_20240101\.json, column 'hits\.hitNumber': session 'v1-100' "
+        r"\(fullVisitorId-visitId\): hit 1 \('/home' at 0 ms\) is also in .*"
+        r"ga_sessions_20240102\.json, in a record that differs",
+    ):
+        ga360.load(str(tmp_path / "ga_sessions_*.json"), show_progress=False)
+
+
+def test_page_view_times_decreasing_with_hit_number_name_the_session(tmp_path: Path) -> None:
+    bad = session(
+        "v7", 7, 1_500_000_000, [hit(1, 0, "/a"), hit(2, 9_000, "/b"), hit(3, 4_000, "/c")], None
+    )
+    path = write_ndjson(tmp_path / "order.json", [SESSIONS[1], bad])
+    with pytest.raises(
+        ClickstreamError,
+        match=r"order\.json, column 'hits\.time': session 'v7-7' \(fullVisitorId-visitId\): "
+        r"page view hit 2 \('/b' at 9,000 ms\) is followed by hit 3 \('/c' at 4,000 ms\) after "
+        r"the session start: page-view times must not decrease with hitNumber",
+    ):
+        ga360.load(path, show_progress=False)
+
+
+def test_blank_page_paths_are_dropped_and_counted_not_read_as_home(tmp_path: Path) -> None:
+    no_path = hit(3, 2_000, "/x")
+    no_path["page"]["pagePath"] = None
+    records = [
+        session(
+            "v1",
+            1,
+            1_500_000_000,
+            [hit(1, 0, "/a"), hit(2, 1_000, ""), no_path, hit(4, 3_000, "  ")],
+            None,
+        ),
+        session("v2", 2, 1_500_000_100, [hit(1, 0, " \t")], None),  # nothing left: no session
+        SESSIONS[1],
+    ]
+    result = ga360.load(write_ndjson(tmp_path / "blank.json", records), show_progress=False)
+    assert result.hits["page_raw"].tolist() == ["/home", "/a"]
+    assert result.dropped == {
+        "sessions_without_page_views": 1,
+        "page_views_without_path": 4,
+        "duplicate_session_records": 0,
+    }
+    assert any("4 page views without a page path" in n for n in result.notices)
+
+
+def test_repeated_rows_of_a_flat_table_are_read_once(export_json: Path, tmp_path: Path) -> None:
+    flat = duckdb.sql(
+        ga360.flatten_sql(f"read_json('{export_json}', format='newline_delimited')")
+    ).df()
+    pd.concat([flat, flat.iloc[:2]]).to_parquet(tmp_path / "flat.parquet")
+    once = ga360.load(export_json, show_progress=False).hits
+    result = ga360.load(tmp_path / "flat.parquet", show_progress=False)
+    pd.testing.assert_frame_equal(result.hits, once)
+    assert result.dropped["duplicate_flat_rows"] == 2

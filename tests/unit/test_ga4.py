@@ -351,3 +351,96 @@ def test_export_without_page_views_is_an_error(tmp_path: Path) -> None:
         ClickstreamError, match=r"events\.json: no page views: 3 events read, 0 of them page_view"
     ):
         ga4.load(path, show_progress=False)
+
+
+# repeated events, blank pages, revenue bounds ---------------------------------------------
+
+
+def test_repeated_events_are_counted_once(loaded: ga4.LoadResult, tmp_path: Path) -> None:
+    """GA4 exports hold exact duplicate rows: page views and revenue must not count twice."""
+    repeated = EVENTS[1:9]  # u1's 5 page views (one without a page), a scroll, 2 purchases
+    path = write_ndjson(tmp_path / "events.json", [*EVENTS, *repeated])
+    result = ga4.load(path, show_progress=False)
+    pd.testing.assert_frame_equal(result.hits, loaded.hits)
+    assert result.hits["revenue"].sum() == pytest.approx(25.5)
+    assert result.dropped == {**loaded.dropped, "duplicate_events": 7}  # the scroll is neither
+    info = result.info
+    assert info["source_purchase_revenue"] == pytest.approx(143.5 + 25.5)
+    assert info["purchase_revenue_duplicate"] == pytest.approx(25.5)
+    assert info["purchase_revenue_placed"] == pytest.approx(25.5)
+    assert any(
+        "7 events repeat an earlier event in every field (5 page views, 2 purchases of 25.50" in n
+        for n in result.notices
+    )
+    # the same events in a Parquet file beside the JSON one: read once as well
+    folder = tmp_path / "both"
+    folder.mkdir()
+    to_parquet(write_ndjson(folder / "events_a.json", EVENTS), folder / "events_b.parquet")
+    both = ga4.load(folder, show_progress=False)
+    pd.testing.assert_frame_equal(both.hits, loaded.hits)
+    assert both.dropped["duplicate_events"] == 13  # every page view and purchase
+    assert both.info["purchase_revenue_duplicate"] == pytest.approx(143.5)
+
+
+def test_events_at_one_microsecond_that_differ_are_kept(tmp_path: Path) -> None:
+    events = [
+        event("page_view", "u1", 1, T0, page="/a"),
+        event("page_view", "u1", 1, T0, page="/a", extra={"page_referrer": "x"}),
+        event("purchase", "u1", 1, T0 + S, revenue=5.0, extra={"transaction_id": "t1"}),
+        event("purchase", "u1", 1, T0 + S, revenue=5.0, extra={"transaction_id": "t2"}),
+    ]
+    result = ga4.load(write_ndjson(tmp_path / "events.json", events), show_progress=False)
+    assert len(result.hits) == 2 and "duplicate_events" not in result.dropped
+    assert result.hits["revenue"].sum() == pytest.approx(10.0)
+
+
+def test_blank_page_location_is_dropped_not_read_as_home(tmp_path: Path) -> None:
+    blank = [event("page_view", "u1", 1, T0 + k * S, page="/x") for k in (1, 2)]
+    for record, text in zip(blank, ["", "   "], strict=True):
+        record["event_params"][2] = param("page_location", text)
+    events = [event("page_view", "u1", 1, T0, page="/a"), *blank]
+    result = ga4.load(write_ndjson(tmp_path / "events.json", events), show_progress=False)
+    assert result.hits["page_raw"].tolist() == [URL + "/a"]
+    assert result.dropped["page_views_without_page_location"] == 2
+    assert any("2 page views without a page" in n for n in result.notices)
+    flat = tmp_path / "flat.csv"
+    flat.write_text(
+        "session_id,visitor_id,session_start_us,event_timestamp,event_name,page_location,"
+        "page_title,revenue\n"
+        f"s-1,s,{T0},{T0},page_view,{URL}/a,A,\n"
+        f"s-1,s,{T0},{T0 + S},page_view,  ,B,\n",
+        encoding="utf-8",
+    )
+    from_flat = ga4.load(flat, show_progress=False)
+    assert from_flat.hits["page_raw"].tolist() == [URL + "/a"]
+    assert from_flat.dropped["page_views_without_page_location"] == 1
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-inf", "1e13"])
+def test_infinite_or_absurd_revenue_names_the_file_line_and_column(
+    tmp_path: Path, value: str
+) -> None:
+    path = tmp_path / "flat.csv"
+    path.write_text(
+        "session_id,visitor_id,session_start_us,event_timestamp,event_name,page_location,"
+        "page_title,revenue\n"
+        f"s-1,s,{T0},{T0},page_view,{URL}/a,A,\n"
+        f"s-1,s,{T0},{T0 + S},purchase,,,{value}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        ClickstreamError,
+        match=r"flat\.csv, line 3, column 'revenue': purchase revenue must be a finite number "
+        r">= 0 and at most 1e\+12",
+    ):
+        ga4.load(path, show_progress=False)
+    # in an export, revenue written as text ("Infinity") is named by its line too
+    events = [*EVENTS[:3], event("purchase", "u1", 111, T0 + 3 * S)]
+    events[-1]["ecommerce"]["purchase_revenue_in_usd"] = value
+    export = write_ndjson(tmp_path / "events.json", events)
+    with pytest.raises(
+        ClickstreamError,
+        match=r"events\.json, line 4, column 'ecommerce\.purchase_revenue_in_usd': purchase "
+        r"revenue must be a finite number",
+    ):
+        ga4.load(export, show_progress=False)
