@@ -11,7 +11,9 @@ Every agent (SB3 or not) has the same surface, so scripts never branch on its ty
 * ``save(dir)`` and :func:`load_policy`: ``policy.json`` names the policy's *kind*, looked up
   in :data:`POLICY_KINDS` (a registry in this file); nothing named in a file is ever imported,
   and the arrays and weights beside it are read as data only (``numpy`` without pickle,
-  ``torch.load(weights_only=True)``).
+  ``torch.load(weights_only=True)``). Every file read is a regular file of the folder's own
+  (no symbolic link) and, in a published folder, one its manifest lists
+  (:func:`clickstream.runfolder.folder_file`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 
 from clickstream.errors import ClickstreamError, ModelError, RunFolderError
 from clickstream.faults import boundary
-from clickstream.runfolder import read_json, safe_name, verify_folder
+from clickstream.runfolder import folder_file, read_json, safe_name, verify_folder
 
 if TYPE_CHECKING:
     from agents.site import Site
@@ -201,10 +203,11 @@ def load_policy(path: str | Path) -> Policy:
 
     Raises:
         RunFolderError: No readable ``policy.json``, an unknown kind (or an older file naming a
-            class to import), or files that are not what the kind saves; naming the file.
+            class to import), files that are not what the kind saves, or files that are not the
+            folder's own (a symbolic link, or not listed in its manifest); naming the file.
     """
     path = Path(path)
-    file = path / MANIFEST
+    file = folder_file(path, MANIFEST)
     manifest = read_json(file, MANIFEST)
     if not isinstance(manifest, dict):
         raise RunFolderError(f"{MANIFEST} is not a JSON object", file=str(file))
@@ -233,10 +236,11 @@ def load_policy(path: str | Path) -> Policy:
     return policy
 
 
-def load_published_policy(path: str | Path) -> Policy:
+def load_published_policy(path: str | Path, root: str | Path | None = None) -> Policy:
     """:func:`load_policy` of a run folder's ``agents/<name>/seed_<S>``, after verifying its
-    manifest (``scripts/train.py`` publishes it; ``clickstream/runfolder.py``)."""
-    verify_folder(path, "train")
+    manifest (``scripts/train.py`` publishes it; ``clickstream/runfolder.py``); with ``root``
+    (the run folder), after checking it lies there with no symbolic link on the way."""
+    verify_folder(path, "train", root=root)
     return load_policy(path)
 
 
@@ -244,7 +248,8 @@ def policy_file(path: Path, manifest: dict[str, Any], key: str) -> Path:
     """The file ``manifest[key]`` names in the policy folder ``path`` (a plain name inside it).
 
     Raises:
-        RunFolderError: The entry is missing or points outside the folder.
+        RunFolderError: The entry is missing or points outside the folder, or the file is not
+            the folder's own (missing, a symbolic link, not listed in its manifest).
     """
     name = manifest.get(key)
     if not safe_name(name):
@@ -252,7 +257,7 @@ def policy_file(path: Path, manifest: dict[str, Any], key: str) -> Path:
             f"{key!r} must name a file inside the policy folder, got {name!r}",
             file=str(path / MANIFEST),
         )
-    return path / name
+    return folder_file(path, name)
 
 
 def load_array(file: Path) -> np.ndarray:

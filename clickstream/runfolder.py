@@ -8,6 +8,12 @@ folder only when its manifest verifies (:func:`verify_folder`: every listed file
 its size and sha256), so a half-written, truncated or replaced file is never used, and a
 dependent stage records the manifests it was made from (``inputs``), so a stale one is seen.
 
+A reader reads only files the verified manifest lists (:func:`listed_file`, :func:`own_file`),
+and only regular files of the folder's own: a symbolic link (to anywhere, inside the folder or
+out) and anything that is not a regular file (a FIFO would block the reader, a device never
+ends) are refused unopened, naming the file. A shared run folder cannot make its reader open a
+file outside it; :func:`inside` checks the same of a stage folder within a run folder.
+
 The manifest::
 
     {
@@ -46,6 +52,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -154,29 +161,116 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+SYMLINK = (
+    "is a symbolic link: a run folder is read through its own files only (a link may point "
+    "anywhere on this machine), so it is not followed"
+)
+NOT_REGULAR = "is not a regular file (a folder, FIFO, device or socket), so it is not opened"
+
+
+def read_capped(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    A FIFO, device or socket is never opened (a FIFO blocks its reader until someone writes, a
+    device may never end): ``stat`` is checked before opening, and ``fstat`` after (the open does
+    not block, so a FIFO swapped in between is refused too). Symbolic links are followed: check
+    a run folder's own files with :func:`own_file` first.
+
+    Raises:
+        RunFolderError: Missing, not a regular file, larger than ``limit`` or unreadable,
+            naming it.
+    """
+    path = Path(path)
+    raw = b""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise RunFolderError(f"{what} {NOT_REGULAR}", file=str(path))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise RunFolderError(f"{what} {NOT_REGULAR}", file=str(path))
+            size = st.st_size
+            if size <= limit:
+                raw = fh.read(limit + 1)  # a file growing meanwhile still stops at the limit
+                size = max(size, len(raw))
+    except FileNotFoundError:
+        raise RunFolderError(f"{what} not found", file=str(path)) from None
+    except OSError as exc:
+        raise RunFolderError(
+            f"{what} cannot be read ({exc.strerror or exc})", file=str(path)
+        ) from None
+    if size > limit:
+        raise RunFolderError(
+            f"{what} is {size:,} bytes, over the {limit:,} read from a run folder", file=str(path)
+        )
+    return raw
+
+
 def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
     """Read a JSON file of a run folder, with errors that name it.
 
     Raises:
-        RunFolderError: Missing, larger than :data:`MAX_JSON_BYTES`, not UTF-8, not JSON, or
-            nested too deeply to parse.
+        RunFolderError: Missing, not a regular file (:func:`read_capped`), larger than
+            :data:`MAX_JSON_BYTES`, not UTF-8, not JSON, or nested too deeply to parse.
     """
     path = Path(path)
+    raw = read_capped(path, MAX_JSON_BYTES, what)
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise RunFolderError(
-                f"{what} is {size:,} bytes, over the {MAX_JSON_BYTES:,} read from a run folder",
-                file=str(path),
-            )
-        text = path.read_bytes().decode("utf-8")
-        return json.loads(text)
-    except FileNotFoundError:
-        raise RunFolderError(f"{what} not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise RunFolderError(f"{what} is not valid JSON ({exc})", file=str(path)) from None
     except RecursionError:
         raise RunFolderError(f"{what} is nested too deeply to read", file=str(path)) from None
+
+
+def own_file(folder: str | os.PathLike[str], name: str) -> os.stat_result | None:
+    """The ``lstat`` of ``folder/name`` (``name`` a relative path with ``/``), checked to be a
+    regular file reached without a symbolic link on the way; ``None`` when it is missing.
+
+    Raises:
+        RunFolderError: A symbolic link on the way or at the end (naming it), or not a regular
+            file (a FIFO, device, folder).
+    """
+    path = Path(folder)
+    for part in name.split("/"):
+        path = path / part
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise RunFolderError(
+                f"cannot be read ({exc.strerror or exc})", file=str(path)
+            ) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise RunFolderError(SYMLINK, file=str(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise RunFolderError(NOT_REGULAR, file=str(path))
+    return st
+
+
+def inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
+    """``path`` after checking that it lies in the folder ``root`` with no symbolic link from
+    ``root`` down to it (a stage folder of a run folder: ``agents/<name>/seed_<S>``, ``eval``).
+
+    Raises:
+        RunFolderError: ``path`` is not under ``root``, or a folder on the way (or ``path``) is
+            a symbolic link, naming it.
+    """
+    path, root = Path(path), Path(root)
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = ("..",)
+    if ".." in parts:
+        raise RunFolderError(f"not inside the run folder {root}", file=str(path))
+    current = root
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            raise RunFolderError(SYMLINK, file=str(current))
+    return path
 
 
 # ---- manifests ------------------------------------------------------------------------------
@@ -236,19 +330,14 @@ def read_manifest(folder: str | os.PathLike[str], stage: str | None = None) -> M
     """
     folder = Path(folder)
     path = folder / MANIFEST
-    if not path.is_file():
+    if own_file(folder, MANIFEST) is None:
         what = "the folder is missing" if not folder.exists() else f"no {MANIFEST} in it"
         raise RunFolderError(
             f"not a published run folder: {what} (a stage that did not finish, or one made "
             f"before run folders had manifests); {remake_hint(stage, folder)}",
             file=str(folder),
         )
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RunFolderError(f"cannot read the manifest ({exc})", file=str(path)) from None
-    if len(raw) > MAX_JSON_BYTES:
-        raise RunFolderError("manifest too large", file=str(path))
+    raw = read_capped(path, MAX_JSON_BYTES, "the manifest")
     try:
         record = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -328,18 +417,33 @@ _held_locks: set[str] = set()
 
 
 def verify_folder(
-    folder: str | os.PathLike[str], stage: str | None = None, *, hashes: bool = True
+    folder: str | os.PathLike[str],
+    stage: str | None = None,
+    *,
+    hashes: bool = True,
+    root: str | os.PathLike[str] | None = None,
 ) -> Manifest:
     """The manifest of ``folder`` after checking every file it lists (size, and sha256 unless
-    ``hashes`` is false).
+    ``hashes`` is false), each a regular file of the folder's own (:func:`own_file`: no
+    symbolic link, no FIFO or device).
 
     A folder verified before in this process is not hashed again unless a file's size,
-    modification time or inode changed (a cheap ``stat`` of each).
+    modification time or inode changed (a cheap ``lstat`` of each).
+
+    Args:
+        folder: The stage folder.
+        stage: The stage that must have made it (``None``: any).
+        hashes: Check each file's sha256 too.
+        root: The run folder ``folder`` must lie in, with no symbolic link on the way
+            (:func:`inside`).
 
     Raises:
-        RunFolderError: See :func:`read_manifest`; or a listed file that is missing, has
-            another size (truncated) or other bytes (changed after publishing), naming it.
+        RunFolderError: See :func:`read_manifest`; or a listed file that is missing, a symbolic
+            link or not a regular file, has another size (truncated) or other bytes (changed
+            after publishing), naming it.
     """
+    if root is not None:
+        inside(folder, root)
     manifest = read_manifest(folder, stage)
     folder = manifest.folder
     signature = _signature(manifest)
@@ -350,16 +454,16 @@ def verify_folder(
         return cached[1]
     for name, entry in manifest.files.items():
         path = folder / name
-        if not path.is_file():
+        st = own_file(folder, name)
+        if st is None:
             raise RunFolderError(
                 f"listed in {MANIFEST} but missing; {remake_hint(manifest.stage, folder)}",
                 file=str(path),
             )
-        size = path.stat().st_size
-        if size != entry["size"]:
+        if st.st_size != entry["size"]:
             raise RunFolderError(
-                f"is {size:,} bytes, the manifest says {entry['size']:,}: truncated or changed "
-                f"after it was published; {remake_hint(manifest.stage, folder)}",
+                f"is {st.st_size:,} bytes, the manifest says {entry['size']:,}: truncated or "
+                f"changed after it was published; {remake_hint(manifest.stage, folder)}",
                 file=str(path),
             )
         if hashes and sha256_file(path) != entry["sha256"]:
@@ -375,14 +479,46 @@ def verify_folder(
 
 
 def _signature(manifest: Manifest) -> tuple:
+    # lstat, subfolders too: a file or folder swapped for a link changes the signature
+    names = {MANIFEST, *manifest.files}
+    names |= {n.rsplit("/", 1)[0] for n in manifest.files if "/" in n}
     out = []
-    for name in (MANIFEST, *sorted(manifest.files)):
+    for name in sorted(names):
         try:
-            st = (manifest.folder / name).stat()
+            st = os.lstat(manifest.folder / name)
         except OSError:
             return ()
-        out.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+        out.append((name, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino))
     return tuple(out)
+
+
+def listed_file(manifest: Manifest, name: str, *, required: bool = True) -> Path | None:
+    """The file ``name`` of a verified folder (:func:`verify_folder` checked it: a regular file
+    of the folder's own with the listed bytes), when its manifest lists it.
+
+    Args:
+        manifest: The folder's verified manifest.
+        name: The file's relative path in the folder.
+        required: Without it, a file the folder does not have gives ``None``.
+
+    Raises:
+        RunFolderError: The manifest does not list ``name``: a file added or replaced after
+            the folder was published is never read, and a required one is missing.
+    """
+    path = manifest.folder / name
+    if name in manifest.files:
+        return path
+    present = os.path.lexists(path)
+    if not present and not required:
+        return None
+    if present:
+        own_file(manifest.folder, name)  # a link or FIFO says so first
+    why = "added after the folder was published" if present else "missing"
+    raise RunFolderError(
+        f"not one of the files its folder's {MANIFEST} lists ({why}), so it is not read; "
+        f"{remake_hint(manifest.stage, manifest.folder)}",
+        file=str(path),
+    )
 
 
 def verified_file(path: str | os.PathLike[str], stage: str | None = None) -> Path:
@@ -393,13 +529,24 @@ def verified_file(path: str | os.PathLike[str], stage: str | None = None) -> Pat
         RunFolderError: The folder does not verify, or the file is not one of its outputs.
     """
     path = Path(path)
-    manifest = verify_folder(path.parent, stage)
-    if path.name not in manifest.files:
-        raise RunFolderError(
-            f"not one of the files its folder's {MANIFEST} lists; "
-            f"{remake_hint(manifest.stage, path.parent)}",
-            file=str(path),
-        )
+    listed_file(verify_folder(path.parent, stage), path.name)
+    return path
+
+
+def folder_file(folder: str | os.PathLike[str], name: str) -> Path:
+    """The file ``name`` of ``folder`` to read: a regular file of the folder's own
+    (:func:`own_file`) and, when the folder is published (it has a manifest), one its
+    manifest lists. For readers given a folder and a name from a file in it (``policy.json``).
+
+    Raises:
+        RunFolderError: Missing, a symbolic link, not a regular file, or not listed.
+    """
+    folder = Path(folder)
+    path = folder / name
+    if own_file(folder, name) is None:
+        raise RunFolderError("not found", file=str(path))
+    if own_file(folder, MANIFEST) is not None:
+        listed_file(read_manifest(folder), name)
     return path
 
 
@@ -407,8 +554,10 @@ def manifest_digest(folder: str | os.PathLike[str]) -> str | None:
     """``sha256:<hex>`` of ``folder/manifest.json`` (``None`` when there is none); the files
     are not checked."""
     try:
-        raw = (Path(folder) / MANIFEST).read_bytes()
-    except OSError:
+        if own_file(folder, MANIFEST) is None:
+            return None
+        raw = read_capped(Path(folder) / MANIFEST, MAX_JSON_BYTES, "the manifest")
+    except RunFolderError:
         return None
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
@@ -416,7 +565,11 @@ def manifest_digest(folder: str | os.PathLike[str]) -> str | None:
 def read_parquet(path: str | os.PathLike[str], **kwargs: Any) -> pd.DataFrame:
     """``pandas.read_parquet`` with an error that names the file when it cannot be read."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the reader
+            raise RunFolderError(NOT_REGULAR, file=str(path))
         return pd.read_parquet(path, **kwargs)
+    except RunFolderError:
+        raise
     except FileNotFoundError:
         raise RunFolderError("file not found", file=str(path)) from None
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file

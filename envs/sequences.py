@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from clickstream.errors import DataError
-from clickstream.runfolder import Manifest, read_json, read_parquet, verify_folder
+from clickstream.runfolder import Manifest, listed_file, read_json, read_parquet, verify_folder
 from clickstream.schema import EXIT
 
 TIME_BUCKET_EDGES_S = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0)
@@ -266,8 +266,15 @@ class PreparedData:
 
     @property
     def true_model_path(self) -> Path | None:
-        """``true_model`` base path of a synthetic dataset, else ``None``."""
+        """``true_model`` base path of a synthetic dataset, else ``None``.
+
+        Raises:
+            RunFolderError: A ``true_model.npz`` the verified manifest does not list.
+        """
         base = self.data_dir / "true_model"
+        if self.manifest is not None and self.manifest.folder == self.data_dir:
+            found = listed_file(self.manifest, "true_model.npz", required=False)
+            return base if found is not None else None
         return base if (self.data_dir / "true_model.npz").is_file() else None
 
 
@@ -292,10 +299,11 @@ def load_prepared(
                 file=str(data_dir),
             )
     manifest = verify_folder(data_dir, "prepare_data")
-    meta = read_json(data_dir / "meta.json", "the dataset's meta.json")
-    vocab = Vocabulary.from_catalog(read_parquet(data_dir / "pages.parquet"))
+    # files the manifest lists only: one added to the folder after it was published is not read
+    meta = read_json(listed_file(manifest, "meta.json"), "the dataset's meta.json")
+    vocab = Vocabulary.from_catalog(read_parquet(listed_file(manifest, "pages.parquet")))
     columns = ["session_id", "step", "page", "time_on_page_s", "split"]
-    hits = read_parquet(data_dir / "hits.parquet", columns=columns)
+    hits = read_parquet(listed_file(manifest, "hits.parquet"), columns=columns)
     split_col = hits["split"].to_numpy(dtype=object)
     out = {}
     for name in splits:

@@ -20,10 +20,11 @@ import torch
 from flask import Flask
 from omegaconf import DictConfig, OmegaConf
 
+from envs import visitors
 from scripts import run_or_exit
 from webapp import create_app
 from webapp.app import state
-from webapp.server import Limits, serve
+from webapp.server import Limits, check_port, serve
 
 
 def build_app(cfg: DictConfig | dict[str, Any]) -> Flask:
@@ -40,8 +41,20 @@ def build_app(cfg: DictConfig | dict[str, Any]) -> Flask:
         max_body_bytes=int(cfg["max_body_bytes"]),
         max_json_depth=int(cfg["max_json_depth"]),
         cache=bool(cfg.get("cache", True)),
-        visitor_model=str(cfg.get("visitor_model", "auto")),
+        visitor_model=visitor_model_name(cfg.get("visitor_model", "auto")),
     )
+
+
+def visitor_model_name(value: Any) -> str:
+    """``auto`` or the visitor kind ``value`` names (YAML and Hydra read the documented
+    ``visitor_model=true`` as a boolean: it names the kind ``true``).
+
+    Raises:
+        ClickstreamError: Not a kind's name, naming ``visitor_model`` and the kinds.
+    """
+    if value == "auto":
+        return "auto"
+    return visitors.get(value, key="visitor_model").name
 
 
 def server_limits(cfg: DictConfig | dict[str, Any]) -> Limits:
@@ -66,6 +79,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     assert isinstance(resolved, dict)
     limits = server_limits(resolved)  # bad limits fail before minutes of loading
+    host, port = str(resolved["host"]), check_port(resolved["port"])
     app = build_app(resolved)
     info: dict[str, Any] = {
         "runs": {
@@ -77,7 +91,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             for name, rec in state(app).recommenders.items()
         },
     }
-    host, port = str(resolved["host"]), int(resolved["port"])
     info["url"] = f"http://{host}:{port}/"
     if resolved.get("dry_run"):
         return info

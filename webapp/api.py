@@ -343,8 +343,7 @@ def _warnings(rec: Recommender, resolved: list[ResolvedPage]) -> list[str]:
     pages = rec.run.vocab.pages
     for i, r in enumerate(resolved):
         if r.how == "dropped":
-            why = f"its group {r.group!r} is not in this run" if r.group else "no rule maps it"
-            out.append(f"history[{i}]: unknown page {r.input!r} dropped ({why})")
+            out.append(f"history[{i}]: unknown page {r.input!r} dropped ({r.why})")
         elif r.how in ("folded", "group", "other"):
             target = pages[r.page_id]  # type: ignore[index]
             via = {

@@ -10,14 +10,21 @@ A run folder is what ``python scripts/pipeline.py out_dir=<dir>`` writes::
 
 The web app reads these artefacts only; it never trains or evaluates. Everything a request needs
 is built here, at startup, so that no request reloads a model. Every folder read is verified once,
-here, against its manifest (``clickstream/runfolder.py``); a policy folder that does not verify
-is skipped with the reason, any other one stops the app with an error naming the file.
+here, against its manifest (``clickstream/runfolder.py``) before any of its files is read, and
+only files its manifest lists are read: regular files of the run folder's own, reached without a
+symbolic link (one pointing outside the run folder, or anywhere, is refused), JSON size-capped. A
+policy folder that does not verify (or whose ``run.json`` is not of its shape) is skipped with
+the reason, any other one stops the app with an error naming the file; so does an
+``eval/results.json`` that is not of the evaluation's shape (:func:`check_results`), while a run
+without one (not evaluated) is served without results. The reasons the API shows name files
+relative to the run folder (:func:`for_clients`); the server's log keeps the full paths.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,7 +38,7 @@ from agents.base import Policy, load_published_policy, policy_folders
 from agents.site import Site
 from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.pages import PageConfig
-from clickstream.runfolder import read_parquet, verify_folder
+from clickstream.runfolder import inside, listed_file, read_json, read_parquet, verify_folder
 from clickstream.schema import EXIT
 from envs import visitors
 from envs.sequences import Vocabulary
@@ -312,8 +319,8 @@ def load_run(
                 file=str(run_dir / "agents"),
             )
         saved = {k: v for k, v in saved.items() if k in policies}
-    results = _results(run_dir / "eval")
-    env = _run_env(results, saved)
+    results = _results(run_dir)
+    env = _run_env(results, saved, run_dir)
     env.pop("model_path", None)  # recorded paths point where the run was made; this is here
     kind = _visitor_kind(visitor_model, env)
     for file in kind.files:
@@ -322,6 +329,8 @@ def load_run(
                 f"nothing trained yet: the visitor model data/simulator/{file} is missing; {hint}",
                 file=str(run_dir),
             )
+    # the data and the visitor models are read from the run folder itself, never through a link
+    inside(data_dir / "simulator", run_dir)
     site = Site(data_dir=data_dir, env=env, device="cpu")
     template = site.template
     vocab = site.data.vocab
@@ -331,8 +340,9 @@ def load_run(
             "pages.parquet does not match the dataset's vocabulary",
             file=str(data_dir / "pages.parquet"),
         )
-    groups_path = data_dir / "groups.parquet"
-    groups_table = read_parquet(groups_path) if groups_path.is_file() else None
+    data = site.data.manifest
+    groups_path = listed_file(data, "groups.parquet", required=False) if data else None
+    groups_table = read_parquet(groups_path) if groups_path is not None else None
     train = site.data.splits["train"]
     network = GroupNetwork.from_train(vocab, train.pages, train.offsets, catalog, groups_table)
 
@@ -346,19 +356,17 @@ def load_run(
             skipped[policy_name] = f"no training seed {chosen} (saved: {list(seeds)})"
             continue
         folder = folders[chosen]
-        record = _read_json(folder / "run.json") or {}
-        trained_env = dict((record.get("config") or {}).get("env") or {})
-        reason = _env_mismatch(env, trained_env)
-        if reason is None:
-            try:  # a folder that does not verify, or not data we read, is skipped, not served
-                policy = load_published_policy(folder)
-            except RunFolderError as exc:
-                reason = str(exc)
-            else:
+        try:  # a folder that does not verify, or not data we read, is skipped, not served
+            trained_env = _trained_env(folder, run_dir)
+            reason = _env_mismatch(env, trained_env)
+            if reason is None:
+                policy = load_published_policy(folder, root=run_dir)
                 reason = _unservable(policy, probe, template.n_actions)
+        except RunFolderError as exc:
+            reason = str(exc)
         if reason is not None:
-            skipped[policy_name] = reason
-            log.warning("not serving policy %r: %s", policy_name, reason)
+            log.warning("not serving policy %r: %s", policy_name, reason)  # full paths: ours
+            skipped[policy_name] = for_clients(reason, run_dir)
             continue
         served[policy_name] = ServedPolicy(
             policy_name,
@@ -385,7 +393,7 @@ def load_run(
         policies=served,
         skipped=skipped,
         results=results,
-        page_config=_page_config(data_dir),
+        page_config=_page_config(site.data.meta),
         dynamics=kind.name,
         visitor_model=model,
     )
@@ -401,12 +409,146 @@ def _visitor_kind(visitor_model: str, env: dict[str, Any]) -> visitors.VisitorKi
     return learned if learned.learned else visitors.first_order()
 
 
-def _results(eval_dir: Path) -> dict[str, Any] | None:
-    """``eval/results.json`` from a verified folder (``None`` when nothing was evaluated)."""
-    if not eval_dir.exists():
+def _results(run_dir: Path) -> dict[str, Any] | None:
+    """``eval/results.json`` of a verified ``eval/`` folder, its shape checked; ``None`` when the
+    run was not evaluated (no ``eval/``, or one that lists and holds no ``results.json``).
+
+    Raises:
+        RunFolderError: ``eval/`` does not verify or is not the run folder's own (a symbolic
+            link), or its ``results.json`` is not listed, not JSON or not of the evaluation's
+            shape (:func:`check_results`); naming the file.
+    """
+    eval_dir = run_dir / "eval"
+    if not os.path.lexists(eval_dir):
         return None
-    verify_folder(eval_dir, "evaluate")
-    return _read_json(eval_dir / "results.json")
+    manifest = verify_folder(eval_dir, "evaluate", root=run_dir)
+    file = listed_file(manifest, "results.json", required=False)
+    if file is None:
+        return None
+    results = read_json(file, "results.json")
+    check_results(results, file)
+    return results
+
+
+RESULT_NUMBERS = (
+    "mean_return",
+    "ci95",
+    "time_on_page_s",
+    "bounce_rate",
+    "bounce_ci95",
+    "conversion_rate",
+    "conversion_ci95",
+    "uplift_pct",
+    "uplift_ci95",
+    "n_sessions",
+)
+"""The fields of a results record the app reads as numbers (:mod:`webapp.impact`)."""
+
+
+def check_results(results: Any, file: Path) -> None:
+    """Refuse an ``eval/results.json`` the app cannot read (``agents/evaluate.py`` writes it):
+    an object whose ``records`` is a list of objects with string ``policy`` and ``world`` and
+    numbers (or null) in :data:`RESULT_NUMBERS`, and whose ``config.env`` (the env options the
+    run is served with) is an object. Fields the app does not read are not checked.
+
+    Raises:
+        RunFolderError: The first field that is not of that shape, naming the file and the key.
+    """
+
+    def bad(key: str, must: str, value: Any) -> RunFolderError:
+        return RunFolderError(f"{key} must be {must}, got {_json_text(value)}", file=str(file))
+
+    if not isinstance(results, dict):
+        raise bad("the file", "a JSON object (the evaluation's results)", results)
+    records = results.get("records", [])
+    if not isinstance(records, list):
+        raise bad("records", "a list of objects", records)
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise bad(f"records[{i}]", "an object", record)
+        for key in ("policy", "world"):
+            if not isinstance(record.get(key, ""), str):
+                raise bad(f"records[{i}].{key}", "a string", record[key])
+        for key in RESULT_NUMBERS:
+            value = record.get(key)
+            if value is not None and not _is_number(value):
+                raise bad(f"records[{i}].{key}", "a number or null", value)
+    config = _object(results.get("config"), file, "config")
+    _env_options(config.get("env"), file, "config.env")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _json_text(value: Any) -> str:
+    """A value read from JSON, as a message shows it (long ones cut)."""
+    if isinstance(value, dict | list):
+        kind = "an object" if isinstance(value, dict) else "a list"
+        text = repr(value)
+        return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _object(value: Any, file: Path, key: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object, ``{}`` for null or absent.
+
+    Raises:
+        RunFolderError: Anything else, naming the file and ``key``.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RunFolderError(
+            f"{key} must be a JSON object, got {_json_text(value)}", file=str(file)
+        )
+    return value
+
+
+def _env_options(value: Any, file: Path, key: str) -> dict[str, Any]:
+    """Env options recorded in ``file`` (``config.env``): an object, whose click model is named
+    by a string and whose ``click_params`` is an object (the app reads both).
+
+    Raises:
+        RunFolderError: Not of that shape, naming the file and the key.
+    """
+    env = _object(value, file, key)
+    model = env.get("click_model")
+    if model is not None and not isinstance(model, str):
+        raise RunFolderError(
+            f"{key}.click_model must be a string, got {_json_text(model)}", file=str(file)
+        )
+    _object(env.get("click_params"), file, f"{key}.click_params")
+    return dict(env)
+
+
+def _trained_env(folder: Path, run_dir: Path) -> dict[str, Any]:
+    """The env options a policy folder's ``run.json`` records (``{}`` without one), read once
+    the folder verifies (:func:`~clickstream.runfolder.verify_folder`, inside ``run_dir``).
+
+    Raises:
+        RunFolderError: The folder does not verify, or its ``run.json`` is not listed in its
+            manifest, not JSON, or not of the shape ``{"config": {"env": {...}}}``.
+    """
+    manifest = verify_folder(folder, "train", root=run_dir)
+    file = listed_file(manifest, "run.json", required=False)
+    if file is None:
+        return {}
+    record = _object(read_json(file, "run.json"), file, "the file")
+    config = _object(record.get("config"), file, "config")
+    return _env_options(config.get("env"), file, "config.env")
+
+
+def for_clients(text: str, run_dir: Path) -> str:
+    """``text`` (a reason) as an API answer may show it: a leading path in the run folder made
+    relative to it (``agents/greedy/seed_0/scores.npy: ...``), any other mention of the folder
+    written ``<run_dir>``. No answer names a path of the server's machine."""
+    root = str(run_dir)
+    if text.startswith(root + os.sep):
+        text = text[len(root) + 1 :]
+    # the folder itself, not a longer name that starts with it (``run`` in ``run2``)
+    return re.sub(re.escape(root) + r"(?![^\s/`'\"),;:])", "<run_dir>", text)
 
 
 def _saved_policies(agents_dir: Path, hint: str) -> dict[str, dict[int, Path]]:
@@ -419,18 +561,22 @@ def _saved_policies(agents_dir: Path, hint: str) -> dict[str, dict[int, Path]]:
     return out
 
 
-def _run_env(results: dict[str, Any] | None, saved: dict[str, dict[int, Path]]) -> dict[str, Any]:
+def _run_env(
+    results: dict[str, Any] | None, saved: dict[str, dict[int, Path]], run_dir: Path
+) -> dict[str, Any]:
     """The run's env options: the evaluation's (what the results were measured in), else
-    those the first policy was trained with."""
-    env = ((results or {}).get("config") or {}).get("env")
+    those the first policy that verifies was trained with."""
+    env = ((results or {}).get("config") or {}).get("env")  # shape checked: check_results
     if env:
         return dict(env)
     for folders in saved.values():
         for folder in folders.values():
-            record = _read_json(folder / "run.json") or {}
-            env = (record.get("config") or {}).get("env")
+            try:
+                env = _trained_env(folder, run_dir)
+            except RunFolderError:
+                continue  # not served either: load_run says why
             if env:
-                return dict(env)
+                return env
     return {}
 
 
@@ -459,23 +605,18 @@ def _unservable(policy: Policy, probe: np.ndarray, n_actions: int) -> str | None
     return None
 
 
-def _page_config(data_dir: Path) -> PageConfig | None:
-    meta = _read_json(data_dir / "meta.json") or {}
-    options = ((meta.get("config") or {}).get("data") or {}).get("pages")
+def _page_config(meta: Any) -> PageConfig | None:
+    """The page rules the dataset's ``meta.json`` (read, verified, by ``load_prepared``)
+    records, or ``None``."""
+    config = meta.get("config") if isinstance(meta, dict) else None
+    data = config.get("data") if isinstance(config, dict) else None
+    options = data.get("pages") if isinstance(data, dict) else None
     if not options:
         return None
     try:
         return PageConfig.from_dict(options)
-    except (ClickstreamError, TypeError) as exc:
+    except (ClickstreamError, TypeError, AttributeError) as exc:
         log.warning(
             "page rules in meta.json not usable (%s): unknown pages match exactly only", exc
         )
         return None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -93,12 +93,14 @@ class ResolvedPage:
         how: ``exact``, ``normalised``, ``folded`` (to ``other:<group>``), ``group`` (to the
             group's most viewed page), ``other`` (to the ``other`` group) or ``dropped``.
         group: The page group the rules gave an unknown page (``None`` for known pages).
+        why: Why a dropped page was dropped, in words (``""`` for the others).
     """
 
     input: str
     page_id: int | None
     how: str
     group: str | None = None
+    why: str = ""
 
 
 class PageResolver:
@@ -150,13 +152,14 @@ class PageResolver:
             if text in self.index:
                 return ResolvedPage(entry, self.index[text], "exact")
         if self.config is None:
-            return ResolvedPage(entry, None, "dropped")
+            return ResolvedPage(entry, None, "dropped", why="no rule maps it")
         page = normalise_path(entry, self.config)
         if page in self.index:
             return ResolvedPage(entry, self.index[page], "normalised")
         group = group_of(page, None, self.config)
-        if unknown != "map":
-            return ResolvedPage(entry, None, "dropped", group)
+        if unknown != "map":  # the group may well be in the run: the request chose not to map
+            why = f"unknown={unknown!r}: unknown pages are not mapped to their group {group!r}"
+            return ResolvedPage(entry, None, "dropped", group, why)
         folded = f"other:{group}"
         if folded in self.index:
             return ResolvedPage(entry, self.index[folded], "folded", group)
@@ -167,7 +170,8 @@ class PageResolver:
         if OTHER_GROUP in self.group_index:
             top = int(self.top_page[self.group_index[OTHER_GROUP]])
             return ResolvedPage(entry, top, "other", group)
-        return ResolvedPage(entry, None, "dropped", group)
+        why = f"its group {group!r} is not in this run"
+        return ResolvedPage(entry, None, "dropped", group, why)
 
 
 def _finite(x: float) -> float | None:

@@ -252,13 +252,30 @@ def _allow_files(needed: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
+def check_port(port: Any) -> int:
+    """``port`` when it is a TCP port (an integer in [0, 65535]; 0: any free one).
+
+    Raises:
+        ClickstreamError: Anything else, naming ``port`` (the OS would take a larger number
+            modulo 65536 and serve elsewhere, silently).
+    """
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise ConfigError(
+            f"port must be an integer in [0, 65535] (0: any free port), got {port!r} "
+            "(configs/serve.yaml)"
+        )
+    return port
+
+
 def listen(host: str, port: int, count: int) -> list[socket.socket]:
     """``count`` listening TCP sockets on one address (``port`` 0: a free port, shared).
 
     Raises:
-        ClickstreamError: The address cannot be bound (taken, or not an address here), or
-            several sockets are asked for where ``SO_REUSEPORT`` does not exist.
+        ClickstreamError: ``port`` is not in [0, 65535], the address cannot be bound (taken,
+            or not an address here), or several sockets are asked for where ``SO_REUSEPORT``
+            does not exist.
     """
+    check_port(port)
     if count > 1 and not hasattr(socket, "SO_REUSEPORT"):
         raise ConfigError("workers > 1 needs SO_REUSEPORT (Linux, BSD, macOS); use workers=1")
     try:

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from clickstream import runfolder
 from clickstream.errors import RunFolderError
 from clickstream.faults import SimulatedKill, fault_injection
 from clickstream.runfolder import (
     MANIFEST,
+    NOT_REGULAR,
+    SYMLINK,
     StageWriter,
     config_hash,
+    folder_file,
+    inside,
+    listed_file,
     lock_work_dir,
+    read_json,
     read_manifest,
     recover,
     recover_tree,
@@ -76,6 +85,131 @@ def test_a_stage_publishes_a_verified_folder(tmp_path: Path) -> None:
         "results.md",
     ]
     assert leftovers(tmp_path) == []
+
+
+def blocks(call, seconds: float = 10.0) -> bool:
+    """Whether ``call()`` is still running after ``seconds`` (blocked, e.g. on a FIFO)."""
+
+    def target() -> None:
+        with contextlib.suppress(RunFolderError):
+            call()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return thread.is_alive()
+
+
+def free_readers(fifo: Path) -> None:
+    """Unblock a reader stuck on ``fifo`` (a writer that closes at once: end of file)."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_listed_file_or_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    write_stage(out, "v1")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # the very bytes the manifest lists, but in a file outside the folder
+    shutil.move(out / "results.json", outside / "results.json")
+    (out / "results.json").symlink_to(outside / "results.json")
+    with pytest.raises(RunFolderError) as err:
+        verify_folder(out)
+    assert str(err.value) == f"{out / 'results.json'}: {SYMLINK}"
+    (out / "results.json").unlink()
+    shutil.move(outside / "results.json", out / "results.json")
+    verify_folder(out)
+    shutil.move(out / "charts", outside / "charts")  # a subfolder: the link is named
+    (out / "charts").symlink_to(outside / "charts")
+    with pytest.raises(RunFolderError) as err:
+        verify_folder(out)
+    assert str(err.value) == f"{out / 'charts'}: {SYMLINK}"
+    (out / "charts").unlink()
+    shutil.move(outside / "charts", out / "charts")
+    verify_folder(out)
+    manifest = out / MANIFEST  # the manifest itself
+    shutil.move(manifest, outside / MANIFEST)
+    manifest.symlink_to(outside / MANIFEST)
+    with pytest.raises(RunFolderError) as err:
+        read_manifest(out)
+    assert str(err.value) == f"{manifest}: {SYMLINK}"
+
+
+def test_a_stage_folder_reached_through_a_link_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "agents").mkdir(parents=True)
+    write_stage(tmp_path / "outside" / "seed_0", "v1")
+    (run / "agents" / "evil").symlink_to(tmp_path / "outside")
+    folder = run / "agents" / "evil" / "seed_0"
+    verify_folder(folder)  # a folder on its own may be anywhere
+    with pytest.raises(RunFolderError) as err:
+        verify_folder(folder, root=run)
+    assert str(err.value) == f"{run / 'agents' / 'evil'}: {SYMLINK}"
+    with pytest.raises(RunFolderError, match="not inside the run folder"):
+        inside(run / ".." / "outside", run)
+    write_stage(run / "eval", "v1")
+    assert verify_folder(run / "eval", root=run).stage == "evaluate"
+
+
+def test_fifos_are_never_opened(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    write_stage(out, "v1")
+    (out / "results.json").unlink()
+    os.mkfifo(out / "results.json")
+    try:
+        with pytest.raises(RunFolderError) as err:
+            verify_folder(out)
+        assert str(err.value) == f"{out / 'results.json'}: {NOT_REGULAR}"
+        assert not blocks(lambda: read_json(out / "results.json", "results.json"))
+        with pytest.raises(RunFolderError) as err:
+            read_json(out / "results.json", "results.json")
+        assert str(err.value) == f"{out / 'results.json'}: results.json {NOT_REGULAR}"
+        (out / MANIFEST).rename(out / "saved.json")
+        os.mkfifo(out / MANIFEST)
+        assert not blocks(lambda: read_manifest(out))
+        with pytest.raises(RunFolderError) as err:
+            read_manifest(out)
+        assert str(err.value) == f"{out / MANIFEST}: {NOT_REGULAR}"
+    finally:
+        free_readers(out / "results.json")
+        free_readers(out / MANIFEST)
+
+
+def test_only_listed_files_are_read(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    write_stage(out, "v1")
+    manifest = verify_folder(out)
+    assert listed_file(manifest, "results.json") == out / "results.json"
+    assert listed_file(manifest, "charts/a.svg") == out / "charts" / "a.svg"
+    assert listed_file(manifest, "other.json", required=False) is None
+    with pytest.raises(RunFolderError, match=r"other\.json: not one of the files .* \(missing\)"):
+        listed_file(manifest, "other.json")
+    (out / "other.json").write_text("{}")  # added after publishing: the folder still verifies
+    verify_folder(out)
+    with pytest.raises(RunFolderError) as err:
+        listed_file(manifest, "other.json", required=False)
+    assert str(err.value).startswith(
+        f"{out / 'other.json'}: not one of the files its folder's manifest.json lists (added "
+        "after the folder was published), so it is not read; remake it with"
+    )
+    with pytest.raises(RunFolderError, match="added after"):
+        folder_file(out, "other.json")
+    assert folder_file(out, "results.md") == out / "results.md"
+
+
+def test_json_is_read_up_to_its_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runfolder, "MAX_JSON_BYTES", 100)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"x": "y" * 200}))
+    with pytest.raises(RunFolderError) as err:
+        read_json(path, "run.json")
+    size = path.stat().st_size
+    assert (
+        str(err.value) == f"{path}: run.json is {size} bytes, over the 100 read from a run folder"
+    )
+    path.write_text(json.dumps({"x": "y" * 50}))
+    assert read_json(path, "run.json") == {"x": "y" * 50}
 
 
 def test_verification_names_what_changed(tmp_path: Path) -> None:

@@ -251,6 +251,23 @@ def test_unknown_page_modes(client: FlaskClient):
     )
 
 
+def test_a_page_dropped_by_unknown_drop_says_so(client: FlaskClient, run: RunArtefacts):
+    page = "/google+redesign/apparel/zzz"
+    assert "category:apparel" in run.vocab.groups  # mapped by default, not dropped
+    body = post(client, "/api/recommend", {"history": [page, "/home"], "policy": "greedy"})
+    assert [h["how"] for h in body["history"]] == ["group", "exact"]
+    body = post(
+        client,
+        "/api/recommend",
+        {"history": [page, "/home"], "policy": "greedy", "unknown": "drop"},
+    )
+    assert [h["how"] for h in body["history"]] == ["dropped", "exact"]
+    assert body["warnings"] == [
+        f"history[0]: unknown page {page!r} dropped (unknown='drop': unknown pages are not "
+        "mapped to their group 'category:apparel')"
+    ]
+
+
 def test_resolver_without_page_rules_matches_exactly(run: RunArtefacts):
     resolver = PageResolver(run.vocab, run.network.top_page, None)
     assert resolver.resolve("/home", 0).how == "exact"
