@@ -78,6 +78,7 @@ def health() -> Any:
                 "skipped": run.skipped,
                 "visitor_model": run.dynamics,
                 "evaluated": run.results is not None,
+                "results_stale": run.stale,
             }
         )
     return jsonify(
@@ -117,6 +118,7 @@ def policies() -> Any:
                 "seeds": list(p.seeds),
                 "baseline": p.name == "organic",
                 "mean_return": value.get(p.name),
+                "results_stale": p.name in value and run.results_stale(p.name),
             }
             for p in run.policies.values()
         ],

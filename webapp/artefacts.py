@@ -38,7 +38,15 @@ from agents.base import Policy, load_published_policy, policy_folders
 from agents.site import Site
 from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.pages import PageConfig
-from clickstream.runfolder import inside, listed_file, read_json, read_parquet, verify_folder
+from clickstream.runfolder import (
+    Manifest,
+    inside,
+    listed_file,
+    manifest_digest,
+    read_json,
+    read_parquet,
+    verify_folder,
+)
 from clickstream.schema import EXIT
 from envs import visitors
 from envs.sequences import Vocabulary
@@ -216,6 +224,10 @@ class RunArtefacts:
         policies: Served policies by name, sorted by name.
         skipped: Policies found but not served, with the reason.
         results: ``eval/results.json``, or ``None`` when the run was not evaluated.
+        stale: What changed in the run folder since the evaluation, by folder relative to it
+            (``data``, ``data/simulator``, ``agents/greedy/seed_0``), with how: the results of
+            a remade folder describe what it was (:func:`stale_inputs`). Empty when nothing
+            changed or nothing was evaluated.
         page_config: How the dataset normalised and grouped pages (``meta.json``), for
             mapping unknown pages; ``None`` when not recorded.
         dynamics: The visitor kind behind follow probabilities and expected values
@@ -234,10 +246,17 @@ class RunArtefacts:
     page_config: PageConfig | None
     dynamics: str
     visitor_model: Visitors
+    stale: dict[str, str] = field(default_factory=dict)
 
     @property
     def vocab(self) -> Vocabulary:
         return self.site.data.vocab
+
+    def results_stale(self, policy: str) -> bool:
+        """Whether ``policy``'s results describe other folders than those served now: its own
+        folders or the data or visitor models every policy was evaluated in were remade."""
+        prefix = f"agents/{policy}/"
+        return any(not key.startswith("agents/") or key.startswith(prefix) for key in self.stale)
 
     @cached_property
     def worlds(self) -> list[str]:
@@ -319,7 +338,7 @@ def load_run(
                 file=str(run_dir / "agents"),
             )
         saved = {k: v for k, v in saved.items() if k in policies}
-    results = _results(run_dir)
+    results, evaluated = _results(run_dir)
     env = _run_env(results, saved, run_dir)
     env.pop("model_path", None)  # recorded paths point where the run was made; this is here
     kind = _visitor_kind(visitor_model, env)
@@ -396,6 +415,7 @@ def load_run(
         page_config=_page_config(site.data.meta),
         dynamics=kind.name,
         visitor_model=model,
+        stale=stale_inputs(evaluated, run_dir) if results is not None else {},
     )
 
 
@@ -409,9 +429,10 @@ def _visitor_kind(visitor_model: str, env: dict[str, Any]) -> visitors.VisitorKi
     return learned if learned.learned else visitors.first_order()
 
 
-def _results(run_dir: Path) -> dict[str, Any] | None:
-    """``eval/results.json`` of a verified ``eval/`` folder, its shape checked; ``None`` when the
-    run was not evaluated (no ``eval/``, or one that lists and holds no ``results.json``).
+def _results(run_dir: Path) -> tuple[dict[str, Any] | None, Manifest | None]:
+    """``eval/results.json`` of a verified ``eval/`` folder, its shape checked, and that folder's
+    manifest; ``None`` for the results when the run was not evaluated (no ``eval/``, or one that
+    lists and holds no ``results.json``).
 
     Raises:
         RunFolderError: ``eval/`` does not verify or is not the run folder's own (a symbolic
@@ -420,14 +441,48 @@ def _results(run_dir: Path) -> dict[str, Any] | None:
     """
     eval_dir = run_dir / "eval"
     if not os.path.lexists(eval_dir):
-        return None
+        return None, None
     manifest = verify_folder(eval_dir, "evaluate", root=run_dir)
     file = listed_file(manifest, "results.json", required=False)
     if file is None:
-        return None
+        return None, manifest
     results = read_json(file, "results.json")
     check_results(results, file)
-    return results
+    return results, manifest
+
+
+STAGE_FOLDERS = {"data": "data", "simulator": "data/simulator"}
+"""Inputs an evaluation records (``scripts/evaluate.py: stage_inputs``) that the app checks,
+by the folder they are in a run folder; the policies' are ``agents/<name>/seed_<S>`` both.
+(``held_out`` is left out: its folder is the evaluation's setting, not the app's.)"""
+
+
+def stale_inputs(evaluated: Manifest | None, run_dir: Path) -> dict[str, str]:
+    """The folders of ``run_dir`` the evaluation's manifest names as its inputs that are now
+    other folders (remade after it: another manifest) or gone, by path relative to the run
+    folder, with what happened in words. A policy trained after the evaluation has no results,
+    so it is not listed.
+
+    The pipeline evaluates again when any input changed (``scripts/pipeline.py``); a folder
+    retrained by hand (``scripts/train.py``) and not evaluated since would otherwise be shown
+    with the results of the policy it replaced.
+    """
+    if evaluated is None:
+        return {}
+    out: dict[str, str] = {}
+    for key, recorded in sorted(evaluated.inputs.items()):
+        relative = STAGE_FOLDERS.get(key, key if key.startswith("agents/") else None)
+        if relative is None:
+            continue
+        now = manifest_digest(run_dir / relative)
+        if now == recorded:
+            continue
+        out[relative] = (
+            "gone since the evaluation"
+            if now is None
+            else "remade after the evaluation: its results describe the folder it replaced"
+        )
+    return out
 
 
 RESULT_NUMBERS = (

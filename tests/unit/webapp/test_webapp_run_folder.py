@@ -326,3 +326,39 @@ def test_the_documented_visitor_model_true_is_the_true_kind(webapp_run_dir: Path
     assert next(iter(state(app).recommenders.values())).run.dynamics == "true"
     with pytest.raises(ClickstreamError, match=r"visitor_model must be one of .*, got 'false'"):
         run(compose_cfg("serve", [f"run_dir={webapp_run_dir}", "visitor_model=false"]))
+
+
+# ---- results of folders remade after the evaluation ---------------------------------------------
+
+
+def test_results_of_a_policy_retrained_after_the_evaluation_are_marked_stale(copy: Path):
+    assert load_run(copy).stale == {}  # as the pipeline left it
+    reseal(copy / GREEDY)  # a new manifest: what `scripts/train.py` publishing again leaves
+    run = load_run(copy)
+    assert run.stale == {
+        "agents/greedy/seed_0": "remade after the evaluation: its results describe the folder "
+        "it replaced"
+    }
+    assert run.results_stale("greedy") and not run.results_stale("organic")
+    client = create_app(run).test_client()
+    assert client.get("/api/health").get_json()["runs"][0]["results_stale"] == run.stale
+    listed = {p["name"]: p for p in client.get("/api/policies").get_json()["policies"]}
+    assert listed["greedy"]["results_stale"] is True
+    assert [n for n, p in listed.items() if p["results_stale"]] == ["greedy"]
+    assert listed["greedy"]["mean_return"] is not None  # still shown, marked
+    page = client.get("/impact").get_data(as_text=True)
+    assert 'id="stale-results"' in page and "<code>agents/greedy/seed_0</code>" in page
+    rows = re.findall(r'<tr data-policy="([^"]+)"[^>]*>\s*<th>[^<]*(<em class="stale">)?', page)
+    assert sorted(name for name, stale in rows if stale) == ["greedy"]
+    assert len(rows) > 1
+
+
+def test_a_visitor_model_remade_after_the_evaluation_makes_every_result_stale(copy: Path):
+    reseal(copy / "data" / "simulator")
+    run = load_run(copy)
+    assert list(run.stale) == ["data/simulator"]
+    assert all(run.results_stale(name) for name in run.policies)
+    page = create_app(run).test_client().get("/impact").get_data(as_text=True)
+    assert page.count('<em class="stale">') == len(
+        {r["policy"] for r in run.results["records"] if r["world"] == run.worlds[0]}
+    )
