@@ -4,7 +4,9 @@ One step for every visitor: the agent recommends a page (or nothing), the click 
 visitor's organic next-page distribution into the distribution under that recommendation, the
 next page is drawn, the reward of the page landed on is paid, and visitors who left (``EXIT``)
 or reached ``max_steps`` are replaced in place by new arrivals. All randomness comes from one
-``torch.Generator`` seeded by :meth:`SiteCore.reset`, so a seed fixes every draw.
+``torch.Generator`` seeded by :meth:`SiteCore.reset`, so a seed fixes every draw; the first reset
+without a seed draws one from the operating system (Gymnasium's convention), so unseeded
+simulators differ, and :attr:`SiteCore.seed` tells which seed was used.
 
 **Observation** of a visitor: the ids of the last ``history_len`` pages viewed, oldest first,
 shape ``(history_len,)`` int64; positions before the session's first page hold ``P`` (no
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 import torch
@@ -55,6 +58,72 @@ from envs.slate import SlateModel, dedupe
 
 OBSERVATION_EXTRAS = ("entry_page", "position")
 """The optional observation columns, in the order they come before the pages."""
+
+SEED_LIMIT = 2**64
+"""Seeds lie in ``[0, SEED_LIMIT)``: what a ``torch.Generator`` takes without wrapping round."""
+
+
+def _is_int(value: object) -> TypeGuard[int | np.integer]:
+    """A Python or numpy integer, not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_seed(seed: object, key: str = "seed") -> int | None:
+    """``seed`` as a Python int, or ``None``; a ``ConfigError`` naming ``key`` otherwise.
+
+    Integers (Python or numpy, not bool) in ``[0, 2**64)`` only: ``int()`` would turn
+    ``"42"`` or ``1.5`` into some other seed without a word.
+    """
+    if seed is None:
+        return None
+    if _is_int(seed) and 0 <= int(seed) < SEED_LIMIT:
+        return int(seed)
+    raise ConfigError(f"{key} must be an integer in [0, 2**64) or None, got {seed!r}")
+
+
+def check_int(key: str, value: object, minimum: int) -> int:
+    """``value`` as a Python int ``>= minimum``; a ``ConfigError`` naming ``key`` otherwise.
+    Numpy integers pass; bools, floats and strings do not (``int()`` would truncate them)."""
+    if _is_int(value) and int(value) >= minimum:
+        return int(value)
+    raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_bool(key: str, value: object) -> bool:
+    """``value`` if it is a real bool; a ``ConfigError`` naming ``key`` otherwise (``"false"``
+    is a true value to ``bool()``)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device of ``device`` (``auto``: CUDA when available, else CPU); a
+    ``ConfigError`` for a name torch does not know or a CUDA device this machine lacks."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={device} asked for, but CUDA is not available on this machine: "
+                "use device=cpu or device=auto"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={device} asked for, but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s): use cuda:0 up to "
+                f"cuda:{torch.cuda.device_count() - 1}, cpu or auto"
+            )
+    return resolved
+
+
+def entropy_seed() -> int:
+    """A fresh seed in ``[0, 2**64)`` from the operating system's entropy."""
+    return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0])
 
 
 def action_mask(
@@ -186,7 +255,7 @@ class SiteCore:
         observe_entry_page: bool = False,
         observe_position: bool = False,
     ) -> None:
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dynamics = dynamics.to(self.device)
         self.click_model = click_model
         p = dynamics.n_pages
@@ -195,8 +264,12 @@ class SiteCore:
             raise ModelError(
                 f"reward_per_page must have shape ({p + 1},), got {tuple(reward.shape)}"
             )
-        if int(n_visitors) < 1 or int(max_steps) < 1 or int(history_len) < 1:
-            raise ConfigError("n_visitors, max_steps and history_len must be >= 1")
+        n_visitors = check_int("n_visitors", n_visitors, 1)
+        max_steps = check_int("max_steps", max_steps, 1)
+        history_len = check_int("history_len", history_len, 1)
+        allow_no_recommendation = check_bool("allow_no_recommendation", allow_no_recommendation)
+        observe_entry_page = check_bool("observe_entry_page", observe_entry_page)
+        observe_position = check_bool("observe_position", observe_position)
         self.page_groups = None
         if page_groups is not None:
             groups = np.asarray(page_groups, dtype=np.int64)
@@ -216,9 +289,9 @@ class SiteCore:
         self.reward_per_page = reward.clone()
         self.reward_per_page[p] = 0.0  # leaving never pays
         self.action_pages = torch.as_tensor(pages, dtype=torch.long, device=self.device)
-        self.n_pages, self.n_visitors = p, int(n_visitors)
+        self.n_pages, self.n_visitors = p, n_visitors
         self.capacity = self.n_visitors  # what reset() restores after keep()
-        self.max_steps, self.history_len = int(max_steps), int(history_len)
+        self.max_steps, self.history_len = max_steps, history_len
         on = {"entry_page": observe_entry_page, "position": observe_position}
         self.extras = tuple(name for name in OBSERVATION_EXTRAS if on[name])
         self.candidates = None
@@ -229,7 +302,7 @@ class SiteCore:
             self.candidates = torch.as_tensor(cand, device=self.device)
         self._outcome_ids = torch.arange(p + 1, device=self.device)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(0)
+        self.seed: int | None = None  # the last seed given to reset() (or drawn by it)
         self.expected_reward = False
         self._started = False
         self.slate_model = slate_model
@@ -281,9 +354,18 @@ class SiteCore:
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Reseed (when ``seed`` is given) and start B new visitors; returns their
-        observations ``(B, len(extras) + K)``."""
+        observations ``(B, len(extras) + K)``. The first reset without a seed seeds from the
+        operating system's entropy (kept in :attr:`seed`); later ones go on drawing.
+
+        Raises:
+            ConfigError: ``seed`` is not an integer in ``[0, 2**64)``.
+        """
+        seed = check_seed(seed)
+        if seed is None and self.seed is None:  # never seeded: a fixed seed would make
+            seed = entropy_seed()  # every unseeded simulator replay the same visitors
         if seed is not None:
-            self.generator.manual_seed(int(seed))
+            self.generator.manual_seed(seed)
+            self.seed = seed
         b = self.n_visitors = self.capacity
         self.page = torch.empty(b, dtype=torch.long, device=self.device)
         self.history = torch.full(

@@ -28,7 +28,7 @@ from clickstream.runfolder import read_parquet
 from clickstream.synthetic import SyntheticStore, build_store
 from envs import visitors
 from envs.click_model import build_click_model
-from envs.core import SiteCore
+from envs.core import SiteCore, check_int, check_seed, resolve_device
 from envs.dynamics import check_candidate_fill, top_successors
 from envs.rewards import check_learnable, reward_from_catalog, reward_from_store
 from envs.sequences import load_prepared
@@ -60,6 +60,9 @@ def build_core(
 ) -> SiteCore:
     """Build the simulator core from a dataset (or the default synthetic store).
 
+    Every option is checked, not coerced: ``max_steps=2.7`` or ``observe_position="false"``
+    raise a ``ConfigError`` naming the option, as does ``device=cuda`` without CUDA.
+
     Args:
         n_visitors: B, visitors simulated together.
         data_dir: A prepared dataset (``scripts/prepare_data.py``); ``None``: the default
@@ -90,7 +93,7 @@ def build_core(
             both the masked agents' candidates and the outcomes each step scores.
         action_level: ``page`` (recommend a page) or ``group`` (recommend a page group: all
             its pages at once).
-        device: ``cpu`` or ``cuda``.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available).
         reward_key: The configuration key ``reward`` came from, named when the data cannot
             pay it (``reward`` in ``check_simulator.py``).
         slate_size: Pages shown at once (``k``); 1 (the default) is one recommendation per
@@ -107,6 +110,11 @@ def build_core(
     if action_level not in ("page", "group"):
         raise ConfigError(f"action_level must be 'page' or 'group', got {action_level!r}")
     check_candidate_fill(candidate_fill)  # named even without top_k
+    # the options used before the core is built (which checks the others): checked, since an
+    # int() would turn slate_size=2.5 into 2 without a word
+    slate_size = check_int("slate_size", slate_size, 1)
+    top_k = None if top_k is None else check_int("top_k", top_k, 1)
+    device = str(resolve_device(device))  # before a model is loaded onto it
     if top_k is not None and data_dir is None:
         raise ConfigError("top_k needs a prepared data_dir (successors are counted there)")
     params = dict(click_params or {})
@@ -132,8 +140,8 @@ def build_core(
         group_ids = data.vocab.page_group
         dyn = kind.load(data, model_path, device=device).dynamics(top_k)
     slate_model = None
-    if int(slate_size) != 1:
-        slate_model = build_slate_model(click_model, params, int(slate_size), slate_params)
+    if slate_size != 1:
+        slate_model = build_slate_model(click_model, params, slate_size, slate_params)
     return SiteCore(
         dyn,
         build_click_model(click_model, **params),
@@ -144,12 +152,12 @@ def build_core(
         history_len=history_len,
         candidates=None
         if top_k is None
-        else top_successors(data.splits["train"], int(top_k), candidate_fill, group_ids),
+        else top_successors(data.splits["train"], top_k, candidate_fill, group_ids),
         page_groups=group_ids if action_level == "group" else None,
         device=device,
         slate_model=slate_model,
-        observe_entry_page=bool(observe_entry_page),
-        observe_position=bool(observe_position),
+        observe_entry_page=observe_entry_page,
+        observe_position=observe_position,
     )
 
 
@@ -192,6 +200,9 @@ class SiteEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        # the simulator's rule, shared with the vector envs: Gymnasium's own check lets True
+        # (seed 1) and 2**64 (a torch overflow) through, and refuses numpy integers
+        seed = check_seed(seed)
         super().reset(seed=seed)
         if seed is not None or self._pending is None or (options or {}).get("restart"):
             obs = self.core.reset(seed)[0].cpu().numpy()

@@ -11,7 +11,9 @@
   VecEnv for (``env_method("action_masks")``): computed once for all visitors, not once per
   visitor.
 
-Both take the keyword arguments of :func:`envs.site_env.build_core`.
+Both take the keyword arguments of :func:`envs.site_env.build_core`. One core draws every
+visitor from one generator, so a reset takes one seed (:func:`vector_seed`), and actions are
+checked against the action space as the single env checks them (:func:`check_actions`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,73 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from clickstream.errors import ModelError
+from clickstream.errors import ConfigError, ModelError
+from envs.core import SiteCore, check_int, check_seed
 from envs.site_env import action_space, build_core, observation_space
 
 
-def _spaces(core) -> tuple[spaces.MultiDiscrete, spaces.Space]:
+def _spaces(core: SiteCore) -> tuple[spaces.MultiDiscrete, spaces.Space]:
     return observation_space(core), action_space(core)
+
+
+def vector_seed(seed: object, num_envs: int) -> int | None:
+    """The one seed of the core behind ``num_envs`` visitors, from a vector env's ``seed``.
+
+    An int (:func:`~envs.core.check_seed`) or ``None``; or a list of ``num_envs`` seeds that
+    one seed stands for: ``[s, s + 1, ..., s + num_envs - 1]`` (what Gymnasium's vector envs
+    derive from ``s``) is ``s``, all ``None`` is ``None``. Any other list asks for a stream per
+    visitor, which one generator cannot give, so it is refused rather than cut to its first seed.
+
+    Raises:
+        ConfigError: A seed that is not an int in ``[0, 2**64)``, or such a list.
+    """
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray)):
+        return check_seed(seed)
+    seeds = [check_seed(s, key=f"seed[{i}]") for i, s in enumerate(seed)]
+    if len(seeds) == num_envs and all(s is None for s in seeds):
+        return None
+    first = seeds[0] if seeds else None
+    if (
+        len(seeds) == num_envs
+        and first is not None
+        and seeds == list(range(first, first + num_envs))
+    ):
+        return first
+    raise ConfigError(
+        f"seed {seeds!r}: the {num_envs} visitors of this vector env are drawn from one "
+        f"generator, so it takes one seed: pass seed=s (or [s, s + 1, ..., s + {num_envs - 1}], "
+        "the list Gymnasium derives from it) or None"
+    )
+
+
+def check_actions(actions: Any, num_envs: int, space: spaces.Space) -> torch.Tensor:
+    """``actions`` of ``num_envs`` visitors as an int64 tensor, checked against ``space``, the
+    action space of one visitor: an integer array of shape ``(num_envs, *space.shape)`` with
+    values in ``[0, n)``. Vectorised (no loop over visitors): it runs on every step.
+
+    Raises:
+        ModelError: The wrong shape, a non-integer dtype (floats are not truncated, bools
+            not read as 0 / 1) or a value out of range, naming the first env at fault.
+    """
+    a = np.asarray(actions)
+    shape = (num_envs, *space.shape)
+    if a.shape != shape:
+        raise ModelError(
+            f"actions must have shape {shape}, one {space} action per env, got shape {a.shape}"
+        )
+    n = int(space.n) if isinstance(space, spaces.Discrete) else int(space.nvec.max())
+    if a.dtype.kind not in "iu":
+        raise ModelError(
+            f"action {a[0].tolist()!r} of env 0 is not in {space}: actions must be integers "
+            f"in [0, {n}), got dtype {a.dtype}"
+        )
+    bad = (a < 0) | (a >= n)
+    if bad.any():
+        i = int(np.flatnonzero(bad.reshape(num_envs, -1).any(1))[0])
+        raise ModelError(
+            f"action {a[i].tolist()!r} of env {i} is not in {space}: actions must lie in [0, {n})"
+        )
+    return torch.as_tensor(a, dtype=torch.long)
 
 
 class SiteVectorEnv(VectorEnv):
@@ -44,6 +107,7 @@ class SiteVectorEnv(VectorEnv):
     }
 
     def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+        num_envs = check_int("num_envs", num_envs, 1)
         self.core = build_core(num_envs, **kwargs)
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space = _spaces(self.core)
@@ -51,16 +115,17 @@ class SiteVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
 
     def reset(
-        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        if isinstance(seed, Sequence):  # one core, one generator: its first seed seeds it
-            seed = seed[0] if len(seed) else None
-        return self.core.reset(seed).cpu().numpy(), {}
+        return self.core.reset(vector_seed(seed, self.num_envs)).cpu().numpy(), {}
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        r = self.core.step(torch.as_tensor(np.asarray(actions), dtype=torch.long))
+        r = self.core.step(check_actions(actions, self.num_envs, self.single_action_space))
         done = (r.terminated | r.truncated).cpu().numpy()
         infos: dict[str, Any] = {
             "followed": r.followed.cpu().numpy(),
@@ -85,12 +150,13 @@ class SiteSB3VecEnv(VecEnv):
     """The batched core as a Stable-Baselines3 ``VecEnv`` (``num_envs`` visitors)."""
 
     def __init__(self, num_envs: int = 1, seed: int | None = None, **kwargs: Any) -> None:
+        num_envs = check_int("num_envs", num_envs, 1)
         self.core = build_core(num_envs, **kwargs)
         obs_space, act_space = _spaces(self.core)
         self.render_mode = None  # nothing to render: a simulated visitor has no screen
         super().__init__(num_envs, obs_space, act_space)
         self._actions: torch.Tensor | None = None
-        self._seed = seed
+        self._seed = check_seed(seed)
         self.mask_current_page = True  # action_masks(): recommending the current page is invalid
 
     def reset(self) -> np.ndarray:
@@ -100,15 +166,11 @@ class SiteSB3VecEnv(VecEnv):
         return obs
 
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
-        self._seed = seed
-        return [seed] * self.num_envs
+        self._seed = check_seed(seed)
+        return [self._seed] * self.num_envs
 
     def step_async(self, actions: np.ndarray) -> None:
-        if self.core.slate_model is None:
-            self._actions = torch.as_tensor(np.asarray(actions).reshape(-1), dtype=torch.long)
-        else:  # slates: (num_envs, k)
-            flat = np.asarray(actions).reshape(self.num_envs, -1)
-            self._actions = torch.as_tensor(flat, dtype=torch.long)
+        self._actions = check_actions(actions, self.num_envs, self.action_space)
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         if self._actions is None:
