@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 
 from clickstream.errors import ConfigError, ModelError, from_options
@@ -47,6 +48,23 @@ def _check(probs: torch.Tensor, action: torch.Tensor) -> None:
         )
 
 
+def _check_numbers(model: object) -> None:
+    """Every field of the click model ``model`` is a real number (Python or numpy, not a bool
+    or a string), so a mistyped parameter is named here, not met as a ``TypeError`` mid-step.
+
+    Raises:
+        ConfigError: The first field that is not, naming it and its value.
+    """
+    for f in fields(model):  # type: ignore[arg-type]
+        value = getattr(model, f.name)
+        if isinstance(value, bool | np.bool_) or not isinstance(
+            value, int | float | np.integer | np.floating
+        ):
+            raise ConfigError(
+                f"click model {type(model).__name__} {f.name} must be a number, got {value!r}"
+            )
+
+
 @dataclass(frozen=True)
 class MultinomialBoost:
     """``p'(j) ∝ p(j) · exp(β · [j = a])``.
@@ -58,6 +76,7 @@ class MultinomialBoost:
     beta: float = 1.0
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         if not math.isfinite(self.beta) or abs(self.beta) > 50:
             raise ConfigError(f"click model beta must be finite and |beta| <= 50, got {self.beta}")
 
@@ -116,6 +135,7 @@ class RelevanceFollow:
     min_prob: float = 1e-6
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         if not (math.isfinite(self.alpha) and math.isfinite(self.gamma)) or not self.min_prob > 0:
             raise ConfigError(
                 "click model alpha and gamma must be finite and min_prob > 0, got "

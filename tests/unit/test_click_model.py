@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, ConfigError
 from envs.click_model import (
     NO_RECOMMENDATION,
     MultinomialBoost,
@@ -193,3 +194,23 @@ def test_a_click_model_rebuilds_from_its_saved_name_and_numbers() -> None:
         kind, params = click_model_options(model)
         assert build_click_model(kind, **params) == model
     assert click_model_options(MultinomialBoost(2.0)) == ("boost", {"beta": 2.0})
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "message"),
+    [
+        ("boost", {"beta": "x"}, "click model MultinomialBoost beta must be a number, got 'x'"),
+        ("boost", {"beta": True}, "click model MultinomialBoost beta must be a number, got True"),
+        ("follow", {"gamma": None}, "click model RelevanceFollow gamma must be a number, got None"),
+        (
+            "follow",
+            {"min_prob": "1e-6"},
+            "click model RelevanceFollow min_prob must be a number, got '1e-6'",
+        ),
+    ],
+)
+def test_a_parameter_that_is_not_a_number_is_named(kind: str, params: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_click_model(kind, **params)
+    assert str(err.value) == message
+    assert build_click_model(kind, **{k: np.float32(0.5) for k in params}) is not None
