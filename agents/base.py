@@ -293,16 +293,79 @@ def policy_folders(
     return out
 
 
-def current_pages(obs: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """The visitor's current page: the last entry of each history ``(B, K)`` -> ``(B,)``."""
-    return torch.as_tensor(np.asarray(obs), dtype=torch.long).reshape(-1, np.shape(obs)[-1])[:, -1]
+def _as_array(obs: Any) -> np.ndarray:
+    if isinstance(obs, torch.Tensor):
+        return obs.detach().cpu().numpy()
+    return np.asarray(obs)
+
+
+def check_page_ids(
+    obs: Any, name: str, n_pages: int, nvec: np.ndarray | None = None, layout: str = ""
+) -> np.ndarray:
+    """``obs`` as an integer array ``(B, K)`` or ``(K,)``, checked in one vectorised pass.
+
+    Without ``nvec`` (a policy that reads the current page only: any ``K``), the last column
+    must hold page ids in ``[0, P]`` (``P``: no page). With ``nvec`` (a network trained on one
+    layout, ``(K,)`` values per column), every column ``j`` must hold ids in
+    ``[0, nvec[j])`` and ``K`` must be ``len(nvec)``, and the batch must not be empty.
+    ``layout`` says the expected layout in the message (``env.history_len``, extras).
+
+    Raises:
+        ModelError: Another dtype, shape or an id out of range (which would otherwise clamp
+            to the "no page" row, wrap around from -1, or fail deep inside torch), naming the
+            valid range and the expected shape.
+    """
+    a = _as_array(obs)
+    k = "K" if nvec is None else str(len(nvec))
+    ok = a.dtype.kind in "iu" and a.ndim in (1, 2) and a.shape[-1] >= 1
+    if ok and nvec is not None:
+        ok = a.shape[-1] == len(nvec) and a.size > 0
+    if ok and a.size:
+        # negative ids become huge as unsigned: one comparison finds both ends
+        if nvec is None:
+            ok = not bool((a[..., -1].astype(np.uint64) > n_pages).any())
+        else:
+            ok = not bool((a.astype(np.uint64) >= nvec.astype(np.uint64)).any())
+    if ok:
+        return a
+    ids = (
+        f" with ids from {a.min()} to {a.max()}"
+        if a.size and a.dtype.kind in "iuf" and a.ndim
+        else ""
+    )
+    what = "the current page (the last column)" if nvec is None else "every page column"
+    raise ModelError(
+        f"policy {name!r} takes observations of shape (B, {k}) or ({k},){layout}: integer page "
+        f"ids in [0, {n_pages}] ({n_pages}: no page) in {what}; got shape {a.shape} "
+        f"{a.dtype}{ids}"
+    )
+
+
+def current_pages(
+    obs: np.ndarray | torch.Tensor, n_pages: int | None = None, name: str = "policy"
+) -> torch.Tensor:
+    """The visitor's current page: the last entry of each history ``(B, K)`` -> ``(B,)``.
+
+    With ``n_pages`` (``P``), the observations are checked first (:func:`check_page_ids`:
+    integer ids, the current page in ``[0, P]``; the policy ``name`` in the message)."""
+    if n_pages is not None:
+        a = check_page_ids(obs, name, n_pages, layout=TABLE_LAYOUT)
+    else:
+        a = _as_array(obs)
+    return torch.as_tensor(a.reshape(-1, a.shape[-1])[:, -1], dtype=torch.long)
+
+
+TABLE_LAYOUT = " (K = env.history_len pages, after any extras)"
+"""What a table policy's observations are, in its messages: it reads the last column only."""
 
 
 class TablePolicy(Policy):
     """Scores that depend on the current page only: ``scores[page]`` ``(P + 1, A)``.
 
     Value iteration, Q-learning and the heuristics are tables; the row ``P`` (no page) is
-    never acted on. Ties go to the lowest action index, so the policy is deterministic.
+    never acted on. Ties go to the lowest action index, so the policy is deterministic. An
+    observation whose current page is not in ``[0, P]`` is refused (:func:`check_page_ids`),
+    not clamped to the row ``P``.
 
     Args:
         scores: ``(P, A)`` action scores per page.
@@ -330,8 +393,7 @@ class TablePolicy(Policy):
 
     def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
         table = self._table()
-        pages = current_pages(obs).clamp(max=table.shape[0] - 1)
-        return table[pages].numpy()
+        return table[current_pages(obs, table.shape[0] - 1, self.name)].numpy()
 
     def table_probs(self) -> torch.Tensor:
         table = self._table()[:-1]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from agents import checks
 from agents.base import Policy
 from agents.site import Site
+from clickstream.errors import ConfigError
 from envs.core import SiteCore
 
 Z95 = 1.959963984540054
@@ -105,6 +107,40 @@ class Sessions:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__annotations__))
 
 
+def check_protocol(
+    n_sessions: Any,
+    seeds: Any = (0,),
+    n_visitors: Any = 1,
+    world_sessions: Mapping[str, Any] | None = None,
+) -> tuple[int, list[int], int, dict[str, int]]:
+    """The evaluation's settings, checked, as ``(n_sessions, seeds, n_visitors,
+    world_sessions)``: no session would leave every mean NaN (``results.json`` then not
+    strict JSON) and no seed nothing to pool.
+
+    Raises:
+        ConfigError: Naming the setting (``n_sessions``, ``seeds``, ``n_visitors``,
+            ``world_sessions.<world>``) and its value.
+    """
+    n = checks.whole("n_sessions", n_sessions, unit=" of sessions")
+    listed = (
+        list(seeds)
+        if isinstance(seeds, Iterable) and not isinstance(seeds, str | bytes | Mapping)
+        else []
+    )
+    if not listed:
+        raise ConfigError(
+            f"seeds must be a non-empty list of whole numbers in [0, {checks.SEED_MAX}], "
+            f"got {seeds!r}"
+        )
+    chosen = [checks.seed("seeds", s) for s in listed]
+    b = checks.whole("n_visitors", n_visitors, unit=" of visitors")
+    per_world = {
+        str(w): checks.whole(f"world_sessions.{w}", v, unit=" of sessions")
+        for w, v in (world_sessions or {}).items()
+    }
+    return n, chosen, b, per_world
+
+
 def _act(
     policy: Policy, obs: torch.Tensor, core: SiteCore, state: Any, starts: torch.Tensor
 ) -> tuple[torch.Tensor, Any]:
@@ -145,7 +181,11 @@ def simulate(
 
     Slots that have played their quota leave the core (:meth:`SiteCore.keep`), which
     therefore ends smaller than it started: build a fresh core (or ``reset``) per call.
+
+    Raises:
+        ConfigError: ``n_sessions`` below 1.
     """
+    n_sessions = checks.whole("n_sessions", n_sessions, unit=" of sessions")
     policy.check_observations(core)
     obs = core.reset(seed)
     b = core.n_visitors
@@ -292,7 +332,13 @@ def evaluate(
         progress: Progress bars.
         announce: Called with one line per (policy, world) done, its figure and time: what a
             worker process without bars shows of a long evaluation.
+
+    Raises:
+        ConfigError: A setting out of range (:func:`check_protocol`).
     """
+    n_sessions, seeds, n_visitors, world_sessions = check_protocol(
+        n_sessions, seeds, n_visitors, world_sessions
+    )
     worlds = list(worlds or site.worlds())
     records = []
     for world in worlds:
@@ -368,7 +414,11 @@ def quick_eval(
     the ground truth when it is a table over pages (a diagnostic for studies of training; an
     agent must not select on it, the ground truth is unknown on real data). ``core``: a core
     of ``world`` to reuse (its size sets the visitors simulated together).
+
+    Raises:
+        ConfigError: ``n_sessions`` below 1 (the caller's key is ``eval_sessions``).
     """
+    n_sessions = checks.whole("eval_sessions", n_sessions, unit=" of sessions")
     if core is None:  # callers that evaluate often pass one core, built once
         core = site.core(min(2048, n_sessions), world)
     s = summarize({seed: simulate(policy, core, n_sessions, seed, site.side_tables(world))})

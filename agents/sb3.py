@@ -45,7 +45,8 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor
 from tqdm.auto import tqdm
 
-from agents.base import Policy, policy_file
+from agents import checks
+from agents.base import Policy, check_page_ids, policy_file
 from agents.networks import POLICIES, init_page_embeddings, visitor_page_embeddings
 from agents.site import Site, plain
 from clickstream.errors import ConfigError, ModelError, RunFolderError
@@ -161,6 +162,9 @@ class _Progress(BaseCallback):
 
     def __init__(self, agent: Any, site: Site, start: float) -> None:
         super().__init__()
+        # the agents' constructors check these too; here for every agent that trains with it
+        checks.whole("agent.total_timesteps", agent.total_timesteps, unit=" of steps")
+        checks.time_limit("agent.max_minutes", agent.max_minutes)
         self.agent, self.site, self.start = agent, site, start
         self.next_eval = agent.eval_every
         self.history: list[dict[str, float]] = []
@@ -182,8 +186,12 @@ class _Progress(BaseCallback):
         if self.agent.eval_every and steps >= self.next_eval:
             self.next_eval += self.agent.eval_every
             self.evaluate()
+        if steps >= self.agent.total_timesteps:
+            # the budget is reached: a clock that runs out now (in the evaluation above) cut
+            # nothing short, so the run is whole, not truncated
+            return True
         minutes = (time.perf_counter() - self.start) / 60
-        if self.agent.max_minutes and minutes >= self.agent.max_minutes:
+        if self.agent.max_minutes is not None and minutes >= self.agent.max_minutes:
             self.truncated = True  # the user's wall-clock limit: reported, never silent
             return False
         return True
@@ -267,9 +275,10 @@ class SB3Agent(Policy):
             ``maskable_ppo`` (PPO with the core's action mask).
         name: Policy name in results (default ``algo``).
         total_timesteps: Visitor steps of training.
-        max_minutes: A wall-clock limit of training (``None``: none, the default). A result
-            must not depend on how busy the machine was, so a run that hits it is marked
-            ``truncated`` (and ``scripts/train.py`` fails unless ``allow_truncated``).
+        max_minutes: A wall-clock limit of training, minutes > 0 (``None``: none, the
+            default). A result must not depend on how busy the machine was, so a run that it
+            stops before ``total_timesteps`` is marked ``truncated`` (and
+            ``scripts/train.py`` fails unless ``allow_truncated``).
         n_envs: Visitors simulated together.
         reward_scale: Factor on rewards while learning.
         eval_every: Steps between evaluations during training (0: none).
@@ -329,9 +338,16 @@ class SB3Agent(Policy):
         if algo not in ALGORITHMS:
             raise ConfigError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
         self.algo, self.name = algo, name or algo
-        self.total_timesteps, self.max_minutes = int(total_timesteps), max_minutes
-        self.n_envs, self.reward_scale = int(n_envs), float(reward_scale)
-        self.eval_every, self.eval_sessions = int(eval_every), int(eval_sessions)
+        # budgets and limits checked here: a bad one would otherwise save an untrained
+        # policy with status 0 (total_timesteps <= 0) or truncate at once (max_minutes < 0)
+        self.total_timesteps = checks.whole(
+            "agent.total_timesteps", total_timesteps, unit=" of steps"
+        )
+        self.max_minutes = checks.time_limit("agent.max_minutes", max_minutes)
+        self.n_envs = checks.whole("agent.n_envs", n_envs, unit=" of visitors")
+        self.reward_scale = float(reward_scale)
+        self.eval_every = checks.whole("agent.eval_every", eval_every, 0, " of steps (0: none)")
+        self.eval_sessions = checks.whole("agent.eval_sessions", eval_sessions, unit=" of sessions")
         self.policy = policy
         self.keep_best, self.lr_decay = bool(keep_best), float(lr_decay)
         if double_q and algo != "dqn":
@@ -443,8 +459,23 @@ class SB3Agent(Policy):
             raise ModelError(f"masked policy {self.name!r} has no action mask table")
         return self.mask(np.atleast_2d(np.asarray(obs))).cpu().numpy()
 
+    def _checked(self, obs: Any) -> np.ndarray:
+        """``obs`` as the network reads it, checked in one vectorised pass
+        (:func:`agents.base.check_page_ids`): SB3 would otherwise fail with a bare
+        ``IndexError``/``RuntimeError`` in its embedding or one-hot (an id out of range, -1, a
+        wrong column count, an empty batch) or read floats as ids."""
+        nvec = getattr(self._model().observation_space, "nvec", None)
+        if nvec is None:
+            return np.asarray(obs)
+        extractor = self.policy_kwargs.get("features_extractor_kwargs") or {}
+        extras = list(extractor.get("extras") or [])
+        layout = f" (env.history_len={len(nvec) - len(extras)}" + (
+            f" after the extras {extras})" if extras else ")"
+        )
+        return check_page_ids(obs, self.name, int(nvec[-1]) - 1, np.asarray(nvec), layout)
+
     def predict(self, observation, state=None, episode_start=None, deterministic=True):
-        obs = np.asarray(observation)
+        obs = self._checked(observation)
         if self.recurrent:
             return self._model().predict(
                 obs, state=state, episode_start=episode_start, deterministic=deterministic
@@ -497,7 +528,7 @@ class SB3Agent(Policy):
         """DQN: Q-values; PPO: action log-probabilities; ``(B, A)``. Masked agents: masked
         actions get a log-probability near -1e8 (sb3-contrib's masked logit)."""
         model = self._model()
-        obs = np.asarray(obs)
+        obs = self._checked(obs)
         tensor, _ = model.policy.obs_to_tensor(obs)
         if isinstance(model, DQN):
             return model.q_net(tensor).cpu().numpy()

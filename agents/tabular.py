@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from agents import checks
 from agents.base import Policy, TablePolicy, current_pages, load_array, policy_file
 from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs import visitors
@@ -336,12 +337,49 @@ def policy_value(mdp: SiteMDP, probs: torch.Tensor, horizon: int | None = None) 
 
 @dataclass
 class QLearningResult:
-    """Attributes: ``q`` ``(P, A)``, transitions used, and the learning curve
-    (``(steps, mean reward per step)`` pairs)."""
+    """Attributes: ``q`` ``(P, A)``, transitions used, the learning curve (``(steps, mean
+    reward per step)`` pairs), and whether a time limit stopped it before its budget."""
 
     q: torch.Tensor
     steps: int
     curve: list[tuple[int, float]]
+    truncated: bool = False
+
+
+def check_q_learning(
+    total_steps: Any = 2_000_000,
+    gamma: Any = 1.0,
+    lr_power: Any = 0.6,
+    min_lr: Any = 0.002,
+    epsilon_start: Any = 1.0,
+    epsilon_end: Any = 0.05,
+    exploration_fraction: Any = 0.5,
+    log_every: Any = 100_000,
+    max_minutes: Any = None,
+) -> dict[str, Any]:
+    """:func:`q_learning`'s settings, checked (and as the types it uses).
+
+    Raises:
+        ConfigError: A setting out of its range, naming it (``agent.<key>``): a budget
+            below 1 would save an untrained table, a ``gamma`` or ε outside [0, 1] or a
+            learning rate that grows with the visits a table that means nothing.
+    """
+    return {
+        "total_steps": checks.whole("agent.total_steps", total_steps, unit=" of steps"),
+        "gamma": checks.unit_interval("agent.gamma", gamma),
+        # α = max(min_lr, n ** -lr_power) must not grow with the visit count n, nor exceed 1
+        "lr_power": checks.number(
+            "agent.lr_power", lr_power, lambda v: 0 <= v < math.inf, "[0, inf)"
+        ),
+        "min_lr": checks.number("agent.min_lr", min_lr, lambda v: 0 < v <= 1, "(0, 1]"),
+        "epsilon_start": checks.unit_interval("agent.epsilon_start", epsilon_start),
+        "epsilon_end": checks.unit_interval("agent.epsilon_end", epsilon_end),
+        "exploration_fraction": checks.unit_interval(
+            "agent.exploration_fraction", exploration_fraction
+        ),
+        "log_every": checks.whole("agent.log_every", log_every, unit=" of steps"),
+        "max_minutes": checks.time_limit("agent.max_minutes", max_minutes),
+    }
 
 
 def q_learning(
@@ -356,6 +394,7 @@ def q_learning(
     exploration_fraction: float = 0.5,
     seed: int = 0,
     log_every: int = 100_000,
+    max_minutes: float | None = None,
 ) -> QLearningResult:
     """Tabular Q-learning over (current page, action), run on all of the core's visitors at once.
 
@@ -368,7 +407,26 @@ def q_learning(
     Args:
         core: The simulator to learn in (its ``n_visitors`` transitions per batch).
         total_steps: Visitor steps (transitions) in all.
+        max_minutes: A wall-clock limit (``None``: none): checked after each batch; a run it
+            stops before ``total_steps`` returns ``truncated`` (a result that depends on how
+            busy the machine was, which ``scripts/train.py`` refuses unless told otherwise).
+
+    Raises:
+        ConfigError: A setting out of range (:func:`check_q_learning`).
     """
+    settings = check_q_learning(
+        total_steps,
+        gamma,
+        lr_power,
+        min_lr,
+        epsilon_start,
+        epsilon_end,
+        exploration_fraction,
+        log_every,
+        max_minutes,
+    )
+    total_steps, log_every = settings["total_steps"], settings["log_every"]
+    deadline = None if max_minutes is None else time.perf_counter() + 60 * float(max_minutes)
     p, a, b = core.n_pages, core.n_actions, core.n_visitors
     q = torch.zeros(p + 1, a, dtype=torch.float64)  # row P (EXIT) stays 0
     visits = torch.zeros(p + 1, a, dtype=torch.float64)
@@ -376,6 +434,7 @@ def q_learning(
     obs = core.reset(seed).cpu()
     n_batches = max(1, -(-int(total_steps) // b))
     curve, reward_sum, reward_n = [], 0.0, 0
+    done, truncated = 0, False
     for i in range(n_batches):
         frac = min(1.0, i / max(1.0, exploration_fraction * n_batches))
         eps = epsilon_start + frac * (epsilon_end - epsilon_start)
@@ -396,10 +455,15 @@ def q_learning(
         q[seen] += lr * delta.view(p + 1, a)[seen] / counts[seen]
         obs = r.obs.cpu()
         reward_sum, reward_n = reward_sum + float(reward.sum()), reward_n + b
-        if (i + 1) * b // log_every > i * b // log_every or i == n_batches - 1:
+        done = i + 1
+        # the user's wall-clock limit: the batches done are kept and the result says so
+        truncated = deadline is not None and done < n_batches and time.perf_counter() >= deadline
+        if (i + 1) * b // log_every > i * b // log_every or done == n_batches or truncated:
             curve.append(((i + 1) * b, reward_sum / reward_n))
             reward_sum, reward_n = 0.0, 0
-    return QLearningResult(q[:p].float(), n_batches * b, curve)
+        if truncated:
+            break
+    return QLearningResult(q[:p].float(), done * b, curve, truncated)
 
 
 # ---- policies ---------------------------------------------------------------------------------
@@ -476,13 +540,17 @@ class IntentOracle(Policy):
     def action_scores(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
         """Without the intent: the scores averaged over intents (not what it plays)."""
         q = self._q().mean(0)
-        pages = current_pages(obs).clamp(max=q.shape[0] - 1)
-        return q[pages].numpy()
+        pages = current_pages(obs, q.shape[0], self.name)
+        scores = q[pages.clamp(max=q.shape[0] - 1)]
+        scores[pages == q.shape[0]] = 0.0  # no current page: no preference, as in a table
+        return scores.numpy()
 
     def predict_latent(self, obs: torch.Tensor, core: SiteCore) -> torch.Tensor:
         """Actions ``(B,)`` from the core's true state (its dynamics must expose ``intent``)."""
         intent = core.dynamics.intent(core.state).cpu()
-        pages = current_pages(obs).clamp(max=self._q().shape[1] - 1)
+        n_pages = self._q().shape[1]
+        # the "no page" id P shows a visitor who left: any action will do (never acted on)
+        pages = current_pages(obs, n_pages, self.name).clamp(max=n_pages - 1)
         return self._q()[intent, pages].argmax(1)
 
     def table_probs(self) -> torch.Tensor:
@@ -512,14 +580,50 @@ class QLearningPolicy(TablePolicy):
     Args:
         name: Policy name in results.
         n_envs: Visitors simulated together (transitions per update).
-        **settings: :func:`q_learning` keyword arguments (``total_steps``, ``gamma``, ...).
+        total_steps, gamma, lr_power, min_lr, epsilon_start, epsilon_end,
+        exploration_fraction, log_every: :func:`q_learning`'s settings, checked here
+            (:func:`check_q_learning`), so a bad one fails before any work.
+        max_minutes: A wall-clock limit of training, minutes > 0 (``None``: none, the
+            default); a run it stops early is marked ``truncated``, as
+            :class:`agents.sb3.SB3Agent`'s.
+
+    Raises:
+        ConfigError: A setting out of its range, naming it.
     """
 
     kind = "q_learning"
 
-    def __init__(self, name: str = "q_learning", n_envs: int = 1024, **settings: Any) -> None:
+    def __init__(
+        self,
+        name: str = "q_learning",
+        n_envs: int = 1024,
+        total_steps: int = 2_000_000,
+        gamma: float = 1.0,
+        lr_power: float = 0.6,
+        min_lr: float = 0.002,
+        epsilon_start: float = 1.0,
+        epsilon_end: float = 0.05,
+        exploration_fraction: float = 0.5,
+        log_every: int = 100_000,
+        max_minutes: float | None = None,
+    ) -> None:
         super().__init__(None, name)
-        self.n_envs, self.settings = int(n_envs), dict(settings)
+        self.n_envs = checks.whole("agent.n_envs", n_envs, unit=" of visitors")
+        self.settings = check_q_learning(
+            total_steps,
+            gamma,
+            lr_power,
+            min_lr,
+            epsilon_start,
+            epsilon_end,
+            exploration_fraction,
+            log_every,
+            max_minutes,
+        )
+        self.total_steps, self.max_minutes = (
+            self.settings["total_steps"],
+            self.settings["max_minutes"],
+        )
 
     def fit(self, site: Site) -> dict[str, Any]:
         core = site.core(self.n_envs, "learned")
@@ -530,4 +634,10 @@ class QLearningPolicy(TablePolicy):
         for steps, mean_reward in result.curve:
             site.log_scalars({"train/mean_reward_per_step": mean_reward}, steps)
         site.log_scalars({"time/fps": result.steps / max(seconds, 1e-9)}, result.steps)
-        return {"steps": result.steps, "seconds": seconds}
+        # truncated: scripts/train.py and the pipeline report it, and refuse it by default
+        return {
+            "steps": result.steps,
+            "budget_steps": self.total_steps,
+            "truncated": result.truncated,
+            "seconds": seconds,
+        }

@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from agents.base import Policy, load_published_policy, policy_folders
-from agents.evaluate import evaluate
+from agents.evaluate import check_protocol, evaluate
 from agents.report import write_report
 from agents.site import Site
 from clickstream.errors import RunFolderError
@@ -132,6 +132,13 @@ def run(cfg: DictConfig, pool: Executor | None = None) -> dict[str, Any]:
     worker processes when one is given (the pipeline's), else one after another here."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
+    # refused before any work: no session would write NaN means, an empty seed list nothing
+    check_protocol(
+        resolved["n_sessions"],
+        resolved["seeds"],
+        resolved["n_visitors"],
+        resolved.get("world_sessions") or {},
+    )
     site = Site.from_config(resolved)
     agents_dir = Path(resolved["out_dir"]) / "agents"
     # read before loading: a policy retrained meanwhile then makes this report stale

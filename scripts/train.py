@@ -10,10 +10,17 @@ SB3's own scalars, and ``manifest.json``), published with one rename when it is 
 (``clickstream/runfolder.py``). Needs the run folder's prepared data and visitor model
 (``scripts/pipeline.py`` makes them).
 
-Training length is a budget in steps. An agent given a wall-clock limit (``agent.max_minutes``)
-that stops it early is recorded ``truncated`` in ``run.json`` with the steps it reached; the
-policy is saved, but the script then exits with status 3 (a result that depends on how busy
-the machine was is not a result) unless ``allow_truncated=true``.
+Training length is a budget in steps. An agent given a wall-clock limit (``agent.max_minutes``,
+minutes > 0: the SB3 agents, belief PPO and Q-learning; an agent that builds its policy
+without training has none and refuses the key) that stops it before its budget is recorded
+``truncated`` in ``run.json`` with the steps it reached; the policy is saved, but the script
+then exits with status 3 (a result that depends on how busy the machine was is not a result)
+unless ``allow_truncated=true``.
+
+Settings are checked before any work, and a bad one ends the script with status 2 and a
+message naming it: ``seed`` (a whole number in [0, 2**32 - 1]: it names the folder
+``seed_<S>``), ``eval_sessions`` (>= 0), agent keys its class does not take, and the agent's
+own ranges (budgets >= 1, ``gamma`` and the ε in [0, 1], ...).
 
 A policy folder already made from the same settings (``CONFIG_KEYS``) and the same inputs (the
 prepared data and visitor model, by their manifests) is reused, not retrained, so that a sweep
@@ -32,12 +39,14 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from agents import checks
 from agents.evaluate import CLOSING_SEED, quick_eval
 from agents.site import Site
-from clickstream.errors import ClickstreamError, RunFolderError
+from clickstream.errors import ClickstreamError, ConfigError, RunFolderError
 from clickstream.prepare import git_commit
 from clickstream.runfolder import StageWriter, config_hash, manifest_digest, verify_folder
 from scripts import run_or_exit
@@ -103,8 +112,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     agent_dir = Path(resolved["agent_dir"])
-    seed = int(resolved["seed"])
-    torch.manual_seed(seed)
+    # the seed names the folder (seed_<S>), which evaluation reads only as a whole number
+    seed = checks.seed("seed", resolved["seed"])
+    n_eval = checks.whole(
+        "eval_sessions", resolved.get("eval_sessions", 4096), 0, " of sessions (0: none)"
+    )
+    # the agent is built before any work, so that a bad setting changes nothing
+    agent_cfg = dict(resolved["agent"])
+    if not resolved.get("show_progress", True) and _takes(agent_cfg, "verbose"):
+        agent_cfg["verbose"] = False  # quiet: no progress bar, no evaluation lines
+    torch.manual_seed(seed)  # before the agent: a constructor may draw initial weights
+    agent = build_agent(agent_cfg)
     if resolved.get("num_threads"):  # small networks: parallel runs beat parallel kernels
         torch.set_num_threads(int(resolved["num_threads"]))
     data = verify_folder(resolved["data_dir"], "prepare_data")
@@ -122,15 +140,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     with stage as out:
         site = Site.from_config(resolved, log_dir=out.dir)
-        agent_cfg = dict(resolved["agent"])
-        if not resolved.get("show_progress", True) and _takes(agent_cfg, "verbose"):
-            agent_cfg["verbose"] = False  # quiet: no progress bar, no evaluation lines
         try:
-            agent = instantiate(agent_cfg, _convert_="partial")
             start = time.perf_counter()
             fit = agent.fit(site)
             seconds = time.perf_counter() - start
-            n_eval = int(resolved.get("eval_sessions", 4096))
             # on fresh sessions, not the ones that picked the kept weights (SELECTION_SEED);
             # the intent oracle plays in the ground truth only: no closing evaluation here
             scores = (
@@ -192,6 +205,51 @@ def stage_inputs(cfg: dict[str, Any]) -> dict[str, str | None]:
         "data": verify_folder(cfg["data_dir"], "prepare_data").digest,
         "simulator": manifest_digest(simulator) if simulator else None,
     }
+
+
+def build_agent(agent_cfg: dict[str, Any]) -> Any:
+    """The agent of a resolved ``agent`` config (:func:`check_agent_keys` first).
+
+    Raises:
+        ClickstreamError: The agent's own error about its settings (Hydra wraps what a
+            constructor raises in an ``InstantiationException``; unwrapped, the script prints
+            its message and exits with status 2 instead of a traceback).
+    """
+    check_agent_keys(agent_cfg)
+    try:
+        return instantiate(agent_cfg, _convert_="partial")
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, ClickstreamError):
+            raise exc.__cause__ from None
+        raise
+
+
+HYDRA_KEYS = ("_target_", "_convert_", "_recursive_", "_partial_", "_args_")
+"""Keys of an agent's config that Hydra's ``instantiate`` reads itself."""
+
+
+def check_agent_keys(agent_cfg: dict[str, Any]) -> None:
+    """Refuse keys the agent's class (``_target_``) does not take: a misspelt
+    ``+agent.total_timestep=5``, or ``max_minutes`` for an agent without a time limit, would
+    otherwise end in a ``TypeError`` from deep inside Hydra.
+
+    Raises:
+        ConfigError: Naming the unknown keys and the keys the agent takes.
+    """
+    target = agent_cfg.get("_target_")
+    try:
+        params = inspect.signature(get_object(str(target))).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return  # Hydra's own error names a target it cannot import
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # takes any keyword
+    takes = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    unknown = sorted(set(agent_cfg) - set(takes) - set(HYDRA_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown agent key(s) {[f'agent.{k}' for k in unknown]} for {target}; it takes "
+            f"{sorted(takes)}"
+        )
 
 
 def _takes(agent_cfg: dict[str, Any], option: str) -> bool:
