@@ -133,16 +133,6 @@ class TrainerConfig:
         return from_options(cls, cfg, "trainer")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a CUDA device without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
-    return device
-
-
 def training_windows(
     seqs: SessionSequences, max_len: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

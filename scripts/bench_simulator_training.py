@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from envs.core import resolve_device
 from envs.sequences import SessionSequences, load_prepared
-from envs.training import TrainerConfig, mean_log_loss, resolve_device, train
+from envs.training import TrainerConfig, mean_log_loss, train
 from envs.visitor_model import ModelConfig, VisitorModel
 
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from clickstream.prepare import choose_reward, git_commit
 from clickstream.runfolder import StageWriter, config_hash, manifest_digest, read_parquet
 from envs import visitors
+from envs.core import resolve_device
 from envs.fidelity import (
     fidelity_report,
     format_fidelity_markdown,
@@ -32,7 +33,6 @@ from envs.fidelity import (
 )
 from envs.sequences import load_prepared
 from envs.site_env import build_core
-from envs.training import resolve_device
 from scripts import run_or_exit
 
 CONFIG_KEYS = (

@@ -280,7 +280,7 @@ def _introduce(cfg: DictConfig) -> None:
     import torch
 
     from envs.click_model import describe_click_model
-    from envs.training import resolve_device
+    from envs.core import resolve_device
 
     device = resolve_device(str(cfg.device))
     jobs = resolve_jobs(cfg.jobs)

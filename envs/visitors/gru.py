@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from clickstream.runfolder import plain_config
+from envs.core import resolve_device
 from envs.dynamics import Dynamics, GRUDynamics, entry_distribution
 from envs.exit_calibration import calibrate_trained, calibrated, describe
 from envs.fidelity import converting_pages
 from envs.sequences import PreparedData
-from envs.training import resolve_device, train
+from envs.training import train
 from envs.visitor_model import ModelConfig, VisitorModel
 from envs.visitors.base import NextPage, TrainContext, Trained, VisitorKind, Visitors, register
 

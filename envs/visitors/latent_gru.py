@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from envs.core import resolve_device
 from envs.dynamics import Dynamics
 from envs.exit_calibration import calibrate_trained, calibrated, describe
 from envs.fidelity import converting_pages
@@ -31,7 +32,6 @@ from envs.latent_gru import (
     train_one_stage,
 )
 from envs.sequences import PreparedData
-from envs.training import resolve_device
 from envs.visitor_model import ModelConfig
 from envs.visitors.base import NextPage, TrainContext, Trained, VisitorKind, Visitors, register
 from envs.visitors.gru import resume_identity
