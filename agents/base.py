@@ -22,7 +22,7 @@ import importlib
 import json
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -279,17 +279,22 @@ def load_array(file: Path) -> np.ndarray:
 
 
 def policy_folders(
-    agents_dir: str | Path, names: Sequence[str] | None = None
+    agents_dir: str | Path, names: Sequence[str] | Mapping[str, Sequence[int] | None] | None = None
 ) -> dict[str, dict[int, Path]]:
     """Saved policies under a run's ``agents/`` by name and training seed: the
-    ``<name>/seed_<S>`` folders holding a ``policy.json`` (of ``names`` only, when given).
+    ``<name>/seed_<S>`` folders holding a ``manifest.json``; of ``names`` only, when given,
+    and, when ``names`` maps each name to training seeds, of those seeds only (``None``: all).
     Staging folders (``seed_<S>.partial``) and anything else are skipped."""
     out: dict[str, dict[int, Path]] = {}
     for folder in sorted(Path(agents_dir).glob("*/seed_*")):
-        seed = folder.name.removeprefix("seed_")
-        wanted = not names or folder.parent.name in names
-        if wanted and seed.isdigit() and (folder / MANIFEST).is_file():
-            out.setdefault(folder.parent.name, {})[int(seed)] = folder
+        name, seed = folder.parent.name, folder.name.removeprefix("seed_")
+        if not seed.isdigit() or not (folder / MANIFEST).is_file():
+            continue
+        if names and name not in names:
+            continue
+        seeds = names.get(name) if isinstance(names, Mapping) else None
+        if seeds is None or int(seed) in seeds:
+            out.setdefault(name, {})[int(seed)] = folder
     return out
 
 

@@ -27,7 +27,7 @@ from agents.report import write_report
 from agents.site import Site
 from clickstream.errors import RunFolderError
 from clickstream.prepare import git_commit
-from clickstream.runfolder import StageWriter, config_hash, manifest_digest
+from clickstream.runfolder import StageWriter, config_hash, manifest_digest, read_manifest
 from envs.click_model import describe_click_model
 from scripts import run_or_exit
 from scripts.parallel import resolve_jobs, submit, worker_pool
@@ -37,10 +37,17 @@ CONFIG_KEYS = ("env", "n_sessions", "world_sessions", "seeds", "n_visitors", "po
 """Settings that change the report (their hash is in the manifest)."""
 
 
-def saved_policies(
-    agents_dir: Path, names: list[str] | None = None
-) -> dict[str, dict[int, Policy]]:
-    """Policies under ``agents_dir`` by name and training seed, each from a verified folder."""
+Selection = list[str] | dict[str, list[int] | None] | None
+"""``policies``: every saved policy (``None``), those named, or those named with the training
+seeds to take of each (what the pipeline passes: the agents and seeds of its run)."""
+
+
+def saved_policies(agents_dir: Path, names: Selection = None) -> dict[str, dict[int, Policy]]:
+    """Policies under ``agents_dir`` by name and training seed, each from a verified folder.
+
+    Raises:
+        RunFolderError: A policy or training seed asked for is not saved, or none is.
+    """
     if not agents_dir.is_dir():
         raise RunFolderError(
             "no trained policies (train some with `python scripts/pipeline.py` or "
@@ -54,12 +61,21 @@ def saved_policies(
     missing = sorted(set(names or []) - set(out))
     if missing:
         raise RunFolderError(f"no saved policy named {missing}", file=str(agents_dir))
+    if isinstance(names, dict):
+        absent = [
+            f"{name}/seed_{seed}"
+            for name, seeds in names.items()
+            for seed in seeds or []
+            if seed not in out[name]
+        ]
+        if absent:
+            raise RunFolderError(f"no saved policy {absent}", file=str(agents_dir))
     if not out:
         raise RunFolderError("no saved policies", file=str(agents_dir))
     return out
 
 
-def policy_digests(agents_dir: Path, names: list[str] | None = None) -> dict[str, str | None]:
+def policy_digests(agents_dir: Path, names: Selection = None) -> dict[str, str | None]:
     """The manifest digest of each saved policy under ``agents_dir``, by
     ``<name>/seed_<S>``: a report is stale once any of them changes."""
     out: dict[str, str | None] = {}
@@ -81,7 +97,7 @@ def stage_inputs(cfg: dict[str, Any]) -> dict[str, str | None]:
     return {**inputs, **{f"agents/{k}": v for k, v in agents.items()}}
 
 
-def training_info(agents_dir: Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+def training_info(agents_dir: Path, names: Selection = None) -> dict[str, dict[str, Any]]:
     """Per policy name: ``truncated`` (a time limit cut any of its training runs short) and
     ``training``, per training seed the ``steps`` reached, ``budget_steps`` and ``truncated``
     (policies that train in steps; ``[]`` for those built without training)."""
@@ -103,6 +119,36 @@ def training_info(agents_dir: Path, names: list[str] | None = None) -> dict[str,
             )
         out[name] = {"truncated": any(r["truncated"] for r in runs), "training": runs}
     return out
+
+
+MADE_FROM = ("data", "simulator")
+"""Inputs a policy records (``scripts/train.py: stage_inputs``) that must be the evaluation's."""
+
+
+def check_made_from(agents_dir: Path, names: Selection, inputs: dict[str, str | None]) -> None:
+    """Refuse policy folders made from other data or another visitor model than the
+    evaluation's ``inputs`` (:func:`stage_inputs`): a folder left from an earlier run of the
+    run folder (another ``seed``, another simulator) would otherwise be scored beside the new
+    ones, its seeds pooled into the same row.
+
+    Raises:
+        RunFolderError: Naming each such folder and what it was made from, and what to do.
+    """
+    stale = []
+    for name, seeds in policy_folders(agents_dir, names).items():
+        for seed, folder in seeds.items():
+            made = read_manifest(folder, "train").inputs
+            other = [k for k in MADE_FROM if k in made and made[k] != inputs.get(k)]
+            if other:
+                stale.append(f"{name}/seed_{seed} (other {' and '.join(other)})")
+    if stale:
+        raise RunFolderError(
+            f"saved policies made from other data or another visitor model than this "
+            f"evaluation's (left from an earlier run): {', '.join(stale)}; retrain them "
+            "(`python scripts/pipeline.py` retrains what its settings name) or leave them out "
+            "with policies=[...]",
+            file=str(agents_dir),
+        )
 
 
 def _run_record(folder: Path) -> dict[str, Any]:
@@ -145,6 +191,7 @@ def run(cfg: DictConfig, pool: Executor | None = None) -> dict[str, Any]:
     inputs = stage_inputs(resolved)
     trained = training_info(agents_dir, resolved.get("policies"))
     saved_policies(agents_dir, resolved.get("policies"))  # bad folders refused before any work
+    check_made_from(agents_dir, resolved.get("policies"), inputs)
     worlds = resolved.get("worlds") or site.worlds()
     quiet = {**resolved, "show_progress": False}  # parallel bars would overwrite each other
     futures = [

@@ -30,7 +30,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from agents import checks
+from agents.base import policy_folders
 from clickstream.errors import ConfigError, RunFolderError
 from clickstream.prepare import choose_reward, format_summary, source_changed
 from clickstream.runfolder import (
@@ -68,6 +70,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     (``clickstream/runfolder.py``); an interrupted publication is completed or undone first.
     ``report["why"]`` says, per stage that ran, why its output could not be reused.
     """
+    check_settings(cfg)  # before any stage: a bad one found after training wastes the training
     data_dir = Path(cfg.data_dir)
     report: dict[str, Any] = {"stages": {}, "seconds": {}, "why": {}}
     report["recovered"] = recover(data_dir) + recover_tree(cfg.out_dir)
@@ -109,6 +112,49 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _evaluation(cfg, report, progress, pool)
     report["seconds"]["total"] = time.perf_counter() - progress.start
     return report
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse settings the stages would trip over late, or ignore: each error names its key.
+
+    ``seeds`` and ``eval_seeds`` must be non-empty lists of distinct seeds (an empty list
+    trained and evaluated nothing, a repeated seed was counted twice); every agent named in
+    ``agents``, ``references``, ``learning_agents`` and ``agent_overrides`` must have a
+    ``configs/agent/<name>.yaml`` (a typo was ignored, or found after the data and the
+    visitor model were built); ``out_dir`` must be a folder this process can write.
+
+    Raises:
+        ConfigError: The first setting that is not so.
+    """
+    for key in ("seeds", "eval_seeds"):
+        value = OmegaConf.to_container(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{key} must be a non-empty list of seeds, got {value!r}")
+        seeds = [checks.seed(f"{key}[{i}]", s) for i, s in enumerate(value)]
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{key} must not repeat a seed (each would count twice), got {seeds}")
+    known = sorted(f.stem for f in (CONFIGS / "agent").glob("*.yaml"))
+    overrides = cfg.get("agent_overrides") or {}
+    for key, names in (
+        ("agents", cfg.agents),
+        ("references", cfg.references),
+        ("learning_agents", cfg.learning_agents),
+        ("agent_overrides", list(overrides) if isinstance(overrides, Mapping) else []),
+    ):
+        unknown = [str(n) for n in names if str(n) not in known]
+        if unknown:
+            raise ConfigError(
+                f"{key} names agents with no configs/agent/<name>.yaml: {unknown}; known: {known}"
+            )
+    out_dir = Path(cfg.out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"out_dir cannot be a run folder here: {exc.strerror or exc}", file=str(out_dir)
+        ) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError("out_dir is not writable by this process", file=str(out_dir))
 
 
 def _call(fn: Callable[[DictConfig], dict[str, Any]], cfg: dict[str, Any]) -> dict[str, Any]:
@@ -207,11 +253,25 @@ def _evaluation(
 ) -> None:
     names = [*cfg.agents, *cfg.references]
     eval_cfg = _eval_cfg(cfg)
-    # policies trained outside the pipeline (scripts/train.py) are inputs too
+    # the run's own agents and seeds only: a folder left from an earlier run (another seed, an
+    # agent since dropped) would be pooled into the report; said, not silently evaluated
+    others = [
+        f"{name}/seed_{seed}"
+        for name, seeds in policy_folders(Path(cfg.out_dir) / "agents").items()
+        for seed in seeds
+        if seed not in (eval_cfg.policies.get(name) or [])
+    ]
+    report["not_evaluated"] = others
     inputs = evaluate.stage_inputs(_container(eval_cfg))
     wanted = _hash(eval_cfg, evaluate.CONFIG_KEYS)
     results, why = _reusable(cfg, Path(cfg.eval_dir), "evaluate", wanted, inputs)
     with progress.stage("evaluate", _evaluate_title(cfg, names), Path(cfg.eval_dir)):
+        if others:
+            _say(
+                f"not evaluated (not among this run's agents and seeds): {', '.join(others)}; "
+                f"`python scripts/evaluate.py out_dir={show_path(cfg.out_dir)}` evaluates "
+                "every saved policy"
+            )
         if results is not None:
             report["stages"]["evaluate"] = "reused"
             report["evaluate"] = read_json(Path(cfg.eval_dir) / "results.json", "results.json")
@@ -531,10 +591,18 @@ def _agent_cfg(cfg: DictConfig, name: str, seed: int) -> DictConfig:
 
 def _eval_cfg(cfg: DictConfig) -> DictConfig:
     """``configs/evaluate.yaml`` with the pipeline's shared values (its evaluation seeds are
-    ``eval_seeds``: ``seeds`` are the agents' training seeds)."""
+    ``eval_seeds``: ``seeds`` are the agents' training seeds), evaluating the policies this
+    run trains, each on the training seeds it trains it on (:func:`_agent_specs`)."""
+    policies: dict[str, list[int]] = {}
+    for name, seed in _agent_specs(cfg):
+        policies.setdefault(name, []).append(seed)
     return set_values(
         share(compose_stage("evaluate"), cfg, skip=("seeds", "policies", "worlds")),
-        {"held_out_dir": cfg.held_out_dir if cfg.held_out else None, "seeds": cfg.eval_seeds},
+        {
+            "held_out_dir": cfg.held_out_dir if cfg.held_out else None,
+            "seeds": cfg.eval_seeds,
+            "policies": policies,
+        },
     )
 
 

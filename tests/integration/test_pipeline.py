@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from clickstream.errors import RunFolderError
 from clickstream.runfolder import config_hash
 from scripts.pipeline import run
 from tests.hydra_configs import TINY_RUN, compose_cfg, reseal
@@ -257,3 +258,61 @@ def test_cli_says_what_it_does_and_fails_on_a_truncated_agent(tmp_path: Path) ->
     events = {p.parent.relative_to(logdir) for p in logdir.rglob("events.out.tfevents.*")}
     assert Path("data/simulator/tensorboard") in events
     assert Path("agents/ppo/seed_0") in events
+
+
+def test_only_this_runs_agents_and_seeds_are_evaluated(tmp_path: Path) -> None:
+    """Folders left in the run folder by an earlier run (another seed, an agent since dropped)
+    are said and left out, not pooled into the report; `scripts/evaluate.py`, which reads
+    every saved policy, refuses those made from another visitor model."""
+    from scripts.evaluate import run as evaluate_run
+
+    first = pipeline(tmp_path, "held_out=false")
+    assert first["not_evaluated"] == []
+    fewer = pipeline(tmp_path, "held_out=false", "seeds=[1]")
+    assert fewer["agents"]["q_learning/seed_1"] == "reused"
+    assert fewer["not_evaluated"] == ["q_learning/seed_0"]
+    q = [r for r in fewer["evaluate"]["records"] if r["policy"] == "q_learning"]
+    assert [[run["seed"] for run in r["training"]] for r in q] == [[1], [1]]  # 2 worlds
+    organic = next(r for r in fewer["evaluate"]["records"] if r["policy"] == "organic")
+    assert q[0]["n_sessions"] == organic["n_sessions"] == 1500  # 500 on each of 3 seeds
+
+    dropped = pipeline(
+        tmp_path, "held_out=false", "agents=[organic,greedy,value_iteration]", "seeds=[0]"
+    )
+    assert dropped["not_evaluated"] == ["q_learning/seed_0", "q_learning/seed_1"]
+    assert {r["policy"] for r in dropped["evaluate"]["records"]} == {
+        "organic",
+        "greedy",
+        "value_iteration",
+        "true_optimum",
+    }
+
+    # another visitor model: the kept agents are retrained, the dropped ones are now stale
+    pipeline(
+        tmp_path,
+        "held_out=false",
+        "agents=[organic,greedy,value_iteration]",
+        "simulator.trainer.epochs=1",
+    )
+    with pytest.raises(RunFolderError) as err:
+        evaluate_run(compose_cfg("evaluate", [f"out_dir={tmp_path}", "held_out_dir=null"]))
+    assert str(err.value) == (
+        f"{tmp_path / 'agents'}: saved policies made from other data or another visitor model "
+        "than this evaluation's (left from an earlier run): q_learning/seed_0 (other "
+        "simulator), q_learning/seed_1 (other simulator); retrain them (`python "
+        "scripts/pipeline.py` retrains what its settings name) or leave them out with "
+        "policies=[...]"
+    )
+    fine = evaluate_run(
+        compose_cfg(
+            "evaluate",
+            [
+                f"out_dir={tmp_path}",
+                "held_out_dir=null",
+                "n_sessions=200",
+                "n_visitors=200",
+                "policies=[organic,greedy]",
+            ],
+        )
+    )
+    assert {r["policy"] for r in fine["records"]} == {"organic", "greedy"}
