@@ -32,7 +32,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from clickstream.errors import ClickstreamError
 from webapp.app import AppState, state
-from webapp.recommend import UNKNOWN_MODES, Recommender, ResolvedPage
+from webapp.recommend import UNKNOWN_MODES, Recommender, ResolvedPage, json_type
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -64,6 +64,7 @@ def _state() -> AppState:
 
 @api.get("/health")
 def health() -> Any:
+    _query(())
     st = _state()
     runs = []
     for name, rec in st.recommenders.items():
@@ -91,7 +92,7 @@ def health() -> Any:
 
 @api.get("/policies")
 def policies() -> Any:
-    rec = _state().recommender(request.args.get("run"))
+    rec = _state().recommender(_query(("run",)).get("run"))
     run = rec.run
     world = run.worlds[0] if run.worlds else None
     value = {
@@ -128,10 +129,11 @@ def policies() -> Any:
 
 @api.get("/pages")
 def pages() -> Any:
-    rec = _state().recommender(request.args.get("run"))
+    args = _query(("run", "group"))
+    rec = _state().recommender(args.get("run"))
     run = rec.run
     vocab = run.vocab
-    group = request.args.get("group")
+    group = args.get("group")
     rows = range(vocab.n_pages)
     if group is not None:
         if group not in vocab.groups:
@@ -149,7 +151,7 @@ def pages() -> Any:
 
 @api.get("/network")
 def network() -> Any:
-    rec = _state().recommender(request.args.get("run"))
+    rec = _state().recommender(_query(("run",)).get("run"))
     return jsonify(run=rec.run.name, **rec.run.network.to_json(rec.run.vocab))
 
 
@@ -249,8 +251,42 @@ def path() -> Any:
 # ---- request reading -----------------------------------------------------------------------------
 
 
+def _query(names: tuple[str, ...]) -> dict[str, str]:
+    """The request's query parameters, each one of ``names`` and given once: a misspelt or
+    repeated one (``?run=a&run=b``: which?) is refused rather than ignored.
+
+    Raises:
+        ApiError: 400 naming the parameter.
+    """
+    for name in request.args:
+        if name not in names:
+            known = f"known: {list(names)}" if names else "this request takes none"
+            raise ApiError(400, f"unknown query parameter {name!r}; {known}")
+        if len(request.args.getlist(name)) > 1:
+            raise ApiError(400, f"query parameter {name!r} given more than once")
+    return dict(request.args)
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' ``object_pairs_hook``: an object naming a key twice is refused (the
+    last one would silently win, and which one the client meant is unknowable)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ApiError(400, f"invalid JSON: the field {key!r} is given more than once")
+        out[key] = value
+    return out
+
+
 def _json_body(fields: tuple[str, ...]) -> dict[str, Any]:
-    """The request's JSON object, its fields checked against ``fields``."""
+    """The request's JSON object, its fields checked against ``fields``; the request takes its
+    settings from the body only (a query parameter is refused, not ignored)."""
+    if request.args:
+        raise ApiError(
+            400,
+            f"query parameter(s) {list(request.args)} not read: {request.path} takes its "
+            f"settings in the JSON body (fields {list(fields)})",
+        )
     if request.mimetype != "application/json":
         got = request.content_type or "none"
         raise ApiError(415, f"Content-Type must be application/json, got {got!r}")
@@ -265,11 +301,11 @@ def _json_body(fields: tuple[str, ...]) -> dict[str, Any]:
     if json_depth(text, limit) > limit:
         raise ApiError(400, f"invalid JSON: arrays and objects nested deeper than {limit} levels")
     try:
-        body = json.loads(text)
+        body = json.loads(text, object_pairs_hook=_no_repeated_keys)
     except ValueError as exc:  # JSONDecodeError
         raise ApiError(400, f"invalid JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise ApiError(400, f"the body must be a JSON object, got {type(body).__name__}")
+        raise ApiError(400, f"the body must be a JSON object, got {json_type(body)}")
     unknown = sorted(set(body) - set(fields))
     if unknown:
         raise ApiError(400, f"unknown field(s) {unknown}; known: {list(fields)}")

@@ -162,7 +162,7 @@ def create_app(
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         # the API answers JSON whatever went wrong; pages keep Werkzeug's HTML
-        if not request.path.startswith("/api/"):
+        if request.path != "/api" and not request.path.startswith("/api/"):
             return exc
         message = {
             404: f"no such endpoint: {request.path} (see GET /api/health)",

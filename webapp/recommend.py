@@ -50,7 +50,6 @@ probability each step reports) for a few steps, stopping early at a page already
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +73,6 @@ MAX_PAGE_CHARS = 2048
 UnknownMode = Literal["map", "drop", "error"]
 UNKNOWN_MODES: tuple[str, ...] = ("map", "drop", "error")
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 CACHE_BYTES = 64 * 2**20
 """Memory for what is cached per history (its next-page distribution, and with few enough
 actions every action's probabilities and value)."""
@@ -129,16 +127,20 @@ class PageResolver:
         """
         if not isinstance(entry, str):
             raise DataError(
-                f"history[{position}] must be a page path (a string), got {_json_type(entry)}"
+                f"history[{position}] must be a page path (a string), got {json_type(entry)}"
             )
-        if not entry.strip():
-            raise DataError(f"history[{position}] is an empty page path")
         if len(entry) > MAX_PAGE_CHARS:
             raise DataError(
                 f"history[{position}] is {len(entry)} characters long; at most {MAX_PAGE_CHARS}"
             )
-        if _CONTROL.search(entry):
-            raise DataError(f"history[{position}] holds control characters: {entry!r}")
+        # before the empty check, which strips: "\x85" is whitespace to str.strip()
+        if not entry.replace(" ", "").isprintable():
+            raise DataError(
+                f"history[{position}] holds characters that are not printable (control, "
+                f"separator, format or unpaired surrogate): {entry!r}"
+            )
+        if not entry.strip():
+            raise DataError(f"history[{position}] is an empty page path")
         resolved = self._cached(entry, unknown)
         if resolved.page_id is None and unknown == "error":
             raise DataError(
@@ -179,8 +181,10 @@ def _finite(x: float) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """A decoded JSON value's type in JSON's words (``a string``, ``null``), for messages."""
     names = {
+        str: "a string",
         bool: "a boolean",
         int: "a number",
         float: "a number",

@@ -20,7 +20,14 @@ from webapp.impact import METRICS, WORLD_NOTES, bar_chart, impact_rows, records_
 views = Blueprint("views", __name__)
 
 
-def _run() -> Any:
+def _run(names: tuple[str, ...] = ("run",)) -> Any:
+    """The app's state and the run ``?run=`` names; query parameters other than ``names``, or
+    one given twice, are a 400 naming it (not ignored)."""
+    for name in request.args:
+        if name not in names:
+            abort(400, description=f"unknown query parameter {name!r}; known: {list(names)}")
+        if len(request.args.getlist(name)) > 1:
+            abort(400, description=f"query parameter {name!r} given more than once")
     st = state(current_app)
     try:
         return st, st.recommender(request.args.get("run"))
@@ -43,7 +50,7 @@ def network_page() -> str:
 
 @views.get("/impact")
 def impact_page() -> str:
-    st, rec = _run()
+    st, rec = _run(("run", "world"))
     run = rec.run
     worlds = run.worlds
     world = request.args.get("world") or (worlds[0] if worlds else None)

@@ -115,7 +115,14 @@ BAD_BODIES = [
     ({"history": [None]}, "history[0] must be a page path (a string), got null"),
     ({"history": ["  "]}, "history[0] is an empty page path"),
     ({"history": ["/" + "a" * 2048]}, "history[0] is 2049 characters long; at most 2048"),
-    ({"history": ["/home\x00"]}, "history[0] holds control characters"),
+    ({"history": ["/home\x00"]}, "history[0] holds characters that are not printable"),
+    # C1 controls, separators, format characters and unpaired surrogates too (str.strip()
+    # took "\x85" for whitespace: "/home\x85" was read as /home, "\x85" as an empty path)
+    ({"history": ["/home\x85"]}, "history[0] holds characters that are not printable"),
+    ({"history": ["\x85"]}, "history[0] holds characters that are not printable"),
+    ({"history": ["/home\u2028"]}, "history[0] holds characters that are not printable"),
+    ({"history": ["/ho\u200bme"]}, "history[0] holds characters that are not printable"),
+    ({"history": ["/home\ud800"]}, "history[0] holds characters that are not printable"),
     ({"history": ["/no/such/page"]}, "no page of the history is known to run"),
     ({"history": ["/home"], "run": "nope"}, "unknown run 'nope'; this server has"),
     ({"history": ["/home"], "unknown": "maybe"}, "unknown must be one of ['map', 'drop', "),
@@ -136,7 +143,15 @@ def test_bad_recommend_requests_say_what_is_wrong(client: FlaskClient, body, mes
         (b'{"history": ["/home"]', "application/json", 400, "invalid JSON: Expecting"),
         (b"\xff\xfe\xfa", "application/json", 400, "invalid JSON"),
         (b"", "application/json", 400, "the request body is empty"),
-        (b'["/home"]', "application/json", 400, "the body must be a JSON object, got list"),
+        (b'["/home"]', "application/json", 400, "the body must be a JSON object, got a list"),
+        (b"null", "application/json", 400, "the body must be a JSON object, got null"),
+        (b'"x"', "application/json", 400, "the body must be a JSON object, got a string"),
+        (
+            b'{"history": 5, "history": ["/home"]}',
+            "application/json",
+            400,
+            "invalid JSON: the field 'history' is given more than once",
+        ),
         (
             b'{"history": ["/home"]}',
             "text/plain",
@@ -215,3 +230,51 @@ def test_wrong_urls_and_methods_get_json(client: FlaskClient, method, url, statu
     answer = getattr(client, method)(url)
     assert answer.status_code == status and answer.is_json
     assert message in answer.get_json()["error"]
+
+
+def test_a_page_path_with_a_space_or_a_letter_beyond_ascii_is_read(client: FlaskClient):
+    for page in ("/home page", "/café"):
+        answer = client.post("/api/recommend", json={"history": [page, "/home"]})
+        assert answer.status_code == 200, answer.get_json()
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "message"),
+    [
+        # a POST reads its settings from the body: a run in the URL was silently ignored
+        (
+            "post",
+            "/api/recommend?run=nope&k=9",
+            "query parameter(s) ['run', 'k'] not read: /api/recommend takes its settings in "
+            "the JSON body (fields ['history', 'k', 'policy', 'run', 'unknown'])",
+        ),
+        ("post", "/api/path?steps=2", "query parameter(s) ['steps'] not read: /api/path"),
+        ("get", "/api/pages?foo=1", "unknown query parameter 'foo'; known: ['run', 'group']"),
+        ("get", "/api/pages?run=a&run=b", "query parameter 'run' given more than once"),
+        ("get", "/api/pages?group=home&group=basket", "query parameter 'group' given more"),
+        ("get", "/api/health?run=nope", "unknown query parameter 'run'; this request takes none"),
+        ("get", "/api/policies?policy=ppo", "unknown query parameter 'policy'; known: ['run']"),
+        ("get", "/api/network?group=home", "unknown query parameter 'group'; known: ['run']"),
+    ],
+)
+def test_query_parameters_are_read_or_refused(client: FlaskClient, method, url, message):
+    call = getattr(client, method)
+    answer = call(url, json={"history": ["/home"]}) if method == "post" else call(url)
+    assert answer.status_code == 400 and answer.is_json
+    assert answer.get_json()["error"].startswith(message)
+
+
+@pytest.mark.parametrize(
+    "url", ["/?nope=1", "/impact?run=a&run=b", "/impact?policy=ppo", "/?world=learned"]
+)
+def test_pages_refuse_unknown_or_repeated_parameters(client: FlaskClient, url: str):
+    answer = client.get(url)
+    assert answer.status_code == 400
+    assert b"query parameter" in answer.data
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_the_bare_api_path_answers_json(client: FlaskClient, method: str):
+    answer = getattr(client, method)("/api")
+    assert answer.status_code == 404 and answer.is_json
+    assert answer.get_json()["error"] == "no such endpoint: /api (see GET /api/health)"
