@@ -652,6 +652,7 @@ class StageWriter:
             self._lock = lock_work_dir(self.work_dir)
         try:
             recover(self.out_dir)
+            check_replaceable(self.out_dir, self.stage)  # before any work, not after it
             if self.work_dir is not None and self.fresh:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
         except BaseException:
@@ -813,6 +814,39 @@ def _token() -> str:
     return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def check_replaceable(target: Path, stage: str) -> None:
+    """Refuse to publish ``stage``'s output at ``target`` when something there is not an
+    earlier output of the same stage: publishing replaces the folder and deletes the old one,
+    so a folder of the user's (``out_dir=~/Documents``), another stage's output (the prepared
+    data as ``check_simulator``'s ``out_dir``) or a file would be lost.
+
+    Replaceable: nothing there, an empty folder, or a folder whose manifest says ``stage``
+    made it.
+
+    Raises:
+        RunFolderError: Naming ``target`` and what it holds.
+    """
+    if not (target.exists() or target.is_symlink()):
+        return
+    why = None
+    if target.is_symlink() or not target.is_dir():
+        why = "it is a file, not a folder" if not target.is_symlink() else SYMLINK
+    elif any(target.iterdir()):
+        try:
+            made_by = read_manifest(target).stage
+        except RunFolderError:
+            why = f"it holds files but no {MANIFEST} of a published stage folder"
+        else:
+            if made_by != stage:
+                why = f"it is the output of the {made_by} stage, not of {stage}"
+    if why is not None:
+        raise RunFolderError(
+            f"not replaced by this {stage} output: {why}, and publishing would delete it; "
+            "write elsewhere (out_dir=...) or remove it yourself if it is an old output",
+            file=str(target),
+        )
+
+
 def publish(tmp: Path, target: Path) -> None:
     """Make the complete folder ``tmp`` (``.<name>.tmp-<pid>-<token>``) the folder ``target``.
 
@@ -824,6 +858,7 @@ def publish(tmp: Path, target: Path) -> None:
     parent = target.parent
     match = _TEMP.match(tmp.name)
     token = f"{match['pid']}-{match['token']}" if match else _token()
+    check_replaceable(target, read_manifest(tmp).stage)  # the writer checked; still so?
     if target.exists() or target.is_symlink():
         old = parent / f".{target.name}.old-{token}"
         boundary(f"publish {target.name}: rename the old folder aside")

@@ -475,3 +475,39 @@ def test_a_work_folder_lock_is_released_when_its_process_dies(tmp_path: Path) ->
     (tmp_path / ".sim.partial.lock").write_text("12345")
     recover_tree(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]
+
+
+def test_a_folder_that_is_not_this_stages_output_is_never_replaced(tmp_path: Path) -> None:
+    """Publishing replaces the folder and deletes the old one: only an earlier output of the
+    same stage (or nothing, or an empty folder) may be there."""
+    user = tmp_path / "notes"
+    user.mkdir()
+    (user / "notes.txt").write_text("important")
+    with pytest.raises(RunFolderError) as err:
+        write_stage(user, "v1")
+    assert str(err.value) == (
+        f"{user}: not replaced by this evaluate output: it holds files but no manifest.json of "
+        "a published stage folder, and publishing would delete it; write elsewhere "
+        "(out_dir=...) or remove it yourself if it is an old output"
+    )
+    assert (user / "notes.txt").read_text() == "important"
+    assert leftovers(tmp_path) == []  # refused before a temporary folder was made
+
+    other = tmp_path / "data"  # another stage's output
+    with StageWriter(other, "prepare_data", config_hash="sha256:d") as w:
+        w.write_text("hits.csv", "a,b\n")
+    with pytest.raises(RunFolderError, match="it is the output of the prepare_data stage, not "):
+        write_stage(other, "v1")
+    assert verify_folder(other, "prepare_data")
+
+    a_file = tmp_path / "results"
+    a_file.write_text("x")
+    with pytest.raises(RunFolderError, match="it is a file, not a folder"):
+        write_stage(a_file, "v1")
+    assert a_file.read_text() == "x"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_stage(empty, "v1")  # an empty folder, then the stage's own output: replaced
+    write_stage(empty, "v2")
+    assert json.loads((empty / "results.json").read_text()) == {"version": "v2"}
