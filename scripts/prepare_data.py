@@ -17,6 +17,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from clickstream.errors import ConfigError
 from clickstream.pages import PageConfig
 from clickstream.prepare import format_summary, prepare
 from clickstream.runfolder import config_hash
@@ -34,6 +35,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The dataset's meta record (what ``meta.json`` holds).
     """
+    if OmegaConf.is_missing(cfg.data, "path"):  # "???" in the config: no default file
+        raise ConfigError(
+            f"data.path is required with data={cfg.data.get('name')}: the export's file, folder "
+            "or glob (e.g. data.path=clicks.csv; docs/bring_your_own_data.md)"
+        )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     data = resolved["data"]

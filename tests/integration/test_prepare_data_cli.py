@@ -153,3 +153,15 @@ def test_command_line_reports_a_bad_input_and_writes_nothing(tmp_path: Path) -> 
     assert proc.returncode == 2
     assert "bad.csv" in proc.stderr and "line 3" in proc.stderr
     assert not out.exists()
+
+
+def test_csv_without_a_path_names_data_path(tmp_path: Path) -> None:
+    from clickstream.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        prepared(["data=csv", f"out_dir={tmp_path / 'out'}"])
+    assert str(err.value) == (
+        "data.path is required with data=csv: the export's file, folder or glob (e.g. "
+        "data.path=clicks.csv; docs/bring_your_own_data.md)"
+    )
+    assert not (tmp_path / "out").exists()
