@@ -173,7 +173,9 @@ def recommend() -> Any:
     resolved, ids = _history(st, rec, body)
     outcome = rec.recommend(policy, ids, k)
     warnings = _warnings(rec, resolved)
-    if len(outcome.recommendations) < k:
+    if not outcome.recommendations and outcome.prefers_nothing:
+        warnings.append(f"{policy!r} shows nothing here and ranks no page above another")
+    elif len(outcome.recommendations) < k:
         warnings.append(
             f"only {len(outcome.recommendations)} action(s) can be recommended here "
             f"by {policy!r} (k={k})"

@@ -491,6 +491,8 @@ class Recommender:
             valid &= self.action_pages != current
         candidates = np.flatnonzero(valid)
         top = candidates[np.argsort(-scores[candidates], kind="stable")[:k]]
+        if self.ranks_no_page(scores, candidates):
+            top = top[:0]  # organic: any list would be the first page ids, not a choice
         slate_model = self.template.slate_model
         if slate_model is not None:  # the policy's own slate first, then by score
             own = np.asarray(self.run.policies[policy].policy.predict(np.asarray(obs))[0])
@@ -545,6 +547,14 @@ class Recommender:
             observation=obs,
             slate_expected_value=slate_value,
         )
+
+    def ranks_no_page(self, scores: np.ndarray, candidates: np.ndarray) -> bool:
+        """Whether a policy's ``scores`` prefer showing nothing and rank no recommendable
+        page above another (the organic baseline): it has no top-k to show."""
+        if self.nothing is None or not len(candidates):
+            return False
+        page_scores = scores[candidates]
+        return bool(page_scores.min() == page_scores.max() < scores[self.nothing])
 
     def path(self, policy: str, ids: tuple[int, ...], steps: int) -> list[PathStep]:
         """Follow the most likely next page under the policy for up to ``steps`` steps."""

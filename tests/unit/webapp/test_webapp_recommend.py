@@ -351,3 +351,13 @@ def test_a_slate_run_scores_its_positions_together(run, tables):
         pages = [x.page_id for x in out.recommendations[:3]]
         expected = (organic_value + kappa * (eps * p * r[pages]).sum()) / z
         assert out.slate_expected_value == pytest.approx(expected, rel=1e-6)
+
+
+def test_organic_recommends_nothing_rather_than_the_first_page_ids(client: FlaskClient):
+    """Organic scores every page alike and prefers to show nothing: a top-k of it would be the
+    first page ids, a list that looks like a choice."""
+    body = post(client, "/api/recommend", {"history": ["/home"], "k": 3, "policy": "organic"})
+    assert body["prefers_nothing"] is True and body["recommendations"] == []
+    assert body["warnings"] == ["'organic' shows nothing here and ranks no page above another"]
+    greedy = post(client, "/api/recommend", {"history": ["/home"], "k": 3, "policy": "greedy"})
+    assert len(greedy["recommendations"]) == 3  # a policy that ranks pages keeps its list
