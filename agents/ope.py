@@ -52,8 +52,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agents.checks import whole
 from agents.logs import Logs
-from clickstream.errors import ConfigError
+from clickstream.errors import ConfigError, DataError
 
 ONE_STEP = ("ips", "snips", "dm", "dr")
 SESSION = ("pdis", "pdwis", "fqe", "dr")
@@ -341,7 +342,15 @@ def bootstrap_many(
 
     Returns:
         ``(estimate, low, high)`` per estimator.
+
+    Raises:
+        ConfigError: ``n_boot`` or ``chunk`` below 1 (no replicate: no interval).
+        DataError: An estimator without units (empty logs): every figure would be NaN.
     """
+    n_boot = whole("n_boot", n_boot, 1)
+    chunk = whole("chunk", chunk, 1)
+    if any(len(t.terms) == 0 for t in terms):
+        raise DataError("no logged units to estimate from (the logs hold no sessions)")
     widths = [t.terms.shape[1] for t in terms]
     big = np.concatenate([t.terms for t in terms], axis=1)
     centre = big.mean(axis=0)

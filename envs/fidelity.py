@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from clickstream.errors import ConfigError, DataError
 from envs.click_model import NO_RECOMMENDATION, MultinomialBoost
-from envs.core import SiteCore
+from envs.core import SiteCore, check_int
 from envs.dynamics import Dynamics
 from envs.sequences import SessionSequences, Vocabulary
 
@@ -362,6 +362,12 @@ def _summary(
     return out
 
 
+def check_report_options(n_boot: object, top: object) -> tuple[int, int]:
+    """``n_boot`` (0: no intervals) and ``top`` as ints, or a ``ConfigError`` naming the key:
+    a negative ``n_boot`` would fail deep in numpy, a ``top`` of 0 print an empty summary."""
+    return check_int("n_boot", n_boot, 0), check_int("top", top, 1)
+
+
 def fidelity_report(
     sim: SessionSequences,
     test: SessionSequences,
@@ -396,8 +402,10 @@ def fidelity_report(
         ``worst_pages``), ``sizes``, ``converting_pages`` and ``definitions``.
 
     Raises:
-        ClickstreamError: Empty samples, or samples of another vocabulary.
+        ClickstreamError: Empty samples, or samples of another vocabulary; ``n_boot`` below 0
+            or ``top`` below 1.
     """
+    n_boot, top = check_report_options(n_boot, top)
     for name, seqs in (("simulated", sim), ("test", test)):
         if seqs.exit_id != vocab.exit_id:
             raise DataError(

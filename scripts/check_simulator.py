@@ -26,6 +26,7 @@ from clickstream.runfolder import StageWriter, config_hash, manifest_digest, rea
 from envs import visitors
 from envs.core import resolve_device
 from envs.fidelity import (
+    check_report_options,
     fidelity_report,
     format_fidelity_markdown,
     format_fidelity_table,
@@ -56,6 +57,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data_dir = Path(resolved["data_dir"])
     out_dir = Path(resolved["out_dir"])
     seed = int(resolved.get("seed", 0))
+    # before any loading or simulating: a bad value would otherwise fail after all of it
+    n_boot, top = check_report_options(resolved.get("n_boot", 200), resolved.get("top", 5))
     named = resolved.get("dynamics")
     kind = visitors.default_kind() if named is None else visitors.get(named, key="dynamics")
     dynamics = kind.name  # the command line's `dynamics=true` parses as a boolean
@@ -92,9 +95,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data.splits["test"],
         data.vocab,
         catalog,
-        n_boot=int(resolved.get("n_boot", 200)),
+        n_boot=n_boot,
         seed=seed,
-        top=int(resolved.get("top", 5)),
+        top=top,
     )
     record: dict[str, Any] = {
         "data_dir": str(data_dir),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,11 @@ import torch
 import yaml
 
 from agents.base import Policy, load_policy, policy_class
+from agents.checks import unit_interval, whole
 from agents.logs import Logs, log_policy, read_logs, write_logs
 from agents.ope import ONE_STEP, SESSION, SLATE, bootstrap, one_step, session, slate, subset
 from agents.site import Site
-from clickstream.errors import ClickstreamError, ConfigError
+from clickstream.errors import ClickstreamError, ConfigError, DataError
 
 BUILT = (
     "value_iteration",
@@ -114,6 +116,42 @@ def target_table(policy: Policy, logs: Logs, site: Site) -> tuple[np.ndarray, st
     return table, note
 
 
+def check_out(out: Path | None) -> None:
+    """Make ``--out``'s folder (or refuse it) before any work: a missing folder would
+    otherwise fail the final write, after all the computing, with a bare ``FileNotFoundError``.
+    """
+    if out is None:
+        return
+    if out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a folder: give a file path")
+    folder = out.parent
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: {str(folder)!r} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {str(out)!r}: cannot create its folder {str(folder)!r} ({exc.strerror})"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out {str(out)!r}: its folder {str(folder)!r} is not writable")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The numbers of the command line, each refused naming its flag, before any work."""
+    if args.command == "log":
+        # outside [0, 1] the mixture is not a distribution; the logger would say so but not
+        # which flag made it
+        args.epsilon = unit_interval("--epsilon", args.epsilon)
+        args.sessions = whole("--sessions", args.sessions, 1)
+    else:
+        # 0 replicates give no interval (the bootstrap would fail on an empty list)
+        args.n_boot = whole("--n-boot", args.n_boot, 1)
+        if args.horizon is not None:  # None: the env's max_steps; 0 would estimate nothing
+            args.horizon = whole("--horizon", args.horizon, 1)
+    check_out(args.out)
+
+
 def cmd_log(args: argparse.Namespace) -> dict[str, Any]:
     site = Site(data_dir=args.data_dir, env=parse_env(args.env), seed=args.seed)
     logging = get_policy(args.logging, site)
@@ -131,9 +169,13 @@ def cmd_log(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
     site = Site(data_dir=args.data_dir, env=parse_env(args.env), seed=args.seed)
     logs = read_logs(args.logs, list(site.data.vocab.pages), action_names(site))
+    if logs.n_sessions == 0:  # every estimate would be NaN, printed as if it were a result
+        raise DataError(
+            "the logs file holds no logged sessions: nothing to estimate from", file=str(args.logs)
+        )
     policy = get_policy(args.policy, site)
     table, note = target_table(policy, logs, site)
-    horizon = args.horizon or site.template.max_steps
+    horizon = site.template.max_steps if args.horizon is None else args.horizon
     rows: list[dict[str, Any]] = []
 
     def add(kind: str, name: str, terms) -> None:
@@ -197,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:
+        check_args(args)
         (cmd_log if args.command == "log" else cmd_estimate)(args)
     except ClickstreamError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -62,3 +63,24 @@ def test_log_then_estimate_and_refuse_logs_without_propensities(data_dir, tmp_pa
     assert main(estimate) == 2
     err = capsys.readouterr().err
     assert "bare.parquet" in err and "column 'propensity'" in err and "no propensities" in err
+
+
+def test_outputs_in_new_folders_and_empty_logs_refused(data_dir, tmp_path, capsys):
+    # --out in folders that do not exist yet: made up front, not a FileNotFoundError at the end
+    logs = tmp_path / "new" / "logs.parquet"
+    args = ["log", "--data-dir", str(data_dir), "--sessions", "200", "--out", str(logs), *ENV]
+    assert main(args) == 0
+    est = tmp_path / "more" / "deep" / "est.json"
+    estimate = ["estimate", "--data-dir", str(data_dir), "--logs", str(logs),
+                "--policy", "popular", "--n-boot", "5", "--out", str(est), *ENV]  # fmt: skip
+    assert main(estimate) == 0
+    assert {r["estimator"] for r in json.loads(est.read_text())} >= {"ips", "fqe"}
+    # a logs file with the schema and no rows: refused, not a table of NaN
+    empty = tmp_path / "empty.parquet"
+    pd.read_parquet(logs).head(0).to_parquet(empty)
+    capsys.readouterr()
+    estimate[estimate.index(str(logs))] = str(empty)
+    assert main(estimate) == 2
+    assert capsys.readouterr().err == (
+        f"error: {empty}: the logs file holds no logged sessions: nothing to estimate from\n"
+    )
