@@ -15,6 +15,10 @@ builds the page and group catalogs and transition tables, and writes, atomically
                                    fingerprint, the source files (clickstream/runfolder.py):
                                    written last, then the folder is published with one rename
 
+A train or test split left with no sessions (too few sessions for the ``split`` fractions, or
+a fraction of 0) is refused before anything is written (:func:`check_split_sizes`); an empty
+valid split is a notice, since only the visitor model's early stopping needs it.
+
 **Rewards are decided before any training.** ``meta.json`` records under ``rewards`` which
 simulator rewards (``env.reward``) the data can pay: ``page_value`` (needs revenue, or a value
 column), ``revenue`` (needs transactions), ``engagement`` (needs time on page, from timestamps or
@@ -120,6 +124,42 @@ def canonical_hits(
     return hits, record
 
 
+def check_split_sizes(split: Mapping[str, Any]) -> str | None:
+    """Refuse splits no later stage can use, before anything is published.
+
+    ``train`` fits every model and ``test`` scores them, so either one empty is a
+    ``ConfigError`` naming the ``split.*`` fractions and the session counts. An empty ``valid``
+    is a notice only: training the visitor model needs it (early stopping) and refuses the
+    data then, but the agents and the first-order models do not.
+
+    Args:
+        split: The split record of :func:`clickstream.splits.temporal_split`.
+
+    Returns:
+        The notice to give when ``valid`` is empty, else ``None``.
+    """
+    counts = {name: int(split[name]["sessions"]) for name in ("train", "valid", "test")}
+    fractions = split["fractions"]
+    settings = ", ".join(f"split.{name}={fractions[name]}" for name in counts)
+    shown = ", ".join(f"{name} {n:,}" for name, n in counts.items())
+    total = sum(counts.values())
+    total_shown = f"{total:,} session" + ("" if total == 1 else "s")
+    for name in ("train", "test"):
+        if counts[name] == 0:
+            raise ConfigError(
+                f"{settings} leave the {name} split with no sessions ({total_shown}: {shown}); "
+                "the train and test splits need at least one session each: raise "
+                f"split.{name} or prepare more sessions"
+            )
+    if counts["valid"] == 0:
+        return (
+            f"{settings} leave the valid split with no sessions ({total_shown}: {shown}); "
+            "scripts/train_simulator.py needs some for early stopping and will refuse these "
+            "data: raise split.valid or prepare more sessions to train a visitor model"
+        )
+    return None
+
+
 def collapse_repeats(hits: pd.DataFrame) -> pd.DataFrame:
     """Merge consecutive views of the same page in a session into the first of them.
 
@@ -217,6 +257,7 @@ def prepare(
     stages.set_postfix_str("pages and splits")
     hits, record = canonical_hits(raw, pages, split, repeats)
     notices = list(raw.notices)
+    valid_notice = check_split_sizes(record["split"])
     for line in record.pop("page_notices", []):
         notice(line, notices)
     stages.update()
@@ -246,6 +287,8 @@ def prepare(
         ignore_index=True,
     )[["level", "src", "dst", "count", "prob"]]
     summary = summarise(hits)
+    if valid_notice is not None:  # after the loader's and the pages' notices
+        notice(valid_notice, notices)
     stages.update()
     stages.set_postfix_str("writing")
     meta: dict[str, Any] = {

@@ -20,7 +20,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from clickstream.errors import ConfigError, RunFolderError, from_options
+from clickstream.errors import ConfigError, DataError, RunFolderError, from_options
 from clickstream.io import atomic_file
 from envs.sequences import SessionSequences
 from envs.visitor_model import (
@@ -120,17 +120,51 @@ class TrainerConfig:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
-        if int(self.sampled_softmax) < 0:
-            raise ConfigError(
-                f"trainer.sampled_softmax must be >= 0 (0: full softmax), got {self.sampled_softmax}"
-            )
-        if self.sample_alpha < 0:
-            raise ConfigError(f"trainer.sample_alpha must be >= 0, got {self.sample_alpha}")
+        # checked when the config is read, so a bad value ends a run before it writes anything
+        # (not as a torch error, or a run that trains nothing, epochs later)
+        if self.batching not in ("random", "bucketed"):
+            raise ConfigError(f"{KEY}.batching must be random or bucketed, got {self.batching!r}")
+        for name in ("epochs", "batch_sessions", "max_tokens", "max_len", "eval_batch_sessions"):
+            _check_int(self, name, 1)
+        # 0 would stop before the first epoch: nothing trained
+        _check_int(self, "patience", 1, "(epochs without improvement before stopping)")
+        _check_int(self, "sampled_softmax", 0, "(0: full softmax)")
+        _check_int(self, "sample_exact", 0)
+        _check_int(self, "seed", 0)
+        if self.num_threads is not None:
+            _check_int(self, "num_threads", 1, "(null: torch's default)")
+        _check_float(self, "lr", "> 0", lambda v: v > 0)
+        _check_float(self, "weight_decay", ">= 0", lambda v: v >= 0)
+        _check_float(self, "grad_clip", ">= 0 (0: no clipping)", lambda v: v >= 0)
+        _check_float(self, "ema_decay", "in [0, 1) (0: no average)", lambda v: 0 <= v < 1)
+        _check_float(self, "lr_decay", "in (0, 1] (1: constant)", lambda v: 0 < v <= 1)
+        _check_float(self, "min_delta", ">= 0", lambda v: v >= 0)
+        _check_float(self, "sample_alpha", ">= 0", lambda v: v >= 0)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> TrainerConfig:
         """Build from a plain mapping (a resolved Hydra node); unknown keys raise."""
-        return from_options(cls, cfg, "trainer")
+        return from_options(cls, cfg, KEY)
+
+
+KEY = "simulator.trainer"
+"""Where the settings of :class:`TrainerConfig` are set: error messages name the key there."""
+
+
+def _check_int(cfg: TrainerConfig, name: str, low: int, note: str = "") -> None:
+    """Refuse a field that is not a whole number >= ``low`` (a bool is not one)."""
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        hint = f" {note}" if note else ""
+        raise ConfigError(f"{KEY}.{name} must be a whole number >= {low}{hint}, got {value!r}")
+
+
+def _check_float(cfg: TrainerConfig, name: str, rule: str, ok: Callable[[float], bool]) -> None:
+    """Refuse a field that is not a finite number for which ``ok`` holds."""
+    value = getattr(cfg, name)
+    number = not isinstance(value, bool) and isinstance(value, int | float | np.number)
+    if not (number and math.isfinite(value) and ok(value)):
+        raise ConfigError(f"{KEY}.{name} must be a finite number {rule}, got {value!r}")
 
 
 def training_windows(
@@ -159,6 +193,8 @@ def mean_log_loss(model: VisitorModel, seqs: SessionSequences, batch_sessions: i
     for rows, logp in model.iter_log_probs(seqs, batch_sessions):
         total -= float(logp[np.arange(len(rows)), targets[rows]].astype(np.float64).sum())
         steps += len(rows)
+    if steps == 0:  # no sessions: a mean of nothing is no score
+        raise DataError("no sessions to score the log-loss on")
     return total / steps
 
 
@@ -194,8 +230,6 @@ def train(
         The history: per-epoch records, best epoch, best validation log-loss and training
         events per second (page views predicted per second of training, evaluation excluded).
     """
-    if cfg.batching not in ("random", "bucketed"):
-        raise ConfigError(f"trainer.batching must be random or bucketed, got {cfg.batching!r}")
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     device = model.device

@@ -105,22 +105,54 @@ class ModelConfig:
         return bool(self.markov_prior)
 
     def __post_init__(self) -> None:
+        # messages name the key users set (simulator.model.<name>), checked before any work
+        key = MODEL_KEY
         for name in ("embedding_dim", "hidden_size", "num_layers", "group_dim", "time_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+            if not _whole(getattr(self, name), 1):
+                raise ConfigError(
+                    f"{key}.{name} must be a whole number >= 1, got {getattr(self, name)!r}"
+                )
+        if not _whole(self.prior_folds, 0):
+            raise ConfigError(
+                f"{key}.prior_folds must be a whole number >= 0 (0 or 1: no cross-fitting), "
+                f"got {self.prior_folds!r}"
+            )
+        if self.max_prior_pages is not None and not _whole(self.max_prior_pages, 1):
+            raise ConfigError(
+                f"{key}.max_prior_pages must be a whole number >= 1 or null, "
+                f"got {self.max_prior_pages!r}"
+            )
         if self.markov_prior not in (True, False, "auto"):
             raise ConfigError(
-                f"model.markov_prior must be true, false or auto, got {self.markov_prior!r}"
+                f"{key}.markov_prior must be true, false or auto, got {self.markov_prior!r}"
             )
-        if self.prior_smoothing <= 0:
-            raise ConfigError(f"model.prior_smoothing must be > 0, got {self.prior_smoothing}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not (_real(self.prior_smoothing) and self.prior_smoothing > 0):
+            raise ConfigError(f"{key}.prior_smoothing must be > 0, got {self.prior_smoothing!r}")
+        if not (_real(self.dropout) and 0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"{key}.dropout must be in [0, 1), got {self.dropout!r}")
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> ModelConfig:
         """Build from a plain mapping (a resolved Hydra node); unknown keys raise."""
-        return from_options(cls, cfg, "model")
+        return from_options(cls, cfg, MODEL_KEY)
+
+
+MODEL_KEY = "simulator.model"
+"""Where the settings of :class:`ModelConfig` are set: error messages name the key there."""
+
+
+def _whole(value: Any, low: int) -> bool:
+    """A whole number (not a bool) >= ``low``."""
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= low
+
+
+def _real(value: Any) -> bool:
+    """A finite number (not a bool)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float | np.number)
+        and math.isfinite(value)
+    )
 
 
 class GRUNet(nn.Module):

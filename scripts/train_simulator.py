@@ -17,7 +17,10 @@ synthetic data), ``out_dir/metrics.md`` (the tables), TensorBoard curves in
 ``.<out_dir name>.partial`` beside ``out_dir`` and publishes it with one rename at the end
 (``clickstream/runfolder.py``); ``resume=true`` continues an interrupted run from the checkpoint
 there (or the published run, e.g. with more epochs) when it was made from the same data and
-settings. See ``configs/train_simulator.yaml``.
+settings. Every setting (``simulator.trainer``, ``simulator.model``, ``min_session_length``, the
+device) is checked, and every split must keep a session after ``min_session_length``, before
+that folder is made: a bad one ends the run with its key named and nothing written. See
+``configs/train_simulator.yaml``.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from clickstream.errors import ConfigError
+from clickstream.errors import ConfigError, DataError
 from clickstream.prepare import git_commit
 from clickstream.runfolder import StageWriter, config_hash, verified_file
 from clickstream.synthetic import SyntheticStore
 from envs import visitors
 from envs.baselines import FirstOrderMarkov, Popularity, SecondOrderMarkov, TrueModel
+from envs.core import resolve_device
 from envs.metrics import evaluate, format_table
 from envs.sequences import load_prepared
 from envs.training import TrainerConfig
@@ -59,14 +63,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if report not in VARIANTS:
         raise ConfigError(f"simulator.report must be one of {VARIANTS}, got {report!r}")
     out_dir = Path(resolved["out_dir"])
+    # every setting is checked before the data are read and the work folder is made: a bad
+    # one ends the run leaving nothing behind
+    k = sim.get("min_session_length", 1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(
+            f"simulator.min_session_length must be a whole number >= 1 (1: keep every "
+            f"session), got {k!r}"
+        )
+    trainer_cfg = TrainerConfig.from_dict(sim["trainer"])
+    resolve_device(trainer_cfg.device)  # an unknown device, or CUDA on a machine without it
+    kinds = visitors.trained_kinds(sim)
+    for kind in kinds:
+        kind.check(sim[kind.config_key])
+    resume = bool(resolved.get("resume", False))
+
     data = load_prepared(resolved["data_dir"])
     assert data.manifest is not None
-    k = int(sim.get("min_session_length", 1))
     splits = {name: seqs.min_length(k) for name, seqs in data.splits.items()}
-
-    trainer_cfg = TrainerConfig.from_dict(sim["trainer"])
-    kinds = visitors.trained_kinds(sim)
-    resume = bool(resolved.get("resume", False))
+    for name, seqs in splits.items():
+        if len(seqs) == 0:  # nothing to train on, stop early on or score
+            raise DataError(
+                f"split {name!r} holds no sessions of simulator.min_session_length={k} page "
+                f"views or more (it holds {len(data.splits[name]):,} sessions, all shorter): "
+                "lower simulator.min_session_length",
+                file=str(resolved["data_dir"]),
+            )
     work = work_dir(out_dir)
     # locks the work folder, publishes a run killed after its manifest was written (not
     # redone), then empties the work folder unless this run resumes it

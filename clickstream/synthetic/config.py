@@ -198,47 +198,53 @@ class SyntheticConfig:
         self.kind_weights = _checked_kind_weights(self.kind_weights)
         self.entry_weights = _checked_entry_weights(self.entry_weights)
         checks = [
-            (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
+            (self.mode in MODES, f"data.mode must be one of {MODES}, got {self.mode!r}"),
             (
                 MIN_PAGES <= int(self.n_pages) <= MAX_PAGES,
-                f"n_pages must be in [{MIN_PAGES}, {MAX_PAGES}], got {self.n_pages}",
+                f"data.n_pages must be in [{MIN_PAGES}, {MAX_PAGES}], got {self.n_pages}",
             ),
-            (int(self.n_sessions) >= 1, f"n_sessions must be >= 1, got {self.n_sessions}"),
-            (np.isfinite(self.beta), f"beta must be finite, got {self.beta}"),
+            (int(self.n_sessions) >= 1, f"data.n_sessions must be >= 1, got {self.n_sessions}"),
+            (np.isfinite(self.beta), f"data.beta must be finite, got {self.beta}"),
             (
                 len(self.intent_prior) == len(INTENTS)
                 and all(p >= 0 for p in self.intent_prior)
                 and abs(sum(self.intent_prior) - 1) < 1e-9,
-                f"intent_prior must be {len(INTENTS)} probabilities ({', '.join(INTENTS)}) "
-                f"summing to 1, got {self.intent_prior}",
+                f"data.loader.intent_prior must be {len(INTENTS)} probabilities "
+                f"({', '.join(INTENTS)}) summing to 1, got {self.intent_prior}",
             ),
             (
                 self.sessions_per_day > 0,
-                f"sessions_per_day must be > 0, got {self.sessions_per_day}",
+                f"data.loader.sessions_per_day must be > 0, got {self.sessions_per_day}",
             ),
             (
                 0 <= self.returning_rate < 1,
-                f"returning_rate must be in [0, 1), got {self.returning_rate}",
+                f"data.loader.returning_rate must be in [0, 1), got {self.returning_rate}",
             ),
-            (int(self.max_steps) >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
-            (0 <= self.reload_prob < 1, f"reload_prob must be in [0, 1), got {self.reload_prob}"),
-            (self.product_zipf >= 0, f"product_zipf must be >= 0, got {self.product_zipf}"),
+            (int(self.max_steps) >= 1, f"data.loader.max_steps must be >= 1, got {self.max_steps}"),
+            (
+                0 <= self.reload_prob < 1,
+                f"data.loader.reload_prob must be in [0, 1), got {self.reload_prob}",
+            ),
+            (
+                self.product_zipf >= 0,
+                f"data.loader.product_zipf must be >= 0, got {self.product_zipf}",
+            ),
             (
                 self.order_value_median > 0 and self.order_value_sigma >= 0,
-                "order_value_median must be > 0 and order_value_sigma >= 0",
+                "data.loader.order_value_median must be > 0 and data.loader.order_value_sigma >= 0",
             ),
             (
                 self.n_categories is None or 2 <= int(self.n_categories) <= int(self.n_pages) // 5,
-                f"n_categories must be in [2, n_pages / 5], got {self.n_categories}",
+                f"data.n_categories must be in [2, data.n_pages / 5], got {self.n_categories}",
             ),
             (
                 self.mode == "items" or self.n_categories is None,
-                "n_categories is an option of mode=items only",
+                "data.n_categories is an option of data.mode=items only",
             ),
             (
                 self.mode != "items" or (self.kind_weights is None and self.entry_weights is None),
-                "kind_weights and entry_weights shape the merchandise store (modes intent and "
-                "markov); mode=items has its own: ITEM_KIND_WEIGHTS",
+                "data.kind_weights and data.entry_weights shape the merchandise store (data.mode "
+                "intent and markov); data.mode=items has its own: ITEM_KIND_WEIGHTS",
             ),
         ]
         for ok, message in checks:
@@ -299,10 +305,10 @@ def _weight_row(row: Any, known: Sequence[str], where: str) -> dict[str, float]:
 def _checked_kind_weights(value: Any) -> dict[str, dict[str, dict[str, float]]] | None:
     if value is None:
         return None
-    table = _weight_table(value, "kind_weights")
+    table = _weight_table(value, "data.kind_weights")
     out: dict[str, dict[str, dict[str, float]]] = {}
     for intent, rows in table.items():
-        where = f"kind_weights[{intent}]"
+        where = f"data.kind_weights[{intent}]"
         if not isinstance(rows, Mapping):
             raise ConfigError(f"synthetic store: {where} must be a mapping, got {rows!r}")
         out[intent] = {}
@@ -324,9 +330,9 @@ def _checked_kind_weights(value: Any) -> dict[str, dict[str, dict[str, float]]] 
 def _checked_entry_weights(value: Any) -> dict[str, dict[str, float]] | None:
     if value is None:
         return None
-    table = _weight_table(value, "entry_weights")
+    table = _weight_table(value, "data.entry_weights")
     return {
-        intent: _weight_row(row, ENTRY_KINDS, f"entry_weights[{intent}]")
+        intent: _weight_row(row, ENTRY_KINDS, f"data.entry_weights[{intent}]")
         for intent, row in table.items()
     }
 

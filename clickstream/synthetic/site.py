@@ -369,7 +369,7 @@ class _Site:
             self.brand_w.append(w)
         n_products = cfg.n_pages - len(self.pages)
         if n_products < 2 * len(self.subs):
-            raise ConfigError(f"synthetic store: n_pages={cfg.n_pages} is too small")
+            raise ConfigError(f"synthetic store: data.n_pages={cfg.n_pages} is too small")
         self._add_products(n_products, rng)
         self.rng = rng
 

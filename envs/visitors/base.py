@@ -245,6 +245,12 @@ class VisitorKind(ABC):
         """Whether a ``simulator`` config trains this kind (its ``config_key`` is set)."""
         return self.config_key is not None and settings.get(self.config_key) is not None
 
+    def check(self, options: Mapping[str, Any]) -> None:
+        """Refuse bad ``simulator.<config_key>`` settings (a ``ConfigError`` naming the key)
+        before the data are read or anything is written; :meth:`train` may still find
+        settings that do not fit the data. Checks nothing by default."""
+        return None
+
     def train(self, options: Mapping[str, Any], ctx: TrainContext) -> Trained:
         """Train on ``ctx.splits`` with ``simulator.<config_key>`` = ``options``."""
         raise ModelError(f"visitor model {self.name!r} is not trained")

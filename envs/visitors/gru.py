@@ -58,6 +58,9 @@ class GRUKind(VisitorKind):
     config_key = "model"
     default = True
 
+    def check(self, options: Mapping[str, Any]) -> None:
+        ModelConfig.from_dict(options)
+
     def train(self, options: Mapping[str, Any], ctx: TrainContext) -> Trained:
         cfg = ctx.trainer
         torch.manual_seed(cfg.seed)  # the initial weights: same seed, same model
@@ -96,7 +99,8 @@ class GRUKind(VisitorKind):
             model.metrics = metrics
             model.save(path_of("model.pt"), extra={"data_dir": ctx.data_dir})
 
-        summary = f"GRU training: {history['train_events_per_sec']:,.0f} events/s"
+        rate = history["train_events_per_sec"]  # None: no epoch trained (resumed past epochs)
+        summary = "GRU training: " + (f"{rate:,.0f} events/s" if rate else "no epoch trained")
         if calibration is not None:
             summary += f"; {describe(calibration)}"
         return Trained(model, record, summary, write)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from clickstream.catalog import CATALOG_COLUMNS
-from clickstream.errors import ClickstreamError
+from clickstream.errors import ClickstreamError, ConfigError
 from clickstream.prepare import collapse_repeats, prepare
 from clickstream.schema import CANONICAL_COLUMNS, ENTRY, EXIT, LoadResult, coerce_raw_hits
 from clickstream.splits import SplitConfig
@@ -273,6 +273,51 @@ def test_empty_stats_split_leaves_old_outputs(previous_run) -> None:
         prepare(raw_result(), out_dir, split=SplitConfig(0.9, 0.0, 0.1), stats_split="valid")
     assert snapshot(out_dir) == before
     assert temp_folders(out_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("sessions", "split", "message"),
+    [
+        (  # one session: floor(0.8) = 0 train, floor(0.9) = 0 valid, 1 test
+            SESSIONS[:1],
+            SplitConfig(),
+            "split.train=0.8, split.valid=0.1, split.test=0.1 leave the train split with no "
+            "sessions (1 session: train 0, valid 0, test 1); the train and test splits need "
+            "at least one session each: raise split.train or prepare more sessions",
+        ),
+        (
+            SESSIONS,
+            SplitConfig(0.9, 0.1, 0.0),
+            "split.train=0.9, split.valid=0.1, split.test=0.0 leave the test split with no "
+            "sessions (10 sessions: train 9, valid 1, test 0); the train and test splits need "
+            "at least one session each: raise split.test or prepare more sessions",
+        ),
+    ],
+)
+def test_a_split_later_stages_cannot_use_is_refused_before_publishing(
+    previous_run, sessions: list, split: SplitConfig, message: str
+) -> None:
+    out_dir, before = previous_run
+    with pytest.raises(ConfigError) as info:
+        prepare(raw_result(sessions), out_dir, split=split)
+    assert str(info.value) == message
+    assert snapshot(out_dir) == before
+    assert temp_folders(out_dir) == []
+
+
+def test_an_empty_valid_split_is_published_with_a_notice(tmp_path: Path, capsys) -> None:
+    # train and test are what every stage needs; only the visitor model's early stopping
+    # needs valid, and train_simulator refuses the data itself
+    meta = prepare(raw_result(), tmp_path / "run", split=SplitConfig(0.9, 0.0, 0.1))
+    expected = (
+        "split.train=0.9, split.valid=0.0, split.test=0.1 leave the valid split with no "
+        "sessions (10 sessions: train 9, valid 0, test 1); scripts/train_simulator.py needs "
+        "some for early stopping and will refuse these data: raise split.valid or prepare "
+        "more sessions to train a visitor model"
+    )
+    assert expected in meta["notices"]
+    assert f"note: {expected}" in capsys.readouterr().err
+    assert (tmp_path / "run" / "manifest.json").is_file()
 
 
 def test_bad_input_leaves_old_outputs(previous_run) -> None:

@@ -96,8 +96,13 @@ def test_sizes_at_both_ends(n_pages: int) -> None:
 
 
 def test_bad_config_is_refused() -> None:
-    with pytest.raises(ClickstreamError, match="n_pages"):
+    # messages name the key users set: data.<key> of configs/data/synthetic.yaml
+    with pytest.raises(ClickstreamError) as info:
         SyntheticConfig(n_pages=49)
+    assert str(info.value) == "synthetic store: data.n_pages must be in [50, 10000], got 49"
+    with pytest.raises(ClickstreamError) as info:
+        SyntheticConfig(n_sessions=0)
+    assert str(info.value) == "synthetic store: data.n_sessions must be >= 1, got 0"
     with pytest.raises(ClickstreamError, match="mode"):
         SyntheticConfig(mode="hmm")
     with pytest.raises(ClickstreamError, match="intent_prior"):
@@ -139,7 +144,7 @@ def test_behaviour_overrides_replace_only_their_rows(intent_store: SyntheticStor
         ("kind_weights", {"buy": {"product": {"basket": 1}}}, r"'exit' must be > 0"),
         ("kind_weights", {"buy": {"product": {"exit": -0.1}}}, r"\[exit\] must be a finite"),
         ("kind_weights", {"buy": {"product": {"exit": "x"}}}, r"\[exit\] must be a finite"),
-        ("kind_weights", {"buy": ["exit"]}, r"kind_weights\[buy\] must be a mapping"),
+        ("kind_weights", {"buy": ["exit"]}, r"^synthetic store: data\.kind_weights\[buy\] must"),
         ("entry_weights", {"buy": {"checkout": 1}}, r"entry_weights\[buy\]: unknown 'checkout'"),
         ("entry_weights", {"buy": {"home": 0}}, r"entry_weights\[buy\] has no positive weight"),
         ("entry_weights", [1, 2], "entry_weights must be a mapping"),
@@ -495,9 +500,13 @@ def test_item_store_hits_save_load_and_config(item_store: SyntheticStore, tmp_pa
     loaded = SyntheticStore.load(tmp_path / "true_model")
     assert loaded.pages == item_store.pages and loaded.mode == "items"
     np.testing.assert_array_equal(loaded.probs, item_store.probs)
-    with pytest.raises(ClickstreamError, match="n_categories is an option of mode=items"):
+    with pytest.raises(
+        ClickstreamError, match=r"data\.n_categories is an option of data\.mode=items"
+    ):
         SyntheticConfig(n_categories=5)
-    with pytest.raises(ClickstreamError, match=r"n_categories must be in \[2, n_pages / 5\]"):
+    with pytest.raises(
+        ClickstreamError, match=r"data\.n_categories must be in \[2, data\.n_pages / 5\]"
+    ):
         SyntheticConfig(mode="items", n_pages=100, n_categories=30)
     with pytest.raises(ClickstreamError, match="mode=items has its own"):
         SyntheticConfig(mode="items", kind_weights={"browse": {"home": {"exit": 1.0}}})
