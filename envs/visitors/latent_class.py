@@ -45,6 +45,9 @@ class LatentClassKind(VisitorKind):
     latent_state = True
     tables = True
 
+    def check(self, options: Mapping[str, Any]) -> None:
+        LatentClassConfig.from_dict({"seed": 0, **options})
+
     def train(self, options: Mapping[str, Any], ctx: TrainContext) -> Trained:
         model = LatentClassModel.fit(
             ctx.splits["train"],

@@ -62,6 +62,9 @@ class LatentGRUKind(VisitorKind):
     latent_state = True
     tables = True  # when first-order (the memory stage not kept): LatentGRUDynamics.chains
 
+    def check(self, options: Mapping[str, Any]) -> None:
+        LatentTypesConfig.from_dict(options)
+
     def train(self, options: Mapping[str, Any], ctx: TrainContext) -> Trained:
         types = LatentTypesConfig.from_dict(options)
         trunk = ModelConfig.from_dict(ctx.settings.get("model"))

@@ -209,14 +209,17 @@ class SecondOrderKind(VisitorKind):
     config_key = "second_order"
     seeded = False
 
-    def train(self, options: Mapping[str, Any], ctx: TrainContext) -> Trained:
-        settings = dict(options)
-        tune = bool(settings.pop("tune_on_valid", True))
-        unknown = sorted(set(settings) - {"k", "k1", "alpha"})
+    def check(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - {"k", "k1", "alpha", "tune_on_valid"})
         if unknown:
             raise ConfigError(
                 f"simulator.second_order has no setting {unknown}: k, k1, alpha, tune_on_valid"
             )
+
+    def train(self, options: Mapping[str, Any], ctx: TrainContext) -> Trained:
+        self.check(options)
+        settings = dict(options)
+        tune = bool(settings.pop("tune_on_valid", True))
         model = SecondOrderMarkov(**settings, name=self.name)
         model.fit(ctx.splits["train"], valid=ctx.splits["valid"] if tune else None)
         tables = SecondOrderTables.from_model(model, ctx.data.vocab.pages)

@@ -184,6 +184,23 @@ def _refused(data_dir: Path, tmp_path: Path, *overrides: str) -> ClickstreamErro
             "simulator.model.hidden_size must be a whole number >= 1, got 0",
         ),
         ("device=gpu", "device must be cpu, cuda, cuda:N or auto, got 'gpu'"),
+        # every trained kind checks its own settings first, not when its training starts
+        (
+            "+simulator.latent_class={bogus: 1}",
+            "unknown simulator.latent_class option(s) ['bogus']; known: ['classes', "
+            "'init_scale', 'iters', 'lr', 'max_classes', 'restarts', 'seed', 'smoothing']",
+        ),
+        (
+            "+simulator.latent_gru={typez: 3}",
+            "unknown simulator.latent_gru option(s) ['typez']; known: ['candidates', "
+            "'init_scale', 'max_len', 'memory_lr', 'memory_min_gain', 'min_gain', 'one_type', "
+            "'page_preferences', 'restarts', 'table_biases', 'table_fit', 'table_lr', 'trunk', "
+            "'types']",
+        ),
+        (
+            "+simulator.second_order={kk: 1}",
+            "simulator.second_order has no setting ['kk']: k, k1, alpha, tune_on_valid",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_before_the_work_folder(
