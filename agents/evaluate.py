@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents import checks
 from agents.base import Policy
 from agents.site import Site
+from clickstream import checks
 from clickstream.errors import ConfigError
 from envs.core import SiteCore
 

@@ -52,8 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.checks import whole
 from agents.logs import Logs
+from clickstream.checks import whole
 from clickstream.errors import ConfigError, DataError
 
 ONE_STEP = ("ips", "snips", "dm", "dr")

@@ -45,10 +45,10 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor
 from tqdm.auto import tqdm
 
-from agents import checks
 from agents.base import Policy, check_page_ids, policy_file
 from agents.networks import POLICIES, init_page_embeddings, visitor_page_embeddings
 from agents.site import Site, plain
+from clickstream import checks
 from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs import visitors
 from envs.core import action_mask

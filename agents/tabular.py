@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from agents import checks
 from agents.base import Policy, TablePolicy, current_pages, load_array, policy_file
+from clickstream import checks
 from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs import visitors
 from envs.click_model import ClickModel, MultinomialBoost
@@ -347,15 +347,15 @@ class QLearningResult:
 
 
 def check_q_learning(
-    total_steps: Any = 2_000_000,
-    gamma: Any = 1.0,
-    lr_power: Any = 0.6,
-    min_lr: Any = 0.002,
-    epsilon_start: Any = 1.0,
-    epsilon_end: Any = 0.05,
-    exploration_fraction: Any = 0.5,
-    log_every: Any = 100_000,
-    max_minutes: Any = None,
+    total_steps: Any,
+    gamma: Any,
+    lr_power: Any,
+    min_lr: Any,
+    epsilon_start: Any,
+    epsilon_end: Any,
+    exploration_fraction: Any,
+    log_every: Any,
+    max_minutes: Any,
 ) -> dict[str, Any]:
     """:func:`q_learning`'s settings, checked (and as the types it uses).
 
@@ -369,9 +369,11 @@ def check_q_learning(
         "gamma": checks.unit_interval("agent.gamma", gamma),
         # α = max(min_lr, n ** -lr_power) must not grow with the visit count n, nor exceed 1
         "lr_power": checks.number(
-            "agent.lr_power", lr_power, lambda v: 0 <= v < math.inf, "[0, inf)"
+            "agent.lr_power", lr_power, lambda v: 0 <= v < math.inf, "in [0, inf)", finite=False
         ),
-        "min_lr": checks.number("agent.min_lr", min_lr, lambda v: 0 < v <= 1, "(0, 1]"),
+        "min_lr": checks.number(
+            "agent.min_lr", min_lr, lambda v: 0 < v <= 1, "in (0, 1]", finite=False
+        ),
         "epsilon_start": checks.unit_interval("agent.epsilon_start", epsilon_start),
         "epsilon_end": checks.unit_interval("agent.epsilon_end", epsilon_end),
         "exploration_fraction": checks.unit_interval(

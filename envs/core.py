@@ -46,11 +46,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeGuard
 
 import numpy as np
 import torch
 
+from clickstream import checks
 from clickstream.errors import ConfigError, ModelError
 from envs.click_model import NO_RECOMMENDATION, ClickModel
 from envs.dynamics import Dynamics, sample_categorical
@@ -59,42 +59,12 @@ from envs.slate import SlateModel, dedupe
 OBSERVATION_EXTRAS = ("entry_page", "position")
 """The optional observation columns, in the order they come before the pages."""
 
-SEED_LIMIT = 2**64
-"""Seeds lie in ``[0, SEED_LIMIT)``: what a ``torch.Generator`` takes without wrapping round."""
-
-
-def _is_int(value: object) -> TypeGuard[int | np.integer]:
-    """A Python or numpy integer, not a bool (which Python counts as an int)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
 
 def check_seed(seed: object, key: str = "seed") -> int | None:
-    """``seed`` as a Python int, or ``None``; a ``ConfigError`` naming ``key`` otherwise.
-
-    Integers (Python or numpy, not bool) in ``[0, 2**64)`` only: ``int()`` would turn
-    ``"42"`` or ``1.5`` into some other seed without a word.
-    """
-    if seed is None:
-        return None
-    if _is_int(seed) and 0 <= int(seed) < SEED_LIMIT:
-        return int(seed)
-    raise ConfigError(f"{key} must be an integer in [0, 2**64) or None, got {seed!r}")
-
-
-def check_int(key: str, value: object, minimum: int) -> int:
-    """``value`` as a Python int ``>= minimum``; a ``ConfigError`` naming ``key`` otherwise.
-    Numpy integers pass; bools, floats and strings do not (``int()`` would truncate them)."""
-    if _is_int(value) and int(value) >= minimum:
-        return int(value)
-    raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-
-
-def check_bool(key: str, value: object) -> bool:
-    """``value`` if it is a real bool; a ``ConfigError`` naming ``key`` otherwise (``"false"``
-    is a true value to ``bool()``)."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise ConfigError(f"{key} must be true or false, got {value!r}")
+    """``seed`` as a Python int, or ``None``; a ``ConfigError`` naming ``key`` otherwise:
+    :func:`clickstream.checks.seed` up to :data:`~clickstream.checks.TORCH_SEED_MAX`, what a
+    ``torch.Generator`` takes without wrapping round (a whole number in ``[0, 2**64)``)."""
+    return checks.seed(key, seed, checks.TORCH_SEED_MAX, optional=True)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -264,12 +234,12 @@ class SiteCore:
             raise ModelError(
                 f"reward_per_page must have shape ({p + 1},), got {tuple(reward.shape)}"
             )
-        n_visitors = check_int("n_visitors", n_visitors, 1)
-        max_steps = check_int("max_steps", max_steps, 1)
-        history_len = check_int("history_len", history_len, 1)
-        allow_no_recommendation = check_bool("allow_no_recommendation", allow_no_recommendation)
-        observe_entry_page = check_bool("observe_entry_page", observe_entry_page)
-        observe_position = check_bool("observe_position", observe_position)
+        n_visitors = checks.whole("n_visitors", n_visitors, 1, floats=False)
+        max_steps = checks.whole("max_steps", max_steps, 1, floats=False)
+        history_len = checks.whole("history_len", history_len, 1, floats=False)
+        allow_no_recommendation = checks.flag("allow_no_recommendation", allow_no_recommendation)
+        observe_entry_page = checks.flag("observe_entry_page", observe_entry_page)
+        observe_position = checks.flag("observe_position", observe_position)
         self.page_groups = None
         if page_groups is not None:
             groups = np.asarray(page_groups, dtype=np.int64)

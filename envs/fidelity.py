@@ -47,9 +47,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from clickstream import checks
 from clickstream.errors import ConfigError, DataError
 from envs.click_model import NO_RECOMMENDATION, MultinomialBoost
-from envs.core import SiteCore, check_int
+from envs.core import SiteCore
 from envs.dynamics import Dynamics
 from envs.sequences import SessionSequences, Vocabulary
 
@@ -365,7 +366,10 @@ def _summary(
 def check_report_options(n_boot: object, top: object) -> tuple[int, int]:
     """``n_boot`` (0: no intervals) and ``top`` as ints, or a ``ConfigError`` naming the key:
     a negative ``n_boot`` would fail deep in numpy, a ``top`` of 0 print an empty summary."""
-    return check_int("n_boot", n_boot, 0), check_int("top", top, 1)
+    return (
+        checks.whole("n_boot", n_boot, 0, floats=False),
+        checks.whole("top", top, 1, floats=False),
+    )
 
 
 def fidelity_report(

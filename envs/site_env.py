@@ -22,13 +22,14 @@ import pandas as pd
 import torch
 from gymnasium import spaces
 
+from clickstream import checks
 from clickstream.errors import ConfigError, ModelError
 from clickstream.prepare import reward_support
 from clickstream.runfolder import read_parquet
 from clickstream.synthetic import SyntheticStore, build_store
 from envs import visitors
 from envs.click_model import build_click_model
-from envs.core import SiteCore, check_int, check_seed, resolve_device
+from envs.core import SiteCore, check_seed, resolve_device
 from envs.dynamics import check_candidate_fill, top_successors
 from envs.rewards import check_learnable, reward_from_catalog, reward_from_store
 from envs.sequences import load_prepared
@@ -112,8 +113,8 @@ def build_core(
     check_candidate_fill(candidate_fill)  # named even without top_k
     # the options used before the core is built (which checks the others): checked, since an
     # int() would turn slate_size=2.5 into 2 without a word
-    slate_size = check_int("slate_size", slate_size, 1)
-    top_k = None if top_k is None else check_int("top_k", top_k, 1)
+    slate_size = checks.whole("slate_size", slate_size, 1, floats=False)
+    top_k = None if top_k is None else checks.whole("top_k", top_k, 1, floats=False)
     device = str(resolve_device(device))  # before a model is loaded onto it
     if top_k is not None and data_dir is None:
         raise ConfigError("top_k needs a prepared data_dir (successors are counted there)")

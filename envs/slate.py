@@ -35,11 +35,11 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
-import numpy as np
 import torch
 
+from clickstream import checks
 from clickstream.errors import ConfigError, ModelError
 
 DEFAULT_EXAMINATION_DECAY = 0.8
@@ -179,13 +179,6 @@ class Cascade:
 SlateModel = PositionMNL | Cascade
 
 
-def _is_number(value: object) -> TypeGuard[float]:
-    """A real number (Python or numpy), not a bool or a string."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
 def build_slate_model(
     click_model: str,
     click_params: Mapping[str, Any],
@@ -219,12 +212,14 @@ def build_slate_model(
             decay = sp.get("examination_decay", DEFAULT_EXAMINATION_DECAY)
             # checked here, by the key the user set: the examination list it makes would be
             # refused below under another name
-            if not _is_number(decay) or not 0 < decay <= 1:
-                raise ConfigError(
-                    f"env.slate_params.examination_decay must be a number in (0, 1] (the "
-                    f"examination of position i is examination_decay ** i), got {decay!r}"
-                )
-            eps = [float(decay) ** i for i in range(k)]
+            decay = checks.number(
+                "env.slate_params.examination_decay",
+                decay,
+                lambda v: 0 < v <= 1,
+                "in (0, 1] (the examination of position i is examination_decay ** i)",
+                finite=False,
+            )
+            eps = [decay**i for i in range(k)]
         if len(eps) != k:
             raise ConfigError(
                 f"env.slate_params.examination has {len(eps)} values, env.slate_size is {k}: "

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from clickstream import checks
 from clickstream.errors import ConfigError, DataError, RunFolderError, from_options
 from clickstream.io import atomic_file
 from envs.sequences import SessionSequences
@@ -124,22 +125,32 @@ class TrainerConfig:
         # (not as a torch error, or a run that trains nothing, epochs later)
         if self.batching not in ("random", "bucketed"):
             raise ConfigError(f"{KEY}.batching must be random or bucketed, got {self.batching!r}")
-        for name in ("epochs", "batch_sessions", "max_tokens", "max_len", "eval_batch_sessions"):
-            _check_int(self, name, 1)
-        # 0 would stop before the first epoch: nothing trained
-        _check_int(self, "patience", 1, "(epochs without improvement before stopping)")
-        _check_int(self, "sampled_softmax", 0, "(0: full softmax)")
-        _check_int(self, "sample_exact", 0)
-        _check_int(self, "seed", 0)
+        wholes: list[tuple[str, int, str]] = [
+            (name, 1, "")
+            for name in ("epochs", "batch_sessions", "max_tokens", "max_len", "eval_batch_sessions")
+        ]
+        wholes += [
+            # 0 would stop before the first epoch: nothing trained
+            ("patience", 1, "(epochs without improvement before stopping)"),
+            ("sampled_softmax", 0, "(0: full softmax)"),
+            ("sample_exact", 0, ""),
+            ("seed", 0, ""),
+        ]
         if self.num_threads is not None:
-            _check_int(self, "num_threads", 1, "(null: torch's default)")
-        _check_float(self, "lr", "> 0", lambda v: v > 0)
-        _check_float(self, "weight_decay", ">= 0", lambda v: v >= 0)
-        _check_float(self, "grad_clip", ">= 0 (0: no clipping)", lambda v: v >= 0)
-        _check_float(self, "ema_decay", "in [0, 1) (0: no average)", lambda v: 0 <= v < 1)
-        _check_float(self, "lr_decay", "in (0, 1] (1: constant)", lambda v: 0 < v <= 1)
-        _check_float(self, "min_delta", ">= 0", lambda v: v >= 0)
-        _check_float(self, "sample_alpha", ">= 0", lambda v: v >= 0)
+            wholes.append(("num_threads", 1, "(null: torch's default)"))
+        for name, low, note in wholes:
+            checks.whole(f"{KEY}.{name}", getattr(self, name), low, note=note, floats=False)
+        numbers: list[tuple[str, str, Callable[[float], bool]]] = [
+            ("lr", "> 0", lambda v: v > 0),
+            ("weight_decay", ">= 0", lambda v: v >= 0),
+            ("grad_clip", ">= 0 (0: no clipping)", lambda v: v >= 0),
+            ("ema_decay", "in [0, 1) (0: no average)", lambda v: 0 <= v < 1),
+            ("lr_decay", "in (0, 1] (1: constant)", lambda v: 0 < v <= 1),
+            ("min_delta", ">= 0", lambda v: v >= 0),
+            ("sample_alpha", ">= 0", lambda v: v >= 0),
+        ]
+        for name, rule, ok in numbers:
+            checks.number(f"{KEY}.{name}", getattr(self, name), ok, rule)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> TrainerConfig:
@@ -149,22 +160,6 @@ class TrainerConfig:
 
 KEY = "simulator.trainer"
 """Where the settings of :class:`TrainerConfig` are set: error messages name the key there."""
-
-
-def _check_int(cfg: TrainerConfig, name: str, low: int, note: str = "") -> None:
-    """Refuse a field that is not a whole number >= ``low`` (a bool is not one)."""
-    value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        hint = f" {note}" if note else ""
-        raise ConfigError(f"{KEY}.{name} must be a whole number >= {low}{hint}, got {value!r}")
-
-
-def _check_float(cfg: TrainerConfig, name: str, rule: str, ok: Callable[[float], bool]) -> None:
-    """Refuse a field that is not a finite number for which ``ok`` holds."""
-    value = getattr(cfg, name)
-    number = not isinstance(value, bool) and isinstance(value, int | float | np.number)
-    if not (number and math.isfinite(value) and ok(value)):
-        raise ConfigError(f"{KEY}.{name} must be a finite number {rule}, got {value!r}")
 
 
 def training_windows(

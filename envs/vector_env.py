@@ -29,8 +29,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
+from clickstream import checks
 from clickstream.errors import ConfigError, ModelError
-from envs.core import SiteCore, check_int, check_seed
+from envs.core import SiteCore, check_seed
 from envs.site_env import action_space, build_core, observation_space
 
 
@@ -107,7 +108,7 @@ class SiteVectorEnv(VectorEnv):
     }
 
     def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
-        num_envs = check_int("num_envs", num_envs, 1)
+        num_envs = checks.whole("num_envs", num_envs, 1, floats=False)
         self.core = build_core(num_envs, **kwargs)
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space = _spaces(self.core)
@@ -150,7 +151,7 @@ class SiteSB3VecEnv(VecEnv):
     """The batched core as a Stable-Baselines3 ``VecEnv`` (``num_envs`` visitors)."""
 
     def __init__(self, num_envs: int = 1, seed: int | None = None, **kwargs: Any) -> None:
-        num_envs = check_int("num_envs", num_envs, 1)
+        num_envs = checks.whole("num_envs", num_envs, 1, floats=False)
         self.core = build_core(num_envs, **kwargs)
         obs_space, act_space = _spaces(self.core)
         self.render_mode = None  # nothing to render: a simulated visitor has no screen

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clickstream import checks
 from clickstream.errors import (
     ConfigError,
     DataError,
@@ -108,27 +109,25 @@ class ModelConfig:
         # messages name the key users set (simulator.model.<name>), checked before any work
         key = MODEL_KEY
         for name in ("embedding_dim", "hidden_size", "num_layers", "group_dim", "time_dim"):
-            if not _whole(getattr(self, name), 1):
-                raise ConfigError(
-                    f"{key}.{name} must be a whole number >= 1, got {getattr(self, name)!r}"
-                )
-        if not _whole(self.prior_folds, 0):
-            raise ConfigError(
-                f"{key}.prior_folds must be a whole number >= 0 (0 or 1: no cross-fitting), "
-                f"got {self.prior_folds!r}"
-            )
-        if self.max_prior_pages is not None and not _whole(self.max_prior_pages, 1):
-            raise ConfigError(
-                f"{key}.max_prior_pages must be a whole number >= 1 or null, "
-                f"got {self.max_prior_pages!r}"
+            checks.whole(f"{key}.{name}", getattr(self, name), 1, floats=False)
+        checks.whole(
+            f"{key}.prior_folds",
+            self.prior_folds,
+            0,
+            note="(0 or 1: no cross-fitting)",
+            floats=False,
+        )
+        if self.max_prior_pages is not None:
+            checks.whole(
+                f"{key}.max_prior_pages", self.max_prior_pages, 1, note="or null", floats=False
             )
         if self.markov_prior not in (True, False, "auto"):
             raise ConfigError(
                 f"{key}.markov_prior must be true, false or auto, got {self.markov_prior!r}"
             )
-        if not (_real(self.prior_smoothing) and self.prior_smoothing > 0):
+        if not (checks.is_finite(self.prior_smoothing) and self.prior_smoothing > 0):
             raise ConfigError(f"{key}.prior_smoothing must be > 0, got {self.prior_smoothing!r}")
-        if not (_real(self.dropout) and 0.0 <= self.dropout < 1.0):
+        if not (checks.is_finite(self.dropout) and 0.0 <= self.dropout < 1.0):
             raise ConfigError(f"{key}.dropout must be in [0, 1), got {self.dropout!r}")
 
     @classmethod
@@ -139,20 +138,6 @@ class ModelConfig:
 
 MODEL_KEY = "simulator.model"
 """Where the settings of :class:`ModelConfig` are set: error messages name the key there."""
-
-
-def _whole(value: Any, low: int) -> bool:
-    """A whole number (not a bool) >= ``low``."""
-    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= low
-
-
-def _real(value: Any) -> bool:
-    """A finite number (not a bool)."""
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, int | float | np.number)
-        and math.isfinite(value)
-    )
 
 
 class GRUNet(nn.Module):

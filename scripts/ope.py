@@ -34,10 +34,10 @@ import torch
 import yaml
 
 from agents.base import Policy, load_policy, policy_class
-from agents.checks import unit_interval, whole
 from agents.logs import Logs, log_policy, read_logs, write_logs
 from agents.ope import ONE_STEP, SESSION, SLATE, bootstrap, one_step, session, slate, subset
 from agents.site import Site
+from clickstream.checks import unit_interval, whole
 from clickstream.errors import ClickstreamError, ConfigError, DataError
 
 BUILT = (

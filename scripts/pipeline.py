@@ -38,8 +38,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from agents import checks
 from agents.base import policy_folders
+from clickstream import checks
 from clickstream.errors import ConfigError, RunFolderError
 from clickstream.prepare import choose_reward, format_summary, source_changed
 from clickstream.runfolder import (

@@ -43,9 +43,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from agents import checks
 from agents.evaluate import CLOSING_SEED, quick_eval
 from agents.site import Site
+from clickstream import checks
 from clickstream.errors import ClickstreamError, ConfigError, RunFolderError
 from clickstream.prepare import git_commit
 from clickstream.runfolder import StageWriter, config_hash, manifest_digest, verify_folder

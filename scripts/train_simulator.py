@@ -33,6 +33,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from clickstream import checks
 from clickstream.errors import ConfigError, DataError
 from clickstream.prepare import git_commit
 from clickstream.runfolder import StageWriter, config_hash, verified_file
@@ -65,12 +66,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(resolved["out_dir"])
     # every setting is checked before the data are read and the work folder is made: a bad
     # one ends the run leaving nothing behind
-    k = sim.get("min_session_length", 1)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(
-            f"simulator.min_session_length must be a whole number >= 1 (1: keep every "
-            f"session), got {k!r}"
-        )
+    k = checks.whole(
+        "simulator.min_session_length",
+        sim.get("min_session_length", 1),
+        note="(1: keep every session)",
+        floats=False,
+    )
     trainer_cfg = TrainerConfig.from_dict(sim["trainer"])
     resolve_device(trainer_cfg.device)  # an unknown device, or CUDA on a machine without it
     kinds = visitors.trained_kinds(sim)

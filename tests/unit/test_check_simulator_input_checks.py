@@ -18,10 +18,10 @@ VOCAB = Vocabulary(pages=("/a", "/b"), groups=("all",), page_group=np.array([0, 
 CATALOG = pd.DataFrame({"page": ["/a", "/b"], "revenue": [0.0, 5.0]})
 
 BAD = [
-    ("n_boot=-1", "n_boot must be an integer >= 0, got -1"),
-    ("n_boot=abc", "n_boot must be an integer >= 0, got 'abc'"),
-    ("top=0", "top must be an integer >= 1, got 0"),
-    ("top=-2", "top must be an integer >= 1, got -2"),
+    ("n_boot=-1", "n_boot must be a whole number >= 0, got -1"),
+    ("n_boot=abc", "n_boot must be a whole number >= 0, got 'abc'"),
+    ("top=0", "top must be a whole number >= 1, got 0"),
+    ("top=-2", "top must be a whole number >= 1, got -2"),
 ]
 
 
@@ -43,10 +43,10 @@ def test_report_refuses_them_and_takes_zero_bootstraps() -> None:
     sessions = SessionSequences.from_lists([[0, 1], [1]], exit_id=2)
     with pytest.raises(ConfigError) as exc:
         fidelity_report(sessions, sessions, VOCAB, CATALOG, n_boot=-1)
-    assert str(exc.value) == "n_boot must be an integer >= 0, got -1"
+    assert str(exc.value) == "n_boot must be a whole number >= 0, got -1"
     with pytest.raises(ConfigError) as exc:
         fidelity_report(sessions, sessions, VOCAB, CATALOG, top=0)
-    assert str(exc.value) == "top must be an integer >= 1, got 0"
+    assert str(exc.value) == "top must be a whole number >= 1, got 0"
     report = fidelity_report(sessions, sessions, VOCAB, CATALOG, n_boot=0, top=1)
     assert report["n_boot"] == 0 and report["summary"]["top"] == 1
     assert report["figures"]["bounce_rate"]["difference_ci95"] is None

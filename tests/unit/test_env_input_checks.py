@@ -107,7 +107,7 @@ BAD_SEEDS = ["42", "abc", 1.5, -1, 2**64, True, np.float64(3.0)]
 
 
 def seed_message(value: Any) -> str:
-    return re.escape(f"seed must be an integer in [0, 2**64) or None, got {value!r}")
+    return re.escape(f"seed must be a whole number in [0, 2**64) or None, got {value!r}")
 
 
 @pytest.mark.parametrize("seed", BAD_SEEDS, ids=repr)
@@ -150,7 +150,9 @@ def test_other_seed_lists_are_refused_not_cut_to_their_first_seed(seeds: list[An
 
 
 def test_a_bad_seed_in_a_list_is_named_by_its_index() -> None:
-    with pytest.raises(ConfigError, match=re.escape("seed[1] must be an integer in [0, 2**64)")):
+    with pytest.raises(
+        ConfigError, match=re.escape("seed[1] must be a whole number in [0, 2**64)")
+    ):
         SiteVectorEnv(2).reset(seed=[3, 4.0])
 
 
@@ -242,14 +244,14 @@ def test_integer_actions_of_any_dtype_step_as_int64(dtype: type) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_steps": 2.7}, "max_steps must be an integer >= 1, got 2.7"),
-        ({"max_steps": True}, "max_steps must be an integer >= 1, got True"),
-        ({"max_steps": "10"}, "max_steps must be an integer >= 1, got '10'"),
-        ({"max_steps": 0}, "max_steps must be an integer >= 1, got 0"),
-        ({"history_len": 2.5}, "history_len must be an integer >= 1, got 2.5"),
-        ({"slate_size": 2.5}, "slate_size must be an integer >= 1, got 2.5"),
-        ({"slate_size": 0}, "slate_size must be an integer >= 1, got 0"),
-        ({"top_k": 3.0}, "top_k must be an integer >= 1, got 3.0"),
+        ({"max_steps": 2.7}, "max_steps must be a whole number >= 1, got 2.7"),
+        ({"max_steps": True}, "max_steps must be a whole number >= 1, got True"),
+        ({"max_steps": "10"}, "max_steps must be a whole number >= 1, got '10'"),
+        ({"max_steps": 0}, "max_steps must be a whole number >= 1, got 0"),
+        ({"history_len": 2.5}, "history_len must be a whole number >= 1, got 2.5"),
+        ({"slate_size": 2.5}, "slate_size must be a whole number >= 1, got 2.5"),
+        ({"slate_size": 0}, "slate_size must be a whole number >= 1, got 0"),
+        ({"top_k": 3.0}, "top_k must be a whole number >= 1, got 3.0"),
         ({"observe_position": "false"}, "observe_position must be true or false, got 'false'"),
         ({"observe_entry_page": 1}, "observe_entry_page must be true or false, got 1"),
         (
@@ -265,11 +267,11 @@ def test_bad_options_are_refused_by_name(options: dict[str, Any], message: str) 
 
 
 def test_bad_numbers_of_visitors_are_refused_by_name() -> None:
-    with pytest.raises(ConfigError, match=r"^n_visitors must be an integer >= 1, got 2\.5$"):
+    with pytest.raises(ConfigError, match=r"^n_visitors must be a whole number >= 1, got 2\.5$"):
         build_core(2.5)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"^num_envs must be an integer >= 1, got 2\.5$"):
+    with pytest.raises(ConfigError, match=r"^num_envs must be a whole number >= 1, got 2\.5$"):
         SiteVectorEnv(2.5)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"^num_envs must be an integer >= 1, got 0$"):
+    with pytest.raises(ConfigError, match=r"^num_envs must be a whole number >= 1, got 0$"):
         SiteSB3VecEnv(0)
 
 
