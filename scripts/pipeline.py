@@ -242,7 +242,10 @@ def _agents(
             key = f"{name}/seed_{seed}"
             future, start = futures[key]
             record = future.result()
-            _say(_agent_line(name, seed, report["agents"][key], record, start))
+            line = _agent_line(
+                name, seed, report["agents"][key], record, start, int(cfg.agent_eval_sessions)
+            )
+            _say(line)
             _check_truncated(cfg, name, record, Path(train_cfg.agent_dir), report)
         _check_others_truncated(cfg, report)
         report["stages"]["train_agents"] = "ran" if agents_ran else "reused"
@@ -382,8 +385,13 @@ def _agents_title(cfg: DictConfig, names: list[str]) -> str:
     return f"agents ({len(names)} policies{trained if learning else ''})"
 
 
-def _agent_line(name: str, seed: int, status: str, record: dict[str, Any], start: float) -> str:
-    """``ppo · seed 0: ran in 1 min 35 s, 1,000,000 steps, 48.2 in the learned world``."""
+def _agent_line(
+    name: str, seed: int, status: str, record: dict[str, Any], start: float, asked: int
+) -> str:
+    """``ppo · seed 0: ran in 1 min 35 s, 1,000,000 steps, mean return 48.200 over 4,096
+    sessions in the learned world``; a reused agent's score says when it was measured on
+    another number of sessions than ``asked`` (``agent_eval_sessions``, which does not make
+    an agent retrain)."""
     if status == "reused":
         text = f"{name} · seed {seed}: reused"
     else:
@@ -395,7 +403,14 @@ def _agent_line(name: str, seed: int, status: str, record: dict[str, Any], start
         text += f", {fit['steps']:,} steps"
     ret = (record.get("eval_learned") or {}).get("eval/mean_return")
     if ret is not None:
-        text += f", mean return {ret:,.3f} in the learned world"
+        n = (record.get("config") or {}).get("eval_sessions")
+        over = f" over {n:,} sessions" if isinstance(n, int) else ""
+        text += f", mean return {ret:,.3f}{over} in the learned world"
+        if isinstance(n, int) and n != asked:
+            text += (
+                f" (its closing evaluation when trained; agent_eval_sessions={asked} applies "
+                "to agents trained anew)"
+            )
     return text
 
 

@@ -63,3 +63,23 @@ def test_an_out_dir_that_is_a_file_is_named(tmp_path: Path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_passes_the_checks(tmp_path: Path, experiment: str):
     check_settings(compose_cfg("pipeline", [f"out_dir={tmp_path}", f"experiment={experiment}"]))
+
+
+def test_an_agent_line_says_how_many_sessions_its_score_is_over():
+    from scripts.pipeline import _agent_line
+
+    record = {
+        "fit": {"steps": 4096},
+        "eval_learned": {"eval/mean_return": 111.756},
+        "config": {"eval_sessions": 256},
+    }
+    assert _agent_line("ppo", 0, "reused", record, 0.0, 256) == (
+        "ppo · seed 0: reused, 4,096 steps, mean return 111.756 over 256 sessions in the "
+        "learned world"
+    )
+    # a reused agent keeps the score of its own closing evaluation: said, not passed off
+    assert _agent_line("ppo", 0, "reused", record, 0.0, 128) == (
+        "ppo · seed 0: reused, 4,096 steps, mean return 111.756 over 256 sessions in the "
+        "learned world (its closing evaluation when trained; agent_eval_sessions=128 applies "
+        "to agents trained anew)"
+    )
