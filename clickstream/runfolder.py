@@ -481,7 +481,9 @@ def verify_folder(
 def _signature(manifest: Manifest) -> tuple:
     # lstat, subfolders too: a file or folder swapped for a link changes the signature
     names = {MANIFEST, *manifest.files}
-    names |= {n.rsplit("/", 1)[0] for n in manifest.files if "/" in n}
+    for name in manifest.files:  # every folder on the way: one swapped for a link is seen
+        parts = name.split("/")[:-1]
+        names |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
     out = []
     for name in sorted(names):
         try:

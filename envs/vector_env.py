@@ -50,6 +50,8 @@ def vector_seed(seed: object, num_envs: int) -> int | None:
     Raises:
         ConfigError: A seed that is not an int in ``[0, 2**64)``, or such a list.
     """
+    if isinstance(seed, np.ndarray) and seed.ndim == 0:  # np.array(3): one seed
+        seed = seed.item()
     if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray)):
         return check_seed(seed)
     seeds = [check_seed(s, key=f"seed[{i}]") for i, s in enumerate(seed)]
@@ -78,7 +80,13 @@ def check_actions(actions: Any, num_envs: int, space: spaces.Space) -> torch.Ten
         ModelError: The wrong shape, a non-integer dtype (floats are not truncated, bools
             not read as 0 / 1) or a value out of range, naming the first env at fault.
     """
-    a = np.asarray(actions)
+    try:
+        a = np.asarray(actions)
+    except ValueError:  # a ragged list: no array, so no shape to name
+        raise ModelError(
+            f"actions must be an array of shape {(num_envs, *space.shape)}, got a ragged "
+            f"sequence {actions!r:.80}"
+        ) from None
     shape = (num_envs, *space.shape)
     if a.shape != shape:
         raise ModelError(

@@ -11,6 +11,7 @@ Writes ``hits.parquet``, ``pages.parquet``, ``groups.parquet``, ``transitions.pa
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from clickstream.errors import ConfigError
 from clickstream.pages import PageConfig
 from clickstream.prepare import format_summary, prepare
-from clickstream.runfolder import config_hash
+from clickstream.runfolder import check_replaceable, config_hash
 from clickstream.splits import SplitConfig
 from scripts import hydra_argv, run_or_exit
 
@@ -42,6 +43,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
+    # before loading, which may take minutes: a folder that is not an earlier prepared
+    # dataset is never replaced (StageWriter checks it again when it publishes)
+    check_replaceable(Path(resolved["out_dir"]), "prepare_data")
     data = resolved["data"]
     # build the loader as a partial and call it here, so that its errors are not wrapped
     load = instantiate(cfg.data.loader, _partial_=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -415,7 +415,7 @@ def load_run(
         page_config=_page_config(site.data.meta),
         dynamics=kind.name,
         visitor_model=model,
-        stale=stale_inputs(evaluated, run_dir) if results is not None else {},
+        stale=stale_inputs(evaluated, run_dir, served) if results is not None else {},
     )
 
 
@@ -457,11 +457,14 @@ by the folder they are in a run folder; the policies' are ``agents/<name>/seed_<
 (``held_out`` is left out: its folder is the evaluation's setting, not the app's.)"""
 
 
-def stale_inputs(evaluated: Manifest | None, run_dir: Path) -> dict[str, str]:
+def stale_inputs(
+    evaluated: Manifest | None, run_dir: Path, served: Mapping[str, ServedPolicy] | None = None
+) -> dict[str, str]:
     """The folders of ``run_dir`` the evaluation's manifest names as its inputs that are now
     other folders (remade after it: another manifest) or gone, by path relative to the run
     folder, with what happened in words. A policy trained after the evaluation has no results,
-    so it is not listed.
+    so it is not listed; a ``served`` instance the evaluation did not play while it played the
+    policy's other training seeds is (its results are theirs).
 
     The pipeline evaluates again when any input changed (``scripts/pipeline.py``); a folder
     retrained by hand (``scripts/train.py``) and not evaluated since would otherwise be shown
@@ -470,6 +473,14 @@ def stale_inputs(evaluated: Manifest | None, run_dir: Path) -> dict[str, str]:
     if evaluated is None:
         return {}
     out: dict[str, str] = {}
+    # a served instance the evaluation did not play, beside results of the policy's other
+    # training seeds (a run whose seeds changed): those results are not this instance's
+    for name, policy in (served or {}).items():
+        key = f"agents/{name}/seed_{policy.seed}"
+        others = sorted(k for k in evaluated.inputs if k.startswith(f"agents/{name}/seed_"))
+        if others and key not in evaluated.inputs:
+            seeds = ", ".join(k.rsplit("seed_", 1)[1] for k in others)
+            out[key] = f"not in the evaluation: the results shown are of training seed(s) {seeds}"
     for key, recorded in sorted(evaluated.inputs.items()):
         relative = STAGE_FOLDERS.get(key, key if key.startswith("agents/") else None)
         if relative is None:

@@ -133,8 +133,10 @@ class PageResolver:
             raise DataError(
                 f"history[{position}] is {len(entry)} characters long; at most {MAX_PAGE_CHARS}"
             )
-        # before the empty check, which strips: "\x85" is whitespace to str.strip()
-        if not entry.replace(" ", "").isprintable():
+        # before the empty check, which strips: "\x85" is whitespace to str.strip(); a page
+        # of the run's own vocabulary is read as it is (a soft hyphen or a no-break space in
+        # a page name is the data's, and the app lists it in GET /api/pages)
+        if entry not in self.index and not entry.replace(" ", "").isprintable():
             raise DataError(
                 f"history[{position}] holds characters that are not printable (control, "
                 f"separator, format or unpaired surrogate): {entry!r}"
@@ -552,6 +554,8 @@ class Recommender:
         """Whether a policy's ``scores`` prefer showing nothing and rank no recommendable
         page above another (the organic baseline): it has no top-k to show."""
         if self.nothing is None or not len(candidates):
+            return False
+        if len(candidates) < 2:  # one page is a list of one, not an arbitrary order
             return False
         page_scores = scores[candidates]
         return bool(page_scores.min() == page_scores.max() < scores[self.nothing])

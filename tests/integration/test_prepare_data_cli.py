@@ -165,3 +165,15 @@ def test_csv_without_a_path_names_data_path(tmp_path: Path) -> None:
         "data.path=clicks.csv; docs/bring_your_own_data.md)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_dir_that_is_not_a_prepared_dataset_is_refused_before_loading(tmp_path: Path):
+    from clickstream.errors import RunFolderError
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("important")
+    # the export does not exist: the refusal comes first, before the loader looks for it
+    with pytest.raises(RunFolderError, match="not replaced by this prepare_data output"):
+        prepared(["data=csv", f"data.path={tmp_path / 'nothing.csv'}", f"out_dir={out}"])
+    assert (out / "notes.txt").read_text() == "important"

@@ -337,3 +337,14 @@ def test_a_bad_examination_decay_is_named(decay: Any) -> None:
 def test_a_good_examination_decay_sets_the_examination_per_position() -> None:
     model = build_slate_model("boost", {"beta": 1.0}, 3, {"examination_decay": 0.5})
     assert model == PositionMNL(1.0, (1.0, 0.5, 0.25))
+
+
+def test_a_zero_dimensional_seed_and_a_ragged_action_list_are_named() -> None:
+    from envs.vector_env import SiteVectorEnv
+
+    env = SiteVectorEnv(4)
+    obs, _ = env.reset(seed=np.array(3))
+    again, _ = SiteVectorEnv(4).reset(seed=3)
+    np.testing.assert_array_equal(obs, again)  # np.array(3) is the seed 3
+    with pytest.raises(ModelError, match=r"actions must be an array of shape \(4,\), got a ragged"):
+        env.step([0, [1, 2], 3, 4])

@@ -511,3 +511,22 @@ def test_a_folder_that_is_not_this_stages_output_is_never_replaced(tmp_path: Pat
     write_stage(empty, "v1")  # an empty folder, then the stage's own output: replaced
     write_stage(empty, "v2")
     assert json.loads((empty / "results.json").read_text()) == {"version": "v2"}
+
+
+def test_a_verified_folder_is_checked_again_when_a_folder_deep_in_it_becomes_a_link(
+    tmp_path: Path,
+) -> None:
+    """The once-per-process cache of a verified folder looks at every folder on the way to
+    each listed file, not only the nearest: one swapped for a link is refused."""
+    run = tmp_path / "run"
+    out = run / "agents" / "a" / "seed_0"
+    out.parent.mkdir(parents=True)
+    with StageWriter(out, "train") as w:
+        w.write_json("policy.json", {"kind": "x"})
+        w.write_text("tb/run_1/events.txt", "hello")
+    verify_folder(out, "train", root=run)  # cached from here on
+    shutil.move(out / "tb", tmp_path / "moved_tb")
+    (out / "tb").symlink_to(tmp_path / "moved_tb")
+    with pytest.raises(RunFolderError) as err:
+        verify_folder(out, "train", root=run)
+    assert str(err.value) == f"{out / 'tb'}: {SYMLINK}"

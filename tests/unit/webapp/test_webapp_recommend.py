@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
+from clickstream.errors import ClickstreamError
 from tests.hydra_configs import reseal
 from tests.webapp_support import post
 from webapp import create_app
@@ -361,3 +362,20 @@ def test_organic_recommends_nothing_rather_than_the_first_page_ids(client: Flask
     assert body["warnings"] == ["'organic' shows nothing here and ranks no page above another"]
     greedy = post(client, "/api/recommend", {"history": ["/home"], "k": 3, "policy": "greedy"})
     assert len(greedy["recommendations"]) == 3  # a policy that ranks pages keeps its list
+
+
+def test_a_page_of_the_runs_own_vocabulary_is_read_whatever_its_characters():
+    """prepare_data keeps a soft hyphen, a zero-width joiner or a no-break space in a page
+    name; such a page, listed by GET /api/pages, must be answered, not refused as unprintable."""
+    from types import SimpleNamespace
+
+    from clickstream.pages import PageConfig, normalise_path
+
+    config = PageConfig()
+    raw = ["/caf\u00ade", "/emoji/\U0001f468\u200d\U0001f469", "/shop\u00a0sale"]
+    pages = [normalise_path(p, config) for p in raw]
+    assert pages == raw  # kept as they are by the data's own rules
+    resolver = PageResolver(SimpleNamespace(pages=pages, groups=["g"]), np.array([0]), config)
+    assert [resolver.resolve(p, 0).page_id for p in pages] == [0, 1, 2]
+    with pytest.raises(ClickstreamError, match="not printable"):  # unknown: still refused
+        resolver.resolve("/tea\u00adpot", 0)

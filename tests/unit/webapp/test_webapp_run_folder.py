@@ -362,3 +362,27 @@ def test_a_visitor_model_remade_after_the_evaluation_makes_every_result_stale(co
     assert page.count('<em class="stale">') == len(
         {r["policy"] for r in run.results["records"] if r["world"] == run.worlds[0]}
     )
+
+
+def test_a_served_seed_the_evaluation_did_not_play_is_marked_stale(copy: Path):
+    """After a run's seeds changed, the lowest saved seed is served beside results of another
+    training seed: marked, not shown as its own."""
+    from clickstream.runfolder import read_manifest, seal
+
+    shutil.copytree(copy / GREEDY, copy / "agents" / "greedy" / "seed_1")
+    evaluated = read_manifest(copy / "eval")
+    inputs = dict(evaluated.inputs)
+    inputs["agents/greedy/seed_1"] = inputs.pop("agents/greedy/seed_0")  # evaluated seed 1 only
+    seal(
+        copy / "eval",
+        evaluated.stage,
+        config_hash=evaluated.config_hash,
+        inputs=inputs,
+        data_fingerprint=evaluated.data_fingerprint,
+    )
+    run = load_run(copy)
+    assert run.policies["greedy"].seed == 0
+    assert run.stale == {
+        "agents/greedy/seed_0": "not in the evaluation: the results shown are of training seed(s) 1"
+    }
+    assert run.results_stale("greedy") and not run.results_stale("organic")
