@@ -45,6 +45,7 @@ from agents.sb3 import (
     with_schedule,
 )
 from agents.site import plain
+from clickstream import checks
 from clickstream.errors import ConfigError, ModelError, RunFolderError
 from envs.vector_env import SiteSB3VecEnv
 
@@ -167,10 +168,18 @@ class BeliefPPO(BeliefPolicy):
     ) -> None:
         self.name = name
         self.model = LEARNED if model == LEARNED else kind_with_tables(model, "belief PPO")
-        self.total_timesteps, self.max_minutes = int(total_timesteps), max_minutes
-        self.n_envs, self.reward_scale = int(n_envs), float(reward_scale)
+        # checked here, as SB3Agent's: a bad budget or limit fails before any work
+        self.total_timesteps = checks.whole(
+            "agent.total_timesteps", total_timesteps, unit=" of steps"
+        )
+        self.max_minutes = checks.time_limit("agent.max_minutes", max_minutes)
+        self.n_envs = checks.whole("agent.n_envs", n_envs, unit=" of visitors")
+        self.reward_scale = float(reward_scale)
         self.expected_reward = bool(expected_reward)
-        self.eval_every, self.eval_sessions = int(eval_every), int(eval_sessions)
+        self.eval_every = checks.whole(
+            "agent.eval_every", eval_every, 0, " of steps", note="(0: none)"
+        )
+        self.eval_sessions = checks.whole("agent.eval_sessions", eval_sessions, unit=" of sessions")
         self.keep_best, self.lr_decay = bool(keep_best), float(lr_decay)
         self.policy_kwargs = plain(policy_kwargs or {})
         self.hyperparams = plain(hyperparams or {})

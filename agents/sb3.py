@@ -346,7 +346,9 @@ class SB3Agent(Policy):
         self.max_minutes = checks.time_limit("agent.max_minutes", max_minutes)
         self.n_envs = checks.whole("agent.n_envs", n_envs, unit=" of visitors")
         self.reward_scale = float(reward_scale)
-        self.eval_every = checks.whole("agent.eval_every", eval_every, 0, " of steps (0: none)")
+        self.eval_every = checks.whole(
+            "agent.eval_every", eval_every, 0, " of steps", note="(0: none)"
+        )
         self.eval_sessions = checks.whole("agent.eval_sessions", eval_sessions, unit=" of sessions")
         self.policy = policy
         self.keep_best, self.lr_decay = bool(keep_best), float(lr_decay)

@@ -115,7 +115,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # the seed names the folder (seed_<S>), which evaluation reads only as a whole number
     seed = checks.seed("seed", resolved["seed"])
     n_eval = checks.whole(
-        "eval_sessions", resolved.get("eval_sessions", 4096), 0, " of sessions (0: none)"
+        "eval_sessions", resolved.get("eval_sessions", 4096), 0, " of sessions", note="(0: none)"
     )
     # the agent is built before any work, so that a bad setting changes nothing
     agent_cfg = dict(resolved["agent"])

@@ -89,7 +89,7 @@ def message(exc: pytest.ExceptionInfo) -> str:
         ),
         (
             {"eval_every": -1},
-            "agent.eval_every must be a whole number of steps (0: none) >= 0, got -1",
+            "agent.eval_every must be a whole number of steps >= 0 (0: none), got -1",
         ),
         (
             {"eval_sessions": 0},
@@ -99,8 +99,13 @@ def message(exc: pytest.ExceptionInfo) -> str:
     ],
 )
 def test_sb3_agent_refuses_a_bad_budget_or_limit(setting: dict[str, Any], expected: str) -> None:
+    from agents.belief_ppo import BeliefPPO
+
     with pytest.raises(ConfigError) as exc:
         SB3Agent("ppo", **setting)
+    assert message(exc) == expected
+    with pytest.raises(ConfigError) as exc:  # belief PPO: the same rules, checked as early
+        BeliefPPO(**setting)
     assert message(exc) == expected
 
 
@@ -347,7 +352,7 @@ def train_cfg(tmp_path: Path, *overrides: str):
         ),
         (
             ["eval_sessions=-5"],
-            "eval_sessions must be a whole number of sessions (0: none) >= 0, got -5",
+            "eval_sessions must be a whole number of sessions >= 0 (0: none), got -5",
         ),
         (
             ["agent=ppo", "agent.total_timesteps=-5"],
