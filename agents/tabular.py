@@ -16,6 +16,7 @@ keeps its intent for the whole session.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import torch
 
 from agents.base import Policy, TablePolicy, current_pages, load_array, policy_file
 from clickstream import checks
-from clickstream.errors import ConfigError, ModelError, RunFolderError
+from clickstream.errors import ConfigError, ModelError, RunFolderError, from_options
 from envs import visitors
 from envs.click_model import ClickModel, MultinomialBoost
 from envs.core import SiteCore
@@ -337,67 +338,60 @@ def policy_value(mdp: SiteMDP, probs: torch.Tensor, horizon: int | None = None) 
 
 @dataclass
 class QLearningResult:
-    """Attributes: ``q`` ``(P, A)``, transitions used, the learning curve (``(steps, mean
-    reward per step)`` pairs), and whether a time limit stopped it before its budget."""
+    """Attributes: ``q`` ``(P, A)``, transitions used, and the learning curve
+    (``(steps, mean reward per step)`` pairs)."""
 
     q: torch.Tensor
     steps: int
     curve: list[tuple[int, float]]
-    truncated: bool = False
 
 
-def check_q_learning(
-    total_steps: Any,
-    gamma: Any,
-    lr_power: Any,
-    min_lr: Any,
-    epsilon_start: Any,
-    epsilon_end: Any,
-    exploration_fraction: Any,
-    log_every: Any,
-    max_minutes: Any,
-) -> dict[str, Any]:
-    """:func:`q_learning`'s settings, checked (and as the types it uses).
+@dataclass(frozen=True)
+class QLearningSettings:
+    """:func:`q_learning`'s settings, checked when made (messages name ``agent.<key>``): a
+    budget below 1 would save an untrained table, a ``gamma`` or ε outside [0, 1] or a learning
+    rate that grows with the visits a table that means nothing.
 
     Raises:
-        ConfigError: A setting out of its range, naming it (``agent.<key>``): a budget
-            below 1 would save an untrained table, a ``gamma`` or ε outside [0, 1] or a
-            learning rate that grows with the visits a table that means nothing.
+        ConfigError: A setting out of its range, naming it.
     """
-    return {
-        "total_steps": checks.whole("agent.total_steps", total_steps, unit=" of steps"),
-        "gamma": checks.unit_interval("agent.gamma", gamma),
-        # α = max(min_lr, n ** -lr_power) must not grow with the visit count n, nor exceed 1
-        "lr_power": checks.number(
-            "agent.lr_power", lr_power, lambda v: 0 <= v < math.inf, "in [0, inf)", finite=False
-        ),
-        "min_lr": checks.number(
-            "agent.min_lr", min_lr, lambda v: 0 < v <= 1, "in (0, 1]", finite=False
-        ),
-        "epsilon_start": checks.unit_interval("agent.epsilon_start", epsilon_start),
-        "epsilon_end": checks.unit_interval("agent.epsilon_end", epsilon_end),
-        "exploration_fraction": checks.unit_interval(
-            "agent.exploration_fraction", exploration_fraction
-        ),
-        "log_every": checks.whole("agent.log_every", log_every, unit=" of steps"),
-        "max_minutes": checks.time_limit("agent.max_minutes", max_minutes),
-    }
+
+    total_steps: int = 2_000_000
+    gamma: float = 1.0
+    lr_power: float = 0.6
+    min_lr: float = 0.002
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    exploration_fraction: float = 0.5
+    log_every: int = 100_000
+
+    def __post_init__(self) -> None:
+        checked = {
+            "total_steps": checks.whole("agent.total_steps", self.total_steps, unit=" of steps"),
+            "gamma": checks.unit_interval("agent.gamma", self.gamma),
+            # α = max(min_lr, n ** -lr_power) must not grow with the visit count n, nor exceed 1
+            "lr_power": checks.number(
+                "agent.lr_power",
+                self.lr_power,
+                lambda v: 0 <= v < math.inf,
+                "in [0, inf)",
+                finite=False,
+            ),
+            "min_lr": checks.number(
+                "agent.min_lr", self.min_lr, lambda v: 0 < v <= 1, "in (0, 1]", finite=False
+            ),
+            "epsilon_start": checks.unit_interval("agent.epsilon_start", self.epsilon_start),
+            "epsilon_end": checks.unit_interval("agent.epsilon_end", self.epsilon_end),
+            "exploration_fraction": checks.unit_interval(
+                "agent.exploration_fraction", self.exploration_fraction
+            ),
+            "log_every": checks.whole("agent.log_every", self.log_every, unit=" of steps"),
+        }
+        for name, value in checked.items():  # as the types the loop uses
+            object.__setattr__(self, name, value)
 
 
-def q_learning(
-    core: SiteCore,
-    *,
-    total_steps: int = 2_000_000,
-    gamma: float = 1.0,
-    lr_power: float = 0.6,
-    min_lr: float = 0.002,
-    epsilon_start: float = 1.0,
-    epsilon_end: float = 0.05,
-    exploration_fraction: float = 0.5,
-    seed: int = 0,
-    log_every: int = 100_000,
-    max_minutes: float | None = None,
-) -> QLearningResult:
+def q_learning(core: SiteCore, *, seed: int = 0, **settings: Any) -> QLearningResult:
     """Tabular Q-learning over (current page, action), run on all of the core's visitors at once.
 
     Every visitor acts ε-greedily (ε falls linearly from ``epsilon_start`` to ``epsilon_end``
@@ -408,64 +402,44 @@ def q_learning(
 
     Args:
         core: The simulator to learn in (its ``n_visitors`` transitions per batch).
-        total_steps: Visitor steps (transitions) in all.
-        max_minutes: A wall-clock limit (``None``: none): checked after each batch; a run it
-            stops before ``total_steps`` returns ``truncated`` (a result that depends on how
-            busy the machine was, which ``scripts/train.py`` refuses unless told otherwise).
+        seed: Seeds the core and the exploration.
+        **settings: :class:`QLearningSettings` (``total_steps``: visitor steps in all, ...).
 
     Raises:
-        ConfigError: A setting out of range (:func:`check_q_learning`).
+        ConfigError: A setting out of range (:class:`QLearningSettings`).
     """
-    settings = check_q_learning(
-        total_steps,
-        gamma,
-        lr_power,
-        min_lr,
-        epsilon_start,
-        epsilon_end,
-        exploration_fraction,
-        log_every,
-        max_minutes,
-    )
-    total_steps, log_every = settings["total_steps"], settings["log_every"]
-    deadline = None if max_minutes is None else time.perf_counter() + 60 * float(max_minutes)
+    s = QLearningSettings(**settings)
     p, a, b = core.n_pages, core.n_actions, core.n_visitors
     q = torch.zeros(p + 1, a, dtype=torch.float64)  # row P (EXIT) stays 0
     visits = torch.zeros(p + 1, a, dtype=torch.float64)
     rng = torch.Generator().manual_seed(int(seed) + 1)
     obs = core.reset(seed).cpu()
-    n_batches = max(1, -(-int(total_steps) // b))
+    n_batches = max(1, -(-int(s.total_steps) // b))
     curve, reward_sum, reward_n = [], 0.0, 0
-    done, truncated = 0, False
     for i in range(n_batches):
-        frac = min(1.0, i / max(1.0, exploration_fraction * n_batches))
-        eps = epsilon_start + frac * (epsilon_end - epsilon_start)
+        frac = min(1.0, i / max(1.0, s.exploration_fraction * n_batches))
+        eps = s.epsilon_start + frac * (s.epsilon_end - s.epsilon_start)
         state = obs[:, -1]
         greedy = q[state].argmax(1)
         explore = torch.rand(b, generator=rng) < eps
         action = torch.where(explore, torch.randint(0, a, (b,), generator=rng), greedy)
         r = core.step(action)
         landed, reward = r.landed.cpu(), r.reward.cpu().double()
-        target = reward + gamma * q[landed].max(1).values * (landed != p)
+        target = reward + s.gamma * q[landed].max(1).values * (landed != p)
         flat = state * a + action
         counts = torch.bincount(flat, minlength=(p + 1) * a).double().view(p + 1, a)
         delta = torch.zeros((p + 1) * a, dtype=torch.float64)
         delta.index_add_(0, flat, target - q.view(-1)[flat])
         visits += counts
         seen = counts > 0
-        lr = visits[seen].pow(-lr_power).clamp(min=min_lr)
+        lr = visits[seen].pow(-s.lr_power).clamp(min=s.min_lr)
         q[seen] += lr * delta.view(p + 1, a)[seen] / counts[seen]
         obs = r.obs.cpu()
         reward_sum, reward_n = reward_sum + float(reward.sum()), reward_n + b
-        done = i + 1
-        # the user's wall-clock limit: the batches done are kept and the result says so
-        truncated = deadline is not None and done < n_batches and time.perf_counter() >= deadline
-        if (i + 1) * b // log_every > i * b // log_every or done == n_batches or truncated:
+        if (i + 1) * b // s.log_every > i * b // s.log_every or i == n_batches - 1:
             curve.append(((i + 1) * b, reward_sum / reward_n))
             reward_sum, reward_n = 0.0, 0
-        if truncated:
-            break
-    return QLearningResult(q[:p].float(), done * b, curve, truncated)
+    return QLearningResult(q[:p].float(), n_batches * b, curve)
 
 
 # ---- policies ---------------------------------------------------------------------------------
@@ -582,64 +556,31 @@ class QLearningPolicy(TablePolicy):
     Args:
         name: Policy name in results.
         n_envs: Visitors simulated together (transitions per update).
-        total_steps, gamma, lr_power, min_lr, epsilon_start, epsilon_end,
-        exploration_fraction, log_every: :func:`q_learning`'s settings, checked here
-            (:func:`check_q_learning`), so a bad one fails before any work.
-        max_minutes: A wall-clock limit of training, minutes > 0 (``None``: none, the
-            default); a run it stops early is marked ``truncated``, as
-            :class:`agents.sb3.SB3Agent`'s.
+        **settings: :class:`QLearningSettings` (``total_steps``, ``gamma``, ...), checked
+            here, so a bad or unknown one fails before any work.
 
     Raises:
-        ConfigError: A setting out of its range, naming it.
+        ConfigError: A setting out of its range or unknown, naming it.
     """
 
     kind = "q_learning"
 
-    def __init__(
-        self,
-        name: str = "q_learning",
-        n_envs: int = 1024,
-        total_steps: int = 2_000_000,
-        gamma: float = 1.0,
-        lr_power: float = 0.6,
-        min_lr: float = 0.002,
-        epsilon_start: float = 1.0,
-        epsilon_end: float = 0.05,
-        exploration_fraction: float = 0.5,
-        log_every: int = 100_000,
-        max_minutes: float | None = None,
-    ) -> None:
+    def __init__(self, name: str = "q_learning", n_envs: int = 1024, **settings: Any) -> None:
         super().__init__(None, name)
         self.n_envs = checks.whole("agent.n_envs", n_envs, unit=" of visitors")
-        self.settings = check_q_learning(
-            total_steps,
-            gamma,
-            lr_power,
-            min_lr,
-            epsilon_start,
-            epsilon_end,
-            exploration_fraction,
-            log_every,
-            max_minutes,
-        )
-        self.total_steps, self.max_minutes = (
-            self.settings["total_steps"],
-            self.settings["max_minutes"],
-        )
+        self.settings = from_options(QLearningSettings, settings, "agent")
 
     def fit(self, site: Site) -> dict[str, Any]:
         core = site.core(self.n_envs, "learned")
         start = time.perf_counter()
-        result = q_learning(core, seed=site.seed, **self.settings)
+        result = q_learning(core, seed=site.seed, **dataclasses.asdict(self.settings))
         seconds = time.perf_counter() - start
         self.set_scores(result.q)
         for steps, mean_reward in result.curve:
             site.log_scalars({"train/mean_reward_per_step": mean_reward}, steps)
         site.log_scalars({"time/fps": result.steps / max(seconds, 1e-9)}, result.steps)
-        # truncated: scripts/train.py and the pipeline report it, and refuse it by default
         return {
             "steps": result.steps,
-            "budget_steps": self.total_steps,
-            "truncated": result.truncated,
+            "budget_steps": self.settings.total_steps,
             "seconds": seconds,
         }

@@ -11,8 +11,8 @@ SB3's own scalars, and ``manifest.json``), published with one rename when it is 
 (``scripts/pipeline.py`` makes them).
 
 Training length is a budget in steps. An agent given a wall-clock limit (``agent.max_minutes``,
-minutes > 0: the SB3 agents, belief PPO and Q-learning; an agent that builds its policy
-without training has none and refuses the key) that stops it before its budget is recorded
+minutes > 0: the SB3 agents and belief PPO; the other agents, whose budgets are in steps
+only or who build their policy without training, refuse the key) that stops it before its budget is recorded
 ``truncated`` in ``run.json`` with the steps it reached; the policy is saved, but the script
 then exits with status 3 (a result that depends on how busy the machine was is not a result)
 unless ``allow_truncated=true``.

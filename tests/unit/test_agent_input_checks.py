@@ -21,7 +21,6 @@ from omegaconf import OmegaConf
 from stable_baselines3 import DQN, PPO
 
 from agents import sb3 as sb3_module
-from agents import tabular as tabular_module
 from agents.base import TablePolicy
 from agents.evaluate import check_protocol, simulate
 from agents.sb3 import SB3Agent, _Progress, _rebuild
@@ -170,10 +169,6 @@ def test_progress_refuses_a_non_positive_limit_of_any_agent() -> None:
         ({"gamma": float("nan")}, "agent.gamma must be a number in [0, 1], got nan"),
         ({"log_every": 0}, "agent.log_every must be a whole number of steps >= 1, got 0"),
         ({"n_envs": 0}, "agent.n_envs must be a whole number of visitors >= 1, got 0"),
-        (
-            {"max_minutes": 0},
-            "agent.max_minutes must be a positive number of minutes, or null for no limit, got 0",
-        ),
     ],
 )
 def test_q_learning_refuses_settings_out_of_range(setting: dict[str, Any], expected: str) -> None:
@@ -186,32 +181,19 @@ def test_q_learning_refuses_settings_out_of_range(setting: dict[str, Any], expec
         assert message(exc) == expected
 
 
-def test_q_learning_takes_no_unknown_setting() -> None:
-    with pytest.raises(TypeError, match="total_timesteps"):
-        QLearningPolicy(total_timesteps=5)  # type: ignore[call-arg]
+QL_KNOWN = (
+    "known: ['epsilon_end', 'epsilon_start', 'exploration_fraction', 'gamma', 'log_every', "
+    "'lr_power', 'min_lr', 'total_steps']"
+)
 
 
-def test_q_learning_time_limit_stops_early_and_says_so(monkeypatch) -> None:
-    whole = q_learning(small_core(), total_steps=16 * 40, seed=3)
-    assert (whole.steps, whole.truncated) == (640, False)
-    # a limit that is not hit changes nothing
-    same = q_learning(small_core(), total_steps=16 * 40, seed=3, max_minutes=60)
-    assert torch.equal(same.q, whole.q) and not same.truncated
-    clock = FakeClock()  # one second per batch: a 10-second limit stops it after 10 batches
-    monkeypatch.setattr(tabular_module.time, "perf_counter", clock)
-    cut = q_learning(small_core(), total_steps=16 * 40, seed=3, max_minutes=10 / 60)
-    assert (cut.steps, cut.truncated) == (16 * 10, True)
-    assert cut.curve[-1][0] == 16 * 10
-
-    site = SimpleNamespace(seed=3, core=lambda n, world: small_core(n), log_scalars=lambda *a: None)
-    policy = QLearningPolicy(n_envs=16, total_steps=16 * 40, max_minutes=10 / 60)
-    clock.now = 0.0
-    fit = policy.fit(site)  # type: ignore[arg-type]
-    assert fit["truncated"] is True and fit["budget_steps"] == 640 and fit["steps"] < 640
-    from scripts.train import truncation
-
-    record = {"truncated": fit["truncated"], "fit": fit, "agent": {"max_minutes": 10 / 60}}
-    assert truncation(record) == {"steps": fit["steps"], "budget_steps": 640, "max_minutes": 1 / 6}
+@pytest.mark.parametrize("key", ["total_timesteps", "max_minutes"])
+def test_q_learning_takes_no_unknown_setting(key: str) -> None:
+    """A misspelt key, or a wall-clock limit (Q-learning's budget is in steps only, and it
+    trains in seconds), is named with the settings it takes."""
+    with pytest.raises(ConfigError) as exc:
+        QLearningPolicy(**{key: 5})
+    assert message(exc) == f"unknown agent option(s) ['{key}']; {QL_KNOWN}"
 
 
 # ---- 3: observations ---------------------------------------------------------------------------
@@ -408,13 +390,13 @@ def test_train_exits_with_status_2_and_the_message(tmp_path: Path, capsys) -> No
     )
 
 
-def test_q_learning_takes_a_time_limit_from_the_command_line(tmp_path: Path) -> None:
-    from clickstream.errors import RunFolderError
+def test_q_learning_refuses_a_time_limit_from_the_command_line(tmp_path: Path) -> None:
     from scripts.train import run
 
-    # the settings pass; the run then stops at the missing prepared data, as any would
-    with pytest.raises(RunFolderError):
+    with pytest.raises(ConfigError) as exc:
         run(train_cfg(tmp_path, "agent=q_learning", "+agent.max_minutes=1"))
+    assert message(exc) == f"unknown agent option(s) ['max_minutes']; {QL_KNOWN}"
+    assert not (tmp_path / "run").exists()
 
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
