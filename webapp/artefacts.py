@@ -36,6 +36,7 @@ import pandas as pd
 
 from agents.base import Policy, load_published_policy, policy_folders
 from agents.site import Site
+from clickstream import checks
 from clickstream.errors import ClickstreamError, RunFolderError
 from clickstream.pages import PageConfig
 from clickstream.runfolder import (
@@ -537,14 +538,10 @@ def check_results(results: Any, file: Path) -> None:
                 raise bad(f"records[{i}].{key}", "a string", record[key])
         for key in RESULT_NUMBERS:
             value = record.get(key)
-            if value is not None and not _is_number(value):
+            if value is not None and not checks.is_number(value):
                 raise bad(f"records[{i}].{key}", "a number or null", value)
     config = _object(results.get("config"), file, "config")
     _env_options(config.get("env"), file, "config.env")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _json_text(value: Any) -> str:
