@@ -22,7 +22,8 @@ The manifest::
       "stage": "train_simulator",
       "created_utc": "2025-01-01T00:00:00+00:00",
       "code_version": "nextpage 0.1.0 (git 3527820...)",
-      "libraries": {"python": "3.11.2", "torch": "2.13.0+cpu", ...},
+      "libraries": {"python": "3.11.2", "machine": "x86_64", "torch": "2.13.0+cpu", ...,
+                    "torch_cpu_capability": "AVX2"},
       "config_hash": "sha256:...",        # the settings that change the outputs
       "data_fingerprint": "sha256:...",   # the prepared data they were made from (content)
       "inputs": {"data": "sha256:..."},   # sha256 of each manifest read (data, simulator, ...)
@@ -141,18 +142,42 @@ build of them may differ in its last bits, and a simulation fed those bits then 
 
 
 def library_versions() -> dict[str, str]:
-    """The Python version and each of :data:`LIBRARIES`' installed versions (``"absent"`` when
-    one is not installed), for a manifest."""
+    """The Python version, each of :data:`LIBRARIES`' installed versions (``"absent"`` when
+    one is not installed), the processor architecture and, when torch is in use, the CPU
+    kernel set torch dispatches to, for a manifest.
+
+    The kernel set matters as much as the versions: the same torch build computes a GRU's
+    floats with AVX-512 kernels on one CPU and AVX2 on another, their last bits differ, and a
+    simulation fed them diverges (docs/benchmarks.md, "What the numbers depend on").
+    ``ATEN_CPU_CAPABILITY`` set in the environment is recorded too, as it overrides the choice.
+    """
     import platform
+    import sys
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {"python": platform.python_version()}
+    versions = {"python": platform.python_version(), "machine": platform.machine() or "unknown"}
     for name in LIBRARIES:
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = "absent"
+    versions["torch_cpu_capability"] = (
+        torch_cpu_capability() if "torch" in sys.modules else "unused"
+    )
+    if os.environ.get("ATEN_CPU_CAPABILITY"):
+        versions["ATEN_CPU_CAPABILITY"] = os.environ["ATEN_CPU_CAPABILITY"]
     return versions
+
+
+def torch_cpu_capability() -> str:
+    """The CPU kernel set torch dispatches to (``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``, ...),
+    or ``"unknown"`` where this build of torch cannot say."""
+    import torch
+
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return "unknown"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
