@@ -173,7 +173,7 @@ def cooccurrence_groups(
     """
     k = default_n_groups(n_pages) if n_groups is None else int(n_groups)
     if k < 2:
-        raise ConfigError(f"pages.n_groups must be >= 2, got {n_groups}")
+        raise ConfigError(f"data.pages.n_groups must be >= 2, got {n_groups}")
     rows, cols, counts = cooccurrence_pairs(page_codes, session_codes, n_pages, window)
     emb, linked = spectral_embedding(rows, cols, counts, n_pages, k, seed=seed)
     names = np.full(n_pages, UNLINKED, dtype=object)

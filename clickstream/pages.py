@@ -53,6 +53,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import numpy as np
 import pandas as pd
 
+from clickstream import checks
 from clickstream.errors import ConfigError, DataError, from_options
 from clickstream.grouping import cooccurrence_groups, traffic_bands
 from clickstream.schema import OTHER_GROUP
@@ -138,29 +139,31 @@ class PageConfig:
     min_page_ratio: float = 0.05
 
     def __post_init__(self) -> None:
+        # named by their override path (data.pages.<key>), the way a user sets them
         if self.identity not in IDENTITIES:
             raise ConfigError(
-                f"pages.identity must be one of {list(IDENTITIES)}, got {self.identity!r}"
+                f"data.pages.identity must be one of {list(IDENTITIES)}, got {self.identity!r}"
             )
         if self.grouping not in GROUPINGS:
             raise ConfigError(
-                f"pages.grouping must be one of {list(GROUPINGS)}, got {self.grouping!r}"
+                f"data.pages.grouping must be one of {list(GROUPINGS)}, got {self.grouping!r}"
             )
-        if self.n_groups is not None and int(self.n_groups) < 2:
-            raise ConfigError(f"pages.n_groups must be >= 2, got {self.n_groups}")
-        if int(self.max_groups) < 1:
-            raise ConfigError(f"pages.max_groups must be >= 1, got {self.max_groups}")
-        if not 0 <= float(self.min_page_ratio) <= 1:
-            raise ConfigError(f"pages.min_page_ratio must be in [0, 1], got {self.min_page_ratio}")
-        if self.fallback_level < 1:
-            raise ConfigError(f"pages.fallback_level must be >= 1, got {self.fallback_level}")
+        if self.n_groups is not None:
+            self.n_groups = checks.whole("data.pages.n_groups", self.n_groups, 2, note="or null")
+        self.max_groups = checks.whole("data.pages.max_groups", self.max_groups, 1)
+        self.min_page_ratio = checks.unit_interval("data.pages.min_page_ratio", self.min_page_ratio)
+        self.fallback_level = checks.whole("data.pages.fallback_level", self.fallback_level, 1)
+        for key in ("fold_pages_below", "fold_groups_below"):
+            setattr(self, key, checks.whole(f"data.pages.{key}", getattr(self, key), 0))
+        for key in ("normalise", "lowercase", "collapse_ids", "use_content_groups"):
+            setattr(self, key, checks.flag(f"data.pages.{key}", getattr(self, key)))
         self.rewrite_rules = tuple(_rule(r, "replace") for r in self.rewrite_rules)
         self.group_rules = tuple(_rule(r, "group") for r in self.group_rules)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> PageConfig:
         """Build from a plain mapping (a resolved Hydra node); unknown keys raise."""
-        return from_options(cls, cfg, "pages")
+        return from_options(cls, cfg, "data.pages")
 
 
 def _rule(r: Rule | Mapping[str, Any], kind: str) -> Rule:

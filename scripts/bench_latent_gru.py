@@ -193,6 +193,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(table + "\n", encoding="utf-8")
 
 

@@ -661,9 +661,21 @@ def test_rules_and_content_groups_keep_their_pages() -> None:
 def test_grouping_options_are_checked() -> None:
     with pytest.raises(ClickstreamError, match=r"pages\.grouping must be one of"):
         PageConfig(grouping="kmeans")
-    with pytest.raises(ClickstreamError, match=r"pages\.n_groups must be >= 2"):
+    with pytest.raises(
+        ClickstreamError, match=r"^data\.pages\.n_groups must be a whole number >= 2"
+    ):
         PageConfig(n_groups=1)
-    with pytest.raises(ClickstreamError, match=r"pages\.min_page_ratio must be in"):
+    with pytest.raises(ClickstreamError, match=r"^data\.pages\.min_page_ratio must be a number in"):
         PageConfig(min_page_ratio=2)
+    # never cut or read another way: 2.7 groups is not 2, "false" is not a false value
+    with pytest.raises(ClickstreamError, match=r"data\.pages\.n_groups .* got 2\.7"):
+        PageConfig(n_groups=2.7)
+    with pytest.raises(ClickstreamError, match=r"data\.pages\.lowercase must be true or false"):
+        PageConfig(lowercase="false")
+    with pytest.raises(ClickstreamError, match=r"data\.pages\.fold_pages_below .* >= 0"):
+        PageConfig(fold_pages_below=-1)
+    with pytest.raises(ClickstreamError, match=r"unknown data\.pages option\(s\) \['n_group'\]"):
+        PageConfig.from_dict({"n_group": 3})
+    assert PageConfig(n_groups=4.0).n_groups == 4  # a whole float from a command line is fine
     with pytest.raises(ClickstreamError, match="'path', 'title', 'raw'"):
         PageConfig(identity="url")
