@@ -4,7 +4,8 @@ The simulator plays a stochastic **logging policy** (a table of action probabili
 current page; for slates, one such table per position, sampled independently) and records every
 decision as a deployed policy would: the page the visitor was on, the slate shown, the
 probability the logging policy had of showing it (its **propensity**), the probability of each
-shown item at its position, the position clicked, the page landed on and the reward. The same
+shown item at its position, the page landed on, the position of that page in the slate (if it
+was shown) and the reward. The same
 schema holds a user's own A/B or recommendation logs (``docs/ope.md``).
 
 **Parquet schema** (one row per decision, sessions in ``step`` order):
@@ -13,7 +14,7 @@ schema holds a user's own A/B or recommendation logs (``docs/ope.md``).
 column                type            meaning
 ===================== =============== ==========================================================
 ``session_id``        string or int   the session
-``step``              int             0-based decision index in the session
+``step``              int             decision index in the session: 0, 1, 2, ... with no gap
 ``page``              string          the page the visitor was on (a page of the catalog)
 ``slate``             list<string>    what was shown, top position first: page names (page
                                       groups with ``action_level=group``); null = nothing shown
@@ -22,7 +23,12 @@ column                type            meaning
 ``propensity``        float           probability the logging policy showed this slate, > 0
 ``position_propensity`` list<float>   optional: probability of each shown item at its
                                       position (slate estimators need it)
-``clicked_position``  int             optional: position followed, -1: none
+``clicked_position``  int             optional: position of the shown page the visitor went
+                                      to (``next_page``), whether or not the slate caused it
+                                      (a visitor who clicks nothing may still move to a shown
+                                      page); -1: ``next_page`` was not shown. With slates it is
+                                      determined by ``slate`` and ``next_page``: derived when
+                                      absent, refused when it disagrees
 ``next_page``         string          page landed on, ``EXIT`` when the visitor left
 ``reward``            float           reward of the step (page value of ``next_page``, ...)
 ===================== =============== ==========================================================
@@ -59,10 +65,15 @@ class Logs:
         action: Action indices shown, ``(n, k)`` (the env's actions; ``k = 1`` without slates).
         propensity: Logging probability of the whole action, ``(n,)``.
         position_propensity: Logging probability of each position's action, ``(n, k)``, or None.
-        clicked: Position followed, ``(n,)`` (-1: none or unknown).
+        landed_position: Position of the shown page the visitor went to, ``(n,)``, whether
+            or not the slate caused the move (the simulator cannot tell a click from an
+            organic move to a shown page); -1: the page landed on was not shown (or unknown,
+            single recommendations read from a file without ``clicked_position``).
         next_state: Page landed on, ``(n,)`` (``n_pages``: ``EXIT``).
         reward: ``(n,)`` float64.
         n_pages: P; n_actions: A.
+        empty_action: The action that shows nothing (None: no such action); a repeat of it in
+            a slate is no repeated page.
     """
 
     session: np.ndarray
@@ -71,11 +82,12 @@ class Logs:
     action: np.ndarray
     propensity: np.ndarray
     position_propensity: np.ndarray | None
-    clicked: np.ndarray
+    landed_position: np.ndarray
     next_state: np.ndarray
     reward: np.ndarray
     n_pages: int
     n_actions: int
+    empty_action: int | None = None
 
     @property
     def n_sessions(self) -> int:
@@ -92,11 +104,12 @@ class Logs:
             self.action[sl],
             self.propensity[sl],
             None if self.position_propensity is None else self.position_propensity[sl],
-            self.clicked[sl],
+            self.landed_position[sl],
             self.next_state[sl],
             self.reward[sl],
             self.n_pages,
             self.n_actions,
+            self.empty_action,
         )
 
 
@@ -164,7 +177,9 @@ def log_policy(
                 "state": s[live],
                 "action": a[live],
                 "pos_prop": pos_prop[live],
-                "clicked": (r.position if r.position is not None else r.followed.long() - 1)[live],
+                "landed_position": (
+                    r.position if r.position is not None else r.followed.long() - 1
+                )[live],
                 "next": r.landed[live],
                 "reward": r.reward.double()[live],
             }
@@ -185,7 +200,8 @@ def log_policy(
     pick = {key: v[keep][order] for key, v in cat.items()}
     if k == 1:
         # a single page's "followed" flag: landed on it; -1 otherwise
-        pick["clicked"] = np.where(pick["clicked"] >= 0, 0, -1)
+        pick["landed_position"] = np.where(pick["landed_position"] >= 0, 0, -1)
+    empty = np.flatnonzero(core.action_pages.cpu().numpy() < 0)
     return Logs(
         session=pick["session"].astype(np.int64),
         step=pick["step"].astype(np.int64),
@@ -193,11 +209,12 @@ def log_policy(
         action=pick["action"].astype(np.int64),
         propensity=pick["pos_prop"].prod(axis=1),
         position_propensity=pick["pos_prop"],
-        clicked=pick["clicked"].astype(np.int64),
+        landed_position=pick["landed_position"].astype(np.int64),
         next_state=pick["next"].astype(np.int64),
         reward=pick["reward"],
         n_pages=core.n_pages,
         n_actions=core.n_actions,
+        empty_action=int(empty[0]) if len(empty) else None,
     )
 
 
@@ -230,7 +247,7 @@ def write_logs(logs: Logs, path: str | Path, pages: list[str], actions: list[str
                 ).tolist(),
                 type=pa.list_(pa.float64()),
             ),
-            "clicked_position": pa.array(logs.clicked),
+            "clicked_position": pa.array(logs.landed_position),
             "next_page": pa.array(names[logs.next_state], type=pa.string()),
             "reward": pa.array(logs.reward),
         }
@@ -247,8 +264,10 @@ def read_logs(path: str | Path, pages: list[str], actions: list[str | None]) -> 
     Raises:
         DataError: A missing column (``propensity`` included: logs without propensities cannot
             be used for OPE, and the message says how to get them), propensities outside
-            (0, 1], an unknown page or action, slates of different lengths; naming the file,
-            the first bad row and the column.
+            (0, 1], an unknown page or action, slates of different lengths, a session whose
+            steps do not run 0, 1, 2, ... (naming the session), a ``clicked_position`` that is
+            not the position of ``next_page`` in the slate; naming the file, the first bad row
+            and the column.
     """
     file = str(path)
     df = read_parquet(path)
@@ -323,11 +342,9 @@ def read_logs(path: str | Path, pages: list[str], actions: list[str | None]) -> 
     sessions = pd.factorize(df["session_id"])[0].astype(np.int64)
     step = df["step"].to_numpy(dtype=np.int64)
     order = np.lexsort((step, sessions))
-    clicked = (
-        df["clicked_position"].to_numpy(dtype=np.int64)
-        if "clicked_position" in df.columns
-        else np.full(len(df), -1)
-    )
+    _check_steps(df["session_id"].to_numpy(), sessions, step, order, file)
+    next_state = lookup(df["next_page"].tolist(), next_id, "next_page")
+    landed = _landed_position(df, slates, k, file)
     logs = Logs(
         session=sessions,
         step=step,
@@ -335,11 +352,12 @@ def read_logs(path: str | Path, pages: list[str], actions: list[str | None]) -> 
         action=action,
         propensity=prop,
         position_propensity=pos_prop,
-        clicked=clicked,
-        next_state=lookup(df["next_page"].tolist(), next_id, "next_page"),
+        landed_position=landed,
+        next_state=next_state,
         reward=df["reward"].to_numpy(dtype=np.float64),
         n_pages=len(pages),
         n_actions=len(actions),
+        empty_action=action_id.get(None),
     )
     if not (order == np.arange(len(order))).all():  # sort by session, then step
         for name in (
@@ -348,7 +366,7 @@ def read_logs(path: str | Path, pages: list[str], actions: list[str | None]) -> 
             "state",
             "action",
             "propensity",
-            "clicked",
+            "landed_position",
             "next_state",
             "reward",
         ):
@@ -356,3 +374,66 @@ def read_logs(path: str | Path, pages: list[str], actions: list[str | None]) -> 
         if logs.position_propensity is not None:
             logs.position_propensity = logs.position_propensity[order]
     return logs
+
+
+def _check_steps(
+    ids: np.ndarray, sessions: np.ndarray, step: np.ndarray, order: np.ndarray, file: str
+) -> None:
+    """Refuse a session whose steps are not 0, 1, 2, ... (no gap, no repeat), naming it: the
+    session estimators index decisions by step."""
+    s, t = sessions[order], step[order]
+    start = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
+    first = np.repeat(start, np.diff(np.r_[start, len(s)]))
+    bad = t != np.arange(len(s)) - first
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        row = int(order[i])
+        mine = np.sort(step[sessions == s[i]])
+        sid = ids[row].item() if isinstance(ids[row], np.generic) else ids[row]
+        shown = ", ".join(str(x) for x in mine[:8]) + (", ..." if len(mine) > 8 else "")
+        raise DataError(
+            f"session {sid!r} has steps {shown}: each session's steps must run 0, 1, 2, "
+            "... (0-based, no gap, no repeat)",
+            file=file,
+            row=row,
+            column="step",
+        )
+
+
+def _landed_position(df: pd.DataFrame, slates: list, k: int, file: str) -> np.ndarray:
+    """``clicked_position`` per row: the position of the shown page the visitor went to. With
+    slates (``k > 1``, page actions) it follows from ``slate`` and ``next_page``: derived when
+    the column is absent, refused where it disagrees (a position that counted clicks only
+    would silently mean something else to ``position_ips``)."""
+    given = (
+        df["clicked_position"].to_numpy(dtype=np.int64)
+        if "clicked_position" in df.columns
+        else None
+    )
+    if given is not None:
+        bad = (given < -1) | (given >= k)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"clicked_position must be -1 or a position 0..{k - 1}, got {int(given[row])}",
+                file=file,
+                row=row,
+                column="clicked_position",
+            )
+    if k == 1:
+        return given if given is not None else np.full(len(df), -1, dtype=np.int64)
+    shown = np.asarray(slates, dtype=object).reshape(-1, k)
+    hit = shown == df["next_page"].to_numpy(dtype=object)[:, None]
+    derived = np.where(hit.any(1), hit.argmax(1), -1).astype(np.int64)
+    if given is not None and (given != derived).any():
+        row = int(np.flatnonzero(given != derived)[0])
+        raise DataError(
+            f"clicked_position must be the position of the shown page the visitor went to "
+            f"(next_page {df['next_page'].iloc[row]!r}), whether or not the slate caused the "
+            f"move: {int(derived[row])} here (-1: not shown), got {int(given[row])}; leave the "
+            "column out to have it derived from slate and next_page",
+            file=file,
+            row=row,
+            column="clicked_position",
+        )
+    return derived

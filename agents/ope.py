@@ -19,7 +19,10 @@ propensity ``μ(a | s)``, reward ``r``; the target policy is a table ``π`` over
   of even sessions corrects the odd ones and the other way round (with a cell-mean ``q̂``
   fitted on the same rows the correction would vanish exactly and DR would be DM).
 
-**Sessions** (``ρ_t = Π_{u ≤ t} w_u``, horizon ``H``):
+**Sessions** (``ρ_t = Π_{u ≤ t} w_u``, horizon ``H``; every estimator uses the decisions
+``t < H`` only, so all four estimate the same ``H``-step value. Past the end of the logged
+sessions only FQE can extrapolate: :func:`session` warns when sessions stop short of ``H``
+without ``EXIT``):
 
 * ``pdis``: per-decision IPS ``mean(Σ_t ρ_t r_t)``; ``pdwis``: per-decision weighted IS
   ``Σ_t Σ_i ρ_it r_it / Σ_i ρ_it`` (a finished session keeps its last ``ρ`` with reward 0);
@@ -35,18 +38,32 @@ propensity ``μ(a | s)``, reward ``r``; the target policy is a table ``π`` over
 * ``slate_ips``: whole-slate IPS (``w`` = 1[logged slate = target slate] / propensity);
 * ``pseudo_inverse``: Swaminathan et al. (2017) for a factored logging policy,
   ``w = Σ_j π(a_j at j | s) / μ(a_j at j | s) - k + 1``; unbiased when the slate's expected
-  reward is a sum of per-position terms;
-* ``position_ips``: position-based (independent) IPS, ``Σ_j w_j r_j + r_0``: the reward of a
-  click at position ``j`` weighted by that position's ratio, the reward of a visitor who
-  clicked nothing unweighted; unbiased when a position's reward depends only on its own item
-  and the no-click reward on none.
+  reward is a sum of per-position terms of the logged **draws** ``a_j`` and no logged slate
+  repeats a page: a repeat shows nothing at its lower position (``envs.slate.dedupe``), so
+  what a position shows depends on the positions above it and a reward additive in the shown
+  slate is not additive in the draws;
+* ``position_ips``: position-based (independent) IPS, ``Σ_j w_j r_j + r_0``: ``r_j`` the
+  reward of a step whose visitor went to the page shown at position ``j``
+  (``Logs.landed_position``: whether or not the slate caused the move), weighted by that
+  position's ratio, ``r_0`` that of a step whose visitor went to a page not shown,
+  unweighted; unbiased when the expected reward of going to position ``j``'s page depends only
+  on that page and ``j``, that of going elsewhere on nothing in the slate, and no logged slate
+  repeats a page. Both slate estimators warn (:class:`OPEWarning`) on logs with repeats.
 
 The MNL and cascade choice models are not additive (a page's click share depends on the rest
 of the slate), so the validation (``docs/results.md``) measures these assumptions' bias.
+
+**Diagnostics** (:func:`weight_diagnostics`): the importance weights of an IS-based
+estimator (``Terms.weights``: ``w`` per decision, a session's final ``ρ``, a slate's weight)
+give Kish's effective sample size ``(Σ w)² / Σ w²`` and the largest weight's share
+``max |w| / Σ |w|``. Below :data:`ESS_MIN` effective units the estimate rests on a handful of
+units and its bootstrap interval is not to be trusted; a high ESS does not prove the
+opposite: weights the logs never drew (a target's rare valuable paths) are not in it.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,6 +76,13 @@ from clickstream.errors import ConfigError, DataError
 ONE_STEP = ("ips", "snips", "dm", "dr")
 SESSION = ("pdis", "pdwis", "fqe", "dr")
 SLATE = ("slate_ips", "pseudo_inverse", "position_ips")
+# effective sample size below which an importance-sampling estimate is flagged
+ESS_MIN = 100.0
+
+
+class OPEWarning(UserWarning):
+    """An estimate that may not mean what its label says (logs outside an estimator's
+    assumptions)."""
 
 
 @dataclass
@@ -70,6 +94,8 @@ class Terms:
     # a model-based estimator: its estimate with the model refitted under unit weights (n,),
     # which the bootstrap calls per replicate instead of reweighting the fixed terms
     refit: Callable[[np.ndarray], float] | None = None
+    # an importance-sampling estimator: its weight per unit (n,), for the diagnostics
+    weights: np.ndarray | None = None
 
     def estimate(self) -> float:
         return float(self.combine(self.terms.mean(axis=0)))
@@ -114,12 +140,24 @@ def subset(logs: Logs, mask: np.ndarray) -> Logs:
         logs.action[mask],
         logs.propensity[mask],
         None if logs.position_propensity is None else logs.position_propensity[mask],
-        logs.clicked[mask],
+        logs.landed_position[mask],
         logs.next_state[mask],
         logs.reward[mask],
         logs.n_pages,
         logs.n_actions,
+        logs.empty_action,
     )
+
+
+def weight_diagnostics(w: np.ndarray) -> tuple[float, float]:
+    """Kish's effective sample size ``(Σ w)² / Σ w²`` of importance weights ``w`` ``(n,)``
+    and the largest weight's share ``max |w| / Σ |w|`` (NaN, NaN when every weight is 0:
+    the target's actions were never logged)."""
+    w = np.asarray(w, dtype=np.float64)
+    sq, ab = float((w * w).sum()), np.abs(w)
+    if sq == 0:
+        return float("nan"), float("nan")
+    return float(w.sum()) ** 2 / sq, float(ab.max() / ab.sum())
 
 
 def reward_model(logs: Logs, weights: np.ndarray | None = None) -> np.ndarray:
@@ -141,9 +179,9 @@ def one_step(logs: Logs, pi: np.ndarray, estimator: str) -> Terms:
     """A one-step estimator's terms, every logged row a unit (module docstring)."""
     w, r = weights(logs, pi), logs.reward
     if estimator == "ips":
-        return Terms((w * r)[:, None], _mean)
+        return Terms((w * r)[:, None], _mean, weights=w)
     if estimator == "snips":
-        return Terms(np.stack([w * r, w], axis=1), _ratio)
+        return Terms(np.stack([w * r, w], axis=1), _ratio, weights=w)
     pi = _check_table(pi, logs)
     if estimator == "dm":
         q = reward_model(logs)
@@ -160,7 +198,7 @@ def one_step(logs: Logs, pi: np.ndarray, estimator: str) -> Terms:
         q = np.where(odd[:, None], q_even[logs.state], q_odd[logs.state])  # (n, A)
         v = (q * pi[logs.state]).sum(1)
         qa = q[np.arange(len(r)), logs.action[:, 0]]
-        return Terms((v + w * (r - qa))[:, None], _mean)
+        return Terms((v + w * (r - qa))[:, None], _mean, weights=w)
     raise ConfigError(f"one-step estimators are {ONE_STEP}, got {estimator!r}")
 
 
@@ -236,13 +274,41 @@ def fit_fqe(logs: Logs, pi: np.ndarray, horizon: int, weights: np.ndarray | None
     return FQE(q, v)
 
 
+def _final(logs: Logs, rho: np.ndarray) -> np.ndarray:
+    """Each session's last ``ρ`` ``(sessions,)``: the weight of the whole logged session."""
+    last = np.r_[np.flatnonzero(np.diff(logs.session)), len(logs.session) - 1]
+    return rho[last] if len(rho) else rho
+
+
+def _warn_short(logs: Logs, horizon: int) -> None:
+    """Warn when sessions stop before ``horizon`` without ``EXIT`` (cut by the logging)."""
+    if not len(logs.session):
+        return
+    last = np.r_[np.flatnonzero(np.diff(logs.session)), len(logs.session) - 1]
+    short = (logs.step[last] + 1 < horizon) & (logs.next_state[last] != logs.n_pages)
+    if short.any():
+        warnings.warn(
+            f"{int(short.sum())} of {len(last)} logged sessions stop before the horizon "
+            f"{horizon} without EXIT (cut by the logging; the longest of them after "
+            f"{int(logs.step[last][short].max()) + 1} decisions): pdis, pdwis and dr count nothing after the cut, fqe extrapolates its "
+            "model, so their estimates describe different horizons (use a horizon the logs "
+            "cover)",
+            OPEWarning,
+            stacklevel=3,
+        )
+
+
 def session(logs: Logs, pi: np.ndarray, estimator: str, horizon: int) -> Terms:
-    """A whole-session estimator's terms, every logged session a unit (module docstring)."""
+    """A whole-session estimator's terms, every logged session a unit (module docstring):
+    the value of the first ``horizon`` decisions, the logged decisions past it dropped."""
+    horizon = whole("horizon", horizon, 1)
+    logs = subset(logs, logs.step < horizon)
+    _warn_short(logs, horizon)
     if estimator in ("pdis", "pdwis"):
         rho = _rho(logs, pi)
         if estimator == "pdis":
             per = np.bincount(logs.session, weights=rho * logs.reward, minlength=logs.n_sessions)
-            return Terms(per[:, None], _mean)
+            return Terms(per[:, None], _mean, weights=_final(logs, rho))
         num = _grid(logs, rho * logs.reward)
         den = _grid(logs, rho, fill="last")
         h = num.shape[1]
@@ -251,7 +317,7 @@ def session(logs: Logs, pi: np.ndarray, estimator: str, horizon: int) -> Terms:
             d = m[..., h:]
             return np.where(d > 0, m[..., :h] / np.where(d > 0, d, 1.0), 0.0).sum(-1)
 
-        return Terms(np.concatenate([num, den], axis=1), combine)
+        return Terms(np.concatenate([num, den], axis=1), combine, weights=_final(logs, rho))
     first = logs.step == 0
     if estimator == "fqe":
         fqe = fit_fqe(logs, pi, horizon)
@@ -274,15 +340,31 @@ def session(logs: Logs, pi: np.ndarray, estimator: str, horizon: int) -> Terms:
         vs = np.where(odd, f_even.v[togo, logs.state], f_odd.v[togo, logs.state])
         per_row = rho * (logs.reward - qsa) + prev * vs
         per = np.bincount(logs.session, weights=per_row, minlength=logs.n_sessions)
-        return Terms(per[:, None], _mean)
+        return Terms(per[:, None], _mean, weights=_final(logs, rho))
     raise ConfigError(f"session estimators are {SESSION}, got {estimator!r}")
 
 
 # ---- slates -----------------------------------------------------------------------------------
 
 
+def repeated_pages(logs: Logs) -> np.ndarray:
+    """Which logged slates show a page at two positions, ``(n,)`` bool (the "nothing" action,
+    ``Logs.empty_action``, repeated is no repeat)."""
+    a = logs.action
+    same = a[:, :, None] == a[:, None, :]
+    same &= np.triu(np.ones((a.shape[1], a.shape[1]), dtype=bool), 1)[None]
+    if logs.empty_action is not None:
+        same &= (a != logs.empty_action)[:, :, None]
+    return same.any(axis=(1, 2))
+
+
 def slate(logs: Logs, slates: np.ndarray, estimator: str) -> Terms:
-    """A one-step slate estimator's terms for a deterministic target slate table ``(P, k)``."""
+    """A one-step slate estimator's terms for a deterministic target slate table ``(P, k)``.
+
+    Warns (:class:`OPEWarning`) when ``pseudo_inverse`` or ``position_ips`` read logs whose
+    slates repeat a page: their unbiasedness needs none (module docstring); the estimate is
+    still returned, its bias growing with the share of such slates.
+    """
     target = np.asarray(slates, dtype=np.int64)[logs.state]  # (n, k)
     if target.shape != logs.action.shape:
         raise ConfigError(
@@ -291,23 +373,35 @@ def slate(logs: Logs, slates: np.ndarray, estimator: str) -> Terms:
     r = logs.reward
     if estimator == "slate_ips":
         w = (target == logs.action).all(1) / logs.propensity
-        return Terms((w * r)[:, None], _mean)
+        return Terms((w * r)[:, None], _mean, weights=w)
+    if estimator not in SLATE:
+        raise ConfigError(f"slate estimators are {SLATE}, got {estimator!r}")
     if logs.position_propensity is None:
         raise ConfigError(
             f"{estimator} needs position_propensity (the logging probability of each shown "
             "item at its position) in the logs"
         )
+    repeats = repeated_pages(logs)
+    if repeats.any():
+        warnings.warn(
+            f"{estimator}: {int(repeats.sum())} of {len(repeats)} logged slates "
+            f"({repeats.mean():.2%}) show a page at two positions; the lower one shows nothing, "
+            "so the reward is not additive in the logged draws and the estimate is biased "
+            "(log with a policy that never repeats a page)",
+            OPEWarning,
+            stacklevel=2,
+        )
     wj = (target == logs.action) / logs.position_propensity  # (n, k)
     if estimator == "pseudo_inverse":
         w = wj.sum(1) - wj.shape[1] + 1
-        return Terms((w * r)[:, None], _mean)
-    if estimator == "position_ips":
-        k = logs.action.shape[1]
-        clicked = logs.clicked
-        onehot = (clicked[:, None] == np.arange(k)[None, :]) * r[:, None]
-        organic = np.where(clicked < 0, r, 0.0)
-        return Terms(((wj * onehot).sum(1) + organic)[:, None], _mean)
-    raise ConfigError(f"slate estimators are {SLATE}, got {estimator!r}")
+        return Terms((w * r)[:, None], _mean, weights=w)
+    # position_ips: the ratio of the position of the shown page the visitor went to, 1 when
+    # she went to a page not shown
+    k = logs.action.shape[1]
+    went = logs.landed_position
+    at = went[:, None] == np.arange(k)[None, :]
+    w = np.where(went >= 0, (wj * at).sum(1), 1.0)
+    return Terms((w * r)[:, None], _mean, weights=w)
 
 
 # ---- intervals --------------------------------------------------------------------------------

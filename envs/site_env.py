@@ -184,7 +184,8 @@ class SiteEnv(gym.Env):
     Action: ``Discrete(n_actions)``, a recommendable page, or (last) nothing;
     with ``slate_size = k > 1``, ``MultiDiscrete([n_actions] * k)``, one per position, top
     first (a page repeated lower down, or "nothing", leaves its position empty); ``info``
-    then also has ``position``, the slate position followed (-1: none).
+    then also has ``position``, the position of the shown page the visitor went to, whether
+    or not the slate caused the move (-1: the page landed on was not shown).
     Reward: the value of the page landed on. ``terminated`` when the visitor leaves,
     ``truncated`` at ``max_steps``. Keyword arguments: :func:`build_core`.
     """

@@ -17,15 +17,23 @@ the kind of a policy built from the data (``value_iteration``, ``greedy``, ``pop
 The logs' schema is in ``docs/ope.md`` (:mod:`agents.logs`); logs without a ``propensity``
 column are refused with what to do. The estimate of every estimator is printed with a 95 %
 bootstrap interval: one-step estimators on the first decision of each session, session
-estimators on whole sessions, slate estimators when slates are logged.
+estimators on whole sessions (their first ``--horizon`` decisions), slate estimators when
+slates are logged. Beside each importance-sampling estimate: the effective sample size of its
+weights, ``(Σ w)² / Σ w²``, out of the units, and the largest weight's share of ``Σ |w|``
+(:func:`agents.ope.weight_diagnostics`); an ESS below ``agents.ope.ESS_MIN`` (100) and logs
+outside an estimator's assumptions are printed as warnings, and kept per row in ``--out``'s
+JSON (``ess``, ``units``, ``max_weight_share``, ``warnings``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +43,20 @@ import yaml
 
 from agents.base import Policy, load_policy, policy_class
 from agents.logs import Logs, log_policy, read_logs, write_logs
-from agents.ope import ONE_STEP, SESSION, SLATE, bootstrap, one_step, session, slate, subset
+from agents.ope import (
+    ESS_MIN,
+    ONE_STEP,
+    SESSION,
+    SLATE,
+    OPEWarning,
+    Terms,
+    bootstrap,
+    one_step,
+    session,
+    slate,
+    subset,
+    weight_diagnostics,
+)
 from agents.site import Site
 from clickstream.checks import unit_interval, whole
 from clickstream.errors import ClickstreamError, ConfigError, DataError
@@ -178,35 +199,53 @@ def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
     horizon = site.template.max_steps if args.horizon is None else args.horizon
     rows: list[dict[str, Any]] = []
 
-    def add(kind: str, name: str, terms) -> None:
+    def add(kind: str, name: str, make: Callable[[], Terms]) -> None:
+        terms, said = _caught(make)
         est, low, high = bootstrap(terms, n_boot=args.n_boot, seed=args.seed)
-        rows.append({"kind": kind, "estimator": name, "estimate": est, "low": low, "high": high})
+        rows.append(
+            {
+                "kind": kind,
+                "estimator": name,
+                "estimate": est,
+                "low": low,
+                "high": high,
+                **_diagnostics(terms, name, said),
+            }
+        )
 
     if logs.action.shape[1] > 1:
         first = _first(logs)
         for name in SLATE:
             try:
-                add("one step (slates)", name, slate(first, table, name))
+                add("one step (slates)", name, lambda n=name: slate(first, table, n))
             except ConfigError as exc:
                 print(f"  {name}: skipped ({exc})")
     else:
         first = _first(logs)
         for name in ONE_STEP:
-            add("one step", name, one_step(first, table, name))
+            add("one step", name, lambda n=name: one_step(first, table, n))
         if (logs.step > 0).any():
             for name in SESSION:
-                add("session", name, session(logs, table, name, horizon))
+                add("session", name, lambda n=name: session(logs, table, n, horizon))
     print(
         f"{args.policy} from {args.logs} ({len(logs.state):,} decisions, {logs.n_sessions:,} "
-        f"sessions); 95 % bootstrap intervals ({args.n_boot} replicates)"
+        f"sessions); 95 % bootstrap intervals ({args.n_boot} replicates); session horizon "
+        f"{horizon}; ESS: effective sample size of the importance weights"
     )
     if note:
         print(f"note: {note}")
     for r in rows:
+        ess = (
+            f"ESS {r['ess']:,.0f} of {r['units']:,}, max weight {r['max_weight_share']:.2%}"
+            if r["ess"] is not None
+            else ("ESS - (every weight is 0)" if r["units"] is not None else "")
+        )
         print(
             f"  {r['kind']:<18} {r['estimator']:<15} {r['estimate']:12.4f}   "
-            f"[{r['low']:.4f}, {r['high']:.4f}]"
+            f"[{r['low']:.4f}, {r['high']:.4f}]   {ess}"
         )
+    for message in dict.fromkeys(m for r in rows for m in r["warnings"]):
+        print(f"warning: {message}")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return {"estimates": rows, "note": note}
@@ -214,6 +253,42 @@ def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
 
 def _first(logs: Logs) -> Logs:
     return subset(logs, logs.step == 0)
+
+
+def _caught(make: Callable[[], Terms]) -> tuple[Terms, list[str]]:
+    """``make()`` and the :class:`~agents.ope.OPEWarning` messages it gave (other warnings
+    pass on as usual)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        terms = make()
+    said = []
+    for w in caught:
+        if issubclass(w.category, OPEWarning):
+            said.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return terms, said
+
+
+def _diagnostics(terms: Terms, name: str, said: list[str]) -> dict[str, Any]:
+    """An estimate's weight diagnostics and warnings (an ESS below ``ESS_MIN`` among them);
+    None for a model-based estimator (no weights)."""
+    if terms.weights is None:
+        return {"ess": None, "units": None, "max_weight_share": None, "warnings": said}
+    ess, share = weight_diagnostics(terms.weights)
+    units = len(terms.weights)
+    if math.isnan(ess):
+        said = [*said, f"{name}: every importance weight is 0 (the target's actions were never "
+                       "logged): the estimate is 0 by construction, not a value"]  # fmt: skip
+        return {"ess": None, "units": units, "max_weight_share": None, "warnings": said}
+    if ess < ESS_MIN:
+        said = [
+            *said,
+            f"{name}: effective sample size {ess:.1f} of {units:,} units is below {ESS_MIN:.0f} "
+            f"(largest weight {share:.1%} of the total): the estimate rests on a few units "
+            "and its interval is not to be trusted",
+        ]
+    return {"ess": ess, "units": units, "max_weight_share": share, "warnings": said}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,14 @@ def test_log_then_estimate_and_refuse_logs_without_propensities(data_dir, tmp_pa
     out = capsys.readouterr().out
     for name in ("ips", "snips", "dm", "pdis", "pdwis", "fqe"):
         assert f" {name} " in out
+    # the importance-sampling estimates carry their effective sample size; the sessions run
+    # to EXIT or max_steps (50), so the default horizon warns of nothing
+    assert "session horizon 50" in out and " of 3,000, max weight " in out
+    assert "stop before the horizon" not in out
+    # a horizon beyond what the logs cover: every session estimator would answer for another
+    assert main([*estimate, "--horizon", "60"]) == 0
+    assert "warning: " in (out := capsys.readouterr().out)
+    assert "sessions stop before the horizon 60 without EXIT" in out
     df.drop(columns=["propensity"]).to_parquet(tmp_path / "bare.parquet")
     estimate[estimate.index(str(logs))] = str(tmp_path / "bare.parquet")
     assert main(estimate) == 2
@@ -74,7 +82,10 @@ def test_outputs_in_new_folders_and_empty_logs_refused(data_dir, tmp_path, capsy
     estimate = ["estimate", "--data-dir", str(data_dir), "--logs", str(logs),
                 "--policy", "popular", "--n-boot", "5", "--out", str(est), *ENV]  # fmt: skip
     assert main(estimate) == 0
-    assert {r["estimator"] for r in json.loads(est.read_text())} >= {"ips", "fqe"}
+    rows = {r["estimator"]: r for r in json.loads(est.read_text()) if r["kind"] != "session"}
+    assert rows.keys() >= {"ips", "dm"}
+    assert rows["ips"]["units"] == 200 and 0 < rows["ips"]["ess"] <= 200
+    assert rows["dm"]["ess"] is None and isinstance(rows["dm"]["warnings"], list)
     # a logs file with the schema and no rows: refused, not a table of NaN
     empty = tmp_path / "empty.parquet"
     pd.read_parquet(logs).head(0).to_parquet(empty)

@@ -8,6 +8,7 @@ rounding, not only on average.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,17 @@ import pytest
 import torch
 
 from agents.logs import Logs, log_policy, read_logs, write_logs
-from agents.ope import bootstrap, fit_fqe, one_step, session, slate
+from agents.ope import (
+    OPEWarning,
+    bootstrap,
+    fit_fqe,
+    one_step,
+    repeated_pages,
+    session,
+    slate,
+    subset,
+    weight_diagnostics,
+)
 from clickstream.errors import DataError
 from clickstream.synthetic import SyntheticConfig, build_store
 from envs.site_env import build_core
@@ -34,7 +45,7 @@ def _logs(rows: list[tuple], n_pages: int, n_actions: int, k: int = 1) -> Logs:
         action=action,
         propensity=np.asarray(cols[4], dtype=np.float64),
         position_propensity=pos,
-        clicked=np.asarray(cols[7] if len(cols) > 7 else [-1] * len(rows), dtype=np.int64),
+        landed_position=np.asarray(cols[7] if len(cols) > 7 else [-1] * len(rows), dtype=np.int64),
         next_state=np.asarray(cols[5], dtype=np.int64),
         reward=np.asarray(cols[6], dtype=np.float64),
         n_pages=n_pages,
@@ -144,24 +155,108 @@ def test_fqe_tables_are_the_finite_horizon_values() -> None:
     assert fqe.q[2][1].tolist() == pytest.approx([5.0, 3.0])  # a1: 2 then 1
 
 
+def _exact_h(pi: np.ndarray, h: int) -> float:
+    v = np.zeros(3)
+    for _ in range(h):
+        new = np.zeros(3)
+        for (s, a), (nxt, r) in MOVES.items():
+            new[s] += pi[s, a] * (r + v[nxt])
+        v = new
+    return float(v[0])
+
+
+@pytest.mark.parametrize("estimator", ["pdis", "pdwis", "fqe", "dr"])
+def test_session_estimators_honour_a_horizon_shorter_than_the_logs(estimator: str) -> None:
+    # the logs run 3 steps; every estimator answers for the first 2 decisions
+    pi = np.array([[0.7, 0.3], [0.4, 0.6]])
+    truth = _exact_h(pi, 2)
+    assert truth != pytest.approx(_exact_h(pi, H))
+    assert session(_session_logs(), pi, estimator, horizon=2).estimate() == pytest.approx(
+        truth, abs=1e-10
+    )
+
+
+def test_session_estimators_warn_when_the_logs_stop_before_the_horizon() -> None:
+    pi = np.array([[0.7, 0.3], [0.4, 0.6]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the horizon the logs cover: no warning
+        session(_session_logs(), pi, "pdis", horizon=H)
+    # sessions cut at 3 steps without EXIT cannot say what steps 4 and 5 earn (FQE guesses)
+    with pytest.warns(OPEWarning, match=r"1 of 8 logged sessions stop before the horizon 5"):
+        session(_session_logs(), pi, "pdis", horizon=5)
+
+
+def _additive_slate_logs(mu: np.ndarray, c: np.ndarray, v: np.ndarray, empty: int | None):
+    """Every factored draw of 2 positions from ``mu`` ``(2, A)`` as a row weighted by its
+    probability, the env's rule applied (a repeated page shows nothing at position 1); a click
+    on position ``j`` showing ``x`` has probability ``c[j, x]`` and pays ``v[x]``."""
+    a = mu.shape[1]
+    rows, probs = [], []
+    for a0, a1 in itertools.product(range(a), repeat=2):
+        if mu[0, a0] * mu[1, a1] == 0:
+            continue
+        s1 = a1 if a1 != a0 else empty  # a repeat shows nothing
+        c1, v1 = (c[1, s1], v[s1]) if s1 is not None else (0.0, 0.0)
+        for pos, pc, r in [(0, c[0, a0], v[a0]), (1, c1, v1), (-1, 1 - c[0, a0] - c1, 0.0)]:
+            prop = (mu[0, a0], mu[1, a1])
+            rows.append((len(rows), 0, 0, (a0, a1), prop[0] * prop[1], 1, r, pos, prop))
+            probs.append(prop[0] * prop[1] * pc)
+    logs = _logs(rows, n_pages=1, n_actions=a, k=2)
+    logs.empty_action = empty
+    return logs, np.asarray(probs)
+
+
 def test_slate_estimators_are_exact_when_the_reward_is_additive() -> None:
-    # 2 positions, 2 items each, factored uniform logging; a click on position j of item x
-    # with probability c[j][x] (at most one click), paying v[x]; no click pays 0
-    c = np.array([[0.5, 0.25], [0.25, 0.0]])
-    v = np.array([4.0, 8.0])
-    rows, sid = [], 0
-    for a0, a1 in itertools.product((0, 1), repeat=2):
-        outcomes = [(0, c[0, a0], v[a0]), (1, c[1, a1], v[a1])]
-        none = 1 - c[0, a0] - c[1, a1]
-        for pos, prob, reward in [*outcomes, (-1, none, 0.0)]:
-            for _ in range(round(prob * 8)):
-                rows.append((sid, 0, 0, (a0, a1), 0.25, 2, reward, pos, (0.5, 0.5)))
-                sid += 1
-    logs = _logs(rows, n_pages=1, n_actions=2, k=2)
+    # factored logging whose positions draw from disjoint pages (no slate repeats a page); a
+    # click on position j of item x with probability c[j][x] (at most one click) pays v[x]
+    mu = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.25, 0.75]])
+    c = np.array([[0.5, 0.25, 0.1, 0.0], [0.0, 0.0, 0.25, 0.2]])
+    v = np.array([4.0, 8.0, 2.0, 6.0])
+    logs, probs = _additive_slate_logs(mu, c, v, empty=None)
+    target = np.array([[1, 3]])
+    truth = c[0, 1] * v[1] + c[1, 3] * v[3]  # additive: 2 + 1.2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no repeat: no warning
+        for name in ("slate_ips", "pseudo_inverse", "position_ips"):
+            est = float(probs @ slate(logs, target, name).terms[:, 0])
+            assert est == pytest.approx(truth, abs=1e-12), name
+
+
+def test_slate_estimators_warn_on_logged_slates_that_repeat_a_page() -> None:
+    # the env's rule: a page drawn at position 1 that is already at position 0 shows nothing
+    # there, so an additive reward on the shown slate is not additive in the draws
+    mu = np.array([[0.5, 0.3, 0.2], [0.4, 0.4, 0.2]])  # action 2 shows nothing
+    c = np.array([[0.5, 0.25, 0.0], [0.25, 0.125, 0.0]])
+    v = np.array([4.0, 8.0, 0.0])
+    logs, probs = _additive_slate_logs(mu, c, v, empty=2)
     target = np.array([[1, 0]])
-    truth = c[0, 1] * v[1] + c[1, 0] * v[0]  # additive: 2 + 1
-    for name in ("slate_ips", "pseudo_inverse", "position_ips"):
-        assert slate(logs, target, name).estimate() == pytest.approx(truth, abs=1e-12), name
+    truth = c[0, 1] * v[1] + c[1, 0] * v[0]  # 2 + 1
+    assert float(probs @ slate(logs, target, "slate_ips").terms[:, 0]) == pytest.approx(truth)
+    # E[pseudo-inverse] = 2.42, E[position IPS] = 2.5 (exact enumeration): biased, and said
+    for name, biased in (("pseudo_inverse", 2.42), ("position_ips", 2.5)):
+        with pytest.warns(OPEWarning, match=rf"{name}: 6 of 27 logged slates .* two positions"):
+            terms = slate(logs, target, name)
+        assert float(probs @ terms.terms[:, 0]) == pytest.approx(biased, abs=1e-12)
+    # the "nothing" action drawn twice shows nothing twice: no repeated page
+    assert repeated_pages(logs).sum() == 2 * 3  # draws (0, 0) and (1, 1), 3 outcomes each
+    assert not repeated_pages(subset(logs, (logs.action == 2).all(1))).any()
+
+
+def test_weight_diagnostics_and_which_estimators_have_weights() -> None:
+    ess, share = weight_diagnostics(np.array([1.0, 1.0, 2.0, 0.0]))
+    assert ess == pytest.approx(16 / 6) and share == pytest.approx(0.5)
+    assert np.isnan(weight_diagnostics(np.zeros(3))[0])
+    pi = np.array([[0.0, 1.0, 0.0], [0.2, 0.3, 0.5]])
+    logs = _bandit_logs()
+    for name in ("ips", "snips", "dr"):
+        w = one_step(logs, pi, name).weights
+        assert np.allclose(w, pi[logs.state, logs.action[:, 0]] / logs.propensity)
+    assert one_step(logs, pi, "dm").weights is None
+    sess = _session_logs()
+    pi2 = np.array([[1.0, 0.0], [0.0, 1.0]])
+    w = session(sess, pi2, "pdis", H).weights  # the whole session's ratio: 2^len if followed
+    assert len(w) == sess.n_sessions and set(np.round(w, 12)) == {0.0, 8.0}
+    assert session(sess, pi2, "fqe", H).weights is None
 
 
 def _markov_core(n: int):
@@ -225,3 +320,57 @@ def test_model_based_intervals_refit_the_model_per_replicate() -> None:
         assert refit[1] < refit[0] < refit[2]
         # the model's own error widens the interval several-fold
         assert (refit[2] - refit[1]) > 2 * (fixed[2] - fixed[1])
+
+
+def _written(tmp_path, n: int = 200):
+    core = _markov_core(64)
+    logs = log_policy(core, torch.ones(core.n_pages, core.n_actions), n, seed=0)
+    pages = list(core.dynamics.pages)
+    actions = [f"group{i}" for i in range(core.n_actions - 1)] + [None]
+    return write_logs(logs, tmp_path / "logs.parquet", pages, actions), pages, actions
+
+
+@pytest.mark.parametrize("change", ["one_based", "gap", "repeat"])
+def test_read_logs_refuses_steps_that_do_not_run_from_0_naming_the_session(
+    change: str, tmp_path
+) -> None:
+    path, pages, actions = _written(tmp_path)
+    df = pd.read_parquet(path)
+    sid = int(df["session_id"].value_counts().index[0])  # a session of several steps
+    rows = df.index[df["session_id"] == sid]
+    if change == "one_based":
+        df.loc[rows, "step"] += 1
+    elif change == "gap":
+        df.loc[rows[1:], "step"] += 1
+    else:
+        df.loc[rows[1], "step"] = 0
+    df.to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=rf"session {sid} has steps .*0, 1, 2") as err:
+        read_logs(tmp_path / "bad.parquet", pages, actions)
+    assert err.value.column == "step" and "bad.parquet" in str(err.value)
+
+
+def test_slate_logs_position_is_that_of_the_shown_page_visited(tmp_path) -> None:
+    store = build_store(SyntheticConfig(n_pages=50, mode="markov"))
+    core = build_core(256, store=store, slate_size=3, history_len=1)
+    mu = torch.ones(core.n_pages, core.n_actions)
+    logs = log_policy(core, mu, 2000, seed=1)
+    pages = list(core.dynamics.pages)
+    actions = [pages[int(a)] if int(a) >= 0 else None for a in core.action_pages.cpu()]
+    assert logs.empty_action == actions.index(None)
+    path = write_logs(logs, tmp_path / "slates.parquet", pages, actions)
+    back = read_logs(path, pages, actions)
+    # the env's position is the shown page landed on, the one read_logs derives; organic moves
+    # to a shown page included (it is not the choice model's click)
+    assert np.array_equal(back.landed_position, logs.landed_position)
+    assert (logs.landed_position >= 0).mean() > 0.05
+    df = pd.read_parquet(path)
+    df.drop(columns=["clicked_position"]).to_parquet(tmp_path / "derived.parquet")
+    derived = read_logs(tmp_path / "derived.parquet", pages, actions)
+    assert np.array_equal(derived.landed_position, logs.landed_position)
+    # a position that is not where next_page was shown (e.g. clicks only) is refused
+    row = int(np.flatnonzero(df["clicked_position"].to_numpy() >= 0)[0])
+    df.loc[row, "clicked_position"] = -1
+    df.to_parquet(tmp_path / "clicks.parquet")
+    with pytest.raises(DataError, match=rf"row {row}.*shown page the visitor went to"):
+        read_logs(tmp_path / "clicks.parquet", pages, actions)

@@ -95,3 +95,21 @@ def test_bootstrap_refuses_no_replicates_and_no_units() -> None:
         bootstrap_many([terms, empty], np.random.default_rng(0))
     assert str(dexc.value) == "no logged units to estimate from (the logs hold no sessions)"
     assert bootstrap(terms, n_boot=1) == (1.0, 1.0, 1.0)
+
+
+def test_estimates_carry_weight_diagnostics_and_a_low_ess_is_a_warning() -> None:
+    from agents.ope import ESS_MIN
+    from scripts.ope import _diagnostics
+
+    mean = lambda m: m[..., 0]  # noqa: E731
+    even = _diagnostics(Terms(np.ones((500, 1)), mean, weights=np.ones(500)), "ips", [])
+    assert even == {"ess": 500.0, "units": 500, "max_weight_share": 0.002, "warnings": []}
+    w = np.r_[1000.0, np.full(999, 0.01)]  # one unit holds nearly all the weight
+    skew = _diagnostics(Terms(np.ones((1000, 1)), mean, weights=w), "pdis", ["earlier"])
+    assert skew["ess"] < ESS_MIN and skew["max_weight_share"] == pytest.approx(1000 / 1009.99)
+    assert skew["warnings"][0] == "earlier"
+    assert skew["warnings"][1].startswith("pdis: effective sample size 1.0 of 1,000 units")
+    zero = _diagnostics(Terms(np.ones((5, 1)), mean, weights=np.zeros(5)), "ips", [])
+    assert zero["ess"] is None and "never logged" in zero["warnings"][0]
+    model = _diagnostics(Terms(np.ones((5, 1)), mean), "fqe", [])
+    assert model == {"ess": None, "units": None, "max_weight_share": None, "warnings": []}
