@@ -22,7 +22,8 @@ What the hits table takes from the export:
 * page views are ``hits.type == 'PAGE'`` only (``EVENT`` hits repeat the page path);
 * ``session_id`` is ``fullVisitorId-visitId``; ``session_start`` is ``visitStartTime``;
 * ``hit_time`` is ``visitStartTime + hits.time`` (ms); time on page is the gap to the next
-  page view (GA's definition; unknown on the session's last page);
+  page view (GA's definition; unknown on the session's last page), a page view without a path
+  included: it is dropped only after the time on page of the one before it is computed;
 * ``revenue`` is ``hits.transaction.transactionRevenue`` / 10^6 on the hit that carries it, and
   ``is_transaction`` marks those hits. Session totals (``totals.totalTransactionRevenue``) are
   *not* used: page value and rewards need to know where in the session a transaction happened,
@@ -46,7 +47,10 @@ no records: a row equal in every column to an earlier row is dropped, counted an
 
 ``LoadResult.dropped`` keys: ``sessions_without_page_views`` (records left without a page view:
 no PAGE hit, or only ones without a path), ``page_views_without_path`` (``pagePath`` null,
-empty or only whitespace: dropped, never read as the home page), ``duplicate_session_records``
+empty or only whitespace: dropped, never read as the home page; the page views around one
+then follow each other in the hits, a transition the visitor did not make directly, counted in
+``info["transitions_across_dropped_page_views"]``; a transaction on one is left out, its
+revenue in ``info["revenue_on_page_views_without_path"]``), ``duplicate_session_records``
 (repeated records, above) and, where a flat table was read, ``duplicate_flat_rows``.
 ``info["source_sessions"]`` counts every record read, repeated ones included.
 
@@ -89,7 +93,7 @@ from clickstream.io import (
     unwrap_json,
 )
 from clickstream.schema import MAX_AMOUNT, LoadResult, validate_hits
-from clickstream.sessions import finish_raw_hits
+from clickstream.sessions import finish_raw_hits_dropping
 
 PATTERNS = (
     "*.parquet",
@@ -216,7 +220,7 @@ def load(
     else:
         files = resolve_inputs(path, PATTERNS)
         result = _load_files(files, files, show_progress, flattened=False)
-    _notice_drops(result.dropped, result.notices)
+    _notice_drops(result.dropped, result.info, result.notices)
     return result
 
 
@@ -288,7 +292,9 @@ def _load_files(
     flat = _drop_repeated_rows(flat, dropped)
     _check_parts(flat, names)
     flat = _separate_split_sessions(flat, info)
-    hits = finish_raw_hits(
+    no_path_revenue = flat.loc[flat["no_path"].to_numpy(bool), "revenue"]
+    info["revenue_on_page_views_without_path"] = float(no_path_revenue.sum())
+    hits, bridged = finish_raw_hits_dropping(
         pd.DataFrame(
             {
                 "session_id": flat["session_id"],
@@ -301,10 +307,13 @@ def _load_files(
                 "content_group": flat["content_group"],
                 "revenue": flat["revenue"].astype(np.float64),
                 "is_transaction": flat["is_transaction"].astype(bool),
+                "no_path": flat["no_path"].to_numpy(bool),
             }
         ),
+        "no_path",
         hit_order="hit_number",
     )
+    info["transitions_across_dropped_page_views"] = bridged
     validate_hits(hits, source=", ".join(str(f) for f in names))
     info["raw_page_paths"] = int(hits["page_raw"].nunique())
     info["page_column"] = "hits.page.pagePath"
@@ -319,13 +328,29 @@ def _load_files(
     )
 
 
-def _notice_drops(dropped: dict[str, int], notices: list[str]) -> None:
+def _notice_drops(dropped: dict[str, int], info: dict, notices: list[str]) -> None:
     """Say what :func:`load` left out (the repeated records are said where they are found)."""
+    bridged = int(info.get("transitions_across_dropped_page_views", 0))
+    revenue = float(info.get("revenue_on_page_views_without_path", 0.0))
     said = {
         "page_views_without_path": (
             "page view",
             "without a page path (hits.page.pagePath null, empty or only whitespace): dropped, "
-            "not read as the home page",
+            "not read as the home page; the page view before each keeps its time on page up "
+            "to it (GA's time to the next page view)"
+            + (
+                f"; {_count(bridged, 'transition')} between the page views around them "
+                "now read as direct though the visitor went through a page view without a path "
+                "(info.transitions_across_dropped_page_views)"
+                if bridged
+                else ""
+            )
+            + (
+                f"; {revenue:,.2f} of transaction revenue on them left out "
+                "(info.revenue_on_page_views_without_path)"
+                if revenue
+                else ""
+            ),
         ),
         "sessions_without_page_views": (
             "session record",
@@ -809,11 +834,12 @@ def _add_source_counts(
 
 
 def _check_flat(flat: pd.DataFrame, file: Path, dropped: dict[str, int]) -> pd.DataFrame:
-    """Refuse missing ids and times and bad revenue; drop page views without a path.
+    """Refuse missing ids and times and bad revenue; mark page views without a path.
 
     A path that is null, empty or only whitespace is no page (pandas' ``str.strip``): such
-    page views are dropped and counted, never read as ``/``; a session left without page views
-    by that is counted in ``sessions_without_page_views``.
+    page views are marked in the ``no_path`` column and counted, never read as ``/``; they are
+    dropped once time on page is computed (:func:`_load_files`). A session left without page
+    views by that is counted in ``sessions_without_page_views``.
     """
     for col in ("session_id", "visitor_id", "session_start_s", "hit_time_ms"):
         bad = flat[col].isna().to_numpy()
@@ -842,11 +868,13 @@ def _check_flat(flat: pd.DataFrame, file: Path, dropped: dict[str, int]) -> pd.D
         )
     flat["revenue"] = revenue
     no_path = _blank(flat["page_path"])
+    flat["no_path"] = no_path  # left out after time on page is computed (finish_raw_hits_dropping)
     if no_path.any():
         sessions = flat["session_id"].nunique()
-        flat = flat.loc[~no_path].reset_index(drop=True)
         dropped["page_views_without_path"] += int(no_path.sum())
-        dropped["sessions_without_page_views"] += sessions - flat["session_id"].nunique()
+        dropped["sessions_without_page_views"] += (
+            sessions - flat.loc[~no_path, "session_id"].nunique()
+        )
     return flat
 
 

@@ -28,8 +28,11 @@ What the hits table takes from the export:
 * ``page_raw`` is the ``page_location`` parameter (a full URL; normalised later by
   :mod:`clickstream.pages`), ``page_title`` and ``content_group`` the parameters of those names.
   Page views without a page (the parameter absent, null, empty or only whitespace) are dropped
-  and counted, never read as the home page;
-* ``revenue``: each ``purchase`` event's ``ecommerce.purchase_revenue_in_usd`` is credited to the
+  and counted, never read as the home page; the page view before one keeps its time on page up
+  to it (GA's time to the next page view), and the page views around it then follow each other
+  in the hits, a transition the visitor did not make directly, counted in
+  ``info["transitions_across_dropped_page_views"]`` and said in the notice;
+* ``revenue``: each ``purchase`` event's ``ecommerce.purchase_revenue_in_usd`` is booked on the
   last page view of the same session at or before the purchase (a page view at the very same
   microsecond counts), which gets ``is_transaction = True``; several purchases on one page view
   add up. A purchase with no such page view cannot be placed: dropped and counted, its revenue
@@ -38,6 +41,17 @@ What the hits table takes from the export:
   :data:`clickstream.schema.MAX_AMOUNT` raises :class:`ClickstreamError` naming the file, the
   line (NDJSON, CSV) or row (Parquet) and the column: a refund belongs in
   ``ecommerce.refund_value_in_usd``, so a negative purchase means a broken export.
+
+**Page value** (:mod:`clickstream.catalog`). A GA360 transaction rides on the hit of the page
+it happens on (the receipt page), and the pages viewed before that hit are credited. A GA4
+purchase is an event of its own, *after* the page view it is booked on, so every page viewed
+at or before the purchase is credited, the page view it is booked on included
+(``info["revenue_timing"] = "after_view"``, which :func:`clickstream.prepare.prepare` passes to
+the catalog); a page viewed after the purchase is not. The receipt page (the purchase's own
+``page_location``, which is not read) is credited when its page view came before the purchase,
+as GA credits every page viewed before a transaction. The catalog's ``transactions`` and
+``revenue`` of a page count the purchases that followed a view of it with no other page view
+between.
 
 **Repeated events.** GA4 exports are known to hold exact duplicate rows, and overlapping
 exports repeat events. A page view or purchase equal to an earlier one in every field the
@@ -57,7 +71,8 @@ where some were repeated (page views and purchases together). ``LoadResult.info`
 not), ``events_without_session_id``, ``purchases_placed``, ``purchase_revenue_placed``,
 ``purchase_revenue_without_session_id``, ``purchase_revenue_without_page_view``,
 ``purchase_revenue_duplicate`` (of the repeated purchases), ``purchases_without_revenue``,
-``sessions``, ``raw_page_paths``. Placed plus the three dropped revenues equal the source
+``sessions``, ``raw_page_paths``, ``page_column``, ``revenue_timing`` (``after_view``),
+``transitions_across_dropped_page_views``. Placed plus the three dropped revenues equal the source
 revenue. Each nonzero ``dropped`` count is also said in a notice.
 """
 
@@ -85,7 +100,7 @@ from clickstream.io import (
     unwrap_json,
 )
 from clickstream.schema import MAX_AMOUNT, LoadResult, validate_hits
-from clickstream.sessions import finish_raw_hits
+from clickstream.sessions import finish_raw_hits_dropping
 
 PATTERNS = (
     "*.parquet",
@@ -235,12 +250,15 @@ def load(
     hits, dropped = _place_purchases(events, info, files)
     if repeated:  # only then: a clean export keeps the four keys it always had
         dropped["duplicate_events"] = repeated
-    _notice_drops(dropped, page_field, notices)
-    hits = finish_raw_hits(hits, hit_order="hit_time")
+    hits, bridged = finish_raw_hits_dropping(hits, "no_page", hit_order="hit_time")
+    info["transitions_across_dropped_page_views"] = bridged
+    _notice_drops(dropped, page_field, notices, bridged)
     validate_hits(hits, source=", ".join(str(f) for f in files))
     info["sessions"] = int(hits["session_id"].nunique())
     info["raw_page_paths"] = int(hits["page_raw"].nunique())
     info["page_column"] = page_field  # type: ignore[assignment]
+    # the purchase followed the page view it is booked on: the catalog credits that page too
+    info["revenue_timing"] = "after_view"  # type: ignore[assignment]
     return LoadResult(
         hits=hits,
         source="ga4",
@@ -493,12 +511,27 @@ _DROPS = {
 """What each count of :func:`_place_purchases` drops: (noun, the rest of the sentence)."""
 
 
-def _notice_drops(dropped: dict[str, int], page_field: str, notices: list[str]) -> None:
-    """One notice for each nonzero count of :func:`_place_purchases` (repeats: said apart)."""
+def _notice_drops(
+    dropped: dict[str, int], page_field: str, notices: list[str], bridged: int = 0
+) -> None:
+    """One notice for each nonzero count of :func:`_place_purchases` (repeats: said apart);
+    ``bridged``: transitions across dropped page views without a page."""
     for key, (noun, text) in _DROPS.items():
         n = dropped.get(key, 0)
         if n:
             what = f"{n:,} {noun}{'' if n == 1 else 's'} {text.format(field=page_field)}"
+            if key == "page_views_without_page_location":
+                what += (
+                    "; the page view before each keeps its time on page up to it (GA's time to "
+                    "the next page view)"
+                )
+                if bridged:
+                    what += (
+                        f"; {bridged:,} transition{'' if bridged == 1 else 's'} between the "
+                        "page views around them now read as direct though the visitor went "
+                        "through a page view without a page "
+                        "(info.transitions_across_dropped_page_views)"
+                    )
             notice(f"ga4: dropped {what} (dropped.{key})", notices)
 
 
@@ -511,7 +544,10 @@ def _blank(text: pd.Series) -> np.ndarray:
 def _place_purchases(
     events: pd.DataFrame, info: dict, files: list[Path]
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Drop what cannot be used, credit each purchase to its page view; page-view rows out."""
+    """Drop what cannot be used, credit each purchase to its page view; page-view rows out.
+
+    Page views without a page are kept, marked in ``no_page``, for the time on page of the
+    page view before them; no purchase is placed on them."""
     name = events["event_name"].to_numpy()
     is_pv = name == PAGE_VIEW
     no_session = events["session_id"].isna().to_numpy()
@@ -532,12 +568,14 @@ def _place_purchases(
         revenue=revenue,
         kind=np.where(is_pv, 0, 1),  # a page view at the purchase's microsecond comes first
     )
-    keep = ~no_session & ~(is_pv & no_page)
-    events = events.loc[keep].sort_values(
+    # page views without a page stay until time on page is computed (finish_raw_hits_dropping)
+    events = events.assign(no_page=is_pv & no_page)
+    events = events.loc[~no_session].sort_values(
         ["session_id", "event_timestamp", "kind", "file_index", "record"], kind="stable"
     )
     events = events.reset_index(drop=True)
-    is_pv = events["kind"].to_numpy() == 0
+    any_pv = events["kind"].to_numpy() == 0
+    is_pv = any_pv & ~events["no_page"].to_numpy(bool)  # page views with a page
     n = len(events)
     if not is_pv.any():
         raise DataError(
@@ -549,7 +587,7 @@ def _place_purchases(
     # last page view so far, in (session, time) order; valid if it is in the same session
     session_code = pd.factorize(events["session_id"], sort=False)[0]
     last_pv = np.maximum.accumulate(np.where(is_pv, np.arange(n), -1))
-    is_purchase = ~is_pv
+    is_purchase = ~any_pv
     placed = is_purchase & (last_pv >= 0)
     placed[placed] = session_code[last_pv[placed]] == session_code[placed]
     unplaced = is_purchase & ~placed
@@ -560,7 +598,7 @@ def _place_purchases(
     info["purchases_placed"] = int(placed.sum())
     info["purchase_revenue_placed"] = float(revenue[placed].sum())
     info["purchase_revenue_without_page_view"] = float(revenue[unplaced].sum())
-    pv = events.loc[is_pv]
+    pv = events.loc[any_pv]
     hits = pd.DataFrame(
         {
             "session_id": pv["session_id"],
@@ -570,8 +608,9 @@ def _place_purchases(
             "page_raw": pv["page_location"],
             "page_title": pv["page_title"],
             "content_group": pv["content_group"],
-            "revenue": credited[is_pv],
-            "is_transaction": n_purchases[is_pv] > 0,
+            "revenue": credited[any_pv],
+            "is_transaction": n_purchases[any_pv] > 0,
+            "no_page": pv["no_page"].to_numpy(bool),
         }
     )
     return hits.reset_index(drop=True), dropped

@@ -192,7 +192,10 @@ def collapse_repeats(hits: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarise(hits: pd.DataFrame) -> dict[str, float | int]:
-    """Headline figures of a canonical hits table."""
+    """Headline figures of a canonical hits table.
+
+    ``bounce_rate`` is the share of sessions with one page view, not GA's share with one
+    interaction hit (interaction events are not loaded: :mod:`clickstream.catalog`)."""
     sessions = hits.groupby("session_id", sort=False)
     length = sessions.size()
     converted = sessions["is_transaction"].any()
@@ -232,8 +235,16 @@ def prepare(
         pages: Page configuration (default: normalised paths, no grouping rules).
         split: Split fractions (default 0.8 / 0.1 / 0.1).
         repeats: ``keep`` or ``collapse`` consecutive repeats (see :func:`canonical_hits`).
-        stats_split: Sessions the catalog and transition tables describe: ``all`` or one split
-            name (e.g. ``train``, so that nothing in them is learnt from the test split).
+        stats_split: Sessions the catalog's statistics and the transition tables describe:
+            ``all`` (the default: page value, revenue and time on page, which make the
+            simulator's reward, the evaluation's revenue and time tables and the converting
+            pages of the exit calibration, are then computed from every split, valid and test
+            included; the visitor model and the baselines are still fitted to the train
+            sessions only) or one split name (``train``, so that nothing in those tables is
+            learnt from the valid and test sessions). The catalog lists every page of every
+            split either way (the vocabulary); a page without a view in ``stats_split`` gets
+            0 views, page value 0 and unknown time on page (:mod:`clickstream.catalog`), said
+            in a notice.
         page_value: What the catalog's ``page_value`` is (:data:`PAGE_VALUE_SOURCES`).
         config: The resolved run configuration, recorded in ``meta.json``.
         extra_outputs: Called as ``extra_outputs(out, meta, hits)`` with the open output
@@ -272,13 +283,20 @@ def prepare(
         raise ConfigError(
             f"stats_split must be 'all', 'train', 'valid' or 'test', got {stats_split!r}"
         )
-    catalog = page_stats(described, "page")
+    timing = str(raw.info.get("revenue_timing", "with_view"))
+    # every page of every split is in the vocabulary; the statistics describe stats_split only
+    listed = None if stats_split == "all" else hits
+    catalog = page_stats(described, "page", revenue_timing=timing, all_hits=listed)
     groups = (
-        page_stats(described, "page_group")
+        page_stats(described, "page_group", revenue_timing=timing, all_hits=listed)
         .drop(columns=["page"])
         .rename(columns={"page_id": "group_id"})
     )
+    if listed is not None:
+        _notice_unseen(catalog, groups, stats_split, notices)
     value_record = _choose_page_value(described, catalog, groups, page_value, raw, notices)
+    if value_record["source"] == "revenue":
+        value_record["revenue_timing"] = timing
     transitions = pd.concat(
         [
             transition_counts(described, "page").assign(level="page"),
@@ -322,6 +340,24 @@ def prepare(
     stages.update()
     stages.close()
     return meta
+
+
+def _notice_unseen(
+    catalog: pd.DataFrame, groups: pd.DataFrame, stats_split: str, notices: list[str]
+) -> None:
+    """Say how many pages (and groups) the ``stats_split`` sessions never viewed."""
+    unseen = int((catalog["unique_pageviews"].to_numpy() == 0).sum())
+    if not unseen:
+        return
+    unseen_groups = int((groups["unique_pageviews"].to_numpy() == 0).sum())
+    notice(
+        f"stats_split={stats_split}: {unseen:,} of {len(catalog):,} pages"
+        + (f" ({unseen_groups:,} of {len(groups):,} page groups)" if unseen_groups else "")
+        + f" have no view in the {stats_split} split: listed in pages.parquet with 0 views, "
+        "page value 0 and unknown time on page (the engagement reward gives them the mean), "
+        "no transitions",
+        notices,
+    )
 
 
 def _choose_page_value(

@@ -65,6 +65,39 @@ def finish_raw_hits(df: pd.DataFrame, hit_order: str | None = None) -> pd.DataFr
     """
     df = order_sessions(df, hit_order)
     df["step"] = number_steps(df)
+    _fill_time_on_page(df)
+    return coerce_raw_hits(df)
+
+
+def finish_raw_hits_dropping(
+    df: pd.DataFrame, drop: str, hit_order: str | None = None
+) -> tuple[pd.DataFrame, int]:
+    """:func:`finish_raw_hits`, leaving out the page views marked in the boolean column ``drop``
+    (a page view without a page) *after* time on page is computed.
+
+    Google Analytics' time on page runs to the next page-view hit, whatever its page, so the
+    page view before a dropped one keeps the time to it (not to the next page view kept).
+
+    Returns:
+        ``(hits, bridged)``: the hits without the dropped rows (``drop`` removed, steps
+        renumbered), and how many pairs of page views now follow each other with dropped page
+        views between them: the hits show a transition between them that the visitor made
+        through a page view without a page (the loader says so in a notice).
+    """
+    df = order_sessions(df, hit_order)
+    _fill_time_on_page(df)
+    dropped = df[drop].to_numpy(dtype=bool)
+    df = df.drop(columns=[drop])
+    kept = np.flatnonzero(~dropped)
+    sid = df["session_id"].to_numpy()[kept]
+    bridged = int(((np.diff(kept) > 1) & (sid[1:] == sid[:-1])).sum()) if len(kept) else 0
+    df = df.iloc[kept].reset_index(drop=True)
+    df["step"] = number_steps(df)
+    return coerce_raw_hits(df), bridged
+
+
+def _fill_time_on_page(df: pd.DataFrame) -> None:
+    """Fill unknown ``time_on_page_s`` from ``hit_time`` (in place; rows in session order)."""
     if "hit_time" in df.columns:
         derived = time_to_next_page_view(
             df.assign(hit_time=pd.to_datetime(df["hit_time"], utc=True))
@@ -74,7 +107,6 @@ def finish_raw_hits(df: pd.DataFrame, hit_order: str | None = None) -> pd.DataFr
             df["time_on_page_s"] = np.where(np.isnan(known), derived, known)
         else:
             df["time_on_page_s"] = derived
-    return coerce_raw_hits(df)
 
 
 def sessionize(

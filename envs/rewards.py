@@ -17,8 +17,13 @@ landing on ``EXIT`` pays 0. A reward is a table over the state vocabulary, ``(P 
 
 Two sources:
 
-* :func:`reward_from_catalog`: estimates from a page catalog (:func:`clickstream.catalog.
-  page_stats` of the training hits), for simulators learnt from data.
+* :func:`reward_from_catalog`: estimates from a page catalog (``pages.parquet``:
+  :func:`clickstream.catalog.page_stats` of the sessions of the dataset's ``stats_split``), for
+  simulators learnt from data. With the default ``stats_split: all`` (``meta.json`` records it)
+  the table is computed from **every split**, valid and test included, while the visitor model
+  and the baselines are fitted to the train sessions only; ``stats_split=train`` keeps the
+  reward out of the held-out sessions (a page no train session viewed then has page value 0,
+  revenue 0 and the mean time on page).
 * :func:`reward_from_store`: the *true* rewards of a :class:`clickstream.synthetic.
   SyntheticStore`, for ground-truth environments. Revenue and time on page are store
   parameters; the true page value is not, and :func:`true_page_value` derives it from the

@@ -299,3 +299,26 @@ def test_page_named_like_a_special_token_is_rejected_by_name() -> None:
         transition_counts(hits)
     with pytest.raises(ClickstreamError, match="'EXIT' is reserved"):
         transition_matrix(hits, ["A", EXIT])
+
+
+def test_all_hits_lists_pages_the_described_hits_never_viewed(hits: pd.DataFrame) -> None:
+    # statistics of s0..s3 only (a split), vocabulary of every session: D (viewed in s5 only)
+    # and its group are listed with no views, page value 0 and unknown time and rates
+    part = hits[hits["session_id"].isin(["s0", "s1", "s2", "s3"])]
+    stats = page_stats(part, all_hits=hits)
+    assert list(stats.columns) == list(CATALOG_COLUMNS)
+    assert stats["page"].tolist() == ["A", "B", "C", "D"]  # by traffic, the unseen last
+    assert stats["page_id"].tolist() == [0, 1, 2, 3]
+    d = stats.set_index("page").loc["D"]
+    assert d["page_group"] == "d"
+    for column in ("pageviews", "unique_pageviews", "entrances", "exits", "bounces"):
+        assert d[column] == 0
+    assert d["transactions"] == 0 and d["revenue"] == 0.0 and d["page_value"] == 0.0
+    for column in ("value", "avg_time_on_page_s", "exit_rate", "bounce_rate"):
+        assert np.isnan(d[column])
+    # the seen pages' statistics are those of the part alone
+    alone = page_stats(part).set_index("page")
+    pd.testing.assert_frame_equal(stats.set_index("page").loc[["A", "B", "C"]], alone)
+    assert stats.dtypes.to_dict() == alone.reset_index()[list(CATALOG_COLUMNS)].dtypes.to_dict()
+    groups = page_stats(part, "page_group", all_hits=hits).set_index("page")
+    assert groups.loc["d", "pageviews"] == 0 and groups.loc["d", "page_value"] == 0.0

@@ -346,6 +346,42 @@ def test_blank_page_paths_are_dropped_and_counted_not_read_as_home(tmp_path: Pat
         "duplicate_session_records": 0,
     }
     assert any("4 page views without a page path" in n for n in result.notices)
+    # /a's time on page runs to the next page view (GA), here one without a path
+    a = result.hits.set_index("page_raw").loc["/a"]
+    assert a["time_on_page_s"] == pytest.approx(1.0)
+    assert result.info["transitions_across_dropped_page_views"] == 0  # nothing kept after
+
+
+def test_page_view_without_a_path_ends_the_time_on_page_before_it(tmp_path: Path) -> None:
+    # views at 0 s /a, 10 s (no path), 100 s /b: GA's time on /a is 10 s, not 100 s
+    flat = pd.DataFrame(
+        {
+            "session_id": ["v-1"] * 3,
+            "visitor_id": ["v"] * 3,
+            "session_start_s": [1_500_000_000] * 3,
+            "hit_number": [1, 2, 3],
+            "hit_time_ms": [1_500_000_000_000, 1_500_000_010_000, 1_500_000_100_000],
+            "page_path": ["/a", None, "/b"],
+            "page_title": ["a", "x", "b"],
+            "content_group": [None] * 3,
+            "revenue": [None, 40.0, None],
+            "is_transaction": [False, True, False],
+        }
+    )
+    flat.to_parquet(tmp_path / "flat.parquet")
+    result = ga360.load(tmp_path / "flat.parquet", show_progress=False)
+    hits = result.hits
+    assert hits["page_raw"].tolist() == ["/a", "/b"] and hits["step"].tolist() == [0, 1]
+    assert hits["time_on_page_s"].iloc[0] == pytest.approx(10.0)
+    assert np.isnan(hits["time_on_page_s"].iloc[1])
+    assert result.dropped["page_views_without_path"] == 1
+    # /a -> /b went through the dropped view, and its transaction is left out: both said
+    assert result.info["transitions_across_dropped_page_views"] == 1
+    assert result.info["revenue_on_page_views_without_path"] == pytest.approx(40.0)
+    said = [n for n in result.notices if "without a page path" in n]
+    assert len(said) == 1
+    assert "1 transition between the page views around them" in said[0]
+    assert "40.00 of transaction revenue on them left out" in said[0]
 
 
 def test_repeated_rows_of_a_flat_table_are_read_once(export_json: Path, tmp_path: Path) -> None:

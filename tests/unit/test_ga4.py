@@ -129,8 +129,9 @@ def test_page_views_sessions_and_time_on_page(loaded: ga4.LoadResult) -> None:
         URL + p for p in ("/home", "/home", "/apparel", "/basket", "/thanks")
     ]
     assert hits["page_title"].tolist()[1:] == ["Home", "Apparel", "Basket", "Thanks"]
-    # the gap to the next *page view*: the scroll and the page view without a page don't count
-    np.testing.assert_allclose(hits["time_on_page_s"].to_numpy()[1:4], [4.0, 6.5, 58.5])
+    # the gap to the next *page view* (GA): the scroll does not count; the page view without a
+    # page at T0 + 2 s does (dropped only after: /home's time runs to it, 1 s, not to /apparel)
+    np.testing.assert_allclose(hits["time_on_page_s"].to_numpy()[1:4], [1.0, 6.5, 58.5])
     assert np.isnan(hits["time_on_page_s"].iloc[0]) and np.isnan(hits["time_on_page_s"].iloc[4])
     # a session starts with its first event of any kind (session_start; a purchase for u2)
     assert hits["session_start"].iloc[1] == pd.Timestamp(T0, unit="us", tz="UTC")
@@ -444,3 +445,48 @@ def test_infinite_or_absurd_revenue_names_the_file_line_and_column(
         r"revenue must be a finite number",
     ):
         ga4.load(export, show_progress=False)
+
+
+def test_page_value_credits_the_page_view_a_purchase_followed(tmp_path: Path) -> None:
+    # GA: a page viewed before the purchase is credited. u1 views /a, then /basket, then
+    # purchases 100 USD (on /ordercompleted, not viewed); u2 views /basket only. The purchase
+    # is booked on u1's /basket view, which came before it: /basket's page value is 100 / 2.
+    from clickstream.catalog import page_stats
+
+    events = [
+        event("page_view", "u1", 1, T0, page="/a"),
+        event("page_view", "u1", 1, T0 + 10 * S, page="/basket"),
+        event("purchase", "u1", 1, T0 + 20 * S, revenue=100.0),
+        event("page_view", "u2", 2, T0, page="/basket"),
+    ]
+    result = ga4.load(write_ndjson(tmp_path / "events.json", events), show_progress=False)
+    hits = result.hits.assign(page=result.hits["page_raw"].str.removeprefix(URL), page_group="g")
+    # what clickstream.prepare passes to the catalog
+    timing = str(result.info.get("revenue_timing", "with_view"))
+    stats = page_stats(hits, revenue_timing=timing).set_index("page")
+    assert stats.loc["/basket", "page_value"] == pytest.approx(50.0)
+    assert stats.loc["/a", "page_value"] == pytest.approx(100.0)
+    assert timing == "after_view"
+    assert stats.loc["/basket", "transactions"] == 1  # booked on the page view it followed
+
+
+def test_page_view_without_a_page_ends_the_time_on_page_before_it(tmp_path: Path) -> None:
+    # GA's time on page runs to the next page view, with a page or not: /a 10 s (not 100 s)
+    blank = event("page_view", "u1", 1, T0 + 10 * S, page="/x")
+    blank["event_params"][2] = param("page_location", "")
+    events = [
+        event("page_view", "u1", 1, T0, page="/a"),
+        blank,
+        event("page_view", "u1", 1, T0 + 100 * S, page="/b"),
+        event("page_view", "u1", 1, T0 + 130 * S, page="/c"),
+    ]
+    result = ga4.load(write_ndjson(tmp_path / "events.json", events), show_progress=False)
+    hits = result.hits
+    assert hits["page_raw"].tolist() == [URL + p for p in ("/a", "/b", "/c")]
+    assert hits["step"].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(hits["time_on_page_s"].to_numpy()[:2], [10.0, 30.0])
+    assert result.dropped["page_views_without_page_location"] == 1
+    # /a -> /b went through the dropped view: counted and said, not passed off as direct
+    assert result.info["transitions_across_dropped_page_views"] == 1
+    said = [n for n in result.notices if "without a page" in n]
+    assert len(said) == 1 and "1 transition between the page views around them" in said[0]

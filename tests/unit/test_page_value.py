@@ -85,3 +85,36 @@ def test_rates_and_time_on_page(hits: pd.DataFrame) -> None:
     assert stats.loc["A", "avg_time_on_page_s"] == pytest.approx((10 + 20 + 20 + 50) / 4)
     # ids by traffic, ties by name: A 5, B 4, C 4, D 1
     assert stats["page_id"].to_dict() == {"A": 0, "B": 1, "C": 2, "D": 3}
+
+
+# GA4 (revenue_timing="after_view"): the same rows, but a row's revenue is a purchase that
+# *followed* the view it is booked on, so that page was viewed before it and is credited too.
+#   s1: 100 after C (step 2) -> A, B, C get 100 (D after it)
+#   s2: 50 after A (step 2)  -> A, C get 50 (B after it)
+#   s4: 30 after A (step 0)  -> A gets 30 (with_view: nothing)
+#   s5: 20 after A (step 1)  -> C, A get 20; 10 after C (step 2) -> C, A get 10
+# Credited revenue: A 100 + 50 + 30 + 30 = 210;  B 100;  C 100 + 50 + 30 = 180;  D 0
+EXPECTED_AFTER_VIEW = {"A": 210 / 4, "B": 100 / 3, "C": 180 / 3, "D": 0.0}
+
+
+def test_page_value_after_view_credits_the_page_the_purchase_is_booked_on(
+    hits: pd.DataFrame,
+) -> None:
+    stats = page_stats(hits, revenue_timing="after_view").set_index("page")
+    for page, value in EXPECTED_AFTER_VIEW.items():
+        assert stats.loc[page, "page_value"] == pytest.approx(value, rel=1e-12)
+    # counts and the revenue booked on each page do not depend on the timing
+    plain = page_stats(hits).set_index("page")
+    for column in ("pageviews", "unique_pageviews", "transactions", "revenue", "exits"):
+        assert stats[column].to_dict() == plain[column].to_dict()
+    # groups: g1 = {A, B} 100 + 50 + 30 + 30 over 5 sessions; g2 = {C, D} 100 + 50 + 30 over 3
+    groups = page_stats(hits, key="page_group", revenue_timing="after_view").set_index("page")
+    assert groups.loc["g1", "page_value"] == pytest.approx(210 / 5)
+    assert groups.loc["g2", "page_value"] == pytest.approx(180 / 3)
+
+
+def test_unknown_revenue_timing_is_refused(hits: pd.DataFrame) -> None:
+    from clickstream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="revenue_timing"):
+        page_stats(hits, revenue_timing="before")

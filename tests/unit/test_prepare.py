@@ -118,7 +118,7 @@ def test_prepare_writes_outputs_with_hand_computed_summary(tmp_path: Path) -> No
         "page_groups": 6,
     }
     assert meta["dataset"] == "memory"
-    assert meta["page_value"] == {"source": "revenue"}
+    assert meta["page_value"] == {"source": "revenue", "revenue_timing": "with_view"}
     assert meta["rewards"] == {
         "supported": ["page_value", "revenue", "engagement", "pageviews"],
         "missing": {},
@@ -206,14 +206,67 @@ def test_stats_split_train_describes_only_train_sessions(tmp_path: Path) -> None
     train = hits[hits["split"] == "train"]
     pages = pd.read_parquet(tmp_path / "run" / "pages.parquet")
     assert pages["pageviews"].sum() == len(train) == 16
-    # /e (valid) and /f (test) are not described
-    assert pages.set_index("page")["pageviews"].to_dict() == {"/a": 7, "/b": 4, "/c": 3, "/d": 2}
+    # /e (valid) and /f (test) are not described, but listed (the vocabulary) with no views
+    assert pages.set_index("page")["pageviews"].to_dict() == {
+        "/a": 7,
+        "/b": 4,
+        "/c": 3,
+        "/d": 2,
+        "/e": 0,
+        "/f": 0,
+    }
     groups = pd.read_parquet(tmp_path / "run" / "groups.parquet")
     assert groups["pageviews"].sum() == 16
     transitions = pd.read_parquet(tmp_path / "run" / "transitions.parquet")
     entry = transitions[(transitions["level"] == "page") & (transitions["src"] == ENTRY)]
     assert entry["count"].sum() == 8
     assert not ({"/e", "/f"} & (set(transitions["src"]) | set(transitions["dst"])))
+
+
+def test_stats_split_train_makes_a_loadable_dataset(tmp_path: Path, capsys) -> None:
+    # the vocabulary is every split's pages; /e (valid only) and /f (test only) have no train
+    # view: page value 0, revenue 0, unknown time (the engagement reward gives the mean)
+    from envs.rewards import reward_from_catalog
+    from envs.sequences import load_prepared
+
+    meta = prepare(raw_result(), tmp_path / "run", stats_split="train")
+    data = load_prepared(tmp_path / "run")
+    assert set(data.vocab.pages) == {"/a", "/b", "/c", "/d", "/e", "/f"}
+    assert {name: len(seqs) for name, seqs in data.splits.items()} == {
+        "train": 8,
+        "valid": 1,
+        "test": 1,
+    }
+    catalog = data.catalog().set_index("page")
+    assert catalog.loc[["/e", "/f"], "unique_pageviews"].tolist() == [0, 0]
+    assert catalog.loc[["/e", "/f"], "avg_time_on_page_s"].isna().all()
+    pages = list(data.vocab.pages)
+    unseen = [pages.index("/e"), pages.index("/f")]
+    value = reward_from_catalog("page_value", data.catalog(), pages).per_page.numpy()
+    revenue = reward_from_catalog("revenue", data.catalog(), pages).per_page.numpy()
+    time = reward_from_catalog("engagement", data.catalog(), pages).per_page.numpy()
+    assert value[unseen].tolist() == [0.0, 0.0] and revenue[unseen].tolist() == [0.0, 0.0]
+    assert time[unseen] == pytest.approx([30.0, 30.0])  # the mean of the known pages' times
+    said = [n for n in meta["notices"] if n.startswith("stats_split=train")]
+    assert len(said) == 1 and "2 of 6 pages" in said[0] and "(2 of 6 page groups)" in said[0]
+    assert said[0] in capsys.readouterr().err
+
+
+def test_ga4_revenue_timing_credits_the_page_a_purchase_followed(tmp_path: Path) -> None:
+    # the loader's info says when the revenue on a hit was paid; the catalog follows it
+    raw = raw_result()
+    raw.info["revenue_timing"] = "after_view"
+    meta = prepare(raw, tmp_path / "run")
+    assert meta["page_value"] == {"source": "revenue", "revenue_timing": "after_view"}
+    value = pd.read_parquet(tmp_path / "run" / "pages.parquet").set_index("page")["page_value"]
+    # s0 /a /b /c + 20 after /c; s7 /d /a + 5 after /a: /c (viewed in s0 s3 s4) now gets 20
+    assert value["/c"] == pytest.approx(20 / 3)
+    assert value["/d"] == pytest.approx(5 / 2)  # s5 s7
+    plain = prepare(raw_result(), tmp_path / "plain")["page_value"]
+    assert plain["revenue_timing"] == "with_view"
+    assert pd.read_parquet(tmp_path / "plain" / "pages.parquet").set_index("page").loc[
+        "/c", "page_value"
+    ] == pytest.approx(0.0)
 
 
 def test_extra_outputs_written_with_the_rest(tmp_path: Path) -> None:
