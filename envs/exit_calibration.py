@@ -46,10 +46,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from clickstream import checks
 from clickstream.errors import ConfigError, ModelError, from_options
 from envs.dynamics import Chains, Dynamics
 from envs.fidelity import SimulatedSessions, sessions_viewing, simulate_organic
 from envs.sequences import SessionSequences
+
+KEY = "simulator.exit_calibration"
+"""Where :class:`ExitCalibrationConfig` is set: error messages name the key there."""
 
 
 @dataclass
@@ -77,27 +81,28 @@ class ExitCalibrationConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.conversion, bool):
-            raise ConfigError(
-                f"exit_calibration.conversion must be true or false, got {self.conversion!r}"
-            )
-        self.edges = tuple(int(e) for e in self.edges)
+            raise ConfigError(f"{KEY}.conversion must be true or false, got {self.conversion!r}")
+        # checked with the other settings before anything trains (scripts/train_simulator.py)
+        if isinstance(self.edges, str | bytes) or not isinstance(self.edges, Sequence):
+            raise ConfigError(f"{KEY}.edges must be a list of positions, got {self.edges!r}")
+        self.edges = tuple(
+            checks.whole(f"{KEY}.edges[{i}]", e, floats=False) for i, e in enumerate(self.edges)
+        )
         if not self.edges or self.edges[0] != 1 or bool(np.any(np.diff(self.edges) <= 0)):
-            raise ConfigError(
-                f"exit_calibration.edges must increase from 1, got {list(self.edges)}"
-            )
+            raise ConfigError(f"{KEY}.edges must increase from 1, got {list(self.edges)}")
         for key in ("iterations", "sessions", "visitors", "max_steps"):
-            if int(getattr(self, key)) < 1:
-                raise ConfigError(f"exit_calibration.{key} must be >= 1, got {getattr(self, key)}")
+            setattr(self, key, checks.whole(f"{KEY}.{key}", getattr(self, key), floats=False))
+        self.seed = checks.seed(f"{KEY}.seed", self.seed)
         if self.edges[-1] > self.max_steps:
             raise ConfigError(
-                f"exit_calibration.edges reach {self.edges[-1]}, beyond max_steps "
+                f"{KEY}.edges reach {self.edges[-1]}, beyond max_steps "
                 f"{self.max_steps}: that bucket is never simulated"
             )
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> ExitCalibrationConfig:
         """Build from a plain mapping (a resolved Hydra node); unknown keys raise."""
-        return from_options(cls, cfg, "simulator.exit_calibration")
+        return from_options(cls, cfg, KEY)
 
 
 def position_hazard(
@@ -241,8 +246,9 @@ def fit_exit_calibration(
     converting: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Fit the offsets so that simulated organic sessions leave, bucket by bucket, at the
-    rate the ``target`` sessions (the training split) left, and (``cfg.conversion`` and some
-    ``converting`` page) reach a converting page as often.
+    rate the ``target`` sessions (the training split) left, and (``cfg.conversion``, some
+    ``converting`` page, and a target where some but not all sessions convert) reach a
+    converting page as often.
 
     Each round simulates with the current offsets and moves each bucket's offset by the logit
     difference of the target's and the simulation's exit hazard there (a bucket the
@@ -274,13 +280,16 @@ def fit_exit_calibration(
             f"exit calibration: converting pages given for {mask.shape[0]} pages, the model "
             f"has {inner.n_pages}"
         )
-    fit_conversion = bool(cfg.conversion and mask.any())
-    conversion_ids = np.flatnonzero(mask).tolist() if fit_conversion else []
 
     def conversions(seqs: SessionSequences) -> tuple[int, int]:
         return int(sessions_viewing(seqs, mask).sum()), len(seqs)
 
     t_converted, t_sessions = conversions(target)
+    # a target that never (or always) converts gives no rate to match: its smoothed logit
+    # (a half count) depends on the number of sessions and drives the offset away from the
+    # data round after round (a page with revenue outside the training split); left unfitted
+    fit_conversion = bool(cfg.conversion and mask.any() and 0 < t_converted < t_sessions)
+    conversion_ids = np.flatnonzero(mask).tolist() if fit_conversion else []
     conversion_goal = _logit(t_converted, t_sessions)
 
     def simulate(offsets: np.ndarray, conversion_offset: float) -> SimulatedSessions:
@@ -347,7 +356,13 @@ def calibrated_log_loss(
 ) -> float:
     """Mean next-page log-loss (with ``EXIT``) of ``model`` on ``seqs`` with the calibration's
     offsets added to ``EXIT``'s logit (and the converting pages') at each step (``None``: the
-    model as trained): what the calibration costs or gains as a predictor of real next steps."""
+    model as trained): what the calibration costs or gains as a predictor of real next steps.
+
+    The offsets act where the simulator applies them (``model.iter_calibrated_log_probs``):
+    on the one row of a model without visitor types, and on each type's row of a model with
+    types (the latent-type GRU), whose posterior then follows the calibrated rows: the
+    log-loss of the world simulated, not of the offsets added to the mixed row.
+    """
     targets = seqs.targets()
     offset = np.zeros(len(seqs.pages))
     converting = np.zeros(seqs.exit_id + 1, dtype=bool)
@@ -359,17 +374,14 @@ def calibrated_log_loss(
         offset = by_position[np.searchsorted(edges, position, side="right") - 1]
         converting[list(calibration.get("converting", ()))] = True
         c = float(calibration.get("conversion_offset", 0.0))
+    scored = (
+        model.iter_calibrated_log_probs(seqs, offset, converting, c)
+        if calibration
+        else model.iter_log_probs(seqs)
+    )
     total = 0.0
-    for idx, logp in model.iter_log_probs(seqs):
-        lp = logp.astype(np.float64)
-        o = offset[idx]
-        mass = np.exp(lp[:, -1]) * np.expm1(o)
-        if c:
-            mass = mass + np.exp(lp[:, converting]).sum(axis=1) * np.expm1(c)
-        norm = np.log1p(mass)
-        target = targets[idx]
-        chosen = lp[np.arange(len(idx)), target] + np.where(target == seqs.exit_id, o, 0.0)
-        total += float(np.sum(chosen + c * converting[target] - norm))
+    for idx, logp in scored:
+        total += float(np.sum(logp[np.arange(len(idx)), targets[idx]].astype(np.float64)))
     return -total / max(len(seqs.pages), 1)
 
 

@@ -44,11 +44,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from clickstream import checks
 from clickstream.errors import ConfigError, DataError, from_options
 from envs.dynamics import Chains, GRUDynamics, entry_distribution, sample_categorical
 from envs.latent_class import MAX_DENSE_CELLS
 from envs.sequences import SessionSequences, Vocabulary
-from envs.training import TrainerConfig, mean_log_loss, train
+from envs.training import TrainerConfig, TrainingDiverged, mean_log_loss, train
 from envs.visitor_model import (
     GRUNet,
     ModelConfig,
@@ -416,21 +417,31 @@ class LatentGRUModel(VisitorModel):
         targets: torch.Tensor,
         valid: torch.Tensor,
         chunk_len: int,
+        calibration: tuple[torch.Tensor, torch.Tensor, float] | None = None,
     ) -> torch.Tensor:
         """Filtered next-page log-probabilities of a padded batch, ``(B, T, P + 1)`` (CPU).
 
         After each prefix the types' posterior (prior × entry × the steps so far) mixes their
         rows: exact forward filtering over the types. ``targets`` ``(B, T)``: the next outcome
         of each valid position (what the posterior conditions on after it).
+
+        ``calibration``: ``(exit_offset (B, T), converting (P + 1,) bool, conversion_offset)``
+        applied to each type's row, as the simulator applies them to a visitor's own type,
+        before the filter (float64 then).
         """
         net, k = self.latent, self.n_types
         weight = net.log_type_prior()[:, None] + net.entry_log_probs()[:, pages[:, 0]]  # (K, B)
+        if calibration is not None:
+            weight = weight.double()
         hidden, outs = None, []
         for t0 in range(0, pages.shape[1], chunk_len):
             t1 = t0 + chunk_len
             tb = None if times is None else times[:, t0:t1]
             out, hidden = net.encode(pages[:, t0:t1], tb, hidden)
             rows = net.type_rows(out, pages[:, t0:t1])  # (K, B, t, P + 1)
+            if calibration is not None:
+                exit_offset, converting, c = calibration
+                rows = _calibrated_rows(rows.double(), exit_offset[None, :, t0:t1], converting, c)
             step = rows.gather(3, targets[None, :, t0:t1, None].expand(k, -1, -1, 1))[..., 0]
             step = step.masked_fill(~valid[None, :, t0:t1], 0.0)
             # the posterior before each position: the steps before it within the chunk
@@ -461,6 +472,41 @@ class LatentGRUModel(VisitorModel):
                 ),
                 torch.as_tensor(mask, device=self.device),
                 max(1, min(chunk_len, max_tokens)),
+            ).numpy()
+            yield rows[mask], logp[mask]
+
+    @torch.no_grad()
+    def iter_calibrated_log_probs(
+        self,
+        seqs: SessionSequences,
+        exit_offset: np.ndarray,
+        converting: np.ndarray,
+        conversion_offset: float,
+        batch_sessions: int = 512,
+        chunk_len: int = 256,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`iter_log_probs` with an exit calibration applied as the simulator applies
+        it: the offsets on each type's row at each step (``exit_offset`` ``(n_steps,)`` on
+        ``EXIT``, ``conversion_offset`` on the ``converting`` outcomes), then the types
+        filtered with those rows (float64)."""
+        self.net.eval()
+        targets = seqs.targets()
+        offsets = np.asarray(exit_offset, dtype=np.float64)
+        conv = torch.as_tensor(np.asarray(converting, dtype=bool), device=self.device)
+        max_tokens = max(64, EVAL_CELLS // (self.n_types * self.n_outcomes))
+        for rows, pages, times, mask in padded_batches(seqs, batch_sessions, max_tokens=max_tokens):
+            at = np.maximum(rows, 0)
+            logp = self._filtered(
+                torch.as_tensor(pages, device=self.device),
+                torch.as_tensor(times, device=self.device),
+                torch.as_tensor(np.where(mask, targets[at], 0), device=self.device),
+                torch.as_tensor(mask, device=self.device),
+                max(1, min(chunk_len, max_tokens)),
+                calibration=(
+                    torch.as_tensor(np.where(mask, offsets[at], 0.0), device=self.device),
+                    conv,
+                    float(conversion_offset),
+                ),
             ).numpy()
             yield rows[mask], logp[mask]
 
@@ -522,16 +568,46 @@ class LatentGRUModel(VisitorModel):
         cls, vocab: Vocabulary, cfg: ModelConfig, state: Mapping[str, Any], device: Any
     ) -> LatentGRUModel:
         types = state["latent_types"]
+        # plain data read back as written: bool("false") is True, int(2.7) is 2
+        n_types, scale = types["n_types"], types["init_scale"]
+        preferences, memory = types.get("page_preferences", True), types.get("memory", True)
+        if not (
+            checks.is_whole(n_types)
+            and n_types >= 1
+            and checks.is_finite(scale)
+            and isinstance(preferences, bool)
+            and isinstance(memory, bool)
+        ):
+            raise ValueError(
+                "latent_types must hold a whole n_types >= 1, a finite init_scale and true or "
+                f"false page_preferences and memory; got n_types={n_types!r}, "
+                f"init_scale={scale!r}, page_preferences={preferences!r}, memory={memory!r}"
+            )
         model = cls(
             vocab,
             cfg,
             device,
-            n_types=int(types["n_types"]),
-            init_scale=float(types["init_scale"]),
-            page_preferences=bool(types.get("page_preferences", True)),
+            n_types=int(n_types),
+            init_scale=float(scale),
+            page_preferences=preferences,
         )
-        model.latent.memory = bool(types.get("memory", True))
+        model.latent.memory = memory
         return model
+
+
+def _calibrated_rows(
+    rows: torch.Tensor, exit_offset: torch.Tensor, converting: torch.Tensor, c: float
+) -> torch.Tensor:
+    """Log-probability rows ``(..., P + 1)`` with ``exit_offset`` (broadcast over the rows'
+    leading dimensions) on ``EXIT``'s logit and ``c`` on the ``converting`` outcomes',
+    normalised again (:func:`envs.visitor_model.calibrate_log_probs` in torch)."""
+    mass = rows[..., -1].exp() * torch.expm1(exit_offset)
+    out = rows.clone()
+    out[..., -1] += exit_offset
+    if c:
+        mass = mass + rows[..., converting].exp().sum(-1) * math.expm1(c)
+        out[..., converting] += c
+    return out - torch.log1p(mass)[..., None]
 
 
 class LatentGRUDynamics(GRUDynamics):
@@ -883,6 +959,7 @@ def train_in_stages(
     if trunk == "counted":  # a table's parameters: a table's learning rate, no decay
         first_cfg = dataclasses.replace(cfg, lr=float(table_lr), weight_decay=0.0)
     starts: list[tuple[dict[str, Any], dict[str, torch.Tensor]]] = []
+    diverged: TrainingDiverged | None = None
     for restart in range(int(restarts)):
         stage_cfg = first_cfg
         if restart > 0:
@@ -905,18 +982,26 @@ def train_in_stages(
             )
         else:
             model.start_entry(train_seqs)
-            history = train(
-                model,
-                train_seqs,
-                valid_seqs,
-                stage_cfg,
-                checkpoint=checkpoint("first_order", restart),
-                resume=resume,
-                writer=writer,
-                label=f"{label}, first-order{tag}",
-                identity=stage_identity("first_order", restart),
-            )
+            try:
+                history = train(
+                    model,
+                    train_seqs,
+                    valid_seqs,
+                    stage_cfg,
+                    checkpoint=checkpoint("first_order", restart),
+                    resume=resume,
+                    writer=writer,
+                    label=f"{label}, first-order{tag}",
+                    identity=stage_identity("first_order", restart),
+                )
+            except TrainingDiverged as exc:
+                if restarts == 1:
+                    raise
+                diverged = exc  # another start may do: its log-loss stays inf, never kept
+                history = exc.history
         starts.append((history, copy.deepcopy(model.net.state_dict())))
+    if diverged is not None and all(h["best_epoch"] is None for h, _ in starts):
+        raise diverged  # every random start diverged
     best = min(range(len(starts)), key=lambda r: starts[r][0]["best_valid_log_loss"])
     first, first_state = starts[best]
     first = {
@@ -929,17 +1014,20 @@ def train_in_stages(
     # 2. the memory stage, from the kept start
     counted_trunk(model.latent, False)
     model.latent.memory = True
-    memory = train(
-        model,
-        train_seqs,
-        valid_seqs,
-        dataclasses.replace(cfg, lr=cfg.lr * memory_lr),
-        checkpoint=checkpoint("memory"),
-        resume=resume,
-        writer=writer,
-        label=f"{label}, memory",
-        identity=stage_identity("memory"),
-    )
+    try:
+        memory = train(
+            model,
+            train_seqs,
+            valid_seqs,
+            dataclasses.replace(cfg, lr=cfg.lr * memory_lr),
+            checkpoint=checkpoint("memory"),
+            resume=resume,
+            writer=writer,
+            label=f"{label}, memory",
+            identity=stage_identity("memory"),
+        )
+    except TrainingDiverged as exc:  # the first-order stage is kept (its gain is -inf)
+        memory = exc.history
     stages = {"first_order": first, "memory": memory}
     states = {"first_order": first_state, "memory": copy.deepcopy(model.net.state_dict())}
     gain = first["best_valid_log_loss"] - memory["best_valid_log_loss"]

@@ -30,8 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 from clickstream import checks
-from clickstream.errors import ConfigError, DataError, RunFolderError, from_options
-from clickstream.io import atomic_file
+from clickstream.errors import ConfigError, DataError, ModelError, RunFolderError, from_options
+from clickstream.io import atomic_file, notice
 from envs.sequences import SessionSequences
 from envs.visitor_model import (
     NegativeSampler,
@@ -224,6 +224,13 @@ def train(
     Returns:
         The history: per-epoch records, best epoch, best validation log-loss and training
         events per second (page views predicted per second of training, evaluation excluded).
+        An epoch whose validation log-loss is not finite (NaN or inf weights, which never
+        recover) ends training there (``diverged_epoch``); the best epoch before it is kept.
+
+    Raises:
+        TrainingDiverged: No epoch has a finite validation log-loss (or none was trained): the
+            model would otherwise hold its untrained weights. Names ``label``, the epoch and
+            its losses.
     """
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
@@ -341,7 +348,11 @@ def train(
             "events_per_sec": events / seconds if seconds > 0 else float("nan"),
         }
         history["epochs"].append(record)
-        if valid_loss < history["best_valid_log_loss"] - cfg.min_delta:
+        diverged = not math.isfinite(valid_loss)
+        if diverged:
+            # NaN or inf weights never recover: stop here and keep the best epoch, if any
+            history["diverged_epoch"] = epoch
+        elif valid_loss < history["best_valid_log_loss"] - cfg.min_delta:
             history["best_valid_log_loss"], history["best_epoch"] = valid_loss, epoch
             best_state = current
             bad_epochs = 0
@@ -372,16 +383,60 @@ def train(
                 "torch_rng": torch.get_rng_state(),
             }
             write_checkpoint(ckpt_path, state, identity)
+        if diverged:
+            break
 
-    model.net.load_state_dict(best_state)
     done = [e for e in history["epochs"]]
     total_events = sum(e["events"] for e in done)
     total_seconds = sum(e["train_seconds"] for e in done)
     history["train_events_per_sec"] = total_events / total_seconds if total_seconds else None
     history["device"] = str(device)
     history["torch_threads"] = torch.get_num_threads()
+    if history["best_epoch"] is None:
+        raise _no_best_epoch(label, history)
+    if "diverged_epoch" in history:  # said aloud: the run ended before its epochs or patience
+        notice(
+            f"{label} training diverged at epoch {history['diverged_epoch']} (valid log-loss "
+            f"{history['epochs'][-1]['valid_log_loss']}): stopped there, keeping epoch "
+            f"{history['best_epoch']} (valid log-loss {history['best_valid_log_loss']:.4f}); "
+            "lower simulator.trainer.lr or set simulator.trainer.grad_clip to train further"
+        )
+    model.net.load_state_dict(best_state)
     model.train_state = {"history": history, "trainer_config": dataclasses.asdict(cfg)}
     return history
+
+
+class TrainingDiverged(ModelError):
+    """Training kept no epoch: no validation log-loss was finite (the run diverged), or no
+    epoch was trained at all, so nothing trained is left to publish.
+
+    Attributes:
+        history: The training history so far (``best_epoch`` ``None``), for a caller that can
+            do without this training (another random start, an optional stage).
+    """
+
+    def __init__(self, message: str, history: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.history = history
+
+
+def _no_best_epoch(label: str, history: dict[str, Any]) -> TrainingDiverged:
+    """The error of a run that kept no epoch, naming the model, the epoch and its losses."""
+    epochs = history["epochs"]
+    if not epochs:
+        return TrainingDiverged(
+            f"{label} training kept no epoch: none was trained (the checkpoint resumed records "
+            "no best epoch); start afresh with resume=false",
+            history,
+        )
+    last = epochs[-1]
+    return TrainingDiverged(
+        f"{label} training diverged: no epoch has a finite validation log-loss (epoch "
+        f"{last['epoch']}: train loss {last['train_loss']}, valid log-loss "
+        f"{last['valid_log_loss']}); nothing trained is kept: lower simulator.trainer.lr or set "
+        "simulator.trainer.grad_clip",
+        history,
+    )
 
 
 @contextlib.contextmanager

@@ -644,6 +644,9 @@ class VisitorModel:
         # when simulated visitors leave, fitted to the data (envs/exit_calibration.py):
         # {"edges": [...], "offsets": [...]}, or None
         self.exit_calibration: dict[str, list[Any]] | None = None
+        # the shortest sessions it was trained on (simulator.min_session_length): where the
+        # simulator's visitors enter is counted on those very sessions
+        self.min_session_length = 1
 
     def _make_net(self) -> GRUNet:
         """The network (a subclass adds its own parameters)."""
@@ -886,6 +889,32 @@ class VisitorModel:
             logp = torch.cat(outs, dim=1).numpy()
             yield rows[mask], logp[mask]
 
+    def iter_calibrated_log_probs(
+        self,
+        seqs: SessionSequences,
+        exit_offset: np.ndarray,
+        converting: np.ndarray,
+        conversion_offset: float,
+        batch_sessions: int = 512,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`iter_log_probs` with an exit calibration (``envs/exit_calibration.py``)
+        applied as the simulator applies it: ``exit_offset`` on ``EXIT``'s logit at each step
+        and ``conversion_offset`` on the ``converting`` outcomes' (float64 log-probabilities).
+
+        Args:
+            seqs: The sessions scored.
+            exit_offset: The offset at each step of ``seqs``, ``(n_steps,)``.
+            converting: Which outcomes convert, boolean ``(P + 1,)`` (``EXIT`` never).
+            conversion_offset: The offset on their logits (0: none).
+        """
+        for idx, logp in self.iter_log_probs(seqs, batch_sessions):
+            yield (
+                idx,
+                calibrate_log_probs(
+                    logp.astype(np.float64), exit_offset[idx], converting, conversion_offset
+                ),
+            )
+
     # ---- people's API ----------------------------------------------------------------------
 
     @torch.no_grad()
@@ -936,6 +965,7 @@ class VisitorModel:
                     "metrics": self.metrics,
                     "train_state": self.train_state,
                     "exit_calibration": self.exit_calibration,
+                    "min_session_length": self.min_session_length,
                     **dict(extra or {}),
                 }
             ),
@@ -951,7 +981,8 @@ class VisitorModel:
 
         Raises:
             RunFolderError: Not a readable visitor model checkpoint (missing, truncated, a
-                pickle of objects, another kind of file, weights that do not fit), naming it.
+                pickle of objects, another kind of file, weights that do not fit, weights or
+                buffers that are not finite, a malformed setting), naming it.
         """
         path = Path(path)
         state = load_weights_only(path, "visitor model checkpoint")
@@ -973,11 +1004,21 @@ class VisitorModel:
                 f"{str(exc)[:300]})",
                 file=str(path),
             ) from None
+        _check_finite(model.net, path)
         model.metrics = dict(state.get("metrics") or {})
         model.train_state = dict(state.get("train_state") or {})
         model.exit_calibration = _checked_calibration(
             state.get("exit_calibration"), path, len(model.vocab.pages)
         )
+        # files written before it was recorded hold none: every session (1)
+        shortest = state.get("min_session_length", 1)
+        if not checks.is_whole(shortest) or int(shortest) < 1:
+            raise RunFolderError(
+                "visitor model checkpoint has a malformed min_session_length (expected a "
+                f"whole number >= 1, got {shortest!r})",
+                file=str(path),
+            )
+        model.min_session_length = int(shortest)
         return model
 
     def _checkpoint_settings(self) -> dict[str, Any]:
@@ -990,6 +1031,40 @@ class VisitorModel:
     ) -> VisitorModel:
         """An untrained model of a checkpoint's shape (its weights are loaded next)."""
         return cls(vocab, cfg, device=device)
+
+
+def calibrate_log_probs(
+    logp: np.ndarray, exit_offset: np.ndarray, converting: np.ndarray, conversion_offset: float
+) -> np.ndarray:
+    """Next-page log-probabilities ``(n, P + 1)`` with ``exit_offset`` ``(n,)`` added to
+    ``EXIT``'s logit and ``conversion_offset`` to the ``converting`` outcomes' (boolean
+    ``(P + 1,)``), normalised again: the rows :class:`envs.exit_calibration.
+    ExitCalibratedDynamics` simulates."""
+    mass = np.exp(logp[:, -1]) * np.expm1(exit_offset)
+    if conversion_offset:
+        mass = mass + np.exp(logp[:, converting]).sum(axis=1) * np.expm1(conversion_offset)
+    out = logp.copy()
+    out[:, -1] += exit_offset
+    if conversion_offset:
+        out[:, converting] += conversion_offset
+    return out - np.log1p(mass)[:, None]
+
+
+def _check_finite(net: torch.nn.Module, path: Path) -> None:
+    """Refuse a network whose floating-point weights or buffers hold NaN or infinity (the
+    simulator would turn NaN rows into exits without a word).
+
+    Raises:
+        RunFolderError: Naming the file and the first such tensor.
+    """
+    for name, tensor in net.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise RunFolderError(
+                f"visitor model checkpoint holds {bad:,} values that are not finite (NaN or "
+                f"infinite) in tensor {name!r}: a diverged or damaged model, refused",
+                file=str(path),
+            )
 
 
 def _checked_calibration(value: Any, path: Path, n_pages: int) -> dict[str, Any] | None:

@@ -17,16 +17,19 @@ synthetic data), ``out_dir/metrics.md`` (the tables), TensorBoard curves in
 ``.<out_dir name>.partial`` beside ``out_dir`` and publishes it with one rename at the end
 (``clickstream/runfolder.py``); ``resume=true`` continues an interrupted run from the checkpoint
 there (or the published run, e.g. with more epochs) when it was made from the same data and
-settings. Every setting (``simulator.trainer``, ``simulator.model``, ``min_session_length``, the
-device) is checked, and every split must keep a session after ``min_session_length``, before
+settings. Every setting (``simulator.trainer``, ``simulator.model``, each kind's settings,
+``exit_calibration``, ``baselines``, ``min_session_length``, the device) is checked, and every split must keep a session after ``min_session_length``, before
 that folder is made: a bad one ends the run with its key named and nothing written. See
-``configs/train_simulator.yaml``.
+``configs/train_simulator.yaml``. A training that diverges (no epoch with a finite validation
+log-loss) ends the run with its work folder removed: nothing untrained is published.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +44,10 @@ from clickstream.synthetic import SyntheticStore
 from envs import visitors
 from envs.baselines import FirstOrderMarkov, Popularity, SecondOrderMarkov, TrueModel
 from envs.core import resolve_device
+from envs.exit_calibration import ExitCalibrationConfig
 from envs.metrics import evaluate, format_table
-from envs.sequences import load_prepared
-from envs.training import TrainerConfig
+from envs.sequences import PreparedData, SessionSequences, load_prepared
+from envs.training import TrainerConfig, TrainingDiverged
 from envs.visitors import TrainContext, Trained
 from scripts import run_or_exit
 
@@ -77,6 +81,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     kinds = visitors.trained_kinds(sim)
     for kind in kinds:
         kind.check(sim[kind.config_key])
+    if sim.get("exit_calibration") is not None:  # else refused only after the models trained
+        ExitCalibrationConfig.from_dict(sim["exit_calibration"])
+    make_baselines(sim.get("baselines"))  # made again, to be fitted, once the models trained
     resume = bool(resolved.get("resume", False))
 
     data = load_prepared(resolved["data_dir"])
@@ -102,9 +109,34 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         work_dir=work,
         fresh=not resume,
     )
+    try:
+        return _train(resolved, data, splits, k, trainer_cfg, kinds, stage, work, resume)
+    except TrainingDiverged:
+        # nothing trained to resume from (the checkpoints hold the diverged weights): leave
+        # no work folder or lock behind, as a run refused before it started
+        _remove_work_dir(work)
+        raise
+
+
+def _train(
+    resolved: dict[str, Any],
+    data: PreparedData,
+    splits: dict[str, SessionSequences],
+    k: int,
+    trainer_cfg: TrainerConfig,
+    kinds: list[visitors.VisitorKind],
+    stage: StageWriter,
+    work: Path,
+    resume: bool,
+) -> dict[str, Any]:
+    """Train every kind and the baselines in the locked work folder, score them on the test
+    split and publish the run (:func:`run` has checked the settings)."""
+    sim = resolved["simulator"]
+    report = sim.get("report", "with_exit")
+    tune, markov1, markov2, popularity = make_baselines(sim.get("baselines"))
     with stage as out:
         if resume:
-            _resume_from_published(out_dir, work, kinds)
+            _resume_from_published(Path(resolved["out_dir"]), work, kinds)
         writer = _tensorboard(out.dir / "tensorboard")
         ctx = TrainContext(
             data=data,
@@ -121,15 +153,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             kind.name: kind.train(sim[kind.config_key], ctx) for kind in kinds
         }
 
-        baselines = dict(sim.get("baselines") or {})
-        tune = bool(baselines.pop("tune_on_valid", True))
         tuned = [
-            cls(**dict(baselines.get(key) or {})).fit(
-                splits["train"], valid=splits["valid"] if tune else None
-            )
-            for cls, key in ((FirstOrderMarkov, "markov1"), (SecondOrderMarkov, "markov2"))
+            model.fit(splits["train"], valid=splits["valid"] if tune else None)
+            for model in (markov1, markov2)
         ]
-        popularity = Popularity(**dict(baselines.get("popularity") or {})).fit(splits["train"])
+        popularity.fit(splits["train"])
         predictors: list[Any] = [
             *(t.predictor for t in trained.values()),
             popularity,
@@ -183,6 +211,48 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     record["table"] = format_table(models, report)
     record["trained"] = [done.summary for done in trained.values()]
     return record
+
+
+BASELINES = {"popularity": Popularity, "markov1": FirstOrderMarkov, "markov2": SecondOrderMarkov}
+"""The next-page baselines of ``simulator.baselines``, by key."""
+
+
+def make_baselines(
+    options: Any,
+) -> tuple[bool, FirstOrderMarkov, SecondOrderMarkov, Popularity]:
+    """The unfitted baselines of ``simulator.baselines`` and whether their smoothing is tuned
+    on the validation split (``tune_on_valid``).
+
+    Raises:
+        ConfigError: An unknown key, a value that is not a mapping, or a setting a baseline
+            refuses, naming ``simulator.baselines.<key>``.
+    """
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"simulator.baselines must be a mapping, got {options!r}")
+    unknown = sorted(set(options) - {"tune_on_valid", *BASELINES})
+    if unknown:
+        known = ["tune_on_valid", *BASELINES]
+        raise ConfigError(f"simulator.baselines has no setting {unknown}; known: {known}")
+    tune = checks.flag("simulator.baselines.tune_on_valid", options.get("tune_on_valid", True))
+    made: dict[str, Any] = {}
+    for key, cls in BASELINES.items():
+        settings = options.get(key) or {}
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"simulator.baselines.{key} must be a mapping, got {settings!r}")
+        try:
+            made[key] = cls(**dict(settings))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"simulator.baselines.{key}: {exc}") from None
+    return tune, made["markov1"], made["markov2"], made["popularity"]
+
+
+def _remove_work_dir(work: Path) -> None:
+    """Delete a work folder and its lock file (once the run has released the lock)."""
+    shutil.rmtree(work, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (work.parent / f"{work.name}.lock").unlink()
 
 
 def work_dir(out_dir: Path) -> Path:

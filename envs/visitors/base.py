@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from clickstream.errors import ConfigError, DataError, ModelError, RunFolderError
-from clickstream.runfolder import MANIFEST, read_manifest, verified_file
+from clickstream.runfolder import MANIFEST, Manifest, read_manifest, verified_file
 
 if TYPE_CHECKING:
     import torch
@@ -143,9 +143,39 @@ class Visitors(ABC):
                 a model that can score a few outcomes cheaply does so then.
         """
 
-    @abstractmethod
     def next_distribution(self, history: Sequence[int]) -> NextPage:
-        """Next-page distribution after ``history`` (page ids, oldest first, not empty)."""
+        """Next-page distribution after ``history`` (page ids, oldest first, not empty).
+
+        Raises:
+            DataError: An empty history, or one holding anything but page ids of the
+                vocabulary (whole numbers in ``0 .. P - 1``: not negative, not the padding or
+                ``EXIT`` id ``P``), naming the first bad entry; the same for every kind.
+        """
+        return self._next_distribution(self.checked_history(history))
+
+    def checked_history(self, history: Sequence[int]) -> np.ndarray:
+        """``history`` as page ids, ``(T,)`` int64, checked as :meth:`next_distribution` says."""
+        p = self.n_pages
+        values = list(history) if not isinstance(history, np.ndarray) else history.tolist()
+        if isinstance(history, np.ndarray) and history.ndim != 1:
+            raise DataError(f"history must be one list of page ids, got shape {history.shape}")
+        if not values:
+            raise DataError("history must hold at least one page view")
+        for position, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise DataError(
+                    f"history[{position}] must be a page id (a whole number), got {value!r}"
+                )
+            if not 0 <= value < p:
+                raise DataError(
+                    f"history[{position}] = {value} is not a page id of this model's "
+                    f"vocabulary (0 .. {p - 1})"
+                )
+        return np.asarray(values, dtype=np.int64)
+
+    @abstractmethod
+    def _next_distribution(self, ids: np.ndarray) -> NextPage:
+        """:meth:`next_distribution` for a checked history (page ids ``(T,)``, ``T >= 1``)."""
 
 
 @dataclass
@@ -173,6 +203,13 @@ class TrainContext:
     writer: Any = None
     label: str | None = None
     data_dir: str = ""
+
+    @property
+    def min_session_length(self) -> int:
+        """``simulator.min_session_length``: the shortest sessions ``splits`` hold (1: all).
+        A kind records it in its files, so that what it counts when loaded (where visitors
+        enter) comes from the sessions it was trained on (:meth:`VisitorKind.train_split`)."""
+        return int(self.settings.get("min_session_length", 1))
 
 
 @dataclass
@@ -291,8 +328,8 @@ class VisitorKind(ABC):
 
         Raises:
             RunFolderError: The simulator folder is not published, does not verify, or was
-                made from other data (prepared again since), naming it and the command that
-                remakes it.
+                made from other data (another dataset, or these data prepared again since: the
+                message says which), naming it and the command that remakes it.
         """
         if model_path is not None:
             path = Path(model_path)
@@ -307,16 +344,46 @@ class VisitorKind(ABC):
                     file=str(path.parent),
                 )
         verified_file(path, "train_simulator")
-        made_from = read_manifest(path.parent).inputs.get("data")
+        manifest = read_manifest(path.parent)
+        made_from = manifest.inputs.get("data")
         if data.manifest is not None and made_from != data.manifest.digest:
             raise RunFolderError(
-                f"made from other data than {data.data_dir} holds now (the data were prepared "
-                f"again since): retrain it with `python scripts/train_simulator.py "
+                f"made from other data than {data.data_dir} holds: "
+                + _data_difference(manifest.data_fingerprint, made_from, data.manifest)
+                + f"; retrain it with `python scripts/train_simulator.py "
                 f"data_dir={data.data_dir} out_dir={path.parent}` (or `python "
                 "scripts/pipeline.py`)",
                 file=str(path.parent),
             )
         return path
+
+    @staticmethod
+    def train_split(data: PreparedData, min_session_length: Any, path: Path) -> SessionSequences:
+        """The training sessions a model was fitted on: ``data``'s train split without the
+        sessions shorter than the ``min_session_length`` its file records.
+
+        Raises:
+            RunFolderError: A recorded value that is not a whole number >= 1, or one that
+                leaves no training session, naming the file.
+        """
+        if (
+            isinstance(min_session_length, bool)
+            or not isinstance(min_session_length, int | np.integer)
+            or min_session_length < 1
+        ):
+            raise RunFolderError(
+                f"the model records a malformed min_session_length {min_session_length!r} "
+                "(expected a whole number >= 1)",
+                file=str(path),
+            )
+        train = data.splits["train"].min_length(int(min_session_length))
+        if len(train) == 0:
+            raise RunFolderError(
+                f"the model was trained on sessions of {min_session_length} page views or "
+                f"more, and the train split of {data.data_dir} holds none",
+                file=str(path),
+            )
+        return train
 
     @staticmethod
     def check_pages(pages: Sequence[str], data: PreparedData, path: Path, what: str) -> None:
@@ -325,6 +392,27 @@ class VisitorKind(ABC):
             raise RunFolderError(
                 f"the {what} was trained on another page vocabulary", file=str(path)
             )
+
+
+def _data_difference(fingerprint: str | None, digest: str | None, data: Manifest) -> str:
+    """How the data a simulator folder was made from differ from ``data``: other files
+    (another dataset, or these data prepared from other inputs or settings), or the same
+    files prepared again (a new manifest)."""
+    if fingerprint is not None and fingerprint == data.data_fingerprint:
+        return (
+            "the same data files, prepared again since (data manifest "
+            f"{_short(digest)} in the model's manifest, {_short(data.digest)} now)"
+        )
+    return (
+        f"other data files (data fingerprint {_short(fingerprint)} in the model's manifest, "
+        f"{_short(data.data_fingerprint)} for these data): another dataset, or these data "
+        "prepared from other inputs or settings"
+    )
+
+
+def _short(digest: str | None) -> str:
+    """A digest as people compare them: ``sha256:`` and the first 12 hex digits."""
+    return "none recorded" if digest is None else digest[:19]
 
 
 def register(cls: type[VisitorKind]) -> type[VisitorKind]:

@@ -8,7 +8,7 @@ people get its distribution after the whole history.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,8 @@ every other setting, and the data, must be those the checkpoint was made with.""
 
 
 class GRUVisitors(Visitors):
-    """A trained GRU and the entry distribution of the training split (the GRU does not model
-    where sessions start)."""
+    """A trained GRU and the entry distribution of the sessions it was trained on (the train
+    split, ``min_session_length`` applied: the GRU does not model where sessions start)."""
 
     def __init__(self, kind: VisitorKind, model: VisitorModel, entry: np.ndarray) -> None:
         self.kind, self.model, self.entry = kind, model, entry
@@ -43,8 +43,8 @@ class GRUVisitors(Visitors):
         dyn = GRUDynamics(self.model, self.entry, full_logits=top_k is None)
         return calibrated(dyn, self.model.exit_calibration)
 
-    def next_distribution(self, history: Sequence[int]) -> NextPage:
-        logp = self.model.log_prob_next(np.asarray(history, dtype=np.int64)[None, :])[0, -1]
+    def _next_distribution(self, ids: np.ndarray) -> NextPage:
+        logp = self.model.log_prob_next(ids[None, :])[0, -1]
         p = logp.double().exp().cpu().numpy()
         return NextPage.single(p / p.sum())  # float32 softmax: renormalise in float64
 
@@ -79,6 +79,7 @@ class GRUKind(VisitorKind):
             label=f"GRU ({ctx.label})" if ctx.label else "GRU",
             identity=resume_identity(ctx.settings, manifest.data_fingerprint if manifest else None),
         )
+        model.min_session_length = ctx.min_session_length  # load() counts the entry the same
         entry = entry_distribution(ctx.splits["train"])
         calibration = calibrate_trained(
             model,
@@ -114,7 +115,9 @@ class GRUKind(VisitorKind):
         path = self.model_file(data, model_path)
         model = VisitorModel.load(path, device=device)
         self.check_pages(model.vocab.pages, data, path, "visitor model")
-        return GRUVisitors(self, model, entry_distribution(data.splits["train"]))
+        # the sessions it (and its exit calibration) was fitted on: min_session_length applied
+        train = self.train_split(data, model.min_session_length, path)
+        return GRUVisitors(self, model, entry_distribution(train))
 
 
 def resume_identity(settings: Mapping[str, Any], fingerprint: str | None) -> dict[str, Any]:

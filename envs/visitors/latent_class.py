@@ -8,7 +8,7 @@ her own type's row; people get the types' posterior given the history and each t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,7 @@ class LatentClassVisitors(Visitors):
     def dynamics(self, top_k: int | None = None) -> MixtureDynamics:
         return self.model.dynamics()
 
-    def next_distribution(self, history: Sequence[int]) -> NextPage:
-        ids = np.asarray(history, dtype=np.int64)
+    def _next_distribution(self, ids: np.ndarray) -> NextPage:
         weights = self.model.session_type_posterior(ids)
         return NextPage(weights, self.model.transitions[:, ids[-1]])
 

@@ -14,10 +14,11 @@ history and each type's row.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from envs.core import resolve_device
@@ -48,8 +49,8 @@ class LatentGRUVisitors(Visitors):
         dyn = LatentGRUDynamics(self.model, full_logits=top_k is None)
         return calibrated(dyn, self.model.exit_calibration)
 
-    def next_distribution(self, history: Sequence[int]) -> NextPage:
-        weights, rows = self.model.next_types(history)
+    def _next_distribution(self, ids: np.ndarray) -> NextPage:
+        weights, rows = self.model.next_types(ids)
         return NextPage(weights, rows)
 
 

@@ -8,9 +8,9 @@ back to them when a run's learned world has no trained model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from envs.dynamics import MarkovDynamics
@@ -27,8 +27,9 @@ class MarkovVisitors(Visitors):
     def dynamics(self, top_k: int | None = None) -> MarkovDynamics:
         return self._dynamics
 
-    def next_distribution(self, history: Sequence[int]) -> NextPage:
-        return NextPage.single(self._dynamics.transitions[history[-1]].cpu().double().numpy())
+    def _next_distribution(self, ids: np.ndarray) -> NextPage:
+        row = self._dynamics.transitions[int(ids[-1])].cpu().double().numpy()
+        return NextPage.single(row / row.sum())  # float32 table: renormalise in float64
 
 
 @register

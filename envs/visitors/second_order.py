@@ -17,7 +17,7 @@ other file changed.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -196,9 +196,9 @@ class SecondOrderVisitors(Visitors):
     def dynamics(self, top_k: int | None = None) -> SecondOrderDynamics:
         return SecondOrderDynamics(self.tables, self.entry)
 
-    def next_distribution(self, history: Sequence[int]) -> NextPage:
-        previous = history[-2] if len(history) > 1 else self.n_pages  # ENTRY
-        return NextPage.single(self.tables.rows(np.array([previous]), np.array([history[-1]]))[0])
+    def _next_distribution(self, ids: np.ndarray) -> NextPage:
+        previous = ids[-2] if len(ids) > 1 else self.n_pages  # ENTRY
+        return NextPage.single(self.tables.rows(np.array([previous]), ids[-1:])[0])
 
 
 @register
@@ -223,6 +223,8 @@ class SecondOrderKind(VisitorKind):
         model = SecondOrderMarkov(**settings, name=self.name)
         model.fit(ctx.splits["train"], valid=ctx.splits["valid"] if tune else None)
         tables = SecondOrderTables.from_model(model, ctx.data.vocab.pages)
+        # load() counts the entry distribution on the same sessions
+        tables.info["min_session_length"] = ctx.min_session_length
         record = {**tables.info, "tuning": model.tuning}
 
         def write(path_of: Any, metrics: dict[str, Any]) -> None:
@@ -240,4 +242,6 @@ class SecondOrderKind(VisitorKind):
         path = self.model_file(data, model_path)
         tables = SecondOrderTables.load(path)
         self.check_pages(tables.pages, data, path, "second-order model")
-        return SecondOrderVisitors(self, tables, entry_distribution(data.splits["train"]))
+        # the sessions it was fitted on (files written before it was recorded: every session)
+        train = self.train_split(data, tables.info.get("min_session_length", 1), path)
+        return SecondOrderVisitors(self, tables, entry_distribution(train))

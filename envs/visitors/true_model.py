@@ -8,7 +8,6 @@ given the history and each intent's row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -42,8 +41,8 @@ class TrueVisitors(Visitors):
         )
         return prior, entry, transitions
 
-    def next_distribution(self, history: Sequence[int]) -> NextPage:
-        return mixture_next_page(*self._tables, history, "synthetic store's true model")
+    def _next_distribution(self, ids: np.ndarray) -> NextPage:
+        return mixture_next_page(*self._tables, ids, "synthetic store's true model")
 
 
 @register

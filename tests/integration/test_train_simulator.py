@@ -11,6 +11,7 @@ import torch
 
 from envs.metrics import METRIC_KEYS
 from envs.sequences import load_prepared
+from envs.training import TrainingDiverged
 from envs.visitor_model import VisitorModel
 from scripts.train_simulator import run as train_run
 from tests.hydra_configs import compose_cfg, prepare_synthetic
@@ -271,3 +272,27 @@ def test_a_truncated_or_foreign_checkpoint_is_a_clear_error(
     done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "not a NextPage training checkpoint" in done.stderr
+
+
+@pytest.mark.parametrize("latent", [False, True])
+def test_a_diverged_training_publishes_nothing_and_leaves_nothing_behind(
+    synthetic_dir: Path, tmp_path: Path, latent: bool
+) -> None:
+    # a learning rate that sends the weights to NaN in the first epoch: before, the untrained
+    # network was published as the model, with best_epoch null and a plausible test score
+    out = tmp_path / "sim"
+    overrides = [
+        f"data_dir={synthetic_dir}",
+        f"out_dir={out}",
+        "simulator.trainer.epochs=2",
+        "simulator.trainer.lr=1e30",
+        "simulator.trainer.grad_clip=0",
+        "simulator.model.hidden_size=16",
+        "show_progress=false",
+    ]
+    if latent:  # the latent-type GRU alone
+        overrides += ["simulator.model=null", "+simulator.latent_gru={types: 2}"]
+    label = "latent-type GRU, 2 types, first-order" if latent else "GRU"
+    with pytest.raises(TrainingDiverged, match=rf"{label} training diverged.*epoch 1"):
+        train_run(compose_cfg("train_simulator", overrides))
+    assert list(tmp_path.iterdir()) == []  # no run, no .sim.partial, no .sim.partial.lock

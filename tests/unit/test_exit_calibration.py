@@ -22,7 +22,7 @@ from envs.exit_calibration import (
 )
 from envs.sequences import SessionSequences, Vocabulary
 from envs.training import mean_log_loss
-from envs.visitor_model import ModelConfig, VisitorModel
+from envs.visitor_model import ModelConfig, VisitorModel, calibrate_log_probs
 
 # three pages; EXIT last
 TOY = np.array(
@@ -176,6 +176,10 @@ class FixedModel:
         row = np.log([0.25, 0.25, 0.5])
         yield np.arange(seqs.n_steps), np.tile(row, (seqs.n_steps, 1))
 
+    def iter_calibrated_log_probs(self, seqs, exit_offset, converting, conversion_offset):
+        for idx, logp in self.iter_log_probs(seqs):  # one row: as VisitorModel does
+            yield idx, calibrate_log_probs(logp, exit_offset[idx], converting, conversion_offset)
+
 
 def test_calibrated_log_loss_by_hand() -> None:
     seqs = SessionSequences.from_lists([[0], [0, 1]], exit_id=2)  # steps: EXIT, /b, EXIT
@@ -273,7 +277,11 @@ def test_a_malformed_calibration_in_a_checkpoint_is_refused(
     [
         ({"edges": [2, 3]}, "must increase from 1"),
         ({"edges": [1, 3, 3]}, "must increase from 1"),
-        ({"iterations": 0}, "iterations must be >= 1"),
+        ({"iterations": 0}, r"exit_calibration\.iterations must be a whole number >= 1"),
+        ({"sessions": 2.5}, r"exit_calibration\.sessions must be a whole number"),
+        ({"edges": [1, "2"]}, r"exit_calibration\.edges\[1\] must be a whole number"),
+        ({"edges": "1, 2"}, r"exit_calibration\.edges must be a list"),
+        ({"seed": -1}, r"exit_calibration\.seed must be a whole number"),
         ({"edges": [1, 300]}, "beyond max_steps"),
         ({"rounds": 3}, "rounds"),
         ({"conversion": "yes"}, "conversion must be true or false"),
