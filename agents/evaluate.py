@@ -6,7 +6,11 @@ default), **revenue** (expected transaction revenue of the pages viewed), whethe
 **converted** (viewed a page that carries revenue), **pages** viewed (the entry page included),
 **bounce** (one page only) and **time on site** (the expected time on each page viewed). A
 record (:data:`RECORD_FIELDS`) gives the means with 95 % confidence half-widths over the pooled
-sessions of all seeds; ``uplift_pct`` compares the return with ``organic`` in the same world.
+sessions of all seeds; ``uplift_pct`` compares the return with ``organic`` in the same world
+(organic's own is 0 ± 0). The half-widths cover the sessions simulated with the instances
+evaluated, pooled: the variation between training seeds is not in them, and the uplift's
+half-width takes the policy and organic as independent, which overstates it for policies that
+play organic's own seeds (the heuristics).
 Policies that are tables over pages also get ``exact_return`` in worlds with table dynamics
 (first-order or the synthetic truth): their value by exact policy evaluation
 (:func:`agents.tabular.policy_value`), which the simulated mean must agree with.
@@ -388,11 +392,16 @@ def evaluate(
 
 
 def _add_uplift(records: list[dict[str, Any]]) -> None:
+    """Each record's ``uplift_pct ± uplift_ci95`` against ``organic`` in its world (``None``
+    without organic). Organic against itself is exactly 0 ± 0: it is one estimate, not two
+    independent ones."""
     organic = {r["world"]: r for r in records if r["policy"] == "organic"}
     for r in records:
         base = organic.get(r["world"])
         if base is None:
             r["uplift_pct"], r["uplift_ci95"] = None, None
+        elif r is base:
+            r["uplift_pct"], r["uplift_ci95"] = 0.0, 0.0
         else:
             r["uplift_pct"], r["uplift_ci95"] = ratio_ci(
                 r["mean_return"], r["ci95"], base["mean_return"], base["ci95"]

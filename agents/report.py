@@ -256,7 +256,10 @@ def units_note(
         "shown) in the same world. *Sessions* counts every simulated session behind a row, "
         "pooled over seeds (a policy trained on several seeds plays each trained instance on "
         "its own seed); each seed plays the sessions asked, rounded up to a whole number per "
-        "visitor simulated together:",
+        "visitor simulated together. The ± covers those sessions pooled (not the variation "
+        "between training seeds); the uplift's takes the policy and organic as independent, "
+        "which overstates it for policies that play organic's seeds (the heuristics); organic's "
+        "own uplift is 0 ± 0:",
         "",
     ]
     for world, rows in by_world(records).items():

@@ -7,8 +7,14 @@
 ``GET /api/pages``         the run's pages (``?run=``, ``?group=``) and page groups
 ``GET /api/network``       the page-group network (``?run=``): nodes and edges
 ``POST /api/recommend``    ``{"history": [...], "k": 3, "policy": "ppo"}``: the top-k next pages
-``POST /api/path``         ``{"history": [...], "policy": "ppo", "steps": 5}``: a likely path
+``POST /api/path``         ``{"history": [...], "policy": "ppo", "steps": 5}``: the likeliest path
 =========================  =====================================================================
+
+Rewards: ``reward`` names the run's reward (``page_value``, ``revenue``, ``engagement``: expected
+seconds on the page, or ``pageviews``); every ``expected_value``, a path step's ``reward`` and a
+path's ``reward_sum`` are in its unit, while a page's ``page_value`` is always its GA page value.
+A path's ``value`` is the same number as ``reward_sum`` (kept for older clients; the sum of the
+rewards of the steps' next pages, whatever the reward).
 
 Optional request fields: ``run`` (default: the first run), ``unknown`` (``map``, ``drop`` or
 ``error``: what to do with pages the run does not know, see :mod:`webapp.recommend`). Every
@@ -103,6 +109,7 @@ def policies() -> Any:
     return jsonify(
         run=run.name,
         default=run.default_policy,
+        reward=run.reward,
         world=world,
         actions={
             "level": "group" if rec.group_level else "page",
@@ -167,8 +174,7 @@ def recommend() -> Any:
     body = _json_body(RECOMMEND_FIELDS)
     rec = st.recommender(body.get("run"))
     policy = _policy(rec, body)
-    n_recommendable = int((rec.action_pages >= 0).sum())
-    k_max = min(st.k_max, n_recommendable)
+    k_max = min(st.k_max, rec.n_recommendable)
     k = _integer(body, "k", 3, 1, k_max)
     resolved, ids = _history(st, rec, body)
     outcome = rec.recommend(policy, ids, k)
@@ -183,6 +189,7 @@ def recommend() -> Any:
     return jsonify(
         run=rec.run.name,
         policy=policy,
+        reward=rec.run.reward,
         k=k,
         history=[_resolved(rec, r) for r in resolved],
         current_page=_page(rec, ids[-1]),
@@ -220,9 +227,11 @@ def path() -> Any:
     resolved, ids = _history(st, rec, body)
     walk = rec.path(policy, ids, steps)
     probability = math.prod(s.probability for s in walk)
+    reward_sum = sum(s.page_value for s in walk)
     return jsonify(
         run=rec.run.name,
         policy=policy,
+        reward=rec.run.reward,
         start=_page(rec, ids[-1]),
         warnings=_warnings(rec, resolved),
         steps=[
@@ -242,11 +251,13 @@ def path() -> Any:
                 "expected_value": s.expected_value,
                 "reward": s.page_value,
                 "loop": s.loop,
+                "exit_likelier": s.exit_likelier,
             }
             for s in walk
         ],
         probability=probability,
-        value=sum(s.page_value for s in walk),
+        reward_sum=reward_sum,
+        value=reward_sum,  # the same number, under its older name
     )
 
 

@@ -267,15 +267,22 @@ class RunArtefacts:
         have = {r.get("world") for r in self.results.get("records", [])}
         return [w for w in ("ground_truth", "held_out", "learned") if w in have]
 
+    @property
+    def reward(self) -> str:
+        """The reward the served policies were trained for (``envs/rewards.py``:
+        ``page_value``, ``revenue``, ``engagement`` or ``pageviews``)."""
+        return str(self.site.env.get("reward", "page_value"))
+
     @cached_property
     def default_policy(self) -> str:
         """The policy the app shows first: the best mean return in the most trustworthy world
-        of the results (organic and random aside), else the first name."""
+        of the results (organic and random aside), policies with fresh results before those
+        whose results are stale (:meth:`results_stale`), else the first name."""
         names = list(self.policies)
         worlds = self.worlds
         if worlds:
             best = [
-                (r["mean_return"], r["policy"])
+                (not self.results_stale(r["policy"]), r["mean_return"], r["policy"])
                 for r in self.results["records"]  # type: ignore[index]
                 if r.get("world") == worlds[0]
                 and r.get("policy") in self.policies
@@ -283,7 +290,7 @@ class RunArtefacts:
                 and r.get("mean_return") is not None
             ]
             if best:
-                return max(best)[1]
+                return max(best)[2]
         for name in names:
             if name not in ("organic", "random"):
                 return name

@@ -2,11 +2,15 @@
 ``eval/results.json`` (``agents/evaluate.py``), as table rows and bar-chart geometry.
 
 Every figure comes from the evaluation as recorded; the only ones computed here are differences
-with organic in the same world: for page value per session the evaluation's own
-``uplift_pct ± uplift_ci95``; for bounce and conversion rates the difference in percentage
-points with the half-width ``√(ci_a² + ci_b²)`` (the two estimates taken as independent, which
-overstates the width when the evaluation shares seeds between policies); time on page has no
-confidence interval in the results, so its difference has none either.
+with organic in the same world: for the return (the run's reward per session, labelled by that
+reward: :func:`metrics_for`) the evaluation's own ``uplift_pct ± uplift_ci95``; for revenue per
+session the relative uplift by the same delta method (:func:`agents.evaluate.ratio_ci`); for
+bounce and conversion rates the difference in percentage points with the half-width
+``√(ci_a² + ci_b²)``. Both take the two estimates as independent, which overstates the width when
+the evaluation shares seeds between policies (the heuristics play organic's seeds); every
+interval covers the sessions simulated with the instances evaluated, pooled (a trained policy's
+instances, one per training seed: the variation between training runs is not in it). Time on
+page has no confidence interval in the results, so its difference has none either.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from agents.evaluate import ratio_ci
 
 WORLD_NOTES = {
     "ground_truth": "the synthetic store's true visitor model (the real answer)",
@@ -30,6 +36,7 @@ class Metric:
     ci_key: str | None
     label: str
     unit: str  # "" (a number), "%" (a rate shown in percent) or "s"
+    relative: bool = False  # its difference with organic is a relative uplift in percent
 
     def show(self, value: float | None, ci: float | None = None, signed: bool = False) -> str:
         """Text of a value (and ± CI) in this metric's display unit."""
@@ -45,12 +52,53 @@ class Metric:
         return text + {"%": " %", "s": " s", "": ""}[self.unit]
 
 
-METRICS = (
-    Metric("mean_return", "ci95", "Page value per session", ""),
-    Metric("time_on_page_s", None, "Time on page", "s"),
-    Metric("bounce_rate", "bounce_ci95", "Bounce rate", "%"),
-    Metric("conversion_rate", "conversion_ci95", "Conversion rate", "%"),
-)
+RETURN_LABELS = {
+    "page_value": ("Return: page value per session", ""),
+    "revenue": ("Return: transaction revenue per session", ""),
+    "engagement": ("Return: expected seconds per session", "s"),
+    "pageviews": ("Return: page views per session (after the first)", ""),
+}
+"""The mean return's label and unit by the run's reward (``envs/rewards.py``)."""
+
+REWARD_NOTES = {
+    "page_value": "the sum of the GA page values of the pages viewed: it credits a sale to "
+    "every page before it, so it is a shaping signal, not money earned",
+    "revenue": "the transaction revenue of the pages viewed after the entry page",
+    "engagement": "the expected seconds on the pages viewed after the entry page",
+    "pageviews": "1 for every page viewed after the entry page",
+}
+"""What the return sums, in words, by reward."""
+
+
+def metrics_for(reward: str | None) -> tuple[Metric, ...]:
+    """The impact page's metrics for a run whose reward is ``reward``: the return labelled by
+    it, the money (revenue per session) next to conversion, then bounce and time on page."""
+    label, unit = RETURN_LABELS.get(
+        str(reward), (f"Return ({reward}) per session" if reward else "Return per session", "")
+    )
+    return (
+        Metric("mean_return", "ci95", label, unit, relative=True),
+        Metric("revenue_per_session", "revenue_ci95", "Revenue per session", "", relative=True),
+        Metric("conversion_rate", "conversion_ci95", "Conversion rate", "%"),
+        Metric("bounce_rate", "bounce_ci95", "Bounce rate", "%"),
+        Metric("time_on_page_s", None, "Time on page", "s"),
+    )
+
+
+METRICS = metrics_for("page_value")
+"""The metrics of a run with the default reward (``page_value``)."""
+
+
+def sessions_per_seed(records: list[dict[str, Any]]) -> list[int]:
+    """The sessions each seed played (``n_sessions`` over the seeds pooled), the distinct
+    values among ``records`` in increasing order: what the evaluation played, which is the
+    configured count rounded up per simulated visitor, or a world's own count."""
+    out = set()
+    for r in records:
+        n, seeds = r.get("n_sessions"), r.get("seeds") or []
+        if isinstance(n, int) and seeds:
+            out.add(n // len(seeds))
+    return sorted(out)
 
 
 def records_for(results: dict[str, Any] | None, world: str) -> list[dict[str, Any]]:
@@ -64,13 +112,15 @@ def records_for(results: dict[str, Any] | None, world: str) -> list[dict[str, An
     )
 
 
-def impact_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def impact_rows(
+    records: list[dict[str, Any]], metrics: tuple[Metric, ...] = METRICS
+) -> list[dict[str, Any]]:
     """Table rows: each metric's value (± CI) and its difference with organic (± CI)."""
     organic = next((r for r in records if r.get("policy") == "organic"), None)
     rows = []
     for r in records:
         cells = []
-        for m in METRICS:
+        for m in metrics:
             value, ci = r.get(m.key), r.get(m.ci_key) if m.ci_key else None
             delta, delta_ci = _versus(m, r, organic)
             cells.append(
@@ -105,6 +155,11 @@ def _versus(
     a, b = r.get(m.key), organic.get(m.key)
     if a is None or b is None:
         return None, None
+    if m.relative:  # in percent of organic, by the evaluation's own delta method
+        ci_a, ci_b = r.get(m.ci_key) if m.ci_key else None, organic.get(m.ci_key or "")
+        if ci_a is None or ci_b is None or not b:
+            return None, None
+        return ratio_ci(a, ci_a, b, ci_b)
     if m.ci_key is None:
         return a - b, None
     ci_a, ci_b = r.get(m.ci_key), organic.get(m.ci_key)
@@ -115,7 +170,7 @@ def _versus(
 def _delta_text(m: Metric, delta: float | None, ci: float | None) -> str:
     if delta is None or not math.isfinite(delta):
         return ""
-    if m.key == "mean_return":  # uplift in percent of organic
+    if m.relative:  # uplift in percent of organic
         text = f"{delta:+.1f} %"
         return text + (f" ± {ci:.1f}" if ci is not None and math.isfinite(ci) else "")
     if m.unit == "%":  # percentage points

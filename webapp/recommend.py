@@ -14,7 +14,8 @@ each with its follow probability and expected value under the learned visitor mo
    step 3 is skipped; with ``unknown="error"`` any page not found in 1-2 is a bad request.
 
 A history entry that is not a non-empty string of printable characters (at most
-:data:`MAX_PAGE_CHARS`) is malformed: a bad request, whatever ``unknown`` says.
+:data:`MAX_PAGE_CHARS`) is malformed: a bad request, whatever ``unknown`` says; a page of the
+run's own vocabulary is accepted as it is, whatever its length or characters.
 
 **Recommendations.** The observation is the last ``history_len`` page ids (the env's, padded
 with ``P``), after the entry page and the position in the visit when the env observes them,
@@ -44,7 +45,9 @@ choice model (:mod:`envs.slate`: the position-biased MNL or the cascade), and th
 
 **Path.** :meth:`Recommender.path` plays the policy as the simulator does (its best action,
 "show nothing" included) and follows the most likely next page (``EXIT`` aside, whose
-probability each step reports) for a few steps, stopping early at a page already on the path.
+probability each step reports) for a few steps: the likeliest path, not the most valuable one.
+It stops early at a page already on the path, or after a step where leaving the site is more
+likely than the best next page (``exit_likelier``: most visitors end their visit there).
 """
 
 from __future__ import annotations
@@ -129,7 +132,9 @@ class PageResolver:
             raise DataError(
                 f"history[{position}] must be a page path (a string), got {json_type(entry)}"
             )
-        if len(entry) > MAX_PAGE_CHARS:
+        # a page of the run's own vocabulary is answered whatever its length (the app lists
+        # it in GET /api/pages, and policies recommend it); the limit is for other entries
+        if len(entry) > MAX_PAGE_CHARS and entry not in self.index:
             raise DataError(
                 f"history[{position}] is {len(entry)} characters long; at most {MAX_PAGE_CHARS}"
             )
@@ -255,8 +260,10 @@ class PathStep:
         probability: ``p'(next page)``.
         exit_probability: ``p'(EXIT)``.
         expected_value: ``Σ_j p'(j) · r_j``.
-        page_value: Reward of the next page.
+        page_value: Reward of the next page (the run's reward, page value by default; the
+            name is historical).
         loop: The next page is already on the path (the path stops).
+        exit_likelier: Leaving (``EXIT``) is more likely than the next page (the path stops).
     """
 
     page_id: int
@@ -270,6 +277,7 @@ class PathStep:
     expected_value: float
     page_value: float
     loop: bool = False
+    exit_likelier: bool = False
 
 
 @dataclass
@@ -344,6 +352,11 @@ class Recommender:
             }
             for g, name in enumerate(vocab.groups)
         ]
+
+    @property
+    def n_recommendable(self) -> int:
+        """Actions that show something (every action but "show nothing")."""
+        return int((self.action_pages >= 0).sum())
 
     def page_info(self, page_id: int) -> dict[str, Any]:
         """A page as the API shows it: name, id, group, GA page value, reward (shared: do
@@ -574,6 +587,7 @@ class Recommender:
             follow = float(dist[self.shown_mask([action])[0]].sum()) if target >= 0 else 0.0
             nxt = int(np.argmax(dist[: self.n_pages]))
             loop = nxt in on_path
+            exit_likelier = bool(dist[self.n_pages] > dist[nxt])
             out.append(
                 PathStep(
                     page_id=ids[-1],
@@ -587,9 +601,10 @@ class Recommender:
                     expected_value=float((dist * self.reward).sum()),
                     page_value=float(self.reward[nxt]),
                     loop=loop,
+                    exit_likelier=exit_likelier,
                 )
             )
-            if loop:
+            if loop or exit_likelier:
                 break
             on_path.add(nxt)
             ids = (*ids, nxt)[-int(self.max_history) :]

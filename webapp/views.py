@@ -14,7 +14,15 @@ from flask import Blueprint, abort, current_app, render_template, request
 
 from clickstream.errors import ClickstreamError
 from webapp.app import state
-from webapp.impact import METRICS, WORLD_NOTES, bar_chart, impact_rows, records_for
+from webapp.impact import (
+    REWARD_NOTES,
+    WORLD_NOTES,
+    bar_chart,
+    impact_rows,
+    metrics_for,
+    records_for,
+    sessions_per_seed,
+)
 
 # templates and static files are the app's own (webapp/templates, webapp/static)
 views = Blueprint("views", __name__)
@@ -44,8 +52,29 @@ def network_page() -> str:
         runs=list(st.recommenders),
         run=run,
         default_policy=run.default_policy,
+        k=ui_k(rec.n_recommendable),
+        reward=run.reward,
+        reward_name=REWARD_NAMES.get(run.reward, run.reward),
         page="network",
     )
+
+
+UI_K = 3
+"""Recommendations the network page asks each policy for."""
+
+REWARD_NAMES = {
+    "page_value": "page value",
+    "revenue": "revenue",
+    "engagement": "seconds on the page",
+    "pageviews": "page views",
+}
+"""The reward of one page view, in words, by reward (``envs/rewards.py``)."""
+
+
+def ui_k(n_recommendable: int) -> int:
+    """The ``k`` the network page asks for: :data:`UI_K`, or fewer on a site with fewer
+    actions that show a page (the API refuses a ``k`` above them); at least 1."""
+    return max(1, min(UI_K, n_recommendable))
 
 
 @views.get("/impact")
@@ -57,6 +86,10 @@ def impact_page() -> str:
     if worlds and world not in worlds:
         abort(400, description=f"unknown world {world!r}; this run has {worlds}")
     records = records_for(run.results, world) if world else []
+    env = ((run.results or {}).get("config") or {}).get("env") or {}
+    reward = str(env.get("reward") or run.reward)  # what the evaluation paid
+    settings = _settings(run.results, records, reward)
+    metrics = metrics_for(reward)
     return render_template(
         "impact.html",
         runs=list(st.recommenders),
@@ -64,16 +97,20 @@ def impact_page() -> str:
         worlds=worlds,
         world=world,
         world_notes=WORLD_NOTES,
-        metrics=METRICS,
-        rows=impact_rows(records),
-        charts=[bar_chart(records, m) for m in METRICS],
-        settings=_settings(run.results),
+        metrics=metrics,
+        rows=impact_rows(records, metrics),
+        charts=[bar_chart(records, m) for m in metrics],
+        settings=settings,
+        reward_note=REWARD_NOTES.get(reward),
         page="impact",
     )
 
 
-def _settings(results: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What the evaluation ran with, in words: reward, sessions per seed, click model."""
+def _settings(
+    results: dict[str, Any] | None, records: list[dict[str, Any]], reward: str
+) -> dict[str, Any] | None:
+    """What the evaluation ran with, in words: reward, the sessions each seed played (from
+    the world's ``records``, not the configured request), click model."""
     if not results:
         return None
     config = results.get("config") or {}
@@ -83,8 +120,9 @@ def _settings(results: dict[str, Any] | None) -> dict[str, Any] | None:
     if isinstance(params.get(model), dict):  # per-model groups (configs/env/site.yaml)
         params = params[model]
     text = ", ".join(f"{k}={v}" for k, v in params.items() if not isinstance(v, dict))
+    played = sessions_per_seed(records)
     return {
-        "reward": env.get("reward", "?"),
-        "sessions": config.get("n_sessions", "?"),
+        "reward": reward,
+        "sessions": " or ".join(f"{n:,}" for n in played) if played else "?",
         "click_model": f"{model} ({text})" if text else model,
     }

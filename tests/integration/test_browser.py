@@ -85,6 +85,20 @@ def run_dir(request: pytest.FixtureRequest) -> Path:
     return Path(chosen) if chosen else request.getfixturevalue("webapp_run_dir")
 
 
+def shown_pct(p: float) -> str:
+    """A probability as ``network.js``' ``pct`` shows it: 1 decimal from 1 %, 2 significant
+    digits below, then the exponent form (``3.5e-3 %``)."""
+    v = 100 * p
+    if v == 0:
+        return "0 %"
+    if abs(v) >= 1:
+        return f"{v:.1f} %"
+    if abs(v) >= 0.01:
+        return f"{v:#.2g} %"
+    mantissa, exponent = f"{v:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)} %"
+
+
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -162,7 +176,24 @@ def test_network_click_recommendations_and_impact(browser, run_dir: Path, tmp_pa
             ]
             for row, rec in zip(rows, answer["recommendations"], strict=True):
                 follow = row.find_elements(By.TAG_NAME, "td")[2].text
-                assert follow.startswith(f"{100 * rec['follow_probability']:.1f} %")
+                assert follow.startswith(shown_pct(rec["follow_probability"]))
+        # the path is the likeliest, not the most valuable; its sum is named by the reward
+        assert browser.find_element(By.CSS_SELECTOR, "#path h3").text.startswith(
+            "Likeliest path under "
+        )
+        reward_name = browser.find_element(By.ID, "app").get_attribute("data-reward-name")
+        assert f"reward ({reward_name})" in browser.find_element(By.ID, "path-sum").text
+        assert "page value" not in browser.find_element(By.ID, "organic").text or (
+            reward_name == "page value"
+        )
+        # data strings are isolated: a bidi control in a name cannot reorder the text around it
+        isolated = browser.execute_script(
+            "return ['#panel h2', '#network text.label', '#panel td.page', '#page-select option']"
+            ".map(s => getComputedStyle(document.querySelector(s)).unicodeBidi)"
+        )
+        assert isolated == ["isolate"] * 4
+        option = browser.find_element(By.CSS_SELECTOR, "#page-select option")
+        assert option.get_attribute("textContent").startswith("\u2068")
         browser.save_screenshot(str(shots / "webapp.png"))
         assert browser.execute_script("return window.__csp") == []  # the CSP holds the page
 
@@ -173,7 +204,7 @@ def test_network_click_recommendations_and_impact(browser, run_dir: Path, tmp_pa
             policies = {r["policy"] for r in run.results["records"] if r["world"] == world}
             rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
             assert {r.get_attribute("data-policy") for r in rows} == policies
-            assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")) == 4
+            assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")) == 5
         browser.save_screenshot(str(shots / "webapp_impact.png"))
         assert browser.execute_script("return window.__csp") == []
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -183,3 +214,101 @@ def test_network_click_recommendations_and_impact(browser, run_dir: Path, tmp_pa
         wait.until(lambda d: d.execute_script("return window.__csp.length") > 0)
         assert browser.execute_script("return window.__csp") == ["style-src-attr inline"]
     assert (shots / "webapp.png").stat().st_size > 10_000
+
+
+# what the page fetches, changed in the browser: a network of many groups (``groups``), and a
+# page list longer than the panel shows (``extra`` pages with no views)
+FETCH_STUB = """
+(function () {
+  const G = %d, EXTRA = %d, real = window.fetch.bind(window);
+  const answer = function (body) {
+    return new Response(JSON.stringify(body), { headers: { "Content-Type": "application/json" } });
+  };
+  window.fetch = function (url, opts) {
+    const u = String(url);
+    if (G && u.startsWith("/api/network")) {
+      const nodes = [], edges = [];
+      for (let i = 0; i < G; i++) {
+        nodes.push({ id: i, name: "group " + i, views: 1 + (i * 7919) %% 1000, page_value: 5 + (i %% 50),
+          n_pages: 3, top_page: "/home", stay_probability: 0.1, exit_probability: 0.3 });
+      }
+      for (let i = 0; i < 14 * G; i++) {
+        const s = (i * 31) %% G, t = (i * 17 + 5) %% G;
+        if (s !== t) edges.push({ source: s, target: t, probability: 0.01 * (1 + i %% 7), count: 3 });
+      }
+      return Promise.resolve(answer({ nodes: nodes, edges: edges, exit: "EXIT" }));
+    }
+    if (EXTRA && u.startsWith("/api/pages")) {
+      return real(url, opts).then(function (r) { return r.json(); }).then(function (j) {
+        for (let i = 0; i < EXTRA; i++) {
+          j.pages.push({ page: "/extra/" + i, page_id: 100000 + i, page_group: "x", pageviews: 0 });
+        }
+        return answer(j);
+      });
+    }
+    return real(url, opts);
+  };
+})();
+"""
+
+READY_MS = """
+const done = arguments[0];
+(function poll() {
+  if (document.getElementById("app").dataset.ready) done(performance.now());
+  else setTimeout(poll, 20);
+})();
+"""
+
+
+@pytest.mark.parametrize("groups", [1000, 2000])
+def test_a_network_of_many_groups_draws_the_most_viewed_quickly(
+    browser, webapp_run_dir: Path, groups: int
+):
+    """Above 150 groups only the 150 most viewed are drawn, with a notice of how many are
+    hidden and a list of every group (the layout of all 1,000 took 2.2 s, of 2,000 8.3 s)."""
+    from selenium.webdriver.common.by import By
+
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": FETCH_STUB % (groups, 0)}
+    )
+    browser.set_script_timeout(60)
+    with BackgroundServer(create_app(webapp_run_dir)) as server:
+        browser.get(server.url)
+        ready_ms = browser.execute_async_script(READY_MS)
+        drawn = browser.find_elements(By.CSS_SELECTOR, "#network circle.node")
+        assert len(drawn) == 150
+        notice = browser.find_element(By.ID, "group-notice").text
+        assert f"150 most viewed of {groups:,} page groups: {groups - 150:,} hidden" in notice
+        options = browser.find_elements(By.CSS_SELECTOR, "#group-select option")
+        assert len(options) == groups + 1
+        # the legend's ends are the colours' ends: the smallest drawn value is the ramp's start
+        legend = browser.find_element(By.ID, "legend").text
+        circles = browser.execute_script(
+            "return Array.from(document.querySelectorAll('circle.node'),"
+            " c => [+c.getAttribute('data-id'), c.getAttribute('fill')])"
+        )
+        lowest = min(5 + i % 50 for i, _ in circles)  # the stub's page values
+        assert legend.startswith(f"GA page value {lowest:.2f}")
+        assert "rgb(68,1,84)" in {fill for _, fill in circles}
+        assert ready_ms < 2000, f"ready {ready_ms:.0f} ms after navigation start"
+
+
+def test_the_page_list_says_how_many_pages_it_leaves_out(browser, webapp_run_dir: Path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": FETCH_STUB % (0, 60)}
+    )
+    app = create_app(webapp_run_dir)
+    run = next(iter(state(app).recommenders.values())).run
+    wait = WebDriverWait(browser, WAIT_S)
+    with BackgroundServer(app) as server:
+        browser.get(server.url)
+        wait.until(lambda d: d.find_element(By.ID, "app").get_attribute("data-ready") == "true")
+        group = run.vocab.groups[int(run.network.views.argmax())]
+        browser.find_element(By.CSS_SELECTOR, f'circle.node[data-group="{group}"]').click()
+        note = wait.until(lambda d: d.find_element(By.ID, "page-count"))
+        n_pages = int(run.network.n_pages[run.vocab.groups.index(group)])
+        assert note.text == f"50 of {n_pages + 60} pages listed (the most viewed)"
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#page-select option")) == 50

@@ -334,3 +334,18 @@ def test_report_marks_truncated_policies_and_explains_its_units() -> None:
     assert "(`page_value`)" in text
     clean = markdown([rec("organic", "learned")])
     assert "TRUNCATED" not in clean and "truncated" not in clean
+
+
+def test_organic_uplift_against_itself_is_zero_with_no_interval() -> None:
+    from agents.evaluate import _add_uplift
+
+    records = [
+        {"policy": "organic", "world": "w", "mean_return": 10.0, "ci95": 1.0},
+        {"policy": "greedy", "world": "w", "mean_return": 11.0, "ci95": 1.1},
+        {"policy": "greedy", "world": "v", "mean_return": 11.0, "ci95": 1.1},
+    ]
+    _add_uplift(records)
+    organic, greedy, alone = records
+    assert (organic["uplift_pct"], organic["uplift_ci95"]) == (0.0, 0.0)
+    assert (greedy["uplift_pct"], greedy["uplift_ci95"]) == ratio_ci(11.0, 1.1, 10.0, 1.0)
+    assert (alone["uplift_pct"], alone["uplift_ci95"]) == (None, None)  # no organic there

@@ -43,8 +43,10 @@ def markov(webapp_run_dir: Path) -> FlaskClient:
 def tables(run: RunArtefacts) -> dict[str, np.ndarray]:
     """The first-order rows ``(P, P + 1)``, the reward ``(P + 1,)`` and ``e^β``."""
     beta = run.results["config"]["env"]["click_params"]["boost"]["beta"]
+    rows = run.site.markov.transitions.double().numpy()
     return {
-        "T": run.site.markov.transitions.double().numpy(),
+        # the float32 table's rows renormalised in float64, as the visitor model reads them
+        "T": rows / rows.sum(axis=1, keepdims=True),
         "r": np.r_[run.catalog["page_value"].to_numpy(np.float64), 0.0],
         "boost": math.exp(beta),
     }

@@ -8,12 +8,14 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
+from agents.evaluate import ratio_ci
 from tests.webapp_support import REPO
-from webapp import create_app
-from webapp.app import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
+from webapp import create_app, views
+from webapp.app import CONTENT_SECURITY_POLICY, SECURITY_HEADERS, state
 from webapp.impact import METRICS, Metric, _ticks, bar_chart, impact_rows, records_for
 
 # ---- pages -----------------------------------------------------------------------------------
@@ -106,18 +108,31 @@ def test_impact_table_shows_the_results_against_organic(client: FlaskClient, run
             f"{100 * r['bounce_ci95']:.1f} %"
         )
         assert _cell(row, "time_on_page_s") == f"{r['time_on_page_s']:.1f} s"
+        # the money, next to conversion: revenue per session ± its 95 % half-width
+        assert _cell(row, "revenue_per_session") == (
+            f"{r['revenue_per_session']:.2f} ± {r['revenue_ci95']:.2f}"
+        )
         if policy == "organic":
             assert _cell(row, "mean_return", delta=True) == ""
+            assert _cell(row, "revenue_per_session", delta=True) == ""
             continue
         assert _cell(row, "mean_return", delta=True) == (
             f"{r['uplift_pct']:+.1f} % ± {r['uplift_ci95']:.1f}"
         )
+        uplift, half = ratio_ci(
+            r["revenue_per_session"],
+            r["revenue_ci95"],
+            organic["revenue_per_session"],
+            organic["revenue_ci95"],
+        )
+        assert _cell(row, "revenue_per_session", delta=True) == f"{uplift:+.1f} % ± {half:.1f}"
         conv = 100 * (r["conversion_rate"] - organic["conversion_rate"])
         ci = 100 * math.hypot(r["conversion_ci95"], organic["conversion_ci95"])
         assert _cell(row, "conversion_rate", delta=True) == f"{conv:+.1f} pp ± {ci:.1f}"
     # one chart per metric, one bar per policy
-    assert html.count('<figure class="chart"') == 4
-    assert html.count('class="bar ') + html.count('class="bar"') == 4 * len(records)
+    assert html.count('<figure class="chart"') == 5
+    assert html.count('class="bar ') + html.count('class="bar"') == 5 * len(records)
+    assert '<figure class="chart" data-metric="revenue_per_session">' in html
     assert client.get("/impact?world=learned").status_code == 200
     assert client.get("/impact").get_data(as_text=True).count("ground_truth") >= 1
 
@@ -150,6 +165,8 @@ def test_impact_rows_and_chart_geometry():
             "conversion_rate": 0.02,
             "conversion_ci95": 0.004,
             "time_on_page_s": 40.0,
+            "revenue_per_session": 3.0,
+            "revenue_ci95": 0.3,
             "uplift_pct": 20.0,
             "uplift_ci95": 12.5,
             "n_sessions": 1000,
@@ -164,19 +181,23 @@ def test_impact_rows_and_chart_geometry():
             "conversion_rate": 0.01,
             "conversion_ci95": 0.003,
             "time_on_page_s": 38.0,
+            "revenue_per_session": 2.0,
+            "revenue_ci95": 0.2,
             "uplift_pct": 0.0,
-            "uplift_ci95": 14.1,
+            "uplift_ci95": 0.0,
             "n_sessions": 1000,
         },
     ]
     ordered = records_for({"records": records}, "w")
     assert [r["policy"] for r in ordered] == ["organic", "vi"]
     vi = impact_rows(ordered)[1]["cells"]
+    # revenue: +50 % ± 100 · 1.5 · √(0.1² + 0.1²) = 21.2
     assert [c["delta_text"] for c in vi] == [
         "+20.0 % ± 12.5",
-        "+2.0 s",
-        "-10.0 pp ± 5.0",
+        "+50.0 % ± 21.2",
         "+1.0 pp ± 0.5",
+        "-10.0 pp ± 5.0",
+        "+2.0 s",
     ]
     chart = bar_chart(ordered, METRICS[0])
     organic, best = chart["bars"]
@@ -189,3 +210,97 @@ def test_impact_rows_and_chart_geometry():
     )
     assert _ticks(0.0, 13.0) == [0.0, 5.0, 10.0]
     assert Metric("x", None, "x", "%").show(0.1234, 0.01) == "12.3 ± 1.0 %"
+
+
+# ---- the reward, the money, the intervals, what was played ----------------------------------
+
+
+@pytest.fixture
+def own_app(webapp_run_dir: Path):
+    """An app of its own, for tests that change its loaded run in memory."""
+    return create_app(webapp_run_dir)
+
+
+def _own_run(app):
+    return next(iter(state(app).recommenders.values())).run
+
+
+def test_impact_labels_the_return_by_the_runs_reward(own_app):
+    from webapp.impact import metrics_for
+
+    html = own_app.test_client().get("/impact").get_data(as_text=True)
+    assert "<figcaption>Return: page value per session</figcaption>" in html
+    assert "shaping signal, not money earned" in html  # what a page-value return sums
+    run = _own_run(own_app)
+    run.results["config"]["env"]["reward"] = "engagement"  # a site without revenue
+    run.site.env["reward"] = "engagement"
+    client = own_app.test_client()
+    html = client.get("/impact").get_data(as_text=True)
+    assert "page value per session" not in html.lower()
+    assert "<figcaption>Return: expected seconds per session</figcaption>" in html
+    assert [m.label for m in metrics_for("pageviews")][:2] == [
+        "Return: page views per session (after the first)",
+        "Revenue per session",
+    ]
+    # the network page and the API name the reward too
+    network = client.get("/").get_data(as_text=True)
+    assert 'data-reward="engagement" data-reward-name="seconds on the page"' in network
+    assert client.get("/api/policies").get_json()["reward"] == "engagement"
+    path = client.post("/api/path", json={"history": ["/home"], "steps": 2}).get_json()
+    assert path["reward"] == "engagement" and path["reward_sum"] == path["value"]
+
+
+def test_impact_says_what_its_intervals_cover(client: FlaskClient):
+    html = client.get("/impact").get_data(as_text=True)
+    notes = re.search(r'<p class="muted small" id="interval-notes">(.*?)</p>', html, re.S)
+    assert notes, "no note on the intervals"
+    text = " ".join(notes.group(1).split())
+    assert "pooled" in text and "training seed" in text and "organic's own seeds" in text
+
+
+def test_impact_sessions_per_seed_is_what_each_seed_played(client: FlaskClient, run):
+    # the tiny run asks 300 sessions per seed; 256 visitors together play 512
+    assert run.results["config"]["n_sessions"] == 300
+    html = client.get("/impact").get_data(as_text=True)
+    shown = re.search(r"([\d,]+) sessions per seed", html).group(1)
+    record = next(r for r in run.results["records"] if r["world"] == run.worlds[0])
+    assert int(shown.replace(",", "")) == record["n_sessions"] // len(record["seeds"]) == 512
+
+
+def test_network_page_asks_for_no_more_pages_than_can_be_recommended(own_app):
+    client = own_app.test_client()
+    assert 'data-k="3"' in client.get("/").get_data(as_text=True)
+    js = (REPO / "webapp" / "static" / "network.js").read_text()
+    assert "app.dataset.k" in js and "k: K" in js  # the page sends the k it was given
+    # a site whose actions show two pages only (the rest show nothing)
+    rec = next(iter(state(own_app).recommenders.values()))
+    pages = rec.action_pages.copy()
+    shown = np.flatnonzero(pages >= 0)
+    pages[shown[2:]] = -1
+    rec.action_pages = pages
+    assert rec.n_recommendable == 2
+    assert 'data-k="2"' in client.get("/").get_data(as_text=True)
+    answer = client.post("/api/recommend", json={"history": ["/home"], "k": 2, "policy": "greedy"})
+    assert answer.status_code == 200, answer.get_json()
+    assert [views.ui_k(n) for n in (0, 1, 2, 3, 50)] == [1, 1, 2, 3, 3]
+
+
+def test_network_page_marks_stale_results_and_prefers_fresh_ones(own_app):
+    run = _own_run(own_app)
+    client = own_app.test_client()
+    best = run.default_policy
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="stale-results"' not in html
+    # the best policy's folder was remade after the evaluation
+    run.stale = {f"agents/{best}/seed_0": "remade after the evaluation"}
+    del run.__dict__["default_policy"]  # a cached property: computed again
+    assert run.default_policy != best
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="stale-results"' in html and f"<code>agents/{best}/seed_0</code>" in html
+    assert f'data-default-policy="{run.default_policy}"' in html
+    stale = {
+        p["name"]: p["results_stale"] for p in client.get("/api/policies").get_json()["policies"]
+    }
+    assert stale[best] and not stale[run.default_policy]
+    js = (REPO / "webapp" / "static" / "network.js").read_text()
+    assert "results_stale" in js  # the page orders and marks them

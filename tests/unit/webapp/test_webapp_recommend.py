@@ -108,11 +108,12 @@ def test_latent_class_runs_boost_each_visitor_type_apart(webapp_run_dir, run, ta
 
 
 def test_greedy_scores_are_the_first_order_expected_values(markov: FlaskClient, run):
-    # greedy ranks by the expected reward of the next step on the same tables
+    # greedy ranks by the expected reward of the next step on the same tables (its scores
+    # from the float32 rows as trained, the app's from the rows renormalised in float64)
     for page in run.vocab.pages[:20]:
         body = post(markov, "/api/recommend", {"history": [page], "k": 5, "policy": "greedy"})
         for rec in body["recommendations"]:
-            assert rec["expected_value"] == pytest.approx(rec["score"], rel=1e-9)
+            assert rec["expected_value"] == pytest.approx(rec["score"], rel=1e-6)
 
 
 def test_value_iteration_ranks_by_its_q_table(client: FlaskClient, run, webapp_run_dir):
@@ -304,7 +305,8 @@ def test_path_follows_the_likeliest_page_under_the_policy(markov, run, tables, w
         seen.add(nxt)
         page = nxt
     assert 1 <= len(body["steps"]) <= 6
-    assert len(body["steps"]) == 6 or body["steps"][-1]["loop"]
+    last = body["steps"][-1]
+    assert len(body["steps"]) == 6 or last["loop"] or last["exit_likelier"]
     assert body["probability"] == pytest.approx(prob, rel=1e-9)
     assert body["value"] == pytest.approx(value, rel=1e-6)
 
@@ -379,3 +381,42 @@ def test_a_page_of_the_runs_own_vocabulary_is_read_whatever_its_characters():
     assert [resolver.resolve(p, 0).page_id for p in pages] == [0, 1, 2]
     with pytest.raises(ClickstreamError, match="not printable"):  # unknown: still refused
         resolver.resolve("/tea\u00adpot", 0)
+
+
+def test_a_page_of_the_runs_own_vocabulary_is_read_whatever_its_length():
+    """A page longer than MAX_PAGE_CHARS (a URL kept raw, query string and all) that the run
+    lists and its policies recommend must be answered; the limit is for other entries."""
+    from types import SimpleNamespace
+
+    from webapp.recommend import MAX_PAGE_CHARS
+
+    long_page = "/long/" + "x" * (MAX_PAGE_CHARS + 100)
+    resolver = PageResolver(SimpleNamespace(pages=["/a", long_page], groups=["g"]), [0], None)
+    read = resolver.resolve(long_page, 0)
+    assert (read.page_id, read.how) == (1, "exact")
+    with pytest.raises(ClickstreamError, match="characters long; at most 2048"):
+        resolver.resolve("/long/" + "y" * (MAX_PAGE_CHARS + 100), 0)  # unknown: still refused
+
+
+def test_path_ends_where_leaving_is_likelier_and_names_its_reward(markov, run, tables):
+    """The likeliest path stops after a step whose exit probability beats its next page's
+    (flagged ``exit_likelier``); earlier steps never have leaving likelier; ``reward_sum``
+    (and ``value``, its older name) sums the next pages' rewards, in the run's reward."""
+    r = tables["r"]
+    ended = 0
+    for page in run.vocab.pages:
+        body = post(
+            markov, "/api/path", {"history": [page], "policy": "value_iteration", "steps": 6}
+        )
+        steps = body["steps"]
+        assert body["reward"] == run.reward == "page_value"
+        for step in steps[:-1]:
+            assert not step["exit_likelier"] and not step["loop"]
+            assert step["exit_probability"] <= step["probability"]
+        last = steps[-1]
+        assert last["exit_likelier"] == (last["exit_probability"] > last["probability"])
+        assert len(steps) == 6 or last["loop"] or last["exit_likelier"]
+        ended += last["exit_likelier"]
+        total = sum(r[s["next_page"]["page_id"]] for s in steps)
+        assert body["reward_sum"] == body["value"] == pytest.approx(total, rel=1e-6)
+    assert ended  # the tiny run has such pages: the rule is exercised
