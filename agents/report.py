@@ -259,7 +259,10 @@ def units_note(
         "visitor simulated together. The ± covers those sessions pooled (not the variation "
         "between training seeds); the uplift's takes the policy and organic as independent, "
         "which overstates it for policies that play organic's seeds (the heuristics); organic's "
-        "own uplift is 0 ± 0:",
+        "own uplift is 0 ± 0. *Conversion* is reaching a page with revenue in the catalog and "
+        "*time on site* sums the catalog's mean time on each page viewed, the last one "
+        "included: the simulation's definitions, for comparing policies, not the data's "
+        "(GA leaves the last page's time out):",
         "",
     ]
     for world, rows in by_world(records).items():
