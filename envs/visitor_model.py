@@ -61,7 +61,10 @@ class ModelConfig:
         group_dim: Size of the group embedding.
         use_time: Add an embedding of the time spent on the *previous* page (the time on the
             current page is only known once the visitor leaves it, and "unknown" would give
-            away the exit).
+            away the exit). The simulator cannot simulate times, so its visitors always feed
+            "unknown": the test log-loss, read with the real times, describes a slightly
+            better model than the world simulates (GA day: 3.1694 with real times, 3.1716
+            with every time unknown). Off by default.
         time_dim: Size of the time-bucket embedding.
         group_head: Add a score per *destination group* to the logits, shared by the pages of
             the group: what history says about "a product next" or "leaving" is learnt once
