@@ -1,70 +1,21 @@
-"""Every config combination the README, the docs and the experiments use composes, and the
-pipeline builds each stage's config from the stage script's own composed config."""
+"""Every experiment composes with every script that takes one, and the pipeline builds each
+stage's config from the stage script's own composed config. (The commands README.md and the
+docs show: tests/unit/test_documented_commands.py.)"""
 
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from scripts import hydra_argv
 from scripts.configs import compose_stage
 from scripts.pipeline import stage_configs
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ("check_simulator", "evaluate", "pipeline", "prepare_data", "serve", "train",
-           "train_simulator")  # fmt: skip
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
-COMMAND = re.compile(r"python scripts/(" + "|".join(SCRIPTS) + r")\.py([^#`\n]*)")
-
-
-def documented_commands() -> list[tuple[str, tuple[str, ...]]]:
-    """``(config, overrides)`` of every runnable command line in README.md and docs/*.md
-    (a sweep ``key=a,b`` becomes one command per value; lines with placeholders are left out)."""
-    found: set[tuple[str, tuple[str, ...]]] = set()
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for line in doc.read_text(encoding="utf-8").splitlines():
-            for name, rest in COMMAND.findall(line):
-                if any(mark in rest for mark in ("<", "$", "|", "\\", "my_model", "...")):
-                    continue
-                args = [a for a in shlex.split(rest) if a != "-m" and not a.startswith("hydra/")]
-                combos: list[list[str]] = [[]]
-                for arg in hydra_argv(args):
-                    key, _, value = arg.partition("=")
-                    sweep = "," in value and value[0] not in "[{'\"" and "." not in key
-                    values = value.split(",") if sweep else [value]
-                    combos = [[*c, f"{key}={v}"] for c in combos for v in values]
-                found |= {(name, tuple(c)) for c in combos}
-    return sorted(found)
-
-
-COMMANDS = documented_commands()
-
-
-def test_the_docs_have_commands_of_every_script() -> None:
-    assert {name for name, _ in COMMANDS} == set(SCRIPTS)
-    assert len(COMMANDS) >= 40
-
-
-@pytest.mark.parametrize(
-    ("name", "overrides"), COMMANDS, ids=[" ".join([n, *o]) for n, o in COMMANDS]
-)
-def test_a_documented_command_composes(name: str, overrides: tuple[str, ...]) -> None:
-    cfg = compose_stage(name, overrides)
-    assert isinstance(OmegaConf.to_container(cfg, resolve=True), dict)
-    if name == "pipeline":
-        stages = stage_configs(cfg)
-        for stage in stages.values():
-            OmegaConf.to_container(stage, resolve=True)
-        # the pipeline's values reach every stage: one dataset, one simulated site
-        assert stages["prepare_data"].out_dir == cfg.data_dir
-        assert stages["prepare_data"].data == cfg.data
-        assert stages["evaluate"].env == cfg.env
-        assert list(stages["evaluate"].seeds) == list(cfg.eval_seeds)
 
 
 @pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])
