@@ -303,18 +303,36 @@ def read_logs(path: str | Path, pages: list[str], actions: list[str | None]) -> 
     next_id = {**page_id, EXIT: len(pages)}
     action_id = {a: i for i, a in enumerate(actions)}
 
+    page_actions = {a for a in actions if a is not None} <= set(pages)
+
     def lookup(values, table: dict, column: str) -> np.ndarray:
         out = np.fromiter((table.get(v, -1) for v in values), dtype=np.int64, count=len(values))
         if (out < 0).any():
-            row = int(np.flatnonzero(out < 0)[0])
+            i = int(np.flatnonzero(out < 0)[0])
+            row = i // max(len(values) // max(len(df), 1), 1)  # a slate entry: its row
             raise DataError(
-                f"unknown value {values[row]!r}: not a {column} of this site "
-                "(logs must use the prepared data's page names)",
+                f"unknown value {values[i]!r}: not a {column} of this site "
+                f"(logs must use the prepared data's page names){_level_hint(values[i])}",
                 file=file,
                 row=row,
                 column=column,
             )
         return out
+
+    def _level_hint(value: object) -> str:
+        """Which env settings a slate entry the env does not know points to."""
+        if page_actions and value not in page_id:
+            return (
+                "; this env recommends pages (action_level=page): logs whose slates name page "
+                "groups were made with action_level=group, so pass the --env the logs were "
+                "made with (e.g. --env action_level=group history_len=1)"
+            )
+        if not page_actions and value in page_id:
+            return (
+                "; it is a page, but this env recommends page groups: pass the --env the logs "
+                "were made with (e.g. --env action_level=page)"
+            )
+        return ""
 
     slates = df["slate"].tolist()
     lengths = np.fromiter((len(s) if s is not None else -1 for s in slates), dtype=np.int64)

@@ -330,6 +330,37 @@ def _written(tmp_path, n: int = 200):
     return write_logs(logs, tmp_path / "logs.parquet", pages, actions), pages, actions
 
 
+def test_logs_of_the_other_action_level_are_refused_with_the_env_to_pass(tmp_path) -> None:
+    path, pages, group_actions = _written(tmp_path)  # logged with page-group actions
+    page_actions = [*pages, None]
+    with pytest.raises(DataError, match=r"made with action_level=group.*--env") as err:
+        read_logs(path, pages, page_actions)
+    assert err.value.column == "slate" and err.value.row == 0
+    # a page in the slates of an env that recommends groups: the other way round
+    df = pd.read_parquet(path)
+    df.loc[5, "slate"] = [pages[0]]
+    df.to_parquet(tmp_path / "pages.parquet")
+    with pytest.raises(DataError, match=r"it is a page, but this env recommends page groups"):
+        read_logs(tmp_path / "pages.parquet", pages, group_actions)
+
+
+def test_an_unknown_slate_entry_names_its_own_row(tmp_path) -> None:
+    store = build_store(SyntheticConfig(n_pages=50, mode="markov"))
+    core = build_core(256, store=store, slate_size=3, history_len=1)
+    logs = log_policy(core, torch.ones(core.n_pages, core.n_actions), 50, seed=1)
+    pages = list(core.dynamics.pages)
+    actions = [pages[int(a)] if int(a) >= 0 else None for a in core.action_pages.cpu()]
+    path = write_logs(logs, tmp_path / "logs.parquet", pages, actions)
+    df = pd.read_parquet(path)
+    slate = list(df.loc[7, "slate"])
+    slate[2] = "/nowhere"
+    df.at[7, "slate"] = slate
+    df.to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"'/nowhere'") as err:
+        read_logs(tmp_path / "bad.parquet", pages, actions)
+    assert err.value.row == 7  # the row, not the entry's index in the flattened slates (23)
+
+
 @pytest.mark.parametrize("change", ["one_based", "gap", "repeat"])
 def test_read_logs_refuses_steps_that_do_not_run_from_0_naming_the_session(
     change: str, tmp_path
