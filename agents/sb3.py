@@ -9,7 +9,10 @@ undervalues exactly the recommendations that lead to orders. Scaled so that TD e
 below 1 (x 0.001 on the synthetic store) the loss is a plain squared error, whose minimiser is
 the mean (measured in docs/results.md). Every ``eval_every`` steps a callback
 scores the greedy policy in the learned simulator and logs ``eval/mean_return`` (unscaled) and
-friends to TensorBoard, next to SB3's own ``time/fps``, ``train/*`` and ``rollout/*``.
+friends to TensorBoard with ``time/fps_with_eval`` (steps per second, evaluations included),
+next to SB3's own ``time/fps``, ``train/*`` and ``rollout/*``. DQN writes its ``rollout/*``
+once per ``max(n_envs, 100)`` episodes (SB3's window of episodes), so at most once per step,
+not once per finished visitor.
 Training length is ``total_timesteps`` (a budget in steps, so that a seed replays whatever the
 machine's load). A user may add a wall-clock limit (``max_minutes``, off by default); a run
 that hits it stops early and says so: ``fit`` returns ``truncated: true`` with the steps
@@ -42,6 +45,7 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3 import __version__ as sb3_version
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor
 from tqdm.auto import tqdm
 
@@ -212,7 +216,10 @@ class _Progress(BaseCallback):
             truth=self.agent.log_truth,
             core=self._eval_core,
         )
-        scores["time/fps"] = self.num_timesteps / max(time.perf_counter() - self.start, 1e-9)
+        # not SB3's time/fps (training only): this one counts the evaluations too
+        scores["time/fps_with_eval"] = self.num_timesteps / max(
+            time.perf_counter() - self.start, 1e-9
+        )
         for name, value in scores.items():
             self.logger.record(name, value)
         self.logger.dump(self.num_timesteps)
@@ -247,7 +254,12 @@ def learn_with_progress(agent: Any, model: DQN | PPO | MaskablePPO, site: Site) 
     model.set_logger(configure(str(site.log_dir) if formats else None, formats))
     start = time.perf_counter()
     progress = _Progress(agent, site, start)
-    model.learn(agent.total_timesteps, callback=progress, progress_bar=False)
+    # off-policy SB3 dumps rollout/* every log_interval *episodes*, inside its loop over the
+    # visitors: n_envs or more (and SB3's window of 100 episodes) dumps at most once per step
+    extra = {}
+    if isinstance(model, OffPolicyAlgorithm):
+        extra["log_interval"] = max(model.n_envs, model._stats_window_size)
+    model.learn(agent.total_timesteps, callback=progress, progress_bar=False, **extra)
     seconds = time.perf_counter() - start
     if not progress.history or progress.history[-1]["steps"] != model.num_timesteps:
         progress.evaluate()

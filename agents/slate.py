@@ -62,6 +62,7 @@ def best_slates(
     *,
     allow_empty: bool = True,
     max_iter: int = 100,
+    current: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The best slate from each of ``S`` states and its value.
 
@@ -72,6 +73,8 @@ def best_slates(
         items: The recommendable page ids, ``(N,)`` (``N >= k``).
         allow_empty: Positions may show nothing (the "nothing" action exists); else the top
             position is always filled.
+        current: The page each state's visitor is on, ``(S,)``: showing it shows nothing (as
+            in the env), so it is never picked. ``None``: no page is excluded.
 
     Returns:
         Values ``(S,)`` and slates ``(S, k)`` of indices into ``items`` (-1: empty), top first.
@@ -84,9 +87,12 @@ def best_slates(
     t_items = tgt[:, items]
     if len(items) < k:
         raise ConfigError(f"a slate of {k} needs at least {k} recommendable pages")
+    own = None if current is None else items[None, :] == current.to(items.device)[:, None]
     if isinstance(model, PositionMNL):
         eps = torch.as_tensor(model.examination, dtype=rows.dtype)
         c = model.kappa * p_items
+        if own is not None:
+            c = c.masked_fill(own, 0.0)  # the visitor's own page: no boost, never worth it
         lam = base.clone()
         for _ in range(max_iter):
             vals, idx = (c * (t_items - lam[:, None])).topk(k, dim=1)
@@ -101,7 +107,7 @@ def best_slates(
                 break
         return lam, torch.where(use, idx, -1)
     if isinstance(model, Cascade):
-        return _cascade_best(model, p_items, t_items, base, allow_empty)
+        return _cascade_best(model, p_items, t_items, base, allow_empty, own)
     raise ModelError(f"unknown slate model {type(model).__name__}")
 
 
@@ -111,10 +117,14 @@ def _cascade_best(
     t_items: torch.Tensor,
     base: torch.Tensor,
     allow_empty: bool,
+    own: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`best_slates` for the cascade: sort by the exchange key, then a DP (docstring)."""
+    """:func:`best_slates` for the cascade: sort by the exchange key, then a DP (docstring);
+    ``own`` ``(S, N)`` marks each state's own page, which is never picked (it shows nothing)."""
     k, eta = model.slate_size, model.continue_prob
     a = torch.sigmoid(model.alpha + model.gamma * torch.log(p_items.clamp(min=model.min_prob)))
+    if own is not None:
+        a = a.masked_fill(own, 0.0)  # g = a·u = 0: the DP never takes it
     u = t_items - base[:, None]
     key = a * u / (1.0 - eta + eta * a).clamp(min=1e-300)
     order = key.argsort(dim=1, descending=True)  # (S, N)
@@ -169,7 +179,9 @@ def slate_value_iteration(
     v = torch.zeros(mdp.n_pages, dtype=torch.float64)
     for it in range(1, max_iter + 1):
         target = mdp.reward + gamma * torch.cat([v, v.new_zeros(1)])
-        new, slates = best_slates(model, rows, target, items, allow_empty=allow_empty)
+        new, slates = best_slates(
+            model, rows, target, items, allow_empty=allow_empty, current=torch.arange(len(rows))
+        )
         residual = float((new - v).abs().max())
         v = new
         if residual < tol:
@@ -195,7 +207,8 @@ def slate_policy_value(
         slates: Page ids shown on each page, ``(P, k)`` (-1: empty; repeats are emptied).
     """
     horizon = mdp.max_steps if horizon is None else int(horizon)
-    shown = dedupe(torch.as_tensor(slates, dtype=torch.long))
+    slates = torch.as_tensor(slates, dtype=torch.long)
+    shown = dedupe(slates, torch.arange(len(slates)))  # a page's own page shows nothing
     per_intent = []
     for z in range(mdp.n_intents):
         rows = model.apply(mdp.transitions[z], shown)
@@ -217,7 +230,8 @@ def slate_one_step_value(mdp: SiteMDP, model: SlateModel, slates: torch.Tensor) 
         model: The slate choice model.
         slates: Page ids shown on each page, ``(P, k)`` (-1: empty; repeats are emptied).
     """
-    shown = dedupe(torch.as_tensor(slates, dtype=torch.long))
+    slates = torch.as_tensor(slates, dtype=torch.long)
+    shown = dedupe(slates, torch.arange(len(slates)))  # a page's own page shows nothing
     per_intent = torch.stack(
         [
             mdp.entry[z] @ (model.apply(mdp.transitions[z], shown) @ mdp.reward)
@@ -239,6 +253,8 @@ def greedy_top_k(mdp: SiteMDP, model: SlateModel) -> torch.Tensor:
         items.repeat(rows.shape[0]),
     ).reshape(rows.shape[0], len(items), -1)
     value = single @ mdp.reward  # (P, N)
+    own = items[None, :] == torch.arange(rows.shape[0])[:, None]
+    value = torch.where(own, base[:, None], value)  # the page itself shows nothing
     vals, idx = value.topk(model.slate_size, dim=1)
     return torch.where(vals > base[:, None] + 1e-12, items[idx], -1)
 
@@ -462,6 +478,7 @@ class SlateQ(SlateTablePolicy):
                     net(obs[:, -hist:]).double(),
                     items,
                     allow_empty=allow_empty,
+                    current=obs[:, -1],
                 )
             acts = _to_actions(chosen, items, core)
             explore = torch.rand(len(obs), generator=rng) < eps
@@ -484,6 +501,7 @@ class SlateQ(SlateTablePolicy):
                     target_net(nxt[:, -hist:]).double(),
                     items,
                     allow_empty=allow_empty,
+                    current=nxt[:, -1].clamp(max=p - 1),
                 )
                 y = rew.double() + cfg["gamma"] * v_next * live
             q = net(o[:, -hist:]).gather(1, j[:, None])[:, 0]
@@ -502,7 +520,9 @@ class SlateQ(SlateTablePolicy):
             with torch.no_grad():
                 pages = torch.arange(p)[:, None]
                 qbar = net(pages).double()
-                _, chosen = best_slates(model, rows, qbar, items, allow_empty=allow_empty)
+                _, chosen = best_slates(
+                    model, rows, qbar, items, allow_empty=allow_empty, current=pages[:, 0]
+                )
             pg = torch.where(chosen >= 0, items[chosen.clamp(min=0)], -1)
             self.set_slates(pg, core, _scores(qbar, core))
         steps = n_iter * cfg["n_envs"]
@@ -526,6 +546,7 @@ class SlateQ(SlateTablePolicy):
             net(obs[:, -self._history_len :]).double(),
             self._items,
             allow_empty=self._allow_empty,
+            current=page,
         )
         acts = self._actions_of(chosen).numpy()
         return (acts[0] if np.asarray(observation).ndim == 1 else acts), None

@@ -3,7 +3,9 @@
 A first-order view of the simulator (:mod:`envs.core`): the **state** is the visitor's current
 page (``P`` states; ``EXIT`` is terminal), an **action** is one of the core's recommendations
 (a page, a page group, or nothing), the **transition** is the click model applied to the page's
-organic next-page row, and the **reward** is that of the page landed on. With ``Z > 1`` latent
+organic next-page row (recommending the page itself shows nothing, as in the simulator: its
+row is the organic one; a page group holding the page still shows its other pages), and the
+**reward** is that of the page landed on. With ``Z > 1`` latent
 intents (the synthetic store's ``intent`` mode) there is one such MDP per intent; a visitor
 keeps its intent for the whole session.
 
@@ -162,6 +164,14 @@ class SiteMDP:
             self.max_steps,
         )
 
+    def recommended(self, pages: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """What page actions ``actions`` recommend on ``pages`` (both ``(n,)``): the action's
+        page, or -1 (nothing) where that is the page itself, as in
+        :meth:`envs.core.SiteCore.step`. (Group actions use ``shown`` as it is: a group holding
+        the page shows its other pages.)"""
+        recommended = self.action_pages[actions]
+        return torch.where(recommended == pages, -1, recommended)
+
     def action_rows(self, z: int, actions: torch.Tensor) -> torch.Tensor:
         """Next-state distributions of every page under each of ``actions``: ``(P, len, P + 1)``."""
         if len(self._chunks()) == 1:  # small enough to keep: value iteration reuses it
@@ -175,7 +185,8 @@ class SiteMDP:
         p, n = self.n_pages, len(actions)
         organic = self.transitions[z][:, None, :].expand(p, n, p + 1).reshape(p * n, p + 1)
         if self.shown is None:
-            out = self.click_model.apply(organic, self.action_pages[actions].repeat(p))
+            pages = torch.arange(p).repeat_interleave(n)
+            out = self.click_model.apply(organic, self.recommended(pages, actions.repeat(p)))
         else:
             out = self.click_model.apply_set(organic, self.shown[actions].repeat(p, 1))
         return out.reshape(p, n, p + 1)
@@ -192,7 +203,7 @@ class SiteMDP:
         for z in range(self.n_intents):
             organic = self.transitions[z][pages]
             if self.shown is None:
-                moved = self.click_model.apply(organic, self.action_pages[actions])
+                moved = self.click_model.apply(organic, self.recommended(pages, actions))
             else:
                 moved = self.click_model.apply_set(organic, self.shown[actions])
             out[:, z] = moved.gather(1, landed[:, None])[:, 0]
@@ -209,7 +220,7 @@ class SiteMDP:
             s, a = pages[chunk], actions[chunk]
             organic = self.transitions[z][s]
             if self.shown is None:
-                out = self.click_model.apply(organic, self.action_pages[a])
+                out = self.click_model.apply(organic, self.recommended(s, a))
             else:
                 out = self.click_model.apply_set(organic, self.shown[a])
             rows.index_add_(0, s, out * probs[s, a][:, None])
@@ -233,7 +244,10 @@ class SiteMDP:
         ``Q(s, a) = (Σ_j p(j)·t_j + k·p(a)·t_a) / (1 + k·p(a))``: ``(P, A)``."""
         rows = self.transitions[z]  # (P, P + 1)
         pages = self.action_pages.clamp(min=0)
-        p_a = rows[:, pages] * (self.action_pages >= 0).to(rows.dtype)  # (P, A); 0: none shown
+        shows = (self.action_pages >= 0)[None, :] & (
+            self.action_pages[None, :] != torch.arange(self.n_pages)[:, None]
+        )  # (P, A): "nothing" and the page itself show nothing
+        p_a = rows[:, pages] * shows.to(rows.dtype)  # (P, A); 0: none shown
         k = math.exp(self.click_model.beta) - 1.0
         return ((rows @ target)[:, None] + k * p_a * target[pages][None, :]) / (1.0 + k * p_a)
 

@@ -24,7 +24,10 @@ names them in order, :func:`observation_space` gives the space, and
 **Action**: an index into ``action_pages`` (the recommendable page ids), or with
 ``page_groups`` a page group (every page of the group is recommended at once: the click
 model's ``apply_set``); with ``allow_no_recommendation`` one more action, the last, shows
-nothing.
+nothing. Recommending the page the visitor is on shows nothing too (the organic next page,
+never ``followed``; in a slate, that position shows nothing), so that a world with reloads
+cannot be farmed by boosting them; the tabular MDP (:mod:`agents.tabular`) agrees. A page group
+is recommended as it is, even when it holds the current page: it shows its other pages too.
 
 **Action mask** (:meth:`SiteCore.action_mask`, for masked policies such as sb3-contrib's
 ``MaskablePPO``): recommending the page the visitor is on is invalid, and on a large site with
@@ -397,15 +400,34 @@ class SiteCore:
 
     # ---- dynamics ----------------------------------------------------------------------
 
-    def shown_mask(self, actions: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
+    def shown_mask(
+        self,
+        actions: torch.Tensor | np.ndarray | list[int],
+        pages: torch.Tensor | np.ndarray | list[int] | None = None,
+    ) -> torch.Tensor:
         """The pages each action shows, ``(n, P + 1)`` bool for actions ``(n,)``: its page, the
-        pages of its group (group actions), or none ("show nothing"); ``EXIT`` never.
+        pages of its group (group actions), or none ("show nothing"); ``EXIT`` never. With
+        ``pages`` ``(n,)``, the visitors' current pages: a page action recommending its row's
+        own page shows nothing (as in :meth:`step`).
 
         The one definition of "shown" that the click model, the ``followed`` flag, the
         tabular MDP, the heuristics and the web app share.
         """
         a = torch.as_tensor(actions, dtype=torch.long, device=self.device).reshape(-1)
-        return self._shown(self.action_pages[a])
+        if pages is None:
+            return self._shown(self.action_pages[a])
+        pages = torch.as_tensor(pages, dtype=torch.long, device=self.device).reshape(-1)
+        return self._shown(self._recommended(a, pages))
+
+    def _recommended(self, a: torch.Tensor, pages: torch.Tensor | None = None) -> torch.Tensor:
+        """What actions ``a`` ``(B,)`` recommend to visitors on ``pages`` (default: the current
+        visitors'): the action's page, or ``NO_RECOMMENDATION`` where that is the visitor's own
+        page (it shows nothing); group ids as they are (a group shows its other pages too)."""
+        recommended = self.action_pages[a]
+        if self.page_groups is not None:
+            return recommended
+        pages = self.page if pages is None else pages
+        return torch.where(recommended == pages, NO_RECOMMENDATION, recommended)
 
     def _shown(self, targets: torch.Tensor, outcomes: torch.Tensor | None = None) -> torch.Tensor:
         """Whether outcomes are shown by the recommendations ``targets`` ``(B,)`` (page or group
@@ -433,7 +455,7 @@ class SiteCore:
         if actions is None:
             recommended = torch.full_like(self.page, NO_RECOMMENDATION)
         else:
-            recommended = self.action_pages[self._actions(actions)]
+            recommended = self._recommended(self._actions(actions))
         ids, probs = self._outcome_probs(recommended)
         if ids is None:
             return probs
@@ -489,7 +511,7 @@ class SiteCore:
         if self.slate_model is not None:
             return self._slate_step(actions)
         a = self._actions(actions)
-        recommended = self.action_pages[a]
+        recommended = self._recommended(a)  # the current page: nothing
         ids, probs = self._outcome_probs(recommended)
         landed = sample_categorical(probs, self.generator)
         if ids is not None:
@@ -533,29 +555,32 @@ class SiteCore:
 
     # ---- slates ------------------------------------------------------------------------
 
-    def slate_pages(self, actions: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def slate_pages(
+        self, actions: torch.Tensor | np.ndarray, pages: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The pages slates of action indices ``(n, k)`` show, ``(n, k)`` page ids, -1 where
-        a position shows nothing ("nothing" action, or a page shown higher up)."""
+        a position shows nothing ("nothing" action, a page shown higher up, or with ``pages``
+        ``(n,)`` the page the visitor is on)."""
         a = torch.as_tensor(actions, dtype=torch.long, device=self.device)
         if a.ndim != 2 or a.shape[1] != self.slate_size:
             raise ModelError(f"slates must have shape (n, {self.slate_size}), got {tuple(a.shape)}")
         if bool(((a < 0) | (a >= self.n_actions)).any()):
             raise ModelError(f"slate actions must lie in [0, {self.n_actions})")
-        return dedupe(self.action_pages[a])
+        return dedupe(self.action_pages[a], pages)
 
     def slate_probs(self, actions: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Next-page distributions ``(B, P + 1)`` of the current visitors under slates
         ``(B, k)``."""
         assert self.slate_model is not None
         organic = self.dynamics.next_probs(self.page, self.state)
-        return self.slate_model.apply(organic, self.slate_pages(actions))
+        return self.slate_model.apply(organic, self.slate_pages(actions, self.page))
 
     def _slate_step(self, actions: torch.Tensor | np.ndarray | int) -> StepResult:
         a = torch.as_tensor(actions, dtype=torch.long, device=self.device)
         a = a.reshape(self.n_visitors, -1)
         if a.shape[1] == 1:  # one action per visitor (a single-page policy): shown at the top
             a = a.expand(-1, self.slate_size)  # the repeats below it show nothing
-        slate = self.slate_pages(a)
+        slate = self.slate_pages(a, self.page)  # the visitor's own page shows nothing
         assert self.slate_model is not None
         organic = self.dynamics.next_probs(self.page, self.state)
         probs = self.slate_model.apply(organic, slate)

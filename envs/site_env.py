@@ -232,6 +232,13 @@ class SiteEnv(gym.Env):
             obs = r.obs[0].cpu().numpy()
         return obs, float(r.reward[0]), terminated, truncated, info
 
+    def action_masks(self) -> np.ndarray:
+        """Valid actions of the visitor, ``(n_actions,)`` bool (:meth:`SiteCore.action_mask`:
+        not the current page, within the candidate set on a large site, "nothing" always), the
+        method sb3-contrib's ``MaskablePPO`` asks an env for. Single recommendations only (a
+        slate has one mask per position)."""
+        return self.core.action_mask()[0].cpu().numpy()
+
     def describe(self) -> dict[str, int]:
         """The env's sizes, for logs."""
         return {

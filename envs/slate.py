@@ -56,12 +56,16 @@ def _check(probs: torch.Tensor, slate: torch.Tensor) -> None:
         raise ModelError(f"slate entries must be page ids in [0, {n_pages}) or -1 (nothing)")
 
 
-def dedupe(slate: torch.Tensor) -> torch.Tensor:
-    """``slate`` ``(B, k)`` with every repeat of a page at a later position set to -1."""
+def dedupe(slate: torch.Tensor, current: torch.Tensor | None = None) -> torch.Tensor:
+    """``slate`` ``(B, k)`` with every repeat of a page at a later position set to -1, and,
+    with ``current`` (the page each visitor is on, ``(B,)``), every position showing the
+    visitor's own page too: recommending the page she is on shows nothing."""
     k = slate.shape[1]
     same = slate[:, :, None] == slate[:, None, :]  # (B, k, k): position i shows j's page
     earlier = torch.ones(k, k, dtype=torch.bool, device=slate.device).tril(-1)
     repeat = (same & earlier).any(dim=2)
+    if current is not None:
+        repeat = repeat | (slate == current.to(slate.device)[:, None])
     return torch.where(repeat, torch.full_like(slate, -1), slate)
 
 

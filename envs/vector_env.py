@@ -3,13 +3,19 @@
 * :class:`SiteVectorEnv`: a Gymnasium ``VectorEnv``, what
   ``gym.make_vec("NextPage/Site-v0", num_envs=N, vectorization_mode="vector_entry_point")``
   returns. Finished visitors are replaced in the same step (``AutoresetMode.SAME_STEP``): the
-  returned observation is the new visitor's, and ``infos["final_obs"]`` holds the last
-  observation of the one who left (masked by ``infos["_final_obs"]``).
+  returned observation is the new visitor's, ``infos["final_obs"]`` holds the last
+  observation of the one who left (masked by ``infos["_final_obs"]``) and
+  ``infos["final_info"]`` her last step's info (masked by ``infos["_final_info"]``), as
+  Gymnasium's ``SyncVectorEnv`` gives them; ``action_masks()`` as the SB3 VecEnv's.
 * :class:`SiteSB3VecEnv`: a Stable-Baselines3 ``VecEnv`` with SB3's conventions
   (``infos[i]["terminal_observation"]``, ``infos[i]["TimeLimit.truncated"]``), and the
   core's action mask as ``action_masks()``, the method sb3-contrib's ``MaskablePPO`` asks a
   VecEnv for (``env_method("action_masks")``): computed once for all visitors, not once per
-  visitor.
+  visitor. With the position observed (``observe_position``) the time limit is part of the
+  state, so a cut at ``max_steps`` is handed to SB3 as a real end (``TimeLimit.truncated``
+  False: no bootstrap from a last position no acting observation has; the value there is 0 by
+  definition, as the evaluation counts it); without it, a cut is a truncation SB3 bootstraps.
+  Gymnasium's ``terminated``/``truncated`` (the other two front ends) are the core's, unchanged.
 
 Both take the keyword arguments of :func:`envs.site_env.build_core`. One core draws every
 visitor from one generator, so a reset takes one seed (:func:`vector_seed`), and actions are
@@ -146,6 +152,12 @@ class SiteVectorEnv(VectorEnv):
         if done.any():
             infos["final_obs"] = r.final_obs.cpu().numpy()
             infos["_final_obs"] = done
+            # the finished visitors' own step info, batched as SyncVectorEnv batches it
+            final_info = {"followed": infos["followed"], "_followed": done}
+            if r.position is not None:
+                final_info.update(position=infos["position"], _position=done)
+            infos["final_info"] = final_info
+            infos["_final_info"] = done
         return (
             r.obs.cpu().numpy(),
             r.reward.cpu().numpy().astype(np.float32),
@@ -153,6 +165,11 @@ class SiteVectorEnv(VectorEnv):
             r.truncated.cpu().numpy(),
             infos,
         )
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions of every visitor, ``(num_envs, A)`` bool (:meth:`SiteCore.action_mask`:
+        not the current page, within the candidate set on a large site, "nothing" always)."""
+        return self.core.action_mask().cpu().numpy()
 
 
 class SiteSB3VecEnv(VecEnv):
@@ -167,6 +184,8 @@ class SiteSB3VecEnv(VecEnv):
         self._actions: torch.Tensor | None = None
         self._seed = check_seed(seed)
         self.mask_current_page = True  # action_masks(): recommending the current page is invalid
+        # the position is observed: the horizon is part of the state, a cut is a real end
+        self.cut_is_end = "position" in self.core.extras
 
     def reset(self) -> np.ndarray:
         seed, self._seed = self._seed, None
@@ -195,7 +214,8 @@ class SiteSB3VecEnv(VecEnv):
             info: dict[str, Any] = {"followed": bool(followed[i])}
             if terminated[i] or truncated[i]:
                 info["terminal_observation"] = final[i]
-                info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+                cut = bool(truncated[i] and not terminated[i])
+                info["TimeLimit.truncated"] = cut and not self.cut_is_end
             infos.append(info)
         return (
             r.obs.cpu().numpy(),

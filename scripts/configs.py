@@ -68,10 +68,16 @@ def set_values(stage: DictConfig, values: Mapping[str, Any]) -> DictConfig:
     return stage
 
 
-def with_agent_overrides(cfg: DictConfig) -> DictConfig:
+def with_agent_overrides(cfg: DictConfig, cli: Iterable[str] | None = None) -> DictConfig:
     """A ``configs/train.yaml`` config whose ``agent`` has ``agent_overrides[agent.name]``
     merged in (an experiment's settings for that agent), and no ``agent_overrides`` left:
-    ``train.py experiment=X agent=ppo`` trains the PPO that ``pipeline.py experiment=X`` does."""
+    ``train.py experiment=X agent=ppo`` trains the PPO that ``pipeline.py experiment=X`` does.
+
+    The command line wins: ``cli`` (the run's command-line overrides; ``None``: Hydra's task
+    overrides when a Hydra app is running, else none) names the ``agent.*`` keys the user set,
+    and they are applied again on top of the experiment's settings, so that
+    ``experiment=synthetic_markov agent=ppo agent.total_timesteps=20000`` trains 20,000 steps
+    while the experiment's other settings for PPO still apply."""
     overrides = cfg.get("agent_overrides") or {}
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"agent_overrides must map agent names to settings, got {overrides!r}")
@@ -81,8 +87,47 @@ def with_agent_overrides(cfg: DictConfig) -> DictConfig:
         if mine:  # may add keys the agent's file leaves to the class's defaults
             agent = cfg.agent.copy()
             OmegaConf.set_struct(agent, False)
-            out.agent = OmegaConf.merge(agent, mine)
+            agent = OmegaConf.merge(agent, mine)
+            OmegaConf.set_struct(agent, False)
+            for key, value, delete in command_line_agent_keys(cli, cfg.agent):
+                if delete:
+                    parent, _, leaf = key.rpartition(".")
+                    node = OmegaConf.select(agent, parent) if parent else agent
+                    if isinstance(node, DictConfig) and leaf in node:
+                        node.pop(leaf)
+                else:  # a dict value merges into the experiment's, as Hydra merges it
+                    OmegaConf.update(agent, key, value, merge=True, force_add=True)
+            out.agent = agent
         out.pop("agent_overrides", None)
+    return out
+
+
+def command_line_agent_keys(
+    cli: Iterable[str] | None, agent: DictConfig
+) -> list[tuple[str, Any, bool]]:
+    """``(key, value, deleted)`` for each ``agent.*`` key of the command-line overrides ``cli``
+    (``None``: the running Hydra app's task overrides, or none outside one), keys relative to
+    ``agent``; a sweep's value is read from ``agent``, where Hydra has already put this job's."""
+    if cli is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        cli = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for override in OverridesParser.create().parse_overrides(list(cli)):
+        key = override.key_or_group
+        if not key.startswith("agent.") or override.package is not None:
+            continue
+        key = key[len("agent.") :]
+        if override.is_delete():
+            out.append((key, None, True))
+        elif override.is_sweep_override():
+            value = OmegaConf.select(agent, key)
+            plain = OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+            out.append((key, plain, False))
+        else:
+            out.append((key, override.value(), False))
     return out
 
 

@@ -5,8 +5,9 @@
 
 The agent comes from ``configs/agent/<name>.yaml`` by ``_target_``; this script never branches
 on its type. Writes ``<agent_dir>/`` (the policy, ``run.json`` with the resolved config, seed,
-git commit, training and evaluation metrics, TensorBoard events: ``eval/*``, ``time/fps``, and
-SB3's own scalars, and ``manifest.json``), published with one rename when it is complete
+git commit, training and evaluation metrics, TensorBoard events: the periodic ``eval/*``, the
+closing evaluation's ``final_eval/*``, ``time/fps``, and SB3's own scalars, and
+``manifest.json``), published with one rename when it is complete
 (``clickstream/runfolder.py``). Needs the run folder's prepared data and visitor model
 (``scripts/pipeline.py`` makes them).
 
@@ -21,6 +22,10 @@ Settings are checked before any work, and a bad one ends the script with status 
 message naming it: ``seed`` (a whole number in [0, 2**32 - 1]: it names the folder
 ``seed_<S>``), ``eval_sessions`` (>= 0), agent keys its class does not take, and the agent's
 own ranges (budgets >= 1, ``gamma`` and the ε in [0, 1], ...).
+
+An experiment's settings for the agent (``agent_overrides``, e.g. ``mlp_study``) are merged
+under the command line: ``experiment=synthetic_markov agent=ppo agent.total_timesteps=20000``
+trains 20,000 steps with the experiment's other PPO settings (``scripts/configs.py``).
 
 A policy folder already made from the same settings (``CONFIG_KEYS``) and the same inputs (the
 prepared data and visitor model, by their manifests) is reused, not retrained, so that a sweep
@@ -107,8 +112,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         TrainingTruncated: After saving, when a time limit cut training short and the config
             does not say ``allow_truncated: true``.
     """
-    if "agent_overrides" in cfg:  # an experiment's settings for this agent
-        cfg = with_agent_overrides(cfg)
+    if "agent_overrides" in cfg:  # an experiment's settings for this agent, under the user's
+        cfg = with_agent_overrides(cfg)  # command-line agent.* keys (Hydra's task overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     agent_dir = Path(resolved["agent_dir"])
@@ -151,7 +156,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 if agent.needs_latent_state or n_eval <= 0
                 else quick_eval(agent, site, n_eval, seed=CLOSING_SEED)
             )
-            site.log_scalars(scores, int(fit.get("steps", 0)))
+            # its own tags: not a point of the periodic eval/* curve (other seed, kept weights)
+            site.log_scalars(closing_scalars(scores), int(fit.get("steps", 0)))
             agent.save(out.dir)
         finally:
             site.close()
@@ -175,6 +181,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         out.write_text("run.json", json.dumps(record, indent=2, default=str))
     check_truncated(record, bool(resolved.get("allow_truncated", False)), agent_dir / "run.json")
     return {**record, "reused": False}
+
+
+def closing_scalars(scores: dict[str, Any]) -> dict[str, Any]:
+    """The closing evaluation's TensorBoard tags: ``eval/mean_return`` -> ``final_eval/
+    mean_return`` (the periodic ``eval/*`` points pick the kept weights on other sessions)."""
+    return {f"final_eval/{name.split('/', 1)[-1]}": value for name, value in scores.items()}
 
 
 def finished(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:

@@ -583,6 +583,8 @@ class Recommender:
             action = int(np.argmax(scores))  # what the policy plays (Policy.predict)
             stats = self._stats(ids)
             target = int(self.action_pages[action])
+            if not self.group_level and target == ids[-1]:
+                target = -1  # the page the visitor is on shows nothing, as in the simulator
             dist = stats.organic if target < 0 else self.next_dists(stats.next, [action])[0]
             follow = float(dist[self.shown_mask([action])[0]].sum()) if target >= 0 else 0.0
             nxt = int(np.argmax(dist[: self.n_pages]))
