@@ -55,6 +55,10 @@ K_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
 DEFAULT_BATCH_SESSIONS = 256
 """Sessions per yielded batch: ~1,100 steps, i.e. ~90 MB of float64 rows at P = 10,000."""
+EVAL_CELLS = 1 << 23
+"""Probabilities held at once when scoring (``steps · (P + 1)`` floats, 64 MB in float64): a
+batch ends early when its steps would pass this, whatever ``batch_sessions`` asks for (it
+always holds at least one whole session)."""
 
 
 # ---- helpers on flat session arrays ----------------------------------------------------------
@@ -183,7 +187,8 @@ class _Predictor:
 
         Args:
             seqs: Sessions (same vocabulary as in ``fit``).
-            batch_sessions: Sessions per batch.
+            batch_sessions: Sessions per batch; fewer where their steps would hold more than
+                :data:`EVAL_CELLS` probabilities.
 
         Yields:
             ``(step_index (n,) int64, log_probs (n, P + 1) float64)`` over consecutive
@@ -193,12 +198,17 @@ class _Predictor:
         if batch_sessions < 1:
             raise ValueError(f"batch_sessions must be >= 1, got {batch_sessions}")
         offsets = seqs.offsets
-        for i in range(0, len(seqs), batch_sessions):
+        max_steps = max(1, EVAL_CELLS // self.n_outcomes)
+        i = 0
+        while i < len(seqs):
             j = min(i + batch_sessions, len(seqs))
+            fit = int(np.searchsorted(offsets, offsets[i] + max_steps, side="right")) - 1
+            j = max(i + 1, min(j, fit))
             lo, hi = int(offsets[i]), int(offsets[j])
+            starts, i = offsets[i : j + 1] - lo, j
             if hi == lo:
                 continue
-            probs = self._probs(seqs.pages[lo:hi], offsets[i : j + 1] - lo)
+            probs = self._probs(seqs.pages[lo:hi], starts)
             with np.errstate(divide="ignore"):
                 yield np.arange(lo, hi, dtype=np.int64), np.log(probs)
 

@@ -46,6 +46,9 @@ DENSE_PRIOR_CELLS = 4_200_000
 (about 2,000 pages, 17 MB): one row lookup per simulator step. Larger sites add the sparse
 prior per step."""
 CHECKPOINT_VERSION = 2  # 2: the first-order prior stored sparsely (1: dense, still read)
+EVAL_CELLS = 1 << 23
+"""Log-probabilities held at once when scoring whole sessions (``tokens · (P + 1)`` floats,
+32 MB): bounds a batch's padded positions, whatever ``batch_sessions`` asks for."""
 
 
 @dataclass
@@ -874,23 +877,28 @@ class VisitorModel:
         """Log-probabilities of every step of ``seqs``, in batches of sessions of similar length.
 
         Long sessions are run in chunks of ``chunk_len`` positions with the state carried
-        over, which gives the same numbers as one pass and bounds memory.
+        over, which gives the same numbers as one pass and bounds memory. A batch holds at most
+        :data:`EVAL_CELLS` ``// (P + 1)`` padded positions (at least 64) whatever
+        ``batch_sessions`` asks for, and each chunk's steps are yielded on their own, so the
+        log-probabilities held at once stay near :data:`EVAL_CELLS` floats at any ``P``.
 
         Yields:
             ``(step_index (n,), log_probs (n, P + 1))``: flat step indices into ``seqs`` and
-            their next-page log-probabilities (float32).
+            their next-page log-probabilities (float32), each step once.
         """
         self.net.eval()
-        for rows, pages, times, mask in padded_batches(seqs, batch_sessions):
+        max_tokens = max(64, EVAL_CELLS // (self.vocab.n_pages + 1))
+        chunk_len = max(1, min(chunk_len, max_tokens))
+        for rows, pages, times, mask in padded_batches(seqs, batch_sessions, max_tokens=max_tokens):
             hidden = None
-            outs = []
             for t0 in range(0, pages.shape[1], chunk_len):
-                p = torch.as_tensor(pages[:, t0 : t0 + chunk_len], device=self.device)
-                tb = torch.as_tensor(times[:, t0 : t0 + chunk_len], device=self.device)
+                t1 = t0 + chunk_len
+                p = torch.as_tensor(pages[:, t0:t1], device=self.device)
+                tb = torch.as_tensor(times[:, t0:t1], device=self.device)
                 logits, hidden = self.net(p, tb, hidden)
-                outs.append(torch.log_softmax(logits.float(), dim=-1).cpu())
-            logp = torch.cat(outs, dim=1).numpy()
-            yield rows[mask], logp[mask]
+                keep = torch.as_tensor(mask[:, t0:t1], device=self.device)
+                logp = torch.log_softmax(logits[keep].float(), dim=-1).cpu().numpy()
+                yield rows[:, t0:t1][mask[:, t0:t1]], logp
 
     def iter_calibrated_log_probs(
         self,

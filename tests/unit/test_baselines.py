@@ -239,3 +239,34 @@ def test_true_model_beats_first_order_on_intent_data(
     true_ll = evaluate(TrueModel(store, permuted), test, exclude_exit=False)
     m1_ll = evaluate(FirstOrderMarkov().fit(train), test, exclude_exit=False)
     assert true_ll["with_exit"]["log_loss"] < m1_ll["with_exit"]["log_loss"] - 0.03
+
+
+def test_scoring_holds_a_bounded_number_of_probabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch ends where its steps would hold more than ``EVAL_CELLS`` probabilities, whatever
+    ``batch_sessions`` allows (2,048 sessions held 3 GB at a few thousand pages), and the
+    scores do not change."""
+    import envs.baselines as baselines
+
+    rng = np.random.default_rng(0)
+    lists = [rng.integers(0, 4, size=n).tolist() for n in rng.integers(1, 9, size=200)]
+    lists.append(rng.integers(0, 4, size=40).tolist())  # one session above the cap: kept whole
+    seqs = SessionSequences.from_lists(lists, exit_id=4)
+    for model in (
+        Popularity().fit(seqs),
+        FirstOrderMarkov().fit(seqs),
+        SecondOrderMarkov().fit(seqs),
+    ):
+        whole = np.full((seqs.n_steps, 5), np.nan)
+        for rows, lp in model.iter_log_probs(seqs, batch_sessions=2048):
+            whole[rows] = lp
+        monkeypatch.setattr(
+            baselines, "EVAL_CELLS", 10 * 5, raising=False
+        )  # at most 10 steps, or one session
+        capped = np.full((seqs.n_steps, 5), np.nan)
+        sizes = []
+        for rows, lp in model.iter_log_probs(seqs, batch_sessions=2048):
+            capped[rows] = lp
+            sizes.append(len(rows))
+        monkeypatch.undo()
+        assert max(sizes) == 40 and sorted(sizes)[-2] <= 10
+        np.testing.assert_array_equal(capped, whole)

@@ -193,3 +193,39 @@ def test_random_batches_keep_exit_calibrated(vocab: Vocabulary) -> None:
     train(model, seqs, seqs, quick_trainer(epochs=15, batching="random", batch_sessions=32))
     p_exit = float(model.log_prob_next(torch.tensor([[0]]))[0, 0, P].exp())
     assert abs(p_exit - bounce) < 0.05
+
+
+def test_scoring_holds_a_bounded_number_of_log_probabilities(
+    vocab: Vocabulary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``iter_log_probs`` never holds more than ``EVAL_CELLS`` log-probabilities at once, however
+    many sessions ``batch_sessions`` allows (the pipeline's 2,048 sessions × T × (P + 1) reached
+    5 GB at a few thousand pages), and scores every step as one uncapped pass does."""
+    import envs.visitor_model as vm
+
+    torch.manual_seed(3)
+    model = VisitorModel(vocab, ModelConfig(hidden_size=8, embedding_dim=4, use_time=True))
+    rng = np.random.default_rng(1)
+    lists = [rng.integers(0, P, size=n).tolist() for n in rng.integers(1, 12, size=300)]
+    lists.append(rng.integers(0, P, size=400).tolist())  # longer than a batch's positions
+    seqs = SessionSequences.from_lists(lists, exit_id=P)
+    seqs.time_bucket = rng.integers(0, 5, size=seqs.n_steps)
+
+    def scores() -> tuple[np.ndarray, int]:
+        out = np.zeros((seqs.n_steps, P + 1), dtype=np.float32)
+        seen = np.zeros(seqs.n_steps, dtype=int)
+        most = 0
+        for rows, lp in model.iter_log_probs(seqs, batch_sessions=2048):
+            out[rows] = lp
+            seen[rows] += 1
+            most = max(most, lp.size)
+        assert (seen == 1).all()
+        return out, most
+
+    whole, _ = scores()  # 1 << 23 cells: everything in one batch
+    monkeypatch.setattr(
+        vm, "EVAL_CELLS", 64 * (P + 1), raising=False
+    )  # at most 64 positions per batch
+    capped, most = scores()
+    assert most <= 64 * (P + 1)
+    np.testing.assert_allclose(capped, whole, atol=1e-6, rtol=0)
