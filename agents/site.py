@@ -18,6 +18,7 @@ applies the same click model: worlds differ only in how visitors move.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,13 +33,31 @@ from clickstream.errors import ConfigError
 from clickstream.runfolder import read_parquet, verified_file
 from envs import visitors
 from envs.core import SiteCore
-from envs.dynamics import MarkovDynamics
+from envs.dynamics import MarkovDynamics, check_truth_size
 from envs.rewards import reward_from_catalog, reward_from_store
 from envs.sequences import PreparedData, load_prepared
 from envs.site_env import build_core
 from envs.visitors import VisitorKind
 
 WORLDS = ("learned", "held_out", "ground_truth")
+
+
+def check_ground_truth(data_dir: str | Path) -> None:
+    """Refuse, before any work, a synthetic dataset whose ground truth is too large to hold
+    (``Z × P × (P + 1)`` over its vocabulary's ``P`` pages above
+    :data:`envs.dynamics.TRUTH_MAX_CELLS`: intent mode from about 4,470 seen pages, items mode
+    from about 2,500): the error names the setting that leaves the world out. Cheap: it reads
+    the page catalog and the store's intents only. Nothing for a dataset without a truth.
+
+    Raises:
+        ModelError: The ground truth would not fit.
+    """
+    data_dir = Path(data_dir)
+    if not (data_dir / "true_model.npz").is_file():
+        return
+    n_pages = len(read_parquet(data_dir / "pages.parquet", columns=["page"]))
+    record = json.loads((data_dir / "true_model.json").read_text(encoding="utf-8"))
+    check_truth_size(len(record["intents"]), n_pages)
 
 
 @dataclass

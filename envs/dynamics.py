@@ -394,32 +394,95 @@ class MixtureDynamics(Dynamics):
         return state
 
 
+TRUTH_MAX_CELLS = 60_000_000
+"""Largest ground truth held densely: ``Z × P × (P + 1)`` floats over the dataset's pages
+(float32 in the simulator: 240 MB)."""
+TRUTH_WAY_OUT = (
+    "leave the ground_truth world out (scripts/evaluate.py and scripts/pipeline.py: "
+    "worlds=[learned,held_out], or worlds=[learned] without a held-out model) and agents or "
+    "references that plan in it (true_optimum, intent_oracle)"
+)
+_said_restricted: set[tuple[int, int, int]] = set()
+
+
+def truth_cells(n_intents: int, n_pages: int) -> int:
+    """Floats of a dense ground truth of ``n_intents`` intents over ``n_pages`` pages."""
+    return int(n_intents) * int(n_pages) * (int(n_pages) + 1)
+
+
+def check_truth_size(n_intents: int, n_pages: int, max_cells: int | None = None) -> None:
+    """Refuse a ground truth too large to hold densely, naming the way out.
+
+    Args:
+        n_intents: ``Z``.
+        n_pages: ``P``, the pages of the dataset's vocabulary.
+        max_cells: The limit (default: :data:`TRUTH_MAX_CELLS`).
+
+    Raises:
+        ModelError: ``Z · P · (P + 1) > max_cells``.
+    """
+    max_cells = TRUTH_MAX_CELLS if max_cells is None else int(max_cells)
+    cells = truth_cells(n_intents, n_pages)
+    if cells > max_cells:
+        raise ModelError(
+            f"true dynamics of {n_pages:,} pages and {n_intents} intents is too large to hold "
+            f"densely ({cells:,} cells; at most {max_cells:,}): {TRUTH_WAY_OUT}"
+        )
+
+
 def store_tables(
-    store, pages: tuple[str, ...] | None = None, max_cells: int = 60_000_000
+    store, pages: tuple[str, ...] | None = None, max_cells: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """A synthetic store's true model as dense tables in a page order, float64.
 
     Args:
         store: A :class:`clickstream.synthetic.SyntheticStore`.
         pages: Page order (default: the store's own). Every page must be a store page; a
-            vocabulary without some store pages gets its rows renormalised over its pages.
-        max_cells: Largest ``Z × P × (P + 1)`` table built.
+            vocabulary without some store pages (pages the prepared data never saw) gets the
+            store restricted to it: those pages are dropped and every row renormalised over
+            the pages that remain and ``EXIT`` (a visitor who would have gone to an unseen
+            page goes to a seen one or leaves). A ``note:`` says so once per process, and
+            ``prepare_data`` records it in ``meta.json``'s ``true_model`` (``unseen_pages``).
+        max_cells: Largest ``Z × P × (P + 1)`` table built, ``P`` the pages of ``pages``
+            (default: :data:`TRUTH_MAX_CELLS`).
 
     Returns:
         ``(prior (Z,), entry (Z, P), transitions (Z, P, P + 1), pages)``, ``EXIT`` last.
+
+    Raises:
+        ModelError: The tables would pass ``max_cells`` (:func:`check_truth_size`).
     """
     pages = tuple(store.pages) if pages is None else tuple(pages)
     idx = np.array([store.page_index(p) for p in pages], dtype=np.int64)
     z, p = store.n_intents, store.n_pages
-    if z * p * (p + 1) > max_cells:
-        raise ModelError(f"true dynamics of {p} pages and {z} intents is too large to hold densely")
-    cols = np.r_[idx, p]  # reorder destinations (EXIT last)
-    dense = store.transitions[:, idx][:, :, cols]
+    check_truth_size(z, len(idx), max_cells)
+    dense = store.dense_transitions(idx)  # the store's rows among these pages only
     entry = store.entry[:, idx]
     if len(idx) < p:  # a vocabulary without some store pages: renormalise over it
+        _say_restricted(store, pages)
         dense = dense / dense.sum(-1, keepdims=True)
         entry = entry / entry.sum(-1, keepdims=True)
     return store.prior, entry, dense, pages
+
+
+def _say_restricted(store, pages: tuple[str, ...]) -> None:
+    """The ``note:`` of a ground truth restricted to a vocabulary, once per process."""
+    key = (store.n_pages, len(pages), store.n_intents)
+    if key in _said_restricted:
+        return
+    _said_restricted.add(key)
+    from clickstream.io import notice
+
+    r = store.restriction(pages)
+    notice(
+        f"ground truth: the store's {r['store_pages']:,} pages restricted to the "
+        f"{r['pages']:,} the prepared data saw ({r['unseen_pages']:,} unseen pages dropped, "
+        "each row renormalised over the rest and EXIT: up to "
+        f"{r['max_row_mass_moved']:.2%} of a row's probability and "
+        f"{r['max_entry_mass_moved']:.2%} of an intent's entries moved), so 'exact', "
+        "'true_optimum' and oracle values are of that restricted store (prepare more "
+        "sessions to see every page)"
+    )
 
 
 class TrueDynamics(MixtureDynamics):
@@ -431,7 +494,7 @@ class TrueDynamics(MixtureDynamics):
             be a store page; ``EXIT`` stays last.
     """
 
-    max_dense_cells = 60_000_000  # (Z, P, P + 1) float32: 240 MB
+    max_dense_cells = TRUTH_MAX_CELLS  # (Z, P, P + 1) float32: 240 MB
 
     def __init__(self, store, pages: tuple[str, ...] | None = None):
         self.store = store

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents.base import Policy, load_published_policy, policy_folders
 from agents.evaluate import check_protocol, evaluate
 from agents.report import write_report
-from agents.site import Site
+from agents.site import Site, check_ground_truth
 from clickstream.errors import RunFolderError
 from clickstream.prepare import git_commit
 from clickstream.runfolder import StageWriter, config_hash, manifest_digest, read_manifest
@@ -193,6 +193,8 @@ def run(cfg: DictConfig, pool: Executor | None = None) -> dict[str, Any]:
     saved_policies(agents_dir, resolved.get("policies"))  # bad folders refused before any work
     check_made_from(agents_dir, resolved.get("policies"), inputs)
     worlds = resolved.get("worlds") or site.worlds()
+    if "ground_truth" in worlds:  # refused here, not after the other worlds are evaluated
+        check_ground_truth(site.data_dir)
     quiet = {**resolved, "show_progress": False}  # parallel bars would overwrite each other
     futures = [
         submit(pool, world_records, quiet if pool is not None else resolved, world)
@@ -211,6 +213,7 @@ def run(cfg: DictConfig, pool: Executor | None = None) -> dict[str, Any]:
             site.env.get("click_model", "boost"), site.env.get("click_params")
         ),
         "worlds": ", ".join(worlds),
+        **_truth_context(Path(resolved["data_dir"]), worlds),
         "sessions per seed asked": _sessions_asked(resolved, worlds),
         "git commit": git_commit(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -263,6 +266,24 @@ def world_records(resolved: dict[str, Any], world: str) -> list[dict[str, Any]]:
 def _announce(line: str) -> None:
     """A finished (policy, world) on stderr, flushed: a worker process shows no bars."""
     print(line, file=sys.stderr, flush=True)
+
+
+def _truth_context(data_dir: Path, worlds: list[str]) -> dict[str, str]:
+    """The report's line on a ground truth restricted to the pages the data saw
+    (``meta.json``'s ``true_model``: ``envs.dynamics.store_tables``); none otherwise."""
+    if "ground_truth" not in worlds:
+        return {}
+    try:
+        record = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))["true_model"]
+        unseen, store = int(record["unseen_pages"]), int(record["n_pages"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not unseen:
+        return {}
+    return {
+        "ground truth": f"the store restricted to the {store - unseen:,} of its {store:,} pages "
+        "the data saw, rows renormalised (meta.json: true_model)"
+    }
 
 
 def _sessions_asked(resolved: dict[str, Any], worlds: list[str]) -> str:

@@ -39,6 +39,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from agents.base import policy_folders
+from agents.site import WORLDS, check_ground_truth
 from clickstream import checks
 from clickstream.errors import ConfigError, RunFolderError
 from clickstream.prepare import choose_reward, format_summary, source_changed
@@ -104,6 +105,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.env.reward = reward
         report["reward"] = {"reward": reward, "notice": note}
         _say(f"reward: {reward}")
+        if _needs_ground_truth(cfg):  # before anything trains: it refused after every agent
+            check_ground_truth(data_dir)
 
     jobs = resolve_jobs(cfg.jobs)
     with worker_pool(jobs) as pool:
@@ -146,6 +149,11 @@ def check_settings(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"{key} names agents with no configs/agent/<name>.yaml: {unknown}; known: {known}"
             )
+    worlds = cfg.get("worlds")
+    if worlds is not None:
+        named = [str(w) for w in worlds]
+        if not named or any(w not in WORLDS for w in named):
+            raise ConfigError(f"worlds must be null or a non-empty list of {WORLDS}, got {named}")
     out_dir = Path(cfg.out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +163,18 @@ def check_settings(cfg: DictConfig) -> None:
         ) from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise ConfigError("out_dir is not writable by this process", file=str(out_dir))
+
+
+TRUTH_AGENTS = ("true_optimum", "intent_oracle")
+"""Agents that plan in the ground truth (``configs/agent/<name>.yaml``)."""
+
+
+def _needs_ground_truth(cfg: DictConfig) -> bool:
+    """Whether the run builds the ground truth: the evaluation has the world (``worlds``:
+    null, all the data has), or an agent plans in it."""
+    worlds = cfg.get("worlds")
+    named = {str(n) for n in [*cfg.agents, *cfg.references]}
+    return worlds is None or "ground_truth" in worlds or bool(named & set(TRUTH_AGENTS))
 
 
 def _call(fn: Callable[[DictConfig], dict[str, Any]], cfg: dict[str, Any]) -> dict[str, Any]:
@@ -458,10 +478,15 @@ def _check_others_truncated(cfg: DictConfig, report: dict[str, Any]) -> None:
 
 
 def _evaluate_title(cfg: DictConfig, names: list[str]) -> str:
-    worlds = ["learned"]
-    if cfg.held_out:
+    asked = cfg.get("worlds")
+    worlds = []
+    if asked is None or "learned" in asked:
+        worlds.append("learned")
+    if cfg.held_out and (asked is None or "held_out" in asked):
         worlds.append("held-out")
-    if (Path(cfg.data_dir) / "true_model.npz").is_file():
+    if (Path(cfg.data_dir) / "true_model.npz").is_file() and (
+        asked is None or "ground_truth" in asked
+    ):
         worlds.append("ground truth")
     seeds = len(cfg.eval_seeds)
     return (
@@ -612,7 +637,7 @@ def _eval_cfg(cfg: DictConfig) -> DictConfig:
     for name, seed in _agent_specs(cfg):
         policies.setdefault(name, []).append(seed)
     return set_values(
-        share(compose_stage("evaluate"), cfg, skip=("seeds", "policies", "worlds")),
+        share(compose_stage("evaluate"), cfg, skip=("seeds", "policies")),
         {
             "held_out_dir": cfg.held_out_dir if cfg.held_out else None,
             "seeds": cfg.eval_seeds,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from clickstream.errors import DataError, RunFolderError
-from clickstream.io import atomic_file
+from clickstream.io import atomic_file, notice
 from clickstream.schema import EXIT
 from clickstream.synthetic.config import SyntheticConfig
 
@@ -76,6 +76,28 @@ class StoreFiles:
                     losses[name], steps[name] = total / n, n
             record["bayes_log_loss"] = losses
             record["predicted_steps"] = steps
+        # the ground truth world is the store over the dataset's vocabulary (every page of
+        # every split): pages the data never saw are dropped and the rows renormalised
+        col = "page_raw" if "page_raw" in hits.columns else "page"
+        seen = set(pd.unique(hits[col].astype(str)))
+        r = self.restriction([q for q in self.pages if q in seen])
+        record["vocabulary_pages"] = r["pages"]
+        record["unseen_pages"] = r["unseen_pages"]
+        if r["unseen_pages"]:
+            record["ground_truth_restricted"] = {
+                "max_row_mass_moved": r["max_row_mass_moved"],
+                "max_entry_mass_moved": r["max_entry_mass_moved"],
+            }
+            notice(
+                f"ground truth: {r['unseen_pages']:,} of the store's {r['store_pages']:,} pages "
+                "have no view in the sampled sessions; the ground_truth world is the store "
+                f"restricted to the other {r['pages']:,} (rows renormalised: up to "
+                f"{r['max_row_mass_moved']:.2%} of a row's probability and "
+                f"{r['max_entry_mass_moved']:.2%} of an intent's entries moved), and its "
+                "exact, true_optimum and oracle values are that restricted store's; more "
+                "sessions (data.n_sessions) see more pages",
+                meta.setdefault("notices", []),
+            )
         meta["true_model"] = record
 
     # ---- persistence ------------------------------------------------------------------------

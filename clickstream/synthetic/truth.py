@@ -128,6 +128,66 @@ class SyntheticStore(Sampling, StoreFiles):
         dense[rows, self.indices] = self.probs
         return dense.reshape(z, p, p + 1)
 
+    def dense_transitions(self, idx: np.ndarray) -> np.ndarray:
+        """The transitions among pages ``idx`` only: ``(Z, n, n + 1)``, last column EXIT.
+
+        Equal to ``transitions[:, idx][:, :, np.r_[idx, P]]`` (the same numbers, not
+        renormalised) but built from the sparse rows, so that it costs ``Z · n · (n + 1)``
+        floats, not the whole store's.
+
+        Args:
+            idx: Distinct page indices, shape ``(n,)``.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        z, p, n = self.n_intents, self.n_pages, len(idx)
+        if len(np.unique(idx)) != n:
+            raise DataError("the page order repeats a page of the store")
+        column = np.full(p + 1, -1, dtype=np.int64)
+        column[idx] = np.arange(n)
+        column[p] = n
+        rows = (np.arange(z)[:, None] * p + idx[None, :]).ravel()
+        starts, counts = self.indptr[rows], np.diff(self.indptr)[rows]
+        out_row = np.repeat(np.arange(z * n), counts)
+        pos = np.repeat(starts - np.r_[0, np.cumsum(counts)[:-1]], counts) + np.arange(
+            int(counts.sum())
+        )
+        dst = column[self.indices[pos]]
+        keep = dst >= 0
+        dense = np.zeros((z * n, n + 1))
+        dense[out_row[keep], dst[keep]] = self.probs[pos[keep]]
+        return dense.reshape(z, n, n + 1)
+
+    def restriction(self, pages: Sequence[str]) -> dict[str, int | float]:
+        """What restricting the store to ``pages`` (a dataset's vocabulary) drops.
+
+        Returns:
+            ``store_pages``, ``pages`` and ``unseen_pages`` (store pages not in ``pages``);
+            ``max_row_mass_moved``: the largest probability, over intents and kept pages, of
+            moving to an unseen page (renormalising moves it onto the kept pages and EXIT);
+            ``max_entry_mass_moved``: the same for an intent's entry distribution.
+        """
+        idx = np.array([self.page_index(q) for q in pages], dtype=np.int64)
+        kept = np.zeros(self.n_pages + 1, dtype=bool)
+        kept[idx] = True
+        kept[self.n_pages] = True
+        out: dict[str, int | float] = {
+            "store_pages": self.n_pages,
+            "pages": len(idx),
+            "unseen_pages": self.n_pages - len(np.unique(idx)),
+            "max_row_mass_moved": 0.0,
+            "max_entry_mass_moved": 0.0,
+        }
+        if out["unseen_pages"]:
+            lost = np.where(kept[self.indices], 0.0, self.probs)
+            rows = np.repeat(np.arange(self.n_intents * self.n_pages), np.diff(self.indptr))
+            per_row = np.bincount(rows, weights=lost, minlength=self.n_intents * self.n_pages)
+            per_row = per_row.reshape(self.n_intents, self.n_pages)
+            out["max_row_mass_moved"] = float(per_row[:, idx].max())
+            out["max_entry_mass_moved"] = float(
+                (self.entry.sum(1) - self.entry[:, idx].sum(1)).max()
+            )
+        return out
+
     def transition_row(self, intent: int, page: int | str) -> np.ndarray:
         """Next-page distribution of ``page`` under intent ``intent``, shape ``(P + 1,)``."""
         r = int(intent) * self.n_pages + self.page_index(page)
