@@ -156,7 +156,7 @@ class SiteMDP:
         return SiteMDP(
             rows[None],
             (self.prior[:, None] * self.entry).sum(0)[None],
-            torch.ones(1),
+            torch.ones(1, dtype=torch.float64),  # as from_core's: policy_value's dot product
             self.reward,
             self.click_model,
             self.action_pages,

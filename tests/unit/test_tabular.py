@@ -122,6 +122,31 @@ def test_intent_weighted_q_by_hand() -> None:
     assert float(q[B, A]) == pytest.approx(40 / 13, abs=1e-6)  # only the first intent on B
 
 
+def test_first_order_mixture_of_several_intents_is_evaluated_exactly() -> None:
+    """The mixed MDP's prior is float64 like every other: ``policy_value`` on it ran into a
+    float32 prior (``dot : expected both vectors to have same dtype``)."""
+    one = SiteMDP.from_core(core())
+    leaves = torch.zeros(3, 4, dtype=torch.float64)
+    leaves[:, 3] = 1.0
+    two = dataclasses.replace(
+        one,
+        transitions=torch.stack([one.transitions[0], leaves]),
+        entry=torch.stack([one.entry[0], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)]),
+        prior=torch.tensor([0.5, 0.5], dtype=torch.float64),
+    )
+    mixed = two.first_order()
+    assert mixed.prior.dtype == torch.float64 and mixed.n_intents == 1
+    best = torch.zeros(3, 4, dtype=torch.float64)
+    best[[A, B, C], [C, A, NOTHING]] = 1.0
+    direct = dataclasses.replace(
+        mixed,
+        transitions=mixed.transitions.clone(),
+        entry=mixed.entry.clone(),
+        prior=torch.tensor([1.0], dtype=torch.float64),
+    )
+    assert policy_value(mixed, best)["mean_return"] == policy_value(direct, best)["mean_return"]
+
+
 def test_large_site_backup_in_closed_form_equals_the_dense_one(monkeypatch) -> None:
     """Past MAX_DENSE_CELLS the boost's backup is computed in closed form (O(P·A) a sweep):
     the same Q table, and value iteration the same values, as the dense action rows."""
