@@ -356,6 +356,14 @@ class SlateValueIteration(SlateTablePolicy):
         self.model, self.tol = chosen.name, float(tol)
 
     def fit(self, site: Site) -> dict[str, Any]:
+        """Solve the model's first-order slate MDP.
+
+        Returns:
+            The run record's ``fit`` (``run.json``): ``iterations`` (sweeps) and
+            ``model_value``, the value of an entering visitor in the model it planned in
+            (``model``'s first-order MDP, intents mixed) over an untruncated session: not the
+            env's truncated return, nor the value in another world (``eval/results.json``).
+        """
         core = _slate_core(site)
         mdp = site.kind_mdp(self.model).first_order()
         v, pages, sweeps = slate_value_iteration(mdp, core.slate_model, tol=self.tol)

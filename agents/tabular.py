@@ -494,6 +494,17 @@ class ValueIterationPolicy(TablePolicy):
         self.model, self.gamma, self.tol = chosen.name, float(gamma), float(tol)
 
     def fit(self, site: Site) -> dict[str, Any]:
+        """Solve the model's first-order MDP.
+
+        Returns:
+            The run record's ``fit`` (``run.json``): ``iterations`` and ``residual`` of value
+            iteration, and ``model_value``: the value of an entering visitor *in the model it
+            planned in* (``model``'s first-order MDP, intents mixed), over an untruncated
+            session (the stationary value, ``env.max_steps`` ignored) and discounted by
+            ``gamma``. It is neither the env's truncated return nor the value in another world
+            (``eval/results.json`` has those): a visitor model's optimum may be worth about
+            twice what the same table earns in the ground truth.
+        """
         mdp = site.kind_mdp(self.model).first_order()
         result = value_iteration(mdp, gamma=self.gamma, tol=self.tol)
         self.set_scores(result.q)
