@@ -239,7 +239,11 @@ def print_tables(args: argparse.Namespace, res: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cuda or cpu (default: cuda; without CUDA the run refuses unless --device cpu)",
+    )
     parser.add_argument("--pages", type=int, nargs="+", default=[200, 1_000, 10_000])
     parser.add_argument("--dynamics", default="gru", help="the simulated visitors' kind")
     parser.add_argument("--batches", type=int, nargs="+", default=[4_096, 16_384, 65_536, 131_072])
@@ -249,6 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ppo-steps", type=int, default=1_000_000)
     parser.add_argument("--ppo-envs", type=int, default=4_096)
     args = parser.parse_args(argv)
+    if args.device is None:  # the full-size run is hours on a CPU: never started silently
+        if not torch.cuda.is_available():
+            parser.error(
+                "no CUDA device here, and the default sizes (up to 10,000 pages, 131,072 "
+                "visitors, 1M PPO steps) take hours on the CPU: run on a GPU, or pass "
+                "--device cpu, with small sizes (e.g. --device cpu --pages 50 --sessions 400 "
+                "--batches 64 --ppo-steps 2048 --ppo-envs 64)"
+            )
+        args.device = "cuda"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run with --device cpu (small sizes) or on a GPU")
     start = time.perf_counter()

@@ -125,7 +125,23 @@ def measure(pages: int, data: Path, args: argparse.Namespace) -> dict[str, float
     return out
 
 
-def main() -> None:
+def _without_pages(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--pages`` option (a child is given one size of its own)."""
+    out, skipping = [], False
+    for arg in argv:
+        if arg == "--pages":
+            skipping = True
+        elif arg.startswith("--pages="):
+            skipping = False
+        elif skipping and not arg.startswith("-"):
+            continue
+        else:
+            skipping = False
+            out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, nargs="+", default=[200, 2_000, 10_000])
     parser.add_argument("--types", type=int, default=3)
@@ -140,7 +156,10 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--make-site", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    given = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(given)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("no CUDA device here: run with --device cpu or on a GPU")
     if args.make_site is not None:  # child: sample the sessions of one size into a file
         vocab, seqs = site(args.pages[0], args.sessions)
         np.savez(
@@ -155,7 +174,7 @@ def main() -> None:
     if args.measure is not None:  # child: the figures of one size, as JSON
         print(json.dumps(measure(args.pages[0], args.measure, args)))
         return
-    child = [sys.executable, __file__] + [a for a in sys.argv[1:]]
+    child = [sys.executable, __file__, *_without_pages(given)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for pages in args.pages:
@@ -169,7 +188,7 @@ def main() -> None:
             rows.append((pages, pages > FULL_SOFTMAX_PAGES, figures))
             print(f"{pages} pages: {figures}", flush=True)
     lines = [
-        f"`python scripts/bench_latent_gru.py {' '.join(sys.argv[1:])}`: torch "
+        f"`python scripts/bench_latent_gru.py {' '.join(given)}`: torch "
         f"{torch.__version__}, {args.device}, {args.threads or torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}; {args.types} types, "
         f"{args.sessions:,} sessions per site",

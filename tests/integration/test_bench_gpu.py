@@ -41,3 +41,48 @@ def test_cpu_smoke_run_checks_and_prints_the_tables(capsys) -> None:
 def test_cuda_run_matches_the_cpu() -> None:
     args = [*SMALL, "--device", "cuda", "--batches", "4096", "--ppo-envs", "256"]
     assert bench_gpu.main(args) == 0
+
+
+def test_without_cuda_the_default_run_refuses_instead_of_running_on_the_cpu(
+    monkeypatch, capsys
+) -> None:
+    """The full-size run takes hours on a CPU: without CUDA and without ``--device cpu`` it
+    refuses (exit 2, the way out named) before preparing anything."""
+    import torch
+
+    def started(*args, **kw):
+        raise AssertionError("the benchmark started")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench_gpu, "run", started)
+    with pytest.raises(SystemExit) as err:
+        bench_gpu.main([])
+    assert err.value.code == 2
+    message = capsys.readouterr().err
+    assert "no CUDA device here" in message and "--device cpu" in message
+
+
+def test_bench_latent_gru_names_a_missing_cuda_device(monkeypatch, capsys) -> None:
+    """``--device cuda`` without CUDA: a clear message (exit 2), not a child's traceback."""
+    import subprocess
+
+    import torch
+
+    from scripts import bench_latent_gru
+
+    def started(*args, **kw):
+        raise AssertionError("a child process was started")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(subprocess, "run", started)
+    with pytest.raises(SystemExit) as err:
+        bench_latent_gru.main(["--device", "cuda", "--pages", "50"])
+    assert err.value.code == 2
+    assert "no CUDA device here: run with --device cpu" in capsys.readouterr().err
+
+
+def test_bench_latent_gru_gives_each_child_one_size() -> None:
+    from scripts.bench_latent_gru import _without_pages
+
+    argv = ["--pages", "200", "2000", "--sessions", "5", "--pages=7", "--threads", "1"]
+    assert _without_pages(argv) == ["--sessions", "5", "--threads", "1"]
