@@ -59,7 +59,9 @@ def test_missing_page_column_is_a_data_error(tmp_path: Path) -> None:
 def test_unknown_config_keys_and_values_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown pages option\(s\) \['identiy'\]"):
         from_options(PageConfig, {"identiy": "path"}, "pages")
-    with pytest.raises(ConfigError, match=r"data.pages.n_groups must be a whole number >= 2 or null, got 1"):
+    with pytest.raises(
+        ConfigError, match=r"data.pages.n_groups must be a whole number >= 2 or null, got 1"
+    ):
         PageConfig(n_groups=1)
     with pytest.raises(ConfigError, match=r"data\.columns maps unknown field"):
         csv_loader.parse_columns({"pgae": "url"})
