@@ -193,8 +193,10 @@ def test_simulated_visitors_keep_their_type_and_respond_on_its_row() -> None:
     core.reset(seed=0)
     types = core.dynamics.intent(core.state).clone()
     assert abs(float((types == 1).float().mean()) - 0.3) < 0.03
-    actions = torch.full((4096,), 2)  # recommend /b1
-    expected = click.apply(core.dynamics.transitions[types, core.page], torch.full((4096,), 2))
+    actions = torch.full((4096,), 2)  # recommend /b1: nothing to a visitor already on it
+    shown = torch.where(core.page == 2, -1, 2)
+    assert bool((shown == -1).any())  # some are: that row stays organic
+    expected = click.apply(core.dynamics.transitions[types, core.page], shown)
     torch.testing.assert_close(core.next_page_probs(actions), expected)
     for _ in range(3):
         step = core.step(actions)
