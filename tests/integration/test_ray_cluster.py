@@ -30,7 +30,14 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
 SEEDS = (0, 1, 2, 3)
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+# A private HOME: Ray reads ~/.ray (an auth token left there by another Ray session made the
+# nodes of this test's cluster unreachable to `ray status`, and the test timed out)
+ENV = {
+    **os.environ,
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "HOME": tempfile.mkdtemp(prefix="nextpage-ray-home-"),
+}
 
 
 def _free_ports(n: int) -> list[int]:
