@@ -46,22 +46,24 @@ from clickstream.schema import ENTRY, EXIT, check_no_reserved_names
 REVENUE_TIMINGS = ("with_view", "after_view")
 """When a hit's transaction happened relative to its page view (module docstring)."""
 
-CATALOG_COLUMNS = (
-    "page_id",
-    "page",
-    "page_group",
+_COUNT_COLUMNS = (
     "pageviews",
     "unique_pageviews",
     "entrances",
     "exits",
     "bounces",
     "transactions",
+)
+# unknown (NaN) for a page without a view in the hits a catalog describes
+_UNKNOWN_COLUMNS = ("value", "avg_time_on_page_s", "exit_rate", "bounce_rate")
+CATALOG_COLUMNS = (
+    "page_id",
+    "page",
+    "page_group",
+    *_COUNT_COLUMNS,
     "revenue",
     "page_value",
-    "value",
-    "avg_time_on_page_s",
-    "exit_rate",
-    "bounce_rate",
+    *_UNKNOWN_COLUMNS,
 )
 
 
@@ -201,17 +203,6 @@ def _add_unseen(out: pd.DataFrame, all_hits: pd.DataFrame, key: str) -> pd.DataF
         }
     )
     return pd.concat([out, extra[out.columns]], ignore_index=True)
-
-
-_COUNT_COLUMNS = (
-    "pageviews",
-    "unique_pageviews",
-    "entrances",
-    "exits",
-    "bounces",
-    "transactions",
-)
-_UNKNOWN_COLUMNS = ("value", "avg_time_on_page_s", "exit_rate", "bounce_rate")
 
 
 def transition_counts(hits: pd.DataFrame, key: str = "page") -> pd.DataFrame:
