@@ -274,25 +274,29 @@ def fit_fqe(logs: Logs, pi: np.ndarray, horizon: int, weights: np.ndarray | None
     return FQE(q, v)
 
 
+def _last_rows(logs: Logs) -> np.ndarray:
+    """The row of each logged session's last decision (rows are in session order)."""
+    if not len(logs.session):
+        return np.zeros(0, dtype=np.int64)
+    return np.r_[np.flatnonzero(np.diff(logs.session)), len(logs.session) - 1]
+
+
 def _final(logs: Logs, rho: np.ndarray) -> np.ndarray:
     """Each session's last ``ρ`` ``(sessions,)``: the weight of the whole logged session."""
-    last = np.r_[np.flatnonzero(np.diff(logs.session)), len(logs.session) - 1]
-    return rho[last] if len(rho) else rho
+    return rho[_last_rows(logs)]
 
 
 def _warn_short(logs: Logs, horizon: int) -> None:
     """Warn when sessions stop before ``horizon`` without ``EXIT`` (cut by the logging)."""
-    if not len(logs.session):
-        return
-    last = np.r_[np.flatnonzero(np.diff(logs.session)), len(logs.session) - 1]
+    last = _last_rows(logs)
     short = (logs.step[last] + 1 < horizon) & (logs.next_state[last] != logs.n_pages)
     if short.any():
         warnings.warn(
             f"{int(short.sum())} of {len(last)} logged sessions stop before the horizon "
             f"{horizon} without EXIT (cut by the logging; the longest of them after "
-            f"{int(logs.step[last][short].max()) + 1} decisions): pdis, pdwis and dr count nothing after the cut, fqe extrapolates its "
-            "model, so their estimates describe different horizons (use a horizon the logs "
-            "cover)",
+            f"{int(logs.step[last][short].max()) + 1} decisions): pdis, pdwis and dr count "
+            "nothing after the cut, fqe extrapolates its model, so their estimates describe "
+            "different horizons (use a horizon the logs cover)",
             OPEWarning,
             stacklevel=3,
         )

@@ -33,7 +33,7 @@ from clickstream import checks
 from clickstream.errors import ConfigError, ModelError, RunFolderError, from_options
 from envs import visitors
 from envs.click_model import ClickModel, MultinomialBoost
-from envs.core import SiteCore
+from envs.core import SiteCore, own_page_shows_nothing
 
 if TYPE_CHECKING:
     from agents.site import Site
@@ -169,8 +169,7 @@ class SiteMDP:
         page, or -1 (nothing) where that is the page itself, as in
         :meth:`envs.core.SiteCore.step`. (Group actions use ``shown`` as it is: a group holding
         the page shows its other pages.)"""
-        recommended = self.action_pages[actions]
-        return torch.where(recommended == pages, -1, recommended)
+        return own_page_shows_nothing(self.action_pages[actions], pages)
 
     def action_rows(self, z: int, actions: torch.Tensor) -> torch.Tensor:
         """Next-state distributions of every page under each of ``actions``: ``(P, len, P + 1)``."""
@@ -244,9 +243,8 @@ class SiteMDP:
         ``Q(s, a) = (Σ_j p(j)·t_j + k·p(a)·t_a) / (1 + k·p(a))``: ``(P, A)``."""
         rows = self.transitions[z]  # (P, P + 1)
         pages = self.action_pages.clamp(min=0)
-        shows = (self.action_pages >= 0)[None, :] & (
-            self.action_pages[None, :] != torch.arange(self.n_pages)[:, None]
-        )  # (P, A): "nothing" and the page itself show nothing
+        # (P, A): "nothing" and the page itself show nothing
+        shows = own_page_shows_nothing(self.action_pages, torch.arange(self.n_pages)[:, None]) >= 0
         p_a = rows[:, pages] * shows.to(rows.dtype)  # (P, A); 0: none shown
         k = math.exp(self.click_model.beta) - 1.0
         return ((rows @ target)[:, None] + k * p_a * target[pages][None, :]) / (1.0 + k * p_a)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clickstream.errors import ClickstreamError, DataError, ModelError
-from envs.sequences import SessionSequences
+from envs.sequences import EVAL_CELLS, SessionSequences
 
 if TYPE_CHECKING:
     from clickstream.synthetic import SyntheticStore
@@ -55,10 +55,6 @@ K_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
 DEFAULT_BATCH_SESSIONS = 256
 """Sessions per yielded batch: ~1,100 steps, i.e. ~90 MB of float64 rows at P = 10,000."""
-EVAL_CELLS = 1 << 23
-"""Probabilities held at once when scoring (``steps · (P + 1)`` floats, 64 MB in float64): a
-batch ends early when its steps would pass this, whatever ``batch_sessions`` asks for (it
-always holds at least one whole session)."""
 
 
 # ---- helpers on flat session arrays ----------------------------------------------------------

@@ -99,6 +99,13 @@ def entropy_seed() -> int:
     return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0])
 
 
+def own_page_shows_nothing(recommended: torch.Tensor, pages: torch.Tensor) -> torch.Tensor:
+    """Recommended page ids with ``NO_RECOMMENDATION`` where one is the visitor's own page
+    (broadcast against ``pages``): recommending the page she is on shows nothing. The one rule
+    the simulator and the tabular MDP (:mod:`agents.tabular`) share."""
+    return torch.where(recommended == pages, NO_RECOMMENDATION, recommended)
+
+
 def action_mask(
     pages: torch.Tensor,
     action_pages: torch.Tensor,
@@ -426,8 +433,7 @@ class SiteCore:
         recommended = self.action_pages[a]
         if self.page_groups is not None:
             return recommended
-        pages = self.page if pages is None else pages
-        return torch.where(recommended == pages, NO_RECOMMENDATION, recommended)
+        return own_page_shows_nothing(recommended, self.page if pages is None else pages)
 
     def _shown(self, targets: torch.Tensor, outcomes: torch.Tensor | None = None) -> torch.Tensor:
         """Whether outcomes are shown by the recommendations ``targets`` ``(B,)`` (page or group

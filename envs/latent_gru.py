@@ -48,7 +48,7 @@ from clickstream import checks
 from clickstream.errors import ConfigError, DataError, from_options
 from envs.dynamics import Chains, GRUDynamics, entry_distribution, sample_categorical
 from envs.latent_class import MAX_DENSE_CELLS
-from envs.sequences import SessionSequences, Vocabulary
+from envs.sequences import EVAL_CELLS, SessionSequences, Vocabulary
 from envs.training import TrainerConfig, TrainingDiverged, mean_log_loss, train
 from envs.visitor_model import (
     GRUNet,
@@ -63,9 +63,6 @@ CHECKPOINT_KIND = "nextpage.latent_gru"
 TRUNKS = ("learned", "counted")
 ONE_TYPE = ("one_stage", "two_stages")
 TABLE_FITS = ("minibatch", "full_batch")
-EVAL_CELLS = 1 << 23
-"""Per-type log-probabilities held at once when scoring whole sessions (``K · tokens · (P +
-1)`` floats, 32 MB): bounds a batch's padded positions."""
 
 
 @dataclass

@@ -27,6 +27,10 @@ TIME_BUCKET_EDGES_S = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 """Upper edges (seconds) of the time-on-page buckets; bucket 0 means unknown / none."""
 
 N_TIME_BUCKETS = len(TIME_BUCKET_EDGES_S) + 2  # unknown, the edges, and "longer"
+EVAL_CELLS = 1 << 23
+"""Probabilities a scorer holds at once when scoring whole sessions (32 MB of float32): the
+GRU, the latent-type GRU and the count baselines bound their batches by it, whatever
+``batch_sessions`` asks for."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from clickstream.errors import (
     from_options,
 )
 from clickstream.io import atomic_file, json_default
-from envs.sequences import N_TIME_BUCKETS, SessionSequences, Vocabulary
+from envs.sequences import EVAL_CELLS, N_TIME_BUCKETS, SessionSequences, Vocabulary
 
 CHECKPOINT_KIND = "nextpage.visitor_model"
 DENSE_PRIOR_CELLS = 4_200_000
@@ -46,9 +46,6 @@ DENSE_PRIOR_CELLS = 4_200_000
 (about 2,000 pages, 17 MB): one row lookup per simulator step. Larger sites add the sparse
 prior per step."""
 CHECKPOINT_VERSION = 2  # 2: the first-order prior stored sparsely (1: dense, still read)
-EVAL_CELLS = 1 << 23
-"""Log-probabilities held at once when scoring whole sessions (``tokens · (P + 1)`` floats,
-32 MB): bounds a batch's padded positions, whatever ``batch_sessions`` asks for."""
 
 
 @dataclass

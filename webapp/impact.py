@@ -156,7 +156,7 @@ def _versus(
     if a is None or b is None:
         return None, None
     if m.relative:  # in percent of organic, by the evaluation's own delta method
-        ci_a, ci_b = r.get(m.ci_key) if m.ci_key else None, organic.get(m.ci_key or "")
+        ci_a, ci_b = (r.get(m.ci_key), organic.get(m.ci_key)) if m.ci_key else (None, None)
         if ci_a is None or ci_b is None or not b:
             return None, None
         return ratio_ci(a, ci_a, b, ci_b)

@@ -566,9 +566,7 @@ class Recommender:
     def ranks_no_page(self, scores: np.ndarray, candidates: np.ndarray) -> bool:
         """Whether a policy's ``scores`` prefer showing nothing and rank no recommendable
         page above another (the organic baseline): it has no top-k to show."""
-        if self.nothing is None or not len(candidates):
-            return False
-        if len(candidates) < 2:  # one page is a list of one, not an arbitrary order
+        if self.nothing is None or len(candidates) < 2:  # one page: a list of one, not an order
             return False
         page_scores = scores[candidates]
         return bool(page_scores.min() == page_scores.max() < scores[self.nothing])

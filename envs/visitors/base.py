@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from clickstream import checks
 from clickstream.errors import ConfigError, DataError, ModelError, RunFolderError
 from clickstream.runfolder import MANIFEST, Manifest, read_manifest, verified_file
 
@@ -162,7 +163,7 @@ class Visitors(ABC):
         if not values:
             raise DataError("history must hold at least one page view")
         for position, value in enumerate(values):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            if not checks.is_whole(value):
                 raise DataError(
                     f"history[{position}] must be a page id (a whole number), got {value!r}"
                 )
@@ -366,11 +367,7 @@ class VisitorKind(ABC):
             RunFolderError: A recorded value that is not a whole number >= 1, or one that
                 leaves no training session, naming the file.
         """
-        if (
-            isinstance(min_session_length, bool)
-            or not isinstance(min_session_length, int | np.integer)
-            or min_session_length < 1
-        ):
+        if not checks.is_whole(min_session_length) or min_session_length < 1:
             raise RunFolderError(
                 f"the model records a malformed min_session_length {min_session_length!r} "
                 "(expected a whole number >= 1)",
